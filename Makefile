@@ -1,0 +1,42 @@
+# Entry points in the kubebuilder habit. `make test` works on a fresh machine: it installs missing system
+# packages, creates its own virtual environment, builds (or reuses) the local control plane, then runs everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DIVBASE_CACHE_DIR ?= $(HOME)/.cache/divbase
+PYTEST_ARGS ?=
+
+.PHONY: help test unit integration cluster lint venv system-deps localcluster demo clean
+
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+system-deps: ## Install missing system packages (PostgreSQL from Debian).
+	@scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed ## Create the virtual environment with the test extras.
+
+localcluster: venv ## Build (or reuse from cache) the Kubernetes binaries of the local control plane.
+	$(BIN)/divbase-localcluster build
+
+lint: venv ## ruff over the whole tree.
+	$(BIN)/ruff check .
+
+unit: venv ## Unit tests only (no PostgreSQL, no cluster).
+	scripts/run-pytest.sh $(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL integration and cluster tests.
+	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS)
+
+demo: system-deps venv localcluster ## The demo rollout on the local control plane.
+	$(BIN)/python -m divbase_operator.demo
+
+clean: ## Remove the virtual environment (the binary cache under $$DIVBASE_CACHE_DIR stays).
+	rm -rf $(VENV) .pytest_cache .ruff_cache

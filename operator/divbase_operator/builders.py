@@ -1,0 +1,167 @@
+"""Pure builders of the objects the operator owns: migration Jobs and the gated Deployments.
+
+Same inputs, same object, same name: that is what makes a restart safe (the operator finds what it created
+before) and a changed spec visible (a different hash, so a different Job or a new Deployment revision)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from . import names
+from .spec import DatabaseSpec, Workload
+
+TERMINATION_LOG = "/dev/termination-log"
+# Exit codes of `divbase-migrate` that no retry can fix (bad input, precondition, lint): fail the Job at once.
+NON_RETRYABLE_EXIT_CODES = (2, 5, 6)
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
+    """Connection settings as Secret references: the operator never sees the values."""
+    ref = spec.database
+    if ref.part_keys:
+        env_names = {"host": "DIVBASE_DB_HOST", "port": "DIVBASE_DB_PORT", "database": "DIVBASE_DB_NAME",
+                     "user": "DIVBASE_DB_USER", "password": "DIVBASE_DB_PASSWORD"}
+        return [
+            {"name": env_names[part], "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": key}}}
+            for part, key in sorted(ref.part_keys.items())
+        ]
+    return [{"name": "DIVBASE_DATABASE_URL",
+             "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}}}]
+
+
+def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
+    settings = spec.migration_job
+    args = [step, "--release", version, "--termination-log", TERMINATION_LOG]
+    if settings.lock_timeout_seconds is not None:
+        args += ["--lock-timeout", f"{settings.lock_timeout_seconds}s"]
+    if settings.statement_timeout_seconds is not None:
+        args += ["--statement-timeout", f"{settings.statement_timeout_seconds}s"]
+    container: dict[str, Any] = {
+        "name": "migrate",
+        "image": spec.image_for(version),
+        "command": ["divbase-migrate"],
+        "args": args,
+        "env": [*database_env(spec), {"name": "DIVBASE_RELEASE", "value": version}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": settings.resources or {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": settings.automount_service_account_token,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    if settings.service_account_name:
+        pod["serviceAccountName"] = settings.service_account_name
+    if settings.node_selector:
+        pod["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        pod["tolerations"] = copy.deepcopy(settings.tolerations)
+    return pod
+
+
+def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
+    """Hash of everything that makes one migration attempt different from another."""
+    settings = spec.migration_job
+    return names.short_hash({
+        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version), "retry": retry_token,
+        "limits": [settings.backoff_limit, settings.active_deadline_seconds],
+    })
+
+
+def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
+    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token))
+
+
+def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> dict[str, Any]:
+    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened."""
+    settings = spec.migration_job
+    labels = names.child_labels(owner.name, **{names.LABEL_STEP: step, names.LABEL_VERSION: version})
+    job_spec: dict[str, Any] = {
+        "backoffLimit": settings.backoff_limit,
+        "activeDeadlineSeconds": settings.active_deadline_seconds,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob",
+             "onExitCodes": {"containerName": "migrate", "operator": "In",
+                             "values": list(NON_RETRYABLE_EXIT_CODES)}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": _job_pod_spec(spec, step, version),
+        },
+    }
+    if settings.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": migration_job_name(owner, spec, step, version, retry_token),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {names.ANNOTATION_RETRY_TOKEN: retry_token},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": job_spec,
+    }
+
+
+def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str) -> dict[str, Any]:
+    """The workload's Deployment at `version`: containers without an image get the release image."""
+    template = copy.deepcopy(workload.template)
+    selector = {names.LABEL_DATABASE: owner.name, names.LABEL_WORKLOAD: workload.name}
+    labels = names.child_labels(owner.name, **{names.LABEL_WORKLOAD: workload.name, names.LABEL_VERSION: version})
+    template.pop("selector", None)
+    pod_template = template.setdefault("template", {})
+    pod_meta = pod_template.setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    for container in (pod_template.get("spec") or {}).get("containers") or []:
+        if not container.get("image"):
+            container["image"] = spec.image_for(version)
+    template["selector"] = {"matchLabels": selector}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names.deployment_name(owner.name, workload.name),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": template,
+    }
+    deployment["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH] = names.short_hash(deployment["spec"], 12)
+    return deployment

@@ -1,0 +1,140 @@
+"""Every name the operator writes into the cluster: API coordinates, labels, annotations, condition types,
+reasons, phases and child-object names. Defined once here so the planner, the builders, the handlers, the CRD
+and the docs cannot drift apart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Final
+
+# --- The custom resource --------------------------------------------------------------------------------------
+GROUP: Final = "divbase.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "DivBaseDatabase"
+PLURAL: Final = "divbasedatabases"
+SINGULAR: Final = "divbasedatabase"
+SHORT_NAME: Final = "dbdb"
+FIELD_MANAGER: Final = "divbase-operator"
+
+# --- Labels on every child (Jobs, Deployments, their pods) ------------------------------------------------------
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "divbase-operator"
+LABEL_DATABASE: Final = f"{GROUP}/database"  # name of the owning DivBaseDatabase
+LABEL_STEP: Final = f"{GROUP}/step"  # expand | contract (migration Jobs) or workload
+LABEL_WORKLOAD: Final = f"{GROUP}/workload"  # workload name within the resource
+LABEL_VERSION: Final = f"{GROUP}/version"  # the DivBase release a child runs
+
+# --- Annotations ------------------------------------------------------------------------------------------------
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"  # any new value retries the failed step
+ANNOTATION_APPROVE_CONTRACT: Final = f"{GROUP}/approve-contract"  # names the version whose contract may run
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"  # desired-state hash of an owned Deployment
+ANNOTATION_RETRY_TOKEN: Final = f"{GROUP}/retry-token"  # the retry value a Job was created under
+FINALIZER: Final = f"{GROUP}/finalizer"
+
+# --- Steps ------------------------------------------------------------------------------------------------------
+STEP_EXPAND: Final = "expand"
+STEP_DEPLOY: Final = "deploy"
+STEP_CONTRACT: Final = "contract"
+JOB_STEPS: Final = (STEP_EXPAND, STEP_CONTRACT)
+
+# --- Phases (status.phase, printer column) ----------------------------------------------------------------------
+PHASE_PENDING: Final = "Pending"
+PHASE_EXPANDING: Final = "Expanding"
+PHASE_DEPLOYING: Final = "Deploying"
+PHASE_AWAITING_CONTRACT: Final = "AwaitingContract"
+PHASE_CONTRACTING: Final = "Contracting"
+PHASE_ROLLING_BACK: Final = "RollingBack"
+PHASE_READY: Final = "Ready"
+PHASE_FAILED: Final = "Failed"
+PHASE_PAUSED: Final = "Paused"
+PHASES: Final = (
+    PHASE_PENDING, PHASE_EXPANDING, PHASE_DEPLOYING, PHASE_AWAITING_CONTRACT, PHASE_CONTRACTING,
+    PHASE_ROLLING_BACK, PHASE_READY, PHASE_FAILED, PHASE_PAUSED,
+)
+
+# --- Condition types (kstatus trio plus one per step) -----------------------------------------------------------
+COND_READY: Final = "Ready"
+COND_RECONCILING: Final = "Reconciling"
+COND_STALLED: Final = "Stalled"
+COND_SCHEMA_EXPANDED: Final = "SchemaExpanded"
+COND_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
+COND_SCHEMA_CONTRACTED: Final = "SchemaContracted"
+CONDITION_TYPES: Final = (
+    COND_READY, COND_RECONCILING, COND_STALLED,
+    COND_SCHEMA_EXPANDED, COND_WORKLOADS_UPDATED, COND_SCHEMA_CONTRACTED,
+)
+STEP_CONDITION: Final = {
+    STEP_EXPAND: COND_SCHEMA_EXPANDED,
+    STEP_DEPLOY: COND_WORKLOADS_UPDATED,
+    STEP_CONTRACT: COND_SCHEMA_CONTRACTED,
+}
+
+# --- Condition reasons (CamelCase, as Kubernetes expects) -------------------------------------------------------
+REASON_RECONCILED: Final = "Reconciled"
+REASON_PROGRESSING: Final = "Progressing"
+REASON_JOB_RUNNING: Final = "JobRunning"
+REASON_JOB_SUCCEEDED: Final = "JobSucceeded"
+REASON_JOB_FAILED: Final = "JobFailed"
+REASON_JOB_POD_BLOCKED: Final = "JobPodBlocked"
+REASON_WAITING_FOR_JOB: Final = "WaitingForActiveJob"
+REASON_ROLLING_OUT: Final = "RollingOut"
+REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
+REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
+REASON_ROLLED_BACK: Final = "RolledBack"
+REASON_ROLLING_BACK: Final = "RollingBack"
+REASON_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
+REASON_CONTRACT_DELAYED: Final = "ContractDelayed"
+REASON_NOT_STARTED: Final = "NotStarted"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_DOWNGRADE_REFUSED: Final = "DowngradeRefused"
+REASON_PAUSED: Final = "Paused"
+REASON_APPLY_FAILED: Final = "ApplyFailed"
+REASON_UP_TO_DATE: Final = "UpToDate"
+REASON_NOT_NEEDED: Final = "NotNeeded"
+
+# --- Event reasons ------------------------------------------------------------------------------------------------
+EVENT_JOB_CREATED: Final = "MigrationJobCreated"
+EVENT_JOB_SUCCEEDED: Final = "MigrationJobSucceeded"
+EVENT_JOB_FAILED: Final = "MigrationJobFailed"
+EVENT_WORKLOADS_UPDATING: Final = "WorkloadsUpdating"
+EVENT_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
+EVENT_ROLLBACK: Final = "RollingBack"
+EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
+EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
+EVENT_INVALID_SPEC: Final = "InvalidSpec"
+EVENT_RETRY: Final = "RetryRequested"
+
+# --- Limits -------------------------------------------------------------------------------------------------------
+HISTORY_LIMIT: Final = 10  # rollouts kept in status.history
+MESSAGE_LIMIT: Final = 1024  # characters of a Job's termination message kept in status and Events
+_MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
+
+
+def short_hash(payload: Any, length: int = 8) -> str:
+    """A stable hash of any JSON-able payload; it makes child names deterministic across restarts."""
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:length]
+
+
+def _bounded(prefix: str, suffix: str) -> str:
+    room = _MAX_NAME - len(suffix) - 1
+    if len(prefix) > room:
+        prefix = prefix[: room - 6].rstrip("-") + "-" + short_hash(prefix, 5)
+    return f"{prefix}-{suffix}"
+
+
+def job_name(database: str, step: str, digest: str) -> str:
+    """`<database>-<step>-<hash>`, at most 63 characters, same inputs giving the same name."""
+    return _bounded(database, f"{step}-{digest}")
+
+
+def deployment_name(database: str, workload: str) -> str:
+    return _bounded(database, workload)
+
+
+def child_labels(database: str, **extra: str) -> dict[str, str]:
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DATABASE: database}
+    labels.update(extra)
+    return labels

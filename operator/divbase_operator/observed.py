@@ -1,0 +1,176 @@
+"""What the operator sees of its children, reduced to the few facts the planner decides on.
+
+Each `*_from_body` function is pure: it turns a raw Kubernetes object (as a Kopf index or a watch delivers it)
+into a small frozen value, so the planner can be tested with hand-written observations and the indexes keep
+little memory per object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import names
+
+JOB_ACTIVE = "Active"
+JOB_SUCCEEDED = "Succeeded"
+JOB_FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobObs:
+    name: str
+    step: str
+    version: str
+    state: str  # Active | Succeeded | Failed
+    created_at: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None  # Job condition reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...
+    message: str | None = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class PodObs:
+    name: str
+    job_name: str | None
+    workload: str | None
+    version: str | None
+    phase: str
+    deleting: bool = False
+    created_at: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    exit_code: int | None = None
+    termination_message: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentObs:
+    name: str
+    workload: str
+    version: str | None
+    spec_hash: str | None
+    images: tuple[str, ...]
+    generation: int
+    observed_generation: int
+    replicas: int  # desired
+    status_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    progress_deadline_exceeded: bool = False
+
+    @property
+    def rollout_complete(self) -> bool:
+        """The test `kubectl rollout status` makes: new spec seen, every pod updated and available."""
+        return (
+            self.observed_generation >= self.generation
+            and self.updated_replicas == self.replicas
+            and self.status_replicas == self.replicas
+            and self.available_replicas >= self.replicas
+        )
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind:
+            return cond
+    return None
+
+
+def job_from_body(body: dict[str, Any]) -> JobObs:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = body.get("status") or {}
+    complete = _condition(status, "Complete")
+    failed = _condition(status, "Failed")
+    if complete and complete.get("status") == "True":
+        state, cond = JOB_SUCCEEDED, complete
+    elif failed and failed.get("status") == "True":
+        state, cond = JOB_FAILED, failed
+    else:
+        state, cond = JOB_ACTIVE, None
+    return JobObs(
+        name=meta.get("name", ""),
+        step=labels.get(names.LABEL_STEP, ""),
+        version=labels.get(names.LABEL_VERSION, ""),
+        state=state,
+        created_at=meta.get("creationTimestamp"),
+        finished_at=(status.get("completionTime") or (cond or {}).get("lastTransitionTime")) if cond else None,
+        reason=(cond or {}).get("reason"),
+        message=(cond or {}).get("message"),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def pod_from_body(body: dict[str, Any]) -> PodObs:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = body.get("status") or {}
+    waiting_reason = waiting_message = termination = finished = None
+    exit_code = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        last = cs.get("lastState") or {}
+        if state.get("waiting"):
+            waiting_reason = state["waiting"].get("reason")
+            waiting_message = state["waiting"].get("message")
+        terminated = state.get("terminated") or last.get("terminated")
+        if terminated:
+            exit_code = terminated.get("exitCode")
+            termination = terminated.get("message")
+            finished = terminated.get("finishedAt")
+        break  # migration and workload pods are judged by their first (main) container
+    return PodObs(
+        name=meta.get("name", ""),
+        job_name=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
+        workload=labels.get(names.LABEL_WORKLOAD),
+        version=labels.get(names.LABEL_VERSION),
+        phase=status.get("phase") or "Pending",
+        deleting=bool(meta.get("deletionTimestamp")),
+        created_at=meta.get("creationTimestamp"),
+        waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
+        exit_code=exit_code,
+        termination_message=termination,
+        finished_at=finished,
+    )
+
+
+def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    progressing = _condition(status, "Progressing")
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return DeploymentObs(
+        name=meta.get("name", ""),
+        workload=labels.get(names.LABEL_WORKLOAD, ""),
+        version=labels.get(names.LABEL_VERSION),
+        spec_hash=annotations.get(names.ANNOTATION_SPEC_HASH),
+        images=tuple(c.get("image", "") for c in containers),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        replicas=int(spec.get("replicas", 1)),
+        status_replicas=int(status.get("replicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        progress_deadline_exceeded=bool(
+            progressing and progressing.get("status") == "False"
+            and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
+        ),
+    )
+
+
+def parse_summary(message: str | None) -> dict[str, Any]:
+    """`divbase-migrate` writes a one-line JSON summary as its termination message; anything else is kept raw."""
+    if not message:
+        return {}
+    try:
+        parsed = json.loads(message.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

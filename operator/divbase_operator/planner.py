@@ -1,0 +1,647 @@
+"""The operator's decisions: observed state in, next actions and the new status out. Pure and synchronous.
+
+A rollout from A to B runs expand (Job from image B), deploy (every workload to B, until no pod of A is left)
+and contract (Job, per policy). A first install runs expand, contract, then creates the workloads. Everything
+the planner remembers lives in `status.rollout` and in deterministic Job names, so a restarted operator picks
+up where it stopped; it never moves a workload to a release whose expand Job has not succeeded.
+
+Rules that keep it deterministic:
+- a migration Job of ours that is still running is always waited for, whatever the spec says now;
+- a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history, Superseded);
+- a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job;
+- a downgrade is accepted only while the schema has not been contracted past the requested release."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import names
+from .builders import Owner, build_deployment, build_job, migration_job_name
+from .conditions import set_condition
+from .observed import JOB_ACTIVE, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
+from .spec import DatabaseSpec, parse_spec, version_key
+
+# Step record phases in status.rollout.steps.<step>.phase
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
+WAITING, ROLLING_BACK, ROLLED_BACK = "Waiting", "RollingBack", "RolledBack"
+DONE_PHASES = (SUCCEEDED, SKIPPED)
+# Pod waiting reasons that mean a migration pod cannot start without someone fixing something.
+BLOCKED_REASONS = frozenset({
+    "CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ImageNotMapped",
+    "CreateContainerError", "CrashLoopBackOff",
+})
+
+
+@dataclass(frozen=True)
+class Observed:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    annotations: dict[str, str]
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    jobs: tuple[JobObs, ...] = ()
+    deployments: tuple[DeploymentObs, ...] = ()
+    pods: tuple[PodObs, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApplyDeployment:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteDeployment:
+    name: str
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = CreateJob | ApplyDeployment | DeleteDeployment | EmitEvent
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    requeue_after: float | None = None  # only for timers the cluster cannot wake us for (contract delay)
+
+
+def _iso(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _truncate(text: str | None) -> str:
+    text = (text or "").strip()
+    return text if len(text) <= names.MESSAGE_LIMIT else text[: names.MESSAGE_LIMIT - 3] + "..."
+
+
+def decide(obs: Observed, now: datetime) -> Decision:
+    return _Planner(obs, now).run()
+
+
+class _Planner:
+    """One reconcile's worth of reasoning; holds the status being built and the actions collected."""
+
+    def __init__(self, obs: Observed, now: datetime) -> None:
+        self.obs = obs
+        self.now = now
+        self.ts = _iso(now)
+        self.status: dict[str, Any] = copy.deepcopy(obs.status or {})
+        self.actions: list[Action] = []
+        self.requeue_after: float | None = None
+        self.owner = Owner(obs.name, obs.namespace, obs.uid)
+        self.jobs = {j.name: j for j in obs.jobs if not j.deleting}
+        self.spec: DatabaseSpec | None = None
+        # outcome of this reconcile, turned into phase and kstatus conditions at the end
+        self.phase = names.PHASE_PENDING
+        self.stalled: tuple[str, str] | None = None
+        self.progress: tuple[str, str] = (names.REASON_PROGRESSING, "")
+        self.ready = False
+
+    # -- entry --------------------------------------------------------------------------------------------------
+    def run(self) -> Decision:
+        self.status["observedGeneration"] = self.obs.generation
+        self.status.setdefault("conditions", [])
+        spec, errors = parse_spec(self.obs.spec)
+        if errors or spec is None:
+            message = "; ".join(str(e) for e in errors)
+            self._stall(names.REASON_INVALID_SPEC, message, event_reason=names.EVENT_INVALID_SPEC)
+            self.phase = names.PHASE_FAILED
+            return self._finish()
+        self.spec = spec
+        self.status["targetVersion"] = spec.version
+        self._sync_recorded_jobs()
+        if spec.paused:
+            self._paused()
+            return self._finish()
+        self._reconcile_rollout()
+        return self._finish()
+
+    # -- status bookkeeping -------------------------------------------------------------------------------------
+    def _event(self, kind: str, reason: str, message: str) -> None:
+        self.actions.append(EmitEvent(kind, reason, _truncate(message)))
+
+    def _stall(self, reason: str, message: str, event_reason: str | None = None) -> None:
+        previous = next((c for c in self.status.get("conditions", []) if c.get("type") == names.COND_STALLED), None)
+        repeated = bool(previous and previous.get("status") == "True" and previous.get("message") == message)
+        self.stalled = (reason, message)
+        if event_reason and not repeated:
+            self._event("Warning", event_reason, message)
+
+    def _rollout(self) -> dict[str, Any] | None:
+        return self.status.get("rollout")
+
+    def _sync_recorded_jobs(self) -> None:
+        """Fold finished Jobs into the rollout record, even when the spec has moved on since."""
+        rollout = self._rollout()
+        if not rollout:
+            return
+        for step in names.JOB_STEPS:
+            rec = rollout["steps"].get(step) or {}
+            job = self.jobs.get(rec.get("job") or "")
+            if rec.get("phase") == RUNNING and job is not None and job.state != JOB_ACTIVE:
+                self._record_job_result(step, rec, job, rollout["toVersion"])
+
+    def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
+        pods = [p for p in self.obs.pods if p.job_name == job.name]
+        pods.sort(key=lambda p: (p.finished_at or "", p.created_at or ""))
+        last_pod = pods[-1] if pods else None
+        summary = parse_summary(last_pod.termination_message if last_pod else None)
+        rec["finishedAt"] = job.finished_at or self.ts
+        if job.state == JOB_SUCCEEDED:
+            rec["phase"] = SUCCEEDED
+            rec["message"] = f"Job {job.name} succeeded"
+            schema = self.status.setdefault("schema", {})
+            key = "expandedTo" if step == names.STEP_EXPAND else "contractedTo"
+            if not schema.get(key) or version_key(schema[key]) < version_key(version):
+                schema[key] = version
+            revisions = summary.get("to") if isinstance(summary.get("to"), dict) else None
+            if revisions:
+                schema.setdefault("revisions", {}).update({k: v for k, v in revisions.items() if v})
+            self._event("Normal", names.EVENT_JOB_SUCCEEDED, f"{step} Job {job.name} for release {version} succeeded")
+            return
+        rec["phase"] = FAILED
+        error = summary.get("error") or (last_pod.termination_message if last_pod else None) or job.message
+        exit_code = last_pod.exit_code if last_pod else None
+        failure = {
+            "step": step,
+            "version": version,
+            "job": job.name,
+            "reason": job.reason or "Failed",
+            "exitCode": exit_code,
+            "message": _truncate(error or "the Job failed without a message"),
+            "time": rec["finishedAt"],
+        }
+        rec["message"] = failure["message"]
+        self.status["lastFailure"] = failure
+        self._event("Warning", names.EVENT_JOB_FAILED,
+                    f"{step} Job {job.name} for release {version} failed ({failure['reason']}, exit code "
+                    f"{exit_code}): {failure['message']}")
+
+    # -- paused -------------------------------------------------------------------------------------------------
+    def _paused(self) -> None:
+        self.phase = names.PHASE_PAUSED
+        self.ready = self._converged()
+        self.progress = (names.REASON_PAUSED, "spec.paused is true: no step starts until it is false")
+
+    def _converged(self) -> bool:
+        rollout = self._rollout()
+        assert self.spec is not None
+        return bool(
+            rollout and rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED
+            and rollout["toVersion"] == self.spec.version and self._workloads_complete(self.spec.version)
+        )
+
+    # -- the rollout ------------------------------------------------------------------------------------------
+    def _active_foreign_job(self, expected: str | None) -> JobObs | None:
+        return next((j for j in self.jobs.values() if j.state == JOB_ACTIVE and j.name != expected), None)
+
+    def _reconcile_rollout(self) -> None:
+        assert self.spec is not None
+        spec = self.spec
+        rollout = self._rollout()
+        if rollout is None or rollout["toVersion"] != spec.version:
+            running = self._active_foreign_job(None)
+            if running is not None:
+                self.phase = self.status.get("phase") or names.PHASE_PENDING
+                self.progress = (names.REASON_WAITING_FOR_JOB,
+                                 f"waiting for {running.step} Job {running.name} (release {running.version}) to "
+                                 f"finish before rolling out release {spec.version}")
+                self.status["activeJob"] = running.name
+                return
+            if not self._start_rollout():
+                return
+        self._advance()
+
+    def _start_rollout(self) -> bool:
+        assert self.spec is not None
+        target = self.spec.version
+        current = self.status.get("currentVersion") or self._oldest_running_version()
+        schema = self.status.get("schema") or {}
+        old = self._rollout()
+        if current and version_key(target) < version_key(current):
+            contracted = schema.get("contractedTo")
+            if contracted and version_key(contracted) > version_key(target):
+                self.phase = names.PHASE_FAILED
+                self._stall(names.REASON_DOWNGRADE_REFUSED,
+                            f"spec.version {target} is older than the running release {current}, and the "
+                            f"schema was contracted for release {contracted}: it no longer serves {target}. "
+                            f"Set spec.version back to {current} or newer.",
+                            event_reason=names.REASON_DOWNGRADE_REFUSED)
+                return False
+        if old and not old.get("finishedAt"):
+            old["finishedAt"] = self.ts
+            old["result"] = "Superseded"
+            self._append_history(old)
+        expanded, contracted = schema.get("expandedTo"), schema.get("contractedTo")
+        steps = {
+            names.STEP_EXPAND: {"phase": SKIPPED if expanded and version_key(expanded) >= version_key(target)
+                                else PENDING},
+            names.STEP_DEPLOY: {"phase": PENDING},
+            names.STEP_CONTRACT: {"phase": SKIPPED if contracted and version_key(contracted) >= version_key(target)
+                                  else PENDING},
+        }
+        self.status["rollout"] = {
+            "fromVersion": current,
+            "toVersion": target,
+            "image": self.spec.release_image,
+            "startedAt": self.ts,
+            "retryToken": self.obs.annotations.get(names.ANNOTATION_RETRY, ""),
+            "steps": steps,
+        }
+        self.status.pop("lastFailure", None)
+        return True
+
+    def _oldest_running_version(self) -> str | None:
+        """Workloads may run a release that never finished rolling out (an install superseded mid-deploy)."""
+        versions = {d.version for d in self.obs.deployments if d.version}
+        versions |= {p.version for p in self.obs.pods if p.workload and p.version}
+        return min(versions, key=version_key) if versions else None
+
+    def _step_order(self) -> tuple[str, ...]:
+        rollout = self._rollout()
+        assert rollout is not None
+        if rollout.get("fromVersion") is None:
+            return (names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_DEPLOY)
+        return (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
+
+    def _advance(self) -> None:
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        if rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED:
+            self._steady()
+            return
+        for step in self._step_order():
+            rec = rollout["steps"][step]
+            if rec["phase"] in DONE_PHASES:
+                continue
+            done = self._deploy_step(rec) if step == names.STEP_DEPLOY else self._job_step(step, rec)
+            if not done:
+                if step != names.STEP_DEPLOY:
+                    self._hold_workloads()
+                return
+        rollout["finishedAt"] = self.ts
+        rollout["result"] = SUCCEEDED
+        self.status["currentVersion"] = rollout["toVersion"]
+        self.status.pop("activeJob", None)
+        self._append_history(rollout)
+        self._event("Normal", names.EVENT_ROLLOUT_SUCCEEDED,
+                    f"release {rollout['toVersion']} rolled out (from {rollout.get('fromVersion') or 'empty'})")
+        self._steady()
+
+    def _retry_requested(self) -> bool:
+        """A retry annotation value not seen before re-arms the failed step, once."""
+        rollout = self._rollout()
+        assert rollout is not None
+        token = self.obs.annotations.get(names.ANNOTATION_RETRY, "")
+        if token and token != rollout.get("retryToken", ""):
+            rollout["retryToken"] = token
+            return True
+        return False
+
+    # -- migration Job steps ------------------------------------------------------------------------------------
+    def _job_step(self, step: str, rec: dict[str, Any]) -> bool:
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        version = rollout["toVersion"]
+        cond = names.STEP_CONDITION[step]
+        self.phase = names.PHASE_EXPANDING if step == names.STEP_EXPAND else names.PHASE_CONTRACTING
+        if rec["phase"] == FAILED:
+            if not self._retry_requested():
+                self.phase = names.PHASE_FAILED
+                failure = self.status.get("lastFailure") or {}
+                self._stall(names.REASON_JOB_FAILED,
+                            f"{step} for release {version} failed: {failure.get('message', rec.get('message', ''))}."
+                            f" Set annotation {names.ANNOTATION_RETRY} to a new value to retry")
+                return False
+            self._event("Normal", names.EVENT_RETRY, f"retrying {step} for release {version}")
+            rec.clear()
+            rec["phase"] = PENDING
+        if step == names.STEP_CONTRACT and rollout.get("fromVersion") is not None and not self._contract_allowed(rec):
+            return False
+        retry_token = rollout.get("retryToken", "")
+        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token)
+        job = self.jobs.get(name)
+        if job is None:
+            blocking = self._active_foreign_job(name)
+            if blocking is not None:
+                self.progress = (names.REASON_WAITING_FOR_JOB, f"waiting for Job {blocking.name} to finish")
+                self.status["activeJob"] = blocking.name
+                return False
+            body = build_job(self.owner, self.spec, step, version, retry_token)
+            self.actions.append(CreateJob(body))
+            if rec.get("job") != body["metadata"]["name"]:
+                self._event("Normal", names.EVENT_JOB_CREATED, f"{step} Job {body['metadata']['name']} created for "
+                                                               f"release {version}")
+            rec.update(phase=RUNNING, job=body["metadata"]["name"], startedAt=rec.get("startedAt") or self.ts)
+            self.status["activeJob"] = body["metadata"]["name"]
+            self.progress = (names.REASON_JOB_RUNNING, f"{step} Job {body['metadata']['name']} started")
+            return False
+        rec.setdefault("job", job.name)
+        rec.setdefault("startedAt", job.created_at or self.ts)
+        if job.state == JOB_ACTIVE:
+            rec["phase"] = RUNNING
+            self.status["activeJob"] = job.name
+            blocked = self._blocked_pod(job.name)
+            if blocked:
+                self.progress = (names.REASON_JOB_POD_BLOCKED, f"{step} Job {job.name}: {blocked}")
+            else:
+                self.progress = (names.REASON_JOB_RUNNING, f"{step} Job {job.name} is running")
+            return False
+        self.status.pop("activeJob", None)
+        if rec["phase"] != SUCCEEDED and rec["phase"] != FAILED:
+            self._record_job_result(step, rec, job, version)
+        if rec["phase"] == FAILED:
+            return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
+        return True
+
+    def _retry_pending(self) -> bool:
+        rollout = self._rollout()
+        token = self.obs.annotations.get(names.ANNOTATION_RETRY, "")
+        return bool(rollout and token and token != rollout.get("retryToken", ""))
+
+    def _fail_job_step(self, step: str, cond: str) -> bool:
+        self.phase = names.PHASE_FAILED
+        failure = self.status.get("lastFailure") or {}
+        self._stall(names.REASON_JOB_FAILED,
+                    f"{step} for release {failure.get('version')} failed: {failure.get('message', '')}. "
+                    f"Set annotation {names.ANNOTATION_RETRY} to a new value to retry")
+        return False
+
+    def _blocked_pod(self, job_name: str) -> str | None:
+        for pod in self.obs.pods:
+            if pod.job_name == job_name and pod.waiting_reason in BLOCKED_REASONS:
+                return f"pod {pod.name} is {pod.waiting_reason}: {_truncate(pod.waiting_message)}"
+        return None
+
+    def _contract_allowed(self, rec: dict[str, Any]) -> bool:
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        version = rollout["toVersion"]
+        policy = self.spec.contract
+        if rec.get("job"):
+            return True  # already started: the approval was given when it began
+        if policy.policy == "Manual":
+            if self.obs.annotations.get(names.ANNOTATION_APPROVE_CONTRACT) == version:
+                return True
+            if rec["phase"] != WAITING:
+                self._event("Normal", names.EVENT_AWAITING_APPROVAL,
+                            f"contract of release {version} waits for approval: annotate "
+                            f"{names.ANNOTATION_APPROVE_CONTRACT}={version}")
+            rec["phase"] = WAITING
+            self.phase = names.PHASE_AWAITING_CONTRACT
+            self.progress = (names.REASON_AWAITING_APPROVAL,
+                             f"workloads run release {version}; the contract waits for annotation "
+                             f"{names.ANNOTATION_APPROVE_CONTRACT}={version}")
+            return False
+        if policy.policy == "Delayed":
+            deployed = _parse_time(rollout["steps"][names.STEP_DEPLOY].get("finishedAt")) or self.now
+            remaining = policy.delay_seconds - (self.now - deployed).total_seconds()
+            if remaining > 0:
+                rec["phase"] = WAITING
+                self.phase = names.PHASE_AWAITING_CONTRACT
+                self.requeue_after = remaining
+                self.progress = (names.REASON_CONTRACT_DELAYED,
+                                 f"contract of release {version} starts in {int(remaining + 0.999)}s")
+                return False
+        return True
+
+    # -- workloads ----------------------------------------------------------------------------------------------
+    def _desired_deployments(self, version: str) -> list[dict[str, Any]]:
+        assert self.spec is not None
+        return [build_deployment(self.owner, self.spec, w, version) for w in self.spec.workloads]
+
+    def _apply_workloads(self, version: str) -> None:
+        """Create or update each workload whose observed state differs from what `version` wants."""
+        observed = {d.name: d for d in self.obs.deployments}
+        wanted = self._desired_deployments(version)
+        for body in wanted:
+            seen = observed.get(body["metadata"]["name"])
+            images = tuple(c.get("image", "") for c in body["spec"]["template"]["spec"]["containers"])
+            desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
+            if seen is None or seen.spec_hash != desired_hash or seen.images != images or seen.version != version:
+                self.actions.append(ApplyDeployment(body))
+        wanted_names = {b["metadata"]["name"] for b in wanted}
+        for name in sorted(set(observed) - wanted_names):
+            self.actions.append(DeleteDeployment(name))
+
+    def _workloads_at(self, version: str) -> list[DeploymentObs]:
+        assert self.spec is not None
+        wanted = {names.deployment_name(self.obs.name, w.name) for w in self.spec.workloads}
+        return [d for d in self.obs.deployments if d.name in wanted and d.version == version]
+
+    def _workloads_complete(self, version: str) -> bool:
+        assert self.spec is not None
+        at_version = self._workloads_at(version)
+        if len(at_version) != len(self.spec.workloads) or not all(d.rollout_complete for d in at_version):
+            return False
+        return not self._old_pods(version)
+
+    def _old_pods(self, version: str) -> list[PodObs]:
+        return [p for p in self.obs.pods if p.workload and p.version != version]
+
+    def _workload_progress(self, version: str) -> str:
+        assert self.spec is not None
+        parts = []
+        for d in self._workloads_at(version):
+            parts.append(f"{d.workload} {d.updated_replicas}/{d.replicas} updated, {d.available_replicas} available")
+        missing = len(self.spec.workloads) - len(parts)
+        if missing:
+            parts.append(f"{missing} workload(s) not yet at release {version}")
+        old = self._old_pods(version)
+        if old:
+            parts.append(f"{len(old)} pod(s) of other releases left")
+        return "; ".join(parts) or "no workloads"
+
+    def _hold_workloads(self) -> None:
+        """While a migration step runs, workloads stay exactly as they are; only a deleted one is recreated."""
+        rollout = self._rollout()
+        assert rollout is not None
+        deploy = rollout["steps"][names.STEP_DEPLOY]
+        if deploy["phase"] in (RUNNING, SUCCEEDED):
+            self._apply_workloads(rollout["toVersion"])
+        elif rollout.get("fromVersion"):
+            present = {d.name for d in self.obs.deployments}
+            for body in self._desired_deployments(rollout["fromVersion"]):
+                if body["metadata"]["name"] not in present:
+                    self.actions.append(ApplyDeployment(body))
+
+    def _deploy_step(self, rec: dict[str, Any]) -> bool:
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        version, previous = rollout["toVersion"], rollout.get("fromVersion")
+        self.phase = names.PHASE_DEPLOYING
+        if rec["phase"] in (FAILED, ROLLED_BACK, ROLLING_BACK) and self._retry_requested():
+            self._event("Normal", names.EVENT_RETRY, f"retrying the deploy of release {version}")
+            rec.clear()
+            rec["phase"] = PENDING
+        if rec["phase"] in (ROLLING_BACK, ROLLED_BACK):
+            return self._rolling_back(rec, previous or version)
+        if rec["phase"] == FAILED:
+            self.phase = names.PHASE_FAILED
+            self._stall(names.REASON_PROGRESS_DEADLINE, rec.get("message", "deploy failed"))
+            return False
+        if rec["phase"] == PENDING:
+            rec.update(phase=RUNNING, startedAt=self.ts)
+            self._event("Normal", names.EVENT_WORKLOADS_UPDATING, f"moving workloads to release {version}")
+        self._apply_workloads(version)
+        stuck = [d for d in self._workloads_at(version)
+                 if d.progress_deadline_exceeded and d.observed_generation >= d.generation]
+        if stuck:
+            message = (f"deploy of release {version} failed: Deployment(s) {', '.join(d.name for d in stuck)} "
+                       f"exceeded their progress deadline")
+            self.status["lastFailure"] = {"step": names.STEP_DEPLOY, "version": version, "job": None,
+                                          "reason": names.REASON_PROGRESS_DEADLINE, "exitCode": None,
+                                          "message": message, "time": self.ts}
+            if self.spec.rollback_on_failure and previous:
+                rec.update(phase=ROLLING_BACK, message=message)
+                self._event("Warning", names.EVENT_ROLLBACK, f"{message}; rolling back to release {previous}")
+                self.actions = [a for a in self.actions if not isinstance(a, ApplyDeployment)]
+                return self._rolling_back(rec, previous)
+            rec.update(phase=FAILED, message=message, finishedAt=self.ts)
+            self.phase = names.PHASE_FAILED
+            self._stall(names.REASON_PROGRESS_DEADLINE, message, event_reason=names.REASON_PROGRESS_DEADLINE)
+            return False
+        if not self._workloads_complete(version):
+            self.progress = (names.REASON_ROLLING_OUT, self._workload_progress(version))
+            return False
+        rec.update(phase=SUCCEEDED, finishedAt=self.ts)
+        self.status["currentVersion"] = version
+        self._event("Normal", names.EVENT_WORKLOADS_UPDATED, f"every workload runs release {version}")
+        return True
+
+    def _rolling_back(self, rec: dict[str, Any], previous: str) -> bool:
+        self._apply_workloads(previous)
+        if not self._workloads_complete(previous):
+            self.phase = names.PHASE_ROLLING_BACK
+            self.progress = (names.REASON_ROLLING_BACK, f"rolling back to release {previous}: "
+                                                        f"{self._workload_progress(previous)}")
+            return False
+        if rec["phase"] != ROLLED_BACK:
+            rec.update(phase=ROLLED_BACK, finishedAt=self.ts)
+        self.phase = names.PHASE_FAILED
+        failure = (self.status.get("lastFailure") or {}).get("message", "deploy failed")
+        self._stall(names.REASON_ROLLED_BACK,
+                    f"{failure}; workloads rolled back to release {previous}. Set annotation "
+                    f"{names.ANNOTATION_RETRY} to a new value to retry, or change spec.version",
+                    event_reason=names.REASON_ROLLED_BACK)
+        return False
+
+    def _steady(self) -> None:
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        version = rollout["toVersion"]
+        self._apply_workloads(version)
+        stuck = [d for d in self._workloads_at(version)
+                 if d.progress_deadline_exceeded and d.observed_generation >= d.generation]
+        if stuck:
+            self.phase = names.PHASE_FAILED
+            self._stall(names.REASON_PROGRESS_DEADLINE,
+                        f"Deployment(s) {', '.join(d.name for d in stuck)} exceeded their progress deadline",
+                        event_reason=names.REASON_PROGRESS_DEADLINE)
+            return
+        if any(isinstance(a, ApplyDeployment | DeleteDeployment) for a in self.actions) or \
+                not self._workloads_complete(version):
+            self.phase = names.PHASE_DEPLOYING
+            self.progress = (names.REASON_ROLLING_OUT, self._workload_progress(version))
+            return
+        self.phase = names.PHASE_READY
+        self.ready = True
+
+    # -- history and conditions ---------------------------------------------------------------------------------
+    def _append_history(self, rollout: dict[str, Any]) -> None:
+        def seconds(rec: dict[str, Any]) -> float | None:
+            start, end = _parse_time(rec.get("startedAt")), _parse_time(rec.get("finishedAt"))
+            return (end - start).total_seconds() if start and end else None
+
+        entry = {
+            "fromVersion": rollout.get("fromVersion"),
+            "toVersion": rollout["toVersion"],
+            "result": rollout.get("result"),
+            "startedAt": rollout.get("startedAt"),
+            "finishedAt": rollout.get("finishedAt"),
+            "steps": {step: {"phase": rec.get("phase"), "seconds": seconds(rec), **({"job": rec["job"]}
+                                                                                    if rec.get("job") else {})}
+                      for step, rec in rollout["steps"].items()},
+        }
+        history = [entry, *(self.status.get("history") or [])]
+        self.status["history"] = history[: names.HISTORY_LIMIT]
+
+    def _step_conditions(self) -> None:
+        gen, ts = self.obs.generation, self.ts
+        rollout = self._rollout()
+        conds = self.status["conditions"]
+        if not rollout:
+            for step, kind in names.STEP_CONDITION.items():
+                conds = set_condition(conds, kind, False, names.REASON_NOT_STARTED, f"{step} has not started", gen, ts)
+            self.status["conditions"] = conds
+            return
+        version = rollout["toVersion"]
+        reasons = {SUCCEEDED: names.REASON_JOB_SUCCEEDED, SKIPPED: names.REASON_NOT_NEEDED,
+                   RUNNING: names.REASON_JOB_RUNNING, FAILED: names.REASON_JOB_FAILED,
+                   PENDING: names.REASON_NOT_STARTED, WAITING: names.REASON_AWAITING_APPROVAL,
+                   ROLLING_BACK: names.REASON_ROLLING_BACK, ROLLED_BACK: names.REASON_ROLLED_BACK}
+        for step, kind in names.STEP_CONDITION.items():
+            rec = rollout["steps"][step]
+            phase = rec["phase"]
+            reason = reasons.get(phase, phase)
+            if step == names.STEP_DEPLOY:
+                deploy_reasons = {SUCCEEDED: names.REASON_ROLLOUT_COMPLETE, RUNNING: names.REASON_ROLLING_OUT}
+                reason = deploy_reasons.get(phase, reason)
+            if step == names.STEP_CONTRACT and phase == WAITING and self.progress[0] == names.REASON_CONTRACT_DELAYED:
+                reason = names.REASON_CONTRACT_DELAYED
+            message = rec.get("message") or f"{step} for release {version}: {phase}"
+            if phase in (RUNNING, WAITING) and self.progress[1]:
+                message = self.progress[1]
+            conds = set_condition(conds, kind, phase in DONE_PHASES, reason, message, gen, ts)
+        self.status["conditions"] = conds
+
+    def _finish(self) -> Decision:
+        gen, ts = self.obs.generation, self.ts
+        if self.stalled:
+            self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
+        self.status["phase"] = self.phase
+        if self.spec is not None:
+            self._step_conditions()
+        conds = self.status["conditions"]
+        version = self.spec.version if self.spec else "?"
+        if self.ready:
+            conds = set_condition(conds, names.COND_READY, True, names.REASON_RECONCILED,
+                                  f"release {version} rolled out; every workload serves it", gen, ts)
+        else:
+            reason, message = self.stalled or self.progress
+            conds = set_condition(conds, names.COND_READY, False, reason, message or self.phase, gen, ts)
+        if self.stalled:
+            conds = set_condition(conds, names.COND_STALLED, True, self.stalled[0], self.stalled[1], gen, ts)
+            conds = set_condition(conds, names.COND_RECONCILING, False, self.stalled[0], "stalled", gen, ts)
+        else:
+            conds = set_condition(conds, names.COND_STALLED, False, names.REASON_PROGRESSING, "", gen, ts)
+            reconciling = not self.ready and self.phase != names.PHASE_PAUSED
+            reason, message = (self.progress if reconciling else (names.REASON_UP_TO_DATE, ""))
+            if self.phase == names.PHASE_PAUSED:
+                reason, message = self.progress
+            conds = set_condition(conds, names.COND_RECONCILING, reconciling, reason, message, gen, ts)
+        order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
+        self.status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
+        return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)

@@ -1,0 +1,214 @@
+"""The DivBaseDatabase spec as typed values, and the checks the CRD schema cannot express.
+
+The CRD rejects most bad input at admission; what is left (version ordering, the derived image, duplicate
+workload names when CEL is not enough) is reported here as `SpecError`s that name the field, so the planner can
+put them in a Stalled condition and an Event instead of crashing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+VERSION_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.-]+)?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CONTRACT_POLICIES = ("Auto", "Manual", "Delayed")
+DB_PART_KEYS = ("host", "port", "database", "user", "password")
+
+
+@dataclass(frozen=True)
+class SpecError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"spec.{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DatabaseRef:
+    secret_name: str
+    url_key: str | None = "url"
+    part_keys: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    template: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MigrationJobSettings:
+    service_account_name: str | None = None
+    automount_service_account_token: bool = False
+    resources: dict[str, Any] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    backoff_limit: int = 2
+    active_deadline_seconds: int = 900
+    ttl_seconds_after_finished: int | None = 86400
+    lock_timeout_seconds: int | None = None
+    statement_timeout_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class ContractPolicy:
+    policy: str = "Auto"
+    delay_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    version: str
+    image: str
+    database: DatabaseRef
+    workloads: tuple[Workload, ...] = ()
+    migration_job: MigrationJobSettings = field(default_factory=MigrationJobSettings)
+    contract: ContractPolicy = field(default_factory=ContractPolicy)
+    paused: bool = False
+    rollback_on_failure: bool = True
+
+    @property
+    def release_image(self) -> str:
+        return release_image(self.image, self.version)
+
+    def image_for(self, version: str) -> str:
+        return release_image(self.image, version)
+
+
+def release_image(image: str, version: str) -> str:
+    """`image` is a repository (the tag is the version) unless it already carries a tag or a digest."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" in image or ":" in last:
+        return image
+    return f"{image}:{version}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Orders releases numerically ("10" after "9"); pre-release suffixes sort before the release."""
+    core = re.split(r"[-+]", version, maxsplit=1)[0]
+    numbers = tuple(int(p) for p in core.split("."))
+    numbers += (0,) * (3 - len(numbers))
+    pre = 0 if "-" in version.split("+", 1)[0] else 1
+    return (*numbers, pre)
+
+
+def _int(raw: dict[str, Any], key: str, default: int | None, path: str, errors: list[SpecError],
+         minimum: int = 0) -> int | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        errors.append(SpecError(f"{path}.{key}", f"must be an integer >= {minimum}, got {value!r}"))
+        return default
+    return value
+
+
+def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[SpecError]]:
+    """Returns the typed spec, or None with every problem found (not just the first)."""
+    raw = raw or {}
+    errors: list[SpecError] = []
+
+    version = raw.get("version")
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        errors.append(SpecError("version", f"must be a release like '2' or '1.4.0', got {version!r}"))
+    image = raw.get("image")
+    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+        errors.append(SpecError("image", f"must be an image repository or reference, got {image!r}"))
+
+    database = _parse_database(raw.get("database"), errors)
+    workloads = _parse_workloads(raw.get("workloads"), errors)
+
+    job_raw = raw.get("migrationJob") or {}
+    job = MigrationJobSettings(
+        service_account_name=job_raw.get("serviceAccountName"),
+        automount_service_account_token=bool(job_raw.get("automountServiceAccountToken", False)),
+        resources=job_raw.get("resources"),
+        node_selector=job_raw.get("nodeSelector"),
+        tolerations=job_raw.get("tolerations"),
+        backoff_limit=_int(job_raw, "backoffLimit", 2, "migrationJob", errors) or 0,
+        active_deadline_seconds=_int(job_raw, "activeDeadlineSeconds", 900, "migrationJob", errors, 1) or 900,
+        ttl_seconds_after_finished=_int(job_raw, "ttlSecondsAfterFinished", 86400, "migrationJob", errors),
+        lock_timeout_seconds=_int(job_raw, "lockTimeoutSeconds", None, "migrationJob", errors, 1),
+        statement_timeout_seconds=_int(job_raw, "statementTimeoutSeconds", None, "migrationJob", errors),
+    )
+
+    contract_raw = raw.get("contract") or {}
+    policy = contract_raw.get("policy", "Auto")
+    if policy not in CONTRACT_POLICIES:
+        errors.append(SpecError("contract.policy", f"must be one of {', '.join(CONTRACT_POLICIES)}, got {policy!r}"))
+    delay = _int(contract_raw, "delaySeconds", None, "contract", errors)
+    if policy == "Delayed" and delay is None:
+        errors.append(SpecError("contract.delaySeconds", "is required when contract.policy is Delayed"))
+    if policy != "Delayed" and delay:
+        errors.append(SpecError("contract.delaySeconds", f"only applies to policy Delayed, not {policy!r}"))
+
+    if errors or database is None:
+        return None, errors
+    assert isinstance(version, str) and isinstance(image, str)
+    return DatabaseSpec(
+        version=version,
+        image=image,
+        database=database,
+        workloads=tuple(workloads),
+        migration_job=job,
+        contract=ContractPolicy(policy=policy, delay_seconds=delay or 0),
+        paused=bool(raw.get("paused", False)),
+        rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
+    ), []
+
+
+def _parse_database(raw: Any, errors: list[SpecError]) -> DatabaseRef | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("secretRef"), dict):
+        errors.append(SpecError("database.secretRef", "is required: the Secret with the connection URL or parts"))
+        return None
+    ref = raw["secretRef"]
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        errors.append(SpecError("database.secretRef.name", "is required"))
+        return None
+    keys = ref.get("keys")
+    if keys is not None:
+        if "key" in ref:
+            errors.append(SpecError("database.secretRef", "set either key (a URL) or keys (its parts), not both"))
+        if not isinstance(keys, dict):
+            errors.append(SpecError("database.secretRef.keys", "must map host/port/database/user/password"))
+            return None
+        unknown = sorted(set(keys) - set(DB_PART_KEYS))
+        missing = [k for k in ("host", "database", "user") if k not in keys]
+        if unknown:
+            errors.append(SpecError("database.secretRef.keys", f"unknown parts {unknown}"))
+        if missing:
+            errors.append(SpecError("database.secretRef.keys", f"missing parts {missing}"))
+        return DatabaseRef(secret_name=name, url_key=None, part_keys=dict(keys))
+    return DatabaseRef(secret_name=name, url_key=ref.get("key", "url"))
+
+
+def _parse_workloads(raw: Any, errors: list[SpecError]) -> list[Workload]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.append(SpecError("workloads", "must be a list of {name, template}"))
+        return []
+    seen: set[str] = set()
+    workloads = []
+    for index, item in enumerate(raw):
+        path = f"workloads[{index}]"
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 40:
+            errors.append(SpecError(f"{path}.name", f"must be a DNS label of at most 40 characters, got {name!r}"))
+            continue
+        if name in seen:
+            errors.append(SpecError(f"{path}.name", f"duplicate workload name {name!r}"))
+        seen.add(name)
+        template = item.get("template")
+        if not isinstance(template, dict) or not isinstance(template.get("template"), dict):
+            errors.append(SpecError(f"{path}.template", "must be a Deployment spec with a pod template"))
+            continue
+        containers = (template["template"].get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            errors.append(SpecError(f"{path}.template.template.spec.containers", "must list at least one container"))
+            continue
+        workloads.append(Workload(name=name, template=template))
+    return workloads

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages the suite needs when they are missing, so `make test` works on a fresh machine.
+# PostgreSQL comes from Debian's packages; Go must already be on PATH (it builds the local control plane).
+set -euo pipefail
+
+need=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_ctl" ]; then
+  need+=(postgresql postgresql-contrib)
+fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing system packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "error: 'go' is not on PATH; the local control plane is built from Go modules (Go >= 1.24)" >&2
+  exit 1
+fi
+echo "system dependencies ok (postgres: $(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1), $(go version))"

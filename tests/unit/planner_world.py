@@ -1,0 +1,155 @@
+"""A pure, in-memory stand-in for the cluster *around* the planner, for unit tests only.
+
+It applies the planner's actions the way the apiserver and controllers would (a created Job becomes Active, an
+applied Deployment gets a new generation) and lets a test finish Jobs, complete rollouts or expire progress
+deadlines. Cluster tests run the same planner against the real thing."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from divbase_operator import names
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs
+from divbase_operator.planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide
+
+T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+
+
+def workload(name: str, replicas: int = 2) -> dict[str, Any]:
+    return {"name": name, "template": {"replicas": replicas, "template": {"spec": {"containers": [
+        {"name": name, "command": ["divbase-api"]}]}}}}
+
+
+def base_spec(version: str = "1", **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "version": version,
+        "image": "registry.example/divbase",
+        "database": {"secretRef": {"name": "divbase-db"}},
+        "workloads": [workload("api"), workload("worker", 1)],
+    }
+    spec.update(extra)
+    return spec
+
+
+@dataclasses.dataclass
+class World:
+    spec: dict[str, Any]
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+    status: dict[str, Any] = dataclasses.field(default_factory=dict)
+    generation: int = 1
+    jobs: dict[str, JobObs] = dataclasses.field(default_factory=dict)
+    job_bodies: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    deployments: dict[str, DeploymentObs] = dataclasses.field(default_factory=dict)
+    deployment_bodies: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    pods: list[PodObs] = dataclasses.field(default_factory=list)
+    now: datetime = T0
+    log: list[Decision] = dataclasses.field(default_factory=list)
+
+    def observe(self) -> Observed:
+        return Observed(
+            name="db", namespace="prod", uid="uid-1", generation=self.generation,
+            annotations=dict(self.annotations), spec=copy.deepcopy(self.spec), status=copy.deepcopy(self.status),
+            jobs=tuple(self.jobs.values()), deployments=tuple(self.deployments.values()), pods=tuple(self.pods),
+        )
+
+    def reconcile(self, persist: bool = True) -> Decision:
+        self.now += timedelta(seconds=5)
+        decision = decide(self.observe(), self.now)
+        self.log.append(decision)
+        if persist:
+            self.status = copy.deepcopy(decision.status)
+        for action in decision.actions:
+            self._apply(action)
+        return decision
+
+    def _apply(self, action: Any) -> None:
+        if isinstance(action, CreateJob):
+            meta = action.body["metadata"]
+            if meta["name"] not in self.jobs:  # AlreadyExists is success for a deterministic name
+                self.jobs[meta["name"]] = JobObs(meta["name"], meta["labels"][names.LABEL_STEP],
+                                                 meta["labels"][names.LABEL_VERSION], JOB_ACTIVE,
+                                                 created_at=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                self.job_bodies[meta["name"]] = action.body
+        elif isinstance(action, ApplyDeployment):
+            body = action.body
+            name = body["metadata"]["name"]
+            old = self.deployments.get(name)
+            containers = body["spec"]["template"]["spec"]["containers"]
+            self.deployments[name] = DeploymentObs(
+                name=name, workload=body["metadata"]["labels"][names.LABEL_WORKLOAD],
+                version=body["metadata"]["labels"][names.LABEL_VERSION],
+                spec_hash=body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH],
+                images=tuple(c["image"] for c in containers),
+                generation=(old.generation + 1) if old else 1,
+                observed_generation=old.observed_generation if old else 0,
+                replicas=body["spec"].get("replicas", 1),
+                status_replicas=old.status_replicas if old else 0,
+                updated_replicas=0, available_replicas=old.available_replicas if old else 0,
+            )
+            self.deployment_bodies[name] = body
+        elif isinstance(action, DeleteDeployment):
+            self.deployments.pop(action.name, None)
+            self.pods = [p for p in self.pods if not p.workload or action.name != f"db-{p.workload}"]
+        else:
+            assert isinstance(action, EmitEvent)
+
+    # -- what controllers and pods would do -----------------------------------------------------------------------
+    def active_job(self, step: str | None = None) -> JobObs:
+        active = [j for j in self.jobs.values() if j.state == JOB_ACTIVE and (step is None or j.step == step)]
+        assert len(active) == 1, f"expected one active {step} job, found {active}"
+        return active[0]
+
+    def finish_job(self, step: str, ok: bool = True, exit_code: int = 0, message: str = "") -> JobObs:
+        job = self.active_job(step)
+        ts = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        done = dataclasses.replace(job, state=JOB_SUCCEEDED if ok else JOB_FAILED, finished_at=ts,
+                                   reason=None if ok else "BackoffLimitExceeded",
+                                   message=None if ok else "Job has reached the specified backoff limit")
+        self.jobs[job.name] = done
+        self.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
+                                phase="Succeeded" if ok else "Failed", exit_code=0 if ok else exit_code,
+                                termination_message=message, finished_at=ts))
+        return done
+
+    def complete_rollouts(self) -> None:
+        """The Deployment controller finished: every pod runs the template's version, none of another."""
+        self.pods = [p for p in self.pods if not p.workload]
+        for name, d in list(self.deployments.items()):
+            self.deployments[name] = dataclasses.replace(
+                d, observed_generation=d.generation, status_replicas=d.replicas, updated_replicas=d.replicas,
+                available_replicas=d.replicas, progress_deadline_exceeded=False)
+            self.pods += [PodObs(name=f"{name}-{i}", job_name=None, workload=d.workload, version=d.version,
+                                 phase="Running") for i in range(d.replicas)]
+
+    def start_rollouts(self) -> None:
+        """New pods come up but old ones are still there: the rollout is in flight."""
+        for name, d in list(self.deployments.items()):
+            self.deployments[name] = dataclasses.replace(d, observed_generation=d.generation, updated_replicas=1)
+            self.pods.append(PodObs(name=f"{name}-new", job_name=None, workload=d.workload, version=d.version,
+                                    phase="Running"))
+
+    def expire_deadline(self) -> None:
+        for name, d in list(self.deployments.items()):
+            self.deployments[name] = dataclasses.replace(d, observed_generation=d.generation,
+                                                         progress_deadline_exceeded=True)
+
+    def set_spec(self, **changes: Any) -> None:
+        self.spec = {**self.spec, **changes}
+        self.generation += 1
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == kind)
+
+    def install(self, version: str = "1") -> None:
+        """Drive a first install to Ready."""
+        self.reconcile()
+        self.finish_job("expand")
+        self.reconcile()
+        self.finish_job("contract")
+        self.reconcile()
+        self.complete_rollouts()
+        self.reconcile()
+        assert self.status["phase"] == names.PHASE_READY, self.status

@@ -1,0 +1,344 @@
+"""The rollout state machine, scenario by scenario, on the pure planner (no cluster)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from planner_world import World, base_spec
+
+from divbase_operator import names
+from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
+
+
+def actions_of(decision, kind):
+    return [a for a in decision.actions if isinstance(a, kind)]
+
+
+def events(decision, reason=None):
+    return [a for a in actions_of(decision, EmitEvent) if reason is None or a.reason == reason]
+
+
+def ready_world(version: str = "1", **spec) -> World:
+    world = World(spec=base_spec(version, **spec))
+    world.install(version)
+    return world
+
+
+def test_first_install_migrates_fully_before_creating_workloads():
+    world = World(spec=base_spec("1"))
+    first = world.reconcile()
+    [create] = actions_of(first, CreateJob)
+    assert create.body["metadata"]["labels"][names.LABEL_STEP] == "expand"
+    assert create.body["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:1"
+    assert not actions_of(first, ApplyDeployment)
+    assert world.status["phase"] == names.PHASE_EXPANDING
+    assert world.condition(names.COND_RECONCILING)["status"] == "True"
+    assert world.condition(names.COND_READY)["status"] == "False"
+
+    world.finish_job("expand")
+    second = world.reconcile()
+    assert [a.body["metadata"]["labels"][names.LABEL_STEP] for a in actions_of(second, CreateJob)] == ["contract"]
+    assert not actions_of(second, ApplyDeployment)
+
+    world.finish_job("contract")
+    third = world.reconcile()
+    applied = actions_of(third, ApplyDeployment)
+    assert sorted(a.body["metadata"]["name"] for a in applied) == ["db-api", "db-worker"]
+    assert world.status["phase"] == names.PHASE_DEPLOYING
+
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY
+    assert world.status["currentVersion"] == "1"
+    assert world.condition(names.COND_READY)["status"] == "True"
+    assert world.condition(names.COND_RECONCILING)["status"] == "False"
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+    assert world.status["schema"] == {"expandedTo": "1", "contractedTo": "1"}
+    [entry] = world.status["history"]
+    assert entry["toVersion"] == "1" and entry["fromVersion"] is None and entry["result"] == "Succeeded"
+
+
+def test_upgrade_expand_then_deploy_then_contract_in_order():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    decision = world.reconcile()
+    [job] = actions_of(decision, CreateJob)
+    assert job.body["metadata"]["labels"][names.LABEL_STEP] == "expand"
+    assert job.body["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:2"
+    assert not actions_of(decision, ApplyDeployment), "workloads must not move before expand succeeded"
+    assert world.status["rollout"]["fromVersion"] == "1"
+
+    # while expand runs, any number of reconciles keeps workloads on release 1
+    for _ in range(3):
+        assert not actions_of(world.reconcile(), ApplyDeployment)
+    assert {d.version for d in world.deployments.values()} == {"1"}
+
+    world.finish_job("expand", message='{"outcome":"ok","to":{"expand":"e4"}}')
+    decision = world.reconcile()
+    moved = actions_of(decision, ApplyDeployment)
+    assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in moved} == {"2"}
+    assert all(c["image"] == "registry.example/divbase:2"
+               for a in moved for c in a.body["spec"]["template"]["spec"]["containers"])
+    assert world.status["schema"]["revisions"] == {"expand": "e4"}
+    assert not actions_of(decision, CreateJob)
+
+    world.start_rollouts()  # pods of release 1 still running
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract must wait until no pod of the old release is left"
+    assert "pod(s) of other releases left" in world.condition(names.COND_RECONCILING)["message"]
+
+    world.complete_rollouts()
+    decision = world.reconcile()
+    [contract] = actions_of(decision, CreateJob)
+    assert contract.body["metadata"]["labels"][names.LABEL_STEP] == "contract"
+    assert world.status["currentVersion"] == "2"
+    assert world.status["phase"] == names.PHASE_CONTRACTING
+
+    world.finish_job("contract")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY
+    assert world.status["history"][0]["fromVersion"] == "1"
+    assert world.status["history"][0]["toVersion"] == "2"
+    assert set(world.status["history"][0]["steps"]) == {"expand", "deploy", "contract"}
+
+
+def test_failed_expand_stalls_and_leaves_workloads_untouched():
+    world = ready_world("1")
+    before = dict(world.deployments)
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand", ok=False, exit_code=4,
+                     message='{"outcome":"failed","error":"lock_timeout: table user is locked"}')
+    decision = world.reconcile()
+    assert world.deployments == before
+    assert not actions_of(decision, ApplyDeployment)
+    assert world.status["phase"] == names.PHASE_FAILED
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["status"] == "True" and "lock_timeout" in stalled["message"]
+    failure = world.status["lastFailure"]
+    assert failure["step"] == "expand" and failure["exitCode"] == 4
+    assert failure["message"] == "lock_timeout: table user is locked"
+    assert [e.type for e in events(decision, names.EVENT_JOB_FAILED)] == ["Warning"]
+    assert world.condition(names.COND_SCHEMA_EXPANDED)["reason"] == names.REASON_JOB_FAILED
+
+    # no retry without a new annotation value: nothing is created, however often we reconcile
+    for _ in range(3):
+        assert not actions_of(world.reconcile(), CreateJob)
+
+
+def test_retry_annotation_creates_a_new_job_once():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    failed = world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "attempt-2"
+    decision = world.reconcile()
+    [job] = actions_of(decision, CreateJob)
+    assert job.body["metadata"]["name"] != failed.name
+    assert job.body["metadata"]["annotations"][names.ANNOTATION_RETRY_TOKEN] == "attempt-2"
+    assert events(decision, names.EVENT_RETRY)
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+    # the same annotation value does not retry twice
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    assert not actions_of(world.reconcile(), CreateJob)
+
+
+def test_failed_deploy_rolls_back_to_previous_release():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.expire_deadline()
+    decision = world.reconcile()
+    back = actions_of(decision, ApplyDeployment)
+    assert back and {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in back} == {"1"}
+    assert world.status["phase"] == names.PHASE_ROLLING_BACK
+    assert events(decision, names.EVENT_ROLLBACK)[0].type == "Warning"
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_FAILED
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_ROLLED_BACK
+    assert world.status["lastFailure"]["step"] == "deploy"
+    assert not any(j.step == "contract" and j.version == "2" for j in world.jobs.values()), "no contract after a failed deploy"
+    assert {d.version for d in world.deployments.values()} == {"1"}
+
+
+def test_failed_deploy_without_rollback_stalls_in_place():
+    world = ready_world("1", rollback={"onDeployFailure": False})
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.expire_deadline()
+    decision = world.reconcile()
+    assert not actions_of(decision, ApplyDeployment)
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_PROGRESS_DEADLINE
+
+
+def _to_contract(world: World, version: str = "2") -> None:
+    world.set_spec(version=version)
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+
+
+def test_manual_contract_waits_for_approval_of_that_exact_version():
+    world = ready_world("1", contract={"policy": "Manual"})
+    _to_contract(world)
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert world.status["phase"] == names.PHASE_AWAITING_CONTRACT
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_AWAITING_APPROVAL
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+    assert len(events(decision, names.EVENT_AWAITING_APPROVAL)) == 1
+    assert not events(world.reconcile(), names.EVENT_AWAITING_APPROVAL), "the event is sent once"
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "1"  # approving another version does nothing
+    assert not actions_of(world.reconcile(), CreateJob)
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "2"
+    [job] = actions_of(world.reconcile(), CreateJob)
+    assert job.body["metadata"]["labels"][names.LABEL_STEP] == "contract"
+
+
+def test_delayed_contract_requeues_then_runs():
+    world = ready_world("1", contract={"policy": "Delayed", "delaySeconds": 60})
+    _to_contract(world)
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert decision.requeue_after is not None and 0 < decision.requeue_after <= 60
+    assert world.condition(names.COND_SCHEMA_CONTRACTED)["reason"] == names.REASON_CONTRACT_DELAYED
+    world.now += timedelta(seconds=61)
+    [job] = actions_of(world.reconcile(), CreateJob)
+    assert job.body["metadata"]["labels"][names.LABEL_STEP] == "contract"
+
+
+def test_spec_change_during_expand_finishes_running_job_then_converges():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    running = world.active_job("expand")
+    world.set_spec(version="3")
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob) and not actions_of(decision, ApplyDeployment)
+    assert world.condition(names.COND_RECONCILING)["reason"] == names.REASON_WAITING_FOR_JOB
+    assert world.status["activeJob"] == running.name
+    world.finish_job("expand")
+    decision = world.reconcile()
+    [job] = actions_of(decision, CreateJob)
+    assert job.body["metadata"]["labels"][names.LABEL_VERSION] == "3"
+    assert world.status["rollout"]["toVersion"] == "3" and world.status["rollout"]["fromVersion"] == "1"
+    assert world.status["history"][0]["result"] == "Superseded"
+    assert world.status["schema"]["expandedTo"] == "2", "the finished expand of 2 is still recorded"
+
+
+def test_skipping_versions_runs_one_rollout():
+    world = ready_world("1")
+    _to_contract(world, "4")
+    world.reconcile()
+    world.finish_job("contract")
+    world.reconcile()
+    assert world.status["currentVersion"] == "4"
+    assert {j.version for j in world.jobs.values()} == {"1", "4"}
+
+
+def test_paused_takes_no_action():
+    world = World(spec=base_spec("1", paused=True))
+    decision = world.reconcile()
+    assert decision.actions == []
+    assert world.status["phase"] == names.PHASE_PAUSED
+    assert world.condition(names.COND_RECONCILING)["reason"] == names.REASON_PAUSED
+    world.set_spec(paused=False)
+    assert actions_of(world.reconcile(), CreateJob)
+
+
+def test_invalid_spec_is_stalled_with_field_names():
+    world = World(spec=base_spec("one", contract={"policy": "Sometimes"}))
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["status"] == "True" and stalled["reason"] == names.REASON_INVALID_SPEC
+    assert "spec.version" in stalled["message"] and "spec.contract.policy" in stalled["message"]
+    assert world.status["observedGeneration"] == 1
+    assert len(events(decision, names.EVENT_INVALID_SPEC)) == 1
+    assert not events(world.reconcile(), names.EVENT_INVALID_SPEC), "an unchanged problem is not re-announced"
+
+
+def test_downgrade_after_contract_is_refused():
+    world = ready_world("1")
+    _to_contract(world, "2")
+    world.reconcile()
+    world.finish_job("contract")
+    world.reconcile()
+    world.set_spec(version="1")
+    decision = world.reconcile()
+    assert not decision.actions or all(isinstance(a, EmitEvent) for a in decision.actions)
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_DOWNGRADE_REFUSED
+
+
+def test_downgrade_before_contract_redeploys_without_migrations():
+    world = ready_world("1", contract={"policy": "Manual"})
+    _to_contract(world, "2")
+    world.reconcile()  # waiting for approval
+    world.set_spec(version="1")
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} == {"1"}
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY and world.status["currentVersion"] == "1"
+
+
+def test_restart_after_job_creation_finds_the_same_job():
+    """Status lost after creating the Job (operator killed before the status write): no second Job."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    saved = dict(world.status)
+    world.reconcile(persist=False)
+    world.status = saved
+    assert len([j for j in world.jobs.values() if j.version == "2"]) == 1
+    decision = world.reconcile()
+    creates = actions_of(decision, CreateJob)
+    assert len([j for j in world.jobs.values() if j.version == "2"]) == 1
+    assert all(c.body["metadata"]["name"] in world.jobs for c in creates)
+
+
+def test_blocked_job_pod_is_reported():
+    world = World(spec=base_spec("1"))
+    world.reconcile()
+    job = world.active_job("expand")
+    from divbase_operator.observed import PodObs
+    world.pods.append(PodObs(name=f"{job.name}-abc", job_name=job.name, workload=None, version="1",
+                             phase="Pending", waiting_reason="CreateContainerConfigError",
+                             waiting_message='secret "divbase-db" not found'))
+    world.reconcile()
+    cond = world.condition(names.COND_READY)
+    assert cond["reason"] == names.REASON_JOB_POD_BLOCKED and 'secret "divbase-db" not found' in cond["message"]
+
+
+def test_workload_removed_from_spec_is_deleted_and_template_change_applied():
+    world = ready_world("1")
+    spec = base_spec("1")
+    spec["workloads"] = [spec["workloads"][0] | {"template": {**spec["workloads"][0]["template"], "replicas": 3}}]
+    world.spec = spec
+    world.generation += 1
+    decision = world.reconcile()
+    assert [a.name for a in actions_of(decision, DeleteDeployment)] == ["db-worker"]
+    [apply] = actions_of(decision, ApplyDeployment)
+    assert apply.body["spec"]["replicas"] == 3
+    assert world.condition(names.COND_READY)["status"] == "False"
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.condition(names.COND_READY)["status"] == "True"
+
+
+@pytest.mark.parametrize("version", ["1", "2.0.1", "10"])
+def test_every_decision_carries_kstatus_conditions(version):
+    world = World(spec=base_spec(version))
+    world.reconcile()
+    types = {c["type"] for c in world.status["conditions"]}
+    assert set(names.CONDITION_TYPES) <= types
+    assert all(c["observedGeneration"] == world.generation for c in world.status["conditions"])

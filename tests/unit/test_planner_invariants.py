@@ -1,0 +1,126 @@
+"""Random walks over the rollout state space, checking the safety rules after every single decision.
+
+Scenario tests show the intended paths; these show that no interleaving of Job results, rollout progress,
+deadlines, spec edits, pauses, retries, approvals and lost status writes breaks the rules the product promises."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from planner_world import World, base_spec
+
+from divbase_operator import names
+from divbase_operator.observed import JOB_ACTIVE, JOB_SUCCEEDED
+from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment
+from divbase_operator.spec import version_key
+
+POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
+
+
+def _succeeded_expand_at_least(world: World, version: str) -> bool:
+    return any(j.step == "expand" and j.state == JOB_SUCCEEDED and version_key(j.version) >= version_key(version)
+               for j in world.jobs.values())
+
+
+def _check(world: World, decision, before_jobs: dict, paused: bool) -> None:
+    creates = [a for a in decision.actions if isinstance(a, CreateJob)]
+    applies = [a for a in decision.actions if isinstance(a, ApplyDeployment)]
+    deletes = [a for a in decision.actions if isinstance(a, DeleteDeployment)]
+    # one migration at a time, and never beside another running Job of ours
+    assert len(creates) <= 1
+    for create in creates:
+        name = create.body["metadata"]["name"]
+        others = [j for j in before_jobs.values() if j.state == JOB_ACTIVE and j.name != name]
+        assert not others, f"created {name} while {others} runs"
+    # fail closed: workloads only move to a release whose expand (or a later one) has succeeded
+    for apply in applies:
+        version = apply.body["metadata"]["labels"][names.LABEL_VERSION]
+        assert _succeeded_expand_at_least(world, version), f"workloads moved to {version} before its expand"
+        image = apply.body["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image.endswith(f":{version}")
+    # a contract after the first install starts only when no pod of another release is left
+    for create in creates:
+        labels = create.body["metadata"]["labels"]
+        if labels[names.LABEL_STEP] == "contract" and world.status.get("history"):
+            version = labels[names.LABEL_VERSION]
+            assert _succeeded_expand_at_least(world, version)
+            stale = [p for p in world.pods if p.workload and p.version != version]
+            assert not stale, f"contract of {version} while pods of other releases run: {stale}"
+    if paused:
+        assert not creates and not applies and not deletes
+    # kstatus: the trio is always there, for this generation, and consistent
+    conds = {c["type"]: c for c in world.status["conditions"]}
+    for kind in (names.COND_READY, names.COND_RECONCILING, names.COND_STALLED):
+        assert conds[kind]["observedGeneration"] == world.generation
+    assert world.status["observedGeneration"] == world.generation
+    assert not (conds[names.COND_READY]["status"] == "True" and conds[names.COND_STALLED]["status"] == "True")
+    if conds[names.COND_READY]["status"] == "True":
+        assert world.status["currentVersion"] == world.spec["version"]
+    assert world.status["phase"] in names.PHASES
+    assert len(world.status.get("history") or []) <= names.HISTORY_LIMIT
+
+
+def _random_event(world: World, rng: random.Random) -> None:
+    active = [j for j in world.jobs.values() if j.state == JOB_ACTIVE]
+    roll = rng.random()
+    if active and roll < 0.35:
+        job = active[0]
+        world.finish_job(job.step, ok=rng.random() < 0.8, exit_code=rng.choice([1, 3, 4]), message="boom")
+    elif roll < 0.5:
+        world.complete_rollouts()
+    elif roll < 0.55:
+        world.start_rollouts()
+    elif roll < 0.6:
+        world.expire_deadline()
+    elif roll < 0.7:
+        current = int(world.spec["version"])
+        world.set_spec(version=str(max(1, min(6, current + rng.choice([1, 1, 2, -1])))))
+    elif roll < 0.74:
+        world.set_spec(paused=not world.spec.get("paused", False))
+    elif roll < 0.8:
+        world.annotations[names.ANNOTATION_RETRY] = f"r{rng.randrange(1000)}"
+    elif roll < 0.86:
+        world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = world.spec["version"]
+    elif roll < 0.9:
+        world.set_spec(contract=rng.choice(POLICIES))
+    else:
+        world.now += timedelta(seconds=rng.choice([10, 40]))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_walk_keeps_the_safety_rules(seed: int) -> None:
+    rng = random.Random(seed)
+    world = World(spec=base_spec("1", contract=rng.choice(POLICIES)))
+    for _ in range(120):
+        before = dict(world.jobs)
+        paused = bool(world.spec.get("paused"))
+        persist = rng.random() > 0.1  # sometimes the status write is lost (operator killed)
+        decision = world.reconcile(persist=persist)
+        if persist:
+            _check(world, decision, before, paused)
+        _random_event(world, rng)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_walk_converges_once_the_world_behaves(seed: int) -> None:
+    """After any chaos, with Jobs succeeding, rollouts completing and approvals given, it ends Ready."""
+    rng = random.Random(1000 + seed)
+    world = World(spec=base_spec("1", contract=rng.choice(POLICIES)))
+    for _ in range(60):
+        world.reconcile(persist=rng.random() > 0.1)
+        _random_event(world, rng)
+    world.set_spec(paused=False, contract={"policy": "Auto"}, version=str(int(world.spec["version"]) + 1))
+    world.annotations[names.ANNOTATION_RETRY] = "final"
+    for _ in range(30):
+        world.reconcile()
+        for job in [j for j in world.jobs.values() if j.state == JOB_ACTIVE]:
+            world.finish_job(job.step)
+        world.complete_rollouts()
+        world.now += timedelta(seconds=60)
+        if world.status.get("phase") == names.PHASE_READY:
+            break
+    assert world.status["phase"] == names.PHASE_READY, world.status
+    assert world.status["currentVersion"] == world.spec["version"]
+    assert {d.version for d in world.deployments.values()} == {world.spec["version"]}
