@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from planner_world import World, base_spec
-
 from divbase_operator import names
 from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
+from planner_world import World, base_spec
 
 
 def actions_of(decision, kind):
@@ -163,7 +162,7 @@ def test_failed_deploy_rolls_back_to_previous_release():
     assert world.status["phase"] == names.PHASE_FAILED
     assert world.condition(names.COND_STALLED)["reason"] == names.REASON_ROLLED_BACK
     assert world.status["lastFailure"]["step"] == "deploy"
-    assert not any(j.step == "contract" and j.version == "2" for j in world.jobs.values()), "no contract after a failed deploy"
+    assert not any(j.step == "contract" and j.version == "2" for j in world.jobs.values()), "no contract after failure"
     assert {d.version for d in world.deployments.values()} == {"1"}
 
 

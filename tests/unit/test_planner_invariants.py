@@ -9,12 +9,11 @@ import random
 from datetime import timedelta
 
 import pytest
-from planner_world import World, base_spec
-
 from divbase_operator import names
 from divbase_operator.observed import JOB_ACTIVE, JOB_SUCCEEDED
 from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment
 from divbase_operator.spec import version_key
+from planner_world import World, base_spec
 
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 

@@ -1,0 +1,261 @@
+"""The DivBaseDatabase CustomResourceDefinition, built from `names` so the schema and the code agree.
+
+`python -m divbase_operator.crd` prints it; `crds/divbasedatabases.divbase.io.yaml` is that output, and a unit
+test fails when the two differ. The schema rejects at admission everything it can express (types, patterns,
+enums, CEL rules), with a message that names the field; the operator reports the rest in status."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import names
+
+VERSION_REGEX = r"^[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.-]+)?$"
+DNS_LABEL_REGEX = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _str(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str, minimum: int = 0, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "format": "int32", "minimum": minimum, "description": description, **extra}
+
+
+def _bool(description: str) -> dict[str, Any]:
+    return {"type": "boolean", "description": description}
+
+
+def _free(description: str, kind: str = "object") -> dict[str, Any]:
+    return {"type": kind, "description": description, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _rule(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    secret_ref = {
+        "type": "object",
+        "description": "The Secret with the database connection. The operator never reads it: migration Jobs get "
+                       "its keys as environment variables.",
+        "required": ["name"],
+        "properties": {
+            "name": _str("Name of the Secret, in the resource's namespace.", minLength=1, maxLength=253),
+            "key": _str("Key holding a full connection URL (postgresql://user:password@host:port/db). Default "
+                        "`url`.", minLength=1),
+            "keys": {
+                "type": "object",
+                "description": "Keys holding the connection's parts, instead of a URL.",
+                "required": ["host", "database", "user"],
+                "properties": {part: _str(f"Key holding the {part}.", minLength=1)
+                               for part in ("host", "port", "database", "user", "password")},
+            },
+        },
+        "x-kubernetes-validations": [
+            _rule("!(has(self.key) && has(self.keys))", "set either key (a URL) or keys (its parts), not both"),
+        ],
+    }
+    workload = {
+        "type": "object",
+        "required": ["name", "template"],
+        "properties": {
+            "name": _str("Workload name; the Deployment is called `<resource>-<name>`.", pattern=DNS_LABEL_REGEX,
+                         maxLength=40),
+            "template": {
+                "type": "object",
+                "description": "A Deployment spec (replicas, strategy, progressDeadlineSeconds, template). Leave "
+                               "`image` empty on containers that run DivBase: the operator sets the release image. "
+                               "The operator sets the selector.",
+                "required": ["template"],
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {
+                    "replicas": _int("Number of pods.", 0),
+                    "progressDeadlineSeconds": _int("Seconds a rollout may make no progress before the deploy "
+                                                    "step fails (and rolls back).", 1),
+                    "template": _free("The pod template (metadata, spec), as in a Deployment."),
+                },
+                "x-kubernetes-validations": [
+                    _rule("!has(self.selector)", "the operator sets the selector; remove template.selector",
+                          reason="FieldValueForbidden"),
+                    _rule("has(self.template.spec) && has(self.template.spec.containers) && "
+                          "size(self.template.spec.containers) > 0",
+                          "template.template.spec.containers must list at least one container",
+                          reason="FieldValueRequired"),
+                ],
+            },
+        },
+    }
+    migration_job = {
+        "type": "object",
+        "description": "How migration Jobs run.",
+        "properties": {
+            "serviceAccountName": _str("ServiceAccount of migration pods (default: the namespace's default). "
+                                       "It needs no API access."),
+            "automountServiceAccountToken": _bool("Mount an API token in migration pods. Default false."),
+            "resources": _free("Container resources (requests, limits) of the migration container."),
+            "nodeSelector": {"type": "object", "description": "Node labels migration pods must match.",
+                             "additionalProperties": {"type": "string"}},
+            "tolerations": {"type": "array", "description": "Tolerations of migration pods.",
+                            "items": _free("A toleration.")},
+            "backoffLimit": _int("Pod retries before the Job fails. Default 2.", 0, maximum=10),
+            "activeDeadlineSeconds": _int("Upper bound on a migration Job's run time. Default 900.", 1),
+            "ttlSecondsAfterFinished": _int("Seconds a finished Job is kept. Default 86400.", 0),
+            "lockTimeoutSeconds": _int("PostgreSQL lock_timeout for each migration statement.", 1),
+            "statementTimeoutSeconds": _int("PostgreSQL statement_timeout (0 disables).", 0),
+        },
+    }
+    contract = {
+        "type": "object",
+        "description": "When the contract step (destructive revisions) runs, once no pod of the old release is left.",
+        "properties": {
+            "policy": _str("Auto: at once. Manual: when annotation "
+                           f"`{names.ANNOTATION_APPROVE_CONTRACT}` names the version. Delayed: delaySeconds after "
+                           "the deploy finished.", enum=["Auto", "Manual", "Delayed"], default="Auto"),
+            "delaySeconds": _int("Delay for policy Delayed.", 0),
+        },
+        "x-kubernetes-validations": [
+            _rule("!has(self.policy) || self.policy != 'Delayed' || has(self.delaySeconds)",
+                  "delaySeconds is required when policy is Delayed", ".delaySeconds", "FieldValueRequired"),
+            _rule("!has(self.delaySeconds) || (has(self.policy) && self.policy == 'Delayed')",
+                  "delaySeconds only applies to policy Delayed", ".delaySeconds", "FieldValueForbidden"),
+        ],
+    }
+    return {
+        "type": "object",
+        "description": "The desired DivBase release and how to roll it out.",
+        "required": ["version", "image", "database"],
+        "properties": {
+            "version": _str("The DivBase release to run, e.g. `2` or `1.4.0`. Changing it starts a rollout.",
+                            pattern=VERSION_REGEX, maxLength=40),
+            "image": _str("Image repository of the DivBase application (the tag is the version), or a full "
+                          "reference with tag or digest.", minLength=1, maxLength=512, pattern=r"^\S+$"),
+            "database": {
+                "type": "object",
+                "description": "Where the database's credentials are.",
+                "required": ["secretRef"],
+                "properties": {"secretRef": secret_ref},
+            },
+            "workloads": {
+                "type": "array",
+                "description": "The Deployments gated on migrations (API, Celery workers). The operator creates "
+                               "and owns them.",
+                "maxItems": 20,
+                "items": workload,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            "migrationJob": migration_job,
+            "contract": contract,
+            "rollback": {
+                "type": "object",
+                "description": "What a failed deploy does.",
+                "properties": {"onDeployFailure": _bool("Roll workloads back to the previous release when a "
+                                                        "Deployment exceeds its progress deadline. Default true.")},
+            },
+            "paused": _bool("Stop all transitions (a running Job still finishes)."),
+        },
+    }
+
+
+def status_schema() -> dict[str, Any]:
+    condition = {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": _str("Condition type."),
+            "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _str("Machine-readable reason."),
+            "message": _str("Human-readable detail."),
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "lastTransitionTime": _str("When status last changed.", format="date-time"),
+        },
+    }
+    return {
+        "type": "object",
+        "description": "What the operator observed and did.",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64",
+                                   "description": "The spec generation this status describes."},
+            "phase": _str("Where the rollout is.", enum=list(names.PHASES)),
+            "currentVersion": _str("The release every workload runs.", nullable=True),
+            "targetVersion": _str("spec.version as last seen."),
+            "activeJob": _str("The migration Job running now."),
+            "schema": _free("Releases whose expand and contract steps were applied, and the revisions reported."),
+            "rollout": _free("The rollout in progress or the last one: versions, steps with Jobs and timings."),
+            "lastFailure": _free("The last failure: step, Job, exit code, the Job's termination message."),
+            "history": {"type": "array", "description": "Recent rollouts, newest first, with step timings.",
+                        "items": _free("A rollout.")},
+            "conditions": {"type": "array", "items": condition, "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"],
+                           "description": "Ready, Reconciling, Stalled and one per step."},
+            "kopf": _free("Kopf's own bookkeeping."),
+        },
+    }
+
+
+def build_crd() -> dict[str, Any]:
+    ready = f'.status.conditions[?(@.type=="{names.COND_READY}")].status'
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{names.PLURAL}.{names.GROUP}"},
+        "spec": {
+            "group": names.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": names.KIND,
+                "listKind": f"{names.KIND}List",
+                "plural": names.PLURAL,
+                "singular": names.SINGULAR,
+                "shortNames": [names.SHORT_NAME],
+                "categories": ["divbase"],
+            },
+            "versions": [{
+                "name": names.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Version", "type": "string", "jsonPath": ".spec.version",
+                     "description": "Desired release"},
+                    {"name": "Current", "type": "string", "jsonPath": ".status.currentVersion",
+                     "description": "Release the workloads run"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Ready", "type": "string", "jsonPath": ready},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A DivBase database and the release of the code that uses it. The operator rolls "
+                                   "a new release out as expand (additive migrations), deploy (workloads), contract "
+                                   "(destructive migrations), each gated on the one before.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": status_schema(),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def render() -> str:
+    import yaml
+
+    header = "# Generated by `python -m divbase_operator.crd`; edit operator/divbase_operator/crd.py instead.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

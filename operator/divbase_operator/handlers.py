@@ -1,0 +1,102 @@
+"""Kopf wiring: indexes keep what the planner needs in memory, event handlers wake the reconciler.
+
+Every handler here is a thin adapter. Indexes are updated by Kopf before handlers run, so a reconcile triggered
+by an event already sees that event's object. Children are found by label (`divbase.io/database`), which is
+also how their events are routed to the owning resource."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from . import names
+from .kube import KubeApi, load_config
+from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
+from .reconciler import Key, Reconciler, Snapshot, Sources
+
+log = logging.getLogger(__name__)
+OWNED = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_DATABASE: kopf.PRESENT}
+_reconciler: Reconciler | None = None
+_indexes: dict[str, kopf.Index[Key, Any]] = {}
+
+
+def _values(index_name: str, key: Key) -> list[Any]:
+    index = _indexes.get(index_name)
+    if index is None or key not in index:
+        return []
+    return list(index[key])
+
+
+def _database(key: Key) -> Snapshot | None:
+    found = _values("databases_index", key)
+    return found[0] if found else None
+
+
+def _wake(kwargs: dict[str, Any], key: Key) -> None:
+    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index"):
+        if index_name in kwargs:
+            _indexes[index_name] = kwargs[index_name]
+    if _reconciler is not None:
+        _reconciler.trigger(key)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _reconciler
+    load_config()
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    _reconciler = Reconciler(
+        api=KubeApi(),
+        sources=Sources(
+            databases=_database,
+            jobs=lambda key: _values("jobs_index", key),
+            deployments=lambda key: _values("deployments_index", key),
+            pods=lambda key: _values("pods_index", key),
+        ),
+    )
+
+
+@kopf.index(names.GROUP, names.VERSION, names.PLURAL)
+def databases_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, Snapshot]:
+    return {(namespace, name): Snapshot.from_body(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def jobs_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, JobObs]:
+    return {(namespace, labels[names.LABEL_DATABASE]): job_from_body(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def deployments_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, DeploymentObs]:
+    return {(namespace, labels[names.LABEL_DATABASE]): deployment_from_body(body)}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def pods_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodObs]:
+    return {(namespace, labels[names.LABEL_DATABASE]): pod_from_body(body)}
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+def database_changed(namespace: str, name: str, **kwargs: Any) -> None:
+    _wake(kwargs, (namespace, name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
+def job_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+def deployment_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)
+def pod_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))

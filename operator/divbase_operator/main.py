@@ -1,0 +1,52 @@
+"""`divbase-operator`: runs the Kopf operator with production settings (JSON logs, liveness, peering)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="divbase-operator",
+        description="Watches DivBaseDatabase resources and rolls DivBase releases out as expand -> deploy -> "
+                    "contract, each step gated on the one before.",
+    )
+    parser.add_argument("-n", "--namespace", action="append", default=None,
+                        help="watch only this namespace (repeatable; default: every namespace). "
+                             "Env: DIVBASE_WATCH_NAMESPACES, comma-separated.")
+    parser.add_argument("--liveness", default=os.environ.get("DIVBASE_LIVENESS", "http://0.0.0.0:8080/healthz"),
+                        help="liveness endpoint URL (default %(default)s); 'off' disables it")
+    parser.add_argument("--peering", default=os.environ.get("DIVBASE_PEERING") or None,
+                        help="Kopf peering name: run several replicas, one active (needs the KopfPeering CRDs). "
+                             "Default: standalone.")
+    parser.add_argument("--log-format", choices=["json", "plain", "full"],
+                        default=os.environ.get("DIVBASE_LOG_FORMAT", "json"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    namespaces = args.namespace
+    if namespaces is None and os.environ.get("DIVBASE_WATCH_NAMESPACES"):
+        namespaces = [n.strip() for n in os.environ["DIVBASE_WATCH_NAMESPACES"].split(",") if n.strip()]
+    log_format = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}
+    kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    from . import handlers  # noqa: F401  - registers the handlers with Kopf
+
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces or [],
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
+
+
+if __name__ == "__main__":
+    main()

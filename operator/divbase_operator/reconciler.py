@@ -1,0 +1,197 @@
+"""Runs the planner for one DivBaseDatabase whenever anything it depends on changes, and carries out its actions.
+
+Wake-ups come from watch events (the resource, its Jobs, Deployments and pods), never from polling. Triggers
+for a resource that is already being reconciled are coalesced into one more pass, so each resource has at most
+one reconcile in flight. The only timers are the contract delay the planner asks for and backoff after an
+API error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from . import names
+from .kube import Conflict, KubeApi, status_patch
+from .observed import DeploymentObs, JobObs, PodObs
+from .planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, name)
+ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+FINALIZER_GRACE_SECONDS = 120  # after this, deletion proceeds even if cleanup keeps failing
+
+
+@dataclass
+class Snapshot:
+    """The parts of a DivBaseDatabase the reconciler needs, as the watch last delivered them."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    annotations: dict[str, str]
+    finalizers: list[str]
+    deleting_since: str | None
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Any) -> Snapshot:
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""), generation=int(meta.get("generation") or 0),
+            annotations=dict(meta.get("annotations") or {}), finalizers=list(meta.get("finalizers") or []),
+            deleting_since=meta.get("deletionTimestamp"),
+            spec=dict(body.get("spec") or {}), status=dict(body.get("status") or {}),
+        )
+
+
+@dataclass
+class Sources:
+    """Where observed state comes from: Kopf indexes in production, plain dicts in tests."""
+
+    databases: Callable[[Key], Snapshot | None]
+    jobs: Callable[[Key], Iterable[JobObs]]
+    deployments: Callable[[Key], Iterable[DeploymentObs]]
+    pods: Callable[[Key], Iterable[PodObs]]
+
+
+@dataclass
+class _State:
+    running: bool = False
+    dirty: bool = False
+    errors: int = 0
+    timer: asyncio.TimerHandle | None = None
+    written: tuple[str, Snapshot] | None = None  # (resourceVersion we wrote over, what we wrote)
+
+
+@dataclass
+class Reconciler:
+    api: KubeApi
+    sources: Sources
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    on_decision: Callable[[Key, Decision, float], None] | None = None
+    _states: dict[Key, _State] = field(default_factory=dict)
+
+    def trigger(self, key: Key) -> None:
+        """Schedule a reconcile; cheap and safe to call from any watch event."""
+        state = self._states.setdefault(key, _State())
+        if state.running:
+            state.dirty = True
+            return
+        state.running = True
+        asyncio.get_running_loop().create_task(self._run(key, state), name=f"reconcile {key[0]}/{key[1]}")
+
+    def _schedule(self, key: Key, delay: float) -> None:
+        state = self._states.setdefault(key, _State())
+        if state.timer is not None:
+            state.timer.cancel()
+        state.timer = asyncio.get_running_loop().call_later(delay, self.trigger, key)
+
+    async def _run(self, key: Key, state: _State) -> None:
+        try:
+            while True:
+                state.dirty = False
+                try:
+                    await self.reconcile_once(key, state)
+                    state.errors = 0
+                except Conflict:
+                    pass  # a newer version is on its way through the watch; it triggers us again
+                except Exception as exc:  # any API failure: back off and try again
+                    delay = ERROR_BACKOFF[min(state.errors, len(ERROR_BACKOFF) - 1)]
+                    state.errors += 1
+                    log.warning("reconcile of %s/%s failed (%s: %s); retrying in %.0fs",
+                                key[0], key[1], type(exc).__name__, exc, delay)
+                    self._schedule(key, delay)
+                if not state.dirty:
+                    break
+        finally:
+            state.running = False
+        if self.sources.databases(key) is None:
+            self._forget(key)
+
+    def _forget(self, key: Key) -> None:
+        state = self._states.pop(key, None)
+        if state and state.timer:
+            state.timer.cancel()
+
+    def _current(self, key: Key, state: _State) -> Snapshot | None:
+        """The watch may lag behind our own last write; never decide on a status we already replaced."""
+        seen = self.sources.databases(key)
+        if seen is not None and state.written and seen.resource_version == state.written[0]:
+            return state.written[1]
+        if seen is not None:
+            state.written = None
+        return seen
+
+    async def reconcile_once(self, key: Key, state: _State | None = None) -> None:
+        state = state or self._states.setdefault(key, _State())
+        snap = self._current(key, state)
+        if snap is None:
+            return
+        if snap.deleting_since:
+            await self._finalize(snap)
+            return
+        if names.FINALIZER not in snap.finalizers:
+            updated = await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version,
+                                                      [*snap.finalizers, names.FINALIZER])
+            snap.finalizers.append(names.FINALIZER)
+            snap.resource_version = updated["metadata"]["resourceVersion"]
+        started = time.monotonic()
+        observed = Observed(
+            name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
+            annotations=snap.annotations, spec=snap.spec, status=snap.status,
+            jobs=tuple(self.sources.jobs(key)), deployments=tuple(self.sources.deployments(key)),
+            pods=tuple(self.sources.pods(key)),
+        )
+        decision = decide(observed, self.clock())
+        body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
+            "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
+        for action in decision.actions:
+            await self._act(snap, body_ref, action)
+        patch = status_patch(snap.status, decision.status)
+        if patch:
+            updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
+            fresh = Snapshot.from_body(updated)
+            state.written = (snap.resource_version, fresh)
+        if decision.requeue_after is not None:
+            self._schedule(key, decision.requeue_after + 0.5)
+        if self.on_decision:
+            self.on_decision(key, decision, time.monotonic() - started)
+
+    async def _act(self, snap: Snapshot, body_ref: dict[str, Any], action: Any) -> None:
+        if isinstance(action, CreateJob):
+            created = await self.api.create_job(action.body)
+            log.info("job %s %s", action.body["metadata"]["name"], "created" if created else "already exists")
+        elif isinstance(action, ApplyDeployment):
+            await self.api.apply_deployment(action.body)
+        elif isinstance(action, DeleteDeployment):
+            await self.api.delete_deployment(snap.namespace, action.name)
+        elif isinstance(action, EmitEvent):
+            kopf.event(body_ref, type=action.type, reason=action.reason, message=action.message)
+
+    async def _finalize(self, snap: Snapshot) -> None:
+        """Delete our Jobs and workloads, then let the resource go. A cleanup that keeps failing does not hold
+        the deletion hostage: after a grace period the finalizer is removed anyway (owner references let the
+        garbage collector finish the job)."""
+        if names.FINALIZER not in snap.finalizers:
+            return
+        try:
+            await self.api.delete_children(snap.namespace, snap.name)
+        except Exception as exc:
+            since = datetime.strptime(snap.deleting_since or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            if (self.clock() - since).total_seconds() < FINALIZER_GRACE_SECONDS:
+                raise
+            log.warning("cleanup of %s/%s kept failing (%s); releasing the finalizer", snap.namespace, snap.name,
+                        exc)
+        remaining = [f for f in snap.finalizers if f != names.FINALIZER]
+        await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version, remaining)

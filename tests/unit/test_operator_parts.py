@@ -1,0 +1,168 @@
+"""Pure parts of the operator: the CRD, the builders, the spec parser, observations, status patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from divbase_operator import names
+from divbase_operator.builders import Owner, build_deployment, build_job, migration_job_name
+from divbase_operator.crd import build_crd, render
+from divbase_operator.kube import status_patch
+from divbase_operator.observed import deployment_from_body, job_from_body, parse_summary, pod_from_body
+from divbase_operator.spec import Workload, parse_spec, release_image, version_key
+from planner_world import base_spec, workload
+
+ROOT = Path(__file__).resolve().parents[2]
+OWNER = Owner("db", "prod", "uid-1")
+
+
+def spec_of(**extra):
+    spec, errors = parse_spec(base_spec("2", **extra))
+    assert not errors, errors
+    return spec
+
+
+def test_committed_crd_is_the_generated_one():
+    committed = (ROOT / "crds" / "divbasedatabases.divbase.io.yaml").read_text()
+    assert committed == render(), "run: python -m divbase_operator.crd > crds/divbasedatabases.divbase.io.yaml"
+
+
+def test_crd_describes_every_spec_field():
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    def walk(node, path):
+        for key, child in (node.get("properties") or {}).items():
+            assert child.get("description"), f"{path}.{key} has no description"
+            walk(child, f"{path}.{key}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "spec")
+    printer = [c["name"] for c in build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert {"Version", "Phase", "Ready", "Age"} <= set(printer)
+
+
+def test_migration_job_is_hardened_and_reads_the_secret_by_reference():
+    job = build_job(OWNER, spec_of(), "expand", "2", "")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["image"] == "registry.example/divbase:2"
+    assert container["command"] == ["divbase-migrate"] and container["args"][0] == "expand"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    [url] = [e for e in container["env"] if e["name"] == "DIVBASE_DATABASE_URL"]
+    assert url == {"name": "DIVBASE_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "divbase-db", "key": "url"}}}
+    assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and 2 in rules[0]["onExitCodes"]["values"]
+
+
+def test_database_parts_become_separate_secret_refs():
+    spec = spec_of(database={"secretRef": {"name": "pg", "keys": {"host": "h", "database": "d", "user": "u",
+                                                                   "password": "p"}}})
+    env = build_job(OWNER, spec, "expand", "2", "")["spec"]["template"]["spec"]["containers"][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in env if "valueFrom" in e}
+    assert refs == {"DIVBASE_DB_HOST": "h", "DIVBASE_DB_NAME": "d", "DIVBASE_DB_USER": "u", "DIVBASE_DB_PASSWORD": "p"}
+
+
+def test_job_names_are_deterministic_and_change_with_what_matters():
+    spec = spec_of()
+    first = migration_job_name(OWNER, spec, "expand", "2", "")
+    assert first == migration_job_name(OWNER, spec, "expand", "2", "")
+    assert first != migration_job_name(OWNER, spec, "expand", "2", "retry-1")
+    assert first != migration_job_name(OWNER, spec, "expand", "3", "")
+    assert first != migration_job_name(OWNER, spec_of(migrationJob={"backoffLimit": 5}), "expand", "2", "")
+    long_owner = Owner("d" * 80, "prod", "uid")
+    assert len(migration_job_name(long_owner, spec, "contract", "2", "")) <= 63
+
+
+def test_deployment_gets_release_image_selector_and_version_labels():
+    template = workload("api")["template"]
+    template["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1.30"})
+    body = build_deployment(OWNER, spec_of(), Workload("api", template), "2")
+    containers = body["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == ["registry.example/divbase:2", "envoy:1.30"]
+    assert body["spec"]["selector"] == {"matchLabels": {names.LABEL_DATABASE: "db", names.LABEL_WORKLOAD: "api"}}
+    assert body["spec"]["template"]["metadata"]["labels"][names.LABEL_VERSION] == "2"
+    again = build_deployment(OWNER, spec_of(), Workload("api", template), "2")
+    assert again["metadata"]["annotations"] == body["metadata"]["annotations"]
+    other = build_deployment(OWNER, spec_of(), Workload("api", template), "3")
+    assert other["metadata"]["annotations"] != body["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(("image", "version", "expected"), [
+    ("registry.example/divbase", "2", "registry.example/divbase:2"),
+    ("localhost:5000/divbase", "2", "localhost:5000/divbase:2"),
+    ("registry.example/divbase:pinned", "2", "registry.example/divbase:pinned"),
+    ("registry.example/divbase@sha256:abc", "2", "registry.example/divbase@sha256:abc"),
+])
+def test_release_image(image, version, expected):
+    assert release_image(image, version) == expected
+
+
+def test_versions_order_numerically():
+    assert version_key("10") > version_key("9")
+    assert version_key("1.4.0") > version_key("1.3.9")
+    assert version_key("2.0.0-rc1") < version_key("2.0.0")
+    assert version_key("2") == version_key("2.0.0")
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"version": "v2"}, "spec.version"),
+    ({"image": ""}, "spec.image"),
+    ({"database": {}}, "spec.database.secretRef"),
+    ({"database": {"secretRef": {"name": "x", "key": "url", "keys": {"host": "h", "database": "d", "user": "u"}}}},
+     "spec.database.secretRef"),
+    ({"workloads": [workload("api"), workload("api")]}, "spec.workloads[1].name"),
+    ({"workloads": [{"name": "API", "template": {"template": {"spec": {"containers": [{}]}}}}]},
+     "spec.workloads[0].name"),
+    ({"workloads": [{"name": "api", "template": {"template": {"spec": {"containers": []}}}}]},
+     "spec.workloads[0].template.template.spec.containers"),
+    ({"contract": {"policy": "Delayed"}}, "spec.contract.delaySeconds"),
+    ({"contract": {"policy": "Auto", "delaySeconds": 5}}, "spec.contract.delaySeconds"),
+    ({"migrationJob": {"backoffLimit": -1}}, "spec.migrationJob.backoffLimit"),
+])
+def test_bad_spec_names_the_field(patch, field):
+    spec, errors = parse_spec({**base_spec("2"), **patch})
+    assert spec is None
+    assert any(str(e).startswith(field) for e in errors), errors
+
+
+def test_observations_from_raw_objects():
+    job = job_from_body({"metadata": {"name": "j", "labels": {names.LABEL_STEP: "expand", names.LABEL_VERSION: "2"}},
+                         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                                    "message": "too slow", "lastTransitionTime": "t"}]}})
+    assert (job.state, job.reason, job.finished_at) == ("Failed", "DeadlineExceeded", "t")
+    pod = pod_from_body({"metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "j"}},
+                         "status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {
+                             "exitCode": 4, "message": '{"error":"locked"}', "finishedAt": "t"}}}]}})
+    assert (pod.job_name, pod.exit_code, parse_summary(pod.termination_message)) == ("j", 4, {"error": "locked"})
+    dep = deployment_from_body({"metadata": {"name": "d", "generation": 3, "labels": {names.LABEL_WORKLOAD: "api"}},
+                                "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "x:2"}]}}},
+                                "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+                                           "availableReplicas": 2}})
+    assert dep.rollout_complete and dep.images == ("x:2",)
+    stuck = deployment_from_body({"metadata": {"name": "d"}, "status": {"conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}})
+    assert stuck.progress_deadline_exceeded
+    assert parse_summary("not json") == {}
+
+
+def test_status_patch_nulls_removed_keys_and_keeps_unchanged_out():
+    old = {"phase": "Expanding", "activeJob": "j", "schema": {"expandedTo": "1", "contractedTo": "1"}}
+    new = {"phase": "Deploying", "schema": {"expandedTo": "2", "contractedTo": "1"}}
+    assert status_patch(old, new) == {"phase": "Deploying", "activeJob": None, "schema": {"expandedTo": "2"}}
+    assert status_patch(new, new) == {}
+
+
+def test_crd_yaml_parses_as_one_document():
+    docs = list(yaml.safe_load_all((ROOT / "crds" / "divbasedatabases.divbase.io.yaml").read_text()))
+    assert len(docs) == 1 and docs[0]["kind"] == "CustomResourceDefinition"
