@@ -7,17 +7,30 @@ also how their events are routed to the owning resource."""
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from . import names
+from . import metrics, names
 from .kube import KubeApi, load_config
 from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
 log = logging.getLogger(__name__)
 OWNED = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_DATABASE: kopf.PRESENT}
+
+
+@dataclass
+class Options:
+    """Set by `divbase-operator` from its command line before Kopf starts."""
+
+    metrics_port: int = 9090
+    metrics_address: str = "0.0.0.0"
+
+
+OPTIONS = Options()
 _reconciler: Reconciler | None = None
 _indexes: dict[str, kopf.Index[Key, Any]] = {}
 
@@ -51,6 +64,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    if OPTIONS.metrics_port:
+        metrics.serve(OPTIONS.metrics_port, OPTIONS.metrics_address)
     _reconciler = Reconciler(
         api=KubeApi(),
         sources=Sources(
@@ -59,6 +74,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             deployments=lambda key: _values("deployments_index", key),
             pods=lambda key: _values("pods_index", key),
         ),
+        on_decision=lambda key, decision, seconds: metrics.record_decision(key, decision, seconds, time.time()),
+        on_error=metrics.record_error,
+        on_forget=metrics.forget,
     )
 
 

@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peering", default=os.environ.get("DIVBASE_PEERING") or None,
                         help="Kopf peering name: run several replicas, one active (needs the KopfPeering CRDs). "
                              "Default: standalone.")
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("DIVBASE_METRICS_PORT", "9090")),
+                        help="Prometheus metrics port (default %(default)s; 0 disables)")
+    parser.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
     parser.add_argument("--log-format", choices=["json", "plain", "full"],
                         default=os.environ.get("DIVBASE_LOG_FORMAT", "json"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     log_format = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    from . import handlers  # noqa: F401  - registers the handlers with Kopf
+    from . import handlers  # registers the handlers with Kopf
+
+    handlers.OPTIONS.metrics_port = args.metrics_port
+    handlers.OPTIONS.metrics_address = args.metrics_address
 
     kopf.run(
         clusterwide=not namespaces,

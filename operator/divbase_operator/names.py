@@ -95,6 +95,7 @@ REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
+EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
 EVENT_JOB_CREATED: Final = "MigrationJobCreated"
 EVENT_JOB_SUCCEEDED: Final = "MigrationJobSucceeded"
 EVENT_JOB_FAILED: Final = "MigrationJobFailed"

@@ -271,6 +271,8 @@ class _Planner:
             "steps": steps,
         }
         self.status.pop("lastFailure", None)
+        self._event("Normal", names.EVENT_ROLLOUT_STARTED, f"rolling out release {target} (from "
+                                                           f"{current or 'an empty database'})")
         return True
 
     def _oldest_running_version(self) -> str | None:

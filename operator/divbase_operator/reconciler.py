@@ -80,6 +80,8 @@ class Reconciler:
     sources: Sources
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     on_decision: Callable[[Key, Decision, float], None] | None = None
+    on_error: Callable[[Key], None] | None = None
+    on_forget: Callable[[Key], None] | None = None
     _states: dict[Key, _State] = field(default_factory=dict)
 
     def trigger(self, key: Key) -> None:
@@ -109,6 +111,8 @@ class Reconciler:
                 except Exception as exc:  # any API failure: back off and try again
                     delay = ERROR_BACKOFF[min(state.errors, len(ERROR_BACKOFF) - 1)]
                     state.errors += 1
+                    if self.on_error:
+                        self.on_error(key)
                     log.warning("reconcile of %s/%s failed (%s: %s); retrying in %.0fs",
                                 key[0], key[1], type(exc).__name__, exc, delay)
                     self._schedule(key, delay)
@@ -123,6 +127,8 @@ class Reconciler:
         state = self._states.pop(key, None)
         if state and state.timer:
             state.timer.cancel()
+        if self.on_forget:
+            self.on_forget(key)
 
     def _current(self, key: Key, state: _State) -> Snapshot | None:
         """The watch may lag behind our own last write; never decide on a status we already replaced."""

@@ -1,0 +1,84 @@
+"""Prometheus metrics, derived from the planner's decisions so that what is counted is what was decided.
+
+Rollout and step counters follow the Events the planner emits (each marks a transition), durations come from the
+rollout record, and the phase gauge mirrors status.phase. Served on the operator's metrics port."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from . import names
+from .planner import Decision, EmitEvent
+
+REGISTRY = CollectorRegistry()
+_awaiting: dict[tuple[str, str], float] = {}
+_STEP_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+
+ROLLOUTS_STARTED = Counter("divbase_rollouts_started_total", "Rollouts started (expand Job created or deploy "
+                           "begun for a new release).", ["namespace", "database"], registry=REGISTRY)
+ROLLOUTS_SUCCEEDED = Counter("divbase_rollouts_succeeded_total", "Rollouts that reached Ready.",
+                             ["namespace", "database"], registry=REGISTRY)
+ROLLOUTS_FAILED = Counter("divbase_rollouts_failed_total", "Rollout failures, by the step that failed.",
+                          ["namespace", "database", "step"], registry=REGISTRY)
+STEP_DURATION = Histogram("divbase_step_duration_seconds", "Seconds from a step's start to its end, for "
+                          "rollouts that succeeded.", ["step"], buckets=_STEP_BUCKETS, registry=REGISTRY)
+JOB_RETRIES = Counter("divbase_job_retries_total", "Failed steps retried through the retry annotation.",
+                      ["namespace", "database"], registry=REGISTRY)
+PHASE = Gauge("divbase_phase", "1 for the resource's current phase, 0 for the others.",
+              ["namespace", "database", "phase"], registry=REGISTRY)
+RECONCILE_ERRORS = Counter("divbase_reconcile_errors_total", "Reconciles that failed on an API error and were "
+                           "retried with backoff.", ["namespace", "database"], registry=REGISTRY)
+RECONCILE_SECONDS = Histogram("divbase_reconcile_duration_seconds", "Time to plan and act for one reconcile.",
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY)
+AWAITING_SINCE = Gauge("divbase_contract_awaiting_since_timestamp_seconds", "When the resource started waiting "
+                       "for a manual or delayed contract (0 when not waiting).", ["namespace", "database"],
+                       registry=REGISTRY)
+
+
+def record_decision(key: tuple[str, str], decision: Decision, seconds: float, now_ts: float) -> None:
+    namespace, database = key
+    RECONCILE_SECONDS.observe(seconds)
+    phase = decision.status.get("phase", names.PHASE_PENDING)
+    for candidate in names.PHASES:
+        PHASE.labels(namespace, database, candidate).set(1 if candidate == phase else 0)
+    if phase == names.PHASE_AWAITING_CONTRACT:
+        AWAITING_SINCE.labels(namespace, database).set(_awaiting.setdefault(key, now_ts))
+    else:
+        _awaiting.pop(key, None)
+        AWAITING_SINCE.labels(namespace, database).set(0)
+    for action in decision.actions:
+        if not isinstance(action, EmitEvent):
+            continue
+        if action.reason == names.EVENT_ROLLOUT_STARTED:
+            ROLLOUTS_STARTED.labels(namespace, database).inc()
+        elif action.reason == names.EVENT_ROLLOUT_SUCCEEDED:
+            ROLLOUTS_SUCCEEDED.labels(namespace, database).inc()
+            latest = (decision.status.get("history") or [{}])[0]
+            for step, rec in (latest.get("steps") or {}).items():
+                if rec.get("seconds") is not None and rec.get("phase") == "Succeeded":
+                    STEP_DURATION.labels(step).observe(rec["seconds"])
+        elif action.reason == names.EVENT_JOB_FAILED:
+            ROLLOUTS_FAILED.labels(namespace, database, action.message.split(" ", 1)[0]).inc()
+        elif action.reason in (names.EVENT_ROLLBACK, names.REASON_PROGRESS_DEADLINE):
+            ROLLOUTS_FAILED.labels(namespace, database, names.STEP_DEPLOY).inc()
+        elif action.reason == names.EVENT_RETRY:
+            JOB_RETRIES.labels(namespace, database).inc()
+
+
+def record_error(key: tuple[str, str]) -> None:
+    RECONCILE_ERRORS.labels(*key).inc()
+
+
+def forget(key: tuple[str, str]) -> None:
+    """A deleted resource's series go away with it."""
+    _awaiting.pop(key, None)
+    series = [(PHASE, (*key, phase)) for phase in names.PHASES] + [(AWAITING_SINCE, key)]
+    for metric, labels in series:
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=address, registry=REGISTRY)

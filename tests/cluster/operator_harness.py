@@ -1,0 +1,228 @@
+"""Helpers for operator tests on the local control plane: run the real operator as a process, wait for
+conditions with bounded loops, and record pod and Job events with timestamps to prove the rollout's order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from divbase_operator import names
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorProcess:
+    """The real `divbase-operator`, started and killed like a pod would be."""
+
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.metrics_port = free_port()
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig}
+        log = self.log_path.open("ab")
+        log.write(f"--- start #{self.starts} ---\n".encode())
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "divbase-operator"), "-n", self.namespace, "--log-format", "json",
+             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish anything, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Bounded wait for a test; the operator itself never polls."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            last = None
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+@dataclass
+class Kube:
+    api_client: client.ApiClient
+    namespace: str
+
+    def __post_init__(self) -> None:
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+
+    # -- the custom resource --------------------------------------------------------------------------------------
+    def create_db(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": spec}
+        return self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace,
+                                                           names.PLURAL, body)
+
+    def get_db(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
+                                                        name)
+
+    def patch_db(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
+                                                          name, patch)
+
+    def annotate_db(self, name: str, key: str, value: str) -> None:
+        self.patch_db(name, {"metadata": {"annotations": {key: value}}})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        status = self.get_db(name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+    def wait_condition(self, name: str, kind: str, status: str = "True", timeout: float = 120,
+                       reason: str | None = None) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            db = self.get_db(name)
+            cond = next((c for c in (db.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+            ok = (cond and cond["status"] == status and (reason is None or cond.get("reason") == reason)
+                  and db["status"].get("observedGeneration") == db["metadata"]["generation"])
+            return db if ok else None
+        return wait_for(check, timeout, f"{name} condition {kind}={status} reason={reason}")
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+        return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("phase") == phase and db,
+                        timeout, f"{name} phase {phase}")
+
+    # -- children ---------------------------------------------------------------------------------------------------
+    def selector(self, name: str, **extra: str) -> str:
+        labels = {names.LABEL_DATABASE: name, **extra}
+        return ",".join(f"{k}={v}" for k, v in labels.items())
+
+    def jobs(self, name: str) -> list[Any]:
+        return self.batch.list_namespaced_job(self.namespace, label_selector=self.selector(name)).items
+
+    def deployments(self, name: str) -> list[Any]:
+        return self.apps.list_namespaced_deployment(self.namespace, label_selector=self.selector(name)).items
+
+    def workload_pods(self, name: str) -> list[Any]:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector(name)).items
+        return [p for p in pods if names.LABEL_WORKLOAD in (p.metadata.labels or {})]
+
+    def events(self, name: str) -> list[Any]:
+        return self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={names.KIND}").items
+
+    def create_secret(self, name: str, data: dict[str, str]) -> None:
+        body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+        try:
+            self.core.create_namespaced_secret(self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.replace_namespaced_secret(name, self.namespace, body)
+
+
+@dataclass
+class Timeline:
+    """Watches pods and Jobs of one namespace in a thread and keeps (monotonic time, event, kind, name, labels)."""
+
+    api_client: client.ApiClient
+    namespace: str
+    entries: list[tuple[float, str, str, str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Timeline:
+        core, batch = client.CoreV1Api(self.api_client), client.BatchV1Api(self.api_client)
+        for kind, lister in (("Pod", core.list_namespaced_pod), ("Job", batch.list_namespaced_job)):
+            thread = threading.Thread(target=self._watch, args=(kind, lister), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _watch(self, kind: str, lister: Callable[..., Any]) -> None:
+        resource_version = None
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(lister, self.namespace, timeout_seconds=5,
+                                           resource_version=resource_version):
+                    obj = event["object"]
+                    resource_version = obj.metadata.resource_version
+                    status = obj.status.to_dict() if obj.status else {}
+                    self.entries.append((time.monotonic(), event["type"], kind, obj.metadata.name,
+                                         dict(obj.metadata.labels or {}), status))
+                    if self._stop.is_set():
+                        break
+            except ApiException as exc:
+                if exc.status == 410:
+                    resource_version = None
+                else:
+                    time.sleep(0.5)
+            finally:
+                stream.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
+        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
+                                                                                                          status)]
+        return min(times) if times else float("inf")
+
+    def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
+        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
+                                                                                                          status)]
+        return max(times) if times else float("-inf")
+
+    def dump(self) -> str:
+        return "\n".join(json.dumps([round(t, 3), e, k, n, labels.get(names.LABEL_VERSION)])
+                         for t, e, k, n, labels, _ in self.entries)

@@ -1,0 +1,276 @@
+"""The operator on the real control plane: real apiserver, Job and Deployment controllers, the local node
+running migration pods (`divbase-migrate` against a real PostgreSQL) and workload pods that answer HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from divbase_operator import names
+from kubernetes import client, utils
+from kubernetes.client.exceptions import ApiException
+from operator_harness import REPO, VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
+from sqlalchemy.engine import make_url
+
+DB = "divbase"
+CRD_FILE = REPO / "crds" / "divbasedatabases.divbase.io.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd(api_client: Any) -> None:
+    """Install the CRD once per session, as `kubectl apply -f crds/` would, and wait until it is served."""
+    ext = client.ApiextensionsV1Api(api_client)
+    body = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        utils.create_from_dict(api_client, body)
+    except utils.FailToCreateError as exc:
+        if not all(e.status == 409 for e in exc.api_exceptions):
+            raise
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
+                         or []), 60, "CRD established")
+
+
+@pytest.fixture
+def kube(api_client: Any, namespace: str, crd: None) -> Kube:
+    return Kube(api_client, namespace)
+
+
+@pytest.fixture
+def operator(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator watching only this test's namespace; its log is printed at teardown (shown on failure)."""
+    proc = OperatorProcess(str(cluster.kubeconfig), namespace, tmp_path / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print(proc.logs()[-20000:])
+
+
+@pytest.fixture
+def db_secret(kube: Kube, database_url: str) -> str:
+    kube.create_secret("divbase-db", {"url": database_url})
+    return database_url
+
+
+def api_workload(replicas: int = 1, deadline: int = 60, broken_release: str | None = None) -> dict[str, Any]:
+    """An HTTP server pod per replica; `broken_release` makes that release crash at start (a bad deploy)."""
+    script = 'exec python -m http.server --bind "$POD_IP" 8080'
+    if broken_release:
+        script = f'if [ "$DIVBASE_RELEASE" = "{broken_release}" ]; then echo "release broken" >&2; exit 1; fi; {script}'
+    return {"name": "api", "template": {
+        "replicas": replicas,
+        "progressDeadlineSeconds": deadline,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"spec": {"terminationGracePeriodSeconds": 5, "containers": [{
+            "name": "api",
+            "command": ["sh", "-c", script],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+        }]}},
+    }}
+
+
+def worker_workload() -> dict[str, Any]:
+    return {"name": "worker", "template": {"replicas": 1, "template": {"spec": {
+        "terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "worker", "command": ["sh", "-c", "exec sleep 3600"]}]}}}}
+
+
+def db_spec(version: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "version": version,
+        "image": "divbase",
+        "database": {"secretRef": {"name": "divbase-db"}},
+        "workloads": [api_workload(), worker_workload()],
+        "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 300},
+    }
+    spec.update(extra)
+    return spec
+
+
+def _migrate(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DIVBASE_DATABASE_URL": database_url, "DIVBASE_TERMINATION_LOG": os.devnull}
+    return subprocess.run([str(VENV_BIN / "divbase-migrate"), *args], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+def migrate_status(database_url: str) -> dict[str, Any]:
+    out = _migrate(database_url, "status")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def migrate_check(database_url: str, version: str) -> subprocess.CompletedProcess[str]:
+    return _migrate(database_url, "check", "--version", version)
+
+
+def install(kube: Kube, version: str = "1", timeout: float = 180, **extra: Any) -> dict[str, Any]:
+    kube.create_db(DB, db_spec(version, **extra))
+    return kube.wait_condition(DB, names.COND_READY, timeout=timeout)
+
+
+def jobs_by_step(kube: Kube) -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], list[str]] = {}
+    for job in kube.jobs(DB):
+        labels = job.metadata.labels
+        found.setdefault((labels[names.LABEL_STEP], labels[names.LABEL_VERSION]), []).append(job.metadata.name)
+    return found
+
+
+def test_install_from_empty_database(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
+    db = install(kube)
+    status = db["status"]
+    assert status["phase"] == names.PHASE_READY and status["currentVersion"] == "1"
+    assert {c["type"]: c["status"] for c in status["conditions"]}[names.COND_STALLED] == "False"
+    assert sorted(jobs_by_step(kube)) == [("contract", "1"), ("expand", "1")]
+    deployments = {d.metadata.name: d for d in kube.deployments(DB)}
+    assert set(deployments) == {"divbase-api", "divbase-worker"}
+    assert all(d.metadata.owner_references[0].uid == db["metadata"]["uid"] for d in deployments.values())
+    assert deployments["divbase-api"].spec.template.spec.containers[0].image == "divbase:1"
+    assert migrate_check(db_secret, "1").returncode == 0
+    assert names.FINALIZER in db["metadata"]["finalizers"]
+    reasons = {e.reason for e in kube.events(DB)}
+    assert {names.EVENT_ROLLOUT_STARTED, names.EVENT_JOB_CREATED, names.EVENT_JOB_SUCCEEDED,
+            names.EVENT_ROLLOUT_SUCCEEDED} <= reasons
+    scraped = operator.metrics()
+    labels = f'namespace="{kube.namespace}",database="{DB}"'
+    assert f"divbase_rollouts_succeeded_total{{{labels}}} 1.0" in scraped
+    assert f'divbase_phase{{{labels},phase="Ready"}} 1.0' in scraped
+
+
+def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: OperatorProcess, db_secret: str,
+                                                      api_client: Any) -> None:
+    install(kube, workloads=[api_workload(replicas=2), worker_workload()])
+    timeline = Timeline(api_client, kube.namespace).start()
+    try:
+        kube.patch_db(DB, {"spec": {"version": "2"}})
+        db = kube.wait_condition(DB, names.COND_READY, timeout=240)
+    finally:
+        timeline.stop()
+    jobs = jobs_by_step(kube)
+    assert set(jobs) >= {("expand", "2"), ("contract", "2")} and len(jobs[("expand", "2")]) == 1
+    expand = kube.batch.read_namespaced_job(jobs[("expand", "2")][0], kube.namespace)
+    contract = kube.batch.read_namespaced_job(jobs[("contract", "2")][0], kube.namespace)
+
+    def is_workload_pod(version: str):
+        return lambda name, labels, status: labels.get(names.LABEL_WORKLOAD) and labels.get(
+            names.LABEL_VERSION) == version
+
+    def job_done(job_name: str):
+        return lambda name, labels, status: name == job_name and (status.get("succeeded") or 0) >= 1
+
+    expand_done = timeline.first("Job", "MODIFIED", job_done(expand.metadata.name))
+    first_new_pod = timeline.first("Pod", "ADDED", is_workload_pod("2"))
+    last_old_pod_gone = timeline.last("Pod", "DELETED", is_workload_pod("1"))
+    contract_created = timeline.first("Job", "ADDED", lambda n, labels, s: n == contract.metadata.name)
+    assert expand_done < first_new_pod, timeline.dump()
+    assert last_old_pod_gone < contract_created, timeline.dump()
+    # and the server's own timestamps (one-second resolution) agree
+    new_pods = [p for p in kube.workload_pods(DB) if p.metadata.labels[names.LABEL_VERSION] == "2"]
+    assert all(p.metadata.creation_timestamp >= expand.status.completion_time for p in new_pods)
+    assert not [p for p in kube.workload_pods(DB) if p.metadata.labels[names.LABEL_VERSION] != "2"]
+    history = db["status"]["history"][0]
+    assert (history["fromVersion"], history["toVersion"], history["result"]) == ("1", "2", "Succeeded")
+    assert all(history["steps"][s]["seconds"] is not None for s in ("expand", "deploy", "contract"))
+    assert migrate_check(db_secret, "2").returncode == 0
+    assert migrate_check(db_secret, "1").returncode != 0, "release 2's contract removed what release 1 used"
+
+
+def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, operator: OperatorProcess,
+                                                                db_secret: str) -> None:
+    install(kube)
+    before = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
+    unreachable = make_url(db_secret).set(port=free_port()).render_as_string(hide_password=False)
+    kube.create_secret("divbase-db", {"url": unreachable})
+    kube.patch_db(DB, {"spec": {"version": "2"}})
+    db = kube.wait_condition(DB, names.COND_STALLED, timeout=120)
+    failure = db["status"]["lastFailure"]
+    assert failure["step"] == "expand" and failure["exitCode"] not in (None, 0)
+    assert failure["message"], failure
+    assert db["status"]["phase"] == names.PHASE_FAILED
+    after = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
+    assert after == before
+    warnings = [e for e in kube.events(DB) if e.type == "Warning" and e.reason == names.EVENT_JOB_FAILED]
+    assert warnings and "expand" in warnings[0].message
+    # fix the Secret and retry: the rollout completes
+    kube.create_secret("divbase-db", {"url": db_secret})
+    kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")
+    kube.wait_condition(DB, names.COND_READY, timeout=180)
+    assert len(jobs_by_step(kube)[("expand", "2")]) == 2
+
+
+def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
+    install(kube, workloads=[api_workload(deadline=8, broken_release="2"), worker_workload()])
+    kube.patch_db(DB, {"spec": {"version": "2"}})
+    db = kube.wait_condition(DB, names.COND_STALLED, timeout=180, reason=names.REASON_ROLLED_BACK)
+    assert db["status"]["lastFailure"]["step"] == "deploy"
+    assert {d.spec.template.metadata.labels[names.LABEL_VERSION] for d in kube.deployments(DB)} == {"1"}
+    wait_for(lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"}, 60,
+             "only release 1 pods")
+    assert ("contract", "2") not in jobs_by_step(kube)
+    assert migrate_check(db_secret, "1").returncode == 0, "the expanded schema still serves release 1"
+
+
+def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
+    install(kube, contract={"policy": "Manual"})
+    kube.patch_db(DB, {"spec": {"version": "2"}})
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
+                             timeout=180)
+    assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT
+    assert db["status"]["currentVersion"] == "2"
+    assert ("contract", "2") not in jobs_by_step(kube)
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")  # the wrong version approves nothing
+    kube.annotate_db(DB, "test/nudge", "x")
+    assert ("contract", "2") not in jobs_by_step(kube)
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    assert ("contract", "2") in jobs_by_step(kube)
+
+
+@pytest.mark.parametrize("kill_in", [names.PHASE_EXPANDING, names.PHASE_DEPLOYING, names.PHASE_CONTRACTING])
+def test_operator_killed_mid_step_converges_with_each_migration_once(kube: Kube, operator: OperatorProcess,
+                                                                    db_secret: str, kill_in: str) -> None:
+    install(kube)
+    kube.patch_db(DB, {"spec": {"version": "2"}})
+    kube.wait_phase(DB, kill_in, timeout=180)
+    operator.kill()
+    operator.start()
+    kube.wait_condition(DB, names.COND_READY, timeout=240)
+    jobs = jobs_by_step(kube)
+    assert {k: len(v) for k, v in jobs.items()} == {("expand", "1"): 1, ("contract", "1"): 1,
+                                                   ("expand", "2"): 1, ("contract", "2"): 1}
+    status = migrate_status(db_secret)
+    assert migrate_check(db_secret, "2").returncode == 0, status
+
+
+def test_schema_rejects_bad_resource_with_apiserver_message(kube: Kube) -> None:
+    bad = db_spec("two", contract={"policy": "Delayed"})
+    with pytest.raises(ApiException) as caught:
+        kube.create_db("bad", bad)
+    assert caught.value.status == 422
+    body = caught.value.body if isinstance(caught.value.body, str) else caught.value.body.decode()
+    assert "spec.version" in body and "delaySeconds is required when policy is Delayed" in body
+
+
+def test_missing_secret_is_a_clear_condition_not_a_crash(kube: Kube, operator: OperatorProcess) -> None:
+    kube.create_db(DB, db_spec("1"))
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_JOB_POD_BLOCKED, timeout=120)
+    ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
+    assert "divbase-db" in ready["message"], ready
+    assert operator.proc is not None and operator.proc.poll() is None, "the operator is still running"
+
+
+def test_deleting_the_resource_removes_children_not_the_database(kube: Kube, operator: OperatorProcess,
+                                                                 db_secret: str) -> None:
+    install(kube)
+    kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
+    wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
+                                                                   names.PLURAL)["items"], 60, "resource gone")
+    wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
+    assert migrate_check(db_secret, "1").returncode == 0, "the database is untouched"
