@@ -79,15 +79,31 @@ def spec_schema() -> dict[str, Any]:
                     "replicas": _int("Number of pods.", 0),
                     "progressDeadlineSeconds": _int("Seconds a rollout may make no progress before the deploy "
                                                     "step fails (and rolls back).", 1),
-                    "template": _free("The pod template (metadata, spec), as in a Deployment."),
+                    "selector": _free("Not allowed: the operator sets the selector from the workload's name."),
+                    "template": {
+                        "type": "object",
+                        "description": "The pod template (metadata, spec), as in a Deployment.",
+                        "required": ["spec"],
+                        "x-kubernetes-preserve-unknown-fields": True,
+                        "properties": {
+                            "metadata": _free("Pod labels and annotations; the operator adds its own labels."),
+                            "spec": {
+                                "type": "object",
+                                "description": "The pod spec.",
+                                "required": ["containers"],
+                                "x-kubernetes-preserve-unknown-fields": True,
+                                "properties": {"containers": {
+                                    "type": "array", "minItems": 1,
+                                    "description": "Containers; an empty `image` gets the release image.",
+                                    "items": _free("A container."),
+                                }},
+                            },
+                        },
+                    },
                 },
                 "x-kubernetes-validations": [
                     _rule("!has(self.selector)", "the operator sets the selector; remove template.selector",
                           reason="FieldValueForbidden"),
-                    _rule("has(self.template.spec) && has(self.template.spec.containers) && "
-                          "size(self.template.spec.containers) > 0",
-                          "template.template.spec.containers must list at least one container",
-                          reason="FieldValueRequired"),
                 ],
             },
         },

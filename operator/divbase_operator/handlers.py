@@ -101,20 +101,20 @@ def pods_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
-def database_changed(namespace: str, name: str, **kwargs: Any) -> None:
+async def database_changed(namespace: str, name: str, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-def job_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+async def job_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-def deployment_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+async def deployment_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
-def pod_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+async def pod_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     log_format = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}
     kopf.configure(verbose=args.verbose, log_format=log_format[args.log_format])
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if not args.verbose:  # one "Handler ... succeeded" line per watch event is noise at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from . import handlers  # registers the handlers with Kopf
 
     handlers.OPTIONS.metrics_port = args.metrics_port

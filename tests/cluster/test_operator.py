@@ -16,6 +16,7 @@ from divbase_operator import names
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
 from operator_harness import REPO, VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 DB = "divbase"
@@ -138,10 +139,11 @@ def test_install_from_empty_database(kube: Kube, operator: OperatorProcess, db_s
     reasons = {e.reason for e in kube.events(DB)}
     assert {names.EVENT_ROLLOUT_STARTED, names.EVENT_JOB_CREATED, names.EVENT_JOB_SUCCEEDED,
             names.EVENT_ROLLOUT_SUCCEEDED} <= reasons
-    scraped = operator.metrics()
-    labels = f'namespace="{kube.namespace}",database="{DB}"'
-    assert f"divbase_rollouts_succeeded_total{{{labels}}} 1.0" in scraped
-    assert f'divbase_phase{{{labels},phase="Ready"}} 1.0' in scraped
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(operator.metrics()) for s in family.samples}
+    labels = (("database", DB), ("namespace", kube.namespace))
+    assert samples[("divbase_rollouts_succeeded_total", labels)] == 1
+    assert samples[("divbase_phase", (*labels, ("phase", "Ready")))] == 1
 
 
 def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: OperatorProcess, db_secret: str,
