@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 
 import kopf
 
@@ -23,6 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peering", default=os.environ.get("DIVBASE_PEERING") or None,
                         help="Kopf peering name: run several replicas, one active (needs the KopfPeering CRDs). "
                              "Default: standalone.")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority; the highest live replica is the active one. Default: random per "
+                             "replica (equal priorities make Kopf pause every replica)")
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("DIVBASE_METRICS_PORT", "9090")),
                         help="Prometheus metrics port (default %(default)s; 0 disables)")
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
     )
 
 
