@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 from divbase_operator import names
+from divbase_operator.testing import REPO, VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
 from kubernetes import client, utils
 from kubernetes.client.exceptions import ApiException
-from operator_harness import REPO, VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 

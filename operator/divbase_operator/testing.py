@@ -1,4 +1,4 @@
-"""Helpers for operator tests on the local control plane: run the real operator as a process, wait for
+"""Helpers for operator tests and benchmarks on the local control plane: run the real operator as a process, wait for
 conditions with bounded loops, and record pod and Job events with timestamps to prove the rollout's order."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from divbase_operator import names
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from divbase_operator import names
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -170,17 +171,22 @@ class Kube:
 
 @dataclass
 class Timeline:
-    """Watches pods and Jobs of one namespace in a thread and keeps (monotonic time, event, kind, name, labels)."""
+    """Watches pods, Jobs (and Deployments, if asked) of one namespace in threads and keeps
+    (monotonic time, event, kind, name, labels, status) for every event."""
 
     api_client: client.ApiClient
     namespace: str
+    kinds: tuple[str, ...] = ("Pod", "Job")
     entries: list[tuple[float, str, str, str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Timeline:
         core, batch = client.CoreV1Api(self.api_client), client.BatchV1Api(self.api_client)
-        for kind, lister in (("Pod", core.list_namespaced_pod), ("Job", batch.list_namespaced_job)):
+        listers = {"Pod": core.list_namespaced_pod, "Job": batch.list_namespaced_job,
+                   "Deployment": client.AppsV1Api(self.api_client).list_namespaced_deployment}
+        for kind in self.kinds:
+            lister = listers[kind]
             thread = threading.Thread(target=self._watch, args=(kind, lister), daemon=True)
             thread.start()
             self._threads.append(thread)

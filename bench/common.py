@@ -1,0 +1,62 @@
+"""Setup shared by the cluster benchmarks: a local control plane with kwok nodes, the CRD, a namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from divbase_localcluster.cluster import ClusterInfo, LocalCluster
+from divbase_operator.testing import REPO, wait_for
+from kubernetes import client, utils
+
+KWOK_PLACEMENT = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+@contextlib.contextmanager
+def kwok_cluster(kwok_nodes: int = 2) -> Iterator[tuple[ClusterInfo, client.ApiClient]]:
+    with tempfile.TemporaryDirectory(prefix="divbase-bench-") as tmp:
+        cluster = LocalCluster(Path(tmp) / "cluster")
+        info = cluster.up(node=False, kwok_nodes=kwok_nodes)
+        api = info.api_client()
+        try:
+            install_crd(api)
+            yield info, api
+        finally:
+            api.close()
+            cluster.down()
+
+
+def install_crd(api: client.ApiClient) -> None:
+    body = yaml.safe_load((REPO / "crds" / "divbasedatabases.divbase.io.yaml").read_text())
+    utils.create_from_dict(api, body)
+    ext = client.ApiextensionsV1Api(api)
+    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
+                         ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions or []),
+             60, "CRD established")
+
+
+def make_namespace(api: client.ApiClient, name: str) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    core.create_namespaced_secret(name, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
+                                                        string_data={"url": "postgresql://bench@127.0.0.1/x"}))
+
+
+def kwok_spec(version: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    """A DivBaseDatabase whose Jobs and pods run on kwok nodes (no processes: pods just report success)."""
+    return {
+        "version": version,
+        "image": "divbase",
+        "database": {"secretRef": {"name": "divbase-db"}},
+        "migrationJob": dict(KWOK_PLACEMENT),
+        "workloads": [{"name": "api", "template": {"replicas": replicas, "template": {"spec": {
+            **KWOK_PLACEMENT, "containers": [{"name": "api", "command": ["divbase-api"]}]}}}}],
+        **extra,
+    }
