@@ -6,6 +6,7 @@ Nothing here decides anything: it creates, applies, deletes and patches what the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
@@ -21,12 +22,21 @@ class Conflict(Exception):
     """The object changed since we read it; the watch will bring the new version and wake us again."""
 
 
+API_CONCURRENCY = 32  # parallel API calls: threads and pooled HTTP connections alike
+
+
 def load_config() -> None:
-    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config."""
+    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG or ~/.kube/config. Also sizes the worker threads and
+    the HTTP connection pool, so hundreds of resources are not served through a handful of connections."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_CONCURRENCY
+    client.Configuration.set_default(configuration)
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="kube-api"))
 
 
 class KubeApi:
