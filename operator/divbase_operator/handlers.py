@@ -64,6 +64,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
+    # The resources are known (the chart installs the CRD); scanning CRDs and namespaces needs cluster-wide RBAC
+    # that a namespaced install does not grant, and made it start ~55 s late retrying forbidden lists.
+    settings.scanning.disabled = True
     if OPTIONS.metrics_port:
         metrics.serve(OPTIONS.metrics_port, OPTIONS.metrics_address)
     _reconciler = Reconciler(

@@ -131,6 +131,7 @@ class _Planner:
             return self._finish()
         self.spec = spec
         self.status["targetVersion"] = spec.version
+        self.status.pop("activeJob", None)  # set again below only while a Job of ours really runs
         self._sync_recorded_jobs()
         if spec.paused:
             self._paused()

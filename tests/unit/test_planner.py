@@ -73,8 +73,10 @@ def test_upgrade_expand_then_deploy_then_contract_in_order():
         assert not actions_of(world.reconcile(), ApplyDeployment)
     assert {d.version for d in world.deployments.values()} == {"1"}
 
+    assert world.status["activeJob"] == job.body["metadata"]["name"]
     world.finish_job("expand", message='{"outcome":"ok","to":{"expand":"e4"}}')
     decision = world.reconcile()
+    assert "activeJob" not in world.status, "a finished Job is no longer reported as active"
     moved = actions_of(decision, ApplyDeployment)
     assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in moved} == {"2"}
     assert all(c["image"] == "registry.example/divbase:2"

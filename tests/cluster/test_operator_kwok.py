@@ -1,0 +1,154 @@
+"""The real operator against the real control plane (apiserver, Job, Deployment and garbage-collector
+controllers), with pods simulated by kwok nodes: Job pods succeed and workload pods run without processes.
+This proves the gating, the ordering, restarts and deletion through the real API; the migrations themselves
+run in the PostgreSQL integration tests."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from divbase_localcluster.cluster import ClusterInfo, LocalCluster
+from divbase_operator import names
+from divbase_operator.testing import REPO, Kube, OperatorProcess, Timeline, wait_for
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(REPO / "bench"))
+from common import install_crd, kwok_spec, make_namespace
+
+DB = "divbase"
+
+
+@pytest.fixture(scope="module")
+def kwok(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClusterInfo, client.ApiClient]]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("kwok-cluster"))
+    info = cluster.up(node=False, kwok_nodes=2)
+    api = info.api_client()
+    install_crd(api)
+    try:
+        yield info, api
+    finally:
+        api.close()
+        cluster.down()
+
+
+@pytest.fixture
+def kube(kwok: tuple[ClusterInfo, client.ApiClient], request: pytest.FixtureRequest) -> Kube:
+    base = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    ns = f"k-{base}-{uuid.uuid4().hex[:6]}"
+    make_namespace(kwok[1], ns)
+    return Kube(kwok[1], ns)
+
+
+@pytest.fixture
+def operator(kwok: tuple[ClusterInfo, client.ApiClient], kube: Kube, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(str(kwok[0].kubeconfig), kube.namespace, tmp_path / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print(proc.logs()[-20000:])  # shown when the test failed
+
+
+def steps(kube: Kube) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for job in kube.jobs(DB):
+        key = (job.metadata.labels[names.LABEL_STEP], job.metadata.labels[names.LABEL_VERSION])
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def test_install_then_upgrade_in_gated_order(kube: Kube, operator: OperatorProcess, kwok: Any) -> None:
+    kube.create_db(DB, kwok_spec("1", replicas=2))
+    db = kube.wait_condition(DB, names.COND_READY, timeout=120)
+    assert db["status"]["currentVersion"] == "1" and names.FINALIZER in db["metadata"]["finalizers"]
+    assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1}
+    timeline = Timeline(kwok[1], kube.namespace, kinds=("Pod", "Job", "Deployment")).start()
+    try:
+        kube.patch_db(DB, {"spec": {"version": "2"}})
+        db = kube.wait_condition(DB, names.COND_READY, timeout=120)
+    finally:
+        timeline.stop()
+
+    def job(step: str, complete: bool):
+        return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and labels.get(names.LABEL_VERSION)
+                                          == "2" and (not complete or any(c.get("type") == "Complete" and
+                                                                          c.get("status") == "True" for c in
+                                                                          status.get("conditions") or [])))
+
+    def pod(version: str):
+        return lambda n, labels, s: bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) \
+            == version
+
+    expand_done = timeline.first("Job", "MODIFIED", job("expand", True))
+    first_new_pod = timeline.first("Pod", "ADDED", pod("2"))
+    last_old_gone = timeline.last("Pod", "DELETED", pod("1"))
+    contract_created = timeline.first("Job", "ADDED", job("contract", False))
+    assert expand_done < first_new_pod < contract_created, timeline.dump()
+    assert last_old_gone < contract_created, timeline.dump()
+    assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1, ("expand", "2"): 1, ("contract", "2"): 1}
+    entry = db["status"]["history"][0]
+    assert (entry["fromVersion"], entry["toVersion"], entry["result"]) == ("1", "2", "Succeeded")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(operator.metrics()) for s in family.samples}
+    labels = (("database", DB), ("namespace", kube.namespace))
+    assert samples[("divbase_rollouts_succeeded_total", labels)] == 2
+    assert samples[("divbase_phase", (*labels, ("phase", "Ready")))] == 1
+
+
+def test_manual_contract_waits_for_approval_of_that_version(kube: Kube, operator: OperatorProcess) -> None:
+    kube.create_db(DB, kwok_spec("1", contract={"policy": "Manual"}))
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    kube.patch_db(DB, {"spec": {"version": "2"}})
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
+                             timeout=120)
+    assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT and db["status"]["currentVersion"] == "2"
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")
+    kube.annotate_db(DB, "test/nudge", "1")
+    assert ("contract", "2") not in steps(kube)
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    assert steps(kube)[("contract", "2")] == 1
+
+
+@pytest.mark.parametrize("kill_in", [names.PHASE_EXPANDING, names.PHASE_DEPLOYING])
+def test_killed_operator_resumes_without_repeating_a_step(kube: Kube, operator: OperatorProcess,
+                                                          kill_in: str) -> None:
+    kube.create_db(DB, kwok_spec("1"))
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    operator.kill()  # the change happens while no operator runs; it restarts mid-rollout at the asked phase
+    kube.patch_db(DB, {"spec": {"version": "2", "paused": kill_in == names.PHASE_DEPLOYING}})
+    operator.start()
+    if kill_in == names.PHASE_DEPLOYING:
+        kube.wait_phase(DB, names.PHASE_PAUSED, timeout=60)
+        kube.patch_db(DB, {"spec": {"paused": False}})
+        kube.wait_phase(DB, names.PHASE_DEPLOYING, timeout=60)
+    else:
+        kube.wait_phase(DB, names.PHASE_EXPANDING, timeout=60)
+    operator.kill()
+    operator.start()
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1, ("expand", "2"): 1, ("contract", "2"): 1}
+
+
+def test_schema_rejects_bad_resource_with_apiserver_message(kube: Kube) -> None:
+    with pytest.raises(ApiException) as caught:
+        kube.create_db("bad", kwok_spec("two", contract={"policy": "Delayed"}))
+    body = caught.value.body if isinstance(caught.value.body, str) else caught.value.body.decode()
+    assert caught.value.status == 422
+    assert "spec.version" in body and "delaySeconds is required when policy is Delayed" in body
+
+
+def test_deleting_the_resource_removes_its_children(kube: Kube, operator: OperatorProcess) -> None:
+    kube.create_db(DB, kwok_spec("1"))
+    kube.wait_condition(DB, names.COND_READY, timeout=120)
+    assert kube.deployments(DB) and kube.jobs(DB)
+    kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
+    wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
+                                                                   names.PLURAL)["items"], 60, "resource gone")
+    wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
