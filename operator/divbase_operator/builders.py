@@ -50,7 +50,7 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
 
 def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
     settings = spec.migration_job
-    args = [step, "--release", version, "--termination-log", TERMINATION_LOG]
+    args = [step, "--release", version]  # the summary goes to /dev/termination-log, its default
     if settings.lock_timeout_seconds is not None:
         args += ["--lock-timeout", f"{settings.lock_timeout_seconds}s"]
     if settings.statement_timeout_seconds is not None:

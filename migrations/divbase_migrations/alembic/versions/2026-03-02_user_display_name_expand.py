@@ -1,0 +1,63 @@
+"""Release 2, expand: `user.name` becomes `user.display_name` (add, keep in sync, backfill, NOT NULL as NOT VALID).
+
+Revision ID: e0002_user_display_name
+Revises: e0001_initial_schema
+Create Date: 2026-03-02 09:00:00+00:00
+
+Release 1 pods write `name`, release 2 pods write `display_name`; both run during the deploy step. A trigger copies
+whichever side is missing, so each release reads what it expects. The NOT NULL promise of the new column is a
+CHECK ... NOT VALID here (instant, no scan); the contract validates it and drops `name`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "e0002_user_display_name"
+down_revision: str | Sequence[str] | None = "e0001_initial_schema"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SYNC_FUNCTION = """
+CREATE OR REPLACE FUNCTION divbase_user_name_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.display_name IS DISTINCT FROM OLD.display_name AND NEW.name IS NOT DISTINCT FROM OLD.name THEN
+            NEW.name := NEW.display_name;
+        ELSIF NEW.name IS DISTINCT FROM OLD.name AND NEW.display_name IS NOT DISTINCT FROM OLD.display_name THEN
+            NEW.display_name := NEW.name;
+        END IF;
+    END IF;
+    NEW.display_name := COALESCE(NEW.display_name, NEW.name);
+    NEW.name := COALESCE(NEW.name, NEW.display_name);
+    RETURN NEW;
+END $$
+"""
+
+# re-runnable: a retried revision finds the constraint already there
+ADD_CHECK = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'ck_user_display_name_not_null') THEN
+        ALTER TABLE "user" ADD CONSTRAINT ck_user_display_name_not_null CHECK (display_name IS NOT NULL) NOT VALID;
+    END IF;
+END $$
+"""
+
+
+def upgrade() -> None:
+    op.add_column("user", sa.Column("display_name", sa.String(length=255), nullable=True), if_not_exists=True)
+    op.execute(SYNC_FUNCTION)
+    op.execute('CREATE OR REPLACE TRIGGER divbase_user_name_sync BEFORE INSERT OR UPDATE ON "user" '
+               "FOR EACH ROW EXECUTE FUNCTION divbase_user_name_sync()")
+    op.execute('UPDATE "user" SET display_name = name WHERE display_name IS NULL')
+    op.execute(ADD_CHECK)
+
+
+def downgrade() -> None:
+    op.execute('ALTER TABLE "user" DROP CONSTRAINT IF EXISTS ck_user_display_name_not_null')
+    op.execute('DROP TRIGGER IF EXISTS divbase_user_name_sync ON "user"')
+    op.execute("DROP FUNCTION IF EXISTS divbase_user_name_sync()")
+    op.drop_column("user", "display_name")

@@ -1,0 +1,271 @@
+"""`divbase-migrate`: the command a migration Job runs (and an operator runs by hand)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError
+
+from . import logs
+from .compat import read_applied
+from .database import ENV_PARTS, ENV_URL, ConfigError, Redactor, database_url_from_env, mask_url
+from .lint import lint
+from .plan import plan_sql
+from .releases import (
+    BRANCHES,
+    CONTRACT,
+    EXPAND,
+    MANIFEST,
+    Applied,
+    Manifest,
+    ManifestError,
+    UnknownRelease,
+    compatibility,
+    servable,
+)
+from .releases import pending as pending_revisions
+from .revisions import load
+from .runner import Runner, Settings, StepError, classify
+
+log = logging.getLogger("divbase_migrations.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_PRECONDITION, EXIT_LINT = range(7)
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  success (also: nothing to do)
+  {EXIT_FAILED}  a migration failed (its transaction was rolled back) or an unexpected error
+  {EXIT_USAGE}  bad input: unknown release, bad option, bad database settings, corrupt manifest
+  {EXIT_UNAVAILABLE}  the database is unreachable, refused the credentials, or dropped the connection
+  {EXIT_TIMEOUT}  timed out: a lock not granted after every retry, another runner's lock, or statement_timeout
+  {EXIT_PRECONDITION}  the database cannot take this step or serve this release (e.g. contract before expand,
+     a downgrade past a contract); `check` exits with this when the release cannot run
+  {EXIT_LINT}  lint found a forbidden operation in an expand revision
+
+environment:
+  {ENV_URL}  postgresql://user:password@host:port/db (or the parts below)
+  {', '.join(ENV_PARTS.values())}
+  DIVBASE_RELEASE  default for --release
+  DIVBASE_TERMINATION_LOG  default for --termination-log (else /dev/termination-log when writable)
+"""
+TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
+TERMINATION_DEFAULT = Path("/dev/termination-log")
+MAX_TERMINATION_BYTES = 4096  # what the kubelet keeps
+
+
+def duration_ms(text: str) -> int:
+    """'5s', '500ms', '2m' or a bare number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 5s, 500ms or 2m")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return int(value * {"ms": 1, "s": 1000, "m": 60_000}[unit])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
+    p.add_argument("--manifest", type=Path, default=MANIFEST, help="release manifest (default: the packaged one)")
+    p.add_argument("--termination-log", type=Path, default=None, help=TERMINATION_HELP)
+    common = argparse.ArgumentParser(add_help=False)  # also accepted after the subcommand, as Jobs pass it
+    common.add_argument("--termination-log", type=Path, default=argparse.SUPPRESS, help=TERMINATION_HELP)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def release_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--release", "--version", dest="release", default=os.environ.get("DIVBASE_RELEASE"),
+                        help="DivBase release (default: $DIVBASE_RELEASE)")
+
+    for step, text in ((EXPAND, "apply the release's expand revisions (additive; old code keeps working)"),
+                       (CONTRACT, "apply the release's contract revisions (removals; after the rollout)")):
+        sp = sub.add_parser(step, help=text, description=text, epilog=EXIT_CODES, parents=[common],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        release_arg(sp)
+        sp.add_argument("--lock-timeout", type=duration_ms, default=5_000, help="per statement (default 5s)")
+        sp.add_argument("--statement-timeout", type=duration_ms, default=0, help="per statement (default: none)")
+        sp.add_argument("--lock-retries", type=int, default=8, help="retries of a revision after a lock timeout")
+        sp.add_argument("--wait-timeout", type=duration_ms, default=600_000,
+                        help="how long to wait for another runner (default 10m)")
+    sp = sub.add_parser("status", parents=[common],
+                        help="JSON: applied revisions, pending revisions, releases the database serves")
+    release_arg(sp)
+    sp = sub.add_parser("check", parents=[common], help="exit 0 if code of the release can run against the database")
+    release_arg(sp)
+    sp = sub.add_parser("plan", parents=[common], help="print the SQL a step would run, without running it")
+    sp.add_argument("step", choices=BRANCHES)
+    release_arg(sp)
+    sp.add_argument("--sql", action="store_true", help="print SQL (the only format so far)")
+    sp.add_argument("--from-release", help="plan from where this release left the schema, not from the database")
+    sp = sub.add_parser("lint", parents=[common],
+                        help="refuse expand revisions that drop, rename, retype or block writes")
+    sp.add_argument("paths", nargs="*", type=Path, help="revision files or directories (default: ours)")
+    sub.add_parser("releases", parents=[common], help="JSON: the releases this image knows and their revisions")
+    return p
+
+
+class Summary:
+    """The one-line JSON written to the termination-message file, whatever happens."""
+
+    def __init__(self, command: str, release: str | None, redact: Redactor) -> None:
+        self.data: dict[str, Any] = {"command": command, "release": release, "outcome": "failed"}
+        self.redact = redact
+        self.started = time.monotonic()
+
+    def write(self, path: Path | None, exit_code: int) -> None:
+        self.data["exit_code"] = exit_code
+        self.data["duration_s"] = round(time.monotonic() - self.started, 3)
+        if path is None:
+            return
+        error = self.data.get("error")
+        if isinstance(error, str) and len(error) > 1500:
+            self.data["error"] = error[:1500] + "..."
+        line = self.redact(json.dumps(self.data, separators=(",", ":"), default=str))
+        try:
+            path.write_text(line.encode()[:MAX_TERMINATION_BYTES].decode(errors="ignore") + "\n")
+        except OSError as exc:
+            log.warning("cannot write the termination message", extra={"path": str(path), "error": str(exc)})
+
+
+def termination_path(flag: Path | None) -> Path | None:
+    if flag is not None:
+        return flag
+    if os.environ.get("DIVBASE_TERMINATION_LOG"):
+        return Path(os.environ["DIVBASE_TERMINATION_LOG"])
+    if TERMINATION_DEFAULT.exists() and os.access(TERMINATION_DEFAULT, os.W_OK):
+        return TERMINATION_DEFAULT
+    return None
+
+
+def _heads(applied: Applied) -> dict[str, str | None]:
+    return {EXPAND: applied.expand, CONTRACT: applied.contract}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        url = database_url_from_env(required=False)
+    except ConfigError as exc:
+        url, config_error = None, exc
+    else:
+        config_error = None
+    redact = Redactor.for_url(url)
+    logs.configure(redact)
+    summary = Summary(args.command, getattr(args, "release", None), redact)
+    code = EXIT_FAILED
+    try:
+        if config_error is not None and args.command not in ("lint", "releases", "plan"):
+            raise config_error
+        code = run(args, url, summary)
+    except (ConfigError, ManifestError, UnknownRelease) as exc:
+        code, summary.data["error"] = EXIT_USAGE, str(exc)
+    except StepError as exc:
+        code, summary.data["error"] = exc.exit_code, str(exc)
+    except DBAPIError as exc:
+        error = classify(exc)
+        code, summary.data["error"] = error.exit_code, str(error)
+    except Exception as exc:  # the summary must still be written; the traceback goes to the (masked) log
+        log.exception("unexpected error")
+        code, summary.data["error"] = EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+    if code != EXIT_OK and summary.data.get("error"):
+        log.error(summary.data["error"], extra={"exit_code": code})
+        if args.command in ("check",):
+            print(redact(f"{summary.data['error']}"))
+    summary.write(termination_path(args.termination_log), code)
+    return code
+
+
+def _require_release(args: argparse.Namespace) -> str:
+    if not args.release:
+        raise ConfigError("--release (or DIVBASE_RELEASE) is required")
+    return str(args.release)
+
+
+def _read_applied(url: Any, manifest: Manifest) -> Applied:
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 10,
+                                                                      "application_name": "divbase-migrate"})
+    with engine.connect() as conn:
+        return read_applied(conn, manifest)
+
+
+def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
+    if args.command == "lint":
+        findings = lint(args.paths or None)
+        for finding in findings:
+            print(finding)
+        summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
+        if findings:
+            summary.data["error"] = f"{len(findings)} forbidden operation(s) in expand revisions: {findings[0]}"
+            return EXIT_LINT
+        print("lint: expand revisions only add or backfill")
+        return EXIT_OK
+    manifest = load(args.manifest)
+    if args.command == "releases":
+        print(json.dumps({"releases": [vars(r) for r in manifest.releases],
+                          "chains": {EXPAND: manifest.chains.expand, CONTRACT: manifest.chains.contract}}, indent=2))
+        summary.data["outcome"] = "ok"
+        return EXIT_OK
+    if args.command == "plan":
+        release = manifest.release(_require_release(args))
+        if args.from_release:
+            start = manifest.release(args.from_release)
+            applied = Applied(start.expand if args.step == EXPAND else release.expand, start.contract)
+        elif url is not None:
+            applied = _read_applied(url, manifest)
+        else:
+            applied = Applied(None, None)
+        todo, sql = plan_sql(manifest, args.step, release, applied)
+        print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
+              f"{len(todo)} revision(s) from {_heads(applied)}")
+        print(sql, end="")
+        summary.data.update(outcome="ok", revisions=list(todo))
+        return EXIT_OK
+    if url is None:
+        raise ConfigError(f"no database configured: set {ENV_URL} or {', '.join(ENV_PARTS.values())}")
+    log.info("database", extra={"url": mask_url(url)})
+    if args.command == "status":
+        applied = _read_applied(url, manifest)
+        status: dict[str, Any] = {"applied": _heads(applied), "servable_releases": servable(manifest, applied),
+                                  "latest_release": manifest.latest().version}
+        target = manifest.release(args.release) if args.release else manifest.latest()
+        status["pending"] = {
+            "release": target.version,
+            EXPAND: list(pending_revisions(manifest.chains, EXPAND, applied.expand, target.expand)),
+            CONTRACT: list(pending_revisions(manifest.chains, CONTRACT, applied.contract, target.contract)),
+        }
+        print(json.dumps(status, indent=2))
+        summary.data.update(outcome="ok", to=_heads(applied))
+        return EXIT_OK
+    if args.command == "check":
+        release = manifest.release(_require_release(args))
+        applied = _read_applied(url, manifest)
+        verdict = compatibility(manifest, release, applied)
+        summary.data.update(to=_heads(applied))
+        if not verdict.ok:
+            summary.data.update(outcome="incompatible", error=verdict.reason)
+            return EXIT_PRECONDITION
+        summary.data["outcome"] = "ok"
+        print(verdict.reason)
+        return EXIT_OK
+    step = args.command
+    release_version = _require_release(args)
+    manifest.release(release_version)  # unknown release: exit 2 before connecting
+    settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
+                        lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
+    outcome = Runner(url, manifest, settings).run(step, release_version)
+    summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": _heads(outcome.before)},
+                        to=_heads(outcome.after), applied=outcome.applied, retries=outcome.retries)
+    log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
+                            "applied": outcome.applied, "to": _heads(outcome.after)})
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""`lint`: an expand revision may only add or backfill. Static checks over the revision files (AST, no database).
+
+Forbidden in expand: dropping anything, renaming, changing a column's type, making a column NOT NULL, adding a
+NOT NULL column without a server default to an existing table, building an index on an existing table without
+CONCURRENTLY. The same rules are applied to SQL strings passed to `op.execute`. Contract revisions are not
+restricted (that is where removals belong). A finding names the file, line and operation.
+
+A reviewed exception carries `# divbase-lint: allow <reason>` on the operation's first line (e.g. dropping an
+INVALID index left by a failed CONCURRENTLY build, to make the revision re-runnable); a marker without a reason
+is itself a finding."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .releases import EXPAND, branch_of
+from .revisions import PACKAGE_DIR
+
+VERSIONS_DIR = PACKAGE_DIR / "alembic" / "versions"
+
+DROP_OPS = {"drop_table", "drop_column", "drop_constraint", "drop_index", "drop_table_comment", "drop_column_comment"}
+RENAME_OPS = {"rename_table"}
+ALLOW = re.compile(r"#\s*divbase-lint:\s*allow\b(.*)$")
+SQL_RULES = (
+    (re.compile(r"\bDROP\s+(TABLE|COLUMN|INDEX|TYPE|CONSTRAINT|VIEW|SCHEMA|FUNCTION|TRIGGER)\b", re.I), "drops {0}"),
+    (re.compile(r"\bRENAME\b", re.I), "renames"),
+    (re.compile(r"\bALTER\s+COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE\b", re.I), "changes a column type"),
+    (re.compile(r"\bSET\s+NOT\s+NULL\b", re.I), "makes a column NOT NULL"),
+    (re.compile(r"\bCREATE\s+(UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY)", re.I), "builds an index without CONCURRENTLY"),
+    (re.compile(r"\bTRUNCATE\b", re.I), "truncates"),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    line: int
+    op: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}:{self.line}: {self.op}: {self.problem}"
+
+
+def _const(node: ast.AST | None) -> object:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _module_str(tree: ast.Module, name: str) -> str | None:
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == name:
+            value = _const(node.value)
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _upgrade(tree: ast.Module) -> ast.FunctionDef | None:
+    return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None)
+
+
+def _op_calls(func: ast.AST) -> Iterator[tuple[str, ast.Call]]:
+    for node in ast.walk(func):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "op"):
+            yield node.func.attr, node
+
+
+def _kw(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _arg(call: ast.Call, index: int, name: str) -> ast.expr | None:
+    return call.args[index] if len(call.args) > index else _kw(call, name)
+
+
+def _string_values(node: ast.AST | None, module_strings: dict[str, str]) -> list[str]:
+    """Literal SQL of an op.execute argument: constants, f-strings (their constant parts) and module constants."""
+    if node is None:
+        return []
+    if isinstance(node, ast.Call) and node.args:  # sa.text("...")
+        return _string_values(node.args[0], module_strings)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return ["".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)]
+    if isinstance(node, ast.BinOp):
+        return ["".join(_string_values(node.left, module_strings) + _string_values(node.right, module_strings))]
+    if isinstance(node, ast.Name) and node.id in module_strings:
+        return [module_strings[node.id]]
+    return []
+
+
+def lint_file(path: Path) -> list[Finding]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    revision = _module_str(tree, "revision")
+    if revision is None:
+        return [Finding(path, 1, "revision", "no `revision = \"...\"` found")]
+    branch = branch_of(revision)
+    if branch is None:
+        return [Finding(path, 1, "revision", f"id {revision!r} must start with 'e' (expand) or 'c' (contract)")]
+    if branch != EXPAND:
+        return []
+    upgrade = _upgrade(tree)
+    if upgrade is None:
+        return [Finding(path, 1, "upgrade", "no upgrade() function")]
+    module_strings = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = _const(node.value)
+            if isinstance(value, str):
+                module_strings[node.targets[0].id] = value
+    created = {_const(_arg(call, 0, "table_name")) for name, call in _op_calls(upgrade) if name == "create_table"}
+    findings: list[Finding] = []
+
+    lines = path.read_text().splitlines()
+
+    def add(call: ast.Call, op: str, problem: str) -> None:
+        allow = ALLOW.search(lines[call.lineno - 1])
+        if allow and allow.group(1).strip():
+            return
+        if allow:
+            problem += " (an allow marker needs a reason)"
+        findings.append(Finding(path, call.lineno, op, problem))
+
+    for name, call in _op_calls(upgrade):
+        table = _const(_arg(call, 0 if name != "create_index" else 1, "table_name"))
+        existing = table not in created
+        if name in DROP_OPS:
+            add(call, f"op.{name}", "expand revisions must not drop; move it to the contract branch")
+        elif name in RENAME_OPS:
+            add(call, f"op.{name}", "expand revisions must not rename; add the new name, backfill, drop the old "
+                                    "in a contract")
+        elif name == "alter_column":
+            if _kw(call, "new_column_name") is not None:
+                add(call, "op.alter_column", "renames a column; add a new column and backfill instead")
+            if _kw(call, "type_") is not None:
+                add(call, "op.alter_column", "changes a column type; add a new column and backfill instead")
+            if _const(_kw(call, "nullable")) is False:
+                add(call, "op.alter_column", "makes a column NOT NULL; add CHECK (...) NOT VALID here and "
+                                             "VALIDATE + SET NOT NULL in a contract")
+        elif name == "add_column" and existing:
+            column = _arg(call, 1, "column")
+            if isinstance(column, ast.Call):
+                nullable = _const(_kw(column, "nullable"))
+                has_default = _kw(column, "server_default") is not None
+                if nullable is False and not has_default:
+                    add(call, "op.add_column", f"adds a NOT NULL column without a server default to existing "
+                                               f"table {table!r}")
+        elif name == "create_index" and existing and _const(_kw(call, "postgresql_concurrently")) is not True:
+            add(call, "op.create_index", f"builds an index on existing table {table!r} without "
+                                         f"postgresql_concurrently=True (blocks writes)")
+        elif name == "execute":
+            for sql in _string_values(_arg(call, 0, "sqltext"), module_strings):
+                for pattern, problem in SQL_RULES:
+                    match = pattern.search(sql)
+                    if match:
+                        detail = problem.format(*(g or "" for g in match.groups())).strip()
+                        add(call, "op.execute", f"SQL {detail}: {match.group(0).strip()!r}")
+    return findings
+
+
+def lint(paths: Iterable[Path] | None = None) -> list[Finding]:
+    files = sorted(VERSIONS_DIR.glob("*.py")) if paths is None else [
+        f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
+    return [finding for path in files for finding in lint_file(path)]

@@ -1,0 +1,184 @@
+"""The release manifest and the compatibility rule between a release's code and a database's schema.
+
+Pure logic over revision ids and the two branch chains, so it is unit-tested without a database. Revision ids
+carry their branch (`e...` expand, `c...` contract): a database migrated by a newer release holds revisions this
+code has never seen, and the id still tells whether that unknown revision only added (expand) or removed (contract)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST = Path(__file__).resolve().parent / "releases.toml"
+EXPAND, CONTRACT = "expand", "contract"
+BRANCHES = (EXPAND, CONTRACT)
+
+
+class ManifestError(ValueError):
+    """The manifest is unreadable or disagrees with the revisions; the message names the entry and field."""
+
+
+class UnknownRelease(LookupError):
+    def __init__(self, version: str, known: Sequence[str]) -> None:
+        super().__init__(f"release {version!r} is not in the manifest (known: {', '.join(known) or 'none'})")
+        self.version = version
+
+
+def branch_of(revision: str) -> str | None:
+    """The branch a revision id belongs to by convention, or None when the id follows none."""
+    if revision.startswith("e"):
+        return EXPAND
+    if revision.startswith("c"):
+        return CONTRACT
+    return None
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    expand: str
+    contract: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Chains:
+    """Each branch's revisions, oldest first (both branches are linear: one head each)."""
+
+    expand: tuple[str, ...]
+    contract: tuple[str, ...]
+
+    def of(self, branch: str) -> tuple[str, ...]:
+        return self.expand if branch == EXPAND else self.contract
+
+
+@dataclass(frozen=True)
+class Manifest:
+    releases: tuple[Release, ...]
+    chains: Chains
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return tuple(r.version for r in self.releases)
+
+    def release(self, version: str) -> Release:
+        for release in self.releases:
+            if release.version == version:
+                return release
+        raise UnknownRelease(version, self.versions)
+
+    def latest(self) -> Release:
+        return self.releases[-1]
+
+
+def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
+    """Read and check the manifest against the revision chains; every problem is reported by entry and field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: release manifest not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    entries = data.get("release")
+    if not isinstance(entries, list) or not entries:
+        raise ManifestError(f"{path}: needs at least one [[release]] table")
+    releases: list[Release] = []
+    last_index = {EXPAND: -1, CONTRACT: -1}
+    for number, entry in enumerate(entries, start=1):
+        where = f"{path.name}: release #{number}"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: must be a table")
+        version = entry.get("version")
+        if not isinstance(version, str) or not version.strip():
+            raise ManifestError(f"{where}: `version` must be a non-empty string")
+        where = f"{path.name}: release {version!r}"
+        if version in (r.version for r in releases):
+            raise ManifestError(f"{where}: listed twice")
+        revisions = {}
+        for branch in BRANCHES:
+            revision = entry.get(branch)
+            if not isinstance(revision, str) or not revision:
+                raise ManifestError(f"{where}: `{branch}` must name a revision")
+            chain = chains.of(branch)
+            if revision not in chain:
+                raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} branch")
+            index = chain.index(revision)
+            if index < last_index[branch]:
+                raise ManifestError(f"{where}: `{branch}` = {revision!r} is older than the previous release's")
+            last_index[branch] = index
+            revisions[branch] = revision
+        summary = entry.get("summary", "")
+        releases.append(Release(version, revisions[EXPAND], revisions[CONTRACT], str(summary)))
+    return Manifest(tuple(releases), chains)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `alembic_version` says: the head of each branch (None: nothing of that branch applied)."""
+
+    expand: str | None
+    contract: str | None
+
+    def of(self, branch: str) -> str | None:
+        return self.expand if branch == EXPAND else self.contract
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a branch stands relative to the chain this code knows: index, or beyond it (a newer release)."""
+
+    index: int  # -1: nothing applied
+    unknown: bool = False  # applied revision not in this code's chain: written by a newer release
+
+    @classmethod
+    def of(cls, chains: Chains, branch: str, revision: str | None) -> Position:
+        if revision is None:
+            return cls(-1)
+        chain = chains.of(branch)
+        if revision in chain:
+            return cls(chain.index(revision))
+        return cls(len(chain), unknown=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str
+    missing: tuple[str, ...] = field(default=())  # expand revisions still to apply before the release can run
+
+
+def compatibility(manifest: Manifest, release: Release, applied: Applied) -> Verdict:
+    """Can `release`'s code run against a database at `applied`? The one rule of the product, in one place."""
+    chains = manifest.chains
+    expand = Position.of(chains, EXPAND, applied.expand)
+    contract = Position.of(chains, CONTRACT, applied.contract)
+    need = chains.expand.index(release.expand)
+    tolerate = chains.contract.index(release.contract)
+    if contract.unknown:
+        return Verdict(False, f"contract revision {applied.contract} (from a newer release) may have removed what "
+                              f"release {release.version} uses")
+    if contract.index > tolerate:
+        return Verdict(False, f"contract revision {applied.contract} removed what release {release.version} uses "
+                              f"(it tolerates up to {release.contract}); downgrades past a contract are not supported")
+    if expand.index < need:
+        missing = chains.expand[expand.index + 1: need + 1]
+        return Verdict(False, f"release {release.version} needs expand revision {release.expand}; the database is at "
+                              f"{applied.expand or 'nothing'} (run `divbase-migrate expand --release "
+                              f"{release.version}`)", missing)
+    newer = " (plus expand revisions of a newer release, which only add)" if expand.unknown else ""
+    return Verdict(True, f"release {release.version} can run: expand at {applied.expand}, contract at "
+                         f"{applied.contract or 'nothing'}{newer}")
+
+
+def servable(manifest: Manifest, applied: Applied) -> list[str]:
+    return [r.version for r in manifest.releases if compatibility(manifest, r, applied).ok]
+
+
+def pending(chains: Chains, branch: str, applied: str | None, target: str) -> tuple[str, ...]:
+    """Revisions of `branch` between `applied` (exclusive) and `target` (inclusive); empty when at or past it."""
+    chain = chains.of(branch)
+    current = Position.of(chains, branch, applied)
+    end = chain.index(target)
+    return chain[current.index + 1: end + 1] if current.index < end else ()

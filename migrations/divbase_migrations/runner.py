@@ -1,0 +1,246 @@
+"""Apply one step (expand or contract) of a release, safely: one runner at a time, bounded lock waits, retries.
+
+- A session-level advisory lock per database serialises runners; the one that waited re-reads the schema and
+  usually finds nothing left to do.
+- Every revision runs in its own transaction, on its own connection, with `lock_timeout` set: a revision blocked
+  by a long lock is rolled back and retried with backoff, up to a bound, instead of queueing every other query
+  behind its ACCESS EXCLUSIVE request.
+- Alembic records each applied revision in `alembic_version`; we also append it, in the same transaction, to
+  `divbase_migration_log` (which release and step applied it, attempts, duration), so "applied exactly once" can
+  be checked afterwards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg.errors
+from alembic import command
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+from sqlalchemy import Connection, Engine, create_engine, pool, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+
+from .compat import read_applied
+from .releases import CONTRACT, EXPAND, Applied, Manifest, Release, compatibility, pending
+from .revisions import alembic_config
+
+log = logging.getLogger("divbase_migrations.runner")
+
+# pg_advisory_lock key: the first 8 bytes of sha256("divbase-migrate"), as a signed bigint
+ADVISORY_LOCK_KEY = 0x3D1F5C1B6E2A9071
+LOG_TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS divbase_migration_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    revision varchar(64) NOT NULL,
+    branch varchar(16) NOT NULL,
+    release varchar(64) NOT NULL,
+    step varchar(16) NOT NULL,
+    attempts integer NOT NULL,
+    duration_ms integer NOT NULL,
+    runner text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+class StepError(Exception):
+    """A failure with the exit code that tells the operator whether retrying can help."""
+
+    exit_code = 1
+
+
+class PreconditionFailed(StepError):
+    """The database is not where this step can start from (e.g. contract before expand, or a downgrade)."""
+
+    exit_code = 5
+
+
+class LockTimeout(StepError):
+    """Locks (or the advisory lock of another runner) were not granted within the bound, after every retry."""
+
+    exit_code = 4
+
+
+class StatementTimeout(StepError):
+    exit_code = 4
+
+
+class DatabaseUnavailable(StepError):
+    """Cannot connect or authenticate, or the connection dropped (server restart): retry later."""
+
+    exit_code = 3
+
+
+class MigrationFailed(StepError):
+    """A revision's SQL failed; its transaction was rolled back."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    lock_timeout_ms: int = 5_000
+    statement_timeout_ms: int = 0  # 0: no limit
+    lock_retries: int = 8
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    wait_timeout_ms: int = 600_000  # how long to wait for another runner's advisory lock
+    connect_timeout_s: int = 10
+
+
+@dataclass
+class Outcome:
+    step: str
+    release: str
+    before: Applied
+    after: Applied
+    applied: list[str] = field(default_factory=list)
+    retries: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+
+def make_engine(url: URL, settings: Settings) -> Engine:
+    options = f"-c lock_timeout={settings.lock_timeout_ms} -c statement_timeout={settings.statement_timeout_ms}"
+    return create_engine(url, poolclass=pool.NullPool, connect_args={
+        "connect_timeout": settings.connect_timeout_s,
+        "options": options,
+        "application_name": "divbase-migrate",
+    })
+
+
+def classify(exc: BaseException) -> StepError:
+    """Map a database exception to a StepError whose exit code says whether a retry can help."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, psycopg.errors.LockNotAvailable):
+        return LockTimeout("a lock was not granted within lock_timeout")
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        return StatementTimeout("a statement ran longer than statement_timeout and was cancelled")
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(orig, psycopg.OperationalError) and (sqlstate is None or sqlstate[:2] in ("08", "28", "3D", "57")):
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return DatabaseUnavailable(f"database unavailable: {first}")
+    detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return MigrationFailed(f"{type(orig).__name__}: {detail}")
+
+
+def _runner_name() -> str:
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class Runner:
+    def __init__(self, url: URL, manifest: Manifest, settings: Settings | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url = url
+        self.manifest = manifest
+        self.settings = settings or Settings()
+        self.sleep = sleep
+        self.engine = make_engine(url, self.settings)
+
+    def run(self, step: str, version: str) -> Outcome:
+        release = self.manifest.release(version)
+        try:
+            with self.engine.connect() as lock_conn:
+                lock_conn = lock_conn.execution_options(isolation_level="AUTOCOMMIT")
+                self._acquire(lock_conn)
+                try:
+                    return self._run_locked(lock_conn, step, release)
+                finally:
+                    lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        except DBAPIError as exc:
+            raise classify(exc) from None
+
+    def _acquire(self, conn: Connection) -> None:
+        conn.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": str(self.settings.wait_timeout_ms)})
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
+        if not got:
+            log.info("another divbase-migrate holds the lock; waiting",
+                     extra={"wait_ms": self.settings.wait_timeout_ms})
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+            except DBAPIError as exc:
+                if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                    raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
+                                      f"{self.settings.wait_timeout_ms} ms") from None
+                raise
+        conn.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": str(self.settings.lock_timeout_ms)})
+        conn.execute(text(LOG_TABLE_DDL))
+
+    def _run_locked(self, lock_conn: Connection, step: str, release: Release) -> Outcome:
+        before = read_applied(lock_conn, self.manifest)
+        todo = self._plan(step, release, before)
+        outcome = Outcome(step, release.version, before, before)
+        log.info("starting", extra={"step": step, "release": release.version, "from": _heads(before),
+                                    "pending": list(todo)})
+        for revision in todo:
+            outcome.retries += self._apply(revision, step, release)
+            outcome.applied.append(revision)
+        outcome.after = read_applied(lock_conn, self.manifest)
+        return outcome
+
+    def _plan(self, step: str, release: Release, applied: Applied) -> tuple[str, ...]:
+        verdict = compatibility(self.manifest, release, applied)
+        if step == EXPAND:
+            if not verdict.ok and not verdict.missing:
+                raise PreconditionFailed(verdict.reason)
+            return pending(self.manifest.chains, EXPAND, applied.expand, release.expand)
+        if step == CONTRACT:
+            if not verdict.ok:
+                raise PreconditionFailed(f"contract of release {release.version} must follow its expand: "
+                                         f"{verdict.reason}")
+            return pending(self.manifest.chains, CONTRACT, applied.contract, release.contract)
+        raise ValueError(f"unknown step {step!r}")
+
+    def _apply(self, revision: str, step: str, release: Release) -> int:
+        """Apply one revision, retrying lock timeouts with capped exponential backoff; returns the retries used."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                with self.engine.connect() as conn:
+                    cfg = alembic_config(connection=conn,
+                                         on_version_apply=self._recorder(step, release, attempt, started))
+                    command.upgrade(cfg, revision)
+                    conn.commit()
+                log.info("applied", extra={"revision": revision, "attempt": attempt,
+                                           "duration_ms": int((time.monotonic() - started) * 1000)})
+                return attempt - 1
+            except DBAPIError as exc:
+                error = classify(exc)
+                if not isinstance(error, LockTimeout) or attempt > self.settings.lock_retries:
+                    if isinstance(error, LockTimeout):
+                        error = LockTimeout(f"revision {revision}: a lock was not granted within "
+                                            f"{self.settings.lock_timeout_ms} ms, {attempt} attempts")
+                    else:
+                        error.args = (f"revision {revision}: {error.args[0]}",)
+                    raise error from None
+                delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("lock timeout; rolled back, will retry", extra={
+                    "revision": revision, "attempt": attempt, "retry_in_s": round(delay, 2),
+                    "lock_timeout_ms": self.settings.lock_timeout_ms})
+                self.sleep(delay)
+
+    def _recorder(self, step_name: str, release: Release, attempt: int, started: float) -> Callable[..., None]:
+        def record(*, ctx: MigrationContext, step: MigrationInfo, heads: Any, run_args: Any) -> None:
+            revision = step.up_revision_id
+            ctx.connection.execute(text(
+                "INSERT INTO divbase_migration_log (revision, branch, release, step, attempts, duration_ms, runner) "
+                "VALUES (:rev, :branch, :release, :step, :attempts, :ms, :runner)"), {
+                "rev": revision, "branch": EXPAND if revision.startswith("e") else CONTRACT,
+                "release": release.version, "step": step_name, "attempts": attempt,
+                "ms": int((time.monotonic() - started) * 1000), "runner": _runner_name()})
+        return record
+
+
+def _heads(applied: Applied) -> dict[str, str | None]:
+    return {EXPAND: applied.expand, CONTRACT: applied.contract}
