@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 def parse_url(raw: str, source: str = ENV_URL) -> URL:
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # make_url's own message repeats the input (and so the password): say what is wrong without it
         raise ConfigError(f"{source}: not a database URL (expected postgresql://user:password@host:port/db)") from None
     if url.get_backend_name() not in ("postgresql", "postgres"):

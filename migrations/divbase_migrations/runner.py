@@ -1,7 +1,7 @@
 """Apply one step (expand or contract) of a release, safely: one runner at a time, bounded lock waits, retries.
 
-- A session-level advisory lock per database serialises runners; the one that waited re-reads the schema and
-  usually finds nothing left to do.
+- A session-level advisory lock per database serialises runners (polled, so a waiting runner holds no snapshot);
+  the one that waited re-reads the schema and usually finds nothing left to do.
 - Every revision runs in its own transaction, on its own connection, with `lock_timeout` set: a revision blocked
   by a long lock is rolled back and retried with backoff, up to a bound, instead of queueing every other query
   behind its ACCESS EXCLUSIVE request.
@@ -159,19 +159,19 @@ class Runner:
             raise classify(exc) from None
 
     def _acquire(self, conn: Connection) -> None:
-        conn.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": str(self.settings.wait_timeout_ms)})
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
-        if not got:
-            log.info("another divbase-migrate holds the lock; waiting",
-                     extra={"wait_ms": self.settings.wait_timeout_ms})
-            try:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
-            except DBAPIError as exc:
-                if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
-                    raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
-                                      f"{self.settings.wait_timeout_ms} ms") from None
-                raise
-        conn.execute(text("SELECT set_config('lock_timeout', :t, false)"), {"t": str(self.settings.lock_timeout_ms)})
+        """Poll for the lock instead of blocking in pg_advisory_lock: a waiting statement would hold a snapshot,
+        and the holder's CREATE INDEX CONCURRENTLY waits for every running snapshot to end (a silent deadlock)."""
+        deadline = time.monotonic() + self.settings.wait_timeout_ms / 1000
+        delay = 0.1
+        while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar():
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
+                                  f"{self.settings.wait_timeout_ms} ms")
+            if delay == 0.1:
+                log.info("another divbase-migrate holds the lock; waiting",
+                         extra={"wait_ms": self.settings.wait_timeout_ms})
+            self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
         conn.execute(text(LOG_TABLE_DDL))
 
     def _run_locked(self, lock_conn: Connection, step: str, release: Release) -> Outcome:

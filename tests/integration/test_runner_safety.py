@@ -1,0 +1,201 @@
+"""divbase-migrate under contention and bad input, against a real PostgreSQL: one runner at a time, bounded lock
+waits with retries, clean failures with the right exit code, no password anywhere, nothing half-applied."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from divbase_migrations import cli, revisions
+from divbase_migrations.runner import ADVISORY_LOCK_KEY
+from divbase_migrations.testing.postgres import PostgresServer, free_port
+from migrate_helpers import finish, run, start
+from sqlalchemy import Engine, create_engine, inspect, pool, text
+from sqlalchemy.engine import make_url
+
+MANIFEST = revisions.load()
+
+
+def engine(url: str) -> Engine:
+    return create_engine(url, poolclass=pool.NullPool)
+
+
+def heads(url: str) -> list[str]:
+    with engine(url).connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return []
+        return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def waiting_runners(url: str) -> int:
+    """Runners that have connected and found the migration lock taken (they poll for it)."""
+    with engine(url).connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+            "AND query LIKE '%pg_try_advisory_lock%'")).scalar_one())
+
+
+def test_two_concurrent_expands_apply_once(database_url: str, tmp_path: Path) -> None:
+    holder = engine(database_url).connect()
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})  # both runners must queue
+    procs = [start(database_url, "expand", "--release", "4", term=tmp_path / f"t{i}") for i in range(2)]
+    try:
+        wait_until(lambda: waiting_runners(database_url) == 2)
+    finally:
+        holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        holder.close()
+    results = [finish(p, tmp_path / f"t{i}") for i, p in enumerate(procs)]
+    assert [r.code for r in results] == [0, 0], [r.output for r in results]
+    assert sorted(r.summary["outcome"] for r in results) == ["applied", "noop"]
+    with engine(database_url).connect() as conn:
+        counts = conn.execute(text("SELECT revision, count(*) FROM divbase_migration_log GROUP BY revision")).all()
+    assert sorted(r for r, _ in counts) == list(MANIFEST.chains.expand) and all(n == 1 for _, n in counts)
+
+
+def test_the_second_runner_gives_up_waiting_within_its_bound(database_url: str, tmp_path: Path) -> None:
+    holder = engine(database_url).connect()
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    try:
+        result = run(database_url, "expand", "--release", "1", "--wait-timeout", "1s", term=tmp_path / "t")
+    finally:
+        holder.close()
+    assert result.code == cli.EXIT_TIMEOUT
+    assert "another divbase-migrate held the migration lock" in result.summary["error"]
+    assert heads(database_url) == []
+
+
+def _hold_table_lock(url: str, table: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
+    locked = threading.Event()
+
+    def hold() -> None:
+        with engine(url).begin() as conn:
+            conn.execute(text(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE'))
+            locked.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10)
+    return thread, locked
+
+
+def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_path: Path) -> None:
+    assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
+    thread, _ = _hold_table_lock(database_url, "user", 1.5)
+    result = run(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
+                 term=tmp_path / "b")
+    thread.join()
+    assert result.code == 0, result.output
+    assert result.summary["retries"] >= 1 and result.summary["to"]["expand"] == "e0002_user_display_name"
+    assert "lock timeout; rolled back, will retry" in result.stderr
+
+
+def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp_path: Path) -> None:
+    assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
+    before = heads(database_url)
+    thread, _ = _hold_table_lock(database_url, "user", 8)
+    started = time.monotonic()
+    result = run(database_url, "expand", "--release", "2", "--lock-timeout", "100ms", "--lock-retries", "2",
+                 term=tmp_path / "b")
+    elapsed = time.monotonic() - started
+    thread.join()
+    assert result.code == cli.EXIT_TIMEOUT, result.output
+    assert "revision e0002_user_display_name: a lock was not granted within 100 ms, 3 attempts" in \
+        result.summary["error"]
+    assert elapsed < 8  # gave up before the lock holder let go
+    assert heads(database_url) == before  # nothing half-applied
+    with engine(database_url).connect() as conn:
+        assert "display_name" not in {c["name"] for c in inspect(conn).get_columns("user")}
+
+
+def test_statement_timeout_is_enforced(database_url: str, tmp_path: Path) -> None:
+    result = run(database_url, "expand", "--release", "4", "--statement-timeout", "1ms", term=tmp_path / "t")
+    assert result.code == cli.EXIT_TIMEOUT, result.output
+    assert "statement_timeout" in result.summary["error"]
+
+
+def test_contract_before_expand_is_refused_and_changes_nothing(database_url: str, tmp_path: Path) -> None:
+    assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
+    assert run(database_url, "contract", "--release", "1", term=tmp_path / "b").code == 0
+    before = heads(database_url)
+    result = run(database_url, "contract", "--release", "2", term=tmp_path / "c")
+    assert result.code == cli.EXIT_PRECONDITION
+    assert "contract of release 2 must follow its expand" in result.summary["error"]
+    assert heads(database_url) == before
+
+
+def test_status_and_check(database_url: str, tmp_path: Path) -> None:
+    assert run(database_url, "expand", "--release", "2", term=tmp_path / "a").code == 0
+    status = run(database_url, "status", term=tmp_path / "s")
+    data = json.loads(status.stdout)
+    assert data["applied"] == {"expand": "e0002_user_display_name", "contract": None}
+    assert data["servable_releases"] == ["1", "2"]  # expand only added: release 1 still runs
+    check = run(database_url, "check", "--version", "3", term=tmp_path / "c")
+    assert check.code == cli.EXIT_PRECONDITION
+    assert check.stdout.strip().startswith("release 3 needs expand revision e0004")
+    assert run(database_url, "check", "--release", "2", term=tmp_path / "d").code == 0
+
+
+def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path: Path) -> None:
+    assert run(database_url, "expand", "--release", "2", term=tmp_path / "a").code == 0
+    before = heads(database_url)
+    result = run(database_url, "plan", "contract", "--release", "2", "--sql", term=tmp_path / "p")
+    assert result.code == 0
+    assert 'ALTER TABLE "user" DROP COLUMN name' in result.stdout
+    assert heads(database_url) == before
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    url = f"postgresql://divbase:pw-unreachable@127.0.0.1:{free_port()}/divbase"
+    result = run(url, "expand", "--release", "1", term=tmp_path / "t")
+    assert result.code == cli.EXIT_UNAVAILABLE
+    assert result.summary["error"].startswith("database unavailable:")
+    assert "pw-unreachable" not in result.output
+
+
+def test_wrong_password_and_no_password_leaks(postgres_server: PostgresServer, database_url: str,
+                                              tmp_path: Path) -> None:
+    wrong = make_url(database_url).set(password="Wr0ng-Passw0rd-xyz").render_as_string(hide_password=False)
+    result = run(wrong, "expand", "--release", "1", term=tmp_path / "t")
+    assert result.code == cli.EXIT_UNAVAILABLE
+    assert "password authentication failed" in result.summary["error"]
+    assert "Wr0ng-Passw0rd-xyz" not in result.output
+    assert heads(database_url) == []
+    # and a successful run, status, check and plan never print the real one either
+    outputs = [run(database_url, *args, term=tmp_path / f"r{i}").output for i, args in enumerate(
+        [("expand", "--release", "4"), ("contract", "--release", "4"), ("status",), ("check", "--release", "4"),
+         ("plan", "expand", "--release", "4", "--sql")])]
+    assert all(postgres_server.password not in out for out in outputs)
+    assert "***" in outputs[0]  # the URL is logged, masked
+
+
+def test_parts_from_the_environment(postgres_server: PostgresServer, database_url: str, tmp_path: Path) -> None:
+    url = make_url(database_url)
+    result = run(None, "expand", "--release", "1", term=tmp_path / "t", DIVBASE_DB_HOST=str(url.host),
+                 DIVBASE_DB_PORT=str(url.port), DIVBASE_DB_NAME=str(url.database), DIVBASE_DB_USER=str(url.username),
+                 DIVBASE_DB_PASSWORD=str(url.password), DIVBASE_RELEASE="1")
+    assert result.code == 0, result.output
+    assert postgres_server.password not in result.output
+
+
+def test_corrupt_manifest_and_unknown_version_change_nothing(database_url: str, tmp_path: Path) -> None:
+    bad = tmp_path / "releases.toml"
+    bad.write_text("[[release]]\nversion = '1'\nexpand = 'e0404'\ncontract = 'c0001_contract_base'\n")
+    result = run(database_url, "--manifest", str(bad), "expand", "--release", "1", term=tmp_path / "t")
+    assert result.code == cli.EXIT_USAGE
+    assert "`expand` = 'e0404' is not a revision of the expand branch" in result.summary["error"]
+    result = run(database_url, "expand", "--release", "7", term=tmp_path / "u")
+    assert result.code == cli.EXIT_USAGE and "release '7' is not in the manifest" in result.summary["error"]
+    result = run(database_url, "expand", term=tmp_path / "v")
+    assert result.code == cli.EXIT_USAGE and "--release (or DIVBASE_RELEASE) is required" in result.summary["error"]
+    assert heads(database_url) == []
