@@ -32,6 +32,12 @@ lint: venv ## ruff over the whole tree.
 unit: venv ## Unit tests only (no PostgreSQL, no cluster).
 	scripts/run-pytest.sh $(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+integration: system-deps venv ## PostgreSQL tests of the migrations and divbase-migrate (no cluster).
+	scripts/run-pytest.sh $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+cluster: system-deps venv localcluster ## Tests on the local control plane.
+	scripts/run-pytest.sh $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
+
 test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL integration and cluster tests.
 	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS)
 
