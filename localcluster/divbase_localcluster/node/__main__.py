@@ -1,0 +1,38 @@
+"""Command line of the node agent (started by `divbase-localcluster up`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .agent import DEFAULT_POD_CIDR, NodeAgent
+from .api import Api
+from .images import ImageMap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m divbase_localcluster.node", description=__doc__)
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="identity system:node:<name>")
+    parser.add_argument("--node-name", required=True)
+    parser.add_argument("--state-dir", type=Path, required=True, help="pod directories and logs go here")
+    parser.add_argument("--image-map", type=Path, required=True, help="images.yaml: image -> local command")
+    parser.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="loopback range for pod IPs")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
+        stream=sys.stdout,
+    )
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    state_dir = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    images = ImageMap.load(args.image_map)
+    api = Api(args.kubeconfig, state_dir / "credentials")
+    return NodeAgent(api, args.node_name, state_dir, images, args.image_map.resolve(), args.pod_cidr).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""The node agent: registers a Node, keeps its Lease and Ready condition fresh, and runs the pods bound to it.
+
+Threads: the main thread waits for SIGTERM/SIGINT; `heartbeat` renews the Lease (every 10 s) and the Node status
+(every 30 s); `watch` lists and watches pods with spec.nodeName=<node> and hands each pod to its own `PodWorker`
+thread; `events` posts Kubernetes Events from a queue so no pod ever waits on one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import platform
+import queue
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import build
+from .api import STRATEGIC, Api, ApiError
+from .images import ImageMap
+from .worker import Container, PodWorker, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 40
+LEASE_RENEW = 10.0
+NODE_STATUS_EVERY = 30.0
+WATCH_TIMEOUT = 60
+WATCH_BACKOFF_MAX = 10.0
+STOP_GRACE = 3.0  # seconds a container gets between SIGTERM and SIGKILL when the agent itself stops
+DEFAULT_POD_CIDR = "127.1.0.0/16"
+EVENT_REPEAT = 60.0
+
+
+class IPAllocator:
+    """Hands out loopback addresses for pod IPs, round robin (a freed address is not reused at once).
+
+    Each address in use is also flock()ed in a directory shared by all agents on the machine, so two clusters'
+    agents never hand out the same address; the lock dies with the agent, so nothing leaks.
+    """
+
+    def __init__(self, cidr: str, lock_dir: Path | None = None) -> None:
+        net = ipaddress.ip_network(cidr)
+        self.hosts = [str(h) for h in net.hosts() if str(h) != "127.0.0.1"]
+        self.cursor = 0
+        self.held: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.lock_dir = lock_dir or Path(tempfile.gettempdir()) / "divbase-node-pod-ips"
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+
+    def allocate(self) -> str:
+        with self.lock:
+            for _ in range(len(self.hosts)):
+                ip = self.hosts[self.cursor]
+                self.cursor = (self.cursor + 1) % len(self.hosts)
+                if ip in self.held:
+                    continue
+                fd = os.open(self.lock_dir / ip, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                self.held[ip] = fd
+                return ip
+        raise RuntimeError("no free pod IP left")
+
+    def release(self, ip: str) -> None:
+        with self.lock:
+            fd = self.held.pop(ip, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _memory_kib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 4 * 1024 * 1024
+
+
+class NodeAgent:
+    """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
+
+    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageMap, image_map_path: Path,
+                 pod_cidr: str = DEFAULT_POD_CIDR) -> None:  # fmt: skip
+        self.api = api
+        self.node_name = node_name
+        self.state_dir = state_dir
+        self.images = images
+        self.image_map_path = image_map_path
+        self.ips = IPAllocator(pod_cidr)
+        self.stopping = threading.Event()
+        self.workers: dict[str, PodWorker] = {}  # by pod uid
+        self.finished: dict[str, float] = {}  # uid -> when its worker ended: later events about it are stale
+        self.workers_lock = threading.Lock()
+        self.pgids: set[int] = set()
+        self.pgids_lock = threading.Lock()
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
+        self.recent_events: dict[tuple[str, str, str, str], float] = {}  # repeats within a minute are dropped
+        self.node_uid = ""
+        self.ready_since = now_rfc3339()
+
+    # -- process groups (the safety net at shutdown) ----------------------------------------------------------
+    def register_pgid(self, pgid: int) -> None:
+        with self.pgids_lock:
+            self.pgids.add(pgid)
+
+    def unregister_pgid(self, pgid: int) -> None:
+        with self.pgids_lock:
+            self.pgids.discard(pgid)
+
+    def worker_done(self, worker: PodWorker) -> None:
+        with self.workers_lock:
+            if self.workers.get(worker.uid) is worker:
+                del self.workers[worker.uid]
+            now = time.monotonic()
+            self.finished[worker.uid] = now
+            if len(self.finished) > 10000:  # uids never come back; forget the oldest
+                self.finished = {u: t for u, t in self.finished.items() if now - t < 3600}
+
+    # -- node and lease ---------------------------------------------------------------------------------------
+    def node_body(self) -> dict[str, Any]:
+        cpu = str(os.cpu_count() or 1)
+        mem = f"{_memory_kib()}Ki"
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
+                           "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
+                                                                                             platform.machine()),
+                           "type": "local"},
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {},
+            "status": {
+                "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
+                "allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
+            },
+        }  # fmt: skip
+
+    def node_status(self) -> dict[str, Any]:
+        now = now_rfc3339()
+        cpu, mem = str(os.cpu_count() or 1), f"{_memory_kib()}Ki"
+
+        def cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
+            return {"type": ctype, "status": status, "reason": reason, "message": message,
+                    "lastHeartbeatTime": now, "lastTransitionTime": self.ready_since}  # fmt: skip
+
+        return {
+            "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure (not measured)"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure (not measured)"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure (not measured)"),
+                cond("Ready", "True", "KubeletReady", "divbase node agent is posting ready status"),
+            ],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": self.node_name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "",
+                "kernelVersion": platform.release(), "osImage": "divbase local node",
+                "containerRuntimeVersion": "local://processes", "kubeletVersion": build.K8S_VERSION,
+                "kubeProxyVersion": "", "operatingSystem": "linux",
+                "architecture": self.node_body()["metadata"]["labels"]["kubernetes.io/arch"],
+            },
+        }  # fmt: skip
+
+    def register(self) -> None:
+        """Create the Node (or take over an existing one of the same name), then report it Ready."""
+        try:
+            node = self.api.retrying("POST", "/api/v1/nodes", self.node_body())
+            log.info("registered node %s", self.node_name)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            labels = self.node_body()["metadata"]["labels"]
+            node = self.api.retrying("PATCH", f"/api/v1/nodes/{self.node_name}", {"metadata": {"labels": labels}},
+                                     content_type=STRATEGIC)  # fmt: skip
+            log.info("node %s existed; updated its labels", self.node_name)
+        self.node_uid = node["metadata"]["uid"]
+        self.post_node_status()
+        self.renew_lease()
+
+    def post_node_status(self, ready: bool = True) -> None:
+        status = self.node_status()
+        if not ready:
+            status["conditions"][-1] |= {
+                "status": "False",
+                "reason": "KubeletNotReady",
+                "message": "divbase node agent stopped",
+                "lastTransitionTime": now_rfc3339(),
+            }
+        self.api.retrying("PATCH", f"/api/v1/nodes/{self.node_name}/status", {"status": status},
+                          content_type=STRATEGIC, attempts=3)  # fmt: skip
+
+    def renew_lease(self) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            self.api.request("PATCH", path, {"spec": {"renewTime": renew, "holderIdentity": self.node_name,
+                                                      "leaseDurationSeconds": LEASE_SECONDS}},
+                             content_type="application/merge-patch+json")  # fmt: skip
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            owner = [{"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": self.node_uid}]
+            self.api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.node_name, "namespace": "kube-node-lease", "ownerReferences": owner},
+                "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS,
+                         "renewTime": renew},
+            })  # fmt: skip
+
+    def heartbeat_loop(self) -> None:
+        next_status = time.monotonic() + NODE_STATUS_EVERY
+        while not self.stopping.wait(LEASE_RENEW):
+            try:
+                self.renew_lease()
+                if time.monotonic() >= next_status:
+                    self.post_node_status()
+                    next_status = time.monotonic() + NODE_STATUS_EVERY
+            except ApiError as e:
+                log.warning("heartbeat failed (retrying in %.0fs): %s", LEASE_RENEW, e)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def event(self, pod: dict[str, Any], etype: str, reason: str, message: str, c: Container | None = None) -> None:
+        """Queue a core/v1 Event about `pod` (best effort: dropped when the queue is full)."""
+        meta = pod["metadata"]
+        key = (meta["uid"], c.name if c else "", reason, message)
+        mono = time.monotonic()
+        if mono - self.recent_events.get(key, -EVENT_REPEAT) < EVENT_REPEAT:
+            return  # a probe failing every second must not flood the API (the kubelet aggregates instead)
+        if len(self.recent_events) > 5000:
+            self.recent_events = {k: t for k, t in self.recent_events.items() if mono - t < EVENT_REPEAT}
+        self.recent_events[key] = mono
+        now = now_rfc3339()
+        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
+                    "uid": meta["uid"]}  # fmt: skip
+        if c is not None:
+            involved["fieldPath"] = f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}"
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": involved, "reason": reason, "message": message[:1024], "type": etype,
+            "source": {"component": "kubelet", "host": self.node_name},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": "kubelet", "reportingInstance": self.node_name,
+        }  # fmt: skip
+        with contextlib.suppress(queue.Full):
+            self.events.put_nowait(body)
+
+    def events_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                body = self.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.api.request("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body,
+                                 timeout=5)  # fmt: skip
+            except ApiError as e:
+                if e.status not in (403, 404):  # a namespace being deleted refuses new events
+                    log.debug("event not posted: %s", e)
+
+    # -- pods -------------------------------------------------------------------------------------------------
+    def _pods_query(self) -> dict[str, str]:
+        return {"fieldSelector": f"spec.nodeName={self.node_name}"}
+
+    def _dispatch(self, pod: dict[str, Any], adopt: bool = False) -> None:
+        uid = pod["metadata"]["uid"]
+        with self.workers_lock:
+            worker = self.workers.get(uid)
+            if worker is None:
+                if self.stopping.is_set() or uid in self.finished:
+                    return
+                worker = PodWorker(self, pod, adopt=adopt)
+                self.workers[uid] = worker
+                worker.thread.start()
+                return
+        worker.update(pod)
+
+    def watch_loop(self) -> None:
+        """List, then watch; on any error or expiry (410) list again, with bounded back-off."""
+        first, backoff = True, 0.5
+        while not self.stopping.is_set():
+            try:
+                listed = self.api.request("GET", "/api/v1/pods", query=self._pods_query(), timeout=30)
+                rv = listed["metadata"]["resourceVersion"]
+                seen = set()
+                for pod in listed.get("items") or []:
+                    seen.add(pod["metadata"]["uid"])
+                    self._dispatch(pod, adopt=first)
+                first = False
+                with self.workers_lock:
+                    gone = [w for uid, w in self.workers.items() if uid not in seen]
+                for w in gone:
+                    w.vanish()
+                while not self.stopping.is_set():
+                    for ev in self.api.watch("/api/v1/pods", {**self._pods_query(), "resourceVersion": rv},
+                                             timeout_seconds=WATCH_TIMEOUT):  # fmt: skip
+                        if self.stopping.is_set():
+                            return
+                        obj = ev.get("object") or {}
+                        if ev.get("type") == "ERROR":
+                            raise ApiError(int(obj.get("code") or 0), str(obj.get("message", "watch error")))
+                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                        if ev["type"] in ("ADDED", "MODIFIED"):
+                            self._dispatch(obj)
+                        elif ev["type"] == "DELETED":
+                            with self.workers_lock:
+                                w = self.workers.get(obj["metadata"]["uid"])
+                            if w is not None:
+                                w.vanish()
+                    backoff = 0.5  # a clean server-side timeout: watch again from rv
+            except ApiError as e:
+                if e.status == 410:
+                    log.info("pod watch expired; listing again")
+                    continue
+                log.warning("pod watch failed (retrying in %.1fs): %s", backoff, e)
+            except Exception:
+                log.exception("pod watch failed (retrying in %.1fs)", backoff)
+            self.stopping.wait(backoff)
+            backoff = min(WATCH_BACKOFF_MAX, backoff * 2)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Register, start the loops, wait for a stop signal, then stop every pod process and exit."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        while not self.stopping.is_set():
+            try:
+                self.register()
+                break
+            except ApiError as e:
+                log.warning("registering node %s failed (retrying): %s", self.node_name, e)
+                self.stopping.wait(1.0)
+        threads = [threading.Thread(target=t, name=t.__name__, daemon=True)
+                   for t in (self.heartbeat_loop, self.watch_loop, self.events_loop)]  # fmt: skip
+        for t in threads:
+            t.start()
+        log.info("node %s ready; pods run under %s", self.node_name, self.state_dir / "pods")
+        while not self.stopping.wait(1.0):
+            pass
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        log.info("stopping: terminating every pod process")
+        with self.workers_lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.wake.set()
+        deadline = time.monotonic() + STOP_GRACE + 2
+        for w in workers:
+            w.thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        with self.pgids_lock:
+            left = list(self.pgids)
+        for pgid in left:  # a worker that did not finish in time: its processes must not outlive us
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(ApiError):
+            self.post_node_status(ready=False)
+        log.info("stopped (%d pod workers, %d process groups killed late)", len(workers), len(left))

@@ -1,0 +1,778 @@
+"""One thread per pod: run its containers as local processes and report status the way a kubelet does.
+
+The loop is level-based: every tick (or wake-up from the pod watch) it looks at the latest pod object and at its
+processes, takes the next step (start, reap, restart after back-off, probe, kill), rebuilds the whole status and
+patches it only when it changed. Each container runs in its own process group, so signals reach its children and
+leftovers of an exited container are killed with it (a kubelet kills the container's whole cgroup).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import podspec
+from .api import STRATEGIC, ApiError
+from .images import ImageRef
+
+if TYPE_CHECKING:
+    from .agent import NodeAgent
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # seconds between steps of a live pod (processes are polled, not waited for)
+CONFIG_RETRY = 3.0  # seconds between attempts to resolve a missing Secret/ConfigMap
+BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 10.0, 60.0  # restart back-off (kubelet: 10 s .. 5 min)
+TERMINATION_MESSAGE_MAX = 4096
+FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
+UNSUPPORTED = "divbase.io/Unsupported"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tail(path: Path, lines: int, max_bytes: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+@dataclass
+class ProbeState:
+    """Consecutive results of one probe and when it runs next (kubelet semantics and defaults)."""
+
+    spec: dict[str, Any]
+    next_at: float
+    successes: int = 0
+    failures: int = 0
+
+    @property
+    def period(self) -> float:
+        return float(self.spec.get("periodSeconds") or 10)
+
+    @property
+    def failure_threshold(self) -> int:
+        return int(self.spec.get("failureThreshold") or 3)
+
+    @property
+    def success_threshold(self) -> int:
+        return int(self.spec.get("successThreshold") or 1)
+
+
+@dataclass
+class Container:
+    """Runtime state of one container of the pod (spans restarts)."""
+
+    spec: dict[str, Any]
+    init: bool
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0
+    waiting: tuple[str, str] = ("ContainerCreating", "")
+    running_since: str = ""
+    started_mono: float = 0.0
+    terminated: dict[str, Any] | None = None  # final state: will not run again
+    last_terminated: dict[str, Any] | None = None
+    restart_count: int = 0
+    ever_started: bool = False
+    ready: bool = False
+    started: bool = False  # startup probe passed (or none)
+    backoff: float = 0.0
+    next_start: float = 0.0
+    kill_deadline: float | None = None
+    kill_reason: str = ""
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    skip: bool = False  # a sidecar (init container with restartPolicy Always): reported, never run
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.terminated is not None and self.terminated["exitCode"] == 0
+
+
+class PodWorker:
+    """Drives one pod from binding to deletion; `update(pod)` / `vanish()` come from the agent's watch thread."""
+
+    def __init__(self, agent: NodeAgent, pod: dict[str, Any], adopt: bool = False) -> None:
+        self.agent = agent
+        self.api = agent.api
+        self._pod = pod
+        self._vanished = False
+        self.wake = threading.Event()
+        meta = pod["metadata"]
+        self.ns, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.key = f"{self.ns}/{self.name}"
+        self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid}"
+        self.ip = ""
+        self.start_time = ""
+        self.terminal = False
+        self.pod_reason: tuple[str, str] | None = None  # (reason, message) of the pod itself
+        self.phase = "Pending"
+        self.unsupported: list[str] = []
+        self.volumes_ready = False
+        self.volume_retry_at = 0.0
+        self.transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, lastTransitionTime)
+        self.last_sent: dict[str, Any] | None = None
+        self.adopted = adopt  # found bound at agent start: not ours to run
+        spec = pod.get("spec", {})
+        self.init_containers = [
+            Container(c, True, skip=c.get("restartPolicy") == "Always") for c in spec.get("initContainers") or []
+        ]
+        self.containers = [Container(c, False) for c in spec.get("containers") or []]
+        self.thread = threading.Thread(target=self.run, name=f"pod-{self.key}", daemon=True)
+
+    # -- inputs from the watch ------------------------------------------------------------------------------
+    def update(self, pod: dict[str, Any]) -> None:
+        self._pod = pod
+        self.wake.set()
+
+    def vanish(self) -> None:
+        self._vanished = True
+        self.wake.set()
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self._pod
+
+    def all_containers(self) -> list[Container]:
+        return self.init_containers + self.containers
+
+    # -- main loop --------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("pod %s: worker crashed; killing its processes", self.key)
+            self._kill_all(0)
+        finally:
+            self.agent.ips.release(self.ip)
+            self.agent.worker_done(self)
+
+    def _run(self) -> None:
+        if self.adopted:
+            self._adopt()
+        elif self.pod["metadata"].get("deletionTimestamp"):
+            self.terminal, self.last_sent = True, {}  # deleted before it ever ran here: nothing to report
+        else:
+            self._setup()
+        while True:
+            if self.agent.stopping.is_set():
+                self._kill_all(min(3.0, self._grace()))
+                return
+            if self._vanished:
+                log.info("pod %s: gone from the API; killing its processes", self.key)
+                self._kill_all(0)
+                return
+            if self.pod["metadata"].get("deletionTimestamp"):
+                self._terminate_and_delete()
+                return
+            if not self.terminal:
+                try:
+                    self._step()
+                except Exception:
+                    log.exception("pod %s: step failed; retrying", self.key)
+                    time.sleep(1)
+            self._sync_status()
+            self.wake.wait(2.0 if self.terminal else TICK)
+            self.wake.clear()
+
+    def _adopt(self) -> None:
+        """A pod bound here before this agent started: its processes (if any) are not ours, fail it."""
+        self.terminal = True
+        phase = self.pod.get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            self.last_sent = {}  # nothing to report
+            return
+        log.info("pod %s: bound before this agent started; marking it Failed (NodeAgentRestarted)", self.key)
+        self.phase = "Failed"
+        self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and does not adopt running pods")
+        for c in self.all_containers():
+            c.terminated = {"exitCode": 137, "reason": "NodeAgentRestarted", "startedAt": None,
+                            "finishedAt": now_rfc3339()}  # fmt: skip
+
+    def _setup(self) -> None:
+        self.ip = self.agent.ips.allocate()
+        self.start_time = now_rfc3339()
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.dir / "termination").mkdir(exist_ok=True)
+        (self.dir / "volumes").mkdir(exist_ok=True)
+        self.unsupported = podspec.unsupported_fields(self.pod)
+        if self.unsupported:
+            log.warning("pod %s: unsupported fields: %s", self.key, ", ".join(self.unsupported))
+        for c in self.init_containers:
+            c.waiting = ("SidecarNotSupported", "sidecar containers are not run") if c.skip else ("PodInitializing", "")
+        for c in self.containers:
+            c.waiting = ("PodInitializing", "") if self.init_containers else ("ContainerCreating", "")
+        log.info("pod %s: accepted, pod IP %s, dir %s", self.key, self.ip, self.dir)
+
+    def _grace(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod.get("spec", {})
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds")
+        return float(30 if grace is None else grace)
+
+    # -- one step ---------------------------------------------------------------------------------------------
+    def _step(self) -> None:
+        now = time.monotonic()
+        if not self.volumes_ready:
+            if now < self.volume_retry_at:
+                return
+            if not self._materialize_volumes():
+                self.volume_retry_at = now + CONFIG_RETRY
+                return
+            self.volumes_ready = True
+        deadline = self.pod.get("spec", {}).get("activeDeadlineSeconds")
+        if deadline is not None and self._age() > float(deadline):
+            self._kill_all(self._grace())
+            self.pod_reason = ("DeadlineExceeded", f"Pod was active on the node longer than the specified "
+                                                  f"deadline of {deadline} seconds")  # fmt: skip
+            self.phase = "Failed"
+            self._go_terminal()
+            return
+        policy = self.pod.get("spec", {}).get("restartPolicy", "Always")
+        if not self._init_done():
+            for c in self.init_containers:
+                if c.succeeded or c.skip:
+                    continue
+                self._drive(c, "OnFailure" if policy == "Always" else policy, now)
+                break
+            if self._init_done():
+                for c in self.containers:
+                    c.waiting = ("ContainerCreating", "")
+        if self._init_done():
+            for c in self.containers:
+                self._drive(c, policy, now)
+            for c in self.containers:
+                if c.running:
+                    self._probe(c, time.monotonic())
+        self.phase = self._phase(policy)
+        if self.phase in ("Succeeded", "Failed"):
+            self._go_terminal()
+
+    def _age(self) -> float:
+        start = datetime.strptime(self.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return (datetime.now(UTC) - start).total_seconds()
+
+    def _go_terminal(self) -> None:
+        self._kill_all(0)
+        self.terminal = True
+        self.agent.ips.release(self.ip)  # the status keeps showing it; no process uses it any more
+        log.info("pod %s: %s", self.key, self.phase)
+
+    def _init_done(self) -> bool:
+        return all(c.succeeded or c.skip for c in self.init_containers)
+
+    def _phase(self, policy: str) -> str:
+        """kubelet's getPhase, on our container states."""
+        for c in self.init_containers:
+            if c.terminated is not None and not c.succeeded:
+                return "Failed"
+        if not self._init_done():
+            return "Pending"
+        waiting = running = stopped = succeeded = 0
+        for c in self.containers:
+            if c.running:
+                running += 1
+            elif c.terminated is not None:
+                stopped += 1
+                succeeded += c.succeeded
+            elif c.last_terminated is not None:
+                stopped += 1
+            else:
+                waiting += 1
+        if waiting:
+            return "Pending"
+        if running:
+            return "Running"
+        if policy == "Always":
+            return "Running"
+        if stopped == succeeded:
+            return "Succeeded"
+        return "Failed" if policy == "Never" else "Running"
+
+    # -- containers -------------------------------------------------------------------------------------------
+    def _drive(self, c: Container, policy: str, now: float) -> None:
+        """Reap an exited process, kill one past its kill deadline, start one that is due."""
+        if c.running:
+            self._reap(c, policy)
+            if c.running and c.kill_deadline is not None and now >= c.kill_deadline:
+                self._signal(c, signal.SIGKILL)
+            return
+        if c.terminated is not None or now < c.next_start:
+            return
+        self._start(c)
+
+    def _start(self, c: Container) -> None:
+        image = str(c.spec.get("image", ""))
+        resolved = self.agent.images.resolve(image)
+        if resolved is None:
+            c.waiting = ("ImageNotMapped", f'image "{image}" matches no entry of the node agent\'s image map '
+                                           f"{self.agent.image_map_path} (see docs/localcluster.md)")  # fmt: skip
+            c.next_start = time.monotonic() + 3600  # the map is read once; only a new pod or agent changes this
+            return
+        try:
+            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup)
+        except podspec.ConfigError as e:
+            if c.waiting[0] != "CreateContainerConfigError":
+                self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}", c)
+            c.waiting = ("CreateContainerConfigError", str(e))
+            c.next_start = time.monotonic() + CONFIG_RETRY
+            return
+        command, args = c.spec.get("command"), c.spec.get("args")
+        if command:
+            argv = list(command) + list(args or [])
+        elif args is not None:
+            argv = list(resolved.entrypoint) + list(args)
+        else:
+            argv = list(resolved.entrypoint) + list(resolved.cmd)
+        if not argv:
+            msg = (f"no command specified: container {c.name!r} has no `command` and image map entry "
+                   f"{resolved.entry!r} defines no entrypoint/cmd for {image}")  # fmt: skip
+            if c.waiting[0] != "CreateContainerError":
+                self.agent.event(self.pod, "Warning", "Failed", f"Error: {msg}", c)
+            c.waiting = ("CreateContainerError", msg)
+            c.next_start = time.monotonic() + 3600
+            return
+        term_file = self.dir / "termination" / c.name
+        term_path = c.spec.get("terminationMessagePath") or podspec.DEFAULT_TERMINATION_PATH
+        argv = [podspec.expand(a, env) for a in argv]
+        argv = [str(term_file) if a == term_path else a for a in argv]  # `--termination-log /dev/termination-log`
+        child_env = {
+            "PATH": resolved.path,
+            "HOME": str(self.dir),
+            "HOSTNAME": self.name,
+            "DIVBASE_TERMINATION_LOG": str(term_file),
+            "DIVBASE_VOLUMES_DIR": str(self.dir / "volumes"),
+            **resolved.env,
+            **env,
+        }
+        term_file.write_bytes(b"")
+        if c.last_terminated is not None:
+            c.restart_count += 1  # like the kubelet: counted when the next container is created
+        log_dir = self.dir / "logs" / c.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{c.restart_count}.log"
+        started_at = now_rfc3339()
+        try:
+            with log_path.open("ab") as out:
+                proc = subprocess.Popen(
+                    argv, cwd=self.dir, env=child_env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        except OSError as e:
+            # containerd reports this as a terminated container: StartError, exit code 128
+            msg = f'failed to start container process: exec: "{argv[0]}": {e.strerror or e}'
+            log.warning("pod %s: container %s: %s", self.key, c.name, msg)
+            self.agent.event(self.pod, "Warning", "Failed", f"Error: {msg}", c)
+            self._exited(c, {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": started_at,
+                             "finishedAt": now_rfc3339()})  # fmt: skip
+            return
+        c.proc, c.pid = proc, proc.pid
+        self.agent.register_pgid(proc.pid)
+        c.running_since, c.started_mono, c.ever_started = started_at, time.monotonic(), True
+        c.kill_deadline, c.kill_reason = None, ""
+        c.ready = False
+        c.started = "startupProbe" not in c.spec
+        c.probes = {
+            kind: ProbeState(c.spec[kind], next_at=c.started_mono + float(c.spec[kind].get("initialDelaySeconds", 0)))
+            for kind in ("readinessProbe", "livenessProbe", "startupProbe")
+            if c.spec.get(kind)
+        }
+        log.info("pod %s: container %s started (pid %d, image map entry %s, log %s)",
+                 self.key, c.name, proc.pid, resolved.entry, log_path)  # fmt: skip
+        self.agent.event(self.pod, "Normal", "Started", f"Started container {c.name}", c)
+
+    def _reap(self, c: Container, policy: str) -> None:
+        """If the container's main process exited: kill what is left of its group, record the exit, decide."""
+        assert c.proc is not None
+        try:
+            info = os.waitid(os.P_PID, c.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None
+            if c.proc.poll() is None:
+                return
+        else:
+            if info is None or info.si_pid == 0:
+                return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(c.pid, signal.SIGKILL)  # leftovers of the container, before the pid (= pgid) is freed
+        code = c.proc.wait()
+        self.agent.unregister_pgid(c.pid)
+        c.proc = None
+        exit_code = code if code >= 0 else 128 - code
+        log.info("pod %s: container %s exited with code %d", self.key, c.name, exit_code)
+        term = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "startedAt": c.running_since,
+            "finishedAt": now_rfc3339(),
+            "containerID": f"local://{c.pid}",
+        }
+        message = self._termination_message(c, exit_code)
+        if message:
+            term["message"] = message
+        restart = (exit_code != 0 and policy in ("Always", "OnFailure")) or (policy == "Always" and not c.init)
+        if c.started_mono and time.monotonic() - c.started_mono > BACKOFF_RESET:
+            c.backoff = 0.0
+        self._exited(c, term, restart=restart)
+
+    def _exited(self, c: Container, term: dict[str, Any], restart: bool | None = None) -> None:
+        if restart is None:
+            policy = self.pod.get("spec", {}).get("restartPolicy", "Always")
+            restart = policy in ("Always", "OnFailure")
+        c.ready = c.started = False
+        c.probes = {}
+        c.kill_deadline = None
+        if not restart or self.pod["metadata"].get("deletionTimestamp") or self.agent.stopping.is_set():
+            c.terminated = term
+            return
+        c.last_terminated = term
+        c.backoff = BACKOFF_START if not c.backoff else min(BACKOFF_MAX, c.backoff * 2)
+        c.next_start = time.monotonic() + c.backoff
+        msg = (f"back-off {c.backoff:.0f}s restarting failed container={c.name} "
+               f"pod={self.name}_{self.ns}({self.uid})")  # fmt: skip
+        c.waiting = ("CrashLoopBackOff", msg)
+        self.agent.event(self.pod, "Warning", "BackOff", "Back-off restarting failed container", c)
+
+    def _termination_message(self, c: Container, exit_code: int) -> str:
+        try:
+            with (self.dir / "termination" / c.name).open("rb") as f:
+                text = f.read(TERMINATION_MESSAGE_MAX).decode(errors="replace")
+        except OSError:
+            text = ""
+        if not text and exit_code != 0 and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            text = _tail(self.dir / "logs" / c.name / f"{c.restart_count}.log", FALLBACK_LINES, FALLBACK_BYTES)
+        return text
+
+    def _signal(self, c: Container, sig: signal.Signals) -> None:
+        if c.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.pid, sig)
+
+    def kill_container(self, c: Container, grace: float, reason: str) -> None:
+        """Start stopping a container: SIGTERM now, SIGKILL once `grace` has passed (checked by `_drive`)."""
+        if c.proc is None or c.kill_deadline is not None:
+            return
+        self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}" +
+                         (f": {reason}" if reason else ""), c)  # fmt: skip
+        c.kill_reason = reason
+        self._signal(c, signal.SIGTERM)
+        c.kill_deadline = time.monotonic() + grace
+
+    def _kill_all(self, grace: float) -> None:
+        """SIGTERM every running container, wait up to `grace`, SIGKILL the rest, reap them all.
+
+        A shorter deletionGracePeriodSeconds arriving meanwhile (or the pod vanishing: force delete) cuts the wait.
+        """
+        live = [c for c in self.all_containers() if c.running]
+        started = time.monotonic()
+        for c in live:
+            if grace > 0:
+                self.kill_container(c, grace, "")
+            else:
+                self._signal(c, signal.SIGKILL)
+        deadline = started + grace
+        while any(c.running for c in live):
+            new_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+            if new_grace is not None:
+                deadline = min(deadline, started + float(new_grace))
+            if self._vanished:
+                deadline = min(deadline, time.monotonic())
+            for c in live:
+                if c.running:
+                    self._reap(c, "Never")
+                if c.running and time.monotonic() >= deadline:
+                    self._signal(c, signal.SIGKILL)
+            if any(c.running for c in live):
+                time.sleep(0.05)
+
+    def _terminate_and_delete(self) -> None:
+        """The kubelet's part of a graceful delete: stop the containers, report final status, remove the pod."""
+        if not self.terminal:
+            grace = self._grace()
+            log.info("pod %s: deleting, grace period %.0fs", self.key, grace)
+            self._kill_all(grace)
+            for c in self.all_containers():
+                if c.terminated is None:
+                    c.terminated = c.last_terminated or {
+                        "exitCode": 137 if c.ever_started else 0,
+                        "reason": "ContainerStatusUnknown" if c.ever_started else "PodDeleted",
+                        "startedAt": c.running_since or None, "finishedAt": now_rfc3339(),
+                    }  # fmt: skip
+            all_ok = all(c.succeeded for c in self.containers) and bool(self.containers)
+            self.phase = "Succeeded" if all_ok else "Failed"
+            self.terminal = True
+            self.agent.ips.release(self.ip)
+            self._sync_status()
+        try:
+            self.api.retrying(
+                "DELETE", f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
+                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                 "preconditions": {"uid": self.uid}},
+            )  # fmt: skip
+            log.info("pod %s: deleted", self.key)
+        except ApiError as e:
+            if e.status not in (404, 409):
+                log.warning("pod %s: final delete failed: %s", self.key, e)
+
+    # -- probes -----------------------------------------------------------------------------------------------
+    def _probe(self, c: Container, now: float) -> None:
+        if c.kill_deadline is not None:
+            return
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            st = c.probes.get(kind)
+            if st is None or now < st.next_at:
+                continue
+            if kind == "startupProbe" and c.started:
+                continue
+            if kind != "startupProbe" and not c.started:
+                continue
+            st.next_at = now + st.period
+            ok, detail = self._run_probe(c, st.spec)
+            if ok:
+                st.successes, st.failures = st.successes + 1, 0
+            else:
+                st.successes, st.failures = 0, st.failures + 1
+                what = kind.removesuffix("Probe").capitalize()
+                self.agent.event(self.pod, "Warning", "Unhealthy", f"{what} probe failed: {detail}", c)
+            if kind == "readinessProbe":
+                if ok and st.successes >= st.success_threshold:
+                    c.ready = True
+                elif not ok and st.failures >= st.failure_threshold:
+                    c.ready = False
+            elif kind == "startupProbe" and ok:
+                c.started = True
+            elif not ok and st.failures >= st.failure_threshold:
+                what = "startup" if kind == "startupProbe" else "liveness"
+                grace = st.spec.get("terminationGracePeriodSeconds")
+                self.kill_container(c, float(self._grace() if grace is None else grace),
+                                    f"failed {what} probe, will be restarted")  # fmt: skip
+                return
+        if "readinessProbe" not in c.probes:
+            c.ready = c.started
+
+    def _run_probe(self, c: Container, spec: dict[str, Any]) -> tuple[bool, str]:
+        timeout = float(spec.get("timeoutSeconds") or 1)
+        try:
+            if "httpGet" in spec:
+                return self._http_probe(c, spec["httpGet"], timeout)
+            if "tcpSocket" in spec:
+                t = spec["tcpSocket"]
+                with socket.create_connection((t.get("host") or self.ip, self._port(c, t["port"])), timeout):
+                    return True, ""
+            if "exec" in spec:
+                env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup)
+                resolved = self.agent.images.resolve(str(c.spec.get("image", "")))
+                child_env = {"PATH": resolved.path if resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
+                r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
+                                   capture_output=True, timeout=timeout, check=False)  # fmt: skip
+                return r.returncode == 0, f"exit code {r.returncode}"
+        except (OSError, subprocess.SubprocessError, podspec.ConfigError, http.client.HTTPException) as e:
+            return False, f"{type(e).__name__}: {e}"
+        return True, "probe type not supported"
+
+    def _http_probe(self, c: Container, h: dict[str, Any], timeout: float) -> tuple[bool, str]:
+        host, port = h.get("host") or self.ip, self._port(c, h["port"])
+        conn: http.client.HTTPConnection
+        if h.get("scheme", "HTTP").upper() == "HTTPS":
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                               context=ssl._create_unverified_context())  # fmt: skip
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            headers = {x["name"]: x["value"] for x in h.get("httpHeaders") or []}
+            headers.setdefault("User-Agent", "kube-probe/divbase-node")
+            conn.request("GET", h.get("path") or "/", headers=headers)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        return 200 <= status < 400, f"HTTP probe failed with statuscode: {status}"
+
+    def _port(self, c: Container, port: int | str) -> int:
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        for p in c.spec.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        raise OSError(f"no container port named {port!r}")
+
+    # -- inputs: Secrets, ConfigMaps, volumes -----------------------------------------------------------------
+    def _lookup(self, kind: str, name: str) -> dict[str, str] | None:
+        plural = "secrets" if kind == "Secret" else "configmaps"
+        try:
+            obj = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/{plural}/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise podspec.ConfigError(f'cannot read {kind.lower()} "{name}": {e}') from None
+        return podspec.secret_data(obj) if kind == "Secret" else podspec.configmap_data(obj)
+
+    def _materialize_volumes(self) -> bool:
+        """emptyDir: a directory; secret/configMap (and those sources of projected): their keys as files.
+
+        Volume `<name>` lives at $DIVBASE_VOLUMES_DIR/<name>; volumeMounts' mountPath is not honoured. Projected
+        serviceAccountToken sources are skipped (no token is written).
+        """
+        for vol in self.pod.get("spec", {}).get("volumes") or []:
+            d = self.dir / "volumes" / vol["name"]
+            d.mkdir(parents=True, exist_ok=True)
+            sources: list[tuple[str, dict[str, Any]]] = []
+            if "secret" in vol:
+                sources.append(("Secret", {**vol["secret"], "name": vol["secret"].get("secretName", "")}))
+            if "configMap" in vol:
+                sources.append(("ConfigMap", vol["configMap"]))
+            for src in (vol.get("projected") or {}).get("sources") or []:
+                if "secret" in src:
+                    sources.append(("Secret", src["secret"]))
+                if "configMap" in src:
+                    sources.append(("ConfigMap", src["configMap"]))
+            for kind, ref in sources:
+                try:
+                    data = self._lookup(kind, ref.get("name", ""))
+                except podspec.ConfigError as e:
+                    data, err = None, str(e)
+                else:
+                    err = f'{kind.lower()} "{ref.get("name", "")}" not found'
+                if data is None:
+                    if ref.get("optional"):
+                        continue
+                    msg = f'MountVolume.SetUp failed for volume "{vol["name"]}" : {err}'
+                    for c in self.all_containers():
+                        if not c.ever_started:
+                            c.waiting = ("ContainerCreating", msg)
+                    return False
+                items = ref.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] in data:
+                        f = d / item["path"]
+                        f.parent.mkdir(parents=True, exist_ok=True)
+                        f.write_text(data[item["key"]])
+                        f.chmod(0o600 if kind == "Secret" else 0o644)
+        return True
+
+    def _pod_with_ips(self) -> dict[str, Any]:
+        """The pod as the downward API sees it: with the IPs this agent assigned (maybe not yet in the API)."""
+        pod = dict(self.pod)
+        pod["status"] = {**pod.get("status", {}), "podIP": self.ip, "podIPs": [{"ip": self.ip}],
+                         "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}]}  # fmt: skip
+        return pod
+
+    # -- status -----------------------------------------------------------------------------------------------
+    def _container_status(self, c: Container) -> dict[str, Any]:
+        state: dict[str, Any]
+        if c.running:
+            state = {"running": {"startedAt": c.running_since}}
+        elif c.terminated is not None:
+            state = {"terminated": c.terminated}
+        else:
+            reason, message = c.waiting
+            state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
+        st: dict[str, Any] = {
+            "name": c.name,
+            "image": c.spec.get("image", ""),
+            "imageID": f"local://{ImageRef.parse(str(c.spec.get('image', ''))).repository}" if c.ever_started else "",
+            "ready": c.ready and c.running,
+            "started": c.running and c.started,
+            "restartCount": c.restart_count,
+            "state": state,
+            "lastState": {"terminated": c.last_terminated} if c.last_terminated else {},
+        }
+        if c.ever_started:
+            st["containerID"] = f"local://{c.pid}"
+        return st
+
+    def _condition(self, ctype: str, status: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        value = "True" if status else "False"
+        prev = self.transitions.get(ctype)
+        if prev is None or prev[0] != value:
+            self.transitions[ctype] = (value, now_rfc3339())
+        cond = {"type": ctype, "status": value, "lastProbeTime": None,
+                "lastTransitionTime": self.transitions[ctype][1]}  # fmt: skip
+        if reason:
+            cond["reason"] = reason
+        if message:
+            cond["message"] = message
+        return cond
+
+    def status(self) -> dict[str, Any]:
+        init_done = self._init_done()
+        unready = [c.name for c in self.containers if not (c.ready and c.running)]
+        done = self.phase in ("Succeeded", "Failed")
+        ready = init_done and not unready and not done
+        if done:
+            ready_reason = "PodCompleted"
+        elif unready:
+            ready_reason = "ContainersNotReady"
+        else:
+            ready_reason = ""
+        ready_msg = f"containers with unready status: [{' '.join(unready)}]" if unready and not done else ""
+        incomplete = [c.name for c in self.init_containers if not (c.succeeded or c.skip)]
+        conditions = [
+            self._condition("PodReadyToStartContainers", bool(self.ip) and not done),
+            self._condition("Initialized", init_done, "" if init_done else "ContainersNotInitialized",
+                            f"containers with incomplete status: [{' '.join(incomplete)}]" if incomplete else ""),
+            self._condition("ContainersReady", ready, ready_reason, ready_msg),
+            self._condition("Ready", ready, ready_reason, ready_msg),
+        ]  # fmt: skip
+        if self.unsupported:
+            conditions.append(self._condition(
+                UNSUPPORTED, True, "UnsupportedFields",
+                "not supported by the local node agent (ignored): " + ", ".join(self.unsupported)))  # fmt: skip
+        status: dict[str, Any] = {
+            "phase": self.phase,
+            "conditions": conditions,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "initContainerStatuses": [self._container_status(c) for c in self.init_containers],
+            "containerStatuses": [self._container_status(c) for c in self.containers],
+        }
+        if self.ip:
+            status |= {"podIP": self.ip, "podIPs": [{"ip": self.ip}]}
+        if self.start_time:
+            status["startTime"] = self.start_time
+        if self.pod_reason:
+            status["reason"], status["message"] = self.pod_reason
+        return status
+
+    def _sync_status(self) -> None:
+        if self.last_sent == {}:  # a pod this agent never ran: its status is not ours to write
+            return
+        status = self.status()
+        if status == self.last_sent:
+            return
+        try:
+            self.api.retrying("PATCH", f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status",
+                              {"status": status}, content_type=STRATEGIC, attempts=3)  # fmt: skip
+        except ApiError as e:
+            if e.status == 404:
+                self._vanished = True
+                return
+            log.warning("pod %s: status update failed (will retry): %s", self.key, e.message[:300])
+            return
+        self.last_sent = status

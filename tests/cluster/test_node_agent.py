@@ -1,0 +1,467 @@
+"""The local node agent runs real pods as local processes and reports them the way a kubelet does.
+
+Everything goes through the real apiserver, scheduler, Job and Deployment controllers of the session cluster;
+only the container runtime is replaced (by processes, see docs/localcluster.md, "Node agent").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from divbase_localcluster.cluster import ClusterInfo, LocalCluster
+from kubernetes import client
+
+SECRET_VALUE = "s3cret-Value-never-logged-7f3a"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy (returned) or fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def pod_body(name: str, script: str, *, image: str = "busybox:1.36", restart: str = "Never", **spec: Any) -> dict:
+    container = {"name": "main", "image": image, "command": ["sh", "-c", script]}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": spec.pop("labels", {"app": name})},
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "containers": [container], **spec},
+    }
+
+
+def read_pod(core: client.CoreV1Api, ns: str, name: str) -> client.V1Pod:
+    return core.read_namespaced_pod(name, ns)
+
+
+def wait_phase(core: client.CoreV1Api, ns: str, name: str, phases: set[str], timeout: float = 60) -> client.V1Pod:
+    def check() -> client.V1Pod | None:
+        pod = read_pod(core, ns, name)
+        return pod if pod.status.phase in phases else None
+
+    return wait_for(f"pod {name} in {phases}", check, timeout)
+
+
+def waiting_reason(core: client.CoreV1Api, ns: str, name: str) -> tuple[str, str] | None:
+    statuses = read_pod(core, ns, name).status.container_statuses or []
+    if statuses and statuses[0].state.waiting:
+        return statuses[0].state.waiting.reason, statuses[0].state.waiting.message or ""
+    return None
+
+
+def condition(pod: client.V1Pod, ctype: str) -> client.V1PodCondition | None:
+    return next((c for c in pod.status.conditions or [] if c.type == ctype), None)
+
+
+def pod_dir(cluster: ClusterInfo, pod: client.V1Pod) -> Path:
+    m = pod.metadata
+    return cluster.state_dir / "node" / "pods" / f"{m.namespace}_{m.name}_{m.uid}"
+
+
+def pid_of(pod: client.V1Pod, index: int = 0) -> int:
+    cid = pod.status.container_statuses[index].container_id
+    assert cid and cid.startswith("local://"), cid
+    return int(cid.removeprefix("local://"))
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def gone(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except client.ApiException as e:
+        if e.status == 404:
+            return True
+        raise
+    return False
+
+
+@pytest.fixture
+def core(api_client: Any) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+def test_node_registered_ready_and_stays_ready(api_client: Any, node_name: str) -> None:
+    """Ready with the expected labels/addresses, and still Ready after the node lifecycle grace period (50 s)."""
+    core = client.CoreV1Api(api_client)
+    coord = client.CoordinationV1Api(api_client)
+    node = core.read_node(node_name)
+    labels = node.metadata.labels
+    assert labels["kubernetes.io/hostname"] == node_name
+    assert labels["kubernetes.io/os"] == "linux"
+    assert labels["type"] == "local"
+    assert node.status.allocatable["pods"] == "110"
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in [a.to_dict() for a in node.status.addresses]
+    first_renew = coord.read_namespaced_lease(node_name, "kube-node-lease").spec.renew_time
+    deadline = time.monotonic() + 55
+    while time.monotonic() < deadline:
+        node = core.read_node(node_name)
+        ready = condition(node, "Ready")
+        assert ready is not None and ready.status == "True", ready
+        assert not [t for t in node.spec.taints or [] if t.key.startswith("node.kubernetes.io/")], node.spec.taints
+        time.sleep(5)
+    assert coord.read_namespaced_lease(node_name, "kube-node-lease").spec.renew_time > first_renew
+
+
+def test_pod_succeeds_with_init_container(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
+    """Init containers run first, in the per-pod directory; the pod gets a loopback IP and goes Succeeded."""
+    body = pod_body("hello", "cat greeting; echo hi; exit 0")
+    init = {"name": "prep", "image": "busybox", "command": ["sh", "-c", "echo from-init > greeting"]}
+    body["spec"]["initContainers"] = [init]
+    core.create_namespaced_pod(namespace, body)
+    pod = wait_phase(core, namespace, "hello", {"Succeeded", "Failed"})
+    assert pod.status.phase == "Succeeded"
+    term = pod.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.reason) == (0, "Completed")
+    assert term.started_at and term.finished_at and term.container_id.startswith("local://")
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"
+    assert pod.status.host_ip == "127.0.0.1"
+    assert condition(pod, "Initialized").status == "True"
+    assert condition(pod, "Ready").status == "False" and condition(pod, "Ready").reason == "PodCompleted"
+    log = (pod_dir(cluster, pod) / "logs" / "main" / "0.log").read_text()
+    assert log == "from-init\nhi\n"
+
+
+def test_failure_reports_exit_code_and_termination_message(core: client.CoreV1Api, namespace: str) -> None:
+    script = 'echo "database is down" > "$DIVBASE_TERMINATION_LOG"; exit 3'
+    core.create_namespaced_pod(namespace, pod_body("fail", script))
+    # an argument equal to terminationMessagePath is rewritten to the per-container termination file
+    path_arg = pod_body("fail-arg", 'echo "via argument" > "$1"; exit 5')
+    path_arg["spec"]["containers"][0]["args"] = ["sh", "/dev/termination-log"]
+    core.create_namespaced_pod(namespace, path_arg)
+    pod = wait_phase(core, namespace, "fail", {"Succeeded", "Failed"})
+    assert pod.status.phase == "Failed"
+    term = pod.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.reason, term.message) == (3, "Error", "database is down\n")
+    pod = wait_phase(core, namespace, "fail-arg", {"Succeeded", "Failed"})
+    term = pod.status.container_statuses[0].state.terminated
+    assert (term.exit_code, term.message) == (5, "via argument\n")
+
+
+def test_fallback_to_logs_on_error(core: client.CoreV1Api, namespace: str) -> None:
+    script = "for i in $(seq 1 100); do echo line $i; done; echo 'fatal: boom' >&2; exit 4"
+    core.create_namespaced_pod(
+        namespace, pod_body("fallback", script, container={"terminationMessagePolicy": "FallbackToLogsOnError"})
+    )
+    core.create_namespaced_pod(namespace, pod_body("no-fallback", script))
+    pod = wait_phase(core, namespace, "fallback", {"Failed"})
+    message = pod.status.container_statuses[0].state.terminated.message
+    assert message.endswith("fatal: boom")
+    assert "line 22\n" in message and "line 21\n" not in message  # the last 80 lines
+    pod = wait_phase(core, namespace, "no-fallback", {"Failed"})
+    assert not pod.status.container_statuses[0].state.terminated.message
+
+
+def test_jobs_complete_and_fail_by_pod_failure_policy(api_client: Any, namespace: str) -> None:
+    """The real Job controller sees our pod phases and exit codes: Complete, and FailJob on exit code 2."""
+    batch = client.BatchV1Api(api_client)
+
+    def job(name: str, script: str, **spec: Any) -> dict:
+        pod = pod_body(name, script)
+        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+                "spec": {"backoffLimit": 3, "template": {"spec": pod["spec"]}, **spec}}  # fmt: skip
+
+    batch.create_namespaced_job(namespace, job("ok", "echo done"))
+    rule = {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [2]}}
+    script = "echo 'schema too new' > $DIVBASE_TERMINATION_LOG; exit 2"
+    batch.create_namespaced_job(namespace, job("bad", script, podFailurePolicy={"rules": [rule]}))
+
+    def job_condition(name: str, ctype: str) -> client.V1JobCondition | None:
+        conds = batch.read_namespaced_job_status(name, namespace).status.conditions or []
+        return next((c for c in conds if c.type == ctype and c.status == "True"), None)
+
+    wait_for("Job ok Complete", lambda: job_condition("ok", "Complete"), 90)
+    failed = wait_for("Job bad Failed", lambda: job_condition("bad", "Failed"), 90)
+    assert failed.reason == "PodFailurePolicy"
+    assert "exit code 2" in failed.message
+    status = batch.read_namespaced_job_status("bad", namespace).status
+    assert status.failed == 1  # FailJob: no retry despite backoffLimit 3
+
+
+def _deployment(name: str, marker: str) -> dict:
+    script = 'exec python -m http.server --bind "$POD_IP" 8080'
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "web", "image": "python:3.11-slim", "command": ["sh", "-c", script],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                {"name": "MARKER", "value": marker}],
+                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                    }],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def _http_ok(ip: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{ip}:8080/", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str) -> None:
+    """2 replicas become Available through readiness probes, answer HTTP on their pod IPs, and roll over."""
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, _deployment("web", "v1"))
+
+    def rolled_out() -> bool:
+        d = apps.read_namespaced_deployment_status("web", namespace)
+        st = d.status
+        return (st.observed_generation == d.metadata.generation and st.updated_replicas == 2
+                and st.available_replicas == 2 and st.replicas == 2)  # fmt: skip
+
+    wait_for("Deployment available", rolled_out, 90)
+    pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
+    assert len(pods) == 2
+    ips = {p.status.pod_ip for p in pods}
+    assert len(ips) == 2
+    for p in pods:
+        assert condition(p, "Ready").status == "True"
+        assert _http_ok(p.status.pod_ip), p.status.pod_ip
+    old_pids = [pid_of(p) for p in pods]
+    assert all(process_alive(pid) for pid in old_pids)
+
+    apps.patch_namespaced_deployment("web", namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                {"name": "MARKER", "value": "v2"}]}]}}}})  # fmt: skip
+    wait_for("rollout complete", lambda: rolled_out() and len(core.list_namespaced_pod(
+        namespace, label_selector="app=web").items) == 2, 120)  # fmt: skip
+    new = core.list_namespaced_pod(namespace, label_selector="app=web").items
+    assert not {p.metadata.uid for p in new} & {p.metadata.uid for p in pods}
+    for p in new:
+        assert _http_ok(p.status.pod_ip)
+    wait_for("old processes gone", lambda: not any(process_alive(pid) for pid in old_pids), 15)
+
+
+def test_readiness_probe_failing_keeps_pod_unready(core: client.CoreV1Api, namespace: str) -> None:
+    probe = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1}
+    core.create_namespaced_pod(namespace, pod_body("unready", "sleep 60", container={"readinessProbe": probe}))
+    pod = wait_phase(core, namespace, "unready", {"Running"})
+    time.sleep(3)
+    pod = read_pod(core, namespace, "unready")
+    assert pod.status.phase == "Running"
+    assert condition(pod, "Ready").status == "False"
+    assert condition(pod, "ContainersReady").reason == "ContainersNotReady"
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=unready").items
+    assert any(e.reason == "Unhealthy" for e in events)
+
+
+def test_restart_policy_always_backs_off(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, pod_body("crash", "echo crashing; exit 1", restart="Always"))
+
+    def restarted() -> client.V1ContainerStatus | None:
+        st = (read_pod(core, namespace, "crash").status.container_statuses or [None])[0]
+        return st if st and st.restart_count >= 2 and st.state.waiting else None
+
+    st = wait_for("two restarts and back-off", restarted, 30)
+    assert st.state.waiting.reason == "CrashLoopBackOff"
+    assert st.last_state.terminated.exit_code == 1
+    assert read_pod(core, namespace, "crash").status.phase == "Running"
+
+
+def test_deletion_sends_sigterm(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
+    """A TERM trap runs (and the pod goes early); a process ignoring TERM is KILLed after the grace period."""
+    core.create_namespaced_pod(namespace, pod_body(
+        "trap", "trap 'echo got-term > trapped; exit 0' TERM; echo up > started; while true; do sleep 0.1; done",
+        terminationGracePeriodSeconds=20))  # fmt: skip
+    core.create_namespaced_pod(namespace, pod_body(
+        "stubborn", "trap '' TERM; while true; do sleep 0.1; done", terminationGracePeriodSeconds=3))  # fmt: skip
+    trap = wait_phase(core, namespace, "trap", {"Running"})
+    stubborn = wait_phase(core, namespace, "stubborn", {"Running"})
+    trap_dir = pod_dir(cluster, trap)
+    wait_for("trap installed", lambda: (trap_dir / "started").exists(), 10)
+    trap_pid, stubborn_pid = pid_of(trap), pid_of(stubborn)
+
+    t0 = time.monotonic()
+    core.delete_namespaced_pod("trap", namespace)
+    core.delete_namespaced_pod("stubborn", namespace)
+    wait_for("trap pod gone", lambda: gone(lambda: read_pod(core, namespace, "trap")), 15)
+    assert time.monotonic() - t0 < 10  # well within its 20 s grace: the trap exited
+    assert (trap_dir / "trapped").read_text() == "got-term\n"
+    assert not process_alive(trap_pid)
+    wait_for("stubborn pod gone", lambda: gone(lambda: read_pod(core, namespace, "stubborn")), 20)
+    assert time.monotonic() - t0 >= 2.5  # it had its grace period ...
+    assert not process_alive(stubborn_pid)  # ... and was then killed
+
+
+def test_env_sources_and_missing_secret(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
+    """secretKeyRef/configMapKeyRef/fieldRef/envFrom/$(VAR); a missing Secret waits, then starts once created."""
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"mode": "fast", "X": "1"}})
+    script = """
+    set -e
+    test "$PASSWORD" = "%s"; test "$MODE" = fast; test "$X" = 1; test "$CFG_X" = 1
+    test "$NAME" = env; test "$NS" = "%s"; test "$TIER" = db; test "$COMBINED" = "fast-env"
+    test -z "${POD_IP:-}"  # only through a fieldRef, never implicit
+    test "$HOME" = "$PWD"; test -n "$DIVBASE_TERMINATION_LOG"; test -d "$DIVBASE_VOLUMES_DIR/scratch"
+    echo all-good
+    """ % (SECRET_VALUE, namespace)  # noqa: UP031
+    env = [
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+        {"name": "NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "TIER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+        {"name": "COMBINED", "value": "$(MODE)-$(NAME)"},
+        {"name": "OPTIONAL", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}}},
+    ]
+    body = pod_body("env", script, labels={"tier": "db"}, volumes=[{"name": "scratch", "emptyDir": {}}],
+                    container={"env": env, "envFrom": [{"configMapRef": {"name": "cfg"}},
+                                                       {"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
+                               "terminationMessagePolicy": "FallbackToLogsOnError"})  # fmt: skip
+    core.create_namespaced_pod(namespace, body)
+    reason = wait_for("CreateContainerConfigError", lambda: waiting_reason(core, namespace, "env"), 30)
+    assert reason == ("CreateContainerConfigError", 'secret "db" not found')
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "db"}, "stringData": {"other": "x"}})
+    wait_for("missing key reported", lambda: (waiting_reason(core, namespace, "env") or ("", ""))[1]
+             == f"couldn't find key password in Secret {namespace}/db", 30)  # fmt: skip
+    core.patch_namespaced_secret("db", namespace, {"stringData": {"password": SECRET_VALUE}})
+    pod = wait_phase(core, namespace, "env", {"Succeeded", "Failed"}, 30)
+    assert pod.status.phase == "Succeeded", pod.status.container_statuses[0].state.terminated.message
+    assert (pod_dir(cluster, pod) / "logs" / "main" / "0.log").read_text().strip() == "all-good"
+    agent_log = (cluster.log_dir / "node-agent.log").read_text()
+    assert SECRET_VALUE not in agent_log
+    assert "CreateContainerConfigError" not in agent_log or SECRET_VALUE not in agent_log
+
+
+def test_unmapped_image_and_missing_command(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, pod_body("unmapped", "true", image="example.invalid/nothing:1"))
+    body = pod_body("nocmd", "true")
+    del body["spec"]["containers"][0]["command"]
+    core.create_namespaced_pod(namespace, body)
+    reason, message = wait_for("ImageNotMapped", lambda: waiting_reason(core, namespace, "unmapped"), 30)
+    assert reason == "ImageNotMapped"
+    assert "example.invalid/nothing:1" in message
+    reason, message = wait_for("CreateContainerError", lambda: waiting_reason(core, namespace, "nocmd"), 30)
+    assert reason == "CreateContainerError"
+    assert "no command specified" in message
+    assert read_pod(core, namespace, "unmapped").status.phase == "Pending"
+
+
+def test_unsupported_fields_reported_and_security_context_accepted(core: client.CoreV1Api, namespace: str) -> None:
+    odd = pod_body("odd", "true", volumes=[{"name": "host", "hostPath": {"path": "/tmp"}}],
+                   container={"ports": [{"containerPort": 80, "hostPort": 8080}]})  # fmt: skip
+    odd["spec"]["initContainers"] = [{"name": "sidecar", "image": "busybox", "command": ["sleep", "300"],
+                                      "restartPolicy": "Always"}]  # fmt: skip
+    core.create_namespaced_pod(namespace, odd)
+    hardened = pod_body("hardened", "true", securityContext={"runAsNonRoot": False,
+                                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                        container={"resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "512Mi"}},
+                                   "securityContext": {"allowPrivilegeEscalation": False,
+                                                       "readOnlyRootFilesystem": True, "privileged": False,
+                                                       "capabilities": {"drop": ["ALL"]},
+                                                       "seccompProfile": {"type": "RuntimeDefault"}}})  # fmt: skip
+    core.create_namespaced_pod(namespace, hardened)
+    pod = wait_phase(core, namespace, "odd", {"Succeeded", "Failed"})
+    cond = condition(pod, "divbase.io/Unsupported")
+    assert cond is not None and cond.status == "True"
+    for path in ("spec.volumes[0].hostPath", "spec.containers[0].ports[0].hostPort",
+                 "spec.initContainers[0].restartPolicy"):
+        assert path in cond.message  # fmt: skip
+    assert pod.status.phase == "Succeeded"  # the pod runs without them
+    pod = wait_phase(core, namespace, "hardened", {"Succeeded", "Failed"})
+    assert pod.status.phase == "Succeeded"
+    assert condition(pod, "divbase.io/Unsupported") is None
+
+
+def test_image_map_sets_release_from_tag(core: client.CoreV1Api, namespace: str) -> None:
+    script = 'echo "$DIVBASE_RELEASE $(command -v divbase-migrate)" > "$DIVBASE_TERMINATION_LOG"'
+    core.create_namespaced_pod(namespace, pod_body("release", script, image="ghcr.io/divbase/divbase:7"))
+    pod = wait_phase(core, namespace, "release", {"Succeeded", "Failed"})
+    release, _, migrate = pod.status.container_statuses[0].state.terminated.message.strip().partition(" ")
+    assert release == "7"
+    if migrate:  # the console script exists once migrations/ ships it; it must come from this checkout's venv
+        assert Path(migrate).parent == Path(sys.executable).parent
+
+
+def test_liveness_probe_restarts_container(core: client.CoreV1Api, namespace: str) -> None:
+    """A failing exec liveness probe gets the container SIGTERMed and restarted; readiness works over tcpSocket."""
+    container = {
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -f unhealthy"]}, "periodSeconds": 1,
+                          "failureThreshold": 2},
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }  # fmt: skip
+    # first run: unhealthy (liveness fails, restart); second run: healthy
+    script = 'if [ -f unhealthy ]; then rm unhealthy; else touch unhealthy; fi; '
+    script += 'exec python -m http.server --bind "$IP" 8080'
+    body = pod_body("live", script, restart="Always", container=container)
+    body["spec"]["containers"][0]["env"] = [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    core.create_namespaced_pod(namespace, body)
+
+    def restarted_and_ready() -> client.V1ContainerStatus | None:
+        st = (read_pod(core, namespace, "live").status.container_statuses or [None])[0]
+        return st if st and st.restart_count == 1 and st.ready else None
+
+    st = wait_for("liveness restart, then ready", restarted_and_ready, 40)
+    assert st.last_state.terminated.exit_code == 143  # python's default SIGTERM handling
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=live").items
+    assert any(e.reason == "Killing" and "liveness" in e.message for e in events)
+
+
+def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) -> None:
+    """Stopping the agent kills its pods' process groups; a new agent fails the pods it did not start
+    (NodeAgentRestarted); `down` leaves no process behind."""
+    lc = cluster_factory(node=True)
+    info = lc.info()
+    with info.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod("default", pod_body("sleeper", "sleep 300 & sleep 300; wait"))
+        pod = wait_phase(core, "default", "sleeper", {"Running"}, 60)
+        pid = pid_of(pod)
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        assert process_alive(pid) and children
+
+        agent_pid = lc._read_pids()["node-agent"]
+        os.killpg(agent_pid, signal.SIGTERM)
+        wait_for("agent exited", lambda: not process_alive(agent_pid), 10)
+        assert not any(process_alive(p) for p in [pid, *children])
+        node = core.read_node(info.node_name)
+        assert condition(node, "Ready").status == "False"
+
+        lc._spawn("node-agent", lc._node_agent_argv(None))  # a fresh agent, as `up` starts it
+        pod = wait_phase(core, "default", "sleeper", {"Failed"}, 30)
+        assert pod.status.reason == "NodeAgentRestarted"
+        wait_for("node Ready again", lambda: condition(core.read_node(info.node_name), "Ready").status == "True")
+        core.create_namespaced_pod("default", pod_body("sleeper2", "sleep 300"))
+        pod = wait_phase(core, "default", "sleeper2", {"Running"}, 60)
+    pid = pid_of(pod)
+    assert process_alive(pid)
+    lc.down()
+    assert not process_alive(pid)
+    assert not Path(info.state_dir).exists()
