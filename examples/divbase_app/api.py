@@ -1,0 +1,138 @@
+"""`divbase-api`: the API stand-in. Its lifespan refuses to start against a database its release cannot use."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from divbase_migrations.compat import IncompatibleSchema, require_compatible
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+from sqlalchemy import Engine, create_engine, text
+
+from . import queries
+from .settings import Settings, from_env
+
+log = logging.getLogger("divbase_app.api")
+
+
+class NewUser(BaseModel):
+    name: str
+
+
+class NewVcf(BaseModel):
+    samples: int = 0
+
+
+class NewAnnouncement(BaseModel):
+    title: str
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine: Engine = create_engine(settings.database_url, pool_size=5, max_overflow=5, pool_pre_ping=True,
+                                   connect_args={"connect_timeout": 5, "application_name": "divbase-api"})
+    release = settings.release_number
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Not "must be at head": any schema this release can use is fine (see docs/migrations.md).
+        try:
+            verdict = require_compatible(engine, settings.release)
+        except IncompatibleSchema as exc:
+            log.error("refusing to start: %s", exc)
+            raise
+        log.info("schema compatible: %s", verdict.reason)
+        yield
+        engine.dispose()
+
+    app = FastAPI(title=f"DivBase stand-in, release {settings.release}", lifespan=lifespan)
+    app.state.draining = False
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        if app.state.draining:
+            raise HTTPException(503, "draining")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ready", "release": settings.release}
+
+    @app.get("/version")
+    def version() -> dict[str, str]:
+        return {"release": settings.release}
+
+    @app.post("/users")
+    def create_user(body: NewUser) -> dict[str, Any]:
+        with engine.begin() as conn:
+            user_id = queries.create_user(conn, release, body.name)
+        return {"id": user_id, "release": settings.release}
+
+    @app.get("/users/{user_id}")
+    def get_user(user_id: int) -> dict[str, Any]:
+        with engine.connect() as conn:
+            user = queries.get_user(conn, release, user_id)
+        if user is None:
+            raise HTTPException(404, "no such user")
+        return {**user, "release": settings.release}
+
+    @app.post("/vcf")
+    def add_vcf(body: NewVcf) -> dict[str, Any]:
+        with engine.begin() as conn:
+            return {"id": queries.add_vcf(conn, release, body.samples), "release": settings.release}
+
+    @app.post("/announcements")
+    def announce(body: NewAnnouncement) -> dict[str, Any]:
+        with engine.begin() as conn:
+            return {"level": queries.announce(conn, release, body.title), "release": settings.release}
+
+    @app.get("/announcements")
+    def announcements() -> list[dict[str, str]]:
+        with engine.connect() as conn:
+            return queries.announcements(conn, release)
+
+    @app.post("/tasks")
+    def submit(user_id: int | None = None) -> dict[str, Any]:
+        with engine.begin() as conn:
+            return {"task_id": queries.submit_task(conn, user_id), "release": settings.release}
+
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM, fail readiness and keep serving for a moment before shutting down.
+
+    Endpoints learn that a terminating pod is gone through the API, a little after the kubelet sent SIGTERM; a
+    server that stopped listening at once would refuse the requests routed to it in that window. This is what a
+    `preStop: sleep` hook does in clusters that have one."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.app_ref = app
+        self.drain_seconds = drain_seconds
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.app_ref.state.draining or self.drain_seconds <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self.app_ref.state.draining = True
+        log.info("SIGTERM: draining for %.1f s before shutdown", self.drain_seconds)
+        threading.Timer(self.drain_seconds, super().handle_exit, args=(sig, frame)).start()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = from_env()
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                            timeout_graceful_shutdown=5)
+    DrainingServer(config, app, float(os.environ.get("DIVBASE_DRAIN_SECONDS", "2"))).run()
