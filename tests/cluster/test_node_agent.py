@@ -465,3 +465,135 @@ def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) ->
     lc.down()
     assert not process_alive(pid)
     assert not Path(info.state_dir).exists()
+
+
+# --- in-cluster API access: the ServiceAccount token ------------------------------------------------------------------
+API_PROBE = r"""
+import os, sys
+from kubernetes import client, config
+out = open(os.environ["DIVBASE_TERMINATION_LOG"], "w")
+if "KUBECONFIG" not in os.environ:
+    out.write("no-api-access " + ",".join(sorted(k for k in os.environ if k.startswith("KUBE"))))
+    sys.exit(0)
+try:
+    config.load_incluster_config()  # what in-cluster clients try first: no /var/run/secrets here
+    out.write("in-cluster?! ")
+except config.ConfigException:
+    config.load_kube_config()  # ... then KUBECONFIG
+ns = open(os.path.join(os.path.dirname(os.environ["KUBECONFIG"]), "namespace")).read()
+try:
+    out.write(f"listed {len(client.CoreV1Api().list_namespaced_pod(ns).items)} {ns}")
+except client.ApiException as e:
+    out.write(f"status {e.status}")
+"""
+
+
+def _rbac_reader(api_client: Any, namespace: str, sa: str) -> None:
+    """`sa` may list pods in `namespace` (and nothing else)."""
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "pod-reader"}, "rules": [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})  # fmt: skip
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "pod-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+    })  # fmt: skip
+
+
+def test_service_account_token_gives_api_access_under_rbac(core: client.CoreV1Api, api_client: Any, namespace: str,
+                                                           cluster: ClusterInfo) -> None:
+    """A pod gets a TokenRequest token for its ServiceAccount, a kubeconfig and KUBERNETES_SERVICE_*: the kubernetes
+    client falls back from in-cluster config to KUBECONFIG, and the real RBAC authorizer decides (200 vs 403).
+    automountServiceAccountToken false - on the pod or on its ServiceAccount - gives no API access at all."""
+    for sa, automount in (("reader", None), ("nobody", None), ("quiet", False)):
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": sa},
+                                                           **({} if automount is None else
+                                                              {"automountServiceAccountToken": automount})})
+    _rbac_reader(api_client, namespace, "reader")
+    cases = {  # pod name -> (ServiceAccount, pod-level automount, expected termination message prefix)
+        "reader": ("reader", None, "listed "),
+        "nobody": ("nobody", None, "status 403"),
+        "sa-says-no": ("quiet", None, "no-api-access"),
+        "pod-says-no": ("reader", False, "no-api-access"),
+        "pod-says-yes": ("quiet", True, "status 403"),  # the pod's own value wins over its ServiceAccount's
+    }
+    for name, (sa, automount, _) in cases.items():
+        body = pod_body(name, "", image="python:3.11", serviceAccountName=sa,
+                        container={"command": ["python", "-c", API_PROBE]})
+        if automount is not None:
+            body["spec"]["automountServiceAccountToken"] = automount
+        core.create_namespaced_pod(namespace, body)
+    for name, (_, _, expected) in cases.items():
+        pod = wait_phase(core, namespace, name, {"Succeeded", "Failed"}, 60)
+        term = pod.status.container_statuses[0].state.terminated
+        assert pod.status.phase == "Succeeded", (name, term.message, (pod_dir(cluster, pod) / "logs" / "main" /
+                                                                    "0.log").read_text()[-2000:])
+        assert term.message.startswith(expected), (name, term.message)
+        sa_dir = pod_dir(cluster, pod) / "serviceaccount"
+        if expected == "no-api-access":
+            assert term.message == "no-api-access ", "no KUBECONFIG and no KUBERNETES_* variables"
+            assert not sa_dir.exists()
+        else:
+            assert {p.name for p in sa_dir.iterdir()} == {"ca.crt", "namespace", "kubeconfig"}, "token removed"
+            assert (sa_dir / "namespace").read_text() == namespace
+            assert oct((sa_dir / "kubeconfig").stat().st_mode & 0o777) == "0o600"
+    reader = read_pod(core, namespace, "reader").status.container_statuses[0].state.terminated.message
+    assert reader == f"listed {len(cases)} {namespace}"
+    agent_log = (cluster.log_dir / "node-agent.log").read_text()
+    assert "eyJ" not in agent_log, "no token in the agent's log"
+
+
+def test_service_account_token_is_bound_to_the_pod_and_refreshed(core: client.CoreV1Api, api_client: Any,
+                                                                 namespace: str, cluster: ClusterInfo,
+                                                                 tmp_path: Path) -> None:
+    """The agent's token logic with the node's own credentials: the Node authorizer lets it request a token for a
+    pod bound to the node (not for another ServiceAccount); a refresh is due at 80 % of the lifetime and rewrites
+    the token the kubeconfig points at; deleting the pod invalidates the token (it is bound to the pod)."""
+    from divbase_localcluster.node.api import Api, ApiError
+    from divbase_localcluster.node.serviceaccount import DEFAULT_EXPIRATION, ServiceAccountToken
+    from kubernetes import config
+
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    _rbac_reader(api_client, namespace, "reader")
+    core.create_namespaced_pod(namespace, pod_body("sleeper", "sleep 300", serviceAccountName="reader"))
+    pod = wait_phase(core, namespace, "sleeper", {"Running"}, 60)
+    assert (pod_dir(cluster, pod) / "serviceaccount" / "token").is_file()  # the agent's own copy, while it runs
+    assert cluster.node_kubeconfig is not None
+    node_api = Api(cluster.node_kubeconfig, tmp_path / "node-creds")
+    body = node_api.request("GET", f"/api/v1/namespaces/{namespace}/pods/sleeper")
+    token = ServiceAccountToken(node_api, body, tmp_path / "sa")
+    started = time.monotonic()
+    token.setup()
+    assert token.expiration == DEFAULT_EXPIRATION  # taken from the kube-api-access volume admission added
+    assert started + 0.8 * DEFAULT_EXPIRATION <= token.refresh_at <= time.monotonic() + 0.8 * DEFAULT_EXPIRATION
+
+    def list_pods() -> int:
+        with config.new_client_from_config(config_file=str(token.kubeconfig)) as api:
+            return len(client.CoreV1Api(api).list_namespaced_pod(namespace).items)
+
+    assert list_pods() == 1
+    first = token.token_file.read_text()
+    token.maybe_refresh(now=token.refresh_at - 1)
+    assert token.token_file.read_text() == first  # not due yet
+    due = token.refresh_at
+    token.maybe_refresh(now=due + 1)
+    assert token.token_file.read_text() != first and token.refresh_at > due
+    assert list_pods() == 1  # the kubeconfig reads the new token
+
+    other = ServiceAccountToken(node_api, {**body, "spec": {**body["spec"], "serviceAccountName": "default"}},
+                                tmp_path / "other")
+    with pytest.raises(ApiError) as refused:
+        other.setup()  # a token for a ServiceAccount the pod does not run as
+    assert refused.value.status in (400, 403), refused.value
+
+    core.delete_namespaced_pod("sleeper", namespace, grace_period_seconds=0)
+    wait_for("pod gone", lambda: gone(lambda: read_pod(core, namespace, "sleeper")), 30)
+
+    def rejected() -> bool:
+        try:
+            list_pods()
+        except client.ApiException as e:
+            return e.status == 401
+        return False
+
+    wait_for("the bound token rejected", rejected, 30)

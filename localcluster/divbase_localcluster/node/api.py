@@ -60,6 +60,7 @@ class Api:
         user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
         self.server = cluster["server"].rstrip("/")
         ca = _materialize(cluster, "certificate-authority-data", "certificate-authority", cred_dir / "ca.crt")
+        self.ca_file = ca  # also the pods' ca.crt (serviceaccount.py)
         cert = _materialize(user, "client-certificate-data", "client-certificate", cred_dir / "client.crt")
         key = _materialize(user, "client-key-data", "client-key", cred_dir / "client.key")
         self.pool = urllib3.PoolManager(

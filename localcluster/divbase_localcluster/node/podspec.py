@@ -83,11 +83,14 @@ def _source(lookup: Lookup, kind: str, name: str, optional: bool) -> dict[str, s
     return data
 
 
-def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup) -> dict[str, str]:
-    """The container's env in kubelet order: envFrom sources, then `env` (each value expanded with the vars
-    defined before it). Raises ConfigError with a kubelet-like message for a missing non-optional reference."""
+def container_env(
+    pod: dict[str, Any], container: dict[str, Any], lookup: Lookup, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The container's env in kubelet order: `base` (the service variables a kubelet adds), envFrom sources, then
+    `env` (each value expanded with the vars defined before it). Raises ConfigError with a kubelet-like message for
+    a missing non-optional reference."""
     ns = pod["metadata"]["namespace"]
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(base or {})
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
         for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):

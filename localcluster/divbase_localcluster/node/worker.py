@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import podspec
+from . import podspec, serviceaccount
 from .api import STRATEGIC, ApiError
 from .images import ImageRef
+from .serviceaccount import ServiceAccountToken
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
@@ -136,6 +137,10 @@ class PodWorker:
         self.unsupported: list[str] = []
         self.volumes_ready = False
         self.volume_retry_at = 0.0
+        self.sa_token: ServiceAccountToken | None = None  # None: no API access (automount false) or not yet
+        self.sa_ready = False
+        self.sa_retry_at = 0.0
+        self.sa_attempts = 0
         self.transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, lastTransitionTime)
         self.last_sent: dict[str, Any] | None = None
         self.adopted = adopt  # found bound at agent start: not ours to run
@@ -170,6 +175,8 @@ class PodWorker:
             log.exception("pod %s: worker crashed; killing its processes", self.key)
             self._kill_all(0)
         finally:
+            if self.sa_token is not None:
+                self.sa_token.remove()
             self.agent.ips.release(self.ip)
             self.agent.worker_done(self)
 
@@ -240,6 +247,17 @@ class PodWorker:
     # -- one step ---------------------------------------------------------------------------------------------
     def _step(self) -> None:
         now = time.monotonic()
+        if not self.sa_ready:
+            if now < self.sa_retry_at:
+                return
+            if not self._setup_service_account():
+                # the Node authorizer learns of a new binding from its own watch: the first refusals may be lag
+                self.sa_attempts += 1
+                self.sa_retry_at = now + (0.5 if self.sa_attempts <= 4 else CONFIG_RETRY)
+                return
+            self.sa_ready = True
+        elif self.sa_token is not None:
+            self.sa_token.maybe_refresh(now)
         if not self.volumes_ready:
             if now < self.volume_retry_at:
                 return
@@ -282,6 +300,8 @@ class PodWorker:
     def _go_terminal(self) -> None:
         self._kill_all(0)
         self.terminal = True
+        if self.sa_token is not None:
+            self.sa_token.remove()
         self.agent.ips.release(self.ip)  # the status keeps showing it; no process uses it any more
         log.info("pod %s: %s", self.key, self.phase)
 
@@ -337,7 +357,7 @@ class PodWorker:
             c.next_start = time.monotonic() + 3600  # the map is read once; only a new pod or agent changes this
             return
         try:
-            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup)
+            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
         except podspec.ConfigError as e:
             if c.waiting[0] != "CreateContainerConfigError":
                 self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}", c)
@@ -587,7 +607,7 @@ class PodWorker:
                 with socket.create_connection((t.get("host") or self.ip, self._port(c, t["port"])), timeout):
                     return True, ""
             if "exec" in spec:
-                env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup)
+                env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
                 resolved = self.agent.images.resolve(str(c.spec.get("image", "")))
                 child_env = {"PATH": resolved.path if resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
                 r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
@@ -621,6 +641,40 @@ class PodWorker:
             if p.get("name") == port:
                 return int(p["containerPort"])
         raise OSError(f"no container port named {port!r}")
+
+    # -- inputs: ServiceAccount token, Secrets, ConfigMaps, volumes ---------------------------------------------
+    def _setup_service_account(self) -> bool:
+        """API access unless automount is off (pod, then ServiceAccount); a refused TokenRequest keeps the
+        containers in ContainerCreating with the kubelet's message, retried like a missing Secret."""
+        spec = self.pod.get("spec", {})
+        sa_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        account = None
+        if spec.get("automountServiceAccountToken") is None:
+            try:  # the Node authorizer lets a node read the ServiceAccounts of its pods
+                account = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa_name}")
+            except ApiError as e:
+                log.info("pod %s: cannot read ServiceAccount %s (%s); going by its volumes", self.key, sa_name, e)
+        if not serviceaccount.wants_token(self.pod, account):
+            return True
+        token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount")
+        try:
+            token.setup()
+        except (ApiError, OSError) as e:
+            detail = e.message if isinstance(e, ApiError) else str(e)
+            volume = next((v["name"] for v in spec.get("volumes") or []
+                           if v["name"].startswith("kube-api-access-")), "kube-api-access")  # fmt: skip
+            msg = f'MountVolume.SetUp failed for volume "{volume}" : failed to fetch token: {detail}'
+            log.warning("pod %s: %s", self.key, msg)
+            for c in self.all_containers():
+                if not c.ever_started:
+                    c.waiting = ("ContainerCreating", msg)
+            return False
+        self.sa_token = token
+        log.info("pod %s: API access as ServiceAccount %s (%s)", self.key, sa_name, token.kubeconfig)
+        return True
+
+    def _sa_env(self) -> dict[str, str]:
+        return self.sa_token.env() if self.sa_token is not None else {}
 
     # -- inputs: Secrets, ConfigMaps, volumes -----------------------------------------------------------------
     def _lookup(self, kind: str, name: str) -> dict[str, str] | None:
