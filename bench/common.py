@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
-from divbase_operator.testing import REPO, wait_for
-from kubernetes import client, utils
+from divbase_operator.testing import install_crd
+from kubernetes import client
 
 KWOK_PLACEMENT = {
     "nodeSelector": {"type": "kwok"},
@@ -31,15 +30,6 @@ def kwok_cluster(kwok_nodes: int = 2) -> Iterator[tuple[ClusterInfo, client.ApiC
         finally:
             api.close()
             cluster.down()
-
-
-def install_crd(api: client.ApiClient) -> None:
-    body = yaml.safe_load((REPO / "crds" / "divbasedatabases.divbase.io.yaml").read_text())
-    utils.create_from_dict(api, body)
-    ext = client.ApiextensionsV1Api(api)
-    wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
-                         ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions or []),
-             60, "CRD established")
 
 
 def make_namespace(api: client.ApiClient, name: str) -> None:

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
+import yaml
+from kubernetes import client, utils, watch
 from kubernetes.client.exceptions import ApiException
 
 from divbase_operator import names
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+CRD_FILE = REPO / "crds" / "divbasedatabases.divbase.io.yaml"
 
 
 def free_port() -> int:
@@ -92,6 +94,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+def install_crd(api_client: client.ApiClient) -> None:
+    """`kubectl apply -f crds/` (idempotent), then wait until the apiserver serves the resource."""
+    body = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        utils.create_from_dict(api_client, body)
+    except utils.FailToCreateError as exc:
+        if not all(e.status == 409 for e in exc.api_exceptions):
+            raise
+    ext = client.ApiextensionsV1Api(api_client)
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
+                         or []), 60, "CRD established")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from divbase_localcluster import build
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster, image_map_default
+from divbase_operator.testing import Kube, OperatorProcess, install_crd
 
 LOG_TAIL_LINES = 60
 
@@ -118,6 +119,33 @@ def namespace(api_client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         except client.ApiException as e:
             if e.status != 404:
                 raise
+
+
+# -- the operator under test -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def crd(api_client: Any) -> None:
+    install_crd(api_client)
+
+
+@pytest.fixture
+def kube(api_client: Any, namespace: str, crd: None) -> Kube:
+    return Kube(api_client, namespace)
+
+
+@pytest.fixture
+def operator(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """The operator watching only this test's namespace; its log is printed at teardown (shown on failure)."""
+    proc = OperatorProcess(str(cluster.kubeconfig), namespace, tmp_path / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    print(proc.logs()[-20000:])
+
+
+@pytest.fixture
+def db_secret(kube: Kube, database_url: str) -> str:
+    kube.create_secret("divbase-db", {"url": database_url})
+    return database_url
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

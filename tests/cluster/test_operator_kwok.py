@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_operator import names
-from divbase_operator.testing import REPO, Kube, OperatorProcess, Timeline, wait_for
+from divbase_operator.testing import REPO, Kube, OperatorProcess, Timeline, install_crd, wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(REPO / "bench"))
-from common import install_crd, kwok_spec, make_namespace
+from common import kwok_spec, make_namespace
 
 DB = "divbase"
 

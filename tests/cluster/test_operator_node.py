@@ -6,57 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from divbase_operator import names
-from divbase_operator.testing import REPO, VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
-from kubernetes import client, utils
+from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 DB = "divbase"
-CRD_FILE = REPO / "crds" / "divbasedatabases.divbase.io.yaml"
-
-
-@pytest.fixture(scope="session")
-def crd(api_client: Any) -> None:
-    """Install the CRD once per session, as `kubectl apply -f crds/` would, and wait until it is served."""
-    ext = client.ApiextensionsV1Api(api_client)
-    body = yaml.safe_load(CRD_FILE.read_text())
-    try:
-        utils.create_from_dict(api_client, body)
-    except utils.FailToCreateError as exc:
-        if not all(e.status == 409 for e in exc.api_exceptions):
-            raise
-    wait_for(lambda: any(c.type == "Established" and c.status == "True"
-                         for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
-                         or []), 60, "CRD established")
-
-
-@pytest.fixture
-def kube(api_client: Any, namespace: str, crd: None) -> Kube:
-    return Kube(api_client, namespace)
-
-
-@pytest.fixture
-def operator(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """The operator watching only this test's namespace; its log is printed at teardown (shown on failure)."""
-    proc = OperatorProcess(str(cluster.kubeconfig), namespace, tmp_path / "operator.log")
-    proc.start()
-    yield proc
-    proc.stop()
-    print(proc.logs()[-20000:])
-
-
-@pytest.fixture
-def db_secret(kube: Kube, database_url: str) -> str:
-    kube.create_secret("divbase-db", {"url": database_url})
-    return database_url
 
 
 def api_workload(replicas: int = 1, deadline: int = 60, broken_release: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,185 @@
+"""The two ways of moving DivBase to a new release, each under the same steady load, measured the same way.
+
+`gated_rollout`: patch `spec.version` of a DivBaseDatabase and let the operator run expand → deploy → contract.
+`stop_the_world`: what DivBase does today: scale the API to zero, migrate to head, start the new release.
+Both return the load generator's figures; the demo prints them and the end-to-end test asserts on them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from divbase_operator import names
+from divbase_operator.testing import Kube, wait_for
+from kubernetes import client
+
+from .loadgen import EndpointTracker, LoadGenerator
+
+API_PORT = 8080
+SECRET = "divbase-db"
+Progress = Callable[[str], None]
+# the image's own release (DIVBASE_RELEASE comes with the image), migrated all the way: DivBase's db-migrator today
+MIGRATE_TO_HEAD = "divbase-migrate expand && divbase-migrate contract"
+
+
+def _db_env() -> list[dict[str, Any]]:
+    return [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "DIVBASE_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "url"}}},
+    ]
+
+
+def api_pod_spec(image: str | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "api",
+        "command": ["divbase-api"],
+        "env": [*_db_env(), {"name": "DIVBASE_DRAIN_SECONDS", "value": "2"}],
+        "ports": [{"name": "http", "containerPort": API_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1,
+                           "failureThreshold": 1, "timeoutSeconds": 2},
+    }
+    if image:
+        container["image"] = image
+    return {"terminationGracePeriodSeconds": 15, "containers": [container]}
+
+
+def workloads(replicas: int = 2) -> list[dict[str, Any]]:
+    """The DivBaseDatabase's gated workloads: the API (rolling, never below `replicas` ready) and a worker."""
+    return [
+        {"name": "api", "template": {
+            "replicas": replicas, "progressDeadlineSeconds": 120,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"spec": api_pod_spec()}}},
+        {"name": "worker", "template": {"replicas": 1, "template": {"spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "worker", "command": ["divbase-worker"], "env": _db_env()}]}}}},
+    ]
+
+
+def database_spec(version: str, replicas: int = 2) -> dict[str, Any]:
+    return {"version": version, "image": "divbase", "database": {"secretRef": {"name": SECRET}},
+            "workloads": workloads(replicas), "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300}}
+
+
+class _Restarts:
+    """Counts API container restarts and failed starts (a startup refusal shows up as one of them)."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, selector: str) -> None:
+        self.core, self.namespace, self.selector = core, namespace, selector
+        self.seen: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items:
+            deleting = pod.metadata.deletion_timestamp is not None  # exit 143 after SIGTERM is no failure
+            count = sum((s.restart_count or 0) + int(not deleting and bool(s.state and s.state.terminated
+                                                                           and s.state.terminated.exit_code))
+                        for s in pod.status.container_statuses or [])
+            self.seen[pod.metadata.name] = max(self.seen.get(pod.metadata.name, 0), count)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def _run_under_load(api_client: client.ApiClient, namespace: str, selector: str, action: Callable[[], None],
+                    progress: Progress, settle: float = 3.0) -> dict[str, Any]:
+    tracker = EndpointTracker(api_client, namespace, selector, API_PORT).start()
+    load = LoadGenerator(tracker).start()
+    restarts = _Restarts(client.CoreV1Api(api_client), namespace, selector)
+    try:
+        wait_for(lambda: load.snapshot()["ok"] >= 20, 60, "the API answering before the rollout")
+        started = time.monotonic()
+        action()
+        seconds = time.monotonic() - started
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            restarts.sample()
+            time.sleep(0.5)
+    finally:
+        figures = load.stop()
+        tracker.stop()
+    figures.update(rollout_s=round(seconds, 1), restarts=restarts.total)
+    progress(f"done: {figures['ok']} requests served, {figures['failed']} failed")
+    return figures
+
+
+def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeout: float = 300) -> dict[str, Any]:
+    """Move a Ready DivBaseDatabase to `version` under load; report each phase as the operator enters it."""
+    selector = kube.selector(name, **{names.LABEL_WORKLOAD: "api"})
+
+    def action() -> None:
+        kube.patch_db(name, {"spec": {"version": version}})
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            status = kube.get_db(name).get("status", {})
+            phase = status.get("phase")
+            steps = (status.get("rollout") or {}).get("steps") or {}
+            line = f"phase {phase}; " + ", ".join(f"{s} {v.get('phase')}" for s, v in steps.items())
+            if line != last:
+                progress(line)
+                last = line
+            ready = next((c for c in status.get("conditions", []) if c["type"] == names.COND_READY), {})
+            if (status.get("currentVersion") == version and ready.get("status") == "True"
+                    and status.get("observedGeneration") == kube.get_db(name)["metadata"]["generation"]):
+                return
+            if phase == names.PHASE_FAILED:
+                raise AssertionError(f"rollout failed: {status.get('lastFailure')}")
+            time.sleep(0.25)  # the demo's display polls; the operator itself is event-driven
+        raise AssertionError(f"{name} not Ready at {version} after {timeout} s")
+
+    return _run_under_load(kube.api_client, kube.namespace, selector, action, progress)
+
+
+def legacy_deployment(namespace: str, version: str, replicas: int) -> dict[str, Any]:
+    """DivBase's deployment today: an init container migrates to head before the API starts."""
+    spec = api_pod_spec(f"divbase:{version}")
+    spec["initContainers"] = [{"name": "db-migrator", "image": f"divbase:{version}", "env": _db_env(),
+                               "command": ["sh", "-c", MIGRATE_TO_HEAD]}]
+    labels = {"app": "legacy-api"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "legacy-api", "namespace": namespace, "labels": labels},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
+
+
+def _available(apps: client.AppsV1Api, namespace: str, replicas: int) -> bool:
+    d = apps.read_namespaced_deployment("legacy-api", namespace)
+    return (d.status.observed_generation == d.metadata.generation and (d.status.available_replicas or 0) == replicas
+            and (d.status.updated_replicas or 0) == replicas)
+
+
+def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2) -> None:
+    apps = client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, legacy_deployment(namespace, version, replicas))
+    wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available")
+
+
+def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress,
+                   replicas: int = 2) -> dict[str, Any]:
+    """Scale to zero, migrate to head with a Job, start the new release; the same load runs throughout."""
+    apps, core, batch = client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+
+    def action() -> None:
+        progress("scale legacy-api to 0")
+        apps.patch_namespaced_deployment_scale("legacy-api", namespace, {"spec": {"replicas": 0}})
+        wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector="app=legacy-api").items, 120,
+                 "old pods gone")
+        progress(f"migrate to head of release {version}")
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"migrate-{version}"},
+               "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+                   "name": "migrate", "image": f"divbase:{version}", "env": _db_env(),
+                   "command": ["sh", "-c", MIGRATE_TO_HEAD]}]}}}}
+        batch.create_namespaced_job(namespace, job)
+        wait_for(lambda: (batch.read_namespaced_job(f"migrate-{version}", namespace).status.succeeded or 0) >= 1,
+                 180, "migration Job complete")
+        progress(f"start release {version}")
+        deployment = apps.read_namespaced_deployment("legacy-api", namespace)
+        deployment.spec.replicas = replicas
+        for container in deployment.spec.template.spec.init_containers + deployment.spec.template.spec.containers:
+            container.image = f"divbase:{version}"
+        apps.replace_namespaced_deployment("legacy-api", namespace, deployment)
+        wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available again")
+
+    return _run_under_load(api_client, namespace, "app=legacy-api", action, progress)
