@@ -41,10 +41,8 @@ cluster: system-deps venv localcluster ## Tests on the local control plane.
 test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL integration and cluster tests.
 	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS)
 
-demo: ## The demo rollout on the local control plane (not yet: needs the node agent and the migration runner).
-	@echo "make demo is not available yet (issue 7). A real rollout on kwok nodes meanwhile:" >&2
-	@echo "  make venv localcluster && $(BIN)/python bench/handoff.py --rollouts 3" >&2
-	@exit 2
+demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load with the operator, then today's stop-the-world.
+	$(BIN)/python -m divbase_app.demo
 
 clean: ## Remove the virtual environment (the binary cache under $$DIVBASE_CACHE_DIR stays).
 	rm -rf $(VENV) .pytest_cache .ruff_cache

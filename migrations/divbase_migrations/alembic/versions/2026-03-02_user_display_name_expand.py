@@ -47,13 +47,33 @@ END $$
 """
 
 
+# Batches of ids, each committed (see e0003): no lock on "user" outlives one batch.
+BACKFILL = """
+DO $$
+DECLARE
+    lo bigint;
+    hi bigint;
+    batch constant integer := 10000;
+BEGIN
+    SELECT min(id), max(id) INTO lo, hi FROM "user" WHERE display_name IS NULL;
+    WHILE lo IS NOT NULL AND lo <= hi LOOP
+        UPDATE "user" SET display_name = name WHERE display_name IS NULL AND id >= lo AND id < lo + batch;
+        COMMIT;
+        lo := lo + batch;
+    END LOOP;
+END $$
+"""
+
+
 def upgrade() -> None:
+    # column, function and trigger commit together (metadata only: the ACCESS EXCLUSIVE lock is held for an instant)
     op.add_column("user", sa.Column("display_name", sa.String(length=255), nullable=True), if_not_exists=True)
     op.execute(SYNC_FUNCTION)
     op.execute('CREATE OR REPLACE TRIGGER divbase_user_name_sync BEFORE INSERT OR UPDATE ON "user" '
                "FOR EACH ROW EXECUTE FUNCTION divbase_user_name_sync()")
-    op.execute('UPDATE "user" SET display_name = name WHERE display_name IS NULL')
-    op.execute(ADD_CHECK)
+    with op.get_context().autocommit_block():  # then the backfill, batch by batch, and the check (no scan)
+        op.execute(BACKFILL)
+        op.execute(ADD_CHECK)
 
 
 def downgrade() -> None:

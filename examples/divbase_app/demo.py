@@ -1,0 +1,118 @@
+"""`make demo`: DivBase rolled from release 1 to 2 on the local control plane, under load, then the same change
+the way DivBase does it today, and a table comparing both. Everything it starts, it stops."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from divbase_localcluster import build
+from divbase_localcluster.cluster import LocalCluster
+from divbase_migrations.testing.postgres import PostgresServer
+from divbase_operator import names
+from divbase_operator.testing import Kube, OperatorProcess, install_crd
+from kubernetes import client
+
+from . import rollout
+
+NAME = "divbase"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
+
+
+def _namespace(api: client.ApiClient, name: str) -> None:
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    head = "| | requests | failed | unavailable s | longest gap s | rollout s | restarts | served by release |"
+    lines = [head, "|" + "---|" * 8]
+    for label, f in rows.items():
+        served = ", ".join(f"{k}: {v}" for k, v in sorted(f["served_by_release"].items()))
+        lines.append(f"| {label} | {f['requests']} | {f['failed']} | {f['unavailable_s']:.2f} | "
+                     f"{f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | {served} |")
+    return "\n".join(lines)
+
+
+def run(clock: Clock, api: client.ApiClient, kubeconfig: Path, pg: PostgresServer, work: Path,
+        from_version: str, to_version: str, replicas: int) -> dict[str, dict[str, Any]]:
+    install_crd(api)
+    _namespace(api, "divbase")
+    kube = Kube(api, "divbase")
+    operator = OperatorProcess(str(kubeconfig), "divbase", work / "operator.log")
+    operator.start()
+    try:
+        clock.say("operator started (log: %s)" % (work / "operator.log"))
+        kube.create_secret(rollout.SECRET, {"url": pg.create_database("divbase").render_as_string(hide_password=False)})
+        kube.create_db(NAME, rollout.database_spec(from_version, replicas))
+        clock.say(f"DivBaseDatabase {NAME} created at release {from_version}: expand, contract, then workloads")
+        kube.wait_condition(NAME, names.COND_READY, timeout=300)
+        clock.say(f"release {from_version} Ready; API pods serving. Rolling to {to_version} under load:")
+        gated = rollout.gated_rollout(kube, NAME, to_version, lambda line: clock.say("  " + line))
+        history = kube.get_db(NAME)["status"]["history"][0]
+        for step, info in history["steps"].items():
+            clock.say(f"  {step}: {info.get('seconds')} s" + (f" (Job {info['job']})" if info.get("job") else ""))
+    finally:
+        operator.stop()
+
+    clock.say(f"now today's way (scale to 0, migrate to head, scale up), release {from_version} -> {to_version}:")
+    _namespace(api, "divbase-legacy")
+    Kube(api, "divbase-legacy").create_secret(
+        rollout.SECRET, {"url": pg.create_database("legacy").render_as_string(hide_password=False)})
+    rollout.deploy_legacy(api, "divbase-legacy", from_version, replicas)
+    baseline = rollout.stop_the_world(api, "divbase-legacy", to_version, lambda line: clock.say("  " + line),
+                                      replicas)
+    return {"operator (expand, deploy, contract)": gated, "stop the world (today)": baseline}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="divbase-demo", description=__doc__)
+    parser.add_argument("--from-version", default="1")
+    parser.add_argument("--to-version", default="2")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="leave the cluster and PostgreSQL running")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    clock = Clock()
+    clock.say("building or reusing the local control plane (the first build takes ~10 minutes)")
+    build.build(verbose=False)
+    work = Path(tempfile.mkdtemp(prefix="divbase-demo-"))
+    cluster = LocalCluster(work / "cluster")
+    pg = PostgresServer().start()
+    clock.say(f"PostgreSQL on 127.0.0.1:{pg.port}")
+    try:
+        info = cluster.up(node=True)
+        clock.say(f"control plane up with node {info.node_name} (KUBECONFIG={info.kubeconfig})")
+        api = info.api_client()
+        results = run(clock, api, info.kubeconfig, pg, work, args.from_version, args.to_version, args.replicas)
+    except Exception as exc:
+        clock.say(f"demo failed: {exc}")
+        clock.say(f"logs: {work}")
+        return 1
+    finally:
+        if not args.keep:
+            cluster.down()
+            pg.stop()
+    print()
+    print(table(results))
+    gated, baseline = results.values()
+    print(f"\nFailed requests: {gated['failed']} with the operator, {baseline['failed']} stopping the world "
+          f"({baseline['unavailable_s']:.1f} s without service).")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0 if gated["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
