@@ -83,7 +83,7 @@ class EndpointTracker:
                 self._synced.set()
                 stream = watch.Watch()
                 for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
-                                           label_selector=self.selector, timeout_seconds=30,
+                                           label_selector=self.selector, timeout_seconds=5,
                                            resource_version=listed.metadata.resource_version):
                     self._apply(event["object"], deleted=event["type"] == "DELETED")
                     if self._stop.is_set():

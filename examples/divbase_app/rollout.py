@@ -113,7 +113,11 @@ def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeo
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            status = kube.get_db(name).get("status", {})
+            db = kube.get_db(name)
+            status = db.get("status", {})
+            if status.get("observedGeneration") != db["metadata"]["generation"]:
+                time.sleep(0.1)  # the operator has not seen the new version yet
+                continue
             phase = status.get("phase")
             steps = (status.get("rollout") or {}).get("steps") or {}
             line = f"phase {phase}; " + ", ".join(f"{s} {v.get('phase')}" for s, v in steps.items())
@@ -121,8 +125,7 @@ def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeo
                 progress(line)
                 last = line
             ready = next((c for c in status.get("conditions", []) if c["type"] == names.COND_READY), {})
-            if (status.get("currentVersion") == version and ready.get("status") == "True"
-                    and status.get("observedGeneration") == kube.get_db(name)["metadata"]["generation"]):
+            if status.get("currentVersion") == version and ready.get("status") == "True":
                 return
             if phase == names.PHASE_FAILED:
                 raise AssertionError(f"rollout failed: {status.get('lastFailure')}")
