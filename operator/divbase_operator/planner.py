@@ -648,3 +648,27 @@ class _Planner:
         order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
         self.status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
         return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)
+
+
+def rejected(decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int,
+             now: datetime) -> Decision:
+    """The apiserver refused an object built from the spec (HTTP 400/422): retrying cannot help, so say so.
+
+    The remaining actions are dropped; status becomes Failed and Stalled with reason ApplyFailed and the
+    apiserver's own message (it names the field). A Warning Event is emitted once per distinct message; the next
+    spec change is tried afresh."""
+    status = copy.deepcopy(decision.status)
+    text = f"{what} was rejected by the API server: {message}"
+    ts = _iso(now)
+    conds = status.get("conditions") or []
+    conds = set_condition(conds, names.COND_READY, False, names.REASON_APPLY_FAILED, text, generation, ts)
+    conds = set_condition(conds, names.COND_STALLED, True, names.REASON_APPLY_FAILED, text, generation, ts)
+    conds = set_condition(conds, names.COND_RECONCILING, False, names.REASON_APPLY_FAILED, "stalled", generation, ts)
+    order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
+    status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
+    status["phase"] = names.PHASE_FAILED
+    before = next((c for c in previous.get("conditions") or [] if c.get("type") == names.COND_STALLED), {})
+    events: list[Action] = []
+    if before.get("status") != "True" or before.get("message") != text:
+        events.append(EmitEvent("Warning", names.REASON_APPLY_FAILED, text))
+    return Decision(status=status, actions=events, requeue_after=None)

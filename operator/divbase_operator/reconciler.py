@@ -8,6 +8,7 @@ API error."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,16 +17,31 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from . import names
 from .kube import Conflict, KubeApi, status_patch
 from .observed import DeploymentObs, JobObs, PodObs
-from .planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide
+from .planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide, rejected
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 FINALIZER_GRACE_SECONDS = 120  # after this, deletion proceeds even if cleanup keeps failing
+INVALID_INPUT = (400, 422)  # the apiserver refused what the spec describes: a retry would be refused again
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's own explanation (it names the field), not the HTTP dump."""
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def _describe(action: Any) -> str:
+    body = getattr(action, "body", None) or {}
+    return f"{body.get('kind', type(action).__name__)} {body.get('metadata', {}).get('name', '')}".strip()
 
 
 @dataclass
@@ -163,7 +179,16 @@ class Reconciler:
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
-            await self._act(snap, body_ref, action)
+            try:
+                await self._act(snap, body_ref, action)
+            except ApiException as exc:
+                if exc.status not in INVALID_INPUT:
+                    raise
+                decision = rejected(decision, snap.status, _describe(action), api_message(exc), snap.generation,
+                                    self.clock())
+                for event in decision.actions:
+                    await self._act(snap, body_ref, event)
+                break
         patch = status_patch(snap.status, decision.status)
         if patch:
             updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)

@@ -97,7 +97,7 @@ def _get(url: str) -> tuple[int, str]:
 def _api(database_url: str, release: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIVBASE_")}
     env.update(DIVBASE_DATABASE_URL=database_url, DIVBASE_RELEASE=release, POD_IP="127.0.0.1", PORT=str(port),
-               DIVBASE_DRAIN_SECONDS="1.5")
+               DIVBASE_DRAIN_SECONDS="5")
     return subprocess.Popen([str(REPO / ".venv" / "bin" / "divbase-api")], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT)
 

@@ -4,7 +4,6 @@ waits with retries, clean failures with the right exit code, no password anywher
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,27 +73,27 @@ def test_the_second_runner_gives_up_waiting_within_its_bound(database_url: str, 
     assert heads(database_url) == []
 
 
-def _hold_table_lock(url: str, table: str, seconds: float) -> tuple[threading.Thread, threading.Event]:
-    locked = threading.Event()
-
-    def hold() -> None:
-        with engine(url).begin() as conn:
-            conn.execute(text(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE'))
-            locked.set()
-            time.sleep(seconds)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert locked.wait(10)
-    return thread, locked
+def blocked_runners(url: str) -> int:
+    """Runners waiting for a heavyweight lock right now."""
+    with engine(url).connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+            "AND wait_event_type = 'Lock'")).scalar_one())
 
 
 def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
-    thread, _ = _hold_table_lock(database_url, "user", 1.5)
-    result = run(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
+    holder = engine(database_url).connect()
+    holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))
+    proc = start(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
                  term=tmp_path / "b")
-    thread.join()
+    try:
+        wait_until(lambda: blocked_runners(database_url) > 0)  # the runner is queued behind our lock ...
+        time.sleep(0.6)  # ... long enough to time out at least once
+    finally:
+        holder.rollback()
+        holder.close()
+    result = finish(proc, tmp_path / "b")
     assert result.code == 0, result.output
     assert result.summary["retries"] >= 1 and result.summary["to"]["expand"] == "e0002_user_display_name"
     assert "lock timeout; rolled back, will retry" in result.stderr
@@ -103,16 +102,17 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
 def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
     before = heads(database_url)
-    thread, _ = _hold_table_lock(database_url, "user", 8)
-    started = time.monotonic()
-    result = run(database_url, "expand", "--release", "2", "--lock-timeout", "100ms", "--lock-retries", "2",
-                 term=tmp_path / "b")
-    elapsed = time.monotonic() - started
-    thread.join()
+    holder = engine(database_url).connect()
+    holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))  # held until the runner gives up
+    try:
+        result = run(database_url, "expand", "--release", "2", "--lock-timeout", "100ms", "--lock-retries", "2",
+                     term=tmp_path / "b", timeout=60)
+    finally:
+        holder.rollback()
+        holder.close()
     assert result.code == cli.EXIT_TIMEOUT, result.output
     assert "revision e0002_user_display_name: a lock was not granted within 100 ms, 3 attempts" in \
         result.summary["error"]
-    assert elapsed < 8  # gave up before the lock holder let go
     assert heads(database_url) == before  # nothing half-applied
     with engine(database_url).connect() as conn:
         assert "display_name" not in {c["name"] for c in inspect(conn).get_columns("user")}

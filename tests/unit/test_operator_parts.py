@@ -166,3 +166,25 @@ def test_status_patch_nulls_removed_keys_and_keeps_unchanged_out():
 def test_crd_yaml_parses_as_one_document():
     docs = list(yaml.safe_load_all((ROOT / "crds" / "divbasedatabases.divbase.io.yaml").read_text()))
     assert len(docs) == 1 and docs[0]["kind"] == "CustomResourceDefinition"
+
+
+def test_a_rejected_object_stalls_with_the_apiservers_message_and_one_event() -> None:
+    from datetime import UTC, datetime
+
+    from divbase_operator import names
+    from divbase_operator.planner import Decision, EmitEvent, rejected
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    message = 'Deployment.apps "db-api" is invalid: spec.replicas: Invalid value: -1: must be >= 0'
+    first = rejected(Decision(status={"phase": "Deploying", "conditions": []}, actions=[]), {}, "Deployment db-api",
+                     message, 3, now)
+    conds = {c["type"]: c for c in first.status["conditions"]}
+    assert first.status["phase"] == names.PHASE_FAILED
+    assert conds[names.COND_STALLED]["status"] == "True" and conds[names.COND_READY]["status"] == "False"
+    assert conds[names.COND_STALLED]["reason"] == names.REASON_APPLY_FAILED
+    assert "spec.replicas" in conds[names.COND_STALLED]["message"]
+    assert conds[names.COND_STALLED]["observedGeneration"] == 3
+    assert [a.reason for a in first.actions if isinstance(a, EmitEvent)] == [names.REASON_APPLY_FAILED]
+    again = rejected(Decision(status={"conditions": []}, actions=[]), first.status, "Deployment db-api", message, 3,
+                     now)
+    assert again.actions == []  # the same refusal is not announced twice
