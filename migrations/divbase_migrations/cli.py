@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ environment:
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
 TERMINATION_DEFAULT = Path("/dev/termination-log")
 MAX_TERMINATION_BYTES = 4096  # what the kubelet keeps
+PLAN_INLINE_BYTES = 3000  # compressed plan SQL carried in the summary (leaves room for the rest of it)
 
 
 def duration_ms(text: str) -> int:
@@ -182,6 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def plan_payload(sql: str) -> dict[str, Any]:
+    """The plan inside the termination summary, so the operator can publish it without reading pod logs:
+    its sha256 (what an approval names) and the SQL compressed, when it fits the kubelet's 4 KiB."""
+    payload: dict[str, Any] = {"digest": "sha256:" + hashlib.sha256(sql.encode()).hexdigest()}
+    packed = base64.b64encode(zlib.compress(sql.encode(), 9)).decode()
+    if len(packed) <= PLAN_INLINE_BYTES:
+        payload["sql_z"] = packed
+    else:
+        payload["sql_truncated"] = True
+    return payload
+
+
 def _require_release(args: argparse.Namespace) -> str:
     if not args.release:
         raise ConfigError("--release (or DIVBASE_RELEASE) is required")
@@ -225,7 +241,7 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
         print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
               f"{len(todo)} revision(s) from {_heads(applied)}")
         print(sql, end="")
-        summary.data.update(outcome="ok", revisions=list(todo))
+        summary.data.update(outcome="ok", step=args.step, revisions=list(todo), **plan_payload(sql))
         return EXIT_OK
     if url is None:
         raise ConfigError(f"no database configured: set {ENV_URL} or {', '.join(ENV_PARTS.values())}")

@@ -50,7 +50,10 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
 
 def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
     settings = spec.migration_job
-    args = [step, "--release", version]  # the summary goes to /dev/termination-log, its default
+    if step == names.STEP_PLAN:  # read-only: renders the contract's SQL (and its digest) into the summary
+        args = ["plan", names.STEP_CONTRACT, "--release", version, "--sql"]
+    else:
+        args = [step, "--release", version]  # the summary goes to /dev/termination-log, its default
     if settings.lock_timeout_seconds is not None:
         args += ["--lock-timeout", f"{settings.lock_timeout_seconds}s"]
     if settings.statement_timeout_seconds is not None:
@@ -165,3 +168,24 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     }
     deployment["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH] = names.short_hash(deployment["spec"], 12)
     return deployment
+
+
+def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql: str | None,
+                         revisions: list[str]) -> dict[str, Any]:
+    """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan)."""
+    note = (sql if sql is not None else
+            f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n"
+            f"-- Render it with: divbase-migrate plan contract --release {version} --sql\n")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.plan_configmap_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": names.child_labels(owner.name, **{names.LABEL_STEP: names.STEP_PLAN,
+                                                        names.LABEL_VERSION: version}),
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {"plan.sql": note, "version": version, "digest": digest, "job": job,
+                 "revisions": "\n".join(revisions)},
+    }

@@ -206,6 +206,9 @@ def status_schema() -> dict[str, Any]:
             "schema": _free("Releases whose expand and contract steps were applied, and the revisions reported."),
             "rollout": _free("The rollout in progress or the last one: versions, steps with Jobs and timings."),
             "lastFailure": _free("The last failure: step, Job, exit code, the Job's termination message."),
+            "contractPlan": _free("The reviewed plan of a Manual contract: version, plan Job, sha256 digest of its "
+                                  "SQL, revisions, and the ConfigMap holding the SQL. Approve with annotation "
+                                  "divbase.io/approve-contract=<version>@<digest prefix>."),
             "history": {"type": "array", "description": "Recent rollouts, newest first, with step timings.",
                         "items": _free("A rollout.")},
             "conditions": {"type": "array", "items": condition, "x-kubernetes-list-type": "map",

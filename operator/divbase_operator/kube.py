@@ -45,6 +45,7 @@ class KubeApi:
         self.batch = client.BatchV1Api(self._client)
         self.apps = client.AppsV1Api(self._client)
         self.custom = client.CustomObjectsApi(self._client)
+        self.core = client.CoreV1Api(self._client)
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """Returns False when the Job already exists: deterministic names make that a success."""
@@ -61,6 +62,14 @@ class KubeApi:
         meta = body["metadata"]
         await asyncio.to_thread(
             self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], body,
+            field_manager=names.FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+        )
+
+    async def apply_configmap(self, body: dict[str, Any]) -> None:
+        """Server-side apply of the contract plan's ConfigMap (one per resource, replaced per plan)."""
+        meta = body["metadata"]
+        await asyncio.to_thread(
+            self.core.patch_namespaced_config_map, meta["name"], meta["namespace"], body,
             field_manager=names.FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
         )
 

@@ -206,8 +206,16 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
             raise PluginError(f"the contract waiting on {where} is for release {waiting}, not {version}")
         version = waiting
         message = f"approved the contract of release {version} on {where}"
+    value = version
+    plan = status.get("contractPlan") or {}
+    if waiting is not None and plan.get("version") == version and plan.get("digest"):
+        # approve exactly the plan published for review: if it changes before the contract starts, the operator
+        # refuses this approval instead of running SQL nobody saw
+        digest = str(plan["digest"]).split(":", 1)[-1][:12]
+        value = f"{version}@{digest}"
+        message += f" (plan {digest}, ConfigMap {plan.get('configMap')})"
     body = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                         "annotations": {names.ANNOTATION_APPROVE_CONTRACT: version}}}
+                         "annotations": {names.ANNOTATION_APPROVE_CONTRACT: value}}}
     return body, message
 
 

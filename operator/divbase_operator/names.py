@@ -28,7 +28,7 @@ LABEL_VERSION: Final = f"{GROUP}/version"  # the DivBase release a child runs
 
 # --- Annotations ------------------------------------------------------------------------------------------------
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"  # any new value retries the failed step
-ANNOTATION_APPROVE_CONTRACT: Final = f"{GROUP}/approve-contract"  # names the version whose contract may run
+ANNOTATION_APPROVE_CONTRACT: Final = f"{GROUP}/approve-contract"  # `<version>` or `<version>@<plan digest prefix>`
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"  # desired-state hash of an owned Deployment
 ANNOTATION_RETRY_TOKEN: Final = f"{GROUP}/retry-token"  # the retry value a Job was created under
 FINALIZER: Final = f"{GROUP}/finalizer"
@@ -38,6 +38,8 @@ STEP_EXPAND: Final = "expand"
 STEP_DEPLOY: Final = "deploy"
 STEP_CONTRACT: Final = "contract"
 JOB_STEPS: Final = (STEP_EXPAND, STEP_CONTRACT)
+STEP_PLAN: Final = "plan"  # the read-only Job that renders a Manual contract's SQL for review
+PLAN_DIGEST_MIN: Final = 8  # hex digits of the plan's sha256 an approval must name at least
 
 # --- Phases (status.phase, printer column) ----------------------------------------------------------------------
 PHASE_PENDING: Final = "Pending"
@@ -85,6 +87,8 @@ REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
 REASON_ROLLED_BACK: Final = "RolledBack"
 REASON_ROLLING_BACK: Final = "RollingBack"
 REASON_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
+REASON_PLANNING_CONTRACT: Final = "PlanningContract"
+REASON_PLAN_CHANGED: Final = "ContractPlanChanged"
 REASON_CONTRACT_DELAYED: Final = "ContractDelayed"
 REASON_NOT_STARTED: Final = "NotStarted"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
@@ -104,6 +108,7 @@ EVENT_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
 EVENT_ROLLBACK: Final = "RollingBack"
 EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
 EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
+EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
 
@@ -129,6 +134,10 @@ def _bounded(prefix: str, suffix: str) -> str:
 def job_name(database: str, step: str, digest: str) -> str:
     """`<database>-<step>-<hash>`, at most 63 characters, same inputs giving the same name."""
     return _bounded(database, f"{step}-{digest}")
+
+
+def plan_configmap_name(database: str) -> str:
+    return _bounded(database, "contract-plan")
 
 
 def deployment_name(database: str, workload: str) -> str:

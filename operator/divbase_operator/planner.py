@@ -13,13 +13,15 @@ Rules that keep it deterministic:
 
 from __future__ import annotations
 
+import base64
 import copy
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from . import names
-from .builders import Owner, build_deployment, build_job, migration_job_name
+from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
 from .observed import JOB_ACTIVE, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
 from .spec import DatabaseSpec, parse_spec, version_key
@@ -71,7 +73,12 @@ class EmitEvent:
     message: str
 
 
-Action = CreateJob | ApplyDeployment | DeleteDeployment | EmitEvent
+@dataclass(frozen=True)
+class ApplyConfigMap:
+    body: dict[str, Any]
+
+
+Action = CreateJob | ApplyDeployment | DeleteDeployment | EmitEvent | ApplyConfigMap
 
 
 @dataclass
@@ -406,17 +413,23 @@ class _Planner:
         if rec.get("job"):
             return True  # already started: the approval was given when it began
         if policy.policy == "Manual":
-            if self.obs.annotations.get(names.ANNOTATION_APPROVE_CONTRACT) == version:
+            plan = self._contract_plan(version)
+            verdict = approval_verdict(self.obs.annotations.get(names.ANNOTATION_APPROVE_CONTRACT, ""), version,
+                                       plan["digest"]) if plan else None
+            if verdict is True:
                 return True
-            if rec["phase"] != WAITING:
-                self._event("Normal", names.EVENT_AWAITING_APPROVAL,
-                            f"contract of release {version} waits for approval: annotate "
-                            f"{names.ANNOTATION_APPROVE_CONTRACT}={version}")
             rec["phase"] = WAITING
             self.phase = names.PHASE_AWAITING_CONTRACT
+            if plan is None:
+                return False
+            exact = f"{names.ANNOTATION_APPROVE_CONTRACT}={version}@{_digest_hex(plan['digest'])[:12]}"
+            if isinstance(verdict, str):
+                self.progress = (names.REASON_PLAN_CHANGED, f"{verdict}; review ConfigMap {plan['configMap']} "
+                                                            f"and approve again with annotation {exact}")
+                return False
             self.progress = (names.REASON_AWAITING_APPROVAL,
-                             f"workloads run release {version}; the contract waits for annotation "
-                             f"{names.ANNOTATION_APPROVE_CONTRACT}={version}")
+                             f"workloads run release {version}; review the contract's SQL in ConfigMap "
+                             f"{plan['configMap']}, then approve with annotation {exact}")
             return False
         if policy.policy == "Delayed":
             deployed = _parse_time(rollout["steps"][names.STEP_DEPLOY].get("finishedAt")) or self.now
@@ -429,6 +442,51 @@ class _Planner:
                                  f"contract of release {version} starts in {int(remaining + 0.999)}s")
                 return False
         return True
+
+    def _contract_plan(self, version: str) -> dict[str, Any] | None:
+        """The plan a Manual contract is approved against: a read-only Job renders the SQL, published in a
+        ConfigMap; None while it is being made (or failed: then Stalled, retried like any step)."""
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        retry_token = rollout.get("retryToken", "")
+        name = migration_job_name(self.owner, self.spec, names.STEP_PLAN, version, retry_token)
+        recorded = self.status.get("contractPlan")
+        if recorded and recorded.get("job") == name:
+            return recorded
+        job = self.jobs.get(name)
+        if job is None:
+            self.actions.append(CreateJob(build_job(self.owner, self.spec, names.STEP_PLAN, version, retry_token)))
+            self.status["activeJob"] = name
+            self.progress = (names.REASON_PLANNING_CONTRACT, f"rendering the contract's SQL for review (Job {name})")
+            return None
+        if job.state == JOB_ACTIVE:
+            self.status["activeJob"] = name
+            self.progress = (names.REASON_PLANNING_CONTRACT, f"rendering the contract's SQL for review (Job {name})")
+            return None
+        pods = sorted((p for p in self.obs.pods if p.job_name == name), key=lambda p: p.finished_at or "")
+        summary = parse_summary(pods[-1].termination_message if pods else None)
+        digest = summary.get("digest")
+        if (job.state != JOB_SUCCEEDED or not isinstance(digest, str)) and self._retry_requested():
+            self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
+            return self._contract_plan(version)  # a new retry token names a new plan Job
+        if job.state != JOB_SUCCEEDED or not isinstance(digest, str):
+            error = summary.get("error") or job.message or "no plan in the Job's termination message"
+            self._stall(names.REASON_JOB_FAILED, f"contract plan Job {name} failed: {_truncate(str(error))}. Set "
+                        f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
+                        event_reason=names.EVENT_JOB_FAILED)
+            return None
+        sql = _unpack_sql(summary.get("sql_z"))
+        revisions = [str(r) for r in summary.get("revisions") or []]
+        configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
+        self.actions.append(ApplyConfigMap(configmap))
+        plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
+                "configMap": configmap["metadata"]["name"]}
+        self.status["contractPlan"] = plan
+        self._event("Normal", names.EVENT_CONTRACT_PLANNED,
+                    f"contract of release {version} planned ({len(revisions)} revision(s)); review ConfigMap "
+                    f"{plan['configMap']}, then approve with annotation {names.ANNOTATION_APPROVE_CONTRACT}="
+                    f"{version}@{_digest_hex(digest)[:12]}")
+        return plan
 
     # -- workloads ----------------------------------------------------------------------------------------------
     def _desired_deployments(self, version: str) -> list[dict[str, Any]]:
@@ -648,6 +706,37 @@ class _Planner:
         order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
         self.status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
         return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)
+
+
+def _digest_hex(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+def _unpack_sql(packed: Any) -> str | None:
+    if not isinstance(packed, str):
+        return None
+    try:
+        return zlib.decompress(base64.b64decode(packed)).decode()
+    except (ValueError, zlib.error, UnicodeDecodeError):
+        return None
+
+
+def approval_verdict(approval: str, version: str, digest: str) -> bool | str | None:
+    """True: approved. None: no approval for this version yet. A string: an approval that no longer holds.
+
+    `<version>` approves whatever plan is current; `<version>@<digest prefix>` approves exactly that plan (the
+    kubectl plugin writes this form), so an approval given before the plan changed is refused, not reused."""
+    wanted, _, named = approval.strip().partition("@")
+    if wanted != version:
+        return None
+    if not named:
+        return True
+    named = named.split(":", 1)[-1].lower()
+    if len(named) < names.PLAN_DIGEST_MIN:
+        return f"the approval names plan {named!r}: give at least {names.PLAN_DIGEST_MIN} hex digits of the digest"
+    if _digest_hex(digest).startswith(named):
+        return True
+    return f"the approval was for plan {named}, but the contract's plan is now {_digest_hex(digest)[:12]}"
 
 
 def rejected(decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int,

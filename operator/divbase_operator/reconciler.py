@@ -22,7 +22,17 @@ from kubernetes.client.exceptions import ApiException
 from . import names
 from .kube import Conflict, KubeApi, status_patch
 from .observed import DeploymentObs, JobObs, PodObs
-from .planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide, rejected
+from .planner import (
+    ApplyConfigMap,
+    ApplyDeployment,
+    CreateJob,
+    Decision,
+    DeleteDeployment,
+    EmitEvent,
+    Observed,
+    decide,
+    rejected,
+)
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -207,6 +217,8 @@ class Reconciler:
             await self.api.apply_deployment(action.body)
         elif isinstance(action, DeleteDeployment):
             await self.api.delete_deployment(snap.namespace, action.name)
+        elif isinstance(action, ApplyConfigMap):
+            await self.api.apply_configmap(action.body)
         elif isinstance(action, EmitEvent):
             kopf.event(body_ref, type=action.type, reason=action.reason, message=action.message)
 

@@ -226,12 +226,14 @@ MUST = [
     ("patch", "deployments.apps", ""), ("create", "deployments.apps", ""), ("list", "pods", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", "status"), ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
+    ("create", "configmaps", ""), ("patch", "configmaps", ""),
 ]
 MUST_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "log"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", "deployments.apps", ""), ("create", "configmaps", ""), ("create", "serviceaccounts", ""),
+    ("update", "deployments.apps", ""), ("get", "configmaps", ""), ("delete", "configmaps", ""),
+    ("create", "serviceaccounts", ""),
     ("patch", "clusterkopfpeerings.kopf.dev", ""), ("create", "rolebindings.rbac.authorization.k8s.io", ""),
 ]
 

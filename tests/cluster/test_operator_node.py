@@ -186,10 +186,23 @@ def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProces
     assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT
     assert db["status"]["currentVersion"] == "2"
     assert ("contract", "2") not in jobs_by_step(kube)
+    # the person approving sees exactly what will run: the plan Job's SQL, published in a ConfigMap
+    plan = db["status"]["contractPlan"]
+    configmap = kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace)
+    assert 'ALTER TABLE "user" DROP COLUMN name' in configmap.data["plan.sql"]
+    assert configmap.data["digest"] == plan["digest"] and configmap.data["version"] == "2"
+    assert configmap.metadata.owner_references[0].uid == db["metadata"]["uid"]
+    assert ("plan", "2") in jobs_by_step(kube)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")  # the wrong version approves nothing
     kube.annotate_db(DB, "test/nudge", "x")
     assert ("contract", "2") not in jobs_by_step(kube)
-    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2@0123456789ab")  # another plan: refused, said so
+    refused = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED, timeout=60)
+    assert "the approval was for plan 0123456789ab" in next(
+        c["message"] for c in refused["status"]["conditions"] if c["type"] == names.COND_READY)
+    assert ("contract", "2") not in jobs_by_step(kube)
+    digest = plan["digest"].split(":")[1][:12]
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, f"2@{digest}")
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     assert ("contract", "2") in jobs_by_step(kube)
 

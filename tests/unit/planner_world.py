@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from divbase_operator import names
 from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs
-from divbase_operator.planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment, EmitEvent, Observed, decide
+from divbase_operator.planner import (
+    ApplyConfigMap,
+    ApplyDeployment,
+    CreateJob,
+    Decision,
+    DeleteDeployment,
+    EmitEvent,
+    Observed,
+    decide,
+)
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
@@ -47,6 +57,9 @@ class World:
     pods: list[PodObs] = dataclasses.field(default_factory=list)
     now: datetime = T0
     log: list[Decision] = dataclasses.field(default_factory=list)
+    configmaps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    plan_sql: str = 'ALTER TABLE "user" DROP COLUMN name;\n'  # what a plan Job "renders"; None: the Job fails
+    auto_plan: bool = True  # plan Jobs finish at once (they only read); False: a test finishes them
 
     def observe(self) -> Observed:
         return Observed(
@@ -73,6 +86,10 @@ class World:
                                                  meta["labels"][names.LABEL_VERSION], JOB_ACTIVE,
                                                  created_at=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
                 self.job_bodies[meta["name"]] = action.body
+                if meta["labels"][names.LABEL_STEP] == names.STEP_PLAN and self.auto_plan:
+                    self.finish_plan()
+        elif isinstance(action, ApplyConfigMap):
+            self.configmaps[action.body["metadata"]["name"]] = action.body
         elif isinstance(action, ApplyDeployment):
             body = action.body
             name = body["metadata"]["name"]
@@ -113,6 +130,17 @@ class World:
                                 phase="Succeeded" if ok else "Failed", exit_code=0 if ok else exit_code,
                                 termination_message=message, finished_at=ts))
         return done
+
+    def finish_plan(self) -> JobObs:
+        """The plan Job's runner writes the SQL's digest and the SQL itself into its termination summary."""
+        from divbase_migrations.cli import plan_payload
+
+        if self.plan_sql is None:
+            return self.finish_job(names.STEP_PLAN, ok=False, exit_code=3,
+                                   message='{"outcome":"failed","error":"database unavailable: refused"}')
+        summary = {"command": "plan", "outcome": "ok", "revisions": ["c0002_user_display_name"],
+                   **plan_payload(self.plan_sql)}
+        return self.finish_job(names.STEP_PLAN, message=json.dumps(summary))
 
     def complete_rollouts(self) -> None:
         """The Deployment controller finished: every pod runs the template's version, none of another."""

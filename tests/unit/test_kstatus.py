@@ -69,6 +69,8 @@ def _upgrade_until(step: str, **spec: Any) -> World:
         return world
     world.complete_rollouts()
     world.reconcile()
+    if step == "awaiting":
+        world.reconcile()  # a Manual contract is planned first (the world's plan Job finishes at once)
     return world
 
 

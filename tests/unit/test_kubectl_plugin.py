@@ -115,9 +115,12 @@ def test_history_when_empty() -> None:
 
 # --- approve-contract -----------------------------------------------------------------------------------------------
 def test_approve_defaults_to_the_waiting_version() -> None:
-    body, message = plugin.approval_patch(obj_for("awaiting-manual"), None)
-    assert body == {"metadata": {"resourceVersion": "42", "annotations": {names.ANNOTATION_APPROVE_CONTRACT: "2"}}}
-    assert "approved the contract of release 2" in message
+    obj = obj_for("awaiting-manual")
+    body, message = plugin.approval_patch(obj, None)
+    digest = obj["status"]["contractPlan"]["digest"].split(":")[1][:12]
+    assert body == {"metadata": {"resourceVersion": "42",
+                                 "annotations": {names.ANNOTATION_APPROVE_CONTRACT: f"2@{digest}"}}}
+    assert "approved the contract of release 2" in message and digest in message
 
 
 def test_approve_refuses_another_version() -> None:
@@ -188,7 +191,7 @@ def test_run_status_prints(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_approve_patches(capsys: pytest.CaptureFixture[str]) -> None:
     fake = FakeClient(obj_for("awaiting-manual"))
     assert plugin.run(["approve-contract", "db"], client=fake) == 0
-    assert fake.patches[0]["metadata"]["annotations"] == {names.ANNOTATION_APPROVE_CONTRACT: "2"}
+    assert fake.patches[0]["metadata"]["annotations"][names.ANNOTATION_APPROVE_CONTRACT].startswith("2@")
 
 
 def test_run_refusal_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

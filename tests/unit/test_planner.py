@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from divbase_operator import names
-from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
+from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
 from planner_world import World, base_spec
 
 
@@ -191,13 +191,22 @@ def _to_contract(world: World, version: str = "2") -> None:
 def test_manual_contract_waits_for_approval_of_that_exact_version():
     world = ready_world("1", contract={"policy": "Manual"})
     _to_contract(world)
+    [plan_job] = actions_of(world.reconcile(), CreateJob)  # first the plan, for the person approving
+    assert plan_job.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_PLAN
+    args = plan_job.body["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["plan", "contract", "--release", "2", "--sql"]
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_PLANNING_CONTRACT
     decision = world.reconcile()
     assert not actions_of(decision, CreateJob)
+    [configmap] = actions_of(decision, ApplyConfigMap)
+    assert configmap.body["data"]["plan.sql"] == world.plan_sql and configmap.body["data"]["version"] == "2"
+    assert world.status["contractPlan"]["configMap"] == configmap.body["metadata"]["name"]
     assert world.status["phase"] == names.PHASE_AWAITING_CONTRACT
     assert world.condition(names.COND_READY)["reason"] == names.REASON_AWAITING_APPROVAL
+    assert configmap.body["metadata"]["name"] in world.condition(names.COND_READY)["message"]
     assert world.condition(names.COND_STALLED)["status"] == "False"
-    assert len(events(decision, names.EVENT_AWAITING_APPROVAL)) == 1
-    assert not events(world.reconcile(), names.EVENT_AWAITING_APPROVAL), "the event is sent once"
+    assert len(events(decision, names.EVENT_CONTRACT_PLANNED)) == 1
+    assert not events(world.reconcile(), names.EVENT_CONTRACT_PLANNED), "the event is sent once"
     world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "1"  # approving another version does nothing
     assert not actions_of(world.reconcile(), CreateJob)
     world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "2"
@@ -343,3 +352,63 @@ def test_every_decision_carries_kstatus_conditions(version):
     types = {c["type"] for c in world.status["conditions"]}
     assert set(names.CONDITION_TYPES) <= types
     assert all(c["observedGeneration"] == world.generation for c in world.status["conditions"])
+
+
+def _awaiting_manual() -> World:
+    world = ready_world("1", contract={"policy": "Manual"})
+    _to_contract(world)
+    world.reconcile()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_AWAITING_CONTRACT
+    return world
+
+
+def test_an_approval_naming_the_plan_runs_the_contract():
+    world = _awaiting_manual()
+    digest = world.status["contractPlan"]["digest"].split(":")[1]
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{digest[:12]}"
+    [job] = actions_of(world.reconcile(), CreateJob)
+    assert job.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+
+
+def test_an_approval_of_another_plan_is_refused_with_a_clear_condition():
+    world = _awaiting_manual()
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "2@0123456789ab"
+    assert not actions_of(world.reconcile(), CreateJob)
+    ready = world.condition(names.COND_READY)
+    assert ready["reason"] == names.REASON_PLAN_CHANGED
+    assert "the approval was for plan 0123456789ab" in ready["message"]
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = "2@0123"  # too short to name a plan
+    world.reconcile()
+    assert "at least 8 hex digits" in world.condition(names.COND_READY)["message"]
+
+
+def test_a_changed_plan_invalidates_an_approval_of_the_old_one():
+    world = _awaiting_manual()
+    old = world.status["contractPlan"]
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{old['digest'].split(':')[1][:12]}"
+    world.plan_sql = 'ALTER TABLE "user" DROP COLUMN name;\nDROP TABLE skipped_vcf_files;\n'
+    world.set_spec(image="registry.example/divbase-rebuilt")  # same release, another image: planned again
+    world.reconcile()
+    world.reconcile()
+    world.reconcile()
+    assert world.status["contractPlan"]["digest"] != old["digest"]
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_PLAN_CHANGED
+    assert not [j for j in world.jobs.values() if j.step == names.STEP_CONTRACT and j.version == "2"]
+    assert "DROP TABLE skipped_vcf_files" in world.configmaps[old["configMap"]]["data"]["plan.sql"]
+
+
+def test_a_failed_plan_stalls_and_the_retry_annotation_plans_again():
+    world = ready_world("1", contract={"policy": "Manual"})
+    world.plan_sql = None  # the plan Job fails (database unreachable)
+    _to_contract(world)
+    world.reconcile()
+    world.reconcile()
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_JOB_FAILED
+    assert "contract plan Job" in world.condition(names.COND_STALLED)["message"]
+    world.plan_sql = "DROP TABLE x;\n"
+    world.annotations[names.ANNOTATION_RETRY] = "again"
+    world.reconcile()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_AWAITING_CONTRACT
+    assert world.status["contractPlan"]["digest"].startswith("sha256:")

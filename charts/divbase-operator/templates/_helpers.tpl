@@ -69,6 +69,10 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "patch"]
 # Kubernetes Events about each step (Kopf posts core/v1 Events; events.k8s.io for newer clients).
 - apiGroups: [""]
   resources: ["events"]
