@@ -3,8 +3,11 @@ waits with retries, clean failures with the right exit code, no password anywher
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,6 +156,11 @@ def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path
     assert result.code == 0
     assert 'ALTER TABLE "user" DROP COLUMN name' in result.stdout
     assert heads(database_url) == before
+    # the summary carries the plan (compressed) and its digest: what the operator publishes for review
+    sql = zlib.decompress(base64.b64decode(result.summary["sql_z"])).decode()
+    assert 'ALTER TABLE "user" DROP COLUMN name' in sql and sql in result.stdout
+    assert result.summary["digest"] == "sha256:" + hashlib.sha256(sql.encode()).hexdigest()
+    assert result.summary["revisions"] == ["c0001_contract_base", "c0002_user_display_name"]
 
 
 def test_unreachable_database(tmp_path: Path) -> None:
