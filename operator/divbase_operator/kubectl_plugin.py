@@ -156,6 +156,12 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
         lines.extend(table(rows))
     waiting = awaiting_approval(obj)
     if waiting:
+        plan = (obj.get("status") or {}).get("contractPlan") or {}
+        if plan.get("version") == waiting:
+            count = len(plan.get("revisions") or [])
+            lines.append(f"Plan:        {plan.get('digest')} ({count} revision(s)); the SQL: "
+                         f"kubectl get configmap {plan.get('configMap')} -n {namespace} "
+                         f"-o jsonpath='{{.data.plan\\.sql}}'")
         lines.append(f"Next:        kubectl divbase approve-contract {name} -n {namespace}   "
                      f"(the contract of release {waiting} waits for approval)")
     elif is_stalled(obj):

@@ -84,6 +84,7 @@ def test_status_of_a_waiting_contract_says_how_to_approve() -> None:
     text = plugin.format_status(obj_for("awaiting-manual"), now=NOW)
     assert "Phase:       AwaitingContract" in text
     assert "kubectl divbase approve-contract db -n prod" in text and "release 2 waits" in text
+    assert "Plan:        sha256:" in text and "kubectl get configmap db-contract-plan -n prod" in text
 
 
 def test_status_without_status_hints_at_the_operator() -> None:
