@@ -470,7 +470,11 @@ class _Planner:
             self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
             return self._contract_plan(version)  # a new retry token names a new plan Job
         if job.state != JOB_SUCCEEDED or not isinstance(digest, str):
-            error = summary.get("error") or job.message or "no plan in the Job's termination message"
+            if job.state == JOB_SUCCEEDED:
+                error = ("it succeeded but left no plan in its termination message (does the image's "
+                         "divbase-migrate predate reviewed contracts?)")
+            else:
+                error = summary.get("error") or job.message or "no message"
             self._stall(names.REASON_JOB_FAILED, f"contract plan Job {name} failed: {_truncate(str(error))}. Set "
                         f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
                         event_reason=names.EVENT_JOB_FAILED)

@@ -164,6 +164,14 @@ class Kube:
     def jobs(self, name: str) -> list[Any]:
         return self.batch.list_namespaced_job(self.namespace, label_selector=self.selector(name)).items
 
+    def jobs_by_step(self, name: str) -> dict[tuple[str, str], list[str]]:
+        """Job names by (step, version): how many times each step of each release was started."""
+        found: dict[tuple[str, str], list[str]] = {}
+        for job in self.jobs(name):
+            labels = job.metadata.labels
+            found.setdefault((labels[names.LABEL_STEP], labels[names.LABEL_VERSION]), []).append(job.metadata.name)
+        return found
+
     def deployments(self, name: str) -> list[Any]:
         return self.apps.list_namespaced_deployment(self.namespace, label_selector=self.selector(name)).items
 

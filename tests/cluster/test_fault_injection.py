@@ -110,16 +110,9 @@ def install(kube: Kube, database_url: str, **extra: Any) -> None:
     seed_users(database_url)
 
 
-def jobs_by_step(kube: Kube) -> dict[tuple[str, str], list[str]]:
-    found: dict[tuple[str, str], list[str]] = {}
-    for job in kube.jobs(DB):
-        labels = job.metadata.labels
-        found.setdefault((labels[names.LABEL_STEP], labels[names.LABEL_VERSION]), []).append(job.metadata.name)
-    return found
-
 
 def expand_job(kube: Kube) -> str:
-    jobs = wait_for(lambda: jobs_by_step(kube).get(("expand", TARGET)), 120, "the expand Job of release 2")
+    jobs = wait_for(lambda: kube.jobs_by_step(DB).get(("expand", TARGET)), 120, "the expand Job of release 2")
     assert len(jobs) == 1, jobs
     return jobs[0]
 
@@ -158,7 +151,7 @@ def assert_converged(kube: Kube, database_url: str, timeout: float = 300) -> dic
 
 def step_job_counts(kube: Kube) -> dict[tuple[str, str], int]:
     """Migration Jobs only: a Manual contract also runs a read-only plan Job, which applies nothing."""
-    return {k: len(v) for k, v in jobs_by_step(kube).items() if k[0] in ("expand", "contract")}
+    return {k: len(v) for k, v in kube.jobs_by_step(DB).items() if k[0] in ("expand", "contract")}
 
 
 ONE_JOB_EACH = {("expand", "1"): 1, ("contract", "1"): 1, ("expand", TARGET): 1, ("contract", TARGET): 1}
@@ -214,7 +207,7 @@ def test_job_deleted_after_success_is_not_rerun(kube: Kube, operator: OperatorPr
              "the expand Job succeeded")
     kube.batch.delete_namespaced_job(job, kube.namespace, propagation_policy="Background")
     assert_converged(kube, db_secret)
-    for name in [n for names_ in jobs_by_step(kube).values() for n in names_]:
+    for name in [n for names_ in kube.jobs_by_step(DB).values() for n in names_]:
         kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
     wait_for(lambda: not kube.jobs(DB), 60, "every Job gone")
     kube.annotate_db(DB, "test/nudge", "after-job-deletion")
@@ -294,7 +287,7 @@ def test_operator_killed_right_after_approval(kube: Kube, operator: OperatorProc
     kube.wait_phase(DB, names.PHASE_AWAITING_CONTRACT, timeout=240)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, TARGET)
     wait_for(lambda: kube.get_db(DB)["status"].get("phase") != names.PHASE_AWAITING_CONTRACT
-             or jobs_by_step(kube).get(("contract", TARGET)), 60, "the approval seen", interval=0.05)
+             or kube.jobs_by_step(DB).get(("contract", TARGET)), 60, "the approval seen", interval=0.05)
     operator.kill()
     operator.start()
     assert_converged(kube, db_secret)

@@ -101,19 +101,20 @@ def test_install_then_upgrade_in_gated_order(kube: Kube, operator: OperatorProce
     assert samples[("divbase_phase", (*labels, ("phase", "Ready")))] == 1
 
 
-def test_manual_contract_waits_for_approval_of_that_version(kube: Kube, operator: OperatorProcess) -> None:
+def test_manual_contract_without_a_reviewable_plan_stalls(kube: Kube, operator: OperatorProcess) -> None:
+    """kwok's pods "succeed" without running anything, so the plan Job leaves no plan: the operator must not
+    treat that as approvable. (The reviewed-plan path itself runs on the local node: test_operator_node.py.)"""
     kube.create_db(DB, kwok_spec("1", contract={"policy": "Manual"}))
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     kube.patch_db(DB, {"spec": {"version": "2"}})
-    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
-                             timeout=120)
-    assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT and db["status"]["currentVersion"] == "2"
-    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")
+    db = kube.wait_condition(DB, names.COND_STALLED, reason=names.REASON_JOB_FAILED, timeout=120)
+    stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
+    assert "contract plan Job" in stalled["message"] and "left no plan in its termination message" in \
+        stalled["message"]
+    assert db["status"]["currentVersion"] == "2"  # the new release serves; only the contract waits
+    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")  # approving an unseen plan does nothing
     kube.annotate_db(DB, "test/nudge", "1")
-    assert ("contract", "2") not in steps(kube)
-    kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")
-    kube.wait_condition(DB, names.COND_READY, timeout=120)
-    assert steps(kube)[("contract", "2")] == 1
+    assert ("contract", "2") not in steps(kube) and ("plan", "2") in steps(kube)
 
 
 @pytest.mark.parametrize("kill_after", ["expand Job created", "workloads moved"])

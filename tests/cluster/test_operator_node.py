@@ -75,20 +75,13 @@ def install(kube: Kube, version: str = "1", timeout: float = 180, **extra: Any) 
     return kube.wait_condition(DB, names.COND_READY, timeout=timeout)
 
 
-def jobs_by_step(kube: Kube) -> dict[tuple[str, str], list[str]]:
-    found: dict[tuple[str, str], list[str]] = {}
-    for job in kube.jobs(DB):
-        labels = job.metadata.labels
-        found.setdefault((labels[names.LABEL_STEP], labels[names.LABEL_VERSION]), []).append(job.metadata.name)
-    return found
-
 
 def test_install_from_empty_database(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
     db = install(kube)
     status = db["status"]
     assert status["phase"] == names.PHASE_READY and status["currentVersion"] == "1"
     assert {c["type"]: c["status"] for c in status["conditions"]}[names.COND_STALLED] == "False"
-    assert sorted(jobs_by_step(kube)) == [("contract", "1"), ("expand", "1")]
+    assert sorted(kube.jobs_by_step(DB)) == [("contract", "1"), ("expand", "1")]
     deployments = {d.metadata.name: d for d in kube.deployments(DB)}
     assert set(deployments) == {"divbase-api", "divbase-worker"}
     assert all(d.metadata.owner_references[0].uid == db["metadata"]["uid"] for d in deployments.values())
@@ -114,7 +107,7 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
         db = kube.wait_condition(DB, names.COND_READY, timeout=240)
     finally:
         timeline.stop()
-    jobs = jobs_by_step(kube)
+    jobs = kube.jobs_by_step(DB)
     assert set(jobs) >= {("expand", "2"), ("contract", "2")} and len(jobs[("expand", "2")]) == 1
     expand = kube.batch.read_namespaced_job(jobs[("expand", "2")][0], kube.namespace)
     contract = kube.batch.read_namespaced_job(jobs[("contract", "2")][0], kube.namespace)
@@ -163,7 +156,7 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     kube.create_secret("divbase-db", {"url": db_secret})
     kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")
     kube.wait_condition(DB, names.COND_READY, timeout=180)
-    assert len(jobs_by_step(kube)[("expand", "2")]) == 2
+    assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 2
 
 
 def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
@@ -174,7 +167,7 @@ def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_sec
     assert {d.spec.template.metadata.labels[names.LABEL_VERSION] for d in kube.deployments(DB)} == {"1"}
     wait_for(lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"}, 60,
              "only release 1 pods")
-    assert ("contract", "2") not in jobs_by_step(kube)
+    assert ("contract", "2") not in kube.jobs_by_step(DB)
     assert migrate_check(db_secret, "1").returncode == 0, "the expanded schema still serves release 1"
 
 
@@ -185,26 +178,26 @@ def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProces
                              timeout=180)
     assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT
     assert db["status"]["currentVersion"] == "2"
-    assert ("contract", "2") not in jobs_by_step(kube)
+    assert ("contract", "2") not in kube.jobs_by_step(DB)
     # the person approving sees exactly what will run: the plan Job's SQL, published in a ConfigMap
     plan = db["status"]["contractPlan"]
     configmap = kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace)
     assert 'ALTER TABLE "user" DROP COLUMN name' in configmap.data["plan.sql"]
     assert configmap.data["digest"] == plan["digest"] and configmap.data["version"] == "2"
     assert configmap.metadata.owner_references[0].uid == db["metadata"]["uid"]
-    assert ("plan", "2") in jobs_by_step(kube)
+    assert ("plan", "2") in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")  # the wrong version approves nothing
     kube.annotate_db(DB, "test/nudge", "x")
-    assert ("contract", "2") not in jobs_by_step(kube)
+    assert ("contract", "2") not in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2@0123456789ab")  # another plan: refused, said so
     refused = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED, timeout=60)
     assert "the approval was for plan 0123456789ab" in next(
         c["message"] for c in refused["status"]["conditions"] if c["type"] == names.COND_READY)
-    assert ("contract", "2") not in jobs_by_step(kube)
+    assert ("contract", "2") not in kube.jobs_by_step(DB)
     digest = plan["digest"].split(":")[1][:12]
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, f"2@{digest}")
     kube.wait_condition(DB, names.COND_READY, timeout=120)
-    assert ("contract", "2") in jobs_by_step(kube)
+    assert ("contract", "2") in kube.jobs_by_step(DB)
 
 
 @pytest.mark.parametrize("kill_in", [names.PHASE_EXPANDING, names.PHASE_DEPLOYING, names.PHASE_CONTRACTING])
@@ -216,7 +209,7 @@ def test_operator_killed_mid_step_converges_with_each_migration_once(kube: Kube,
     operator.kill()
     operator.start()
     kube.wait_condition(DB, names.COND_READY, timeout=240)
-    jobs = jobs_by_step(kube)
+    jobs = kube.jobs_by_step(DB)
     assert {k: len(v) for k, v in jobs.items()} == {("expand", "1"): 1, ("contract", "1"): 1,
                                                    ("expand", "2"): 1, ("contract", "2"): 1}
     status = migrate_status(db_secret)
