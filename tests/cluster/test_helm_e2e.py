@@ -15,7 +15,6 @@ import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 import yaml
 from divbase_localcluster import build
 from divbase_localcluster.cluster import ClusterInfo
+from divbase_localcluster.testing import wait_for
 from divbase_operator import names
 from divbase_operator.testing import VENV_BIN
 from kubernetes import client, config
@@ -34,18 +34,6 @@ RELEASE_CHART = ROOT / "charts" / "divbase"
 OPERATOR = "divbase-operator"  # Helm release (and Deployment, ServiceAccount) of the operator
 RELEASE = "divbase"  # Helm release of DivBase: DivBaseDatabase `divbase`, Deployments divbase-api/-worker
 API_PORT = 8000  # charts/divbase api.port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Bounded poll: returns the first truthy value of `check`, or fails naming what it waited for."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class Tools:

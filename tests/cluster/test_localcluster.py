@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +15,8 @@ from typing import Any
 import pytest
 from divbase_localcluster import build
 from divbase_localcluster.cluster import DEFAULT_NODE_NAME, ClusterInfo, LocalCluster
+from divbase_localcluster.testing import gone, wait_for
 from kubernetes import client
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_server_reports_pinned_version(api_client: Any, cluster: ClusterInfo) -> None:
@@ -86,7 +77,7 @@ def test_crd_schema_rejects_bad_object(api_client: Any, namespace: str) -> None:
             conds = ext.read_custom_resource_definition(f"widgets.{group}").status.conditions or []
             return any(c.type == "Established" and c.status == "True" for c in conds)
 
-        wait_for("CRD Established", established)
+        wait_for("CRD Established", established, 30)
         objs = client.CustomObjectsApi(api_client)
 
         def body(size: Any) -> dict[str, Any]:
@@ -136,7 +127,7 @@ def test_service_account_limited_to_its_role(api_client: Any, cluster: ClusterIn
     with _token_client(cluster, tr.status.token) as sa_client:
         sa_core = client.CoreV1Api(sa_client)
         wait_for(  # RBAC informers in the apiserver see the new binding within a moment
-            "RoleBinding effective", lambda: _allowed(lambda: sa_core.list_namespaced_config_map(namespace))
+            "RoleBinding effective", lambda: _allowed(lambda: sa_core.list_namespaced_config_map(namespace)), 30
         )
         user = f"system:serviceaccount:{namespace}:ro"
         for attempt in (
@@ -179,16 +170,6 @@ def _allowed(call: Callable[[], object]) -> bool:
     return True
 
 
-def _gone(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except client.ApiException as e:
-        if e.status == 404:
-            return True
-        raise
-    return False
-
-
 @pytest.mark.parametrize("policy", ["Background", "Foreground"])
 def test_deleting_owner_collects_children(api_client: Any, namespace: str, policy: str) -> None:
     """The controller-manager's garbage collector follows ownerReferences, in both propagation modes."""
@@ -210,7 +191,7 @@ def test_deleting_owner_collects_children(api_client: Any, namespace: str, polic
         except client.ApiException as e:
             assert e.status == 404  # the collector was quicker than us: acceptable
     for name in ("child-0", "child-1", "owner"):
-        wait_for(f"{name} collected", lambda n=name: _gone(lambda: core.read_namespaced_config_map(n, namespace)))
+        wait_for(f"{name} collected", lambda n=name: gone(lambda: core.read_namespaced_config_map(n, namespace)), 30)
 
 
 def test_second_cluster_with_kwok_runs_alongside(
@@ -225,7 +206,7 @@ def test_second_cluster_with_kwok_runs_alongside(
     with info.api_client() as c2:
         core2, batch2, apps2 = client.CoreV1Api(c2), client.BatchV1Api(c2), client.AppsV1Api(c2)
         core2.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="only-in-second")))
-        assert _gone(lambda: client.CoreV1Api(api_client).read_namespace("only-in-second"))
+        assert gone(lambda: client.CoreV1Api(api_client).read_namespace("only-in-second"))
         pod_spec = client.V1PodSpec(
             restart_policy="Never",
             node_selector={"type": "kwok"},

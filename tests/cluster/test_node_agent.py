@@ -17,21 +17,10 @@ from typing import Any
 
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
+from divbase_localcluster.testing import gone, wait_for
 from kubernetes import client
 
 SECRET_VALUE = "s3cret-Value-never-logged-7f3a"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy (returned) or fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def pod_body(name: str, script: str, *, image: str = "busybox:1.36", restart: str = "Never", **spec: Any) -> dict:
@@ -85,16 +74,6 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
-
-
-def gone(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except client.ApiException as e:
-        if e.status == 404:
-            return True
-        raise
-    return False
 
 
 @pytest.fixture
@@ -457,7 +436,7 @@ def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) ->
         lc._spawn("node-agent", lc._node_agent_argv(None))  # a fresh agent, as `up` starts it
         pod = wait_phase(core, "default", "sleeper", {"Failed"}, 30)
         assert pod.status.reason == "NodeAgentRestarted"
-        wait_for("node Ready again", lambda: condition(core.read_node(info.node_name), "Ready").status == "True")
+        wait_for("node Ready again", lambda: condition(core.read_node(info.node_name), "Ready").status == "True", 60)
         core.create_namespaced_pod("default", pod_body("sleeper2", "sleep 300"))
         pod = wait_phase(core, "default", "sleeper2", {"Running"}, 60)
     pid = pid_of(pod)

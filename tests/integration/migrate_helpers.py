@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, create_engine, pool
+
 REPO = Path(__file__).resolve().parents[2]
 MIGRATE = str(REPO / ".venv" / "bin" / "divbase-migrate")
 
@@ -46,3 +48,8 @@ def finish(proc: subprocess.Popen[str], term: Path, timeout: float = 120) -> Res
 
 def run(url: str | None, *args: str, term: Path, timeout: float = 120, **extra: str) -> Result:
     return finish(start(url, *args, term=term, **extra), term, timeout)
+
+
+def engine(url: str) -> Engine:
+    """A connection per use, so a test never holds a pooled session the runner would wait for."""
+    return create_engine(url, poolclass=pool.NullPool)

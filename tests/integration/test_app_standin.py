@@ -19,8 +19,8 @@ from divbase_app.settings import Settings
 from divbase_migrations.compat import IncompatibleSchema
 from divbase_migrations.testing.postgres import free_port
 from fastapi.testclient import TestClient
-from migrate_helpers import REPO, run
-from sqlalchemy import Engine, create_engine, pool
+from migrate_helpers import REPO, engine, run
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 
@@ -65,21 +65,21 @@ def test_release_4_reads_warning_as_caution_and_release_3_ignores_caution(databa
 
 def test_workers_claim_each_task_once(database_url: str, tmp_path: Path) -> None:
     migrate(database_url, tmp_path, ("expand", "1"), ("contract", "1"))
-    engine = create_engine(database_url, poolclass=pool.NullPool)
-    with engine.begin() as conn:
+    db = engine(database_url)
+    with db.begin() as conn:
         submitted = {queries.submit_task(conn, None) for _ in range(5)}
     claimed: list[str] = []
-    with engine.begin() as a, engine.begin() as b:  # two workers at once: SKIP LOCKED hands out different rows
+    with db.begin() as a, db.begin() as b:  # two workers at once: SKIP LOCKED hands out different rows
         first, second = queries.claim_task(a), queries.claim_task(b)
         assert first and second and first != second
         claimed += [first, second]
-    while (task := _claim(engine)) is not None:
+    while (task := _claim(db)) is not None:
         claimed.append(task)
     assert sorted(claimed) == sorted(submitted)
 
 
-def _claim(engine: Engine) -> str | None:
-    with engine.begin() as conn:
+def _claim(db: Engine) -> str | None:
+    with db.begin() as conn:
         task = queries.claim_task(conn)
         if task:
             queries.finish_task(conn, task)

@@ -14,15 +14,12 @@ from pathlib import Path
 from divbase_migrations import cli, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_migrations.testing.postgres import PostgresServer, free_port
-from migrate_helpers import finish, run, start
-from sqlalchemy import Engine, create_engine, inspect, pool, text
+from migrate_helpers import engine, finish, run, start
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 MANIFEST = revisions.load()
 
-
-def engine(url: str) -> Engine:
-    return create_engine(url, poolclass=pool.NullPool)
 
 
 def heads(url: str) -> list[str]:

@@ -14,8 +14,8 @@ from divbase_migrations.compat import IncompatibleSchema, read_applied, require_
 from divbase_migrations.models import FOREIGN_TABLES, Base
 from divbase_migrations.releases import Applied
 from divbase_migrations.testing.release_queries import QUERIES
-from migrate_helpers import run
-from sqlalchemy import Engine, create_engine, inspect, pool, text
+from migrate_helpers import engine, run
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 MANIFEST = revisions.load()
@@ -24,9 +24,6 @@ MANIFEST = revisions.load()
 # rule is per release, not per query, and errs on the safe side.
 BROKEN_BY_NEXT_CONTRACT = {"1": 'column "name"', "3": "invalid input value for enum announcementlevel"}
 
-
-def engine(url: str) -> Engine:
-    return create_engine(url, poolclass=pool.NullPool)
 
 
 def step(url: str, name: str, version: str, tmp_path: Path) -> dict[str, Any]:
