@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import DBAPIError
 
 from . import logs
@@ -38,7 +37,7 @@ from .releases import (
 )
 from .releases import pending as pending_revisions
 from .revisions import load
-from .runner import Runner, Settings, StepError, classify
+from .runner import Runner, Settings, StepError, classify, make_engine
 
 log = logging.getLogger("divbase_migrations.cli")
 
@@ -205,9 +204,7 @@ def _require_release(args: argparse.Namespace) -> str:
 
 
 def _read_applied(url: Any, manifest: Manifest) -> Applied:
-    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 10,
-                                                                      "application_name": "divbase-migrate"})
-    with engine.connect() as conn:
+    with make_engine(url, Settings()).connect() as conn:  # the runner's connection settings, read only
         return read_applied(conn, manifest)
 
 

@@ -50,14 +50,17 @@ def _const(node: ast.AST | None) -> object:
     return node.value if isinstance(node, ast.Constant) else None
 
 
-def _module_str(tree: ast.Module, name: str) -> str | None:
+def _module_strings(tree: ast.Module) -> dict[str, str]:
+    """Module-level string constants (`revision`, SQL passed to op.execute by name), first assignment wins."""
+    found: dict[str, str] = {}
     for node in tree.body:
         target = node.target if isinstance(node, ast.AnnAssign) else (
             node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
-        if isinstance(target, ast.Name) and target.id == name:
+        if isinstance(target, ast.Name) and target.id not in found:
             value = _const(node.value)
-            return value if isinstance(value, str) else None
-    return None
+            if isinstance(value, str):
+                found[target.id] = value
+    return found
 
 
 def _upgrade(tree: ast.Module) -> ast.FunctionDef | None:
@@ -98,7 +101,8 @@ def _string_values(node: ast.AST | None, module_strings: dict[str, str]) -> list
 
 def lint_file(path: Path) -> list[Finding]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    revision = _module_str(tree, "revision")
+    module_strings = _module_strings(tree)
+    revision = module_strings.get("revision")
     if revision is None:
         return [Finding(path, 1, "revision", "no `revision = \"...\"` found")]
     branch = branch_of(revision)
@@ -109,12 +113,6 @@ def lint_file(path: Path) -> list[Finding]:
     upgrade = _upgrade(tree)
     if upgrade is None:
         return [Finding(path, 1, "upgrade", "no upgrade() function")]
-    module_strings = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            value = _const(node.value)
-            if isinstance(value, str):
-                module_strings[node.targets[0].id] = value
     created = {_const(_arg(call, 0, "table_name")) for name, call in _op_calls(upgrade) if name == "create_table"}
     findings: list[Finding] = []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -57,21 +58,18 @@ class KubeApi:
                 return False
             raise
 
-    async def apply_deployment(self, body: dict[str, Any]) -> None:
+    async def _apply(self, patch: Callable[..., Any], body: dict[str, Any]) -> None:
         """Server-side apply: the operator owns exactly the fields it sets, and nothing fights over them."""
         meta = body["metadata"]
-        await asyncio.to_thread(
-            self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], body,
-            field_manager=names.FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
-        )
+        await asyncio.to_thread(patch, meta["name"], meta["namespace"], body, field_manager=names.FIELD_MANAGER,
+                                force=True, _content_type="application/apply-patch+yaml")
+
+    async def apply_deployment(self, body: dict[str, Any]) -> None:
+        await self._apply(self.apps.patch_namespaced_deployment, body)
 
     async def apply_configmap(self, body: dict[str, Any]) -> None:
-        """Server-side apply of the contract plan's ConfigMap (one per resource, replaced per plan)."""
-        meta = body["metadata"]
-        await asyncio.to_thread(
-            self.core.patch_namespaced_config_map, meta["name"], meta["namespace"], body,
-            field_manager=names.FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
-        )
+        """The contract plan's ConfigMap (one per resource, replaced per plan)."""
+        await self._apply(self.core.patch_namespaced_config_map, body)
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         try:

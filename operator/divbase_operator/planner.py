@@ -171,10 +171,14 @@ class _Planner:
             if rec.get("phase") == RUNNING and job is not None and job.state != JOB_ACTIVE:
                 self._record_job_result(step, rec, job, rollout["toVersion"])
 
+    def _last_pod(self, job_name: str) -> PodObs | None:
+        """The Job's most recently finished pod: its termination message is the runner's summary."""
+        pods = sorted((p for p in self.obs.pods if p.job_name == job_name),
+                      key=lambda p: (p.finished_at or "", p.created_at or ""))
+        return pods[-1] if pods else None
+
     def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
-        pods = [p for p in self.obs.pods if p.job_name == job.name]
-        pods.sort(key=lambda p: (p.finished_at or "", p.created_at or ""))
-        last_pod = pods[-1] if pods else None
+        last_pod = self._last_pod(job.name)
         summary = parse_summary(last_pod.termination_message if last_pod else None)
         rec["finishedAt"] = job.finished_at or self.ts
         if job.state == JOB_SUCCEEDED:
@@ -463,8 +467,8 @@ class _Planner:
             self.status["activeJob"] = name
             self.progress = (names.REASON_PLANNING_CONTRACT, f"rendering the contract's SQL for review (Job {name})")
             return None
-        pods = sorted((p for p in self.obs.pods if p.job_name == name), key=lambda p: p.finished_at or "")
-        summary = parse_summary(pods[-1].termination_message if pods else None)
+        last_pod = self._last_pod(name)
+        summary = parse_summary(last_pod.termination_message if last_pod else None)
         digest = summary.get("digest")
         if (job.state != JOB_SUCCEEDED or not isinstance(digest, str)) and self._retry_requested():
             self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
@@ -707,9 +711,14 @@ class _Planner:
             if self.phase == names.PHASE_PAUSED:
                 reason, message = self.progress
             conds = set_condition(conds, names.COND_RECONCILING, reconciling, reason, message, gen, ts)
-        order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
-        self.status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
+        self.status["conditions"] = _in_display_order(conds)
         return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)
+
+
+def _in_display_order(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ready, Reconciling, Stalled, then the steps: the order `kubectl describe` readers expect."""
+    order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
+    return sorted(conditions, key=lambda c: order.get(c["type"], 99))
 
 
 def _digest_hex(digest: str) -> str:
@@ -757,8 +766,7 @@ def rejected(decision: Decision, previous: dict[str, Any], what: str, message: s
     conds = set_condition(conds, names.COND_READY, False, names.REASON_APPLY_FAILED, text, generation, ts)
     conds = set_condition(conds, names.COND_STALLED, True, names.REASON_APPLY_FAILED, text, generation, ts)
     conds = set_condition(conds, names.COND_RECONCILING, False, names.REASON_APPLY_FAILED, "stalled", generation, ts)
-    order = {kind: i for i, kind in enumerate(names.CONDITION_TYPES)}
-    status["conditions"] = sorted(conds, key=lambda c: order.get(c["type"], 99))
+    status["conditions"] = _in_display_order(conds)
     status["phase"] = names.PHASE_FAILED
     before = next((c for c in previous.get("conditions") or [] if c.get("type") == names.COND_STALLED), {})
     events: list[Action] = []
