@@ -147,9 +147,6 @@ def termination_path(flag: Path | None) -> Path | None:
     return None
 
 
-def _heads(applied: Applied) -> dict[str, str | None]:
-    return {EXPAND: applied.expand, CONTRACT: applied.contract}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
@@ -236,7 +233,7 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             applied = Applied(None, None)
         todo, sql = plan_sql(manifest, args.step, release, applied)
         print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
-              f"{len(todo)} revision(s) from {_heads(applied)}")
+              f"{len(todo)} revision(s) from {applied.as_dict()}")
         print(sql, end="")
         summary.data.update(outcome="ok", step=args.step, revisions=list(todo), **plan_payload(sql))
         return EXIT_OK
@@ -245,7 +242,7 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     log.info("database", extra={"url": mask_url(url)})
     if args.command == "status":
         applied = _read_applied(url, manifest)
-        status: dict[str, Any] = {"applied": _heads(applied), "servable_releases": servable(manifest, applied),
+        status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
                                   "latest_release": manifest.latest().version}
         target = manifest.release(args.release) if args.release else manifest.latest()
         status["pending"] = {
@@ -254,13 +251,13 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             CONTRACT: list(pending_revisions(manifest.chains, CONTRACT, applied.contract, target.contract)),
         }
         print(json.dumps(status, indent=2))
-        summary.data.update(outcome="ok", to=_heads(applied))
+        summary.data.update(outcome="ok", to=applied.as_dict())
         return EXIT_OK
     if args.command == "check":
         release = manifest.release(_require_release(args))
         applied = _read_applied(url, manifest)
         verdict = compatibility(manifest, release, applied)
-        summary.data.update(to=_heads(applied))
+        summary.data.update(to=applied.as_dict())
         if not verdict.ok:
             summary.data.update(outcome="incompatible", error=verdict.reason)
             return EXIT_PRECONDITION
@@ -273,10 +270,10 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
     outcome = Runner(url, manifest, settings).run(step, release_version)
-    summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": _heads(outcome.before)},
-                        to=_heads(outcome.after), applied=outcome.applied, retries=outcome.retries)
+    summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
+                        to=outcome.after.as_dict(), applied=outcome.applied, retries=outcome.retries)
     log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
-                            "applied": outcome.applied, "to": _heads(outcome.after)})
+                            "applied": outcome.applied, "to": outcome.after.as_dict()})
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from .revisions import script_directory
 
 def plan_sql(manifest: Manifest, step: str, release: Release, applied: Applied) -> tuple[tuple[str, ...], str]:
     """(revisions, SQL) for `step` of `release` from `applied`; empty when there is nothing to do."""
-    branch_head = applied.expand if step == EXPAND else applied.contract
+    branch_head = applied.of(step)
     target = release.expand if step == EXPAND else release.contract
     todo = pending(manifest.chains, step, branch_head, target)
     out = io.StringIO()

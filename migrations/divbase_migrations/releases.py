@@ -124,6 +124,10 @@ class Applied:
     def of(self, branch: str) -> str | None:
         return self.expand if branch == EXPAND else self.contract
 
+    def as_dict(self) -> dict[str, str | None]:
+        """The form in logs, `status` and the termination summary (the operator reads `to` from it)."""
+        return {EXPAND: self.expand, CONTRACT: self.contract}
+
 
 @dataclass(frozen=True)
 class Position:

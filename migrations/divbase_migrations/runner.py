@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from .compat import read_applied
-from .releases import CONTRACT, EXPAND, Applied, Manifest, Release, compatibility, pending
+from .releases import CONTRACT, EXPAND, Applied, Manifest, Release, branch_of, compatibility, pending
 from .revisions import alembic_config
 
 log = logging.getLogger("divbase_migrations.runner")
@@ -178,7 +178,7 @@ class Runner:
         before = read_applied(lock_conn, self.manifest)
         todo = self._plan(step, release, before)
         outcome = Outcome(step, release.version, before, before)
-        log.info("starting", extra={"step": step, "release": release.version, "from": _heads(before),
+        log.info("starting", extra={"step": step, "release": release.version, "from": before.as_dict(),
                                     "pending": list(todo)})
         for revision in todo:
             outcome.retries += self._apply(revision, step, release)
@@ -236,11 +236,8 @@ class Runner:
             ctx.connection.execute(text(
                 "INSERT INTO divbase_migration_log (revision, branch, release, step, attempts, duration_ms, runner) "
                 "VALUES (:rev, :branch, :release, :step, :attempts, :ms, :runner)"), {
-                "rev": revision, "branch": EXPAND if revision.startswith("e") else CONTRACT,
+                "rev": revision, "branch": branch_of(revision),
                 "release": release.version, "step": step_name, "attempts": attempt,
                 "ms": int((time.monotonic() - started) * 1000), "runner": _runner_name()})
         return record
 
-
-def _heads(applied: Applied) -> dict[str, str | None]:
-    return {EXPAND: applied.expand, CONTRACT: applied.contract}
