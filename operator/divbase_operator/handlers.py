@@ -28,6 +28,12 @@ class Options:
 
     metrics_port: int = 9090
     metrics_address: str = "0.0.0.0"
+    watch_timeout: float = 300.0
+
+    @property
+    def watch_client_timeout(self) -> float:
+        """The server ends a watch at `watch_timeout`; the client gives up a little later, when it went silent."""
+        return self.watch_timeout + max(5.0, self.watch_timeout / 10)
 
 
 OPTIONS = Options()
@@ -60,8 +66,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _reconciler
     load_config()
     settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    settings.watching.server_timeout = OPTIONS.watch_timeout
+    settings.watching.client_timeout = OPTIONS.watch_client_timeout
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     # The resources are known (the chart installs the CRD); scanning CRDs and namespaces needs cluster-wide RBAC

@@ -30,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("DIVBASE_METRICS_PORT", "9090")),
                         help="Prometheus metrics port (default %(default)s; 0 disables)")
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
+    parser.add_argument("--watch-timeout", type=float,
+                        default=float(os.environ.get("DIVBASE_WATCH_TIMEOUT", "300")),
+                        help="seconds a watch request may last before it is re-opened (default %(default)s). A watch "
+                             "that goes silent (a dropped connection nobody reset) is abandoned after this plus a "
+                             "margin, so it bounds how long a lost event can go unnoticed.")
     parser.add_argument("--log-format", choices=["json", "plain", "full"],
                         default=os.environ.get("DIVBASE_LOG_FORMAT", "json"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     handlers.OPTIONS.metrics_port = args.metrics_port
     handlers.OPTIONS.metrics_address = args.metrics_address
+    handlers.OPTIONS.watch_timeout = args.watch_timeout
 
     kopf.run(
         clusterwide=not namespaces,

@@ -37,8 +37,9 @@ def free_port() -> int:
 class OperatorProcess:
     """The real `divbase-operator`, started and killed like a pod would be."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_args = extra_args
         self.namespace = namespace
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -53,7 +54,7 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "divbase-operator"), "-n", self.namespace, "--log-format", "json",
              "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
 
