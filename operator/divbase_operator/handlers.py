@@ -6,6 +6,8 @@ also how their events are routed to the owning resource."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import kopf
 
 from . import metrics, names
 from .kube import KubeApi, load_config
+from .leader import LeaderElector
 from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
@@ -28,7 +31,9 @@ class Options:
 
     metrics_port: int = 9090
     metrics_address: str = "0.0.0.0"
-    watch_timeout: float = 300.0
+    leader_election_namespace: str | None = None  # None: standalone, this replica always acts
+    lease_name: str = names.LEASE_NAME
+    watch_timeout: int = 300  # seconds; the apiserver takes whole seconds (timeoutSeconds)
 
     @property
     def watch_client_timeout(self) -> float:
@@ -38,6 +43,11 @@ class Options:
 
 OPTIONS = Options()
 _reconciler: Reconciler | None = None
+_elector: LeaderElector | None = None
+# Kopf's Event poster finds its queue through context variables that Kopf sets while it processes a watch event;
+# reconciles started from anywhere else (a new leader's first pass) run in a copy of such a context.
+_event_context: contextvars.Context | None = None
+_election: asyncio.Task[None] | None = None
 _indexes: dict[str, kopf.Index[Key, Any]] = {}
 
 
@@ -54,6 +64,9 @@ def _database(key: Key) -> Snapshot | None:
 
 
 def _wake(kwargs: dict[str, Any], key: Key) -> None:
+    global _event_context
+    if _event_context is None:
+        _event_context = contextvars.copy_context()
     for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index"):
         if index_name in kwargs:
             _indexes[index_name] = kwargs[index_name]
@@ -61,9 +74,14 @@ def _wake(kwargs: dict[str, Any], key: Key) -> None:
         _reconciler.trigger(key)
 
 
+def _database_keys() -> list[Key]:
+    index = _indexes.get("databases_index")
+    return list(index) if index is not None else []
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler
+    global _reconciler, _elector, _election
     load_config()
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = OPTIONS.watch_timeout
@@ -75,18 +93,43 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True
     if OPTIONS.metrics_port:
         metrics.serve(OPTIONS.metrics_port, OPTIONS.metrics_address)
-    _reconciler = Reconciler(
-        api=KubeApi(),
+    api = KubeApi()
+    reconciler = _reconciler = Reconciler(
+        api=api,
         sources=Sources(
             databases=_database,
             jobs=lambda key: _values("jobs_index", key),
             deployments=lambda key: _values("deployments_index", key),
             pods=lambda key: _values("pods_index", key),
+            keys=_database_keys,
         ),
         on_decision=lambda key, decision, seconds: metrics.record_decision(key, decision, seconds, time.time()),
         on_error=metrics.record_error,
         on_forget=metrics.forget,
     )
+    if OPTIONS.leader_election_namespace is None:
+        metrics.LEADER.set(1)
+        return
+
+    def started() -> None:
+        metrics.LEADER.set(1)
+        if _event_context is not None:  # otherwise no event has arrived yet, and each one that does triggers
+            _event_context.run(reconciler.reconcile_all)
+
+    _elector = LeaderElector(api, OPTIONS.leader_election_namespace, OPTIONS.lease_name,
+                             on_started_leading=started, on_stopped_leading=lambda: metrics.LEADER.set(0))
+    metrics.LEADER.set(0)
+    reconciler.may_act = _elector.is_leader
+    _election = asyncio.create_task(_elector.run(), name="leader election")
+
+
+@kopf.on.cleanup()
+async def release_leadership(**_: Any) -> None:
+    """On a graceful stop the next replica takes over at once instead of waiting for the lease to expire."""
+    if _election is not None:
+        _election.cancel()
+    if _elector is not None:
+        await _elector.release()
 
 
 @kopf.index(names.GROUP, names.VERSION, names.PLURAL)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import names
+from .leader import LostRace
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class KubeApi:
         self.apps = client.AppsV1Api(self._client)
         self.custom = client.CustomObjectsApi(self._client)
         self.core = client.CoreV1Api(self._client)
+        self.coordination = client.CoordinationV1Api(self._client)
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """Returns False when the Job already exists: deterministic names make that a success."""
@@ -113,6 +116,39 @@ class KubeApi:
             if exc.status in (404, 409):
                 raise Conflict(str(exc.reason)) from None
             raise
+
+    # -- the leader-election Lease (see leader.py) ------------------------------------------------------------
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            lease = await asyncio.to_thread(self.coordination.read_namespaced_lease, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._client.sanitize_for_serialization(lease)
+
+    async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        return await self._write_lease(self.coordination.create_namespaced_lease, namespace, body)
+
+    async def replace_lease(self, namespace: str, name: str, resource_version: str,
+                            spec: dict[str, Any]) -> dict[str, Any]:
+        """Guarded by resourceVersion: of two replicas taking over at once, exactly one write succeeds."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+                "spec": spec}
+        return await self._write_lease(functools.partial(self.coordination.replace_namespaced_lease, name),
+                                       namespace, body)
+
+    async def _write_lease(self, call: Callable[..., Any], namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            lease = await asyncio.to_thread(call, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise LostRace(str(exc.reason)) from None
+            raise
+        return self._client.sanitize_for_serialization(lease)
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

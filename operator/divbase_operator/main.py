@@ -1,13 +1,17 @@
-"""`divbase-operator`: runs the Kopf operator with production settings (JSON logs, liveness, peering)."""
+"""`divbase-operator`: runs the Kopf operator with production settings (JSON logs, liveness, leader election)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import secrets
+from pathlib import Path
 
 import kopf
+
+from . import names
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,24 +25,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "Env: DIVBASE_WATCH_NAMESPACES, comma-separated.")
     parser.add_argument("--liveness", default=os.environ.get("DIVBASE_LIVENESS", "http://0.0.0.0:8080/healthz"),
                         help="liveness endpoint URL (default %(default)s); 'off' disables it")
-    parser.add_argument("--peering", default=os.environ.get("DIVBASE_PEERING") or None,
-                        help="Kopf peering name: run several replicas, one active (needs the KopfPeering CRDs). "
-                             "Default: standalone.")
-    parser.add_argument("--priority", type=int, default=None,
-                        help="peering priority; the highest live replica is the active one. Default: random per "
-                             "replica (equal priorities make Kopf pause every replica)")
+    parser.add_argument("--leader-election", action="store_true",
+                        default=os.environ.get("DIVBASE_LEADER_ELECTION", "").lower() in ("1", "true", "yes"),
+                        help="elect one active replica through a coordination.k8s.io Lease (needed to run more "
+                             "than one replica; env DIVBASE_LEADER_ELECTION=true). Default: standalone.")
+    parser.add_argument("--leader-election-namespace", default=os.environ.get("POD_NAMESPACE") or None,
+                        help="namespace of the Lease (default: $POD_NAMESPACE, the pod's own namespace, or the "
+                             "only --namespace)")
+    parser.add_argument("--leader-election-lease", default=names.LEASE_NAME,
+                        help="name of the Lease (default %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("DIVBASE_METRICS_PORT", "9090")),
                         help="Prometheus metrics port (default %(default)s; 0 disables)")
     parser.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
-    parser.add_argument("--watch-timeout", type=float,
-                        default=float(os.environ.get("DIVBASE_WATCH_TIMEOUT", "300")),
+    parser.add_argument("--watch-timeout", type=int,
+                        default=int(os.environ.get("DIVBASE_WATCH_TIMEOUT", "300")),
                         help="seconds a watch request may last before it is re-opened (default %(default)s). A watch "
                              "that goes silent (a dropped connection nobody reset) is abandoned after this plus a "
                              "margin, so it bounds how long a lost event can go unnoticed.")
     parser.add_argument("--log-format", choices=["json", "plain", "full"],
                         default=os.environ.get("DIVBASE_LOG_FORMAT", "json"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.leader_election and not args.leader_election_namespace:
+        args.leader_election_namespace = _own_namespace() or (args.namespace[0] if args.namespace and
+                                                              len(args.namespace) == 1 else None)
+        if not args.leader_election_namespace:
+            parser.error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE): where to keep "
+                         "the Lease")
+    return args
+
+
+def _own_namespace() -> str | None:
+    """In a pod, the ServiceAccount's namespace is the operator's own."""
+    try:
+        return SA_NAMESPACE_FILE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,14 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     handlers.OPTIONS.metrics_port = args.metrics_port
     handlers.OPTIONS.metrics_address = args.metrics_address
     handlers.OPTIONS.watch_timeout = args.watch_timeout
+    if args.leader_election:
+        handlers.OPTIONS.leader_election_namespace = args.leader_election_namespace
+        handlers.OPTIONS.lease_name = args.leader_election_lease
 
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces or [],
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1,
+        standalone=True,  # one active replica comes from our Lease, not Kopf's peering (see leader.py)
     )
 
 

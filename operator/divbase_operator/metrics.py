@@ -36,6 +36,9 @@ AWAITING_SINCE = Gauge("divbase_contract_awaiting_since_timestamp_seconds", "Whe
                        "for a manual or delayed contract (0 when not waiting).", ["namespace", "database"],
                        registry=REGISTRY)
 
+LEADER = Gauge("divbase_operator_leader", "1 while this replica is the one that acts (always 1 without leader "
+               "election).", registry=REGISTRY)
+
 
 def record_decision(key: tuple[str, str], decision: Decision, seconds: float, now_ts: float) -> None:
     namespace, database = key

@@ -33,6 +33,9 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"  # desired-state hash of an o
 ANNOTATION_RETRY_TOKEN: Final = f"{GROUP}/retry-token"  # the retry value a Job was created under
 FINALIZER: Final = f"{GROUP}/finalizer"
 
+# --- Leader election ----------------------------------------------------------------------------------------------
+LEASE_NAME: Final = "divbase-operator"  # the coordination.k8s.io Lease the replicas share (default)
+
 # --- Steps ------------------------------------------------------------------------------------------------------
 STEP_EXPAND: Final = "expand"
 STEP_DEPLOY: Final = "deploy"

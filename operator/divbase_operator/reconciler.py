@@ -3,7 +3,10 @@
 Wake-ups come from watch events (the resource, its Jobs, Deployments and pods), never from polling. Triggers
 for a resource that is already being reconciled are coalesced into one more pass, so each resource has at most
 one reconcile in flight. The only timers are the contract delay the planner asks for and backoff after an
-API error."""
+API error.
+
+With several replicas only the leader acts (`may_act`, see leader.py): every write is preceded by that check, a
+standby drops its triggers, and a new leader reconciles every resource once (`reconcile_all`)."""
 
 from __future__ import annotations
 
@@ -89,6 +92,11 @@ class Sources:
     jobs: Callable[[Key], Iterable[JobObs]]
     deployments: Callable[[Key], Iterable[DeploymentObs]]
     pods: Callable[[Key], Iterable[PodObs]]
+    keys: Callable[[], Iterable[Key]] = lambda: ()  # every resource known, for a new leader's first pass
+
+
+class NotLeading(Exception):
+    """This replica is (no longer) the leader: it must not write anything."""
 
 
 @dataclass
@@ -108,10 +116,13 @@ class Reconciler:
     on_decision: Callable[[Key, Decision, float], None] | None = None
     on_error: Callable[[Key], None] | None = None
     on_forget: Callable[[Key], None] | None = None
+    may_act: Callable[[], bool] = lambda: True
     _states: dict[Key, _State] = field(default_factory=dict)
 
     def trigger(self, key: Key) -> None:
-        """Schedule a reconcile; cheap and safe to call from any watch event."""
+        """Schedule a reconcile; cheap and safe to call from any watch event. A standby ignores it."""
+        if not self.may_act():
+            return
         state = self._states.setdefault(key, _State())
         if state.running:
             state.dirty = True
@@ -134,6 +145,9 @@ class Reconciler:
                     state.errors = 0
                 except Conflict:
                     pass  # a newer version is on its way through the watch; it triggers us again
+                except NotLeading:
+                    log.info("not the leader any more: %s/%s left to the new leader", key[0], key[1])
+                    break
                 except Exception as exc:  # any API failure: back off and try again
                     delay = ERROR_BACKOFF[min(state.errors, len(ERROR_BACKOFF) - 1)]
                     state.errors += 1
@@ -148,6 +162,15 @@ class Reconciler:
             state.running = False
         if self.sources.databases(key) is None:
             self._forget(key)
+
+    def reconcile_all(self) -> None:
+        """A new leader's first pass: what happened while it was a standby was dropped, not queued."""
+        for key in list(self.sources.keys()):
+            self.trigger(key)
+
+    def _guard(self) -> None:
+        if not self.may_act():
+            raise NotLeading
 
     def _forget(self, key: Key) -> None:
         state = self._states.pop(key, None)
@@ -173,6 +196,7 @@ class Reconciler:
         if snap.deleting_since:
             await self._finalize(snap)
             return
+        self._guard()
         if names.FINALIZER not in snap.finalizers:
             updated = await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version,
                                                       [*snap.finalizers, names.FINALIZER])
@@ -189,6 +213,7 @@ class Reconciler:
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
+            self._guard()
             try:
                 await self._act(snap, body_ref, action)
             except ApiException as exc:
@@ -201,6 +226,7 @@ class Reconciler:
                 break
         patch = status_patch(snap.status, decision.status)
         if patch:
+            self._guard()
             updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
             fresh = Snapshot.from_body(updated)
             state.written = (snap.resource_version, fresh)
@@ -228,6 +254,7 @@ class Reconciler:
         garbage collector finish the job)."""
         if names.FINALIZER not in snap.finalizers:
             return
+        self._guard()
         try:
             await self.api.delete_children(snap.namespace, snap.name)
         except Exception as exc:
@@ -237,4 +264,5 @@ class Reconciler:
             log.warning("cleanup of %s/%s kept failing (%s); releasing the finalizer", snap.namespace, snap.name,
                         exc)
         remaining = [f for f in snap.finalizers if f != names.FINALIZER]
+        self._guard()
         await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version, remaining)

@@ -73,11 +73,9 @@ def tools(cluster: Any) -> Tools:
 @pytest.fixture(scope="module")
 def crds(tools: Tools) -> None:
     """The chart's CRDs, as Helm installs them (crds/ first), established before anything uses them."""
-    for path in (OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml",
-                 OPERATOR_CHART / "charts" / "kopf-peering" / "crds" / "kopf-peering.yaml"):
-        tools.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for name in (f"{names.PLURAL}.{names.GROUP}", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
-        tools.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    path = OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml"
+    tools.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    tools.kubectl("wait", "--for=condition=Established", f"crd/{names.PLURAL}.{names.GROUP}", "--timeout=60s")
 
 
 @pytest.fixture
@@ -107,10 +105,10 @@ def test_helm_lint_strict(tools: Tools, chart: Path) -> None:
 @pytest.mark.parametrize("values", [
     [],
     ["--set", "watchNamespaces={NS}"],
-    ["--set", "peering.enabled=true", "--set", "replicas=2"],
-    ["--set", "peering.enabled=true", "--set", "watchNamespaces={NS}"],
+    ["--set", "replicas=2"],
+    ["--set", "leaderElection.enabled=false"],
     ["--set", "metrics.enabled=false"],
-], ids=["cluster-wide", "namespaced", "peering", "namespaced-peering", "no-metrics"])
+], ids=["cluster-wide", "namespaced", "two-replicas", "no-leader-election", "no-metrics"])
 def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, namespace: str,
                                                     values: list[str]) -> None:
     values = [v.replace("NS", namespace) for v in values]
@@ -186,9 +184,10 @@ def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, ap
     assert f"watching namespaces: {namespace}." in install.stdout
     apps = client.AppsV1Api(api_client)
     deployment = apps.read_namespaced_deployment(f"{release}", namespace)
-    assert deployment.spec.strategy.type == "Recreate"
+    assert deployment.spec.strategy.type == "RollingUpdate"  # leader election: the new pod starts as a standby
     rbac = client.RbacAuthorizationV1Api(api_client)
     assert rbac.read_namespaced_role(release, namespace).rules
+    assert rbac.read_namespaced_role(f"{release}-leader-election", namespace).rules
     # `helm upgrade` with unchanged values is accepted (schema, immutable fields)
     tools.helm("upgrade", release, str(OPERATOR_CHART), "-n", namespace, "--reuse-values")
     tools.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "60s")
@@ -234,8 +233,18 @@ MUST_NOT = [
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", "deployments.apps", ""), ("get", "configmaps", ""), ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
-    ("patch", "clusterkopfpeerings.kopf.dev", ""), ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
+    ("list", "leases.coordination.k8s.io", ""),
 ]
+
+
+def _lease_rights(tools: Tools, sa: str, namespace: str, lease: str, elsewhere: str) -> None:
+    """Leader election: its own Lease in its own namespace, nothing else."""
+    own = f"leases.coordination.k8s.io/{lease}"
+    assert tools.can_i(sa, "create", "leases.coordination.k8s.io", namespace)
+    assert tools.can_i(sa, "get", own, namespace) and tools.can_i(sa, "update", own, namespace)
+    assert not tools.can_i(sa, "update", "leases.coordination.k8s.io/kube-scheduler", namespace)
+    assert not tools.can_i(sa, "create", "leases.coordination.k8s.io", elsewhere)
 
 
 def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_namespace: str) -> None:
@@ -249,6 +258,7 @@ def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_names
                 assert not tools.can_i(sa, verb, resource, ns, sub), f"operator may {verb} {resource}/{sub} in {ns}"
         assert tools.can_i(sa, "list", "jobs.batch", None)  # cluster-wide watch
         assert not tools.can_i(sa, "list", "secrets", None)
+        _lease_rights(tools, sa, namespace, f"{release}-divbase-operator", other_namespace)
     finally:
         for kind in ("clusterrolebinding", "clusterrole"):
             tools.kubectl("delete", kind, f"{release}-divbase-operator", "--ignore-not-found")
@@ -256,16 +266,12 @@ def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_names
 
 def test_rbac_namespaced_stays_in_its_namespaces(tools: Tools, crds: None, namespace: str,
                                                  other_namespace: str) -> None:
-    sa = _apply_rbac(tools, namespace, "nsop", "--set", f"watchNamespaces={{{namespace}}}",
-                     "--set", "peering.enabled=true")
+    sa = _apply_rbac(tools, namespace, "nsop", "--set", f"watchNamespaces={{{namespace}}}")
     for verb, resource, sub in MUST:
         assert tools.can_i(sa, verb, resource, namespace, sub), f"operator cannot {verb} {resource}/{sub}"
     for verb, resource, sub in MUST_NOT:
-        if resource == "clusterkopfpeerings.kopf.dev":
-            continue
         assert not tools.can_i(sa, verb, resource, namespace, sub), f"operator may {verb} {resource}/{sub}"
-    assert tools.can_i(sa, "patch", "kopfpeerings.kopf.dev", namespace)
-    assert not tools.can_i(sa, "patch", "clusterkopfpeerings.kopf.dev", None)
+    _lease_rights(tools, sa, namespace, "nsop-divbase-operator", other_namespace)
     for verb, resource, sub in MUST:
         assert not tools.can_i(sa, verb, resource, other_namespace, sub), \
             f"namespaced operator may {verb} {resource}/{sub} in {other_namespace}"

@@ -26,6 +26,7 @@ CHARTS = ROOT / "charts"
 OPERATOR_CHART = CHARTS / "divbase-operator"
 RELEASE_CHART = CHARTS / "divbase"
 IMAGE_UID = 10001
+LEASE_ROLE = "rel-divbase-operator-leader-election"  # as render() names the release
 
 
 # --- files --------------------------------------------------------------------------------------------------------
@@ -35,17 +36,10 @@ def test_chart_crd_is_the_generated_crd() -> None:
         "run: cp crds/divbasedatabases.divbase.io.yaml charts/divbase-operator/crds/"
 
 
-def test_peering_crds_are_the_repositorys() -> None:
-    source = (ROOT / "crds" / "kopf-peering.yaml").read_text()
-    assert (OPERATOR_CHART / "charts" / "kopf-peering" / "crds" / "kopf-peering.yaml").read_text() == source
-
-
 def test_operator_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((OPERATOR_CHART / "Chart.yaml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"]
-    deps = {d["name"]: d for d in chart["dependencies"]}
-    assert deps["kopf-peering"]["condition"] == "peering.enabled"
 
 
 def _strict_objects(schema: dict[str, Any], path: str = "") -> list[str]:
@@ -257,10 +251,11 @@ def test_operator_defaults_cluster_wide() -> None:
     [binding] = by_kind(docs, "ClusterRoleBinding")
     [sa] = by_kind(docs, "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}]
-    assert not by_kind(docs, "Role") and not by_kind(docs, "ClusterKopfPeering")
+    assert [r["metadata"]["name"] for r in by_kind(docs, "Role")] == [LEASE_ROLE]  # leader election only
     [deploy] = by_kind(docs, "Deployment")
     spec = deploy["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -273,7 +268,9 @@ def test_operator_defaults_cluster_wide() -> None:
     assert container["image"] == "ghcr.io/divbase/divbase-operator:0.1.0"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert "--metrics-port=9090" in container["args"]
-    assert not any(a.startswith("--namespace") or a.startswith("--peering") for a in container["args"])
+    assert not any(a.startswith("--namespace") for a in container["args"])
+    assert {"--leader-election", "--leader-election-namespace=ops",
+            f"--leader-election-lease={deploy['metadata']['name']}"} <= set(container["args"])
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -288,39 +285,35 @@ def test_operator_namespaced_mode_has_no_cluster_access() -> None:
     docs = render(OPERATOR_CHART, "--set", "watchNamespaces={team-a,team-b}")
     assert isinstance(docs, list)
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
+    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] != LEASE_ROLE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(_grants(r["rules"]) == OPERATOR_VERBS for r in roles)
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] != LEASE_ROLE]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings)
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
 
 
-def test_operator_peering_adds_crds_objects_and_rbac() -> None:
-    docs = render(OPERATOR_CHART, "--set", "peering.enabled=true", "--set", "replicas=2", "--include-crds")
+def test_operator_leader_election_may_touch_only_its_own_lease() -> None:
+    docs = render(OPERATOR_CHART, "--set", "replicas=2")
     assert isinstance(docs, list)
-    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
-    assert crds == {f"{names.PLURAL}.{names.GROUP}", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
-    [peering] = by_kind(docs, "ClusterKopfPeering")
-    [role] = by_kind(docs, "ClusterRole")
-    assert _grants(role["rules"])[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
-    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert f"--peering={peering['metadata']['name']}" in container["args"]
-    without = render(OPERATOR_CHART, "--include-crds")
+    [role] = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == LEASE_ROLE]
+    assert role["metadata"]["namespace"] == "ops"
+    lease = by_kind(docs, "Deployment")[0]["metadata"]["name"]
+    assert sorted((r["verbs"], r.get("resourceNames")) for r in role["rules"]) == [
+        (["create"], None), (["get", "update"], [lease])]
+    assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"] for r in role["rules"])
+    [binding] = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE]
+    assert binding["roleRef"]["name"] == LEASE_ROLE and binding["subjects"][0]["namespace"] == "ops"
+
+    without = render(OPERATOR_CHART, "--set", "leaderElection.enabled=false")
     assert isinstance(without, list)
-    assert {d["metadata"]["name"] for d in by_kind(without, "CustomResourceDefinition")} == {
-        f"{names.PLURAL}.{names.GROUP}"}
-
-
-def test_operator_namespaced_peering() -> None:
-    docs = render(OPERATOR_CHART, "--set", "peering.enabled=true", "--set", "watchNamespaces={team-a}")
-    assert isinstance(docs, list)
-    [peering] = by_kind(docs, "KopfPeering")
-    assert peering["metadata"]["namespace"] == "team-a"
-    [role] = by_kind(docs, "Role")
-    assert ("kopf.dev", "kopfpeerings") in _grants(role["rules"])
+    assert not by_kind(without, "Role")
+    deploy = by_kind(without, "Deployment")[0]
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--leader-election") for a in args)
 
 
 def test_operator_metrics_off_and_service_monitor() -> None:
@@ -339,7 +332,8 @@ def test_operator_metrics_off_and_service_monitor() -> None:
     (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
     (OPERATOR_CHART, ["--set", "metrics.servicemonitor.enabled=true"],
      "at '/metrics': additional properties 'servicemonitor' not allowed"),
-    (OPERATOR_CHART, ["--set", "replicas=2"], "replicas > 1 needs peering.enabled=true"),
+    (OPERATOR_CHART, ["--set", "replicas=2", "--set", "leaderElection.enabled=false"],
+     "replicas > 1 needs leaderElection.enabled=true"),
     (OPERATOR_CHART, ["--set", "watchNamespaces={Bad_NS}"], "/watchNamespaces/0"),
     (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
     (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
