@@ -135,6 +135,8 @@ class LeaderElector:
             body = await self.api.read_lease(self.namespace, self.name)
             record = LeaseRecord.from_body(body) if body is not None else None
             unchanged_for = self._observe(record, sent)
+            if record is not None and record.holder not in ("", self.identity):
+                self._renewed_at = None  # someone else holds it: stop at once, whatever our deadline says
             if may_take(record, self.identity, unchanged_for):
                 spec = lease_spec(record, self.identity, self._wall_clock(), self.timing)
                 if record is None:

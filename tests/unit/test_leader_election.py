@@ -231,3 +231,12 @@ def test_leader_election_needs_to_know_where_the_lease_lives(monkeypatch: pytest
     monkeypatch.setenv("POD_NAMESPACE", "ops")
     assert main.parse_args(["--leader-election", "-n", "team-a"]).leader_election_namespace == "ops"
     assert main.parse_args([]).leader_election is False
+
+
+async def test_a_leader_that_sees_another_holder_stops_at_once() -> None:
+    store, clock = LeaseStore(), Clock()
+    a = elector(store, clock, "a")
+    assert await a.try_once()
+    store.body = {"metadata": {"resourceVersion": "99"}, "spec": {"holderIdentity": "b", "leaseDurationSeconds": 15}}
+    clock.now += 1  # well within a's renew deadline
+    assert not await a.try_once() and not a.is_leader()
