@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
+import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -26,6 +25,13 @@ class Conflict(Exception):
 
 
 API_CONCURRENCY = 32  # parallel API calls: threads and pooled HTTP connections alike
+REQUEST_TIMEOUT = (10, 60)  # (connect, read) seconds: a hung call must not hold a worker thread forever
+JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
+CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+DATABASES = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/{names.PLURAL}"
+BACKGROUND = {"propagationPolicy": "Background"}
 
 
 def load_config() -> None:
@@ -43,41 +49,56 @@ def load_config() -> None:
 
 
 class KubeApi:
+    """Plain JSON requests through the client's ApiClient, which keeps the auth (including a rotated
+    ServiceAccount token), TLS and the connection pool. The typed API classes are not used: they import ~300
+    pydantic models, ~29 MiB resident for the dozen endpoints below, and build model objects nobody reads."""
+
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self._client = api_client or client.ApiClient()
-        self.batch = client.BatchV1Api(self._client)
-        self.apps = client.AppsV1Api(self._client)
-        self.custom = client.CustomObjectsApi(self._client)
-        self.core = client.CoreV1Api(self._client)
-        self.coordination = client.CoordinationV1Api(self._client)
+
+    def _call(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
+              content_type: str = "application/json") -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        request = self._client.param_serialize(method, path, query_params=list((query or {}).items()),
+                                               header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self._client.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return json.loads(data) if data else {}
+
+    async def _request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
+                       content_type: str = "application/json") -> dict[str, Any]:
+        return await asyncio.to_thread(self._call, method, path, query, body, content_type)
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """Returns False when the Job already exists: deterministic names make that a success."""
         try:
-            await asyncio.to_thread(self.batch.create_namespaced_job, body["metadata"]["namespace"], body)
+            await self._request("POST", f"/apis/batch/v1/namespaces/{body['metadata']['namespace']}/jobs",
+                                body=body)
             return True
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
 
-    async def _apply(self, patch: Callable[..., Any], body: dict[str, Any]) -> None:
+    async def _apply(self, collection: str, body: dict[str, Any]) -> None:
         """Server-side apply: the operator owns exactly the fields it sets, and nothing fights over them."""
         meta = body["metadata"]
-        await asyncio.to_thread(patch, meta["name"], meta["namespace"], body, field_manager=names.FIELD_MANAGER,
-                                force=True, _content_type="application/apply-patch+yaml")
+        await self._request("PATCH", f"{collection.format(namespace=meta['namespace'])}/{meta['name']}",
+                            query={"fieldManager": names.FIELD_MANAGER, "force": "true"}, body=body,
+                            content_type="application/apply-patch+yaml")
 
     async def apply_deployment(self, body: dict[str, Any]) -> None:
-        await self._apply(self.apps.patch_namespaced_deployment, body)
+        await self._apply(DEPLOYMENTS, body)
 
     async def apply_configmap(self, body: dict[str, Any]) -> None:
         """The contract plan's ConfigMap (one per resource, replaced per plan)."""
-        await self._apply(self.core.patch_namespaced_config_map, body)
+        await self._apply(CONFIGMAPS, body)
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         try:
-            await asyncio.to_thread(self.apps.delete_namespaced_deployment, name, namespace,
-                                    propagation_policy="Background")
+            await self._request("DELETE", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}", query=BACKGROUND)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -85,52 +106,44 @@ class KubeApi:
     async def delete_children(self, namespace: str, database: str) -> None:
         """Jobs first (a running migration is stopped), then workloads. The database itself is never touched."""
         selector = f"{names.LABEL_DATABASE}={database},{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-        await asyncio.to_thread(self.batch.delete_collection_namespaced_job, namespace, label_selector=selector,
-                                propagation_policy="Background")
-        await asyncio.to_thread(self.apps.delete_collection_namespaced_deployment, namespace,
-                                label_selector=selector, propagation_policy="Background")
+        for collection in (JOBS, DEPLOYMENTS):
+            await self._request("DELETE", collection.format(namespace=namespace),
+                                query={"labelSelector": selector, **BACKGROUND})
 
-    async def patch_status(self, namespace: str, name: str, resource_version: str,
-                           status: dict[str, Any]) -> dict[str, Any]:
-        """Merge patch guarded by resourceVersion: a write based on stale state is refused, never applied."""
-        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    async def _patch_database(self, namespace: str, name: str, body: dict[str, Any], subresource: str = "") -> \
+            dict[str, Any]:
+        """JSON merge patch guarded by the resourceVersion in `body`: a write based on stale state is refused."""
+        path = f"{DATABASES.format(namespace=namespace)}/{name}{subresource}"
         try:
-            return await asyncio.to_thread(
-                self.custom.patch_namespaced_custom_object_status,
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, body,
-            )
+            return await self._request("PATCH", path, body=body, content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status in (404, 409):
                 raise Conflict(str(exc.reason)) from None
             raise
+
+    async def patch_status(self, namespace: str, name: str, resource_version: str,
+                           status: dict[str, Any]) -> dict[str, Any]:
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        return await self._patch_database(namespace, name, body, "/status")
 
     async def patch_finalizers(self, namespace: str, name: str, resource_version: str,
                                finalizers: list[str]) -> dict[str, Any]:
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
-        try:
-            return await asyncio.to_thread(
-                self.custom.patch_namespaced_custom_object,
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, body,
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                raise Conflict(str(exc.reason)) from None
-            raise
+        return await self._patch_database(namespace, name, body)
 
     # -- the leader-election Lease (see leader.py) ------------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            lease = await asyncio.to_thread(self.coordination.read_namespaced_lease, name, namespace)
+            return await self._request("GET", f"{LEASES.format(namespace=namespace)}/{name}")
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return self._client.sanitize_for_serialization(lease)
 
     async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        return await self._write_lease(self.coordination.create_namespaced_lease, namespace, body)
+        return await self._write_lease("POST", LEASES.format(namespace=namespace), body)
 
     async def replace_lease(self, namespace: str, name: str, resource_version: str,
                             spec: dict[str, Any]) -> dict[str, Any]:
@@ -138,17 +151,15 @@ class KubeApi:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
                 "spec": spec}
-        return await self._write_lease(functools.partial(self.coordination.replace_namespaced_lease, name),
-                                       namespace, body)
+        return await self._write_lease("PUT", f"{LEASES.format(namespace=namespace)}/{name}", body)
 
-    async def _write_lease(self, call: Callable[..., Any], namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _write_lease(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            lease = await asyncio.to_thread(call, namespace, body)
+            return await self._request(method, path, body=body)
         except ApiException as exc:
             if exc.status == 409:
                 raise LostRace(str(exc.reason)) from None
             raise
-        return self._client.sanitize_for_serialization(lease)
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
