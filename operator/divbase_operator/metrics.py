@@ -14,6 +14,7 @@ from .planner import Decision, EmitEvent
 
 REGISTRY = CollectorRegistry()
 _awaiting: dict[tuple[str, str], float] = {}
+_phase: dict[tuple[str, str], str] = {}  # the one phase series exported per resource
 _STEP_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
 ROLLOUTS_STARTED = Counter("divbase_rollouts_started_total", "Rollouts started (expand Job created or deploy "
@@ -26,7 +27,8 @@ STEP_DURATION = Histogram("divbase_step_duration_seconds", "Seconds from a step'
                           "rollouts that succeeded.", ["step"], buckets=_STEP_BUCKETS, registry=REGISTRY)
 JOB_RETRIES = Counter("divbase_job_retries_total", "Failed steps retried through the retry annotation.",
                       ["namespace", "database"], registry=REGISTRY)
-PHASE = Gauge("divbase_phase", "1 for the resource's current phase, 0 for the others.",
+PHASE = Gauge("divbase_phase", "1, labelled with the resource's current phase (one series per resource: a series "
+              "per phase and resource would be 9x the cardinality and memory at scale).",
               ["namespace", "database", "phase"], registry=REGISTRY)
 RECONCILE_ERRORS = Counter("divbase_reconcile_errors_total", "Reconciles that failed on an API error and were "
                            "retried with backoff.", ["namespace", "database"], registry=REGISTRY)
@@ -44,8 +46,12 @@ def record_decision(key: tuple[str, str], decision: Decision, seconds: float, no
     namespace, database = key
     RECONCILE_SECONDS.observe(seconds)
     phase = decision.status.get("phase", names.PHASE_PENDING)
-    for candidate in names.PHASES:
-        PHASE.labels(namespace, database, candidate).set(1 if candidate == phase else 0)
+    previous = _phase.get(key)
+    if previous != phase:
+        if previous is not None:
+            PHASE.remove(namespace, database, previous)
+        PHASE.labels(namespace, database, phase).set(1)
+        _phase[key] = phase
     if phase == names.PHASE_AWAITING_CONTRACT:
         AWAITING_SINCE.labels(namespace, database).set(_awaiting.setdefault(key, now_ts))
     else:
@@ -77,7 +83,8 @@ def record_error(key: tuple[str, str]) -> None:
 def forget(key: tuple[str, str]) -> None:
     """A deleted resource's series go away with it."""
     _awaiting.pop(key, None)
-    series = [(PHASE, (*key, phase)) for phase in names.PHASES] + [(AWAITING_SINCE, key)]
+    phase = _phase.pop(key, None)
+    series = [(AWAITING_SINCE, key)] + ([(PHASE, (*key, phase))] if phase else [])
     for metric, labels in series:
         with contextlib.suppress(KeyError):
             metric.remove(*labels)

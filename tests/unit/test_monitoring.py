@@ -48,3 +48,20 @@ def test_every_exported_metric_is_documented() -> None:
     doc = (MONITORING.parent / "metrics.md").read_text()
     families = {m.name + ("_total" if m.type == "counter" else "") for m in REGISTRY.collect()}
     assert families and all(f"`{name}`" in doc for name in families), [n for n in families if f"`{n}`" not in doc]
+
+
+def test_one_phase_series_per_resource_and_none_after_deletion() -> None:
+    from divbase_operator import metrics, names
+    from divbase_operator.planner import Decision
+
+    key = ("ns", "phase-series")
+
+    def series() -> dict[str, float]:
+        return {s.labels["phase"]: s.value for family in REGISTRY.collect() if family.name == "divbase_phase"
+                for s in family.samples if (s.labels["namespace"], s.labels["database"]) == key}
+
+    for phase in (names.PHASE_EXPANDING, names.PHASE_DEPLOYING, names.PHASE_READY):
+        metrics.record_decision(key, Decision(status={"phase": phase}, actions=[]), 0.01, 0.0)
+        assert series() == {phase: 1.0}
+    metrics.forget(key)
+    assert series() == {}
