@@ -4,7 +4,8 @@ optionally the divbase node agent and kwok.
 Everything binds 127.0.0.1 on ports chosen free at `up` time (or no port at all: controller-manager and scheduler
 run with --secure-port=0), so several clusters can run side by side, each in its own state directory holding its
 PKI, kubeconfigs, etcd data, logs (`logs/<component>.log`) and `pids.json`. `down` stops exactly the processes
-recorded there (SIGTERM, SIGKILL after a bound) and removes the directory.
+recorded there (SIGTERM, SIGKILL after a bound) and removes the directory. `restart_component` stops one component
+and starts it again with the same command line (fault injection: an apiserver restart, a node agent restart).
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class LocalCluster:
         self.log_dir = self.state_dir / "logs"
         self.pki_dir = self.state_dir / "pki"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, list[str]] = {}  # each component's command line, for restart_component
 
     # -- state files -------------------------------------------------------------------------------------------
     @property
@@ -238,6 +240,7 @@ class LocalCluster:
         finally:
             log.close()
         self._procs[name] = proc
+        self._argv[name] = list(argv)
         self._write_pids()
         return proc
 
@@ -515,29 +518,68 @@ class LocalCluster:
 
     def stop_processes(self, grace: float = 10.0) -> dict[str, str]:
         """SIGTERM each recorded process group (node agent first, etcd last), SIGKILL after `grace` seconds."""
-        marker = str(self.state_dir)
         pids = self._read_pids()
         order = [n for n in STOP_ORDER if n in pids] + [n for n in pids if n not in STOP_ORDER]
-        result: dict[str, str] = {}
-        for name in order:
-            pid = pids[name]
-            if not _pid_alive(pid, marker):
-                result[name] = "not running"
-                continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _pid_alive(pid, marker):
-                self._reap(name)
-                time.sleep(0.05)
-            if _pid_alive(pid, marker):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                result[name] = "killed"
-            else:
-                result[name] = "stopped"
+        return {name: self._stop_one(name, pids[name], grace) for name in order}
+
+    def _stop_one(self, name: str, pid: int, grace: float) -> str:
+        """SIGTERM the process group of `pid`, SIGKILL after `grace` seconds: "stopped", "killed" or "not running"."""
+        marker = str(self.state_dir)
+        if not _pid_alive(pid, marker):
+            return "not running"
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _pid_alive(pid, marker):
             self._reap(name)
+            time.sleep(0.05)
+        result = "stopped"
+        if _pid_alive(pid, marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            result = "killed"
+        self._reap(name)
         return result
+
+    def restart_component(self, name: str, grace: float = 10.0, timeout: float = 60.0) -> float:
+        """Stop one component (SIGTERM, SIGKILL after `grace`) and start it again with the same command line, so
+        tests can inject the faults a real cluster sees (an apiserver rolled, a node agent restarted) without
+        tearing down the rest. Returns the seconds from the stop signal until the component is healthy again:
+        etcd `/health`, apiserver `/readyz`, node agent Node Ready; controller-manager, scheduler and kwok listen
+        on nothing, so for them "healthy" means still running a second after the start. Only components this
+        object started can be restarted (their command line is kept in memory, not in the state directory)."""
+        if name not in self._argv:
+            raise ClusterError(f"{name} was not started by this LocalCluster (known: {', '.join(self._argv)})")
+        info = self.info()
+        started = time.monotonic()
+        pid = self._read_pids().get(name)
+        if pid is not None:
+            self._stop_one(name, pid, grace)
+            _wait(f"{name} (pid {pid}) to exit", lambda: not _pid_alive(pid, str(self.state_dir)), timeout=10,
+                  interval=0.05)
+            self._reap(name)
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            log.write(f"--- divbase-localcluster: {name} restarted ---\n".encode())
+        self._spawn(name, self._argv[name])
+        spawned = time.monotonic()
+        _wait(
+            f"{name} healthy after its restart",
+            lambda: self._check_all() or self._healthy(name, info, time.monotonic() - spawned),
+            timeout=timeout,
+            interval=0.1,
+            on_fail=lambda: self._log_tail(name),
+        )
+        return round(time.monotonic() - started, 2)
+
+    def _healthy(self, name: str, info: ClusterInfo, running_for: float) -> bool:
+        """Whether a restarted component serves again (see restart_component)."""
+        if name == "etcd":
+            return _http_ok(f"http://127.0.0.1:{info.ports['etcd']}/health")
+        if name == "kube-apiserver":
+            return self._get(info.server, "/readyz")[0] == 200
+        if name == "node-agent":
+            return self._node_ready(info.server, self.node_name)
+        return running_for >= 1.0
 
     def _reap(self, name: str) -> None:
         proc = self._procs.get(name)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from divbase_localcluster import build
-from divbase_localcluster.cluster import DEFAULT_NODE_NAME, ClusterInfo, LocalCluster
+from divbase_localcluster.cluster import DEFAULT_NODE_NAME, ClusterError, ClusterInfo, LocalCluster
 from divbase_localcluster.testing import gone, wait_for
 from kubernetes import client
 
@@ -260,3 +260,28 @@ def _is_ours(pid: int, lc: LocalCluster) -> bool:
         return str(lc.state_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def test_restart_component_restarts_the_apiserver_in_place(cluster_factory: Callable[..., LocalCluster]) -> None:
+    """restart_component: a new apiserver process on the same port and data, healthy before it returns, the
+    restart marked in its log and pids.json; a client made before the restart keeps working."""
+    lc = cluster_factory(node=False)
+    before = lc._read_pids()
+    with lc.info().api_client() as c:
+        core = client.CoreV1Api(c)
+        core.create_namespaced_config_map(
+            "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="survives"), data={"k": "v"})
+        )
+        seconds = lc.restart_component("kube-apiserver", grace=3)  # SIGKILLed then: it waits for open watches
+        after = lc._read_pids()
+        assert after["kube-apiserver"] != before["kube-apiserver"]
+        assert {k: v for k, v in after.items() if k != "kube-apiserver"} == {
+            k: v for k, v in before.items() if k != "kube-apiserver"
+        }
+        assert not _is_ours(before["kube-apiserver"], lc)
+        assert lc.status()["up"], lc.status()
+        assert core.read_namespaced_config_map("survives", "default").data == {"k": "v"}
+    assert 0 < seconds < 30
+    assert "kube-apiserver restarted" in (lc.log_dir / "kube-apiserver.log").read_text(errors="replace")
+    with pytest.raises(ClusterError, match="not started by this LocalCluster"):
+        lc.restart_component("kwok")
