@@ -4,6 +4,12 @@ all there and every revision applied exactly once (one row per revision in `divb
 
 To keep the expand step running long enough to be disturbed, the test holds an ACCESS EXCLUSIVE lock on "user":
 the runner's ALTER TABLE waits, times out (lock_timeout), rolls back and retries with backoff until the lock goes.
+
+The cases: the migration pod deleted; the Job deleted (three propagation modes, and after it succeeded);
+PostgreSQL restarted; the database Secret removed and restored; the operator killed while a Manual contract awaits
+approval and right after it; the operator's watches gone silent (re-opened after --watch-timeout, with a control
+run showing nothing moves before); every connection of the operator gone silent, its pooled API connections too;
+kube-apiserver restarted (on a cluster of its own).
 """
 
 from __future__ import annotations
@@ -11,15 +17,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from divbase_app.rollout import SECRET, database_spec
+from divbase_localcluster.cluster import ClusterInfo, LocalCluster
+from divbase_localcluster.testing import FreezableProxy, apiserver_tls
 from divbase_migrations.testing.postgres import PostgresServer
 from divbase_operator import names
-from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, wait_for
+from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, install_crd, wait_for
 from sqlalchemy import Connection, Engine, create_engine, pool, text
 
 DB = "divbase"
@@ -292,3 +305,181 @@ def test_operator_killed_right_after_approval(kube: Kube, operator: OperatorProc
     operator.start()
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH
+
+
+# -- the control plane itself ------------------------------------------------------------------------------------
+def expanded(kube: Kube) -> bool:
+    """The operator has recorded release 2's expand: it saw the Job succeed."""
+    return ((kube.get_db(DB).get("status") or {}).get("schema") or {}).get("expandedTo") == TARGET
+
+
+def watch_reopens(log: str) -> set[str]:
+    """Resources whose watch Kopf abandoned for silence (its client timeout or its own inactivity timeout, both
+    logged the same way at debug level) and opened again."""
+    return set(re.findall(r"Watch-stream for (\S+) in '[^']*' is inactive, reconnecting", log))
+
+
+WATCHED = {f"{names.PLURAL}.{names.VERSION}.{names.GROUP}", "jobs.v1.batch", "deployments.v1.apps", "pods.v1"}
+
+
+def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
+    """`kubeconfig` with its server moved to 127.0.0.1:`port` (same CA and credentials)."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    for entry in doc["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+ProxiedOperator = Callable[[int], tuple[OperatorProcess, FreezableProxy]]
+
+
+@pytest.fixture
+def proxied_operator(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterator[ProxiedOperator]:
+    """`start(watch_timeout)`: the operator, at debug level (Kopf logs watch re-opens there), reaching the
+    apiserver only through a FreezableProxy that terminates TLS (so it can tell watches apart). Both stop at
+    teardown and the operator's log is printed (shown on failure)."""
+    started: list[tuple[OperatorProcess, FreezableProxy]] = []
+    server = urlsplit(cluster.server)
+
+    def start(watch_timeout: int) -> tuple[OperatorProcess, FreezableProxy]:
+        proxy = FreezableProxy((server.hostname or "127.0.0.1", server.port or 443),
+                               tls=apiserver_tls(cluster.state_dir / "pki")).start()
+        kubeconfig = kubeconfig_via(cluster.kubeconfig, proxy.port, tmp_path / "operator-via-proxy.kubeconfig")
+        operator = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log",
+                                   extra_args=("--watch-timeout", str(watch_timeout), "--verbose"))
+        started.append((operator, proxy))
+        operator.start()
+        return operator, proxy
+
+    yield start
+    for operator, proxy in started:
+        operator.stop()
+        proxy.close()
+        print(operator.logs()[-20000:])
+
+
+def silence_watches_mid_expand(kube: Kube, database_url: str, proxy: FreezableProxy) -> float:
+    """Expand held by the lock, the operator's watches frozen, then the lock let go: the Job now succeeds unseen.
+    Returns the monotonic time of the freeze."""
+    lock, _ = start_blocked_expand(kube, database_url)
+    try:
+        frozen = proxy.freeze(watches_only=True)
+        frozen_at = time.monotonic()
+    finally:
+        lock.release()
+    assert frozen >= len(WATCHED), frozen  # one stream per watched resource, maybe idle ones left by earlier watches
+    return frozen_at
+
+
+def test_silent_watch_is_reopened(kube: Kube, proxied_operator: ProxiedOperator, db_secret: str) -> None:
+    """The operator's watch streams go silent mid-expand (open, but nothing arrives, as behind a dead NAT), its
+    other requests still pass. With --watch-timeout 10 the client abandons a silent watch 15 s after it began,
+    Kopf opens a new one, gets the events it missed, and the rollout completes."""
+    operator, proxy = proxied_operator(10)
+    install(kube, db_secret)
+    log_offset = len(operator.logs())
+    frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
+    wait_for(lambda: expanded(kube), 120, "the operator recording the expand")
+    noticed = time.monotonic() - frozen_at
+    assert_converged(kube, db_secret)
+    assert step_job_counts(kube) == ONE_JOB_EACH
+    assert watch_reopens(operator.logs()[log_offset:]) == WATCHED
+    # a re-opened watch may first reuse a frozen idle connection: two client timeouts (2 x 15 s) at most, well
+    # before Kopf's own 70 s inactivity timeout would step in (the control below)
+    assert noticed < 45, noticed
+    print(f"expand noticed {noticed:.1f} s after the freeze")
+
+
+def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: ProxiedOperator,
+                                                 db_secret: str) -> None:
+    """The control for the case above: with --watch-timeout 3600 nothing re-opens the silent watches soon. The
+    expand Job succeeds, but 20 s later the operator has still not seen it (it acts on watch events only). Then
+    Kopf's own inactivity timeout (no event, not even a bookmark, for 70 s) re-opens them and the rollout
+    completes: with this Kopf a silent watch lasts at most about 70 s, whatever --watch-timeout says."""
+    operator, proxy = proxied_operator(3600)
+    install(kube, db_secret)
+    log_offset = len(operator.logs())
+    frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
+    job = expand_job(kube)
+    wait_for(lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60,
+             "the expand Job succeeded")
+    time.sleep(20)  # a negative check: the operator would have acted within a second had it seen the Job
+    db = kube.get_db(DB)
+    assert db["status"]["phase"] == names.PHASE_EXPANDING, db["status"]
+    assert not expanded(kube)
+    # the streams that bring the Job's success had events just before the freeze, so Kopf's 70 s are far off (the
+    # Deployments' stream, quiet since the install, may already have been re-opened: it carries nothing new)
+    assert not watch_reopens(operator.logs()[log_offset:]) & {"jobs.v1.batch", "pods.v1"}
+    wait_for(lambda: expanded(kube), 120, "the operator recording the expand")
+    noticed = time.monotonic() - frozen_at
+    assert_converged(kube, db_secret)
+    assert step_job_counts(kube) == ONE_JOB_EACH
+    assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(operator.logs()[log_offset:])
+    assert 50 < noticed < 100, noticed  # Kopf's inactivity timeout, counted from the streams' last event
+    print(f"expand noticed {noticed:.1f} s after the freeze")
+
+
+def test_every_connection_silent(kube: Kube, proxied_operator: ProxiedOperator, db_secret: str) -> None:
+    """As behind a dead NAT: every connection the operator has goes silent mid-expand, its idle pooled API
+    connections too. The watches come back as above; a reconcile that reuses a frozen pooled connection waits for
+    KubeApi's read timeout, fails, and is retried on a new connection. (Without that timeout it waited forever,
+    stuck in the Deployment's server-side apply, and the rollout never completed.)"""
+    _, proxy = proxied_operator(10)
+    install(kube, db_secret)
+    lock, _ = start_blocked_expand(kube, db_secret)
+    try:
+        proxy.freeze()
+        frozen_at = time.monotonic()
+    finally:
+        lock.release()
+    # two watch client timeouts (15 s each), then a read timeout per frozen pooled connection the reconciler meets
+    wait_for(lambda: expanded(kube), 240, "the operator recording the expand")
+    noticed = time.monotonic() - frozen_at
+    assert_converged(kube, db_secret)
+    assert step_job_counts(kube) == ONE_JOB_EACH
+    print(f"expand noticed {noticed:.1f} s after the freeze")
+
+
+@pytest.fixture
+def own_cluster(cluster_factory: Callable[..., LocalCluster]) -> LocalCluster:
+    """A cluster of its own (control plane and node agent, pod IPs apart from the session cluster's) for a test
+    that restarts the apiserver, which the session cluster's other users must not see."""
+    return cluster_factory(node=True)
+
+
+def test_apiserver_restarted_during_expand(own_cluster: LocalCluster, database_url: str, tmp_path: Path) -> None:
+    """kube-apiserver stopped (SIGTERM, SIGKILL after 10 s: it waits for open watches) and started again while
+    the expand Job runs. The operator's watches and requests fail, are retried, and resume: the same operator
+    process finishes the rollout."""
+    info = own_cluster.info()
+    api_client = info.api_client()
+    operator = None
+    try:
+        install_crd(api_client)
+        kube = Kube(api_client, "divbase")
+        kube.core.create_namespace({"metadata": {"name": kube.namespace}})
+        kube.create_secret(SECRET, {"url": database_url})
+        operator = OperatorProcess(str(info.kubeconfig), kube.namespace, tmp_path / "operator.log")
+        operator.start()
+        assert operator.proc is not None
+        pid = operator.proc.pid
+        install(kube, database_url)
+        lock, _ = start_blocked_expand(kube, database_url)
+        try:
+            seconds = own_cluster.restart_component("kube-apiserver")
+        finally:
+            lock.release()
+        assert_converged(kube, database_url)
+        assert step_job_counts(kube) == ONE_JOB_EACH
+        assert operator.proc.poll() is None and operator.proc.pid == pid, "the operator exited"
+        assert operator.starts == 1
+        # Kopf's watches met the outage (refused connections, then 503/429 while the apiserver started) and retried
+        assert re.search(r"Request attempt #1/\d+ failed; will retry: GET \S+\?watch=true", operator.logs())
+        print(f"apiserver back after {seconds:.1f} s")
+    finally:
+        if operator is not None:
+            operator.stop()
+            print(operator.logs()[-20000:])
+        api_client.close()
