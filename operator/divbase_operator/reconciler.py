@@ -222,6 +222,7 @@ class Reconciler:
                 decision = rejected(decision, snap.status, _describe(action), api_message(exc), snap.generation,
                                     self.clock())
                 for event in decision.actions:
+                    self._guard()
                     await self._act(snap, body_ref, event)
                 break
         patch = status_patch(snap.status, decision.status)
