@@ -74,8 +74,7 @@ class KubeApi:
     async def create_job(self, body: dict[str, Any]) -> bool:
         """Returns False when the Job already exists: deterministic names make that a success."""
         try:
-            await self._request("POST", f"/apis/batch/v1/namespaces/{body['metadata']['namespace']}/jobs",
-                                body=body)
+            await self._request("POST", JOBS.format(namespace=body["metadata"]["namespace"]), body=body)
             return True
         except ApiException as exc:
             if exc.status == 409:
