@@ -31,6 +31,7 @@ from .releases import (
     Applied,
     Manifest,
     ManifestError,
+    RevisionError,
     UnknownRelease,
     compatibility,
     servable,
@@ -166,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run(args, url, summary)
     except (ConfigError, ManifestError, UnknownRelease) as exc:
         code, summary.data["error"] = EXIT_USAGE, str(exc)
+    except RevisionError as exc:  # alembic_version holds an unknown revision (2) or one older than the baseline (5)
+        code, summary.data["error"] = exc.exit_code, str(exc)
     except StepError as exc:
         code, summary.data["error"] = exc.exit_code, str(exc)
     except DBAPIError as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine, create_engine, inspect, pool, text
 from sqlalchemy.engine import URL
 
-from .releases import Applied, Manifest, Verdict, compatibility
+from .releases import Applied, Manifest, RevisionError, Verdict, compatibility
 from .revisions import applied_from_heads, load
 
 
@@ -31,11 +31,23 @@ def read_heads(connection: Connection) -> list[str]:
     return sorted(row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version")))
 
 
+def read_logged_branches(connection: Connection, revisions: list[str]) -> dict[str, str]:
+    """The branch divbase-migrate recorded for each of `revisions` when it applied them (a newer release's)."""
+    if not revisions or not inspect(connection).has_table("divbase_migration_log"):
+        return {}
+    rows = connection.execute(text("SELECT DISTINCT revision, branch FROM divbase_migration_log "
+                                   "WHERE revision = ANY(:revisions)"), {"revisions": revisions})
+    return {revision: branch for revision, branch in rows}
+
+
 def read_applied(connection: Connection, manifest: Manifest | None = None) -> Applied:
     heads = read_heads(connection)
     if not heads:
         return Applied(None, None)
-    return applied_from_heads(heads, (manifest or load()).chains)
+    manifest = manifest or load()
+    known = set(manifest.chains.expand) | set(manifest.chains.contract)
+    logged = read_logged_branches(connection, [h for h in heads if h not in known])
+    return applied_from_heads(heads, manifest.chains, logged=logged, baseline=manifest.baseline)
 
 
 def check(connection: Connection, release: str, manifest: Manifest | None = None) -> Verdict:
@@ -47,11 +59,18 @@ def require_compatible(database: str | URL | Engine | Connection, release: str,
                        manifest: Manifest | None = None) -> Verdict:
     """Raise IncompatibleSchema unless code of `release` can run against `database` now."""
     if isinstance(database, Connection):
-        verdict = check(database, release, manifest)
+        verdict = _read_verdict(database, release, manifest)
     else:
         engine = database if isinstance(database, Engine) else create_engine(database, poolclass=pool.NullPool)
         with engine.connect() as connection:
-            verdict = check(connection, release, manifest)
+            verdict = _read_verdict(connection, release, manifest)
     if not verdict.ok:
         raise IncompatibleSchema(verdict.reason)
     return verdict
+
+
+def _read_verdict(connection: Connection, release: str, manifest: Manifest | None) -> Verdict:
+    try:
+        return check(connection, release, manifest)
+    except RevisionError as exc:  # a database this code cannot place cannot serve the release either
+        raise IncompatibleSchema(str(exc)) from None

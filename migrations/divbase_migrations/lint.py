@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .releases import EXPAND, branch_of
-from .revisions import PACKAGE_DIR
+from .releases import BRANCHES, EXPAND, TRUNK, Chains
+from .revisions import PACKAGE_DIR, chains_from, script_directory
 
 VERSIONS_DIR = PACKAGE_DIR / "alembic" / "versions"
 
@@ -99,15 +99,65 @@ def _string_values(node: ast.AST | None, module_strings: dict[str, str]) -> list
     return []
 
 
-def lint_file(path: Path) -> list[Finding]:
+@dataclass(frozen=True)
+class Header:
+    revision: str | None
+    down_revision: str | None
+    labels: tuple[str, ...]
+
+
+def _header(tree: ast.Module) -> Header:
+    strings = _module_strings(tree)
+    labels: tuple[str, ...] = ()
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == "branch_labels" and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = None
+            labels = (value,) if isinstance(value, str) else tuple(value or ())
+    return Header(strings.get("revision"), strings.get("down_revision"), labels)
+
+
+def place(headers: dict[str, Header], chains: Chains) -> dict[str, str | None]:
+    """Each revision's branch from the graph: its own branch label, else the branch of its down_revision (among
+    the linted files or our revisions). A revision right on the trunk without a label is on no branch (None)."""
+    placed: dict[str, str | None] = {}
+
+    def branch(revision: str, seen: frozenset[str] = frozenset()) -> str | None:
+        if revision in placed:
+            return placed[revision]
+        header = headers.get(revision)
+        result: str | None = chains.branch_of(revision)  # one of our revisions: the graph has placed it
+        if result is None and header is not None:
+            labelled = [label for label in header.labels if label in BRANCHES]
+            if labelled:
+                result = labelled[0]
+            elif header.down_revision and header.down_revision not in seen:
+                below = branch(header.down_revision, seen | {revision})
+                result = below if below in BRANCHES else None
+        placed[revision] = result
+        return result
+
+    for revision in headers:
+        branch(revision)
+    return placed
+
+
+def lint_file(path: Path, branch: str | None) -> list[Finding]:
     tree = ast.parse(path.read_text(), filename=str(path))
     module_strings = _module_strings(tree)
     revision = module_strings.get("revision")
     if revision is None:
         return [Finding(path, 1, "revision", "no `revision = \"...\"` found")]
-    branch = branch_of(revision)
+    if branch == TRUNK:
+        return []  # the baseline: DivBase's own history, not a step of ours
     if branch is None:
-        return [Finding(path, 1, "revision", f"id {revision!r} must start with 'e' (expand) or 'c' (contract)")]
+        return [Finding(path, 1, "revision", f"revision {revision!r} is on neither branch: give the first revision "
+                                             f"of a branch branch_labels = ('expand',) or ('contract',), and "
+                                             f"every later one a down_revision on that branch")]
     if branch != EXPAND:
         return []
     upgrade = _upgrade(tree)
@@ -166,4 +216,9 @@ def lint_file(path: Path) -> list[Finding]:
 def lint(paths: Iterable[Path] | None = None) -> list[Finding]:
     files = sorted(VERSIONS_DIR.glob("*.py")) if paths is None else [
         f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
-    return [finding for path in files for finding in lint_file(path)]
+    trees = {path: ast.parse(path.read_text(), filename=str(path)) for path in files}
+    headers = {path: _header(tree) for path, tree in trees.items()}
+    chains = chains_from(script_directory())
+    placed = place({h.revision: h for h in headers.values() if h.revision}, chains)
+    return [finding for path in files
+            for finding in lint_file(path, placed.get(headers[path].revision or "", None))]

@@ -1,8 +1,14 @@
-"""DivBase's tables as SQLAlchemy 2 models: the schema at the newest release.
+"""DivBase's schema at its Alembic revision `9885301b9073` (release v0.1.0a6 to v0.1.0a9): the baseline.
 
-Autogenerate compares these with the database after every migration has run (a test keeps them in step).
-Enums are stored by name (SQLAlchemy's default for `Enum(PyEnum)`), as native PostgreSQL enum types.
-Celery's result tables (`celery_taskmeta`, `celery_tasksetmeta`) belong to Celery and are not modelled here."""
+Written from the facts of DivBase's own revisions (ScilifelabDataCentre/divbase, commit 4438d792): every table,
+column type and length, nullability, server default, enum label order, index and constraint name. DivBase sets no
+naming convention, so constraints carry PostgreSQL's default names (`<table>_pkey`, `<table>_<column>_fkey`) and
+indexes SQLAlchemy's `ix_<table>_<column>`. `tests/integration/test_real_schema.py` proves, object by object, that
+these models, the committed snapshot of a database built by DivBase's own revisions, and our baseline revision
+agree. The example releases on top of it live in `example_models.py`.
+
+Celery's result tables (`celery_taskmeta`, `celery_groupmeta`) are created by Celery in DivBase's database and are
+not modelled here, nor are our bookkeeping tables."""
 
 from __future__ import annotations
 
@@ -17,41 +23,33 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
-    Index,
     Integer,
     MetaData,
     String,
-    Text,
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ENUM, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Deterministic constraint names: a contract revision can only drop what it can name.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+BASELINE_REVISION = "9885301b9073"
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = MetaData()  # SQLAlchemy's default convention (`ix_%(column_0_label)s`), as DivBase's
 
 
 class Timestamped:
-    """Every DivBase table carries an id and creation/update times set by the database."""
+    """DivBase's common columns: an indexed serial id and creation/update times set by the database."""
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                                  onupdate=func.now())
 
 
-class ProjectRole(enum.Enum):
+# Enums are stored by member name, as SQLAlchemy does for `Enum(PyEnum)`; the labels below are those names.
+class ProjectRoles(enum.Enum):
     READ = "read"
     QUERY = "query"
     EDIT = "edit"
@@ -61,171 +59,180 @@ class ProjectRole(enum.Enum):
 class TokenType(enum.Enum):
     ACCESS = "access"
     REFRESH = "refresh"
+    EMAIL_VERIFICATION = "email_verification"
+    PASSWORD_RESET = "password_reset"
 
 
 class TokenRevokeReason(enum.Enum):
     LOGOUT = "logout"
-    PASSWORD_CHANGED = "password_changed"
-    ADMIN_REVOKED = "admin_revoked"
-    ROTATED = "rotated"
+    TOKEN_USED = "token_used"
+    MANUAL_REVOKE = "manual_revoke"
+
+
+class AnnouncementTarget(enum.Enum):
+    BOTH = "both"
+    CLI = "cli"
+    WEB = "web"
 
 
 class AnnouncementLevel(enum.Enum):
     INFO = "info"
-    CAUTION = "caution"  # replaced WARNING in release 4
-    CRITICAL = "critical"
+    SUCCESS = "success"
+    WARNING = "warning"
+    DANGER = "danger"
 
 
-class AnnouncementTarget(enum.Enum):
-    ALL = "all"
-    WEB = "web"
-    CLI = "cli"
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name)
-
-
-class User(Timestamped, Base):
-    __tablename__ = "user"
-
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    display_name: Mapped[str] = mapped_column(String(255))  # was `name` until release 2
-    hashed_password: Mapped[str] = mapped_column(String(255))
-    is_admin: Mapped[bool] = mapped_column(Boolean, server_default="false")
-    is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+# Left behind by revision 86ef3d9ea91b, which dropped task_history.status but not its type: a real database has it.
+TASK_STATUS = ENUM("PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED", name="taskstatus",
+                   metadata=Base.metadata)
 
 
 class Project(Timestamped, Base):
     __tablename__ = "project"
 
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    bucket_name: Mapped[str] = mapped_column(String(63), unique=True)
-    is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    name: Mapped[str] = mapped_column(String(100), index=True, unique=True)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    bucket_name: Mapped[str] = mapped_column(String(63), index=True, unique=True)
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    is_deleted: Mapped[bool] = mapped_column(Boolean)
+    storage_quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_used_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class User(Timestamped, Base):
+    __tablename__ = "user"
+
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    email: Mapped[str] = mapped_column(String(50), index=True, unique=True)
+    hashed_password: Mapped[str] = mapped_column(String(128))
+    is_admin: Mapped[bool] = mapped_column(Boolean)
+    is_active: Mapped[bool] = mapped_column(Boolean)
+    is_deleted: Mapped[bool] = mapped_column(Boolean)
+    email_verified: Mapped[bool] = mapped_column(Boolean)
+    date_deleted: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_password_change: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    organisation: Mapped[str] = mapped_column(String(200))
+    organisation_role: Mapped[str] = mapped_column(String(100))
 
 
 class ProjectMembership(Timestamped, Base):
     __tablename__ = "project_membership"
-    __table_args__ = (UniqueConstraint("project_id", "user_id", name="uq_project_membership_project_user"),)
+    __table_args__ = (UniqueConstraint("user_id", "project_id", name="unique_user_project"),)
 
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
-    role: Mapped[ProjectRole] = mapped_column(_enum(ProjectRole, "projectrole"))
-
-
-class ProjectVersion(Timestamped, Base):
-    __tablename__ = "project_version"
-    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_project_version_project_name"),)
-
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    description: Mapped[str | None] = mapped_column(Text)
-    files: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
-    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
-
-
-class VCFMetadata(Timestamped, Base):
-    __tablename__ = "vcf_metadata"
-    __table_args__ = (UniqueConstraint("project_id", "vcf_file_s3_key", name="uq_vcf_metadata_project_key"),)
-
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
-    vcf_file_s3_key: Mapped[str] = mapped_column(String(1024))
-    s3_version_id: Mapped[str | None] = mapped_column(String(1024))
-    file_size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sample_count: Mapped[int] = mapped_column(Integer, server_default="0")  # NOT NULL since release 3
-    variant_count: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class VCFMetadataSample(Timestamped, Base):
-    __tablename__ = "vcf_metadata_samples"
-
-    vcf_metadata_id: Mapped[int] = mapped_column(ForeignKey("vcf_metadata.id", ondelete="CASCADE"), index=True)
-    sample_name: Mapped[str] = mapped_column(String(255))
-    sample_index: Mapped[int] = mapped_column(Integer)
-
-
-class VCFMetadataScaffold(Timestamped, Base):
-    __tablename__ = "vcf_metadata_scaffolds"
-
-    vcf_metadata_id: Mapped[int] = mapped_column(ForeignKey("vcf_metadata.id", ondelete="CASCADE"), index=True)
-    scaffold_name: Mapped[str] = mapped_column(String(255))
-
-
-class SkippedVCFFile(Timestamped, Base):
-    __tablename__ = "skipped_vcf_files"
-
-    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
-    vcf_file_s3_key: Mapped[str] = mapped_column(String(1024))
-    s3_version_id: Mapped[str | None] = mapped_column(String(1024))
-    skip_reason: Mapped[str] = mapped_column(Text)
-
-
-class TaskHistory(Timestamped, Base):
-    __tablename__ = "task_history"
-    __table_args__ = (
-        # built CONCURRENTLY by release 3's expand
-        Index("ix_task_history_user_id_created_at", "user_id", "created_at"),
-    )
-
-    task_id: Mapped[str] = mapped_column(String(255), unique=True)
-    task_name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(32))
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="SET NULL"))
-
-
-class TaskStartedAt(Timestamped, Base):
-    __tablename__ = "task_started_at"
-
-    task_id: Mapped[str] = mapped_column(String(255), unique=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    role: Mapped[ProjectRoles] = mapped_column(Enum(ProjectRoles, name="projectroles"), index=True)
 
 
 class RevokedToken(Timestamped, Base):
     __tablename__ = "revoked_token"
 
-    token_jti: Mapped[str] = mapped_column(String(255), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
-    token_type: Mapped[TokenType] = mapped_column(_enum(TokenType, "tokentype"))
-    revoke_reason: Mapped[TokenRevokeReason] = mapped_column(_enum(TokenRevokeReason, "tokenrevokereason"))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    token_jti: Mapped[str] = mapped_column(String(36), index=True, unique=True)
+    token_type: Mapped[TokenType] = mapped_column(Enum(TokenType, name="tokentype"), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_reason: Mapped[TokenRevokeReason] = mapped_column(Enum(TokenRevokeReason, name="tokenrevokereason"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+
+
+class SkippedVcfFile(Timestamped, Base):
+    __tablename__ = "skipped_vcf_files"
+    __table_args__ = (UniqueConstraint("vcf_file_s3_key", "project_id", name="unique_skipped_vcf_per_project"),)
+
+    vcf_file_s3_key: Mapped[str] = mapped_column(String, index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    s3_version_id: Mapped[str] = mapped_column(String, index=True)
+    skip_reason: Mapped[str | None] = mapped_column(String)
+
+
+class TaskHistory(Timestamped, Base):
+    __tablename__ = "task_history"
+
+    task_id: Mapped[str | None] = mapped_column(String, index=True, unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+
+
+class TaskStartedAt(Timestamped, Base):
+    __tablename__ = "task_started_at"
+
+    task_id: Mapped[str] = mapped_column(String, index=True, unique=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
+
+
+class VcfMetadata(Timestamped, Base):
+    __tablename__ = "vcf_metadata"
+    __table_args__ = (UniqueConstraint("vcf_file_s3_key", "project_id", name="unique_vcf_per_project"),)
+
+    vcf_file_s3_key: Mapped[str] = mapped_column(String, index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    s3_version_id: Mapped[str] = mapped_column(String, index=True)
+    file_size_bytes: Mapped[int] = mapped_column(BigInteger)
+    variant_count: Mapped[int] = mapped_column(BigInteger)
+    sample_count: Mapped[int] = mapped_column(Integer)
+
+
+class VcfMetadataSample(Timestamped, Base):
+    __tablename__ = "vcf_metadata_samples"
+
+    vcf_metadata_id: Mapped[int] = mapped_column(ForeignKey("vcf_metadata.id", ondelete="CASCADE"), index=True)
+    sample_name: Mapped[str] = mapped_column(String, index=True)
+
+
+class VcfMetadataScaffold(Timestamped, Base):
+    __tablename__ = "vcf_metadata_scaffolds"
+
+    vcf_metadata_id: Mapped[int] = mapped_column(ForeignKey("vcf_metadata.id", ondelete="CASCADE"), index=True)
+    scaffold_name: Mapped[str] = mapped_column(String, index=True)
+
+
+class ProjectVersion(Timestamped, Base):
+    __tablename__ = "project_version"
+    __table_args__ = (UniqueConstraint("name", "project_id", name="unique_name_project"),)
+
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    files: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    is_deleted: Mapped[bool] = mapped_column(Boolean)
+    date_deleted: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
 
 
 class Announcement(Timestamped, Base):
     __tablename__ = "announcement"
 
-    title: Mapped[str] = mapped_column(String(255))
-    message: Mapped[str] = mapped_column(Text)
-    level: Mapped[AnnouncementLevel] = mapped_column(_enum(AnnouncementLevel, "announcementlevel"))
-    target: Mapped[AnnouncementTarget] = mapped_column(_enum(AnnouncementTarget, "announcementtarget"))
-    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    is_active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    heading: Mapped[str] = mapped_column(String(200), index=True)
+    message: Mapped[str | None] = mapped_column(String(1000))
+    target: Mapped[AnnouncementTarget] = mapped_column(Enum(AnnouncementTarget, name="announcementtarget"),
+                                                       index=True)
+    level: Mapped[AnnouncementLevel] = mapped_column(Enum(AnnouncementLevel, name="announcementlevel"), index=True)
+    auto_expire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QueueStatus(Timestamped, Base):
-    """One row (id = 1): whether the task queue accepts new work."""
-
     __tablename__ = "queue_status"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+    __table_args__ = (CheckConstraint("id = 1", name="queue_status_singleton_row"),)
 
-    is_paused: Mapped[bool] = mapped_column(Boolean, server_default="false")
-    message: Mapped[str | None] = mapped_column(Text)
-    paused_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    is_closed: Mapped[bool] = mapped_column(Boolean)
+    scheduled_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason_for_users: Mapped[str] = mapped_column(String(500))
 
 
 class PersonalAccessToken(Timestamped, Base):
     __tablename__ = "personal_access_token"
 
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    token_hash: Mapped[str] = mapped_column(String(255), unique=True)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    hashed_token: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    permissions: Mapped[dict[str, Any]] = mapped_column(JSONB)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    is_deleted: Mapped[bool] = mapped_column(Boolean)
+    date_deleted: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-# Tables in the database that are not ours: autogenerate and the schema checks ignore them.
-FOREIGN_TABLES = frozenset({"celery_taskmeta", "celery_tasksetmeta", "alembic_version", "divbase_migration_log"})
+# Tables in DivBase's database that are not the schema's to diff: Celery's result backend (it creates them itself)
+# and the bookkeeping of Alembic and divbase-migrate.
+CELERY_TABLES = frozenset({"celery_taskmeta", "celery_groupmeta", "celery_tasksetmeta"})
+FOREIGN_TABLES = CELERY_TABLES | {"alembic_version", "divbase_migration_log"}

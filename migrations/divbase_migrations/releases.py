@@ -1,8 +1,10 @@
 """The release manifest and the compatibility rule between a release's code and a database's schema.
 
-Pure logic over revision ids and the two branch chains, so it is unit-tested without a database. Revision ids
-carry their branch (`e...` expand, `c...` contract): a database migrated by a newer release holds revisions this
-code has never seen, and the id still tells whether that unknown revision only added (expand) or removed (contract)."""
+Pure logic over revision ids and the branch chains, so it is unit-tested without a database. Which branch a
+revision belongs to comes from Alembic's graph (its `expand` / `contract` branch labels), never from its id. Both
+branches fork from a baseline on the trunk (DivBase's own history, up to the revision its production database holds),
+which is the first element of both chains. A revision this code has never seen (applied by a newer release) is
+placed by the branch `divbase-migrate` recorded for it in `divbase_migration_log`."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MANIFEST = Path(__file__).resolve().parent / "releases.toml"
-EXPAND, CONTRACT = "expand", "contract"
+EXPAND, CONTRACT, TRUNK = "expand", "contract", "trunk"
 BRANCHES = (EXPAND, CONTRACT)
 
 
@@ -26,13 +28,41 @@ class UnknownRelease(LookupError):
         self.version = version
 
 
-def branch_of(revision: str) -> str | None:
-    """The branch a revision id belongs to by convention, or None when the id follows none."""
-    if revision.startswith("e"):
-        return EXPAND
-    if revision.startswith("c"):
-        return CONTRACT
-    return None
+class RevisionError(ValueError):
+    """`alembic_version` holds something this code cannot place; `exit_code` is divbase-migrate's."""
+
+    exit_code = 2
+
+
+class UnknownRevision(RevisionError):
+    def __init__(self, revision: str) -> None:
+        super().__init__(
+            f"alembic_version holds {revision!r}: not a revision of this image's migrations, not in DivBase's history, "
+            f"and divbase_migration_log has no record of it (a newer release's revision is recorded there when "
+            f"divbase-migrate applies it); nothing was changed")
+        self.revision = revision
+
+
+class BehindBaseline(RevisionError):
+    """The database is at an older revision of the trunk's own history: finish that history's upgrade first."""
+
+    exit_code = 5
+
+    def __init__(self, revision: str, description: str, baseline: str, hint: str) -> None:
+        super().__init__(f"the database is at revision {revision} ({description}), older than the baseline "
+                         f"{baseline} this image starts from: {hint}; nothing was changed")
+        self.revision = revision
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The trunk revision both branches fork from, and what an adopted database at it must look like."""
+
+    revision: str
+    schema: Path | None = None  # normalized snapshot (schema_snapshot) of the schema at `revision`
+    ignore_tables: tuple[str, ...] = ()  # tables of others in the same database (e.g. Celery's)
+    upgrade_hint: str = "bring it to the baseline with its own migrations first"
+    history: dict[str, str] = field(default_factory=dict)  # older trunk revisions: id -> description
 
 
 @dataclass(frozen=True)
@@ -49,15 +79,27 @@ class Chains:
 
     expand: tuple[str, ...]
     contract: tuple[str, ...]
+    baseline: str | None = None  # the trunk revision both forks start from: element 0 of both chains
 
     def of(self, branch: str) -> tuple[str, ...]:
         return self.expand if branch == EXPAND else self.contract
+
+    def branch_of(self, revision: str) -> str | None:
+        """expand, contract or trunk (the baseline), by membership in the chains read from Alembic's graph."""
+        if revision == self.baseline:
+            return TRUNK
+        if revision in self.expand:
+            return EXPAND
+        if revision in self.contract:
+            return CONTRACT
+        return None
 
 
 @dataclass(frozen=True)
 class Manifest:
     releases: tuple[Release, ...]
     chains: Chains
+    baseline: Baseline | None = None
 
     @property
     def versions(self) -> tuple[str, ...]:
@@ -111,7 +153,29 @@ def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
             revisions[branch] = revision
         summary = entry.get("summary", "")
         releases.append(Release(version, revisions[EXPAND], revisions[CONTRACT], str(summary)))
-    return Manifest(tuple(releases), chains)
+    return Manifest(tuple(releases), chains, _baseline(data.get("baseline"), chains, path))
+
+
+def _baseline(raw: object, chains: Chains, path: Path) -> Baseline | None:
+    if raw is None:
+        return Baseline(chains.baseline) if chains.baseline else None
+    where = f"{path.name}: [baseline]"
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: must be a table")
+    revision = raw.get("revision")
+    if revision != chains.baseline:
+        raise ManifestError(f"{where}: `revision` = {revision!r}, but the branches fork from {chains.baseline!r}")
+    schema = raw.get("schema")
+    if schema is not None and not isinstance(schema, str):
+        raise ManifestError(f"{where}: `schema` must be a path relative to the manifest")
+    ignore = raw.get("ignore_tables", [])
+    history = raw.get("history", {})
+    if not isinstance(ignore, list) or not all(isinstance(t, str) for t in ignore):
+        raise ManifestError(f"{where}: `ignore_tables` must be a list of table names")
+    if not isinstance(history, dict) or not all(isinstance(v, str) for v in history.values()):
+        raise ManifestError(f"{where}: `history` must map revision ids to descriptions")
+    hint = raw.get("upgrade_hint", Baseline.upgrade_hint)
+    return Baseline(revision, path.parent / schema if schema else None, tuple(ignore), str(hint), dict(history))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,20 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from .releases import BRANCHES, MANIFEST, Applied, Chains, Manifest, ManifestError, branch_of, load_manifest
+from .releases import (
+    BRANCHES,
+    CONTRACT,
+    EXPAND,
+    MANIFEST,
+    Applied,
+    Baseline,
+    BehindBaseline,
+    Chains,
+    Manifest,
+    ManifestError,
+    UnknownRevision,
+    load_manifest,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = PACKAGE_DIR / "alembic.ini"
@@ -30,30 +43,41 @@ def script_directory() -> ScriptDirectory:
 
 
 def chains_from(script: ScriptDirectory) -> Chains:
-    """Each branch as a list, oldest first; refuses anything but one linear chain per labelled branch."""
+    """Each branch as a list, oldest first, read from Alembic's graph: the revisions from the head of the branch
+    labelled `expand` (`contract`) down to the trunk revision it forks from (the baseline, element 0 of both).
+    Refuses anything but one linear chain per branch, both forking from the same trunk revision, and heads that
+    belong to neither branch."""
     result: dict[str, tuple[str, ...]] = {}
-    heads = script.get_heads()
+    forks: dict[str, str | None] = {}
     for branch in BRANCHES:
-        branch_heads = [h for h in heads if branch_of(h) == branch]
-        if len(branch_heads) != 1:
-            raise ManifestError(f"the {branch} branch must have exactly one head, found {branch_heads or 'none'}")
+        try:
+            head = script.get_revision(f"{branch}@head")
+        except Exception as exc:  # alembic raises several kinds for an unknown label or several heads
+            raise ManifestError(f"the {branch} branch must have exactly one head (a revision with "
+                                f"branch_labels = ({branch!r},) starts it): {exc}") from None
         chain: list[str] = []
-        revision = script.get_revision(branch_heads[0])
+        revision = head
         while revision is not None:
-            if branch_of(revision.revision) != branch:
-                raise ManifestError(f"revision {revision.revision} sits in the {branch} branch; its id must start "
-                                    f"with {branch[0]!r}")
+            if branch not in (revision.branch_labels or ()):
+                break  # left the branch: this is the trunk revision it forks from
             chain.append(revision.revision)
-            down = revision.down_revision  # dependencies (`depends_on`) are not part of the chain
-            downs = (down,) if isinstance(down, str) else tuple(down or ())
+            downs = _as_tuple(revision.down_revision)  # dependencies (`depends_on`) are not part of the chain
             if len(downs) > 1:
                 raise ManifestError(f"revision {revision.revision} merges {downs}: branches must stay linear")
             revision = script.get_revision(downs[0]) if downs else None
+        forks[branch] = revision.revision if revision is not None else None
         result[branch] = tuple(reversed(chain))
-    unknown = [h for h in heads if branch_of(h) is None]
-    if unknown:
-        raise ManifestError(f"heads {unknown} belong to neither branch (ids start with 'e' or 'c')")
-    return Chains(expand=result["expand"], contract=result["contract"])
+    if forks["expand"] != forks["contract"]:
+        raise ManifestError(f"the expand branch forks from {forks['expand']} but the contract branch from "
+                            f"{forks['contract']}: both must start at the same baseline")
+    baseline = forks["expand"]
+    members = set(result["expand"]) | set(result["contract"])
+    stray = [h for h in script.get_heads() if h not in members]
+    if stray:
+        raise ManifestError(f"heads {stray} belong to neither branch (no `expand` or `contract` label in their "
+                            f"history): every revision after the baseline goes on one of the two branches")
+    lead = (baseline,) if baseline else ()
+    return Chains(expand=lead + result["expand"], contract=lead + result["contract"], baseline=baseline)
 
 
 def load(manifest_path: Path = MANIFEST) -> Manifest:
@@ -64,12 +88,14 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
-def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirectory | None = None) -> Applied:
+def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirectory | None = None,
+                       logged: Mapping[str, str] | None = None, baseline: Baseline | None = None) -> Applied:
     """The newest applied revision of each branch, from the rows of `alembic_version`.
 
     Alembic keeps only heads, and a contract revision's `depends_on` absorbs the expand head it depends on (the
     table may hold just `c0004`, meaning e0005 is applied too), so the answer is found by walking ancestors and
-    dependencies. A head this code does not know (written by a newer release) counts by its id's branch."""
+    dependencies. A head this code does not know was applied by a newer release: `logged` (revision -> branch, from
+    divbase_migration_log) places it. One in the baseline's history is an older database: BehindBaseline."""
     script = script or script_directory()
     known = set(chains.expand) | set(chains.contract)
     applied: set[str] = set()
@@ -80,11 +106,13 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
         if revision in applied:
             continue
         if revision not in known:
-            branch = branch_of(revision)
-            if branch is None:
-                raise ManifestError(f"alembic_version holds {revision!r}, which belongs to neither branch")
-            unknown[branch] = revision
-            continue
+            branch = (logged or {}).get(revision)
+            if branch in (EXPAND, CONTRACT):
+                unknown[branch] = revision
+                continue
+            if baseline is not None and revision in baseline.history:
+                raise BehindBaseline(revision, baseline.history[revision], baseline.revision, baseline.upgrade_hint)
+            raise UnknownRevision(revision)
         applied.add(revision)
         script_rev = script.get_revision(revision)
         todo.extend(_as_tuple(script_rev.down_revision) + _as_tuple(script_rev.dependencies))
@@ -95,4 +123,4 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
         chain = chains.of(branch)
         return next((r for r in reversed(chain) if r in applied), None)
 
-    return Applied(newest("expand"), newest("contract"))
+    return Applied(newest(EXPAND), newest(CONTRACT))

@@ -27,12 +27,14 @@ from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from . import schema_snapshot
 from .compat import read_applied
-from .releases import CONTRACT, EXPAND, Applied, Manifest, Release, branch_of, compatibility, pending
+from .releases import CONTRACT, EXPAND, TRUNK, Applied, Manifest, Release, compatibility, pending
 from .revisions import alembic_config
 
 log = logging.getLogger("divbase_migrations.runner")
 
+BOOKKEEPING_TABLES = frozenset({"alembic_version", "divbase_migration_log"})  # never part of a schema to compare
 # pg_advisory_lock key: the first 8 bytes of sha256("divbase-migrate"), as a signed bigint
 ADVISORY_LOCK_KEY = 0x3D1F5C1B6E2A9071
 LOG_TABLE_DDL = """
@@ -59,6 +61,20 @@ class PreconditionFailed(StepError):
     """The database is not where this step can start from (e.g. contract before expand, or a downgrade)."""
 
     exit_code = 5
+
+
+class SchemaDrift(PreconditionFailed):
+    """An adopted database at the baseline does not have the baseline's schema: no revision is applied to it."""
+
+    SHOWN = 25
+
+    def __init__(self, baseline: str, differences: list[str]) -> None:
+        shown = differences[:self.SHOWN]
+        more = f"; and {len(differences) - len(shown)} more" if len(differences) > len(shown) else ""
+        super().__init__(f"the database is at the baseline {baseline} but its schema differs from it in "
+                         f"{len(differences)} place(s), so nothing was applied: {'; '.join(shown)}{more}. Make the "
+                         f"schema match (or regenerate the baseline snapshot if the baseline itself changed)")
+        self.differences = differences
 
 
 class LockTimeout(StepError):
@@ -172,11 +188,13 @@ class Runner:
                          extra={"wait_ms": self.settings.wait_timeout_ms})
             self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
-        conn.execute(text(LOG_TABLE_DDL))
 
     def _run_locked(self, lock_conn: Connection, step: str, release: Release) -> Outcome:
         before = read_applied(lock_conn, self.manifest)
         todo = self._plan(step, release, before)
+        if todo:  # only a step that will apply something leaves a trace: a refused one changes nothing
+            self._refuse_drift(lock_conn, before)
+            lock_conn.execute(text(LOG_TABLE_DDL))
         outcome = Outcome(step, release.version, before, before)
         log.info("starting", extra={"step": step, "release": release.version, "from": before.as_dict(),
                                     "pending": list(todo)})
@@ -198,6 +216,21 @@ class Runner:
                                          f"{verdict.reason}")
             return pending(self.manifest.chains, CONTRACT, applied.contract, release.contract)
         raise ValueError(f"unknown step {step!r}")
+
+    def _refuse_drift(self, conn: Connection, applied: Applied) -> None:
+        """Before the first revision on top of the baseline, the live schema must be the baseline's, object by
+        object: an adopted production database that drifted (a hand-made index, a column changed outside Alembic)
+        is refused with every difference listed, rather than migrated blindly as `alembic stamp` would."""
+        baseline = self.manifest.baseline
+        at_baseline = baseline is not None and applied == Applied(baseline.revision, baseline.revision)
+        if not at_baseline or baseline is None or baseline.schema is None:
+            return
+        expected = schema_snapshot.load(baseline.schema)
+        actual = schema_snapshot.take(conn, exclude_tables=BOOKKEEPING_TABLES | set(baseline.ignore_tables))
+        differences = schema_snapshot.diff(expected, actual)
+        if differences:
+            raise SchemaDrift(baseline.revision, differences)
+        log.info("adopting: the schema matches the baseline", extra={"baseline": baseline.revision})
 
     def _apply(self, revision: str, step: str, release: Release) -> int:
         """Apply one revision, retrying lock timeouts with capped exponential backoff; returns the retries used."""
@@ -236,7 +269,7 @@ class Runner:
             ctx.connection.execute(text(
                 "INSERT INTO divbase_migration_log (revision, branch, release, step, attempts, duration_ms, runner) "
                 "VALUES (:rev, :branch, :release, :step, :attempts, :ms, :runner)"), {
-                "rev": revision, "branch": branch_of(revision),
+                "rev": revision, "branch": self.manifest.chains.branch_of(revision) or TRUNK,
                 "release": release.version, "step": step_name, "attempts": attempt,
                 "ms": int((time.monotonic() - started) * 1000), "runner": _runner_name()})
         return record

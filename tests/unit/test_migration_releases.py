@@ -8,8 +8,10 @@ import pytest
 from divbase_migrations import revisions
 from divbase_migrations.releases import (
     Applied,
+    BehindBaseline,
     ManifestError,
     UnknownRelease,
+    UnknownRevision,
     compatibility,
     load_manifest,
     pending,
@@ -20,13 +22,26 @@ MANIFEST = revisions.load()
 CHAINS = MANIFEST.chains
 
 
-def test_one_linear_chain_per_branch_and_ids_carry_their_branch() -> None:
+BASELINE = "9885301b9073"  # DivBase's head at 4438d792 (releases v0.1.0a6 to v0.1.0a9)
+EXAMPLES = ("1", "2", "3", "4")
+
+
+def test_both_branches_fork_from_divbase_s_own_head_revision() -> None:
     script = revisions.script_directory()
-    heads = sorted(script.get_heads())
-    assert heads == sorted([CHAINS.expand[-1], CHAINS.contract[-1]])
-    assert all(r.startswith("e") for r in CHAINS.expand) and all(r.startswith("c") for r in CHAINS.contract)
-    assert script.get_revision(CHAINS.expand[0]).branch_labels == {"expand"}
-    assert script.get_revision(CHAINS.contract[0]).branch_labels == {"contract"}
+    assert sorted(script.get_heads()) == sorted([CHAINS.expand[-1], CHAINS.contract[-1]])
+    assert CHAINS.baseline == BASELINE == CHAINS.expand[0] == CHAINS.contract[0]
+    assert script.get_revision(BASELINE).down_revision is None
+    assert script.get_revision(CHAINS.expand[1]).down_revision == BASELINE
+    assert script.get_revision(CHAINS.contract[1]).down_revision == BASELINE
+    assert "expand" in script.get_revision(CHAINS.expand[1])._orig_branch_labels
+    assert "contract" in script.get_revision(CHAINS.contract[1])._orig_branch_labels
+
+
+def test_branch_membership_comes_from_the_graph_not_the_id() -> None:
+    assert CHAINS.branch_of(BASELINE) == "trunk"  # the real first revision c5a18386f0b6 is no contract either
+    assert [CHAINS.branch_of(r) for r in CHAINS.expand[1:]] == ["expand"] * (len(CHAINS.expand) - 1)
+    assert [CHAINS.branch_of(r) for r in CHAINS.contract[1:]] == ["contract"] * (len(CHAINS.contract) - 1)
+    assert CHAINS.branch_of("c5a18386f0b6") is None and CHAINS.branch_of("e_not_ours") is None
 
 
 def test_files_are_named_by_date_and_slug() -> None:
@@ -36,19 +51,31 @@ def test_files_are_named_by_date_and_slug() -> None:
 
 def test_every_contract_revision_depends_on_an_expand_revision() -> None:
     script = revisions.script_directory()
-    for revision in CHAINS.contract:
+    for revision in CHAINS.contract[1:]:
         deps = script.get_revision(revision).dependencies
         deps = (deps,) if isinstance(deps, str) else tuple(deps or ())
         assert deps and all(d in CHAINS.expand for d in deps), revision
 
 
-def test_four_releases_each_needing_the_split() -> None:
-    assert MANIFEST.versions == ("1", "2", "3", "4")
-    contracts = [r.contract for r in MANIFEST.releases]
+def test_divbase_releases_at_the_baseline_then_four_example_releases_each_needing_the_split() -> None:
+    assert MANIFEST.versions == ("0.1.0a6", "0.1.0a7", "0.1.0a8", "0.1.0a9", *EXAMPLES)
+    for version in ("0.1.0a6", "0.1.0a9", "1"):
+        assert (MANIFEST.release(version).expand, MANIFEST.release(version).contract) == (BASELINE, BASELINE)
+    contracts = [MANIFEST.release(v).contract for v in EXAMPLES]
     assert len(set(contracts)) == 4  # every later release removes or tightens something
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
+def test_divbase_s_older_revisions_are_named_with_what_to_run_first() -> None:
+    baseline = MANIFEST.baseline
+    assert baseline is not None and baseline.schema is not None and baseline.schema.is_file()
+    assert len(baseline.history) == 10  # DivBase's eleven revisions, the last being the baseline itself
+    with pytest.raises(BehindBaseline, match=r"427a022ebccf .*older than the baseline 9885301b9073.*alembic upgrade "
+                                             r"9885301b9073") as caught:
+        revisions.applied_from_heads(["427a022ebccf"], CHAINS, baseline=baseline)
+    assert caught.value.exit_code == 5
+
+
+@pytest.mark.parametrize("version", EXAMPLES)
 def test_a_release_runs_on_its_own_schema_and_on_the_next_expand(version: str) -> None:
     release = MANIFEST.release(version)
     assert compatibility(MANIFEST, release, Applied(release.expand, release.contract)).ok
@@ -77,7 +104,9 @@ def test_unknown_revisions_of_a_newer_release() -> None:
 
 def test_servable_releases_move_with_the_schema() -> None:
     assert servable(MANIFEST, Applied(None, None)) == []
-    assert servable(MANIFEST, Applied(CHAINS.expand[1], CHAINS.contract[0])) == ["1", "2"]
+    at_baseline = ["0.1.0a6", "0.1.0a7", "0.1.0a8", "0.1.0a9", "1"]
+    assert servable(MANIFEST, Applied(BASELINE, BASELINE)) == at_baseline
+    assert servable(MANIFEST, Applied(CHAINS.expand[1], CHAINS.contract[0])) == [*at_baseline, "2"]
     assert servable(MANIFEST, Applied(CHAINS.expand[-1], CHAINS.contract[1])) == ["2", "3", "4"]
     assert servable(MANIFEST, Applied(CHAINS.expand[-1], CHAINS.contract[-1])) == ["4"]
 
@@ -95,27 +124,32 @@ def test_heads_absorbed_by_dependencies_are_resolved() -> None:
     assert applied == Applied(CHAINS.expand[-1], CHAINS.contract[-1])
     assert revisions.applied_from_heads([CHAINS.expand[2], CHAINS.contract[0]], CHAINS) == Applied(
         CHAINS.expand[2], CHAINS.contract[0])
-    with pytest.raises(ManifestError, match="neither branch"):
+    with pytest.raises(UnknownRevision, match="'zz_bogus': not a revision of this image's migrations") as caught:
         revisions.applied_from_heads(["zz_bogus"], CHAINS)
+    assert caught.value.exit_code == 2
+    # a newer release's revision is placed by the branch divbase-migrate recorded for it, whatever its id
+    applied = revisions.applied_from_heads(["zz_future", CHAINS.contract[1]], CHAINS, logged={"zz_future": "expand"})
+    assert applied == Applied("zz_future", CHAINS.contract[1])
 
 
 def test_unknown_release_names_the_known_ones() -> None:
-    with pytest.raises(UnknownRelease, match=r"release '9' is not in the manifest \(known: 1, 2, 3, 4\)"):
+    known = r"0\.1\.0a6, 0\.1\.0a7, 0\.1\.0a8, 0\.1\.0a9, 1, 2, 3, 4"
+    with pytest.raises(UnknownRelease, match=rf"release '9' is not in the manifest \(known: {known}\)"):
         MANIFEST.release("9")
 
 
 @pytest.mark.parametrize(("content", "message"), [
     ("[[release]\nversion = ", "not valid TOML"),
     ("title = 'no releases'", r"at least one \[\[release\]\]"),
-    ("[[release]]\nexpand = 'e0001_initial_schema'\ncontract = 'c0001_contract_base'", "`version` must be"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0404_missing'\ncontract = 'c0001_contract_base'",
+    ("[[release]]\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'", "`version` must be"),
+    ("[[release]]\nversion = '1'\nexpand = 'e0404_missing'\ncontract = 'c0002_user_display_name'",
      "release '1': `expand` = 'e0404_missing' is not a revision of the expand branch"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0001_initial_schema'", "release '1': `contract` must name a revision"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0001_contract_base'\n"
-     "[[release]]\nversion = '2'\nexpand = 'e0001_initial_schema'\ncontract = 'c0001_contract_base'",
-     "release '2': `expand` = 'e0001_initial_schema' is older than the previous release's"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0001_initial_schema'\ncontract = 'c0001_contract_base'\n"
-     "[[release]]\nversion = '1'\nexpand = 'e0001_initial_schema'\ncontract = 'c0001_contract_base'",
+    ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'", "release '1': `contract` must name a revision"),
+    ("[[release]]\nversion = '1'\nexpand = 'e0003_skip_reason'\ncontract = 'c0002_user_display_name'\n"
+     "[[release]]\nversion = '2'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+     "release '2': `expand` = 'e0002_user_display_name' is older than the previous release's"),
+    ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
+     "[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
      "release '1': listed twice"),
 ])
 def test_corrupt_manifests_are_rejected_by_entry_and_field(tmp_path: Path, content: str, message: str) -> None:

@@ -35,7 +35,8 @@ EXPECTED_FINDINGS = {
     "2026-09-01_raw_sql_drop.py": "op.execute: SQL drops COLUMN",
     "2026-09-01_raw_sql_blocking_index.py": "SQL builds an index without CONCURRENTLY",
     "2026-09-01_allow_without_reason.py": "an allow marker needs a reason",
-    "2026-09-01_no_branch_prefix.py": "must start with 'e' (expand) or 'c' (contract)",
+    "2026-09-01_on_no_branch.py": "is on neither branch",
+    "2026-09-01_contract_like_id_on_expand.py": "op.drop_column: expand revisions must not drop",
 }
 
 

@@ -1,9 +1,11 @@
 """Alembic environment for DivBase: one connection, one transaction per revision, our tables only.
 
-`divbase-migrate` hands in its connection through `config.attributes["connection"]`; a developer running plain
-`alembic` gets one from DIVBASE_DATABASE_URL (or the DIVBASE_DB_* parts). A transaction per revision is what lets a
-revision leave the transaction (`op.get_context().autocommit_block()`) for `CREATE INDEX CONCURRENTLY` and
-`ALTER TYPE ... ADD VALUE`, and what lets the runner retry one revision after a lock timeout."""
+`divbase-migrate` hands in its connection through `config.attributes["connection"]` (a Connection or an Engine:
+pytest-alembic hands an Engine); a developer running plain `alembic` gets one from DIVBASE_DATABASE_URL (or the
+DIVBASE_DB_* parts). A transaction per revision is what lets a revision leave the transaction
+(`op.get_context().autocommit_block()`) for `CREATE INDEX CONCURRENTLY` and `ALTER TYPE ... ADD VALUE`, and what
+lets the runner retry one revision after a lock timeout. Autogenerate compares with the schema at the head of both
+branches (`example_models.head_metadata()`: DivBase's models plus the example releases)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from typing import Any
 
 from alembic import context
 from divbase_migrations.database import database_url_from_env
-from divbase_migrations.models import FOREIGN_TABLES, Base
-from sqlalchemy import create_engine, pool
+from divbase_migrations.example_models import head_metadata
+from divbase_migrations.models import FOREIGN_TABLES
+from sqlalchemy import Connection, Engine, create_engine, pool
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = head_metadata()
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
@@ -42,20 +45,24 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def run_with(connection: Connection) -> None:
+    recorder = config.attributes.get("on_version_apply")
+    extra = {"on_version_apply": recorder} if recorder else {}
+    context.configure(connection=connection, **OPTIONS, **extra)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        recorder = config.attributes.get("on_version_apply")
-        extra = {"on_version_apply": recorder} if recorder else {}
-        context.configure(connection=connection, **OPTIONS, **extra)
-        with context.begin_transaction():
-            context.run_migrations()
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        run_with(given)
         return
-    engine = create_engine(database_url_from_env(required=True), poolclass=pool.NullPool)
+    engine = given if isinstance(given, Engine) else create_engine(database_url_from_env(required=True),
+                                                                   poolclass=pool.NullPool)
     with engine.connect() as conn:
-        context.configure(connection=conn, **OPTIONS)
-        with context.begin_transaction():
-            context.run_migrations()
+        run_with(conn)
+        conn.commit()
 
 
 if context.is_offline_mode():

@@ -1,8 +1,8 @@
-"""Release 3, expand: index task_history (user_id, created_at), built CONCURRENTLY.
+"""Example release 3, expand: index task_history (user_id, created_at), built CONCURRENTLY.
 
 Revision ID: e0004_task_history_user_index
-Revises: e0003_vcf_sample_count
-Create Date: 2026-05-11 09:05:00+00:00
+Revises: e0003_skip_reason
+Create Date: 2026-08-03 09:05:00+00:00
 
 CONCURRENTLY cannot run in a transaction, so this leaves Alembic's transaction. A build that failed half-way
 (lock timeout, cancel) leaves an INVALID index behind: it is dropped first, which makes a re-run safe.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "e0004_task_history_user_index"
-down_revision: str | Sequence[str] | None = "e0003_vcf_sample_count"
+down_revision: str | Sequence[str] | None = "e0003_skip_reason"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,10 +1,10 @@
-"""Release 2, expand: `user.name` becomes `user.display_name` (add, keep in sync, backfill, NOT NULL as NOT VALID).
+"""Example release 2, expand: `user.name` becomes `user.display_name` (add, keep in sync, backfill, NOT NULL as NOT VALID).
 
 Revision ID: e0002_user_display_name
-Revises: e0001_initial_schema
-Create Date: 2026-03-02 09:00:00+00:00
+Revises: 9885301b9073
+Create Date: 2026-07-01 09:00:00+00:00
 
-Release 1 pods write `name`, release 2 pods write `display_name`; both run during the deploy step. A trigger copies
+Pods of the release before write `name`, release 2 pods write `display_name`; both run during the deploy step. A trigger copies
 whichever side is missing, so each release reads what it expects. The NOT NULL promise of the new column is a
 CHECK ... NOT VALID here (instant, no scan); the contract validates it and drops `name`.
 """
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "e0002_user_display_name"
-down_revision: str | Sequence[str] | None = "e0001_initial_schema"
-branch_labels: str | Sequence[str] | None = None
+down_revision: str | Sequence[str] | None = "9885301b9073"  # DivBase v0.1.0a9, the trunk
+branch_labels: str | Sequence[str] | None = ("expand",)
 depends_on: str | Sequence[str] | None = None
 
 SYNC_FUNCTION = """
@@ -67,7 +67,7 @@ END $$
 
 def upgrade() -> None:
     # column, function and trigger commit together (metadata only: the ACCESS EXCLUSIVE lock is held for an instant)
-    op.add_column("user", sa.Column("display_name", sa.String(length=255), nullable=True), if_not_exists=True)
+    op.add_column("user", sa.Column("display_name", sa.String(length=100), nullable=True), if_not_exists=True)
     op.execute(SYNC_FUNCTION)
     op.execute('CREATE OR REPLACE TRIGGER divbase_user_name_sync BEFORE INSERT OR UPDATE ON "user" '
                "FOR EACH ROW EXECUTE FUNCTION divbase_user_name_sync()")
