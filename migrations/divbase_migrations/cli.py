@@ -27,7 +27,6 @@ from .releases import (
     BRANCHES,
     CONTRACT,
     EXPAND,
-    MANIFEST,
     Applied,
     Manifest,
     ManifestError,
@@ -37,7 +36,7 @@ from .releases import (
     servable,
 )
 from .releases import pending as pending_revisions
-from .revisions import load
+from .revisions import ENV_CONFIG, load
 from .runner import Runner, Settings, StepError, classify, make_engine
 
 log = logging.getLogger("divbase_migrations.cli")
@@ -78,7 +77,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
-    p.add_argument("--manifest", type=Path, default=MANIFEST, help="release manifest (default: the packaged one)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="alembic.ini of the project to migrate (default: $DIVBASE_MIGRATE_CONFIG, else DivBase's "
+                        "packaged revisions); its env.py, expand/contract branches and releases.toml are used")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="release manifest (default: releases.toml beside --config, else the packaged one)")
     p.add_argument("--termination-log", type=Path, default=None, help=TERMINATION_HELP)
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the subcommand, as Jobs pass it
     common.add_argument("--termination-log", type=Path, default=argparse.SUPPRESS, help=TERMINATION_HELP)
@@ -151,6 +154,8 @@ def termination_path(flag: Path | None) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.config is not None:  # read by revisions.alembic_config(), also inside env.py's process
+        os.environ[ENV_CONFIG] = str(args.config.resolve())
     try:
         url = database_url_from_env(required=False)
     except ConfigError as exc:

@@ -214,7 +214,8 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
 
 
 def lint(paths: Iterable[Path] | None = None) -> list[Finding]:
-    files = sorted(VERSIONS_DIR.glob("*.py")) if paths is None else [
+    versions = Path(script_directory().versions) if paths is None else VERSIONS_DIR
+    files = sorted(versions.glob("*.py")) if paths is None else [
         f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
     trees = {path: ast.parse(path.read_text(), filename=str(path)) for path in files}
     headers = {path: _header(tree) for path, tree in trees.items()}

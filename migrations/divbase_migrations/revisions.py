@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -27,12 +28,27 @@ from .releases import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = PACKAGE_DIR / "alembic.ini"
+ENV_CONFIG = "DIVBASE_MIGRATE_CONFIG"  # another Alembic project's alembic.ini: its revisions, env.py and manifest
+
+
+def project_ini() -> Path | None:
+    """The alembic.ini of the project to migrate, when it is not ours (`--config` or $DIVBASE_MIGRATE_CONFIG)."""
+    configured = os.environ.get(ENV_CONFIG)
+    return Path(configured).resolve() if configured else None
+
+
+def default_manifest() -> Path:
+    """The project's `releases.toml` beside its alembic.ini, or ours."""
+    ini = project_ini()
+    return ini.parent / "releases.toml" if ini else MANIFEST
 
 
 def alembic_config(**attributes: Any) -> Config:
     """Our Alembic config; `attributes` reach env.py (`connection` online, `url` offline)."""
-    cfg = Config(str(ALEMBIC_INI))
-    cfg.set_main_option("script_location", str(PACKAGE_DIR / "alembic"))
+    ini = project_ini()
+    cfg = Config(str(ini or ALEMBIC_INI))
+    if ini is None:
+        cfg.set_main_option("script_location", str(PACKAGE_DIR / "alembic"))
     cfg.attributes.update(attributes)
     return cfg
 
@@ -80,8 +96,8 @@ def chains_from(script: ScriptDirectory) -> Chains:
     return Chains(expand=lead + result["expand"], contract=lead + result["contract"], baseline=baseline)
 
 
-def load(manifest_path: Path = MANIFEST) -> Manifest:
-    return load_manifest(chains_from(script_directory()), manifest_path)
+def load(manifest_path: Path | None = None) -> Manifest:
+    return load_manifest(chains_from(script_directory()), manifest_path or default_manifest())
 
 
 def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -192,10 +192,10 @@ class Runner:
     def _run_locked(self, lock_conn: Connection, step: str, release: Release) -> Outcome:
         before = read_applied(lock_conn, self.manifest)
         todo = self._plan(step, release, before)
-        if todo:  # only a step that will apply something leaves a trace: a refused one changes nothing
-            self._refuse_drift(lock_conn, before)
-            lock_conn.execute(text(LOG_TABLE_DDL))
         outcome = Outcome(step, release.version, before, before)
+        if todo:  # only a step that will apply something leaves a trace: a refused one changes nothing
+            outcome.retries += self._refuse_drift(before)
+            lock_conn.execute(text(LOG_TABLE_DDL))
         log.info("starting", extra={"step": step, "release": release.version, "from": before.as_dict(),
                                     "pending": list(todo)})
         for revision in todo:
@@ -217,49 +217,64 @@ class Runner:
             return pending(self.manifest.chains, CONTRACT, applied.contract, release.contract)
         raise ValueError(f"unknown step {step!r}")
 
-    def _refuse_drift(self, conn: Connection, applied: Applied) -> None:
+    def _refuse_drift(self, applied: Applied) -> int:
         """Before the first revision on top of the baseline, the live schema must be the baseline's, object by
         object: an adopted production database that drifted (a hand-made index, a column changed outside Alembic)
         is refused with every difference listed, rather than migrated blindly as `alembic stamp` would."""
         baseline = self.manifest.baseline
         at_baseline = baseline is not None and applied == Applied(baseline.revision, baseline.revision)
         if not at_baseline or baseline is None or baseline.schema is None:
-            return
+            return 0
         expected = schema_snapshot.load(baseline.schema)
-        actual = schema_snapshot.take(conn, exclude_tables=BOOKKEEPING_TABLES | set(baseline.ignore_tables))
+        actual: dict[str, Any] = {}
+
+        def read(attempt: int, started: float) -> None:  # the catalog functions wait on locks of busy tables too
+            with self.engine.connect() as read_conn:
+                actual.update(schema_snapshot.take(
+                    read_conn, exclude_tables=BOOKKEEPING_TABLES | set(baseline.ignore_tables)))
+
+        retries = self._retrying("reading the schema to compare with the baseline", read,
+                                 {"check": "baseline schema"})
         differences = schema_snapshot.diff(expected, actual)
         if differences:
             raise SchemaDrift(baseline.revision, differences)
         log.info("adopting: the schema matches the baseline", extra={"baseline": baseline.revision})
+        return retries
 
     def _apply(self, revision: str, step: str, release: Release) -> int:
         """Apply one revision, retrying lock timeouts with capped exponential backoff; returns the retries used."""
+        def upgrade(attempt: int, started: float) -> None:
+            with self.engine.connect() as conn:
+                cfg = alembic_config(connection=conn, on_version_apply=self._recorder(step, release, attempt, started))
+                command.upgrade(cfg, revision)
+                conn.commit()
+        return self._retrying(f"revision {revision}", upgrade, {"revision": revision})
+
+    def _retrying(self, what: str, attempt_once: Callable[[int, float], None], context: dict[str, Any]) -> int:
+        """Run `attempt_once(attempt, started)`, retrying a lock timeout with capped, jittered exponential backoff
+        up to the bound; any other failure, or the last timeout, is raised naming `what`. Returns retries used."""
         attempt = 0
         while True:
             attempt += 1
             started = time.monotonic()
             try:
-                with self.engine.connect() as conn:
-                    cfg = alembic_config(connection=conn,
-                                         on_version_apply=self._recorder(step, release, attempt, started))
-                    command.upgrade(cfg, revision)
-                    conn.commit()
-                log.info("applied", extra={"revision": revision, "attempt": attempt,
-                                           "duration_ms": int((time.monotonic() - started) * 1000)})
+                attempt_once(attempt, started)
+                log.info("applied" if "revision" in context else "done", extra={
+                    **context, "attempt": attempt, "duration_ms": int((time.monotonic() - started) * 1000)})
                 return attempt - 1
             except DBAPIError as exc:
                 error = classify(exc)
                 if not isinstance(error, LockTimeout) or attempt > self.settings.lock_retries:
                     if isinstance(error, LockTimeout):
-                        error = LockTimeout(f"revision {revision}: a lock was not granted within "
+                        error = LockTimeout(f"{what}: a lock was not granted within "
                                             f"{self.settings.lock_timeout_ms} ms, {attempt} attempts")
                     else:
-                        error.args = (f"revision {revision}: {error.args[0]}",)
+                        error.args = (f"{what}: {error.args[0]}",)
                     raise error from None
                 delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
                 log.warning("lock timeout; rolled back, will retry", extra={
-                    "revision": revision, "attempt": attempt, "retry_in_s": round(delay, 2),
+                    **context, "attempt": attempt, "retry_in_s": round(delay, 2),
                     "lock_timeout_ms": self.settings.lock_timeout_ms})
                 self.sleep(delay)
 

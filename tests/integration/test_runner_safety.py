@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from divbase_migrations import cli, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_migrations.testing.postgres import PostgresServer, free_port
@@ -99,23 +100,31 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
     assert "lock timeout; rolled back, will retry" in result.stderr
 
 
-def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp_path: Path) -> None:
-    assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
+@pytest.mark.parametrize(("start_at", "locked", "blocked"), [
+    # past the baseline: the revision itself waits for the lock
+    ("2", "skipped_vcf_files", "revision e0003_skip_reason"),
+    # at the baseline: the adoption check reads the catalog first, which waits on the same lock
+    ("1", "user", "reading the schema to compare with the baseline"),
+])
+def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp_path: Path, start_at: str,
+                                                          locked: str, blocked: str) -> None:
+    assert run(database_url, "expand", "--release", start_at, term=tmp_path / "a").code == 0
     before = heads(database_url)
     holder = engine(database_url).connect()
-    holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))  # held until the runner gives up
+    holder.execute(text(f'LOCK TABLE "{locked}" IN ACCESS EXCLUSIVE MODE'))  # held until the runner gives up
     try:
-        result = run(database_url, "expand", "--release", "2", "--lock-timeout", "100ms", "--lock-retries", "2",
-                     term=tmp_path / "b", timeout=60)
+        result = run(database_url, "expand", "--release", str(int(start_at) + 1), "--lock-timeout", "100ms",
+                     "--lock-retries", "2", term=tmp_path / "b", timeout=60)
     finally:
         holder.rollback()
         holder.close()
     assert result.code == cli.EXIT_TIMEOUT, result.output
-    assert "revision e0002_user_display_name: a lock was not granted within 100 ms, 3 attempts" in \
-        result.summary["error"]
+    assert f"{blocked}: a lock was not granted within 100 ms, 3 attempts" in result.summary["error"]
     assert heads(database_url) == before  # nothing half-applied
     with engine(database_url).connect() as conn:
-        assert "display_name" not in {c["name"] for c in inspect(conn).get_columns("user")}
+        assert "display_name" not in {c["name"] for c in inspect(conn).get_columns("user")} or start_at == "2"
+        assert not any(c["name"] == "skip_reason" and c["default"] for c in inspect(conn).get_columns(
+            "skipped_vcf_files"))
 
 
 def test_statement_timeout_is_enforced(database_url: str, tmp_path: Path) -> None:
@@ -138,8 +147,9 @@ def test_status_and_check(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "2", term=tmp_path / "a").code == 0
     status = run(database_url, "status", term=tmp_path / "s")
     data = json.loads(status.stdout)
-    assert data["applied"] == {"expand": "e0002_user_display_name", "contract": None}
-    assert data["servable_releases"] == ["1", "2"]  # expand only added: release 1 still runs
+    assert data["applied"] == {"expand": "e0002_user_display_name", "contract": "9885301b9073"}  # at the baseline
+    # expand only added: DivBase's releases at the baseline and example release 1 still run
+    assert data["servable_releases"] == ["0.1.0a6", "0.1.0a7", "0.1.0a8", "0.1.0a9", "1", "2"]
     check = run(database_url, "check", "--version", "3", term=tmp_path / "c")
     assert check.code == cli.EXIT_PRECONDITION
     assert check.stdout.strip().startswith("release 3 needs expand revision e0004")
@@ -157,7 +167,7 @@ def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path
     sql = zlib.decompress(base64.b64decode(result.summary["sql_z"])).decode()
     assert 'ALTER TABLE "user" DROP COLUMN name' in sql and sql in result.stdout
     assert result.summary["digest"] == "sha256:" + hashlib.sha256(sql.encode()).hexdigest()
-    assert result.summary["revisions"] == ["c0001_contract_base", "c0002_user_display_name"]
+    assert result.summary["revisions"] == ["c0002_user_display_name"]
 
 
 def test_unreachable_database(tmp_path: Path) -> None:
@@ -195,7 +205,7 @@ def test_parts_from_the_environment(postgres_server: PostgresServer, database_ur
 
 def test_corrupt_manifest_and_unknown_version_change_nothing(database_url: str, tmp_path: Path) -> None:
     bad = tmp_path / "releases.toml"
-    bad.write_text("[[release]]\nversion = '1'\nexpand = 'e0404'\ncontract = 'c0001_contract_base'\n")
+    bad.write_text("[[release]]\nversion = '1'\nexpand = 'e0404'\ncontract = 'c0002_user_display_name'\n")
     result = run(database_url, "--manifest", str(bad), "expand", "--release", "1", term=tmp_path / "t")
     assert result.code == cli.EXIT_USAGE
     assert "`expand` = 'e0404' is not a revision of the expand branch" in result.summary["error"]

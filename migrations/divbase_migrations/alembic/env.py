@@ -45,7 +45,7 @@ def run_offline() -> None:
         context.run_migrations()
 
 
-def run_with(connection: Connection) -> None:
+def run_with(connection: Connection | Any) -> None:
     recorder = config.attributes.get("on_version_apply")
     extra = {"on_version_apply": recorder} if recorder else {}
     context.configure(connection=connection, **OPTIONS, **extra)
@@ -55,7 +55,7 @@ def run_with(connection: Connection) -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    if isinstance(given, Connection):
+    if given is not None and not isinstance(given, Engine):  # a Connection, or a wrapper of one (pytest-alembic)
         run_with(given)
         return
     engine = given if isinstance(given, Engine) else create_engine(database_url_from_env(required=True),
