@@ -17,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 MAX_LENGTH: Final = 40  # also the CRD's maxLength: the version is part of label values (63) and image tags
 EXAMPLES: Final = ("v0.1.0a9", "0.1.0a9", "2")
+EXPECTED: Final = f"a release like {', '.join(EXAMPLES[:-1])} or {EXAMPLES[-1]} (PEP 440, optional leading v)"
 
 _SEP = "[-_.]?"  # the separators PEP 440 allows before a pre-, post- or dev-release
 PATTERN: Final = (
@@ -29,23 +30,19 @@ _STRICT = re.compile(PATTERN)
 
 
 class InvalidRelease(ValueError):
-    """Not a release version; the message says what is wrong and shows valid examples."""
-
-
-def _examples() -> str:
-    return ", ".join(repr(e) for e in EXAMPLES)
+    """Not a release version; the message says what is wrong (callers add EXPECTED and the field's name)."""
 
 
 def parse(text: object) -> Version:
     """Any PEP 440 version, with or without a leading `v` (packaging's own rule, local labels included)."""
     if not isinstance(text, str):
-        raise InvalidRelease(f"must be a string like {_examples()}, got {type(text).__name__} {text!r}")
+        raise InvalidRelease(f"got {type(text).__name__} {text!r}, not a string")
     if not text.strip():
-        raise InvalidRelease(f"is empty: give a release like {_examples()}")
+        raise InvalidRelease("is empty")
     try:
         return Version(text)
     except InvalidVersion:
-        raise InvalidRelease(f"{text!r} is not a PEP 440 release version like {_examples()}") from None
+        raise InvalidRelease(f"{text!r} is not a PEP 440 version") from None
 
 
 def check(text: object) -> Version:

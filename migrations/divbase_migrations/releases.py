@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .release_version import InvalidRelease, same_release, sort_key
+
 MANIFEST = Path(__file__).resolve().parent / "releases.toml"
 EXPAND, CONTRACT, TRUNK = "expand", "contract", "trunk"
 BRANCHES = (EXPAND, CONTRACT)
@@ -106,8 +108,9 @@ class Manifest:
         return tuple(r.version for r in self.releases)
 
     def release(self, version: str) -> Release:
+        """By PEP 440 sameness, so `--release v0.1.0a9` (DivBase's tag) finds the manifest's `0.1.0a9`."""
         for release in self.releases:
-            if release.version == version:
+            if same_release(release.version, version):
                 return release
         raise UnknownRelease(version, self.versions)
 
@@ -136,8 +139,10 @@ def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
         if not isinstance(version, str) or not version.strip():
             raise ManifestError(f"{where}: `version` must be a non-empty string")
         where = f"{path.name}: release {version!r}"
-        if version in (r.version for r in releases):
+        if any(same_release(r.version, version) for r in releases):
             raise ManifestError(f"{where}: listed twice")
+        if releases and _out_of_order(releases[-1].version, version):
+            raise ManifestError(f"{where}: listed after {releases[-1].version!r}, an older release comes first")
         revisions = {}
         for branch in BRANCHES:
             revision = entry.get(branch)
@@ -176,6 +181,14 @@ def _baseline(raw: object, chains: Chains, path: Path) -> Baseline | None:
         raise ManifestError(f"{where}: `history` must map revision ids to descriptions")
     hint = raw.get("upgrade_hint", Baseline.upgrade_hint)
     return Baseline(revision, path.parent / schema if schema else None, tuple(ignore), str(hint), dict(history))
+
+
+def _out_of_order(previous: str, version: str) -> bool:
+    """Releases are listed oldest first (`latest()` is the last); versions that are not PEP 440 are not ordered."""
+    try:
+        return sort_key(version) < sort_key(previous)
+    except InvalidRelease:
+        return False
 
 
 @dataclass(frozen=True)

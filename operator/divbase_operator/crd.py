@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from divbase_migrations import release_version
+
 from . import names
 
-VERSION_REGEX = r"^[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.-]+)?$"
 DNS_LABEL_REGEX = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -148,8 +149,12 @@ def spec_schema() -> dict[str, Any]:
         "description": "The desired DivBase release and how to roll it out.",
         "required": ["version", "image", "database"],
         "properties": {
-            "version": _str("The DivBase release to run, e.g. `2` or `1.4.0`. Changing it starts a rollout.",
-                            pattern=VERSION_REGEX, maxLength=40),
+            "version": _str("The DivBase release to run: a PEP 440 version with an optional leading `v`, e.g. "
+                            "`v0.1.0a9` (DivBase's tags), `0.1.0a9`, `1.4.0rc1` or `2`. Releases are ordered as "
+                            "PEP 440 orders them (0.1.0a9 < 0.1.0a10 < 0.1.0 < 2). Written exactly as the image "
+                            "tag is: an image given as a repository gets this string as its tag. Changing it "
+                            "starts a rollout.", pattern=release_version.PATTERN,
+                            maxLength=release_version.MAX_LENGTH),
             "image": _str("Image repository of the DivBase application (the tag is the version), or a full "
                           "reference with tag or digest.", minLength=1, maxLength=512, pattern=r"^\S+$"),
             "database": {

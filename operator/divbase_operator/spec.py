@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-VERSION_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+){0,2}([-+][0-9A-Za-z.-]+)?$")
+from divbase_migrations import release_version
+from packaging.version import Version
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CONTRACT_POLICIES = ("Auto", "Manual", "Delayed")
 DB_PART_KEYS = ("host", "port", "database", "user", "password")
@@ -85,13 +87,19 @@ def release_image(image: str, version: str) -> str:
     return f"{image}:{version}"
 
 
-def version_key(version: str) -> tuple[int, ...]:
-    """Orders releases numerically ("10" after "9"); pre-release suffixes sort before the release."""
-    core = re.split(r"[-+]", version, maxsplit=1)[0]
-    numbers = tuple(int(p) for p in core.split("."))
-    numbers += (0,) * (3 - len(numbers))
-    pre = 0 if "-" in version.split("+", 1)[0] else 1
-    return (*numbers, pre)
+_OLDEST = Version("0.dev0")
+
+
+def version_key(version: str) -> Version:
+    """Orders releases as PEP 440 does (0.1.0a9 < 0.1.0a10 < 0.1.0 < 2 < 10; v0.1.0a9 = 0.1.0a9).
+
+    spec.version is validated before it is compared; a recorded version that does not parse (written by an older
+    operator, whose pattern was looser) sorts before every release instead of crashing the reconcile: at worst a
+    step the schema already has is run again, and the runner, which reads the database, refuses what is unsafe."""
+    try:
+        return release_version.sort_key(version)
+    except release_version.InvalidRelease:
+        return _OLDEST
 
 
 def _int(raw: dict[str, Any], key: str, default: int | None, path: str, errors: list[SpecError],
@@ -111,8 +119,10 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
     errors: list[SpecError] = []
 
     version = raw.get("version")
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
-        errors.append(SpecError("version", f"must be a release like '2' or '1.4.0', got {version!r}"))
+    try:
+        release_version.check(version)
+    except release_version.InvalidRelease as exc:
+        errors.append(SpecError("version", f"must be {release_version.EXPECTED}: {exc}"))
     image = raw.get("image")
     if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
         errors.append(SpecError("image", f"must be an image repository or reference, got {image!r}"))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from divbase_migrations import release_version
 from divbase_operator import names
 from divbase_operator.spec import parse_spec
 
@@ -73,6 +74,13 @@ def test_values_schema_is_strict_and_declares_every_default(chart: Path) -> None
     assert schema["additionalProperties"] is False
     assert _strict_objects(schema) == []
     assert _undeclared(values, schema) == []
+
+
+def test_release_chart_version_pattern_is_the_crds() -> None:
+    """Empty (the chart's appVersion) or what the CRD admits: helm refuses what the apiserver would refuse."""
+    schema = json.loads((RELEASE_CHART / "values.schema.json").read_text())["properties"]["version"]
+    assert schema["pattern"] == "^(" + release_version.PATTERN[1:-1] + ")?$"
+    assert schema["maxLength"] == release_version.MAX_LENGTH
 
 
 # --- Dockerfiles ----------------------------------------------------------------------------------------------------

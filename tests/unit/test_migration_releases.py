@@ -9,6 +9,7 @@ from divbase_migrations import revisions
 from divbase_migrations.releases import (
     Applied,
     BehindBaseline,
+    Manifest,
     ManifestError,
     UnknownRelease,
     UnknownRevision,
@@ -151,9 +152,39 @@ def test_unknown_release_names_the_known_ones() -> None:
     ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
      "[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
      "release '1': listed twice"),
+    ("[[release]]\nversion = '0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
+     "[[release]]\nversion = 'v0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+     "release 'v0.1.0a9': listed twice"),
+    ("[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
+     "[[release]]\nversion = '0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+     "release '0.1.0a9': listed after '0.1.0a10', an older release comes first"),
 ])
 def test_corrupt_manifests_are_rejected_by_entry_and_field(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "releases.toml"
     path.write_text(content)
     with pytest.raises(ManifestError, match=message):
         load_manifest(CHAINS, path)
+
+
+def _divbase_manifest(tmp_path: Path) -> Manifest:
+    """Two releases named the way DivBase tags them (without the `v` in the manifest)."""
+    path = tmp_path / "releases.toml"
+    path.write_text("[[release]]\nversion = '0.1.0a9'\nexpand = '9885301b9073'\ncontract = '9885301b9073'\n"
+                    "[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\n"
+                    "contract = '9885301b9073'\n")
+    return load_manifest(CHAINS, path)
+
+
+@pytest.mark.parametrize(("asked", "found"), [
+    ("v0.1.0a9", "0.1.0a9"), ("0.1.0a9", "0.1.0a9"), ("0.1.0-a9", "0.1.0a9"), ("v0.1.0a10", "0.1.0a10"),
+])
+def test_a_release_is_found_by_its_tag(tmp_path: Path, asked: str, found: str) -> None:
+    assert _divbase_manifest(tmp_path).release(asked).version == found
+
+
+def test_a_tag_of_another_release_is_unknown(tmp_path: Path) -> None:
+    manifest = _divbase_manifest(tmp_path)
+    for asked in ("v0.1.0a1", "0.1.0", "0.1.0a90", "latest"):
+        with pytest.raises(UnknownRelease, match=r"known: 0\.1\.0a9, 0\.1\.0a10\)"):
+            manifest.release(asked)
+    assert manifest.latest().version == "0.1.0a10"

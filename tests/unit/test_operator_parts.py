@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,15 +109,55 @@ def test_release_image(image, version, expected):
     assert release_image(image, version) == expected
 
 
-def test_versions_order_numerically():
+def test_versions_order_as_pep_440():
     assert version_key("10") > version_key("9")
     assert version_key("1.4.0") > version_key("1.3.9")
     assert version_key("2.0.0-rc1") < version_key("2.0.0")
     assert version_key("2") == version_key("2.0.0")
+    assert version_key("v0.1.0a10") > version_key("0.1.0a9")
+    assert version_key("v0.1.0a9") == version_key("0.1.0a9")
+    ordered = ["0.1.0a9", "0.1.0a10", "0.1.0b1", "0.1.0rc1", "0.1.0", "1", "2", "10"]
+    assert sorted(reversed(ordered), key=version_key) == ordered
+
+
+def test_a_recorded_version_that_does_not_parse_sorts_first_instead_of_failing():
+    """Status written by an older operator (whose pattern allowed `1.0.0-foo`) must not crash a reconcile."""
+    assert version_key("1.0.0-foo") < version_key("0.1.0a1")
+
+
+def _crd_version_schema():
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "version"]
+
+
+@pytest.mark.parametrize("version", ["v0.1.0a9", "0.1.0a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1"])
+def test_divbase_versions_are_accepted_by_the_spec_and_the_crd(version):
+    spec, errors = parse_spec(base_spec(version))
+    assert errors == [] and spec is not None and spec.version == version
+    schema = _crd_version_schema()
+    assert re.search(schema["pattern"], version) and len(version) <= schema["maxLength"]
+
+
+@pytest.mark.parametrize(("version", "why"), [
+    ("latest", "'latest' is not a PEP 440 version"),
+    ("1.2.3.x", "'1.2.3.x' is not a PEP 440 version"),
+    ("", "is empty"),
+    ("1.0+build", "local label"),
+    (2, "not a string"),
+])
+def test_other_versions_are_refused_naming_spec_version(version, why):
+    spec, errors = parse_spec(base_spec(version))
+    assert spec is None
+    [error] = errors
+    text = str(error)
+    assert text.startswith("spec.version: must be a release like v0.1.0a9, 0.1.0a9 or 2"), text
+    assert why in text
+    if isinstance(version, str):
+        assert not re.search(_crd_version_schema()["pattern"], version)
 
 
 @pytest.mark.parametrize(("patch", "field"), [
-    ({"version": "v2"}, "spec.version"),
+    ({"version": "two"}, "spec.version"),
     ({"image": ""}, "spec.image"),
     ({"database": {}}, "spec.database.secretRef"),
     ({"database": {"secretRef": {"name": "x", "key": "url", "keys": {"host": "h", "database": "d", "user": "u"}}}},

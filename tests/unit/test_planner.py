@@ -289,6 +289,39 @@ def test_downgrade_after_contract_is_refused():
     assert world.condition(names.COND_STALLED)["reason"] == names.REASON_DOWNGRADE_REFUSED
 
 
+def test_divbase_prereleases_are_ordered_as_pep_440():
+    """v0.1.0a9 -> v0.1.0a10 is an upgrade (string order says otherwise); back to v0.1.0a9 after the contract is a
+    downgrade past it, refused; the image tags are the versions as written."""
+    world = ready_world("v0.1.0a9")
+    _to_contract(world, "v0.1.0a10")
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    assert contract.body["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:v0.1.0a10"
+    world.finish_job("contract")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY
+    assert world.status["schema"] == {"expandedTo": "v0.1.0a10", "contractedTo": "v0.1.0a10"}
+    world.set_spec(version="0.1.0a9")
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob) and not actions_of(decision, ApplyDeployment)
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["reason"] == names.REASON_DOWNGRADE_REFUSED
+    assert "spec.version 0.1.0a9 is older than the running release v0.1.0a10" in stalled["message"]
+
+
+def test_respelling_the_running_release_moves_the_images_without_migrations():
+    """0.1.0a9 -> v0.1.0a9 is the same release (no Job), but another image tag: the workloads move to it."""
+    world = ready_world("0.1.0a9")
+    world.set_spec(version="v0.1.0a9")
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    images = {c["image"] for a in actions_of(decision, ApplyDeployment)
+              for c in a.body["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example/divbase:v0.1.0a9"}
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY and world.status["currentVersion"] == "v0.1.0a9"
+
+
 def test_downgrade_before_contract_redeploys_without_migrations():
     world = ready_world("1", contract={"policy": "Manual"})
     _to_contract(world, "2")

@@ -15,6 +15,12 @@ from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeploymen
 from divbase_operator.spec import version_key
 from planner_world import World, base_spec
 
+# Release ladders the walks climb and descend: plain numbers, and DivBase's tags, where string order is wrong
+# (0.1.0a10 < 0.1.0a9 as strings) and spellings mix with and without the `v`.
+LADDERS = {
+    "numbers": ["1", "2", "3", "4", "5", "6"],
+    "divbase": ["0.1.0a9", "v0.1.0a10", "0.1.0b1", "v0.1.0rc1", "0.1.0", "v0.2.0a1", "v0.10.0"],
+}
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 
 
@@ -61,7 +67,7 @@ def _check(world: World, decision, before_jobs: dict, paused: bool) -> None:
     assert len(world.status.get("history") or []) <= names.HISTORY_LIMIT
 
 
-def _random_event(world: World, rng: random.Random) -> None:
+def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
     active = [j for j in world.jobs.values() if j.state == JOB_ACTIVE]
     roll = rng.random()
     if active and roll < 0.35:
@@ -74,8 +80,8 @@ def _random_event(world: World, rng: random.Random) -> None:
     elif roll < 0.6:
         world.expire_deadline()
     elif roll < 0.7:
-        current = int(world.spec["version"])
-        world.set_spec(version=str(max(1, min(6, current + rng.choice([1, 1, 2, -1])))))
+        current = ladder.index(world.spec["version"])
+        world.set_spec(version=ladder[max(0, min(len(ladder) - 2, current + rng.choice([1, 1, 2, -1])))])
     elif roll < 0.74:
         world.set_spec(paused=not world.spec.get("paused", False))
     elif roll < 0.8:
@@ -88,10 +94,12 @@ def _random_event(world: World, rng: random.Random) -> None:
         world.now += timedelta(seconds=rng.choice([10, 40]))
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_random_walk_keeps_the_safety_rules(seed: int) -> None:
+@pytest.mark.parametrize("ladder", sorted(LADDERS))
+@pytest.mark.parametrize("seed", range(40))
+def test_random_walk_keeps_the_safety_rules(seed: int, ladder: str) -> None:
     rng = random.Random(seed)
-    world = World(spec=base_spec("1", contract=rng.choice(POLICIES)))
+    versions = LADDERS[ladder]
+    world = World(spec=base_spec(versions[0], contract=rng.choice(POLICIES)))
     for _ in range(120):
         before = dict(world.jobs)
         paused = bool(world.spec.get("paused"))
@@ -99,18 +107,21 @@ def test_random_walk_keeps_the_safety_rules(seed: int) -> None:
         decision = world.reconcile(persist=persist)
         if persist:
             _check(world, decision, before, paused)
-        _random_event(world, rng)
+        _random_event(world, rng, versions)
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_random_walk_converges_once_the_world_behaves(seed: int) -> None:
+@pytest.mark.parametrize("ladder", sorted(LADDERS))
+@pytest.mark.parametrize("seed", range(15))
+def test_random_walk_converges_once_the_world_behaves(seed: int, ladder: str) -> None:
     """After any chaos, with Jobs succeeding, rollouts completing and approvals given, it ends Ready."""
     rng = random.Random(1000 + seed)
-    world = World(spec=base_spec("1", contract=rng.choice(POLICIES)))
+    versions = LADDERS[ladder]
+    world = World(spec=base_spec(versions[0], contract=rng.choice(POLICIES)))
     for _ in range(60):
         world.reconcile(persist=rng.random() > 0.1)
-        _random_event(world, rng)
-    world.set_spec(paused=False, contract={"policy": "Auto"}, version=str(int(world.spec["version"]) + 1))
+        _random_event(world, rng, versions)
+    newer = versions[versions.index(world.spec["version"]) + 1]
+    world.set_spec(paused=False, contract={"policy": "Auto"}, version=newer)
     world.annotations[names.ANNOTATION_RETRY] = "final"
     for _ in range(30):
         world.reconcile()
