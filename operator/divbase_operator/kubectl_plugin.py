@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from divbase_migrations.release_version import same_release
+
 from . import names
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -204,11 +206,12 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
     contract = (rollout.get("steps") or {}).get(names.STEP_CONTRACT) or {}
     if waiting is None:
         pending = not rollout.get("finishedAt") and contract.get("phase") == "Pending" and not contract.get("job")
-        if not (version and pending and version == rollout.get("toVersion")):
+        if not (version and pending and same_release(version, rollout.get("toVersion") or "")):
             raise PluginError(f"nothing waits for contract approval on {where} (phase {status.get('phase', '-')})")
+        version = rollout["toVersion"]
         message = f"pre-approved the contract of release {version} on {where}"
     else:
-        if version and version != waiting:
+        if version and not same_release(version, waiting):
             raise PluginError(f"the contract waiting on {where} is for release {waiting}, not {version}")
         version = waiting
         message = f"approved the contract of release {version} on {where}"

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from divbase_migrations.release_version import same_release
+
 from . import names
 from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
@@ -740,7 +742,7 @@ def approval_verdict(approval: str, version: str, digest: str) -> bool | str | N
     `<version>` approves whatever plan is current; `<version>@<digest prefix>` approves exactly that plan (the
     kubectl plugin writes this form), so an approval given before the plan changed is refused, not reused."""
     wanted, _, named = approval.strip().partition("@")
-    if wanted != version:
+    if not same_release(wanted, version):  # `0.1.0a9` approves the contract of `v0.1.0a9`: one release
         return None
     if not named:
         return True

@@ -124,6 +124,14 @@ def test_approve_defaults_to_the_waiting_version() -> None:
     assert "approved the contract of release 2" in message and digest in message
 
 
+def test_approve_accepts_another_spelling_of_the_waiting_release() -> None:
+    """`2.0` is release 2 (PEP 440); the annotation names the release as the rollout spells it."""
+    body, _ = plugin.approval_patch(obj_for("awaiting-manual"), "2.0")
+    assert body["metadata"]["annotations"][names.ANNOTATION_APPROVE_CONTRACT].startswith("2@")
+    body, _ = plugin.approval_patch(obj_for("expanding"), "v2")
+    assert body["metadata"]["annotations"] == {names.ANNOTATION_APPROVE_CONTRACT: "2"}
+
+
 def test_approve_refuses_another_version() -> None:
     with pytest.raises(plugin.PluginError, match="for release 2, not 3"):
         plugin.approval_patch(obj_for("awaiting-manual"), "3")

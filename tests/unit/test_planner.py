@@ -396,6 +396,17 @@ def _awaiting_manual() -> World:
     return world
 
 
+@pytest.mark.parametrize(("approval", "verdict"), [
+    ("v0.1.0a9", True), ("0.1.0a9", True), ("0.1.0-a9", True), ("0.1.0a10", None), ("latest", None),
+    ("0.1.0a9@abcdef12", True), ("v0.1.0a9@00000000", "the approval was for plan 00000000, but the contract's plan "
+                                                      "is now abcdef123456"),
+])
+def test_an_approval_names_the_release_in_any_spelling(approval, verdict):
+    from divbase_operator.planner import approval_verdict
+
+    assert approval_verdict(approval, "v0.1.0a9", "sha256:abcdef1234567890") == verdict
+
+
 def test_an_approval_naming_the_plan_runs_the_contract():
     world = _awaiting_manual()
     digest = world.status["contractPlan"]["digest"].split(":")[1]
