@@ -60,7 +60,7 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]
         args += ["--statement-timeout", f"{settings.statement_timeout_seconds}s"]
     container: dict[str, Any] = {
         "name": "migrate",
-        "image": spec.image_for(version),
+        "image": spec.migration_image(version),
         "command": ["divbase-migrate"],
         "args": args,
         "env": [*database_env(spec), {"name": "DIVBASE_RELEASE", "value": version}],
@@ -142,7 +142,8 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
 
 
 def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str) -> dict[str, Any]:
-    """The workload's Deployment at `version`: containers without an image get the release image."""
+    """The workload's Deployment at `version`: containers without an image get the workload's image (or
+    spec.image) at the release, so every DivBase container moves only when the rollout moves it."""
     template = copy.deepcopy(workload.template)
     selector = {names.LABEL_DATABASE: owner.name, names.LABEL_WORKLOAD: workload.name}
     labels = names.child_labels(owner.name, **{names.LABEL_WORKLOAD: workload.name, names.LABEL_VERSION: version})
@@ -152,7 +153,7 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
     for container in (pod_template.get("spec") or {}).get("containers") or []:
         if not container.get("image"):
-            container["image"] = spec.image_for(version)
+            container["image"] = spec.workload_image(workload, version)
     template["selector"] = {"matchLabels": selector}
     deployment = {
         "apiVersion": "apps/v1",

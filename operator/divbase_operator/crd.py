@@ -41,6 +41,12 @@ def _rule(rule: str, message: str, field_path: str | None = None, reason: str | 
     return out
 
 
+def _image(description: str) -> dict[str, Any]:
+    return _str(f"{description} A repository, whose tag is then spec.version exactly as written (`v0.1.0a9` gives "
+                "`<repository>:v0.1.0a9`), or a full reference with a tag or digest, which every release uses as it "
+                "is.", minLength=1, maxLength=512, pattern=r"^\S+$")
+
+
 def spec_schema() -> dict[str, Any]:
     secret_ref = {
         "type": "object",
@@ -69,11 +75,13 @@ def spec_schema() -> dict[str, Any]:
         "properties": {
             "name": _str("Workload name; the Deployment is called `<resource>-<name>`.", pattern=DNS_LABEL_REGEX,
                          maxLength=40),
+            "image": _image("The image of this workload's containers that have no `image`, instead of spec.image "
+                            "(DivBase: `ghcr.io/scilifelabdatacentre/divbase-worker` for the Celery workers)."),
             "template": {
                 "type": "object",
                 "description": "A Deployment spec (replicas, strategy, progressDeadlineSeconds, template). Leave "
-                               "`image` empty on containers that run DivBase: the operator sets the release image. "
-                               "The operator sets the selector.",
+                               "`image` empty on containers that run DivBase: the operator sets the release image "
+                               "(the workload's `image`, else spec.image). The operator sets the selector.",
                 "required": ["template"],
                 "x-kubernetes-preserve-unknown-fields": True,
                 "properties": {
@@ -95,7 +103,8 @@ def spec_schema() -> dict[str, Any]:
                                 "x-kubernetes-preserve-unknown-fields": True,
                                 "properties": {"containers": {
                                     "type": "array", "minItems": 1,
-                                    "description": "Containers; an empty `image` gets the release image.",
+                                    "description": "Containers; an empty `image` gets the release image (the "
+                                                   "workload's `image`, else spec.image, tagged spec.version).",
                                     "items": _free("A container."),
                                 }},
                             },
@@ -126,6 +135,8 @@ def spec_schema() -> dict[str, Any]:
             "ttlSecondsAfterFinished": _int("Seconds a finished Job is kept. Default 86400.", 0),
             "lockTimeoutSeconds": _int("PostgreSQL lock_timeout for each migration statement.", 1),
             "statementTimeoutSeconds": _int("PostgreSQL statement_timeout (0 disables).", 0),
+            "image": _image("The image migration Jobs run, instead of spec.image: one that carries the "
+                            "release's migrations and its runner."),
         },
     }
     contract = {
@@ -155,8 +166,9 @@ def spec_schema() -> dict[str, Any]:
                             "tag is: an image given as a repository gets this string as its tag. Changing it "
                             "starts a rollout.", pattern=release_version.PATTERN,
                             maxLength=release_version.MAX_LENGTH),
-            "image": _str("Image repository of the DivBase application (the tag is the version), or a full "
-                          "reference with tag or digest.", minLength=1, maxLength=512, pattern=r"^\S+$"),
+            "image": _image("The DivBase application image: of migration Jobs and of every workload container "
+                            "without an `image`, unless workloads[].image or migrationJob.image says otherwise "
+                            "(DivBase: `ghcr.io/scilifelabdatacentre/divbase-fastapi`)."),
             "database": {
                 "type": "object",
                 "description": "Where the database's credentials are.",

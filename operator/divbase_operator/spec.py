@@ -38,6 +38,7 @@ class DatabaseRef:
 class Workload:
     name: str
     template: dict[str, Any]
+    image: str | None = None  # for its containers without an image; None: spec.image
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class MigrationJobSettings:
     ttl_seconds_after_finished: int | None = 86400
     lock_timeout_seconds: int | None = None
     statement_timeout_seconds: int | None = None
+    image: str | None = None  # None: spec.image
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,17 @@ class DatabaseSpec:
     def release_image(self) -> str:
         return release_image(self.image, self.version)
 
-    def image_for(self, version: str) -> str:
-        return release_image(self.image, version)
+    def workload_image(self, workload: Workload, version: str) -> str:
+        """DivBase builds one image per component (divbase-fastapi, divbase-worker), all tagged with the release."""
+        return release_image(workload.image or self.image, version)
+
+    def migration_image(self, version: str) -> str:
+        return release_image(self.migration_job.image or self.image, version)
 
 
 def release_image(image: str, version: str) -> str:
-    """`image` is a repository (the tag is the version) unless it already carries a tag or a digest."""
+    """`image` is a repository (the tag is the version exactly as written, e.g. `v0.1.0a9`, as DivBase tags its
+    images) unless it already carries a tag or a digest."""
     last = image.rsplit("/", 1)[-1]
     if "@" in image or ":" in last:
         return image
@@ -124,8 +131,7 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
     except release_version.InvalidRelease as exc:
         errors.append(SpecError("version", f"must be {release_version.EXPECTED}: {exc}"))
     image = raw.get("image")
-    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
-        errors.append(SpecError("image", f"must be an image repository or reference, got {image!r}"))
+    _check_image(image, "image", errors)
 
     database = _parse_database(raw.get("database"), errors)
     workloads = _parse_workloads(raw.get("workloads"), errors)
@@ -142,6 +148,7 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         ttl_seconds_after_finished=_int(job_raw, "ttlSecondsAfterFinished", 86400, "migrationJob", errors),
         lock_timeout_seconds=_int(job_raw, "lockTimeoutSeconds", None, "migrationJob", errors, 1),
         statement_timeout_seconds=_int(job_raw, "statementTimeoutSeconds", None, "migrationJob", errors),
+        image=_optional_image(job_raw.get("image"), "migrationJob.image", errors),
     )
 
     contract_raw = raw.get("contract") or {}
@@ -167,6 +174,17 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         paused=bool(raw.get("paused", False)),
         rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
     ), []
+
+
+def _check_image(image: Any, path: str, errors: list[SpecError]) -> bool:
+    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+        errors.append(SpecError(path, f"must be an image repository or reference, got {image!r}"))
+        return False
+    return True
+
+
+def _optional_image(image: Any, path: str, errors: list[SpecError]) -> str | None:
+    return image if image is not None and _check_image(image, path, errors) else None
 
 
 def _parse_database(raw: Any, errors: list[SpecError]) -> DatabaseRef | None:
@@ -220,5 +238,6 @@ def _parse_workloads(raw: Any, errors: list[SpecError]) -> list[Workload]:
         if not isinstance(containers, list) or not containers:
             errors.append(SpecError(f"{path}.template.template.spec.containers", "must list at least one container"))
             continue
-        workloads.append(Workload(name=name, template=template))
+        image = _optional_image(item.get("image"), f"{path}.image", errors)
+        workloads.append(Workload(name=name, template=template, image=image))
     return workloads

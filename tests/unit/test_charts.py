@@ -349,6 +349,8 @@ def test_operator_metrics_off_and_service_monitor() -> None:
     (RELEASE_CHART, ["--set", "contract.policy=Later"], "/contract/policy"),
     (RELEASE_CHART, ["--set", "api.replica=3"], "at '/api': additional properties 'replica' not allowed"),
     (RELEASE_CHART, ["--set", "database.createSecret=true"], "database.createSecret=true needs database.url"),
+    (RELEASE_CHART, ["--set", "version=latest"], "/version"),
+    (RELEASE_CHART, ["--set", "worker.image=a b"], "/worker/image"),
 ])
 def test_bad_values_fail_naming_the_value(chart: Path, args: list[str], message: str) -> None:
     stderr = render(chart, *args, check=False)
@@ -410,6 +412,29 @@ def test_release_chart_options() -> None:
     assert secret["stringData"] == {"url": "postgresql://demo"}
     _, errors = parse_spec(db["spec"])
     assert errors == []
+
+
+def test_release_chart_images_per_workload_and_for_migrations() -> None:
+    """DivBase's layout: the API and migrations from divbase-fastapi, the Celery workers from divbase-worker."""
+    rendered = render(RELEASE_CHART)
+    assert isinstance(rendered, list)
+    default = _database(rendered)
+    assert all("image" not in w for w in default["spec"]["workloads"]) and "image" not in default["spec"][
+        "migrationJob"], "without the values, spec.image fills everything (as before)"
+    docs = render(RELEASE_CHART, "--set", "image.repository=ghcr.io/scilifelabdatacentre/divbase-fastapi",
+                  "--set", "worker.image=ghcr.io/scilifelabdatacentre/divbase-worker",
+                  "--set", "migrationJob.image=registry.example/migrate@sha256:0123",
+                  "--set-string", "version=v0.1.0a9")
+    assert isinstance(docs, list)
+    db = _database(docs)
+    assert {w["name"]: w.get("image") for w in db["spec"]["workloads"]} == {
+        "api": None, "worker": "ghcr.io/scilifelabdatacentre/divbase-worker"}
+    assert db["spec"]["migrationJob"]["image"] == "registry.example/migrate@sha256:0123"
+    spec, errors = parse_spec(db["spec"])
+    assert errors == [] and spec is not None and spec.version == "v0.1.0a9"
+    worker = spec.workload_image(spec.workloads[1], spec.version)
+    assert worker == "ghcr.io/scilifelabdatacentre/divbase-worker:v0.1.0a9"
+    assert spec.migration_image(spec.version) == "registry.example/migrate@sha256:0123"
 
 
 def test_notes_say_how_to_check() -> None:

@@ -99,6 +99,45 @@ def test_deployment_gets_release_image_selector_and_version_labels():
     assert other["metadata"]["annotations"] != body["metadata"]["annotations"]
 
 
+DIVBASE = "ghcr.io/scilifelabdatacentre/divbase"
+
+
+def test_each_workload_may_have_its_own_image_tagged_with_the_version_as_written():
+    """DivBase's images: divbase-fastapi for the API and migrations, divbase-worker for the Celery workers."""
+    api, worker, pinned = workload("api"), workload("worker"), workload("metrics")
+    worker["image"] = f"{DIVBASE}-worker"
+    pinned["image"] = "registry.example/exporter@sha256:0123"
+    pinned["template"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1.30"})
+    spec, errors = parse_spec({**base_spec("v0.1.0a9"), "image": f"{DIVBASE}-fastapi",
+                               "workloads": [api, worker, pinned]})
+    assert errors == [] and spec is not None
+    images = {w.name: [c["image"] for c in build_deployment(OWNER, spec, w, "v0.1.0a9")["spec"]["template"]["spec"][
+        "containers"]] for w in spec.workloads}
+    assert images == {"api": [f"{DIVBASE}-fastapi:v0.1.0a9"], "worker": [f"{DIVBASE}-worker:v0.1.0a9"],
+                      "metrics": ["registry.example/exporter@sha256:0123", "envoy:1.30"]}
+    [container] = build_job(OWNER, spec, "expand", "v0.1.0a9", "")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{DIVBASE}-fastapi:v0.1.0a9"
+
+
+def test_migration_jobs_may_have_their_own_image():
+    spec = spec_of(migrationJob={"image": "registry.example/divbase-migrations"})
+    for step in ("expand", "contract", "plan"):
+        [container] = build_job(OWNER, spec, step, "2", "")["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/divbase-migrations:2"
+    deployment = build_deployment(OWNER, spec, spec.workloads[0], "2")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:2"
+    assert migration_job_name(OWNER, spec, "expand", "2", "") != migration_job_name(OWNER, spec_of(), "expand", "2",
+                                                                                     "")
+
+
+def test_a_workload_image_change_is_a_new_deployment_revision():
+    plain = spec_of()
+    other = spec_of(workloads=[{**workload("api"), "image": "registry.example/other"}, workload("worker", 1)])
+    before = build_deployment(OWNER, plain, plain.workloads[0], "2")
+    after = build_deployment(OWNER, other, other.workloads[0], "2")
+    assert before["metadata"]["annotations"] != after["metadata"]["annotations"]
+
+
 @pytest.mark.parametrize(("image", "version", "expected"), [
     ("registry.example/divbase", "2", "registry.example/divbase:2"),
     ("localhost:5000/divbase", "2", "localhost:5000/divbase:2"),
@@ -170,6 +209,10 @@ def test_other_versions_are_refused_naming_spec_version(version, why):
     ({"contract": {"policy": "Delayed"}}, "spec.contract.delaySeconds"),
     ({"contract": {"policy": "Auto", "delaySeconds": 5}}, "spec.contract.delaySeconds"),
     ({"migrationJob": {"backoffLimit": -1}}, "spec.migrationJob.backoffLimit"),
+    ({"migrationJob": {"image": "a b"}}, "spec.migrationJob.image"),
+    ({"migrationJob": {"image": ""}}, "spec.migrationJob.image"),
+    ({"workloads": [workload("api"), {**workload("worker"), "image": ""}]}, "spec.workloads[1].image"),
+    ({"workloads": [{**workload("api"), "image": 7}]}, "spec.workloads[0].image"),
 ])
 def test_bad_spec_names_the_field(patch, field):
     spec, errors = parse_spec({**base_spec("2"), **patch})

@@ -322,6 +322,30 @@ def test_respelling_the_running_release_moves_the_images_without_migrations():
     assert world.status["phase"] == names.PHASE_READY and world.status["currentVersion"] == "v0.1.0a9"
 
 
+def test_a_worker_with_its_own_image_moves_with_the_release_after_expand():
+    worker = {**base_spec()["workloads"][1], "image": "registry.example/divbase-worker"}
+    world = ready_world("1", workloads=[base_spec()["workloads"][0], worker])
+    assert world.deployments["db-worker"].images == ("registry.example/divbase-worker:1",)
+    world.set_spec(version="2")
+    [expand] = actions_of(world.reconcile(), CreateJob)
+    assert expand.body["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:2"
+    assert world.deployments["db-worker"].images == ("registry.example/divbase-worker:1",)
+    world.finish_job("expand")
+    applied = {a.body["metadata"]["name"]: a.body for a in actions_of(world.reconcile(), ApplyDeployment)}
+    images = {name: [c["image"] for c in body["spec"]["template"]["spec"]["containers"]]
+              for name, body in applied.items()}
+    assert images == {"db-api": ["registry.example/divbase:2"], "db-worker": ["registry.example/divbase-worker:2"]}
+
+
+def test_changing_only_a_workload_image_updates_that_deployment():
+    world = ready_world("1")
+    worker = {**base_spec()["workloads"][1], "image": "registry.example/divbase-worker"}
+    world.set_spec(workloads=[base_spec()["workloads"][0], worker])
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert [a.body["metadata"]["name"] for a in actions_of(decision, ApplyDeployment)] == ["db-worker"]
+
+
 def test_downgrade_before_contract_redeploys_without_migrations():
     world = ready_world("1", contract={"policy": "Manual"})
     _to_contract(world, "2")
