@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import logging
 import os
 import re
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,30 @@ from sqlalchemy.exc import DBAPIError
 
 from . import logs
 from .compat import read_applied
+from .contract import (
+    ENV_DATABASE_URL,
+    ENV_DB_PARTS,
+    ENV_RELEASE,
+    ENV_TERMINATION_LOG,
+    EXIT_FAILED,
+    EXIT_LINT,
+    EXIT_MEANINGS,
+    EXIT_OK,
+    EXIT_PRECONDITION,
+    EXIT_TIMEOUT,  # noqa: F401  (re-exported: callers and tests name the codes through the CLI)
+    EXIT_UNAVAILABLE,  # noqa: F401
+    EXIT_USAGE,
+    MAX_ERROR_CHARS,
+    MAX_TERMINATION_BYTES,
+    SUMMARY_COMMAND,
+    SUMMARY_DURATION,
+    SUMMARY_ERROR,
+    SUMMARY_EXIT_CODE,
+    SUMMARY_OUTCOME,
+    SUMMARY_RELEASE,
+    TERMINATION_LOG_PATH,
+    plan_payload,
+)
 from .database import ENV_PARTS, ENV_URL, ConfigError, Redactor, database_url_from_env, mask_url
 from .lint import lint
 from .plan import plan_sql
@@ -41,27 +62,16 @@ from .runner import Runner, Settings, StepError, classify, make_engine
 
 log = logging.getLogger("divbase_migrations.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_PRECONDITION, EXIT_LINT = range(7)
-EXIT_CODES = f"""exit codes:
-  {EXIT_OK}  success (also: nothing to do)
-  {EXIT_FAILED}  a migration failed (its transaction was rolled back) or an unexpected error
-  {EXIT_USAGE}  bad input: unknown release, bad option, bad database settings, corrupt manifest
-  {EXIT_UNAVAILABLE}  the database is unreachable, refused the credentials, or dropped the connection
-  {EXIT_TIMEOUT}  timed out: a lock not granted after every retry, another runner's lock, or statement_timeout
-  {EXIT_PRECONDITION}  the database cannot take this step or serve this release (e.g. contract before expand,
-     a downgrade past a contract); `check` exits with this when the release cannot run
-  {EXIT_LINT}  lint found a forbidden operation in an expand revision
-
+EXIT_CODES = "exit codes (docs/runner-contract.md):\n" + "".join(
+    f"  {code}  {meaning}\n" for code, meaning in EXIT_MEANINGS.items()) + f"""
 environment:
-  {ENV_URL}  postgresql://user:password@host:port/db (or the parts below)
-  {', '.join(ENV_PARTS.values())}
-  DIVBASE_RELEASE  default for --release
-  DIVBASE_TERMINATION_LOG  default for --termination-log (else /dev/termination-log when writable)
+  {ENV_DATABASE_URL}  postgresql://user:password@host:port/db (or the parts below)
+  {', '.join(ENV_DB_PARTS.values())}
+  {ENV_RELEASE}  default for --release
+  {ENV_TERMINATION_LOG}  default for --termination-log (else {TERMINATION_LOG_PATH} when writable)
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
-TERMINATION_DEFAULT = Path("/dev/termination-log")
-MAX_TERMINATION_BYTES = 4096  # what the kubelet keeps
-PLAN_INLINE_BYTES = 3000  # compressed plan SQL carried in the summary (leaves room for the rest of it)
+TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
 
 
 def duration_ms(text: str) -> int:
@@ -88,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def release_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--release", "--version", dest="release", default=os.environ.get("DIVBASE_RELEASE"),
+        sp.add_argument("--release", "--version", dest="release", default=os.environ.get(ENV_RELEASE),
                         help="DivBase release (default: $DIVBASE_RELEASE)")
 
     for step, text in ((EXPAND, "apply the release's expand revisions (additive; old code keeps working)"),
@@ -122,18 +132,18 @@ class Summary:
     """The one-line JSON written to the termination-message file, whatever happens."""
 
     def __init__(self, command: str, release: str | None, redact: Redactor) -> None:
-        self.data: dict[str, Any] = {"command": command, "release": release, "outcome": "failed"}
+        self.data: dict[str, Any] = {SUMMARY_COMMAND: command, SUMMARY_RELEASE: release, SUMMARY_OUTCOME: "failed"}
         self.redact = redact
         self.started = time.monotonic()
 
     def write(self, path: Path | None, exit_code: int) -> None:
-        self.data["exit_code"] = exit_code
-        self.data["duration_s"] = round(time.monotonic() - self.started, 3)
+        self.data[SUMMARY_EXIT_CODE] = exit_code
+        self.data[SUMMARY_DURATION] = round(time.monotonic() - self.started, 3)
         if path is None:
             return
-        error = self.data.get("error")
-        if isinstance(error, str) and len(error) > 1500:
-            self.data["error"] = error[:1500] + "..."
+        error = self.data.get(SUMMARY_ERROR)
+        if isinstance(error, str) and len(error) > MAX_ERROR_CHARS:
+            self.data[SUMMARY_ERROR] = error[:MAX_ERROR_CHARS] + "..."
         line = self.redact(json.dumps(self.data, separators=(",", ":"), default=str))
         try:
             path.write_text(line.encode()[:MAX_TERMINATION_BYTES].decode(errors="ignore") + "\n")
@@ -144,8 +154,8 @@ class Summary:
 def termination_path(flag: Path | None) -> Path | None:
     if flag is not None:
         return flag
-    if os.environ.get("DIVBASE_TERMINATION_LOG"):
-        return Path(os.environ["DIVBASE_TERMINATION_LOG"])
+    if os.environ.get(ENV_TERMINATION_LOG):
+        return Path(os.environ[ENV_TERMINATION_LOG])
     if TERMINATION_DEFAULT.exists() and os.access(TERMINATION_DEFAULT, os.W_OK):
         return TERMINATION_DEFAULT
     return None
@@ -188,18 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(redact(f"{summary.data['error']}"))
     summary.write(termination_path(args.termination_log), code)
     return code
-
-
-def plan_payload(sql: str) -> dict[str, Any]:
-    """The plan inside the termination summary, so the operator can publish it without reading pod logs:
-    its sha256 (what an approval names) and the SQL compressed, when it fits the kubelet's 4 KiB."""
-    payload: dict[str, Any] = {"digest": "sha256:" + hashlib.sha256(sql.encode()).hexdigest()}
-    packed = base64.b64encode(zlib.compress(sql.encode(), 9)).decode()
-    if len(packed) <= PLAN_INLINE_BYTES:
-        payload["sql_z"] = packed
-    else:
-        payload["sql_truncated"] = True
-    return payload
 
 
 def _require_release(args: argparse.Namespace) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import schema_snapshot
 from .compat import read_applied
+from .contract import EXIT_FAILED, EXIT_PRECONDITION, EXIT_TIMEOUT, EXIT_UNAVAILABLE
 from .releases import CONTRACT, EXPAND, TRUNK, Applied, Manifest, Release, compatibility, pending
 from .revisions import alembic_config
 
@@ -54,13 +55,13 @@ CREATE TABLE IF NOT EXISTS divbase_migration_log (
 class StepError(Exception):
     """A failure with the exit code that tells the operator whether retrying can help."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class PreconditionFailed(StepError):
     """The database is not where this step can start from (e.g. contract before expand, or a downgrade)."""
 
-    exit_code = 5
+    exit_code = EXIT_PRECONDITION
 
 
 class SchemaDrift(PreconditionFailed):
@@ -80,23 +81,23 @@ class SchemaDrift(PreconditionFailed):
 class LockTimeout(StepError):
     """Locks (or the advisory lock of another runner) were not granted within the bound, after every retry."""
 
-    exit_code = 4
+    exit_code = EXIT_TIMEOUT
 
 
 class StatementTimeout(StepError):
-    exit_code = 4
+    exit_code = EXIT_TIMEOUT
 
 
 class DatabaseUnavailable(StepError):
     """Cannot connect or authenticate, or the connection dropped (server restart): retry later."""
 
-    exit_code = 3
+    exit_code = EXIT_UNAVAILABLE
 
 
 class MigrationFailed(StepError):
     """A revision's SQL failed; its transaction was rolled back."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

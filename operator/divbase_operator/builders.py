@@ -9,12 +9,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from divbase_migrations import contract
+from divbase_migrations.contract import NON_RETRYABLE_EXIT_CODES
+
 from . import names
 from .spec import DatabaseSpec, Workload
-
-TERMINATION_LOG = "/dev/termination-log"
-# Exit codes of `divbase-migrate` that no retry can fix (bad input, precondition, lint): fail the Job at once.
-NON_RETRYABLE_EXIT_CODES = (2, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -38,33 +37,32 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
     """Connection settings as Secret references: the operator never sees the values."""
     ref = spec.database
     if ref.part_keys:
-        env_names = {"host": "DIVBASE_DB_HOST", "port": "DIVBASE_DB_PORT", "database": "DIVBASE_DB_NAME",
-                     "user": "DIVBASE_DB_USER", "password": "DIVBASE_DB_PASSWORD"}
         return [
-            {"name": env_names[part], "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": key}}}
+            {"name": contract.ENV_DB_PARTS[part], "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": key}}}
             for part, key in sorted(ref.part_keys.items())
         ]
-    return [{"name": "DIVBASE_DATABASE_URL",
+    return [{"name": contract.ENV_DATABASE_URL,
              "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}}}]
+
+
+def migration_command(spec: DatabaseSpec, step: str, version: str) -> tuple[list[str], list[str]]:
+    """(command, args) of a migration container: the runner, then the step's arguments as the runner contract
+    defines them. The plan (read-only, see `contract.step_args`) never gets the timeouts."""
+    settings = spec.migration_job
+    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    return list(contract.DEFAULT_COMMAND), step_args
 
 
 def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
     settings = spec.migration_job
-    if step == names.STEP_PLAN:  # read-only: renders the contract's SQL (and its digest) into the summary
-        args = ["plan", names.STEP_CONTRACT, "--release", version, "--sql"]
-    else:
-        args = [step, "--release", version]  # the summary goes to /dev/termination-log, its default
-    if settings.lock_timeout_seconds is not None:
-        args += ["--lock-timeout", f"{settings.lock_timeout_seconds}s"]
-    if settings.statement_timeout_seconds is not None:
-        args += ["--statement-timeout", f"{settings.statement_timeout_seconds}s"]
+    command, args = migration_command(spec, step, version)
     container: dict[str, Any] = {
         "name": "migrate",
         "image": spec.migration_image(version),
-        "command": ["divbase-migrate"],
-        "args": args,
-        "env": [*database_env(spec), {"name": "DIVBASE_RELEASE", "value": version}],
-        "terminationMessagePath": TERMINATION_LOG,
+        "command": command,
+        "args": args,  # the summary goes to the termination-message file, the runner's default
+        "env": [*database_env(spec), {"name": contract.ENV_RELEASE, "value": version}],
+        "terminationMessagePath": contract.TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": settings.resources or {
             "requests": {"cpu": "50m", "memory": "128Mi"},

@@ -8,6 +8,8 @@ import hashlib
 import json
 from typing import Any, Final
 
+from divbase_migrations import contract
+
 # --- The custom resource --------------------------------------------------------------------------------------
 GROUP: Final = "divbase.io"
 VERSION: Final = "v1alpha1"
@@ -36,12 +38,12 @@ FINALIZER: Final = f"{GROUP}/finalizer"
 # --- Leader election ----------------------------------------------------------------------------------------------
 LEASE_NAME: Final = "divbase-operator"  # the coordination.k8s.io Lease the replicas share (default)
 
-# --- Steps ------------------------------------------------------------------------------------------------------
-STEP_EXPAND: Final = "expand"
+# --- Steps (the migration steps are the runner contract's: divbase_migrations.contract) --------------------------
+STEP_EXPAND: Final = contract.STEP_EXPAND
 STEP_DEPLOY: Final = "deploy"
-STEP_CONTRACT: Final = "contract"
-JOB_STEPS: Final = (STEP_EXPAND, STEP_CONTRACT)
-STEP_PLAN: Final = "plan"  # the read-only Job that renders a Manual contract's SQL for review
+STEP_CONTRACT: Final = contract.STEP_CONTRACT
+JOB_STEPS: Final = contract.MIGRATION_STEPS
+STEP_PLAN: Final = contract.STEP_PLAN  # the read-only Job that renders a Manual contract's SQL for review
 PLAN_DIGEST_MIN: Final = 8  # hex digits of the plan's sha256 an approval must name at least
 
 # --- Phases (status.phase, printer column) ----------------------------------------------------------------------

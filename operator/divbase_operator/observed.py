@@ -6,9 +6,10 @@ little memory per object."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from divbase_migrations.contract import parse_summary as parse_summary  # the runner's summary, by its contract
 
 from . import names
 
@@ -163,14 +164,3 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
             and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
         ),
     )
-
-
-def parse_summary(message: str | None) -> dict[str, Any]:
-    """`divbase-migrate` writes a one-line JSON summary as its termination message; anything else is kept raw."""
-    if not message:
-        return {}
-    try:
-        parsed = json.loads(message.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}

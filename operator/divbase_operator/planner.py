@@ -13,13 +13,12 @@ Rules that keep it deterministic:
 
 from __future__ import annotations
 
-import base64
 import copy
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from divbase_migrations.contract import SUMMARY_DIGEST, SUMMARY_ERROR, SUMMARY_REVISIONS, SUMMARY_TO, plan_sql
 from divbase_migrations.release_version import same_release
 
 from . import names
@@ -190,13 +189,13 @@ class _Planner:
             key = "expandedTo" if step == names.STEP_EXPAND else "contractedTo"
             if not schema.get(key) or version_key(schema[key]) < version_key(version):
                 schema[key] = version
-            revisions = summary.get("to") if isinstance(summary.get("to"), dict) else None
+            revisions = summary.get(SUMMARY_TO) if isinstance(summary.get(SUMMARY_TO), dict) else None
             if revisions:
                 schema.setdefault("revisions", {}).update({k: v for k, v in revisions.items() if v})
             self._event("Normal", names.EVENT_JOB_SUCCEEDED, f"{step} Job {job.name} for release {version} succeeded")
             return
         rec["phase"] = FAILED
-        error = summary.get("error") or (last_pod.termination_message if last_pod else None) or job.message
+        error = summary.get(SUMMARY_ERROR) or (last_pod.termination_message if last_pod else None) or job.message
         exit_code = last_pod.exit_code if last_pod else None
         failure = {
             "step": step,
@@ -471,7 +470,7 @@ class _Planner:
             return None
         last_pod = self._last_pod(name)
         summary = parse_summary(last_pod.termination_message if last_pod else None)
-        digest = summary.get("digest")
+        digest = summary.get(SUMMARY_DIGEST)
         if (job.state != JOB_SUCCEEDED or not isinstance(digest, str)) and self._retry_requested():
             self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
             return self._contract_plan(version)  # a new retry token names a new plan Job
@@ -480,13 +479,13 @@ class _Planner:
                 error = ("it succeeded but left no plan in its termination message (does the image's "
                          "divbase-migrate predate reviewed contracts?)")
             else:
-                error = summary.get("error") or job.message or "no message"
+                error = summary.get(SUMMARY_ERROR) or job.message or "no message"
             self._stall(names.REASON_JOB_FAILED, f"contract plan Job {name} failed: {_truncate(str(error))}. Set "
                         f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
                         event_reason=names.EVENT_JOB_FAILED)
             return None
-        sql = _unpack_sql(summary.get("sql_z"))
-        revisions = [str(r) for r in summary.get("revisions") or []]
+        sql = plan_sql(summary)
+        revisions = [str(r) for r in summary.get(SUMMARY_REVISIONS) or []]
         configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
         self.actions.append(ApplyConfigMap(configmap))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
@@ -725,15 +724,6 @@ def _in_display_order(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _digest_hex(digest: str) -> str:
     return digest.split(":", 1)[-1]
-
-
-def _unpack_sql(packed: Any) -> str | None:
-    if not isinstance(packed, str):
-        return None
-    try:
-        return zlib.decompress(base64.b64decode(packed)).decode()
-    except (ValueError, zlib.error, UnicodeDecodeError):
-        return None
 
 
 def approval_verdict(approval: str, version: str, digest: str) -> bool | str | None:

@@ -133,7 +133,7 @@ class World:
 
     def finish_plan(self) -> JobObs:
         """The plan Job's runner writes the SQL's digest and the SQL itself into its termination summary."""
-        from divbase_migrations.cli import plan_payload
+        from divbase_migrations.contract import plan_payload
 
         if self.plan_sql is None:
             return self.finish_job(names.STEP_PLAN, ok=False, exit_code=3,

@@ -1,0 +1,165 @@
+"""The operator <-> runner contract (divbase_migrations.contract), checked against both real sides: the Jobs the
+operator builds and the `divbase-migrate` that runs in them (its own argparse parser, its own env reader, its own
+summary)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from divbase_migrations import cli, contract, database, releases, runner
+from divbase_operator import names
+from divbase_operator.builders import Owner, build_job
+from divbase_operator.spec import parse_spec
+from planner_world import base_spec
+
+REPO = Path(__file__).resolve().parents[2]
+MIGRATE = REPO / ".venv" / "bin" / "divbase-migrate"
+OWNER = Owner("db", "prod", "uid-1")
+TIMEOUTS = {"lockTimeoutSeconds": 7, "statementTimeoutSeconds": 30}
+
+
+def _container(step: str, version: str = "v0.1.0a9", **migration_job: object) -> dict:
+    spec, errors = parse_spec(base_spec(version, migrationJob=migration_job))
+    assert not errors and spec is not None
+    [container] = build_job(OWNER, spec, step, version, "")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("settings", [{}, TIMEOUTS, {"lockTimeoutSeconds": 3}], ids=["defaults", "timeouts", "lock"])
+@pytest.mark.parametrize("step", [names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_PLAN])
+def test_every_jobs_arguments_are_accepted_by_divbase_migrate(step: str, settings: dict) -> None:
+    """The test that would have caught issue 13's plan Job (`unrecognized arguments: --lock-timeout 5s`, exit 2):
+    each step's Job, as built, parsed by the runner's real parser."""
+    container = _container(step, **settings)
+    assert container["command"] == list(contract.DEFAULT_COMMAND) == ["divbase-migrate"]
+    try:
+        args = cli.parser().parse_args(container["args"])
+    except SystemExit as exc:
+        pytest.fail(f"divbase-migrate refuses the {step} Job's arguments {container['args']} (exit {exc.code})")
+    assert args.release == "v0.1.0a9"
+    if step == names.STEP_PLAN:
+        assert (args.command, args.step, args.sql) == ("plan", names.STEP_CONTRACT, True)
+        assert not any(a.startswith("--") and "timeout" in a for a in container["args"]), \
+            "the read-only plan gets no timeouts: an older image's runner would refuse them"
+    else:
+        assert args.command == step
+        assert args.lock_timeout == (settings["lockTimeoutSeconds"] * 1000 if "lockTimeoutSeconds" in settings
+                                     else 5000)  # the runner's own default
+        assert args.statement_timeout == settings.get("statementTimeoutSeconds", 0) * 1000
+
+
+def test_step_args_are_the_contracts() -> None:
+    assert contract.step_args("expand", "2") == ["expand", "--release", "2"]
+    assert contract.step_args("contract", "2", 5, 0) == ["contract", "--release", "2", "--lock-timeout", "5s",
+                                                         "--statement-timeout", "0s"]
+    assert contract.step_args("plan", "2", 5, 60) == ["plan", "contract", "--release", "2", "--sql"]
+    with pytest.raises(ValueError, match="unknown step 'deploy'"):
+        contract.step_args("deploy", "2")
+
+
+def test_step_names_are_the_runners_commands_and_branches() -> None:
+    assert (names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_PLAN) == contract.STEPS
+    assert (releases.EXPAND, releases.CONTRACT) == contract.MIGRATION_STEPS
+    commands = cli.parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(contract.STEPS) <= set(commands)
+
+
+def test_exit_codes_are_the_contracts_on_both_sides() -> None:
+    assert {cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_UNAVAILABLE, cli.EXIT_TIMEOUT,
+            cli.EXIT_PRECONDITION, cli.EXIT_LINT} == set(contract.EXIT_MEANINGS) == set(range(7))
+    step_errors = {runner.StepError, runner.PreconditionFailed, runner.LockTimeout, runner.StatementTimeout,
+                   runner.DatabaseUnavailable, runner.MigrationFailed}
+    assert {e.exit_code for e in step_errors} <= set(contract.EXIT_MEANINGS)
+    assert runner.PreconditionFailed.exit_code in contract.NON_RETRYABLE_EXIT_CODES
+    assert runner.DatabaseUnavailable.exit_code not in contract.NON_RETRYABLE_EXIT_CODES
+    for code, meaning in contract.EXIT_MEANINGS.items():
+        assert f"  {code}  {meaning}" in cli.EXIT_CODES  # the runner's --help says what the contract says
+    rules = _job_rules()
+    assert rules[0]["onExitCodes"]["values"] == list(contract.NON_RETRYABLE_EXIT_CODES) == [2, 5, 6]
+
+
+def _job_rules() -> list[dict]:
+    spec, _ = parse_spec(base_spec("2"))
+    assert spec is not None
+    return build_job(OWNER, spec, "expand", "2", "")["spec"]["podFailurePolicy"]["rules"]
+
+
+def test_the_runner_reads_the_database_from_the_env_the_job_gets() -> None:
+    """The Job passes Secret keys as the contract's variables; the runner's reader finds them under those names."""
+    keys = {"host": "h", "port": "p", "database": "d", "user": "u", "password": "pw"}
+    spec, errors = parse_spec(base_spec("2", database={"secretRef": {"name": "pg", "keys": keys}}))
+    assert not errors and spec is not None
+    container = build_job(OWNER, spec, "expand", "2", "")["spec"]["template"]["spec"]["containers"][0]
+    secret = {"h": "db.example", "p": "5433", "d": "divbase", "u": "divbase", "pw": "s3cret"}
+    environ = {e["name"]: secret[e["valueFrom"]["secretKeyRef"]["key"]] for e in container["env"] if "valueFrom" in e}
+    url = database.database_url_from_env(environ)
+    assert url is not None
+    assert (url.host, url.port, url.database, url.username, url.password) == ("db.example", 5433, "divbase",
+                                                                              "divbase", "s3cret")
+    assert {"name": contract.ENV_RELEASE, "value": "2"} in container["env"]
+    assert database.ENV_URL == contract.ENV_DATABASE_URL
+    assert sorted(database.ENV_PARTS.values()) == sorted(contract.ENV_DB_PARTS.values())
+    assert container["terminationMessagePath"] == contract.TERMINATION_LOG_PATH == str(cli.TERMINATION_DEFAULT)
+
+
+def _run_migrate(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict]:
+    term = tmp_path / "term"
+    proc = subprocess.run([str(MIGRATE), *args, "--termination-log", str(term)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+    summary = contract.parse_summary(term.read_text())
+    assert summary, proc.stderr
+    return proc.returncode, summary
+
+
+@pytest.mark.parametrize(("args", "env", "code"), [
+    (["releases"], {}, contract.EXIT_OK),
+    (["plan", "contract", "--release", "v2", "--sql"], {}, contract.EXIT_OK),  # no database: plans from nothing
+    (["expand", "--release", "99"], {"DIVBASE_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/d"}, contract.EXIT_USAGE),
+    (["contract", "--release", "2"], {}, contract.EXIT_USAGE),  # no database configured
+])
+def test_the_runners_summary_uses_the_contracts_keys(tmp_path: Path, args: list[str], env: dict, code: int) -> None:
+    exit_code, summary = _run_migrate(tmp_path, *args, **env)
+    assert exit_code == code == summary[contract.SUMMARY_EXIT_CODE]
+    assert set(summary) <= set(contract.SUMMARY_KEYS), set(summary) - set(contract.SUMMARY_KEYS)
+    assert summary[contract.SUMMARY_OUTCOME] in contract.OUTCOMES
+    assert summary[contract.SUMMARY_COMMAND] == args[0]
+    if code != contract.EXIT_OK:
+        assert summary[contract.SUMMARY_ERROR]
+    if args[0] == "plan":
+        sql = contract.plan_sql(summary)
+        assert sql and "ALTER TABLE" in sql
+        assert summary[contract.SUMMARY_DIGEST] == contract.plan_digest(sql)
+        assert summary[contract.SUMMARY_REVISIONS]
+
+
+def test_plan_payload_round_trip_and_overflow() -> None:
+    sql = 'ALTER TABLE "user" DROP COLUMN name;\n'
+    payload = contract.plan_payload(sql)
+    assert contract.plan_sql(payload) == sql and payload[contract.SUMMARY_DIGEST].startswith("sha256:")
+    big = "".join(f"-- {os.urandom(16).hex()}\n" for _ in range(400))
+    payload = contract.plan_payload(big)
+    assert payload[contract.SUMMARY_SQL_TRUNCATED] is True and contract.plan_sql(payload) is None
+    assert contract.plan_sql({contract.SUMMARY_SQL_Z: "not base64!"}) is None
+
+
+def test_parse_summary_reads_the_last_line() -> None:
+    assert contract.parse_summary('log line\n{"error":"locked"}\n') == {"error": "locked"}
+    assert contract.parse_summary("usage: divbase-migrate ...\nerror: unrecognized arguments") == {}
+    assert contract.parse_summary("[1, 2]") == {} and contract.parse_summary(None) == {}
+
+
+def test_the_contract_and_the_operator_import_nothing_heavy() -> None:
+    """The operator's memory budget (bench/scale.py) has no room for SQLAlchemy, Alembic or psycopg."""
+    code = ("import sys\n"
+            "import divbase_migrations.contract\n"
+            "light = {m for m in sys.modules if m.split('.')[0] in ('packaging',)}\n"
+            "import divbase_operator.planner, divbase_operator.builders, divbase_operator.crd, "
+            "divbase_operator.kubectl_plugin, divbase_migrations.release_version\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', 'psycopg'))\n"
+            "print(sorted(light), heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[] []", proc.stdout
