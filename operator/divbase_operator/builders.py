@@ -46,11 +46,12 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
 
 
 def migration_command(spec: DatabaseSpec, step: str, version: str) -> tuple[list[str], list[str]]:
-    """(command, args) of a migration container: the runner, then the step's arguments as the runner contract
-    defines them. The plan (read-only, see `contract.step_args`) never gets the timeouts."""
+    """(command, args) of a migration container: the resource's command (default `divbase-migrate`) and fixed
+    arguments, then the step's arguments as the runner contract defines them, so any runner honouring the contract
+    can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts."""
     settings = spec.migration_job
     step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds)
-    return list(contract.DEFAULT_COMMAND), step_args
+    return list(settings.command or contract.DEFAULT_COMMAND), [*settings.args, *step_args]
 
 
 def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:

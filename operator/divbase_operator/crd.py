@@ -137,6 +137,14 @@ def spec_schema() -> dict[str, Any]:
             "statementTimeoutSeconds": _int("PostgreSQL statement_timeout (0 disables).", 0),
             "image": _image("The image migration Jobs run, instead of spec.image: one that carries the "
                             "release's migrations and its runner."),
+            "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                        "description": "The migration runner's command. Default `[divbase-migrate]`. Any program "
+                                       "that honours the runner contract (docs/runner-contract.md) may stand in."},
+            "args": {"type": "array", "items": {"type": "string"},
+                     "description": "Fixed arguments after the command; the operator appends the step's own "
+                                    "(`expand --release V`, `contract --release V`, `plan contract --release V "
+                                    "--sql`, and the timeouts for expand and contract). No secrets here: use the "
+                                    "database Secret."},
         },
     }
     contract = {

@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from divbase_migrations import release_version
+from divbase_migrations import contract, release_version
 from packaging.version import Version
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CONTRACT_POLICIES = ("Auto", "Manual", "Delayed")
-DB_PART_KEYS = ("host", "port", "database", "user", "password")
+DB_PART_KEYS = tuple(contract.ENV_DB_PARTS)  # host, port, database, user, password
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class MigrationJobSettings:
     lock_timeout_seconds: int | None = None
     statement_timeout_seconds: int | None = None
     image: str | None = None  # None: spec.image
+    command: tuple[str, ...] | None = None  # None: the runner contract's default, ("divbase-migrate",)
+    args: tuple[str, ...] = ()  # between the command and the step's arguments
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         lock_timeout_seconds=_int(job_raw, "lockTimeoutSeconds", None, "migrationJob", errors, 1),
         statement_timeout_seconds=_int(job_raw, "statementTimeoutSeconds", None, "migrationJob", errors),
         image=_optional_image(job_raw.get("image"), "migrationJob.image", errors),
+        command=_strings(job_raw.get("command"), "migrationJob.command", errors, min_items=1),
+        args=_strings(job_raw.get("args"), "migrationJob.args", errors) or (),
     )
 
     contract_raw = raw.get("contract") or {}
@@ -185,6 +189,26 @@ def _check_image(image: Any, path: str, errors: list[SpecError]) -> bool:
 
 def _optional_image(image: Any, path: str, errors: list[SpecError]) -> str | None:
     return image if image is not None and _check_image(image, path, errors) else None
+
+
+def _strings(raw: Any, path: str, errors: list[SpecError], min_items: int = 0) -> tuple[str, ...] | None:
+    """A list of strings; the message never quotes the items (arguments may carry what belongs in a Secret)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        errors.append(SpecError(path, f"must be a list of strings, not a {type(raw).__name__}"))
+        return None
+    if len(raw) < min_items:
+        errors.append(SpecError(path, f"must list at least {min_items} string(s)"))
+        return None
+    wrong = [f"item {i} is of type {type(a).__name__}" for i, a in enumerate(raw) if not isinstance(a, str)]
+    if wrong:
+        errors.append(SpecError(path, f"must be a list of strings: {', '.join(wrong)}"))
+        return None
+    if min_items and not raw[0].strip():
+        errors.append(SpecError(path, "must name a program: its first item is empty"))
+        return None
+    return tuple(raw)
 
 
 def _parse_database(raw: Any, errors: list[SpecError]) -> DatabaseRef | None:

@@ -430,11 +430,22 @@ def test_release_chart_images_per_workload_and_for_migrations() -> None:
     assert {w["name"]: w.get("image") for w in db["spec"]["workloads"]} == {
         "api": None, "worker": "ghcr.io/scilifelabdatacentre/divbase-worker"}
     assert db["spec"]["migrationJob"]["image"] == "registry.example/migrate@sha256:0123"
+    assert "command" not in db["spec"]["migrationJob"] and "args" not in db["spec"]["migrationJob"]
     spec, errors = parse_spec(db["spec"])
     assert errors == [] and spec is not None and spec.version == "v0.1.0a9"
     worker = spec.workload_image(spec.workloads[1], spec.version)
     assert worker == "ghcr.io/scilifelabdatacentre/divbase-worker:v0.1.0a9"
     assert spec.migration_image(spec.version) == "registry.example/migrate@sha256:0123"
+
+
+def test_release_chart_migration_command_and_args() -> None:
+    docs = render(RELEASE_CHART, "--set", "migrationJob.command={python,-m,myrunner}",
+                  "--set", "migrationJob.args={--config,/etc/runner.toml}")
+    assert isinstance(docs, list)
+    job = _database(docs)["spec"]["migrationJob"]
+    assert (job["command"], job["args"]) == (["python", "-m", "myrunner"], ["--config", "/etc/runner.toml"])
+    spec, errors = parse_spec(_database(docs)["spec"])
+    assert errors == [] and spec is not None and spec.migration_job.command == ("python", "-m", "myrunner")
 
 
 def test_notes_say_how_to_check() -> None:

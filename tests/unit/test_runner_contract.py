@@ -52,6 +52,33 @@ def test_every_jobs_arguments_are_accepted_by_divbase_migrate(step: str, setting
         assert args.statement_timeout == settings.get("statementTimeoutSeconds", 0) * 1000
 
 
+@pytest.mark.parametrize("step", [names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_PLAN])
+def test_any_runner_command_with_fixed_args_then_the_steps(step: str) -> None:
+    """migrationJob.command replaces `divbase-migrate`; migrationJob.args come before the step's arguments, which
+    `divbase-migrate`'s parser still accepts (a wrapper passes them on)."""
+    container = _container(step, command=["python", "-m", "divbase_migrations.cli"],
+                           args=["--manifest", "/etc/divbase/releases.toml"], **TIMEOUTS)
+    assert container["command"] == ["python", "-m", "divbase_migrations.cli"]
+    assert container["args"][:2] == ["--manifest", "/etc/divbase/releases.toml"]
+    assert container["args"][2:] == contract.step_args(step, "v0.1.0a9", 7, 30)
+    parsed = cli.parser().parse_args(container["args"])
+    assert str(parsed.manifest) == "/etc/divbase/releases.toml" and parsed.release == "v0.1.0a9"
+
+
+@pytest.mark.parametrize(("migration_job", "field", "says"), [
+    ({"command": []}, "spec.migrationJob.command", "at least 1"),
+    ({"command": "divbase-migrate"}, "spec.migrationJob.command", "must be a list of strings, not a str"),
+    ({"command": [""]}, "spec.migrationJob.command", "must name a program"),
+    ({"args": ["--token", 12345]}, "spec.migrationJob.args", "must be a list of strings: item 1 is of type int"),
+])
+def test_bad_command_or_args_name_the_field_and_never_quote_them(migration_job: dict, field: str, says: str) -> None:
+    spec, errors = parse_spec(base_spec("2", migrationJob=migration_job))
+    assert spec is None
+    [error] = errors
+    assert str(error).startswith(f"{field}: ") and says in str(error)
+    assert "12345" not in str(error)
+
+
 def test_step_args_are_the_contracts() -> None:
     assert contract.step_args("expand", "2") == ["expand", "--release", "2"]
     assert contract.step_args("contract", "2", 5, 0) == ["contract", "--release", "2", "--lock-timeout", "5s",
