@@ -120,6 +120,7 @@ EVENT_RETRY: Final = "RetryRequested"
 # --- Limits -------------------------------------------------------------------------------------------------------
 HISTORY_LIMIT: Final = 10  # rollouts kept in status.history
 MESSAGE_LIMIT: Final = 1024  # characters of a Job's termination message kept in status and Events
+FAILED_POD_GRACE_SECONDS: Final = 30  # a failed Job's result waits this long for its pod's exit status to arrive
 _MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
 
 

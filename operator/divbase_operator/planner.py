@@ -24,7 +24,7 @@ from divbase_migrations.release_version import same_release
 from . import names
 from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
-from .observed import JOB_ACTIVE, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
+from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -96,7 +96,10 @@ def _iso(now: datetime) -> str:
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:  # a timestamp of another shape (fractional seconds) is not worth a failed reconcile
+        return None
 
 
 def _truncate(text: str | None) -> str:
@@ -166,10 +169,13 @@ class _Planner:
         rollout = self._rollout()
         if not rollout:
             return
+        assert self.spec is not None
         for step in names.JOB_STEPS:
             rec = rollout["steps"].get(step) or {}
             job = self.jobs.get(rec.get("job") or "")
             if rec.get("phase") == RUNNING and job is not None and job.state != JOB_ACTIVE:
+                if rollout["toVersion"] == self.spec.version and self._await_failed_pod(job):
+                    continue  # recorded once its pod has said how it ended (_job_step reports the wait)
                 self._record_job_result(step, rec, job, rollout["toVersion"])
 
     def _last_pod(self, job_name: str) -> PodObs | None:
@@ -177,6 +183,54 @@ class _Planner:
         pods = sorted((p for p in self.obs.pods if p.job_name == job_name),
                       key=lambda p: (p.finished_at or "", p.created_at or ""))
         return pods[-1] if pods else None
+
+    def _runner_error(self, job: JobObs) -> tuple[str | None, int | None]:
+        """(message, exit code) of the Job's last pod in the runner's own words: its summary's `error`, else its raw
+        termination message (the last log lines, when it died before writing a summary); no message without one."""
+        last_pod = self._last_pod(job.name)
+        if last_pod is None:
+            return None, None
+        error = parse_summary(last_pod.termination_message).get(SUMMARY_ERROR)
+        if error is not None and not isinstance(error, str):
+            error = str(error)
+        return (error or last_pod.termination_message or None), last_pod.exit_code
+
+    def _await_failed_pod(self, job: JobObs) -> bool:
+        """True while a failed Job's pod may still show how it ended: then its result is not recorded yet.
+
+        The Job and its pods come through separate watches, so the Job's Failed condition can be seen while its
+        last pod still looks running here; recording then would keep Kubernetes' podFailurePolicy text ("Container
+        migrate for pod ... failed with exit code 2 matching FailJob rule at index 0") instead of the runner's
+        message. The pod's own update wakes the next reconcile; the grace only bounds a pod that never reports."""
+        if job.state != JOB_FAILED:
+            return False
+        unfinished = [p for p in self.obs.pods if p.job_name == job.name and not p.deleting and p.exit_code is None
+                      and p.phase in ("Pending", "Running")]
+        if not unfinished:
+            return False
+        finished = _parse_time(job.finished_at) or self.now
+        remaining = names.FAILED_POD_GRACE_SECONDS - (self.now - finished).total_seconds()
+        if remaining <= 0:
+            return False
+        self.requeue_after = min(self.requeue_after or remaining, remaining)
+        return True
+
+    def _refresh_failure(self, rec: dict[str, Any], job: JobObs | None) -> None:
+        """A failure recorded without the runner's summary (its pod reported after the grace) takes the runner's
+        message once the summary is seen, with a Warning Event that carries it."""
+        failure = self.status.get("lastFailure")
+        if job is None or not failure or failure.get("job") != job.name:
+            return
+        last_pod = self._last_pod(job.name)
+        error = parse_summary(last_pod.termination_message if last_pod else None).get(SUMMARY_ERROR)
+        if not error or _truncate(str(error)) == failure.get("message"):
+            return
+        assert last_pod is not None
+        failure.update(message=_truncate(str(error)), exitCode=last_pod.exit_code)
+        rec["message"] = failure["message"]
+        self._event("Warning", names.EVENT_JOB_FAILED,
+                    f"{failure.get('step')} Job {job.name} for release {failure.get('version')} failed "
+                    f"({failure.get('reason')}, exit code {last_pod.exit_code}): {failure['message']}")
 
     def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
         last_pod = self._last_pod(job.name)
@@ -195,8 +249,8 @@ class _Planner:
             self._event("Normal", names.EVENT_JOB_SUCCEEDED, f"{step} Job {job.name} for release {version} succeeded")
             return
         rec["phase"] = FAILED
-        error = summary.get(SUMMARY_ERROR) or (last_pod.termination_message if last_pod else None) or job.message
-        exit_code = last_pod.exit_code if last_pod else None
+        error, exit_code = self._runner_error(job)
+        error = error or job.message  # Kubernetes' own words only when no pod of the Job said anything
         failure = {
             "step": step,
             "version": version,
@@ -343,6 +397,7 @@ class _Planner:
         cond = names.STEP_CONDITION[step]
         self.phase = names.PHASE_EXPANDING if step == names.STEP_EXPAND else names.PHASE_CONTRACTING
         if rec["phase"] == FAILED:
+            self._refresh_failure(rec, self.jobs.get(rec.get("job") or ""))
             if not self._retry_requested():
                 self.phase = names.PHASE_FAILED
                 failure = self.status.get("lastFailure") or {}
@@ -386,6 +441,11 @@ class _Planner:
             return False
         self.status.pop("activeJob", None)
         if rec["phase"] != SUCCEEDED and rec["phase"] != FAILED:
+            if self._await_failed_pod(job):
+                rec["phase"] = RUNNING
+                self.progress = (names.REASON_JOB_RUNNING, f"{step} Job {job.name} failed; waiting for its pod's "
+                                                           f"exit status and message")
+                return False
             self._record_job_result(step, rec, job, version)
         if rec["phase"] == FAILED:
             return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
@@ -468,6 +528,9 @@ class _Planner:
             self.status["activeJob"] = name
             self.progress = (names.REASON_PLANNING_CONTRACT, f"rendering the contract's SQL for review (Job {name})")
             return None
+        if self._await_failed_pod(job):
+            self.progress = (names.REASON_PLANNING_CONTRACT, f"plan Job {name} failed; waiting for its pod's message")
+            return None
         last_pod = self._last_pod(name)
         summary = parse_summary(last_pod.termination_message if last_pod else None)
         digest = summary.get(SUMMARY_DIGEST)
@@ -479,7 +542,7 @@ class _Planner:
                 error = ("it succeeded but left no plan in its termination message (does the image's "
                          "divbase-migrate predate reviewed contracts?)")
             else:
-                error = summary.get(SUMMARY_ERROR) or job.message or "no message"
+                error = self._runner_error(job)[0] or job.message or "no message"
             self._stall(names.REASON_JOB_FAILED, f"contract plan Job {name} failed: {_truncate(str(error))}. Set "
                         f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
                         event_reason=names.EVENT_JOB_FAILED)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import timedelta
 
 import pytest
 from divbase_operator import names
+from divbase_operator.observed import JOB_FAILED, PodObs
 from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
 from planner_world import World, base_spec
 
@@ -480,3 +483,111 @@ def test_a_failed_plan_stalls_and_the_retry_annotation_plans_again():
     world.reconcile()
     assert world.status["phase"] == names.PHASE_AWAITING_CONTRACT
     assert world.status["contractPlan"]["digest"].startswith("sha256:")
+
+
+# --- the failure message is the runner's own -----------------------------------------------------------------------
+FAIL_JOB_TEXT = "Container migrate for pod prod/db-expand-x failed with exit code 2 matching FailJob rule at index 0"
+RUNNER_ERROR = "release '9' is not in the manifest (known: 1, 2, 3, 4)"
+SUMMARY = json.dumps({"command": "expand", "release": "9", "outcome": "failed", "error": RUNNER_ERROR, "exit_code": 2})
+
+
+def _fail_by_policy(world: World, pod_phase: str = "Failed", exit_code: int | None = 2,
+                    message: str | None = SUMMARY, pod: bool = True) -> None:
+    """The expand Job failed through its podFailurePolicy; its pod as the operator sees it (maybe not yet)."""
+    job = world.active_job("expand")
+    ts = world.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.jobs[job.name] = dataclasses.replace(job, state=JOB_FAILED, finished_at=ts, reason="PodFailurePolicy",
+                                               message=FAIL_JOB_TEXT)
+    if pod:
+        world.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
+                                 phase=pod_phase, exit_code=exit_code, termination_message=message,
+                                 finished_at=ts if exit_code is not None else None))
+
+
+def _pod_reports(world: World, message: str | None = SUMMARY, exit_code: int = 2) -> None:
+    [pod] = [p for p in world.pods if p.job_name and p.exit_code is None]
+    world.pods = [p for p in world.pods if p is not pod] + [dataclasses.replace(
+        pod, phase="Failed", exit_code=exit_code, termination_message=message,
+        finished_at=world.now.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+
+
+def _failed_world() -> World:
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    return world
+
+
+def test_last_failure_is_the_runners_error_not_the_pod_failure_policy_text():
+    world = _failed_world()
+    _fail_by_policy(world)
+    decision = world.reconcile()
+    failure = world.status["lastFailure"]
+    assert failure["message"] == RUNNER_ERROR and failure["exitCode"] == 2 and failure["reason"] == "PodFailurePolicy"
+    [event] = events(decision, names.EVENT_JOB_FAILED)
+    assert event.type == "Warning" and RUNNER_ERROR in event.message and "FailJob" not in event.message
+    assert RUNNER_ERROR in world.condition(names.COND_STALLED)["message"]
+
+
+def test_a_failed_job_whose_pod_has_not_reported_yet_waits_for_the_runners_message():
+    """The Job's Failed condition can arrive before its pod's terminated status (two watches)."""
+    world = _failed_world()
+    _fail_by_policy(world, pod_phase="Running", exit_code=None, message=None)
+    decision = world.reconcile()
+    assert "lastFailure" not in world.status and not events(decision, names.EVENT_JOB_FAILED)
+    assert world.status["phase"] == names.PHASE_EXPANDING
+    assert 0 < decision.requeue_after <= names.FAILED_POD_GRACE_SECONDS
+    assert not actions_of(decision, ApplyDeployment) and not actions_of(decision, CreateJob)
+    _pod_reports(world)
+    decision = world.reconcile()
+    assert world.status["lastFailure"]["message"] == RUNNER_ERROR
+    [event] = events(decision, names.EVENT_JOB_FAILED)
+    assert RUNNER_ERROR in event.message
+    assert world.status["phase"] == names.PHASE_FAILED
+
+
+def test_a_pod_that_never_reports_falls_back_to_the_jobs_message_then_the_summary_replaces_it():
+    world = _failed_world()
+    _fail_by_policy(world, pod_phase="Running", exit_code=None, message=None)
+    world.reconcile()
+    world.now += timedelta(seconds=names.FAILED_POD_GRACE_SECONDS)
+    decision = world.reconcile()
+    assert world.status["lastFailure"]["message"] == FAIL_JOB_TEXT
+    assert [e.message for e in events(decision, names.EVENT_JOB_FAILED) if FAIL_JOB_TEXT in e.message]
+    _pod_reports(world)
+    decision = world.reconcile()
+    assert world.status["lastFailure"]["message"] == RUNNER_ERROR and world.status["lastFailure"]["exitCode"] == 2
+    [event] = events(decision, names.EVENT_JOB_FAILED)
+    assert event.type == "Warning" and RUNNER_ERROR in event.message
+    assert RUNNER_ERROR in world.condition(names.COND_STALLED)["message"]
+    assert not events(world.reconcile(), names.EVENT_JOB_FAILED), "announced once"
+
+
+def test_without_any_pod_the_jobs_condition_message_is_the_failure():
+    world = _failed_world()
+    _fail_by_policy(world, pod=False)
+    decision = world.reconcile()
+    assert world.status["lastFailure"]["message"] == FAIL_JOB_TEXT
+    assert world.status["lastFailure"]["exitCode"] is None
+    assert events(decision, names.EVENT_JOB_FAILED)
+
+
+def test_a_runner_that_died_before_its_summary_is_quoted_from_its_last_log_lines():
+    """FallbackToLogsOnError: e.g. argparse refusing the arguments exits 2 before any summary is written."""
+    usage = "usage: divbase-migrate plan [-h] ...\ndivbase-migrate: error: unrecognized arguments: --lock-timeout 5s"
+    world = _failed_world()
+    _fail_by_policy(world, message=usage)
+    world.reconcile()
+    assert "unrecognized arguments: --lock-timeout 5s" in world.status["lastFailure"]["message"]
+
+
+def test_a_failed_plan_job_reports_the_runners_error():
+    world = ready_world("1", contract={"policy": "Manual"})
+    world.plan_sql = None  # the plan Job fails with a summary saying why
+    _to_contract(world)
+    world.reconcile()  # the plan Job is created (and fails at once in this world)
+    decision = world.reconcile()
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["status"] == "True" and "database unavailable: refused" in stalled["message"]
+    [event] = events(decision, names.EVENT_JOB_FAILED)
+    assert "database unavailable: refused" in event.message

@@ -5,12 +5,13 @@ deadlines, spec edits, pauses, retries, approvals and lost status writes breaks 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import timedelta
 
 import pytest
 from divbase_operator import names
-from divbase_operator.observed import JOB_ACTIVE, JOB_SUCCEEDED
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED
 from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment
 from divbase_operator.spec import version_key
 from planner_world import World, base_spec
@@ -72,7 +73,14 @@ def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
     roll = rng.random()
     if active and roll < 0.35:
         job = active[0]
-        world.finish_job(job.step, ok=rng.random() < 0.8, exit_code=rng.choice([1, 3, 4]), message="boom")
+        done = world.finish_job(job.step, ok=rng.random() < 0.8, exit_code=rng.choice([1, 3, 4]), message="boom")
+        if rng.random() < 0.3:  # the Job's condition seen before its pod's terminated status (separate watches)
+            world.pods = [dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None,
+                                              finished_at=None) if p.job_name == done.name else p for p in world.pods]
+    elif roll < 0.38:  # lagging pod statuses arrive
+        world.pods = [dataclasses.replace(p, phase="Failed", exit_code=1, termination_message="boom")
+                      if p.job_name and p.exit_code is None and world.jobs[p.job_name].state == JOB_FAILED else p
+                      for p in world.pods]
     elif roll < 0.5:
         world.complete_rollouts()
     elif roll < 0.55:
