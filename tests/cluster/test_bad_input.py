@@ -45,6 +45,10 @@ ADMISSION = {
         {"name": "a", "command": ["x"]}]}}}}]), "spec.workloads[0].name"),
     "workload-selector": (with_workload({"selector": {"matchLabels": {"a": "b"}}}), "the operator sets the selector"),
     "negative-replicas": (with_workload({"replicas": -1}), "spec.workloads[0].template.replicas"),
+    "version-latest": (spec(version="latest"), "spec.version"),
+    "version-local-label": (spec(version="1.0.0+build.7"), "spec.version"),
+    "migration-command-empty": (spec(migrationJob={"command": []}), "spec.migrationJob.command"),
+    "workload-image-blank": (spec(workloads=[{**spec()["workloads"][0], "image": "a b"}]), "spec.workloads[0].image"),
 }
 
 
@@ -58,6 +62,23 @@ def test_admission_rejects_with_a_message_naming_the_field(kube: Kube, case: str
             field_validation="Strict")  # what kubectl apply does
     assert caught.value.status == 422, caught.value.body
     assert expected in json.loads(caught.value.body)["message"]
+
+
+def test_admission_takes_divbase_versions_and_the_new_fields(kube: Kube) -> None:
+    """The CRD's version pattern as the apiserver evaluates it (Go's regexp, not Python's): DivBase's tags pass,
+    and so do per-workload images and a migration runner's command and args (server-side dry run)."""
+    for version in ("v0.1.0a9", "0.1.0a9", "0.1.0-a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1", "v10.0.0.dev3"):
+        body = spec(version=version, migrationJob={"image": "ghcr.io/scilifelabdatacentre/divbase-fastapi",
+                                                   "command": ["python", "-m", "divbase_migrations.cli"],
+                                                   "args": ["--manifest", "/etc/releases.toml"]})
+        body["workloads"][0]["image"] = "ghcr.io/scilifelabdatacentre/divbase-worker"
+        name = "v-" + version.replace(".", "-").lower()
+        created = kube.custom.create_namespaced_custom_object(
+            names.GROUP, names.VERSION, kube.namespace, names.PLURAL,
+            {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": body},
+            dry_run="All", field_validation="Strict")
+        assert created["spec"]["version"] == version
+        assert created["spec"]["workloads"][0]["image"] == "ghcr.io/scilifelabdatacentre/divbase-worker"
 
 
 def _stalled(kube: Kube, name: str, reason: str, timeout: float = 120) -> str:
