@@ -101,6 +101,9 @@ def test_exit_codes_are_the_contracts_on_both_sides() -> None:
     step_errors = {runner.StepError, runner.PreconditionFailed, runner.LockTimeout, runner.StatementTimeout,
                    runner.DatabaseUnavailable, runner.MigrationFailed}
     assert {e.exit_code for e in step_errors} <= set(contract.EXIT_MEANINGS)
+    # the manifest's refusals of what alembic_version holds (releases.py keeps its own literals: checked here)
+    assert releases.RevisionError.exit_code == releases.UnknownRevision.exit_code == contract.EXIT_USAGE
+    assert releases.BehindBaseline.exit_code == contract.EXIT_PRECONDITION
     assert runner.PreconditionFailed.exit_code in contract.NON_RETRYABLE_EXIT_CODES
     assert runner.DatabaseUnavailable.exit_code not in contract.NON_RETRYABLE_EXIT_CODES
     for code, meaning in contract.EXIT_MEANINGS.items():
