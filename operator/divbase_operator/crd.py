@@ -230,7 +230,8 @@ def status_schema() -> dict[str, Any]:
             "activeJob": _str("The migration Job running now."),
             "schema": _free("Releases whose expand and contract steps were applied, and the revisions reported."),
             "rollout": _free("The rollout in progress or the last one: versions, steps with Jobs and timings."),
-            "lastFailure": _free("The last failure: step, Job, exit code, the Job's termination message."),
+            "lastFailure": _free("The last failure: step, Job, exit code, and the runner's own error from its "
+                                 "termination message (the Job's condition message only when no pod said anything)."),
             "contractPlan": _free("The reviewed plan of a Manual contract: version, plan Job, sha256 digest of its "
                                   "SQL, revisions, and the ConfigMap holding the SQL. Approve with annotation "
                                   "divbase.io/approve-contract=<version>@<digest prefix>."),

@@ -86,7 +86,8 @@ Action = CreateJob | ApplyDeployment | DeleteDeployment | EmitEvent | ApplyConfi
 class Decision:
     status: dict[str, Any]
     actions: list[Action] = field(default_factory=list)
-    requeue_after: float | None = None  # only for timers the cluster cannot wake us for (contract delay)
+    requeue_after: float | None = None  # only for timers the cluster cannot wake us for (contract delay, the
+    # bound on waiting for a failed Job's pod)
 
 
 def _iso(now: datetime) -> str:
