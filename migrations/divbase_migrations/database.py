@@ -13,14 +13,11 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-ENV_URL = "DIVBASE_DATABASE_URL"
-ENV_PARTS = {
-    "host": "DIVBASE_DB_HOST",
-    "port": "DIVBASE_DB_PORT",
-    "database": "DIVBASE_DB_NAME",
-    "username": "DIVBASE_DB_USER",
-    "password": "DIVBASE_DB_PASSWORD",
-}
+from .contract import ENV_DATABASE_URL, ENV_DB_PARTS
+
+ENV_URL = ENV_DATABASE_URL
+# SQLAlchemy's URL field names; the contract names the user part `user`, as the database Secret's keys do
+ENV_PARTS = {("username" if part == "user" else part): name for part, name in ENV_DB_PARTS.items()}
 MASK = "***"
 
 

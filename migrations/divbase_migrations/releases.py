@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .contract import EXIT_PRECONDITION, EXIT_USAGE
 from .release_version import InvalidRelease, same_release, sort_key
 
 MANIFEST = Path(__file__).resolve().parent / "releases.toml"
@@ -33,7 +34,7 @@ class UnknownRelease(LookupError):
 class RevisionError(ValueError):
     """`alembic_version` holds something this code cannot place; `exit_code` is divbase-migrate's."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UnknownRevision(RevisionError):
@@ -48,7 +49,7 @@ class UnknownRevision(RevisionError):
 class BehindBaseline(RevisionError):
     """The database is at an older revision of the trunk's own history: finish that history's upgrade first."""
 
-    exit_code = 5
+    exit_code = EXIT_PRECONDITION
 
     def __init__(self, revision: str, description: str, baseline: str, hint: str) -> None:
         super().__init__(f"the database is at revision {revision} ({description}), older than the baseline "
