@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from divbase_migrations.compat import IncompatibleSchema, require_compatible
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, create_engine, text
 
 from . import queries
@@ -23,16 +23,19 @@ from .settings import Settings, from_env
 log = logging.getLogger("divbase_app.api")
 
 
+# Lengths are the columns' (String(n)): a longer value is the client's error (422), not the database's (500).
 class NewUser(BaseModel):
-    name: str
+    name: str = Field(min_length=1, max_length=100)
 
 
-class NewVcf(BaseModel):
-    samples: int = 0
+class SkippedFile(BaseModel):
+    project: str = Field(default="stand-in", min_length=1, max_length=50)
+    reason: str | None = None  # required from release 3 on
 
 
 class NewAnnouncement(BaseModel):
-    title: str
+    heading: str = Field(min_length=1, max_length=200)
+    message: str | None = Field(default=None, max_length=1000)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,15 +88,20 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, "no such user")
         return {**user, "release": settings.release}
 
-    @app.post("/vcf")
-    def add_vcf(body: NewVcf) -> dict[str, Any]:
-        with engine.begin() as conn:
-            return {"id": queries.add_vcf(conn, release, body.samples), "release": settings.release}
+    @app.post("/skipped-files")
+    def skip_file(body: SkippedFile) -> dict[str, Any]:
+        try:
+            with engine.begin() as conn:
+                row = queries.skip_vcf(conn, release, queries.project(conn, body.project), body.reason)
+        except queries.ReasonRequired as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {**row, "release": settings.release}
 
     @app.post("/announcements")
     def announce(body: NewAnnouncement) -> dict[str, Any]:
         with engine.begin() as conn:
-            return {"level": queries.announce(conn, release, body.title), "release": settings.release}
+            return {"level": queries.announce(conn, release, body.heading, body.message),
+                    "release": settings.release}
 
     @app.get("/announcements")
     def announcements() -> list[dict[str, str]]:
@@ -104,6 +112,11 @@ def create_app(settings: Settings) -> FastAPI:
     def submit(user_id: int | None = None) -> dict[str, Any]:
         with engine.begin() as conn:
             return {"task_id": queries.submit_task(conn, user_id), "release": settings.release}
+
+    @app.get("/users/{user_id}/tasks")
+    def user_tasks(user_id: int) -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return queries.user_tasks(conn, user_id)
 
     return app
 

@@ -1,4 +1,5 @@
-"""`divbase-worker`: the Celery-worker stand-in. Claims tasks from the database, one at a time, until SIGTERM."""
+"""`divbase-worker`: the Celery-worker stand-in. Starts tasks from DivBase's task_history, one at a time, until
+SIGTERM; a started task has its task_started_at row (queries.claim_task)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,7 @@ def main() -> None:
             if task is None:
                 stop.wait(0.2)
                 continue
-            time.sleep(0.05)  # the "work"
-            with engine.begin() as conn:
-                queries.finish_task(conn, task)
+            time.sleep(0.05)  # the "work"; its result would go to Celery's result tables, not modelled here
             done += 1
         except Exception:  # a worker survives a database blip, like Celery's
             log.exception("task loop error")

@@ -3,7 +3,8 @@ is disturbed while its expand Job runs, and must still end Ready at release 2 wi
 all there and every revision applied exactly once (one row per revision in `divbase_migration_log`).
 
 To keep the expand step running long enough to be disturbed, the test holds an ACCESS EXCLUSIVE lock on "user":
-the runner's ALTER TABLE waits, times out (lock_timeout), rolls back and retries with backoff until the lock goes.
+the runner's drift check of the adopted baseline (it reads every table's definitions), then its ALTER TABLE, waits,
+times out (lock_timeout) and retries with backoff until the lock goes.
 
 The cases: the migration pod deleted; the Job deleted (three propagation modes, and after it succeeded);
 PostgreSQL restarted; the database Secret removed and restored; the operator killed while a Manual contract awaits
@@ -38,7 +39,7 @@ from sqlalchemy import Connection, Engine, create_engine, pool, text
 DB = "divbase"
 TARGET = "2"
 # every revision a database installed at release 1 and rolled out to release 2 has applied
-REVISIONS = {"e0001_initial_schema", "c0001_contract_base", "e0002_user_display_name", "c0002_user_display_name"}
+REVISIONS = {"9885301b9073", "e0002_user_display_name", "c0002_user_display_name"}  # the baseline, then release 2
 USERS = {f"user{i}@example.org": f"User {i}" for i in range(5)}
 
 
@@ -63,8 +64,10 @@ def seed_users(database_url: str) -> None:
     try:
         with eng.begin() as conn:
             for email, name in USERS.items():
-                conn.execute(text("""INSERT INTO "user" (email, name, hashed_password) VALUES (:e, :n, '!')"""),
-                             {"e": email, "n": name})
+                conn.execute(text(
+                    'INSERT INTO "user" (email, name, hashed_password, is_admin, is_active, is_deleted, '
+                    "email_verified, organisation, organisation_role) "
+                    "VALUES (:e, :n, '!', false, true, false, true, 'SciLifeLab', 'tester')"), {"e": email, "n": name})
     finally:
         eng.dispose()
 

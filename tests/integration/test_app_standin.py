@@ -1,5 +1,6 @@
-"""The DivBase API/worker stand-in against a real PostgreSQL: one code path per release, a startup check that
-accepts any compatible schema (not "exactly at head") and refuses an incompatible one, and a graceful drain."""
+"""The DivBase API/worker stand-in against a real PostgreSQL on DivBase's real schema: one code path per example
+release, a startup check that accepts any compatible schema (not "exactly at head") and refuses an incompatible
+one, workers that start each task once, and a graceful drain."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from divbase_migrations.compat import IncompatibleSchema
 from divbase_migrations.testing.postgres import free_port
 from fastapi.testclient import TestClient
 from migrate_helpers import REPO, engine, run
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 
@@ -32,6 +35,14 @@ def migrate(url: str, tmp_path: Path, *steps: tuple[str, str]) -> None:
 
 def client(url: str, release: str) -> TestClient:
     return TestClient(create_app(Settings(release, make_url(url), "127.0.0.1", 0)))
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.05)
 
 
 def test_releases_share_data_across_an_expand(database_url: str, tmp_path: Path) -> None:
@@ -54,20 +65,61 @@ def test_releases_share_data_across_an_expand(database_url: str, tmp_path: Path)
 def test_release_4_reads_warning_as_caution_and_release_3_ignores_caution(database_url: str, tmp_path: Path) -> None:
     migrate(database_url, tmp_path, ("expand", "3"), ("contract", "3"))
     with client(database_url, "3") as r3:
-        assert r3.post("/announcements", json={"title": "old"}).json()["level"] == "WARNING"
+        assert r3.post("/announcements", json={"heading": "old"}).json()["level"] == "WARNING"
         migrate(database_url, tmp_path, ("expand", "4"))
         with client(database_url, "4") as r4:
-            assert r4.post("/announcements", json={"title": "new"}).json()["level"] == "CAUTION"
-            assert {a["level"] for a in r4.get("/announcements").json()} == {"CAUTION"}
-        assert r3.get("/announcements").json() == [{"title": "old", "level": "WARNING"}]
-        assert r3.post("/vcf", json={"samples": 4}).status_code == 200
+            assert r4.post("/announcements", json={"heading": "new", "message": "m"}).json()["level"] == "CAUTION"
+            assert r4.get("/announcements").json() == [{"heading": "new", "level": "CAUTION"},
+                                                       {"heading": "old", "level": "CAUTION"}]
+        assert r3.get("/announcements").json() == [{"heading": "old", "level": "WARNING"}]
+        assert r3.post("/announcements", json={"heading": "x" * 201}).status_code == 422  # the column's length
+    migrate(database_url, tmp_path, ("contract", "4"))
+    with client(database_url, "4") as r4:  # the contract rewrote release 3's WARNING
+        assert [a["level"] for a in r4.get("/announcements").json()] == ["CAUTION", "CAUTION"]
+    with engine(database_url).connect() as conn:
+        assert conn.execute(text("SELECT DISTINCT level::text FROM announcement")).scalars().all() == ["CAUTION"]
+
+
+def skip_reasons(url: str) -> dict[str, str | None]:
+    with engine(url).connect() as conn:
+        return dict(conn.execute(text("SELECT vcf_file_s3_key, skip_reason FROM skipped_vcf_files")).all())
+
+
+def test_skipped_files_get_a_reason_across_release_3(database_url: str, tmp_path: Path) -> None:
+    migrate(database_url, tmp_path, ("expand", "2"), ("contract", "2"))
+    with client(database_url, "2") as r2:
+        before = r2.post("/skipped-files", json={}).json()  # release 2 may skip without a reason
+        assert before["reason"] is None
+        migrate(database_url, tmp_path, ("expand", "3"))
+        assert skip_reasons(database_url)[before["file"]] == "unspecified"  # backfilled
+        # release 2 pods keep inserting without a reason during the rollout: the default fills it in
+        during = r2.post("/skipped-files", json={"project": "other"}).json()
+        assert during["reason"] == "unspecified"
+        with client(database_url, "3") as r3:
+            assert r3.post("/skipped-files", json={}).status_code == 422  # release 3 always says why
+            given = r3.post("/skipped-files", json={"reason": "no samples"}).json()
+            assert given["reason"] == "no samples" and given["release"] == "3"
+    migrate(database_url, tmp_path, ("contract", "3"))
+    with pytest.raises(IncompatibleSchema, match="removed what release 2 uses"), client(database_url, "2"):
+        pass
+    assert set(skip_reasons(database_url).values()) == {"unspecified", "no samples"}
+    with engine(database_url).connect() as conn:
+        nullable = conn.execute(text("SELECT is_nullable FROM information_schema.columns "
+                                     "WHERE table_name = 'skipped_vcf_files' AND column_name = 'skip_reason'"))
+        assert nullable.scalar_one() == "NO"
+
+
+def _claim(db: Engine) -> str | None:
+    with db.begin() as conn:
+        return queries.claim_task(conn)
 
 
 def test_workers_claim_each_task_once(database_url: str, tmp_path: Path) -> None:
     migrate(database_url, tmp_path, ("expand", "1"), ("contract", "1"))
     db = engine(database_url)
     with db.begin() as conn:
-        submitted = {queries.submit_task(conn, None) for _ in range(5)}
+        user = queries.create_user(conn, 1, "Ada")
+        submitted = [queries.submit_task(conn, user) for _ in range(5)]
     claimed: list[str] = []
     with db.begin() as a, db.begin() as b:  # two workers at once: SKIP LOCKED hands out different rows
         first, second = queries.claim_task(a), queries.claim_task(b)
@@ -76,14 +128,37 @@ def test_workers_claim_each_task_once(database_url: str, tmp_path: Path) -> None
     while (task := _claim(db)) is not None:
         claimed.append(task)
     assert sorted(claimed) == sorted(submitted)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM task_started_at")).scalar_one() == 5
+        history = queries.user_tasks(conn, user)
+    assert {t["task_id"] for t in history} == set(submitted) and all(t["started"] for t in history)
 
 
-def _claim(db: Engine) -> str | None:
+def test_a_claim_that_loses_the_race_takes_the_next_task(database_url: str, tmp_path: Path) -> None:
+    """A rival's claim that commits after this worker's snapshot: SKIP LOCKED cannot see it (the history row is not
+    locked by it), the unique task_started_at.task_id must, and the worker moves on to the next task."""
+    migrate(database_url, tmp_path, ("expand", "1"), ("contract", "1"))
+    db = engine(database_url)
     with db.begin() as conn:
-        task = queries.claim_task(conn)
-        if task:
-            queries.finish_task(conn, task)
-        return task
+        first, second = queries.submit_task(conn, None), queries.submit_task(conn, None)
+    rival = db.connect()
+    rival.execute(text("INSERT INTO task_started_at (task_id, started_at) VALUES (:t, now())"), {"t": first})
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(_claim(db)))
+    worker.start()
+    try:
+        wait_until(lambda: _waiting_on_a_lock(db) == 1, "the worker waiting for the rival's claim of the same task")
+    finally:
+        rival.commit()
+        rival.close()
+    worker.join(timeout=30)
+    assert got == [second]
+
+
+def _waiting_on_a_lock(db: Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock'")).scalar_one())
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -111,24 +186,32 @@ def test_api_refuses_to_start_on_an_incompatible_schema(database_url: str, tmp_p
     assert make_url(database_url).password not in log
 
 
+def test_the_stand_in_refuses_a_release_it_does_not_serve(database_url: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="serves the example releases 1, 2, 3, 4 only"):
+        Settings("0.1.0a9", make_url(database_url), "127.0.0.1", 0)
+    proc = _api(database_url, "5", free_port(), tmp_path / "api.log")
+    assert proc.wait(timeout=60) != 0
+    assert "DIVBASE_RELEASE='5': this stand-in serves the example releases 1, 2, 3, 4 only" in \
+        (tmp_path / "api.log").read_text()
+
+
 def test_api_drains_on_sigterm(database_url: str, tmp_path: Path) -> None:
     migrate(database_url, tmp_path, ("expand", "1"))
     port = free_port()
     proc = _api(database_url, "1", port, tmp_path / "api.log")
     base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, (tmp_path / "api.log").read_text()
+        try:
+            return _get(f"{base}/readyz")[0] == 200
+        except OSError:  # not listening yet
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _get(f"{base}/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "api.log").read_text()
-            time.sleep(0.1)
+        wait_until(ready, "the API ready")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert _get(f"{base}/readyz")[0] == 503  # out of rotation ...
+        wait_until(lambda: _get(f"{base}/readyz")[0] == 503, "out of rotation after SIGTERM")
         assert json.loads(_get(f"{base}/version")[1]) == {"release": "1"}  # ... yet still serving
         assert proc.wait(timeout=20) is not None
     finally:

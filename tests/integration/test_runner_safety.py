@@ -9,6 +9,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,15 @@ def blocked_runners(url: str) -> int:
             "AND wait_event_type = 'Lock'")).scalar_one())
 
 
+def blocked_waits(url: str) -> set[tuple[int, datetime]]:
+    """(backend, statement start) of each runner statement waiting for a heavyweight lock: a new pair for the same
+    lock means the runner timed out and tried again."""
+    with engine(url).connect() as conn:
+        return {(int(pid), started) for pid, started in conn.execute(text(
+            "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+            "AND wait_event_type = 'Lock'"))}
+
+
 def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
     holder = engine(database_url).connect()
@@ -89,8 +99,9 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
     proc = start(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
                  term=tmp_path / "b")
     try:
-        wait_until(lambda: blocked_runners(database_url) > 0)  # the runner is queued behind our lock ...
-        time.sleep(0.6)  # ... long enough to time out at least once
+        wait_until(lambda: bool(blocked_waits(database_url)))  # the runner is queued behind our lock ...
+        first = blocked_waits(database_url)
+        wait_until(lambda: bool(blocked_waits(database_url) - first))  # ... timed out, and waits again
     finally:
         holder.rollback()
         holder.close()
