@@ -19,12 +19,12 @@ MAX_LENGTH: Final = 40  # also the CRD's maxLength: the version is part of label
 EXAMPLES: Final = ("v0.1.0a9", "0.1.0a9", "2")
 EXPECTED: Final = f"a release like {', '.join(EXAMPLES[:-1])} or {EXAMPLES[-1]} (PEP 440, optional leading v)"
 
-_SEP = "[-_.]?"  # the separators PEP 440 allows before a pre-, post- or dev-release
+_SEP = "[-_.]?"  # the separators PEP 440 allows around a pre-, post- or dev-release's signifier (1.4.0-rc.1)
 PATTERN: Final = (
     r"^v?[0-9]+(\.[0-9]+)*"
-    rf"({_SEP}(a|b|rc)[0-9]+)?"
-    rf"({_SEP}post[0-9]+)?"
-    rf"({_SEP}dev[0-9]+)?$"
+    rf"({_SEP}(a|b|rc){_SEP}[0-9]+)?"
+    rf"({_SEP}post{_SEP}[0-9]+)?"
+    rf"({_SEP}dev{_SEP}[0-9]+)?$"
 )
 _STRICT = re.compile(PATTERN)
 

@@ -13,7 +13,8 @@ ORDERED = ["0.1.0a9", "0.1.0a10", "0.1.0b1", "0.1.0rc1", "0.1.0", "1", "2", "10"
 
 
 @pytest.mark.parametrize("text", ["v0.1.0a9", "0.1.0a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1", "1.0.dev3",
-                                  "0.1.0-a9", "0.1.0.rc1", "1.0.0-post2", "v10.20.30b4.post5.dev6"])
+                                  "0.1.0-a9", "0.1.0.rc1", "1.0.0-post2", "v10.20.30b4.post5.dev6",
+                                  "1.4.0-rc.1", "2.0.0-b-1"])
 def test_accepted(text: str) -> None:
     assert rv.check(text) == Version(text)
     assert rv.is_valid(text)
