@@ -61,6 +61,11 @@ PHASES: Final = (
     PHASE_ROLLING_BACK, PHASE_READY, PHASE_FAILED, PHASE_PAUSED,
 )
 
+# --- Rollout results (status.rollout.result, status.history[].result) --------------------------------------------
+RESULT_SUCCEEDED: Final = "Succeeded"
+RESULT_FAILED: Final = "Failed"  # a step failed and the rollout was replaced by a new spec.version before a retry
+RESULT_SUPERSEDED: Final = "Superseded"  # replaced by a new spec.version while still running (nothing had failed)
+
 # --- Condition types (kstatus trio plus one per step) -----------------------------------------------------------
 COND_READY: Final = "Ready"
 COND_RECONCILING: Final = "Reconciling"

@@ -7,7 +7,8 @@ up where it stopped; it never moves a workload to a release whose expand Job has
 
 Rules that keep it deterministic:
 - a migration Job of ours that is still running is always waited for, whatever the spec says now;
-- a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history, Superseded);
+- a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history as
+  Superseded, or Failed when one of its steps had failed);
 - a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job;
 - a downgrade is accepted only while the schema has not been contracted past the requested release."""
 
@@ -277,7 +278,7 @@ class _Planner:
         rollout = self._rollout()
         assert self.spec is not None
         return bool(
-            rollout and rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED
+            rollout and rollout.get("finishedAt") and rollout.get("result") == names.RESULT_SUCCEEDED
             and rollout["toVersion"] == self.spec.version and self._workloads_complete(self.spec.version)
         )
 
@@ -320,7 +321,9 @@ class _Planner:
                 return False
         if old and not old.get("finishedAt"):
             old["finishedAt"] = self.ts
-            old["result"] = "Superseded"
+            failed = any(rec.get("phase") in (FAILED, ROLLING_BACK, ROLLED_BACK) for rec in old["steps"].values())
+            old["result"] = names.RESULT_FAILED if failed else names.RESULT_SUPERSEDED
+            old.pop("currentStep", None)
             self._append_history(old)
         expanded, contracted = schema.get("expandedTo"), schema.get("contractedTo")
         steps = {
@@ -359,7 +362,7 @@ class _Planner:
     def _advance(self) -> None:
         rollout = self._rollout()
         assert rollout is not None and self.spec is not None
-        if rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED:
+        if rollout.get("finishedAt") and rollout.get("result") == names.RESULT_SUCCEEDED:
             self._steady()
             return
         for step in self._step_order():
@@ -372,7 +375,7 @@ class _Planner:
                     self._hold_workloads()
                 return
         rollout["finishedAt"] = self.ts
-        rollout["result"] = SUCCEEDED
+        rollout["result"] = names.RESULT_SUCCEEDED
         self.status["currentVersion"] = rollout["toVersion"]
         self.status.pop("activeJob", None)
         self._append_history(rollout)
@@ -722,6 +725,21 @@ class _Planner:
         history = [entry, *(self.status.get("history") or [])]
         self.status["history"] = history[: names.HISTORY_LIMIT]
 
+    def _current_step(self) -> None:
+        """`status.rollout.currentStep`: the step an unfinished rollout is in (or failed in), for `kubectl get -o
+        wide` and the plugin; gone once the rollout finished."""
+        rollout = self._rollout()
+        if not rollout:
+            return
+        if rollout.get("finishedAt"):
+            rollout.pop("currentStep", None)
+            return
+        step = next((s for s in self._step_order() if rollout["steps"][s]["phase"] not in DONE_PHASES), None)
+        if step is None:
+            rollout.pop("currentStep", None)
+        else:
+            rollout["currentStep"] = step
+
     def _step_conditions(self) -> None:
         gen, ts = self.obs.generation, self.ts
         rollout = self._rollout()
@@ -756,6 +774,7 @@ class _Planner:
         if self.stalled:
             self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
         self.status["phase"] = self.phase
+        self._current_step()
         if self.spec is not None:
             self._step_conditions()
         conds = self.status["conditions"]
