@@ -220,7 +220,7 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
             if rec is None:
                 continue
             rows.append((step, rec.get("phase", "-"), format_duration(step_duration(rec, now)), rec.get("job") or "-",
-                         _one_line(rec.get("message") or "")))
+                         _one_line(rec.get("message") or _attempts_note(rec))))
         lines.append("Steps:")
         lines.extend(table(rows))
     lines.extend(_failure_lines(status))
@@ -247,6 +247,15 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
     elif is_stalled(obj):
         lines.append(f"Next:        fix the cause, then: {next_command(obj)}")
     return "\n".join(lines)
+
+
+def _attempts_note(rec: dict[str, Any]) -> str:
+    """A running step's failed attempts: how many, and how the last one failed."""
+    failed = rec.get("failedAttempts")
+    if not failed:
+        return ""
+    last = (rec.get("attempts") or [{}])[-1]
+    return f"{failed} failed attempt(s); last: exit code {last.get('exitCode')}: {last.get('message', '')}"
 
 
 def rollout_from(rollout: dict[str, Any], empty: str = "(empty database)") -> str:

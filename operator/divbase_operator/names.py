@@ -113,6 +113,7 @@ EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
 EVENT_JOB_CREATED: Final = "MigrationJobCreated"
 EVENT_JOB_SUCCEEDED: Final = "MigrationJobSucceeded"
 EVENT_JOB_FAILED: Final = "MigrationJobFailed"
+EVENT_ATTEMPT_FAILED: Final = "MigrationAttemptFailed"  # one pod of a Job failed; the Job may start another
 EVENT_WORKLOADS_UPDATING: Final = "WorkloadsUpdating"
 EVENT_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
 EVENT_ROLLBACK: Final = "RollingBack"
@@ -122,9 +123,14 @@ EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
 
+# Who the Events are from (`reportingComponent`, `source.component`: the FROM column of `kubectl describe`)
+EVENT_REPORTING_COMPONENT: Final = MANAGED_BY
+EVENT_NAME_PREFIX: Final = f"{MANAGED_BY}-"
+
 # --- Limits -------------------------------------------------------------------------------------------------------
 HISTORY_LIMIT: Final = 10  # rollouts kept in status.history
 MESSAGE_LIMIT: Final = 1024  # characters of a Job's termination message kept in status and Events
+ATTEMPT_MESSAGE_LIMIT: Final = 300  # characters of each failed attempt's message kept in the step's record
 FAILED_POD_GRACE_SECONDS: Final = 30  # a failed Job's result waits this long for its pod's exit status to arrive
 _MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
 

@@ -29,6 +29,8 @@ class JobObs:
     reason: str | None = None  # Job condition reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...
     message: str | None = None
     deleting: bool = False
+    failed: int = 0  # status.failed: pods of this Job that failed (each one an attempt)
+    backoff_limit: int | None = None  # spec.backoffLimit: failed pods it takes before the Job fails
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def job_from_body(body: dict[str, Any]) -> JobObs:
         reason=(cond or {}).get("reason"),
         message=(cond or {}).get("message"),
         deleting=bool(meta.get("deletionTimestamp")),
+        failed=int(status.get("failed") or 0),
+        backoff_limit=(body.get("spec") or {}).get("backoffLimit"),
     )
 
 

@@ -104,9 +104,25 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def _truncate(text: str | None) -> str:
+def _truncate(text: str | None, limit: int = names.MESSAGE_LIMIT) -> str:
     text = (text or "").strip()
-    return text if len(text) <= names.MESSAGE_LIMIT else text[: names.MESSAGE_LIMIT - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _attempts_left(backoff_limit: int, failed: int) -> str:
+    """A Job runs up to backoffLimit + 1 pods (it fails once more than backoffLimit failed); the one starting or
+    running now counts as left."""
+    left = max(0, backoff_limit + 1 - failed)
+    return f"{left} attempt{'' if left == 1 else 's'} left"
+
+
+def _pod_error(pod: PodObs) -> str | None:
+    """A migration pod's failure in the runner's words: its summary's `error`, else the raw termination message
+    (the last log lines, when it died before writing a summary)."""
+    error = parse_summary(pod.termination_message).get(SUMMARY_ERROR)
+    if error is not None and not isinstance(error, str):
+        error = str(error)
+    return error or pod.termination_message or None
 
 
 def decide(obs: Observed, now: datetime) -> Decision:
@@ -192,10 +208,7 @@ class _Planner:
         last_pod = self._last_pod(job.name)
         if last_pod is None:
             return None, None
-        error = parse_summary(last_pod.termination_message).get(SUMMARY_ERROR)
-        if error is not None and not isinstance(error, str):
-            error = str(error)
-        return (error or last_pod.termination_message or None), last_pod.exit_code
+        return _pod_error(last_pod), last_pod.exit_code
 
     def _await_failed_pod(self, job: JobObs) -> bool:
         """True while a failed Job's pod may still show how it ended: then its result is not recorded yet.
@@ -262,6 +275,9 @@ class _Planner:
             "message": _truncate(error or "the Job failed without a message"),
             "time": rec["finishedAt"],
         }
+        attempts = max(job.failed, sum(1 for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"))
+        if attempts:
+            failure["attempts"] = attempts
         rec["message"] = failure["message"]
         self.status["lastFailure"] = failure
         self._event("Warning", names.EVENT_JOB_FAILED,
@@ -437,11 +453,12 @@ class _Planner:
         if job.state == JOB_ACTIVE:
             rec["phase"] = RUNNING
             self.status["activeJob"] = job.name
+            self._record_attempts(step, rec, job, version)
             blocked = self._blocked_pod(job.name)
             if blocked:
                 self.progress = (names.REASON_JOB_POD_BLOCKED, f"{step} Job {job.name}: {blocked}")
             else:
-                self.progress = (names.REASON_JOB_RUNNING, f"{step} Job {job.name} is running")
+                self.progress = (names.REASON_JOB_RUNNING, self._attempt_progress(step, rec, job))
             return False
         self.status.pop("activeJob", None)
         if rec["phase"] != SUCCEEDED and rec["phase"] != FAILED:
@@ -454,6 +471,47 @@ class _Planner:
         if rec["phase"] == FAILED:
             return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
         return True
+
+    # -- attempts inside a Job: each failed pod, as it happens ------------------------------------------------------
+    def _backoff_limit(self, job: JobObs) -> int:
+        assert self.spec is not None
+        return job.backoff_limit if job.backoff_limit is not None else self.spec.migration_job.backoff_limit
+
+    def _record_attempts(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
+        """Each failed pod of a running Job is one failed attempt: recorded in the step (exit code, the runner's
+        message) with a Warning Event, once per pod, while the Job controller starts the next one."""
+        attempts: list[dict[str, Any]] = list(rec.get("attempts") or [])
+        seen = {a.get("pod") for a in attempts}
+        failed = sorted((p for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"
+                         and p.name not in seen), key=lambda p: (p.finished_at or "", p.created_at or "", p.name))
+        limit = self._backoff_limit(job)
+        for pod in failed:
+            error = _pod_error(pod) or "the pod failed without a message"
+            attempts.append({"pod": pod.name, "exitCode": pod.exit_code, "finishedAt": pod.finished_at or self.ts,
+                             "message": _truncate(error, names.ATTEMPT_MESSAGE_LIMIT)})
+            self._event("Warning", names.EVENT_ATTEMPT_FAILED,
+                        f"{step} Job {job.name} for release {version}: attempt {len(attempts)} of {limit + 1} failed "
+                        f"(pod {pod.name}, exit code {pod.exit_code}): {error}; "
+                        f"{_attempts_left(limit, max(job.failed, len(attempts)))}")
+        if attempts:
+            rec["attempts"] = attempts[-(names.HISTORY_LIMIT + 1):]
+            rec["failedAttempts"] = max(job.failed, len(attempts))
+
+    def _attempt_progress(self, step: str, rec: dict[str, Any], job: JobObs) -> str:
+        """`expand Job X is running (pod P since T)`, and after failed attempts which attempt this is, how the
+        last one failed and how many retries are left. No durations: a message that changed with the clock would
+        rewrite the status on every reconcile."""
+        running = [p for p in self.obs.pods if p.job_name == job.name and p.phase in ("Pending", "Running")
+                   and not p.deleting]
+        pod = max(running, key=lambda p: (p.created_at or "", p.name)) if running else None
+        where = f" (pod {pod.name} {pod.phase.lower()} since {pod.created_at})" if pod and pod.created_at else ""
+        failed = int(rec.get("failedAttempts") or 0)
+        if not failed:
+            return f"{step} Job {job.name} is running{where}"
+        limit = self._backoff_limit(job)
+        last = (rec.get("attempts") or [{}])[-1]
+        return (f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
+                f"(exit code {last.get('exitCode')}): {last.get('message', '')}; {_attempts_left(limit, failed)}")
 
     def _retry_pending(self) -> bool:
         rollout = self._rollout()
