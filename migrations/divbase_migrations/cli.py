@@ -282,8 +282,10 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
     outcome = Runner(url, manifest, settings).run(step, release_version)
+    found = servable(manifest, outcome.before)  # oldest first: the last is the newest release it served
     summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
-                        to=outcome.after.as_dict(), applied=outcome.applied, retries=outcome.retries)
+                        to=outcome.after.as_dict(), found=found[-1] if found else None, applied=outcome.applied,
+                        retries=outcome.retries)
     log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
                             "applied": outcome.applied, "to": outcome.after.as_dict()})
     return EXIT_OK

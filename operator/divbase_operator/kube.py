@@ -95,6 +95,15 @@ class KubeApi:
         """The contract plan's ConfigMap (one per resource, replaced per plan)."""
         await self._apply(CONFIGMAPS, body)
 
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Deployment by name, whoever owns it (the watch only sees ours); None when there is none."""
+        try:
+            return await self._request("GET", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete_deployment(self, namespace: str, name: str) -> None:
         try:
             await self._request("DELETE", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}", query=BACKGROUND)

@@ -258,10 +258,12 @@ def _attempts_note(rec: dict[str, Any]) -> str:
     return f"{failed} failed attempt(s); last: exit code {last.get('exitCode')}: {last.get('message', '')}"
 
 
-def rollout_from(rollout: dict[str, Any], empty: str = "(empty database)") -> str:
+def rollout_from(rollout: dict[str, Any], empty: str = "(empty database)", found: str = "found in the database") -> str:
     """The release a rollout started from; a first install says what it found in the database, if anything."""
     if rollout.get("fromVersion"):
         return str(rollout["fromVersion"])
+    if rollout.get("foundVersion"):
+        return f"{rollout['foundVersion']} ({found})"
     return empty
 
 
@@ -296,6 +298,7 @@ def status_document(obj: dict[str, Any], now: datetime | None = None) -> dict[st
         steps = rollout.get("steps") or {}
         doc["rollout"] = {
             "fromVersion": rollout.get("fromVersion"),
+            "foundVersion": rollout.get("foundVersion"),
             "toVersion": rollout.get("toVersion"),
             "image": rollout.get("image"),
             "startedAt": rollout.get("startedAt"),
@@ -341,7 +344,7 @@ def format_history(obj: dict[str, Any]) -> str:
             rec = steps.get(step) or {}
             phase = rec.get("phase") or "-"
             cells.append(phase if rec.get("seconds") is None else f"{phase} {format_duration(rec['seconds'])}")
-        rows.append((rollout_from(entry, "(empty)"), entry.get("toVersion") or "?", entry.get("result") or "?",
+        rows.append((rollout_from(entry, "(empty)", "found"), entry.get("toVersion") or "?", entry.get("result") or "?",
                      entry.get("startedAt") or "-", format_duration(step_duration(entry, datetime.now(UTC))
                                                                     if entry.get("finishedAt") else None), *cells))
     return "\n".join(table(rows, indent=""))

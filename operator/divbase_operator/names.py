@@ -107,6 +107,7 @@ REASON_PAUSED: Final = "Paused"
 REASON_APPLY_FAILED: Final = "ApplyFailed"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
+REASON_FOREIGN_DEPLOYMENT: Final = "ForeignDeployment"  # a Deployment of a workload's name is not ours
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -122,6 +123,7 @@ EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
 EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
+EVENT_FOREIGN_DEPLOYMENT: Final = REASON_FOREIGN_DEPLOYMENT
 
 # Who the Events are from (`reportingComponent`, `source.component`: the FROM column of `kubectl describe`)
 EVENT_REPORTING_COMPONENT: Final = MANAGED_BY
@@ -131,6 +133,7 @@ EVENT_NAME_PREFIX: Final = f"{MANAGED_BY}-"
 HISTORY_LIMIT: Final = 10  # rollouts kept in status.history
 MESSAGE_LIMIT: Final = 1024  # characters of a Job's termination message kept in status and Events
 ATTEMPT_MESSAGE_LIMIT: Final = 300  # characters of each failed attempt's message kept in the step's record
+FOREIGN_RECHECK_SECONDS: Final = 30  # a foreign Deployment's removal sends us no event: look again this often
 FAILED_POD_GRACE_SECONDS: Final = 30  # a failed Job's result waits this long for its pod's exit status to arrive
 _MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
 

@@ -19,13 +19,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from divbase_migrations.contract import SUMMARY_DIGEST, SUMMARY_ERROR, SUMMARY_REVISIONS, SUMMARY_TO, plan_sql
+from divbase_migrations.contract import (
+    SUMMARY_DIGEST,
+    SUMMARY_ERROR,
+    SUMMARY_FOUND,
+    SUMMARY_REVISIONS,
+    SUMMARY_TO,
+    plan_sql,
+)
 from divbase_migrations.release_version import same_release
 
 from . import names
 from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
-from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
+from .observed import (
+    JOB_ACTIVE,
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    DeploymentObs,
+    ForeignDeployment,
+    JobObs,
+    PodObs,
+    parse_summary,
+)
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -51,6 +67,8 @@ class Observed:
     jobs: tuple[JobObs, ...] = ()
     deployments: tuple[DeploymentObs, ...] = ()
     pods: tuple[PodObs, ...] = ()
+    foreign: tuple[ForeignDeployment, ...] = ()  # Deployments of our workloads' names that are not ours (looked up
+    # when foreign_lookup_needed says so: they are not in the operator's label-selected watch)
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,23 @@ def _pod_error(pod: PodObs) -> str | None:
 
 def decide(obs: Observed, now: datetime) -> Decision:
     return _Planner(obs, now).run()
+
+
+def foreign_lookup_needed(status: dict[str, Any], version: Any) -> bool:
+    """Whether Deployments of our workloads' names missing from the watch must be looked up (a GET each): before a
+    rollout starts (so a foreign one is reported before any step runs), before a first install creates its
+    workloads, and while a foreign one holds the resource up. Not during the migration steps in between, nor once
+    the workloads exist: every reconcile would cost a read per workload."""
+    conditions = status.get("conditions") or []
+    if any(c.get("type") == names.COND_STALLED and c.get("status") == "True"
+           and c.get("reason") == names.REASON_FOREIGN_DEPLOYMENT for c in conditions):
+        return True
+    rollout = status.get("rollout")
+    if not rollout or rollout.get("toVersion") != version:
+        return True
+    steps = rollout.get("steps") or {}
+    migrations_done = all((steps.get(step) or {}).get("phase") in DONE_PHASES for step in names.JOB_STEPS)
+    return migrations_done or (steps.get(names.STEP_DEPLOY) or {}).get("phase") not in (PENDING, None)
 
 
 class _Planner:
@@ -261,6 +296,10 @@ class _Planner:
             revisions = summary.get(SUMMARY_TO) if isinstance(summary.get(SUMMARY_TO), dict) else None
             if revisions:
                 schema.setdefault("revisions", {}).update({k: v for k, v in revisions.items() if v})
+            found, rollout = summary.get(SUMMARY_FOUND), self._rollout()
+            if step == names.STEP_EXPAND and isinstance(found, str) and found and rollout is not None \
+                    and rollout.get("fromVersion") is None and rollout.get("toVersion") == version:
+                rollout["foundVersion"] = found  # a first rollout on a migrated database: what it found there
             self._event("Normal", names.EVENT_JOB_SUCCEEDED, f"{step} Job {job.name} for release {version} succeeded")
             return
         rec["phase"] = FAILED
@@ -302,9 +341,38 @@ class _Planner:
     def _active_foreign_job(self, expected: str | None) -> JobObs | None:
         return next((j for j in self.jobs.values() if j.state == JOB_ACTIVE and j.name != expected), None)
 
+    def _foreign_deployments(self) -> list[ForeignDeployment]:
+        """Deployments with our workloads' names that another owner has (or nobody, without our labels)."""
+        assert self.spec is not None
+        wanted = {names.deployment_name(self.obs.name, w.name) for w in self.spec.workloads}
+        found = {f.name: f for f in self.obs.foreign if f.name in wanted}
+        for d in self.obs.deployments:
+            if d.name in wanted and d.controller_uid and d.controller_uid != self.obs.uid:
+                found.setdefault(d.name, ForeignDeployment(d.name, f"is controlled by {d.controller}"))
+        return [found[name] for name in sorted(found)]
+
+    def _refuse_foreign(self, foreign: list[ForeignDeployment]) -> None:
+        """Nothing runs (no Job, no Deployment change) while a workload's Deployment belongs to someone else: server-
+        side apply would take it over field by field and fail on its immutable selector halfway through a rollout.
+        A Job of ours already running finishes (it is never stopped); its result is recorded."""
+        labels = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY} {names.LABEL_DATABASE}={self.obs.name}"
+        which = "; ".join(f"Deployment {f.name} {f.owner}" for f in foreign)
+        first = foreign[0].name
+        self.phase = names.PHASE_FAILED
+        self.requeue_after = names.FOREIGN_RECHECK_SECONDS
+        self._stall(names.REASON_FOREIGN_DEPLOYMENT,
+                    f"{which}: not managed by this {names.KIND}, so no step runs. Hand it over: delete it "
+                    f"(kubectl -n {self.obs.namespace} delete deployment {first}; --cascade=orphan keeps its pods), "
+                    f"or, if its selector is the operator's, label it {labels} (docs/operator.md, \"Adopting an "
+                    f"existing Deployment\")", event_reason=names.EVENT_FOREIGN_DEPLOYMENT)
+
     def _reconcile_rollout(self) -> None:
         assert self.spec is not None
         spec = self.spec
+        foreign = self._foreign_deployments()
+        if foreign:
+            self._refuse_foreign(foreign)
+            return
         rollout = self._rollout()
         if rollout is None or rollout["toVersion"] != spec.version:
             running = self._active_foreign_job(None)
@@ -368,10 +436,15 @@ class _Planner:
         versions |= {p.version for p in self.obs.pods if p.workload and p.version}
         return min(versions, key=version_key) if versions else None
 
-    def _step_order(self) -> tuple[str, ...]:
+    def _first_install(self) -> bool:
+        """No release ran before: no workloads of an older release, and the database was empty (its expand did
+        not find a release it served). Then contract may run before the workloads exist, without a policy."""
         rollout = self._rollout()
         assert rollout is not None
-        if rollout.get("fromVersion") is None:
+        return rollout.get("fromVersion") is None and not rollout.get("foundVersion")
+
+    def _step_order(self) -> tuple[str, ...]:
+        if self._first_install():
             return (names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_DEPLOY)
         return (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
 
@@ -395,8 +468,10 @@ class _Planner:
         self.status["currentVersion"] = rollout["toVersion"]
         self.status.pop("activeJob", None)
         self._append_history(rollout)
+        origin = rollout.get("fromVersion") or (f"{rollout['foundVersion']}, found in the database"
+                                                 if rollout.get("foundVersion") else "empty")
         self._event("Normal", names.EVENT_ROLLOUT_SUCCEEDED,
-                    f"release {rollout['toVersion']} rolled out (from {rollout.get('fromVersion') or 'empty'})")
+                    f"release {rollout['toVersion']} rolled out (from {origin})")
         self._steady()
 
     def _retry_requested(self) -> bool:
@@ -428,7 +503,7 @@ class _Planner:
             self._event("Normal", names.EVENT_RETRY, f"retrying {step} for release {version}")
             rec.clear()
             rec["phase"] = PENDING
-        if step == names.STEP_CONTRACT and rollout.get("fromVersion") is not None and not self._contract_allowed(rec):
+        if step == names.STEP_CONTRACT and not self._first_install() and not self._contract_allowed(rec):
             return False
         retry_token = rollout.get("retryToken", "")
         name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token)
@@ -772,6 +847,7 @@ class _Planner:
 
         entry = {
             "fromVersion": rollout.get("fromVersion"),
+            **({"foundVersion": rollout["foundVersion"]} if rollout.get("foundVersion") else {}),
             "toVersion": rollout["toVersion"],
             "result": rollout.get("result"),
             "startedAt": rollout.get("startedAt"),

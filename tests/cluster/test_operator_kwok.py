@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(REPO / "bench"))
-from common import kwok_spec, make_namespace
+from common import KWOK_PLACEMENT, kwok_spec, make_namespace
 
 DB = "divbase"
 
@@ -153,3 +153,30 @@ def test_deleting_the_resource_removes_its_children(kube: Kube, operator: Operat
     wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
                                                                    names.PLURAL)["items"], 60, "resource gone")
     wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
+
+
+def test_a_foreign_deployment_is_reported_before_anything_runs(kube: Kube, operator: OperatorProcess) -> None:
+    """DivBase's own `divbase-api` Deployment (another chart's) is already there: no expand, no contract, a
+    Stalled condition naming it; once its owner deletes it, the install goes ahead by itself."""
+    foreign = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": f"{DB}-api", "labels": {"app": "divbase-api"},
+                            "annotations": {"meta.helm.sh/release-name": "divbase"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "divbase-api"}},
+                        "template": {"metadata": {"labels": {"app": "divbase-api"}}, "spec": {
+                            **KWOK_PLACEMENT, "containers": [{"name": "api", "image": "divbase:0"}]}}}}
+    kube.apps.create_namespaced_deployment(kube.namespace, foreign)
+    kube.create_db(DB, kwok_spec("1"))
+    db = kube.wait_condition(DB, names.COND_STALLED, reason=names.REASON_FOREIGN_DEPLOYMENT, timeout=60)
+    stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
+    assert stalled["message"].startswith(f"Deployment {DB}-api is managed by Helm release divbase: not managed by "
+                                         f"this DivBaseDatabase, so no step runs"), stalled["message"]
+    assert db["status"]["phase"] == names.PHASE_FAILED and not kube.jobs(DB) and "rollout" not in db["status"]
+    [event] = [e for e in kube.events(DB) if e.reason == names.EVENT_FOREIGN_DEPLOYMENT]
+    assert event.type == "Warning" and event.source.component == names.EVENT_REPORTING_COMPONENT
+    untouched = kube.apps.read_namespaced_deployment(f"{DB}-api", kube.namespace)
+    assert untouched.metadata.owner_references is None
+    assert untouched.spec.selector.match_labels == {"app": "divbase-api"}
+    kube.apps.delete_namespaced_deployment(f"{DB}-api", kube.namespace)
+    db = kube.wait_condition(DB, names.COND_READY, timeout=120)  # within the 30 s re-check, then the install
+    assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1}
+    assert {d.metadata.owner_references[0].uid for d in kube.deployments(DB)} == {db["metadata"]["uid"]}

@@ -189,6 +189,17 @@ def test_status_and_check(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "check", "--release", "2", term=tmp_path / "d").code == 0
 
 
+def test_the_summary_says_which_release_the_database_served_before(database_url: str, tmp_path: Path) -> None:
+    """`found`: what the operator labels a first rollout with (null on an empty database)."""
+    first = run(database_url, "expand", "--release", "1", term=tmp_path / "a")
+    assert first.code == 0 and first.summary["found"] is None
+    assert run(database_url, "contract", "--release", "1", term=tmp_path / "b").summary["found"] == "1"
+    upgrade = run(database_url, "expand", "--release", "3", term=tmp_path / "c")
+    assert upgrade.code == 0 and upgrade.summary["found"] == "1"
+    again = run(database_url, "expand", "--release", "3", term=tmp_path / "d")
+    assert again.summary["outcome"] == "noop" and again.summary["found"] == "3"
+
+
 def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "2", term=tmp_path / "a").code == 0
     before = heads(database_url)
