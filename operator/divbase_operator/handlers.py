@@ -19,7 +19,7 @@ import kopf
 
 from . import metrics, names
 from .kube import KubeApi, load_config
-from .leader import LeaderElector
+from .leader import LeaderElector, pod_owner_references
 from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
@@ -131,6 +131,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         if _event_context is not None:  # otherwise no event has arrived yet, and each one that does triggers
             _event_context.run(reconciler.reconcile_all)
 
+    api.lease_owner = pod_owner_references(OPTIONS.leader_election_namespace, os.environ)
     _elector = LeaderElector(api, OPTIONS.leader_election_namespace, OPTIONS.lease_name,
                              on_started_leading=started, on_stopped_leading=lambda: metrics.LEADER.set(0))
     metrics.LEADER.set(0)

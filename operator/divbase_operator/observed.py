@@ -31,6 +31,8 @@ class JobObs:
     deleting: bool = False
     failed: int = 0  # status.failed: pods of this Job that failed (each one an attempt)
     backoff_limit: int | None = None  # spec.backoffLimit: failed pods it takes before the Job fails
+    active_deadline_seconds: int | None = None  # spec.activeDeadlineSeconds: the Job controller ends it then
+    started_at: str | None = None  # status.startTime: what activeDeadlineSeconds counts from
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def job_from_body(body: dict[str, Any]) -> JobObs:
         deleting=bool(meta.get("deletionTimestamp")),
         failed=int(status.get("failed") or 0),
         backoff_limit=(body.get("spec") or {}).get("backoffLimit"),
+        active_deadline_seconds=(body.get("spec") or {}).get("activeDeadlineSeconds"),
+        started_at=status.get("startTime"),
     )
 
 

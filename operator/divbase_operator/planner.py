@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from divbase_migrations.contract import (
@@ -145,6 +145,54 @@ def _pod_error(pod: PodObs) -> str | None:
 
 def decide(obs: Observed, now: datetime) -> Decision:
     return _Planner(obs, now).run()
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What the finalizer does now: wait for running migration Jobs, or remove the children and let go."""
+
+    waiting_for: tuple[str, ...]  # names of our migration Jobs still running
+    message: str
+    requeue_after: float | None = None  # the bound on waiting, as a timer (their completion normally wakes us)
+
+
+def plan_deletion(jobs: tuple[JobObs, ...], now: datetime) -> Deletion:
+    """A running migration Job is never killed by a deletion: the finalizer waits until it finishes, which its own
+    activeDeadlineSeconds bounds (the Job controller ends it then); DELETION_JOB_GRACE_SECONDS after that deadline
+    the finalizer stops waiting. Stopping a migration midway is safe (each revision is a transaction) but leaves
+    the schema between releases; letting it finish leaves it at one."""
+    running = [j for j in jobs if j.state == JOB_ACTIVE and not j.deleting]
+    waiting: list[tuple[JobObs, datetime | None]] = []
+    for job in running:
+        start = _parse_time(job.started_at) or _parse_time(job.created_at)
+        deadline = start + timedelta(seconds=job.active_deadline_seconds) \
+            if start is not None and job.active_deadline_seconds else None
+        if deadline is None or now < deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS):
+            waiting.append((job, deadline))
+    if not waiting:
+        overdue = f" ({', '.join(j.name for j in running)} still running past its deadline)" if running else ""
+        return Deletion((), f"deleting the migration Jobs and workloads; the database is left as it is{overdue}")
+    parts = [f"{job.step} Job {job.name} (release {job.version}"
+             + (f"; its activeDeadlineSeconds ends it by {_iso(deadline)}" if deadline else "") + ")"
+             for job, deadline in waiting]
+    bounds = [(deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS) - now).total_seconds()
+              for _, deadline in waiting if deadline is not None]
+    return Deletion(tuple(job.name for job, _ in waiting),
+                    f"deleted: waiting for {', '.join(parts)} to finish before removing the Jobs and workloads",
+                    requeue_after=min(bounds) if bounds else None)
+
+
+def terminating_status(status: dict[str, Any], message: str, generation: int, now: datetime) -> dict[str, Any]:
+    """The status of a resource whose finalizer runs: phase Terminating, not Ready, Reconciling with what it does."""
+    new = copy.deepcopy(status)
+    ts = _iso(now)
+    new["phase"] = names.PHASE_TERMINATING
+    conds = new.get("conditions") or []
+    conds = set_condition(conds, names.COND_READY, False, names.REASON_TERMINATING, message, generation, ts)
+    conds = set_condition(conds, names.COND_RECONCILING, True, names.REASON_TERMINATING, message, generation, ts)
+    conds = set_condition(conds, names.COND_STALLED, False, names.REASON_TERMINATING, "", generation, ts)
+    new["conditions"] = _in_display_order(conds)
+    return new
 
 
 def foreign_lookup_needed(status: dict[str, Any], version: Any) -> bool:

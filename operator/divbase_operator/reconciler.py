@@ -35,7 +35,9 @@ from .planner import (
     Observed,
     decide,
     foreign_lookup_needed,
+    plan_deletion,
     rejected,
+    terminating_status,
 )
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,7 @@ class Reconciler:
         if snap is None:
             return
         if snap.deleting_since:
-            await self._finalize(snap)
+            await self._finalize(snap, key, state)
             return
         self._guard()
         if names.FINALIZER not in snap.finalizers:
@@ -272,13 +274,29 @@ class Reconciler:
         elif isinstance(action, EmitEvent):
             self.post_event(body_ref, action)
 
-    async def _finalize(self, snap: Snapshot) -> None:
-        """Delete our Jobs and workloads, then let the resource go. A cleanup that keeps failing does not hold
-        the deletion hostage: after a grace period the finalizer is removed anyway (owner references let the
-        garbage collector finish the job)."""
+    async def _finalize(self, snap: Snapshot, key: Key, state: _State) -> None:
+        """Phase Terminating; wait for a running migration Job to finish (bounded by its activeDeadlineSeconds,
+        see plan_deletion); then delete our Jobs and workloads and let the resource go. A cleanup that keeps
+        failing does not hold the deletion hostage: after a grace period the finalizer is removed anyway (owner
+        references let the garbage collector finish the job)."""
         if names.FINALIZER not in snap.finalizers:
             return
         self._guard()
+        deletion = plan_deletion(tuple(self.sources.jobs(key)), self.clock())
+        new_status = terminating_status(snap.status, deletion.message, snap.generation, self.clock())
+        patch = status_patch(snap.status, new_status)
+        if patch:
+            body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
+                "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
+            self.post_event(body_ref, EmitEvent("Normal", names.EVENT_DELETING, deletion.message))
+            updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
+            fresh = Snapshot.from_body(updated)
+            state.written = (snap.resource_version, fresh)
+            snap = fresh
+        if deletion.waiting_for:
+            if deletion.requeue_after is not None:
+                self._schedule(key, deletion.requeue_after + 0.5)
+            return
         try:
             await self.api.delete_children(snap.namespace, snap.name)
         except Exception as exc:
