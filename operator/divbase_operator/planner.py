@@ -186,6 +186,7 @@ def terminating_status(status: dict[str, Any], message: str, generation: int, no
     """The status of a resource whose finalizer runs: phase Terminating, not Ready, Reconciling with what it does."""
     new = copy.deepcopy(status)
     ts = _iso(now)
+    new["observedGeneration"] = generation  # setting deletionTimestamp bumps the generation: this one is seen
     new["phase"] = names.PHASE_TERMINATING
     conds = new.get("conditions") or []
     conds = set_condition(conds, names.COND_READY, False, names.REASON_TERMINATING, message, generation, ts)

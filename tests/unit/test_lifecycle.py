@@ -61,8 +61,9 @@ def test_job_deadline_and_start_come_from_the_job() -> None:
 
 def test_terminating_status_is_what_kstatus_and_the_plugin_expect() -> None:
     world = PHASES["expanding"][0]()
-    status = terminating_status(world.status, "deleted: waiting for ...", world.generation, NOW)
+    status = terminating_status(world.status, "deleted: waiting for ...", world.generation + 1, NOW)
     assert status["phase"] == names.PHASE_TERMINATING and names.PHASE_TERMINATING in names.PHASES
+    assert status["observedGeneration"] == world.generation + 1, "the deletion bumped the generation"
     conds = {c["type"]: c for c in status["conditions"]}
     assert (conds[names.COND_READY]["status"], conds[names.COND_READY]["reason"]) == ("False", "Terminating")
     assert conds[names.COND_RECONCILING]["status"] == "True" and conds[names.COND_STALLED]["status"] == "False"
