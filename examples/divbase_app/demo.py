@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -96,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         clock.say(f"control plane up with node {info.node_name} (KUBECONFIG={info.kubeconfig})")
         api = info.api_client()
         results = run(clock, api, info.kubeconfig, pg, work, args.from_version, args.to_version, args.replicas)
-    except Exception as exc:
-        clock.say(f"demo failed: {exc}")
-        clock.say(f"logs: {work}")
-        return 1
-    finally:
+    except BaseException as exc:
+        clock.say(f"demo failed: {exc!r}")
+        clock.say(f"kept for a look: {work} (operator.log, the cluster's logs under cluster/logs) and "
+                  f"{pg.log_file}")
         if not args.keep:
-            cluster.down()
-            pg.stop()
+            cluster.down(remove_state=False)
+            pg.stop(remove=False)
+        raise SystemExit(1) from None
+    if not args.keep:
+        cluster.down()
+        pg.stop()
     print()
     print(table(results))
     gated, baseline = results.values()
@@ -111,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
           f"({baseline['unavailable_s']:.1f} s without service).")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    return 0 if gated["failed"] == 0 else 1
+    if gated["failed"]:
+        clock.say(f"requests failed under the operator; kept for a look: {work}")
+        return 1
+    if args.keep:
+        clock.say(f"left running (--keep): {work}, PostgreSQL on 127.0.0.1:{pg.port}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # nothing left behind
+    return 0
 
 
 if __name__ == "__main__":

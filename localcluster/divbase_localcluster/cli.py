@@ -1,15 +1,28 @@
-"""`divbase-localcluster {build,up,down,status,env}`: a real Kubernetes control plane on 127.0.0.1."""
+"""`divbase-localcluster {build,up,down,status,env,postgres}`: a real Kubernetes control plane on 127.0.0.1, and a
+private PostgreSQL for it.
+
+    eval "$(.venv/bin/divbase-localcluster up)"            # KUBECONFIG, and PATH with its kubectl, helm and .venv/bin
+    eval "$(divbase-localcluster postgres up)"             # DIVBASE_DATABASE_URL of a server that keeps running
+    divbase-localcluster postgres down; divbase-localcluster down
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from . import build
-from .cluster import ClusterError, LocalCluster, default_state_dir
+from .cluster import ClusterError, ClusterInfo, LocalCluster, default_state_dir
+
+POSTGRES_RECORD = "postgres.json"  # in the cluster's state directory: where the private server lives, its port
+POSTGRES_DATABASE = "divbase"
 
 
 def _state(args: argparse.Namespace) -> LocalCluster:
@@ -37,8 +50,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"node {info.node_name} Ready (agent log {info.log_dir / 'node-agent.log'})", file=sys.stderr)
     if info.kwok_nodes:
         print(f"{len(info.kwok_nodes)} kwok nodes: {', '.join(info.kwok_nodes[:5])}...", file=sys.stderr)
-    print(f"export KUBECONFIG={info.kubeconfig}")
+    print(exports(info, scripts_dir()))
     return 0
+
+
+def scripts_dir() -> Path:
+    """Where this installation's console scripts are (`.venv/bin`: divbase-operator, kubectl-divbase, ...)."""
+    return Path(sys.executable).parent
+
+
+def exports(info: ClusterInfo, scripts: Path | None) -> str:
+    """What to eval: KUBECONFIG, and PATH with the cluster's kubectl and helm first (not the system's), then the
+    venv's scripts (kubectl finds the `kubectl-divbase` plugin on PATH)."""
+    bin_dir = info.bin_dir or build.binaries().bin_dir
+    path = [str(bin_dir), *([str(scripts)] if scripts else [])]
+    return "\n".join([f"export KUBECONFIG={shlex.quote(str(info.kubeconfig))}",
+                      f"export PATH={shlex.quote(':'.join(path))}:\"$PATH\""])
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -63,10 +90,59 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    info = _state(args).info()
-    print(f"export KUBECONFIG={info.kubeconfig}")
-    if info.bin_dir:
-        print(f"export PATH={info.bin_dir}:$PATH")
+    print(exports(_state(args).info(), scripts_dir()))
+    return 0
+
+
+# --- a private PostgreSQL that keeps running ---------------------------------------------------------------------
+def _postgres_record(args: argparse.Namespace) -> Path:
+    return (args.state_dir or default_state_dir()) / POSTGRES_RECORD
+
+
+def cmd_postgres(args: argparse.Namespace) -> int:
+    """`postgres up`: start a private server (initdb under /tmp, a free port on 127.0.0.1, a random password)
+    with a database `divbase`, and print `export DIVBASE_DATABASE_URL=...`; it keeps running until `postgres down`.
+    A second `up` prints the URL of the running one."""
+    from divbase_migrations.testing.postgres import PostgresError, PostgresServer
+
+    record = _postgres_record(args)
+    saved = json.loads(record.read_text()) if record.is_file() else None
+    if args.action == "status":
+        running = bool(saved) and Path(saved["dir"], "data", "postmaster.pid").is_file()
+        print(f"{'running' if running else 'not running'}" + (f": 127.0.0.1:{saved['port']}, {saved['dir']}"
+                                                             if saved else ""))
+        return 0 if running else 1
+    if args.action == "down":
+        if not saved:
+            print("no private PostgreSQL recorded", file=sys.stderr)
+            return 0
+        server = PostgresServer(base_dir=Path(saved["dir"]), port=int(saved["port"]))
+        server.stop(remove=False)
+        shutil.rmtree(saved["dir"], ignore_errors=True)
+        record.unlink()
+        print(f"PostgreSQL on 127.0.0.1:{saved['port']} stopped and {saved['dir']} removed", file=sys.stderr)
+        return 0
+    if saved and Path(saved["dir"], "data", "postmaster.pid").is_file():
+        print(f"PostgreSQL already running on 127.0.0.1:{saved['port']} ({saved['dir']})", file=sys.stderr)
+        print(f"export DIVBASE_DATABASE_URL={shlex.quote(saved['url'])}")
+        return 0
+    # under /tmp: as root the server runs as the `postgres` user, who cannot enter root's home
+    server = PostgresServer(base_dir=Path(tempfile.mkdtemp(prefix="divbase-pg-")))
+    try:
+        server.start()
+        url = server.create_database(POSTGRES_DATABASE).set(drivername="postgresql")
+    except PostgresError:
+        server.stop(remove=False)
+        shutil.rmtree(server.base_dir, ignore_errors=True)
+        raise
+    text = url.render_as_string(hide_password=False)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.touch(mode=0o600)
+    record.write_text(json.dumps({"dir": str(server.base_dir), "port": server.port, "url": text}))
+    os.chmod(record, 0o600)
+    print(f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port}, data in {server.base_dir}, log "
+          f"{server.log_file}; stop it with: divbase-localcluster postgres down", file=sys.stderr)
+    print(f"export DIVBASE_DATABASE_URL={shlex.quote(text)}")
     return 0
 
 
@@ -79,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_build)
 
     for name, func, text in (
-        ("up", cmd_up, "start a cluster and print `export KUBECONFIG=...`"),
+        ("up", cmd_up, "start a cluster and print the exports to eval (KUBECONFIG, PATH)"),
         ("down", cmd_down, "stop the cluster's processes and remove its state directory"),
         ("status", cmd_status, "report whether the processes run and /readyz answers"),
         ("env", cmd_env, "print shell exports for KUBECONFIG and PATH"),
@@ -98,10 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == "status":
             p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("postgres", help="a private PostgreSQL that keeps running: up prints DIVBASE_DATABASE_URL")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", type=Path, default=None, help=f"where it is recorded (default {default_state_dir()})")
+    p.set_defaults(func=cmd_postgres)
+
     args = parser.parse_args(argv)
+    from divbase_migrations.testing.postgres import PostgresError
+
     try:
         return int(args.func(args))
-    except (ClusterError, build.BuildError) as e:
+    except (ClusterError, build.BuildError, PostgresError) as e:
         print(f"divbase-localcluster {args.command}: {e}", file=sys.stderr)
         return 1
 

@@ -58,7 +58,7 @@ from .releases import (
 )
 from .releases import pending as pending_revisions
 from .revisions import ENV_CONFIG, load
-from .runner import Runner, Settings, StepError, classify, make_engine
+from .runner import Runner, Settings, StepError, classify, lock_holder, make_engine
 
 log = logging.getLogger("divbase_migrations.cli")
 
@@ -211,6 +211,11 @@ def _read_applied(url: Any, manifest: Manifest) -> Applied:
         return read_applied(conn, manifest)
 
 
+def _lock_holder(url: Any) -> dict[str, Any] | None:
+    with make_engine(url, Settings()).connect() as conn:
+        return lock_holder(conn)
+
+
 def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     if args.command == "lint":
         findings = lint(args.paths or None)
@@ -249,7 +254,8 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     if args.command == "status":
         applied = _read_applied(url, manifest)
         status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
-                                  "latest_release": manifest.latest().version}
+                                  "latest_release": manifest.latest().version,
+                                  "lock_holder": _lock_holder(url)}  # a runner migrating now (or waited for)
         target = manifest.release(args.release) if args.release else manifest.latest()
         status["pending"] = {
             "release": target.version,
@@ -276,8 +282,10 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
     outcome = Runner(url, manifest, settings).run(step, release_version)
+    found = servable(manifest, outcome.before)  # oldest first: the last is the newest release it served
     summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
-                        to=outcome.after.as_dict(), applied=outcome.applied, retries=outcome.retries)
+                        to=outcome.after.as_dict(), found=found[-1] if found else None, applied=outcome.applied,
+                        retries=outcome.retries)
     log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
                             "applied": outcome.applied, "to": outcome.after.as_dict()})
     return EXIT_OK

@@ -92,6 +92,7 @@ SUMMARY_DURATION: Final = "duration_s"
 SUMMARY_ERROR: Final = "error"  # what went wrong, for people: status.lastFailure and the Warning Event show it
 SUMMARY_FROM: Final = "from"  # {"expand": revision|null, "contract": revision|null} before the step
 SUMMARY_TO: Final = "to"  # the same after it: the operator records it in status.schema.revisions
+SUMMARY_FOUND: Final = "found"  # expand/contract: the newest release the database served before the step, or null
 SUMMARY_APPLIED: Final = "applied"  # revisions applied by this run, in order
 SUMMARY_RETRIES: Final = "retries"  # lock-timeout retries it took
 SUMMARY_STEP: Final = "step"  # plan: the step planned
@@ -102,8 +103,8 @@ SUMMARY_SQL_TRUNCATED: Final = "sql_truncated"  # plan: true when the SQL did no
 SUMMARY_FINDINGS: Final = "findings"  # lint
 SUMMARY_KEYS: Final = (
     SUMMARY_COMMAND, SUMMARY_RELEASE, SUMMARY_OUTCOME, SUMMARY_EXIT_CODE, SUMMARY_DURATION, SUMMARY_ERROR,
-    SUMMARY_FROM, SUMMARY_TO, SUMMARY_APPLIED, SUMMARY_RETRIES, SUMMARY_STEP, SUMMARY_REVISIONS, SUMMARY_DIGEST,
-    SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED, SUMMARY_FINDINGS,
+    SUMMARY_FROM, SUMMARY_TO, SUMMARY_FOUND, SUMMARY_APPLIED, SUMMARY_RETRIES, SUMMARY_STEP, SUMMARY_REVISIONS,
+    SUMMARY_DIGEST, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED, SUMMARY_FINDINGS,
 )
 OUTCOMES: Final = ("ok", "applied", "noop", "failed", "incompatible")
 PLAN_INLINE_BYTES: Final = 3000  # compressed plan SQL carried in the summary (leaves room for the rest of it)

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import psycopg.errors
@@ -149,6 +150,42 @@ def classify(exc: BaseException) -> StepError:
     return MigrationFailed(f"{type(orig).__name__}: {detail}")
 
 
+LOCK_HOLDER_SQL = """
+SELECT a.pid, a.application_name, host(a.client_addr) AS client, a.backend_start
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid::bigint = :hi AND l.objid::bigint = :lo
+"""
+
+
+def lock_holder(conn: Connection) -> dict[str, Any] | None:
+    """Who holds the migration lock: backend pid, application_name, client address and since when its session is
+    connected (a runner takes the lock right after it connects); None when nobody does or it cannot be read. Other
+    roles' sessions show only their pid unless ours may read them (pg_read_all_stats)."""
+    key = ADVISORY_LOCK_KEY & 0xFFFFFFFFFFFFFFFF
+    try:
+        row = conn.execute(text(LOCK_HOLDER_SQL), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).first()
+    except DBAPIError:
+        return None
+    if row is None:
+        return None
+    since = row.backend_start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if row.backend_start else None
+    return {"pid": row.pid, "application_name": row.application_name, "client": row.client, "since": since}
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "holder unknown"
+    parts = [f"pid {holder['pid']}"]
+    if holder.get("application_name"):
+        parts.append(f"application_name {holder['application_name']!r}")
+    if holder.get("client"):
+        parts.append(f"client {holder['client']}")
+    if holder.get("since"):
+        parts.append(f"connected since {holder['since']}")
+    return ", ".join(parts)
+
+
 def _runner_name() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
@@ -183,10 +220,11 @@ class Runner:
         while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar():
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
-                                  f"{self.settings.wait_timeout_ms} ms")
+                                  f"{self.settings.wait_timeout_ms} ms ({describe_holder(lock_holder(conn))})")
             if delay == 0.1:
+                holder = lock_holder(conn)
                 log.info("another divbase-migrate holds the lock; waiting",
-                         extra={"wait_ms": self.settings.wait_timeout_ms})
+                         extra={"wait_ms": self.settings.wait_timeout_ms, "holder": holder})
             self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 

@@ -247,6 +247,7 @@ def status_schema() -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     ready = f'.status.conditions[?(@.type=="{names.COND_READY}")].status'
+    ready_message = f'.status.conditions[?(@.type=="{names.COND_READY}")].message'
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -274,7 +275,14 @@ def build_crd() -> dict[str, Any]:
                      "description": "Release the workloads run"},
                     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                     {"name": "Ready", "type": "string", "jsonPath": ready},
+                    # priority 1: only with `kubectl get -o wide`
+                    {"name": "Step", "type": "string", "jsonPath": ".status.rollout.currentStep", "priority": 1,
+                     "description": "The step an unfinished rollout is in: expand, deploy or contract"},
+                    {"name": "Active Job", "type": "string", "jsonPath": ".status.activeJob", "priority": 1,
+                     "description": "The migration Job running now"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    {"name": "Message", "type": "string", "jsonPath": ready_message, "priority": 1,
+                     "description": "The Ready condition's message: progress, or what failed"},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

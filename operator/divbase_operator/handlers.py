@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,7 @@ import kopf
 
 from . import metrics, names
 from .kube import KubeApi, load_config
-from .leader import LeaderElector
+from .leader import LeaderElector, pod_owner_references
 from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
@@ -79,11 +81,20 @@ def _database_keys() -> list[Key]:
     return list(index) if index is not None else []
 
 
+def configure_events(settings: kopf.OperatorSettings, instance: str | None = None) -> None:
+    """Our Events come from `divbase-operator` (the FROM column of `kubectl describe`, `reportingComponent`), one
+    instance per pod, not from Kopf's defaults `kopf`/`dev`."""
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = names.EVENT_REPORTING_COMPONENT
+    settings.posting.reporting_instance = (instance or os.environ.get("POD_NAME") or socket.gethostname())[:128]
+    settings.posting.event_name_prefix = names.EVENT_NAME_PREFIX
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _reconciler, _elector, _election
     load_config()
-    settings.posting.level = logging.INFO
+    configure_events(settings)
     settings.watching.server_timeout = OPTIONS.watch_timeout
     settings.watching.client_timeout = OPTIONS.watch_client_timeout
     settings.watching.connect_timeout = 30
@@ -120,6 +131,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         if _event_context is not None:  # otherwise no event has arrived yet, and each one that does triggers
             _event_context.run(reconciler.reconcile_all)
 
+    api.lease_owner = pod_owner_references(OPTIONS.leader_election_namespace, os.environ)
     _elector = LeaderElector(api, OPTIONS.leader_election_namespace, OPTIONS.lease_name,
                              on_started_leading=started, on_stopped_leading=lambda: metrics.LEADER.set(0))
     metrics.LEADER.set(0)

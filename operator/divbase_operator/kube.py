@@ -53,8 +53,10 @@ class KubeApi:
     ServiceAccount token), TLS and the connection pool. The typed API classes are not used: they import ~300
     pydantic models, ~29 MiB resident for the dozen endpoints below, and build model objects nobody reads."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None,
+                 lease_owner: list[dict[str, Any]] | None = None) -> None:
         self._client = api_client or client.ApiClient()
+        self.lease_owner = lease_owner  # ownerReferences every Lease write carries (leader.pod_owner_references)
 
     def _call(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
               content_type: str = "application/json") -> dict[str, Any]:
@@ -94,6 +96,15 @@ class KubeApi:
     async def apply_configmap(self, body: dict[str, Any]) -> None:
         """The contract plan's ConfigMap (one per resource, replaced per plan)."""
         await self._apply(CONFIGMAPS, body)
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Deployment by name, whoever owns it (the watch only sees ours); None when there is none."""
+        try:
+            return await self._request("GET", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         try:
@@ -141,14 +152,18 @@ class KubeApi:
 
     async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+                "metadata": {"name": name, "namespace": namespace, **self._lease_owner()}, "spec": spec}
         return await self._write_lease("POST", LEASES.format(namespace=namespace), body)
+
+    def _lease_owner(self) -> dict[str, Any]:
+        return {"ownerReferences": self.lease_owner} if self.lease_owner else {}
 
     async def replace_lease(self, namespace: str, name: str, resource_version: str,
                             spec: dict[str, Any]) -> dict[str, Any]:
         """Guarded by resourceVersion: of two replicas taking over at once, exactly one write succeeds."""
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version,
+                             **self._lease_owner()},
                 "spec": spec}
         return await self._write_lease("PUT", f"{LEASES.format(namespace=namespace)}/{name}", body)
 

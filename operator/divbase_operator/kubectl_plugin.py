@@ -1,21 +1,29 @@
 """`kubectl divbase`: read and steer DivBaseDatabase rollouts without remembering annotation names.
 
-    kubectl divbase status NAME            phase, versions, steps with durations and Jobs, last failure, conditions
-    kubectl divbase history NAME           recent rollouts with step durations
+    kubectl divbase status NAME [-o json|yaml] [--watch]
+                                           phase, versions, steps with durations and Jobs, last failure, conditions
+    kubectl divbase history NAME           recent rollouts with step durations (an unfinished one first)
+    kubectl divbase wait NAME [--for ready] [--timeout 10m]
+                                           exit 0 once Ready at the current generation, 3 at once when Stalled,
+                                           4 on timeout (for CI: a failed rollout fails the pipeline at once)
     kubectl divbase approve-contract NAME  lets a Manual contract run (annotation divbase.io/approve-contract)
     kubectl divbase retry NAME             retries the failed step (annotation divbase.io/retry, a new value)
 
 Installed as the console script `kubectl-divbase`, which kubectl finds on PATH. Uses the current kubeconfig
-context and its namespace unless `--context` / `-n` say otherwise. The formatting functions are pure (they take
-the resource as a dict) so they are tested without a cluster; errors are one line on stderr with exit code 1."""
+context and its namespace unless `--context` / `-n` say otherwise. The formatting and verdict functions are pure
+(they take the resource as a dict) so they are tested without a cluster; errors are one line on stderr with exit
+code 1."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +33,16 @@ from . import names
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 STEP_ORDER = (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
+
+# Exit codes. 2 is argparse's (bad command line).
+EXIT_OK = 0
+EXIT_ERROR = 1  # not found, forbidden, deleted, refused, unreachable
+EXIT_FAILED = 3  # wait: the rollout is Stalled (a step failed, the spec was refused): no point waiting longer
+EXIT_TIMEOUT = 4  # wait: --timeout passed before the resource was Ready
+# Stalled reasons a retry annotation re-arms; while a new retry token waits for the operator, Stalled is stale.
+RETRYABLE_REASONS = frozenset({names.REASON_JOB_FAILED, names.REASON_ROLLED_BACK, names.REASON_PROGRESS_DEADLINE})
+WATCH_CHUNK_SECONDS = 60  # a watch is re-opened (after a fresh read) this often, so a silent connection cannot hang
+FIXED_NOW = datetime(1970, 1, 1, tzinfo=UTC)  # renders a status without its clock-dependent durations
 
 
 class PluginError(Exception):
@@ -39,6 +57,18 @@ def parse_time(value: str | None) -> datetime | None:
         return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def parse_timeout(text: str) -> float:
+    """`10m`, `90s`, `1h30m`, `45` (seconds), `0` (look once): what `kubectl wait --timeout` takes."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 90s, 10m, 1h30m")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -95,6 +125,67 @@ def is_stalled(obj: dict[str, Any]) -> bool:
     return bool(cond and cond.get("status") == "True")
 
 
+def _stalled_at(obj: dict[str, Any]) -> datetime | None:
+    """When the rollout stopped: the recorded failure's time, else when Stalled turned True."""
+    failure = (obj.get("status") or {}).get("lastFailure") or {}
+    cond = _condition(obj, names.COND_STALLED) or {}
+    return parse_time(failure.get("time")) or parse_time(cond.get("lastTransitionTime"))
+
+
+def retry_pending(obj: dict[str, Any]) -> bool:
+    """A retry annotation the operator has not acted on yet: the Stalled condition is about to go away."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    rollout = status.get("rollout") or {}
+    token = (meta.get("annotations") or {}).get(names.ANNOTATION_RETRY, "")
+    reason = (_condition(obj, names.COND_STALLED) or {}).get("reason")
+    return bool(token and rollout and not rollout.get("finishedAt") and token != rollout.get("retryToken", "")
+                and reason in RETRYABLE_REASONS)
+
+
+def next_command(obj: dict[str, Any]) -> str | None:
+    """What the user runs next, if anything: approve a waiting contract, or retry after fixing a failure."""
+    meta = obj.get("metadata") or {}
+    name, namespace = meta.get("name", "?"), meta.get("namespace", "?")
+    if awaiting_approval(obj):
+        return f"kubectl divbase approve-contract {name} -n {namespace}"
+    if is_stalled(obj):
+        return f"kubectl divbase retry {name} -n {namespace}"
+    return None
+
+
+def _failure_lines(status: dict[str, Any]) -> list[str]:
+    failure = status.get("lastFailure")
+    if not failure:
+        return []
+    details = ", ".join(part for part in (
+        f"Job {failure['job']}" if failure.get("job") else "",
+        f"exit code {failure['exitCode']}" if failure.get("exitCode") is not None else "",
+        failure.get("reason") or "",
+    ) if part)
+    return [f"Last failure: {failure.get('step', '?')} of release {failure.get('version', '?')}"
+            f"{f' ({details})' if details else ''} at {failure.get('time', '?')}",
+            f"  {_one_line(failure.get('message') or '')}"]
+
+
+def _rollout_progress(obj: dict[str, Any], now: datetime) -> str:
+    """`running for 1m03s`, or what stopped it: a failed rollout is not running."""
+    status = obj.get("status") or {}
+    rollout = status.get("rollout") or {}
+    span = step_duration(rollout, now)
+    if rollout.get("finishedAt"):
+        return f"{rollout.get('result', 'finished')} after {format_duration(span)}"
+    if is_stalled(obj):
+        start, stopped = parse_time(rollout.get("startedAt")), _stalled_at(obj)
+        took = format_duration((stopped - start).total_seconds()) if start and stopped else "-"
+        when = stopped.strftime(TIME_FORMAT) if stopped else "?"
+        return f"failed after {took} (at {when}); waiting for a retry or a new spec.version"
+    if status.get("phase") == names.PHASE_PAUSED:
+        return f"paused (spec.paused), {format_duration(span)} since it started"
+    if awaiting_approval(obj):
+        return f"waiting for contract approval, {format_duration(span)} since it started"
+    return f"running for {format_duration(span)}"
+
+
 def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
     """Everything `kubectl describe` would make you dig for: where the rollout is, how long each step took,
     which Job ran it and, after a failure, the Job's own error message."""
@@ -119,12 +210,9 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
     rollout = status.get("rollout")
     if rollout:
         started = rollout.get("startedAt") or "-"
-        span = step_duration(rollout, now)
-        ended = f"{rollout.get('result', 'finished')} after {format_duration(span)}" if rollout.get("finishedAt") \
-            else f"running for {format_duration(span)}"
-        lines.append(f"Rollout:     {rollout.get('fromVersion') or '(empty database)'} -> {rollout.get('toVersion')}"
+        lines.append(f"Rollout:     {rollout_from(rollout)} -> {rollout.get('toVersion')}"
                      f"  image {rollout.get('image', '-')}")
-        lines.append(f"             started {started}, {ended}")
+        lines.append(f"             started {started}, {_rollout_progress(obj, now)}")
         steps = rollout.get("steps") or {}
         rows = [("STEP", "PHASE", "DURATION", "JOB", "MESSAGE")]
         for step in STEP_ORDER:
@@ -132,19 +220,10 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
             if rec is None:
                 continue
             rows.append((step, rec.get("phase", "-"), format_duration(step_duration(rec, now)), rec.get("job") or "-",
-                         _one_line(rec.get("message") or "")))
+                         _one_line(rec.get("message") or _attempts_note(rec))))
         lines.append("Steps:")
         lines.extend(table(rows))
-    failure = status.get("lastFailure")
-    if failure:
-        details = ", ".join(part for part in (
-            f"Job {failure['job']}" if failure.get("job") else "",
-            f"exit code {failure['exitCode']}" if failure.get("exitCode") is not None else "",
-            failure.get("reason") or "",
-        ) if part)
-        lines.append(f"Last failure: {failure.get('step', '?')} of release {failure.get('version', '?')}"
-                     f"{f' ({details})' if details else ''} at {failure.get('time', '?')}")
-        lines.append(f"  {_one_line(failure.get('message') or '')}")
+    lines.extend(_failure_lines(status))
     schema = status.get("schema") or {}
     if schema:
         lines.append(f"Schema:      expanded to {schema.get('expandedTo') or '-'}, contracted to "
@@ -164,16 +243,96 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
             lines.append(f"Plan:        {plan.get('digest')} ({count} revision(s)); the SQL: "
                          f"kubectl get configmap {plan.get('configMap')} -n {namespace} "
                          f"-o jsonpath='{{.data.plan\\.sql}}'")
-        lines.append(f"Next:        kubectl divbase approve-contract {name} -n {namespace}   "
-                     f"(the contract of release {waiting} waits for approval)")
+        lines.append(f"Next:        {next_command(obj)}   (the contract of release {waiting} waits for approval)")
     elif is_stalled(obj):
-        lines.append(f"Next:        fix the cause, then: kubectl divbase retry {name} -n {namespace}")
+        lines.append(f"Next:        fix the cause, then: {next_command(obj)}")
     return "\n".join(lines)
+
+
+def _attempts_note(rec: dict[str, Any]) -> str:
+    """A running step's failed attempts: how many, and how the last one failed."""
+    failed = rec.get("failedAttempts")
+    if not failed:
+        return ""
+    last = (rec.get("attempts") or [{}])[-1]
+    return f"{failed} failed attempt(s); last: exit code {last.get('exitCode')}: {last.get('message', '')}"
+
+
+def rollout_from(rollout: dict[str, Any], empty: str = "(empty database)", found: str = "found in the database") -> str:
+    """The release a rollout started from; a first install says what it found in the database, if anything."""
+    if rollout.get("fromVersion"):
+        return str(rollout["fromVersion"])
+    if rollout.get("foundVersion"):
+        return f"{rollout['foundVersion']} ({found})"
+    return empty
+
+
+def status_document(obj: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """`status -o json|yaml`: what `status` prints, as data a script can read (durations in seconds)."""
+    now = now or datetime.now(UTC)
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    ready = _condition(obj, names.COND_READY) or {}
+    generation = meta.get("generation")
+    doc: dict[str, Any] = {
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+        "generation": generation,
+        "observedGeneration": status.get("observedGeneration"),
+        "phase": status.get("phase"),
+        "ready": ready.get("status") == "True" and status.get("observedGeneration") == generation,
+        "stalled": is_stalled(obj),
+        "message": ready.get("message") or "",
+        "version": spec.get("version"),
+        "currentVersion": status.get("currentVersion"),
+        "targetVersion": status.get("targetVersion"),
+        "activeJob": status.get("activeJob"),
+        "rollout": None,
+        "lastFailure": status.get("lastFailure"),
+        "schema": status.get("schema") or {},
+        "conditions": _conditions(obj),
+        "awaitingApproval": awaiting_approval(obj),
+        "next": next_command(obj),
+    }
+    rollout = status.get("rollout")
+    if rollout:
+        steps = rollout.get("steps") or {}
+        doc["rollout"] = {
+            "fromVersion": rollout.get("fromVersion"),
+            "foundVersion": rollout.get("foundVersion"),
+            "toVersion": rollout.get("toVersion"),
+            "image": rollout.get("image"),
+            "startedAt": rollout.get("startedAt"),
+            "finishedAt": rollout.get("finishedAt"),
+            "result": rollout.get("result"),
+            "currentStep": rollout.get("currentStep"),
+            "progress": _rollout_progress(obj, now),
+            "seconds": step_duration(rollout, now),
+            "steps": [{"step": step, **{k: v for k, v in steps[step].items()},
+                       "seconds": step_duration(steps[step], now)} for step in STEP_ORDER if step in steps],
+        }
+    return doc
+
+
+def _unfinished(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout in progress (or stopped by a failure) as a history entry: history only keeps finished ones."""
+    status = obj.get("status") or {}
+    rollout = status.get("rollout")
+    if not rollout or rollout.get("finishedAt"):
+        return None
+    if is_stalled(obj):
+        result = names.RESULT_FAILED
+    elif status.get("phase") == names.PHASE_PAUSED:
+        result = names.PHASE_PAUSED
+    else:
+        result = "Running"
+    steps = {step: {"phase": rec.get("phase"), "seconds": None} for step, rec in (rollout.get("steps") or {}).items()}
+    return {**rollout, "result": result, "steps": steps}
 
 
 def format_history(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
-    history = status.get("history") or []
+    unfinished = _unfinished(obj)
+    history = ([unfinished] if unfinished else []) + list(status.get("history") or [])
     meta = obj.get("metadata") or {}
     if not history:
         return f"No rollouts recorded for {meta.get('namespace', '?')}/{meta.get('name', '?')} yet."
@@ -185,7 +344,7 @@ def format_history(obj: dict[str, Any]) -> str:
             rec = steps.get(step) or {}
             phase = rec.get("phase") or "-"
             cells.append(phase if rec.get("seconds") is None else f"{phase} {format_duration(rec['seconds'])}")
-        rows.append((entry.get("fromVersion") or "(empty)", entry.get("toVersion") or "?", entry.get("result") or "?",
+        rows.append((rollout_from(entry, "(empty)", "found"), entry.get("toVersion") or "?", entry.get("result") or "?",
                      entry.get("startedAt") or "-", format_duration(step_duration(entry, datetime.now(UTC))
                                                                     if entry.get("finishedAt") else None), *cells))
     return "\n".join(table(rows, indent=""))
@@ -244,6 +403,130 @@ def retry_patch(obj: dict[str, Any], token: str | None = None) -> tuple[dict[str
     return body, f"retry requested for {step} on {where} ({names.ANNOTATION_RETRY}={token})"
 
 
+# --- wait ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    code: int  # EXIT_OK, EXIT_FAILED or EXIT_ERROR
+    message: str
+
+
+def wait_verdict(obj: dict[str, Any]) -> Verdict | None:
+    """Ready at the current generation: done. Stalled at the current generation: failed, no point waiting. Anything
+    else (the operator has not seen the latest spec, a step runs, a retry was just requested): keep waiting.
+
+    Conditions of an older generation say nothing about the spec now: after `kubectl apply` of a fix, the old
+    Stalled condition stays until the operator has looked, so it is not a failure yet; likewise a Ready of the
+    previous release is not Ready."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    where = f"divbasedatabase/{meta.get('name', '?')}"
+    if meta.get("deletionTimestamp"):
+        return Verdict(EXIT_ERROR, f"{where} is being deleted")
+    generation = meta.get("generation")
+    if generation is None or status.get("observedGeneration") != generation:
+        return None
+    ready = _condition(obj, names.COND_READY) or {}
+    if ready.get("status") == "True" and ready.get("observedGeneration", generation) == generation:
+        return Verdict(EXIT_OK, f"{where} condition met: Ready (release {status.get('currentVersion') or '?'})")
+    stalled = _condition(obj, names.COND_STALLED) or {}
+    if stalled.get("status") == "True" and stalled.get("observedGeneration", generation) == generation \
+            and not retry_pending(obj):
+        lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
+                 *_failure_lines(status)]
+        command = next_command(obj)
+        if command:
+            lines.append(f"Next: fix the cause, then: {command}")
+        return Verdict(EXIT_FAILED, "\n".join(lines))
+    return None
+
+
+def progress_line(obj: dict[str, Any]) -> str:
+    """One line per change while waiting: phase and the Ready condition's message."""
+    status = obj.get("status") or {}
+    ready = _condition(obj, names.COND_READY) or {}
+    meta = obj.get("metadata") or {}
+    note = "" if status.get("observedGeneration") == meta.get("generation") else " (not yet observed)"
+    message = _one_line(ready.get("message") or "")
+    return f"{status.get('phase') or 'Unknown'}{note}{': ' + message if message else ''}"
+
+
+def versions(client: Any, name: str, deadline: float, clock: Callable[[], float]) -> Iterator[dict[str, Any] | None]:
+    """The resource now, then each new version until the deadline; None once it is deleted. A watch is re-opened
+    from a fresh read at least every WATCH_CHUNK_SECONDS, so a connection that went silent cannot hang us."""
+    obj: dict[str, Any] | None = client.get(name)
+    yield obj
+    while clock() < deadline:
+        assert obj is not None
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        for obj in client.watch(name, rv, min(deadline - clock(), WATCH_CHUNK_SECONDS)):
+            yield obj
+            if obj is None:
+                return
+        if clock() < deadline:
+            obj = client.get(name)  # gone by now: "not found", exit 1
+            yield obj
+
+
+def wait_for(client: Any, name: str, timeout: float, quiet: bool = False,
+             clock: Callable[[], float] = time.monotonic) -> int:
+    """`kubectl divbase wait`: prints each change of phase or message, then the verdict; returns the exit code."""
+    deadline = clock() + timeout
+    last_line = None
+    obj: dict[str, Any] | None = None
+    for obj in versions(client, name, deadline, clock):
+        if obj is None:
+            print(f"error: divbasedatabase/{name} was deleted while waiting", file=sys.stderr)
+            return EXIT_ERROR
+        line = progress_line(obj)
+        if not quiet and line != last_line:
+            print(f"{datetime.now(UTC).strftime('%H:%M:%S')} {line}", flush=True)
+            last_line = line
+        verdict = wait_verdict(obj)
+        if verdict is not None:
+            if verdict.code == EXIT_OK:
+                print(verdict.message)
+            else:
+                print(f"error: {verdict.message}", file=sys.stderr)
+            return verdict.code
+    last = progress_line(obj) if obj is not None else "-"
+    print(f"error: timed out after {format_duration(timeout)} waiting for divbasedatabase/{name} to be Ready "
+          f"(last seen: {last})", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def watch_status(client: Any, name: str, output: str | None, clock: Callable[[], float] = time.monotonic,
+                 until: float = float("inf")) -> int:
+    """`status --watch`: the status again whenever it changes (not on every write: durations are left out of the
+    comparison), until interrupted."""
+    last = None
+    try:
+        for obj in versions(client, name, until, clock):
+            if obj is None:
+                print(f"divbasedatabase/{name} was deleted")
+                return EXIT_OK
+            key = render_status(obj, output, FIXED_NOW, compact=True)
+            if key == last:
+                continue
+            last = key
+            if output is None:
+                print(f"--- {datetime.now(UTC).strftime(TIME_FORMAT)}")
+            print(render_status(obj, output, compact=True), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def render_status(obj: dict[str, Any], output: str | None, now: datetime | None = None,
+                  compact: bool = False) -> str:
+    if output == "json":
+        return json.dumps(status_document(obj, now), indent=None if compact else 2)
+    if output == "yaml":
+        import yaml
+
+        text = yaml.safe_dump(status_document(obj, now), sort_keys=False, width=120).rstrip("\n")
+        return f"---\n{text}" if compact else text
+    return format_status(obj, now)
+
+
 # --- cluster access -----------------------------------------------------------------------------------------------
 def describe_api_error(exc: Any, verb: str, name: str, namespace: str) -> str:
     """One line naming the resource and namespace, whatever the apiserver said."""
@@ -286,6 +569,36 @@ class Client:
         return self._call("patch", name, lambda: self.custom.patch_namespaced_custom_object(
             names.GROUP, names.VERSION, self.namespace, names.PLURAL, name, body))
 
+    def watch(self, name: str, resource_version: str | None, timeout: float) -> Iterator[dict[str, Any] | None]:
+        """New versions of the resource after `resource_version` for up to `timeout` seconds; None when it is
+        deleted. Ends early when the apiserver ends the watch (or the version is too old): the caller reads
+        again."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        stream = watch.Watch()
+        seconds = max(1, int(timeout))
+        try:
+            for event in stream.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
+                                       self.namespace, names.PLURAL, field_selector=f"metadata.name={name}",
+                                       resource_version=resource_version, timeout_seconds=seconds,
+                                       _request_timeout=seconds + 10):
+                if event.get("type") == "DELETED":
+                    yield None
+                    return
+                if event.get("type") in ("ADDED", "MODIFIED") and isinstance(event.get("object"), dict):
+                    yield event["object"]
+                elif event.get("type") == "ERROR":
+                    return
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: the version is too old, the caller reads a fresh one
+                raise PluginError(describe_api_error(exc, "watch", name, self.namespace)) from None
+        except HTTPError:
+            return  # a dropped or timed-out connection: the caller reads again and re-opens the watch
+        finally:
+            stream.stop()
+
     def _call(self, verb: str, name: str, fn: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -316,6 +629,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = sub.add_parser("status", parents=[common(False)], help="where the rollout is, step by step")
     status.add_argument("name")
+    status.add_argument("-o", "--output", choices=["json", "yaml"], help="print the status as JSON or YAML")
+    status.add_argument("-w", "--watch", action="store_true", help="print it again whenever it changes")
+    wait = sub.add_parser("wait", parents=[common(False)],
+                          help="wait until Ready (exit 0); exit 3 at once when the rollout fails, 4 on timeout")
+    wait.add_argument("name")
+    wait.add_argument("--for", dest="condition", choices=["ready"], default="ready",
+                      help="what to wait for (default: ready: Ready at the current generation)")
+    wait.add_argument("--timeout", type=parse_timeout, default=parse_timeout("10m"),
+                      help="how long to wait, e.g. 90s, 10m, 1h (default 10m; 0: look once)")
+    wait.add_argument("-q", "--quiet", action="store_true", help="print only the outcome, not each change")
     history = sub.add_parser("history", parents=[common(False)], help="recent rollouts with step durations")
     history.add_argument("name")
     approve = sub.add_parser("approve-contract", parents=[common(False)],
@@ -327,13 +650,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: Sequence[str] | None = None, client: Any = None) -> int:
+def run(argv: Sequence[str] | None = None, client: Any = None, clock: Callable[[], float] = time.monotonic) -> int:
     args = build_parser().parse_args(argv)
     try:
         client = client or Client(args.context, args.namespace, args.kubeconfig)
+        if args.command == "wait":
+            return wait_for(client, args.name, args.timeout, quiet=args.quiet, clock=clock)
+        if args.command == "status" and args.watch:
+            return watch_status(client, args.name, args.output, clock=clock)
         obj = client.get(args.name)
         if args.command == "status":
-            print(format_status(obj))
+            print(render_status(obj, args.output))
         elif args.command == "history":
             print(format_history(obj))
         elif args.command == "approve-contract":
@@ -346,8 +673,8 @@ def run(argv: Sequence[str] | None = None, client: Any = None) -> int:
             print(message)
     except PluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -87,6 +87,17 @@ def released_spec(record: LeaseRecord) -> dict[str, Any]:
     """What a leader leaves behind when it stops: no holder, so the next replica need not wait out the lease."""
     return {"holderIdentity": "", "leaseDurationSeconds": 1, "leaseTransitions": record.transitions,
             "acquireTime": None, "renewTime": None}
+
+
+def pod_owner_references(lease_namespace: str, environ: Mapping[str, str]) -> list[dict[str, Any]] | None:
+    """The operator's own pod as the Lease's owner (from the downward API: POD_NAME, POD_UID, POD_NAMESPACE), so the
+    garbage collector removes the Lease once the pod that last wrote it is gone: `helm uninstall` deletes the RBAC
+    before the pod has stopped, and the release on SIGTERM is then forbidden. Only within the pod's own namespace
+    (an owner in another namespace counts as absent: the Lease would be deleted at once); None outside a pod."""
+    name, uid, namespace = environ.get("POD_NAME"), environ.get("POD_UID"), environ.get("POD_NAMESPACE")
+    if not (name and uid and namespace == lease_namespace):
+        return None
+    return [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}]
 
 
 def default_identity() -> str:

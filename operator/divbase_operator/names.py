@@ -56,10 +56,16 @@ PHASE_ROLLING_BACK: Final = "RollingBack"
 PHASE_READY: Final = "Ready"
 PHASE_FAILED: Final = "Failed"
 PHASE_PAUSED: Final = "Paused"
+PHASE_TERMINATING: Final = "Terminating"  # deleted: the finalizer waits for a running Job, then removes children
 PHASES: Final = (
     PHASE_PENDING, PHASE_EXPANDING, PHASE_DEPLOYING, PHASE_AWAITING_CONTRACT, PHASE_CONTRACTING,
-    PHASE_ROLLING_BACK, PHASE_READY, PHASE_FAILED, PHASE_PAUSED,
+    PHASE_ROLLING_BACK, PHASE_READY, PHASE_FAILED, PHASE_PAUSED, PHASE_TERMINATING,
 )
+
+# --- Rollout results (status.rollout.result, status.history[].result) --------------------------------------------
+RESULT_SUCCEEDED: Final = "Succeeded"
+RESULT_FAILED: Final = "Failed"  # a step failed and the rollout was replaced by a new spec.version before a retry
+RESULT_SUPERSEDED: Final = "Superseded"  # replaced by a new spec.version while still running (nothing had failed)
 
 # --- Condition types (kstatus trio plus one per step) -----------------------------------------------------------
 COND_READY: Final = "Ready"
@@ -102,12 +108,15 @@ REASON_PAUSED: Final = "Paused"
 REASON_APPLY_FAILED: Final = "ApplyFailed"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
+REASON_TERMINATING: Final = "Terminating"
+REASON_FOREIGN_DEPLOYMENT: Final = "ForeignDeployment"  # a Deployment of a workload's name is not ours
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
 EVENT_JOB_CREATED: Final = "MigrationJobCreated"
 EVENT_JOB_SUCCEEDED: Final = "MigrationJobSucceeded"
 EVENT_JOB_FAILED: Final = "MigrationJobFailed"
+EVENT_ATTEMPT_FAILED: Final = "MigrationAttemptFailed"  # one pod of a Job failed; the Job may start another
 EVENT_WORKLOADS_UPDATING: Final = "WorkloadsUpdating"
 EVENT_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
 EVENT_ROLLBACK: Final = "RollingBack"
@@ -116,10 +125,19 @@ EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
 EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
+EVENT_FOREIGN_DEPLOYMENT: Final = REASON_FOREIGN_DEPLOYMENT
+EVENT_DELETING: Final = "Deleting"  # the finalizer started: what it waits for, what it removes
+
+# Who the Events are from (`reportingComponent`, `source.component`: the FROM column of `kubectl describe`)
+EVENT_REPORTING_COMPONENT: Final = MANAGED_BY
+EVENT_NAME_PREFIX: Final = f"{MANAGED_BY}-"
 
 # --- Limits -------------------------------------------------------------------------------------------------------
 HISTORY_LIMIT: Final = 10  # rollouts kept in status.history
 MESSAGE_LIMIT: Final = 1024  # characters of a Job's termination message kept in status and Events
+ATTEMPT_MESSAGE_LIMIT: Final = 300  # characters of each failed attempt's message kept in the step's record
+FOREIGN_RECHECK_SECONDS: Final = 30  # a foreign Deployment's removal sends us no event: look again this often
+DELETION_JOB_GRACE_SECONDS: Final = 60  # past a running Job's activeDeadlineSeconds, deletion stops waiting for it
 FAILED_POD_GRACE_SECONDS: Final = 30  # a failed Job's result waits this long for its pod's exit status to arrive
 _MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
 

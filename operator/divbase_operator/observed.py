@@ -29,6 +29,10 @@ class JobObs:
     reason: str | None = None  # Job condition reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...
     message: str | None = None
     deleting: bool = False
+    failed: int = 0  # status.failed: pods of this Job that failed (each one an attempt)
+    backoff_limit: int | None = None  # spec.backoffLimit: failed pods it takes before the Job fails
+    active_deadline_seconds: int | None = None  # spec.activeDeadlineSeconds: the Job controller ends it then
+    started_at: str | None = None  # status.startTime: what activeDeadlineSeconds counts from
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class DeploymentObs:
     updated_replicas: int
     available_replicas: int
     progress_deadline_exceeded: bool = False
+    controller_uid: str | None = None  # uid of its controller ownerReference, if any
+    controller: str | None = None  # that controller as `Kind name`, for messages
 
     @property
     def rollout_complete(self) -> bool:
@@ -71,6 +77,49 @@ class DeploymentObs:
             and self.status_replicas == self.replicas
             and self.available_replicas >= self.replicas
         )
+
+
+@dataclass(frozen=True)
+class ForeignDeployment:
+    """A Deployment with the name of one of our workloads that is not ours to change: another controller owns it,
+    or nobody does and it does not carry our labels (created by hand, by another chart)."""
+
+    name: str
+    owner: str  # who has it, for the message: `Deployment divbase-api is managed by Helm release divbase`
+
+
+def _controller(meta: dict[str, Any]) -> dict[str, Any] | None:
+    return next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+
+
+def _describe_controller(controller: dict[str, Any], database: str) -> str:
+    text = f"{controller.get('kind', '?')} {controller.get('name', '?')}"
+    if controller.get("kind") == names.KIND and controller.get("name") == database:
+        text += f" (an earlier resource of this name, uid {controller.get('uid')})"
+    return text
+
+
+def foreign_deployment(body: dict[str, Any], database: str, uid: str) -> ForeignDeployment | None:
+    """None when the Deployment is ours: its controller ownerReference is this resource, or it has no controller and
+    carries our labels for this resource (handed over by label). Anything else is foreign, with who has it."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    controller = _controller(meta)
+    if controller is not None and controller.get("uid") == uid:
+        return None
+    if controller is None and labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY \
+            and labels.get(names.LABEL_DATABASE) == database:
+        return None
+    if controller is not None:
+        owner = f"is controlled by {_describe_controller(controller, database)}"
+    elif annotations.get("meta.helm.sh/release-name"):
+        owner = f"is managed by Helm release {annotations['meta.helm.sh/release-name']}"
+    elif labels.get(names.LABEL_MANAGED_BY):
+        owner = f"is managed by {labels[names.LABEL_MANAGED_BY]}"
+    else:
+        owner = "has no owner"
+    return ForeignDeployment(name=meta.get("name", ""), owner=owner)
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -102,6 +151,10 @@ def job_from_body(body: dict[str, Any]) -> JobObs:
         reason=(cond or {}).get("reason"),
         message=(cond or {}).get("message"),
         deleting=bool(meta.get("deletionTimestamp")),
+        failed=int(status.get("failed") or 0),
+        backoff_limit=(body.get("spec") or {}).get("backoffLimit"),
+        active_deadline_seconds=(body.get("spec") or {}).get("activeDeadlineSeconds"),
+        started_at=status.get("startTime"),
     )
 
 
@@ -146,6 +199,7 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     progressing = _condition(status, "Progressing")
+    controller = _controller(meta)
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     return DeploymentObs(
         name=meta.get("name", ""),
@@ -163,4 +217,6 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
             progressing and progressing.get("status") == "False"
             and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
         ),
+        controller_uid=controller.get("uid") if controller else None,
+        controller=_describe_controller(controller, labels.get(names.LABEL_DATABASE, "")) if controller else None,
     )

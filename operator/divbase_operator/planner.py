@@ -7,7 +7,8 @@ up where it stopped; it never moves a workload to a release whose expand Job has
 
 Rules that keep it deterministic:
 - a migration Job of ours that is still running is always waited for, whatever the spec says now;
-- a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history, Superseded);
+- a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history as
+  Superseded, or Failed when one of its steps had failed);
 - a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job;
 - a downgrade is accepted only while the schema has not been contracted past the requested release."""
 
@@ -15,16 +16,32 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from divbase_migrations.contract import SUMMARY_DIGEST, SUMMARY_ERROR, SUMMARY_REVISIONS, SUMMARY_TO, plan_sql
+from divbase_migrations.contract import (
+    SUMMARY_DIGEST,
+    SUMMARY_ERROR,
+    SUMMARY_FOUND,
+    SUMMARY_REVISIONS,
+    SUMMARY_TO,
+    plan_sql,
+)
 from divbase_migrations.release_version import same_release
 
 from . import names
 from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
-from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
+from .observed import (
+    JOB_ACTIVE,
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    DeploymentObs,
+    ForeignDeployment,
+    JobObs,
+    PodObs,
+    parse_summary,
+)
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -50,6 +67,8 @@ class Observed:
     jobs: tuple[JobObs, ...] = ()
     deployments: tuple[DeploymentObs, ...] = ()
     pods: tuple[PodObs, ...] = ()
+    foreign: tuple[ForeignDeployment, ...] = ()  # Deployments of our workloads' names that are not ours (looked up
+    # when foreign_lookup_needed says so: they are not in the operator's label-selected watch)
 
 
 @dataclass(frozen=True)
@@ -103,13 +122,95 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def _truncate(text: str | None) -> str:
+def _truncate(text: str | None, limit: int = names.MESSAGE_LIMIT) -> str:
     text = (text or "").strip()
-    return text if len(text) <= names.MESSAGE_LIMIT else text[: names.MESSAGE_LIMIT - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _attempts_left(backoff_limit: int, failed: int) -> str:
+    """A Job runs up to backoffLimit + 1 pods (it fails once more than backoffLimit failed); the one starting or
+    running now counts as left."""
+    left = max(0, backoff_limit + 1 - failed)
+    return f"{left} attempt{'' if left == 1 else 's'} left"
+
+
+def _pod_error(pod: PodObs) -> str | None:
+    """A migration pod's failure in the runner's words: its summary's `error`, else the raw termination message
+    (the last log lines, when it died before writing a summary)."""
+    error = parse_summary(pod.termination_message).get(SUMMARY_ERROR)
+    if error is not None and not isinstance(error, str):
+        error = str(error)
+    return error or pod.termination_message or None
 
 
 def decide(obs: Observed, now: datetime) -> Decision:
     return _Planner(obs, now).run()
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What the finalizer does now: wait for running migration Jobs, or remove the children and let go."""
+
+    waiting_for: tuple[str, ...]  # names of our migration Jobs still running
+    message: str
+    requeue_after: float | None = None  # the bound on waiting, as a timer (their completion normally wakes us)
+
+
+def plan_deletion(jobs: tuple[JobObs, ...], now: datetime) -> Deletion:
+    """A running migration Job is never killed by a deletion: the finalizer waits until it finishes, which its own
+    activeDeadlineSeconds bounds (the Job controller ends it then); DELETION_JOB_GRACE_SECONDS after that deadline
+    the finalizer stops waiting. Stopping a migration midway is safe (each revision is a transaction) but leaves
+    the schema between releases; letting it finish leaves it at one."""
+    running = [j for j in jobs if j.state == JOB_ACTIVE and not j.deleting]
+    waiting: list[tuple[JobObs, datetime | None]] = []
+    for job in running:
+        start = _parse_time(job.started_at) or _parse_time(job.created_at)
+        deadline = start + timedelta(seconds=job.active_deadline_seconds) \
+            if start is not None and job.active_deadline_seconds else None
+        if deadline is None or now < deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS):
+            waiting.append((job, deadline))
+    if not waiting:
+        overdue = f" ({', '.join(j.name for j in running)} still running past its deadline)" if running else ""
+        return Deletion((), f"deleting the migration Jobs and workloads; the database is left as it is{overdue}")
+    parts = [f"{job.step} Job {job.name} (release {job.version}"
+             + (f"; its activeDeadlineSeconds ends it by {_iso(deadline)}" if deadline else "") + ")"
+             for job, deadline in waiting]
+    bounds = [(deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS) - now).total_seconds()
+              for _, deadline in waiting if deadline is not None]
+    return Deletion(tuple(job.name for job, _ in waiting),
+                    f"deleted: waiting for {', '.join(parts)} to finish before removing the Jobs and workloads",
+                    requeue_after=min(bounds) if bounds else None)
+
+
+def terminating_status(status: dict[str, Any], message: str, generation: int, now: datetime) -> dict[str, Any]:
+    """The status of a resource whose finalizer runs: phase Terminating, not Ready, Reconciling with what it does."""
+    new = copy.deepcopy(status)
+    ts = _iso(now)
+    new["observedGeneration"] = generation  # setting deletionTimestamp bumps the generation: this one is seen
+    new["phase"] = names.PHASE_TERMINATING
+    conds = new.get("conditions") or []
+    conds = set_condition(conds, names.COND_READY, False, names.REASON_TERMINATING, message, generation, ts)
+    conds = set_condition(conds, names.COND_RECONCILING, True, names.REASON_TERMINATING, message, generation, ts)
+    conds = set_condition(conds, names.COND_STALLED, False, names.REASON_TERMINATING, "", generation, ts)
+    new["conditions"] = _in_display_order(conds)
+    return new
+
+
+def foreign_lookup_needed(status: dict[str, Any], version: Any) -> bool:
+    """Whether Deployments of our workloads' names missing from the watch must be looked up (a GET each): before a
+    rollout starts (so a foreign one is reported before any step runs), before a first install creates its
+    workloads, and while a foreign one holds the resource up. Not during the migration steps in between, nor once
+    the workloads exist: every reconcile would cost a read per workload."""
+    conditions = status.get("conditions") or []
+    if any(c.get("type") == names.COND_STALLED and c.get("status") == "True"
+           and c.get("reason") == names.REASON_FOREIGN_DEPLOYMENT for c in conditions):
+        return True
+    rollout = status.get("rollout")
+    if not rollout or rollout.get("toVersion") != version:
+        return True
+    steps = rollout.get("steps") or {}
+    migrations_done = all((steps.get(step) or {}).get("phase") in DONE_PHASES for step in names.JOB_STEPS)
+    return migrations_done or (steps.get(names.STEP_DEPLOY) or {}).get("phase") not in (PENDING, None)
 
 
 class _Planner:
@@ -191,10 +292,7 @@ class _Planner:
         last_pod = self._last_pod(job.name)
         if last_pod is None:
             return None, None
-        error = parse_summary(last_pod.termination_message).get(SUMMARY_ERROR)
-        if error is not None and not isinstance(error, str):
-            error = str(error)
-        return (error or last_pod.termination_message or None), last_pod.exit_code
+        return _pod_error(last_pod), last_pod.exit_code
 
     def _await_failed_pod(self, job: JobObs) -> bool:
         """True while a failed Job's pod may still show how it ended: then its result is not recorded yet.
@@ -247,6 +345,10 @@ class _Planner:
             revisions = summary.get(SUMMARY_TO) if isinstance(summary.get(SUMMARY_TO), dict) else None
             if revisions:
                 schema.setdefault("revisions", {}).update({k: v for k, v in revisions.items() if v})
+            found, rollout = summary.get(SUMMARY_FOUND), self._rollout()
+            if step == names.STEP_EXPAND and isinstance(found, str) and found and rollout is not None \
+                    and rollout.get("fromVersion") is None and rollout.get("toVersion") == version:
+                rollout["foundVersion"] = found  # a first rollout on a migrated database: what it found there
             self._event("Normal", names.EVENT_JOB_SUCCEEDED, f"{step} Job {job.name} for release {version} succeeded")
             return
         rec["phase"] = FAILED
@@ -261,6 +363,9 @@ class _Planner:
             "message": _truncate(error or "the Job failed without a message"),
             "time": rec["finishedAt"],
         }
+        attempts = max(job.failed, sum(1 for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"))
+        if attempts:
+            failure["attempts"] = attempts
         rec["message"] = failure["message"]
         self.status["lastFailure"] = failure
         self._event("Warning", names.EVENT_JOB_FAILED,
@@ -277,7 +382,7 @@ class _Planner:
         rollout = self._rollout()
         assert self.spec is not None
         return bool(
-            rollout and rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED
+            rollout and rollout.get("finishedAt") and rollout.get("result") == names.RESULT_SUCCEEDED
             and rollout["toVersion"] == self.spec.version and self._workloads_complete(self.spec.version)
         )
 
@@ -285,9 +390,38 @@ class _Planner:
     def _active_foreign_job(self, expected: str | None) -> JobObs | None:
         return next((j for j in self.jobs.values() if j.state == JOB_ACTIVE and j.name != expected), None)
 
+    def _foreign_deployments(self) -> list[ForeignDeployment]:
+        """Deployments with our workloads' names that another owner has (or nobody, without our labels)."""
+        assert self.spec is not None
+        wanted = {names.deployment_name(self.obs.name, w.name) for w in self.spec.workloads}
+        found = {f.name: f for f in self.obs.foreign if f.name in wanted}
+        for d in self.obs.deployments:
+            if d.name in wanted and d.controller_uid and d.controller_uid != self.obs.uid:
+                found.setdefault(d.name, ForeignDeployment(d.name, f"is controlled by {d.controller}"))
+        return [found[name] for name in sorted(found)]
+
+    def _refuse_foreign(self, foreign: list[ForeignDeployment]) -> None:
+        """Nothing runs (no Job, no Deployment change) while a workload's Deployment belongs to someone else: server-
+        side apply would take it over field by field and fail on its immutable selector halfway through a rollout.
+        A Job of ours already running finishes (it is never stopped); its result is recorded."""
+        labels = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY} {names.LABEL_DATABASE}={self.obs.name}"
+        which = "; ".join(f"Deployment {f.name} {f.owner}" for f in foreign)
+        first = foreign[0].name
+        self.phase = names.PHASE_FAILED
+        self.requeue_after = names.FOREIGN_RECHECK_SECONDS
+        self._stall(names.REASON_FOREIGN_DEPLOYMENT,
+                    f"{which}: not managed by this {names.KIND}, so no step runs. Hand it over: delete it "
+                    f"(kubectl -n {self.obs.namespace} delete deployment {first}; --cascade=orphan keeps its pods), "
+                    f"or, if its selector is the operator's, label it {labels} (docs/operator.md, \"Adopting an "
+                    f"existing Deployment\")", event_reason=names.EVENT_FOREIGN_DEPLOYMENT)
+
     def _reconcile_rollout(self) -> None:
         assert self.spec is not None
         spec = self.spec
+        foreign = self._foreign_deployments()
+        if foreign:
+            self._refuse_foreign(foreign)
+            return
         rollout = self._rollout()
         if rollout is None or rollout["toVersion"] != spec.version:
             running = self._active_foreign_job(None)
@@ -320,7 +454,9 @@ class _Planner:
                 return False
         if old and not old.get("finishedAt"):
             old["finishedAt"] = self.ts
-            old["result"] = "Superseded"
+            failed = any(rec.get("phase") in (FAILED, ROLLING_BACK, ROLLED_BACK) for rec in old["steps"].values())
+            old["result"] = names.RESULT_FAILED if failed else names.RESULT_SUPERSEDED
+            old.pop("currentStep", None)
             self._append_history(old)
         expanded, contracted = schema.get("expandedTo"), schema.get("contractedTo")
         steps = {
@@ -349,17 +485,22 @@ class _Planner:
         versions |= {p.version for p in self.obs.pods if p.workload and p.version}
         return min(versions, key=version_key) if versions else None
 
-    def _step_order(self) -> tuple[str, ...]:
+    def _first_install(self) -> bool:
+        """No release ran before: no workloads of an older release, and the database was empty (its expand did
+        not find a release it served). Then contract may run before the workloads exist, without a policy."""
         rollout = self._rollout()
         assert rollout is not None
-        if rollout.get("fromVersion") is None:
+        return rollout.get("fromVersion") is None and not rollout.get("foundVersion")
+
+    def _step_order(self) -> tuple[str, ...]:
+        if self._first_install():
             return (names.STEP_EXPAND, names.STEP_CONTRACT, names.STEP_DEPLOY)
         return (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
 
     def _advance(self) -> None:
         rollout = self._rollout()
         assert rollout is not None and self.spec is not None
-        if rollout.get("finishedAt") and rollout.get("result") == SUCCEEDED:
+        if rollout.get("finishedAt") and rollout.get("result") == names.RESULT_SUCCEEDED:
             self._steady()
             return
         for step in self._step_order():
@@ -372,12 +513,14 @@ class _Planner:
                     self._hold_workloads()
                 return
         rollout["finishedAt"] = self.ts
-        rollout["result"] = SUCCEEDED
+        rollout["result"] = names.RESULT_SUCCEEDED
         self.status["currentVersion"] = rollout["toVersion"]
         self.status.pop("activeJob", None)
         self._append_history(rollout)
+        origin = rollout.get("fromVersion") or (f"{rollout['foundVersion']}, found in the database"
+                                                 if rollout.get("foundVersion") else "empty")
         self._event("Normal", names.EVENT_ROLLOUT_SUCCEEDED,
-                    f"release {rollout['toVersion']} rolled out (from {rollout.get('fromVersion') or 'empty'})")
+                    f"release {rollout['toVersion']} rolled out (from {origin})")
         self._steady()
 
     def _retry_requested(self) -> bool:
@@ -409,7 +552,7 @@ class _Planner:
             self._event("Normal", names.EVENT_RETRY, f"retrying {step} for release {version}")
             rec.clear()
             rec["phase"] = PENDING
-        if step == names.STEP_CONTRACT and rollout.get("fromVersion") is not None and not self._contract_allowed(rec):
+        if step == names.STEP_CONTRACT and not self._first_install() and not self._contract_allowed(rec):
             return False
         retry_token = rollout.get("retryToken", "")
         name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token)
@@ -434,11 +577,12 @@ class _Planner:
         if job.state == JOB_ACTIVE:
             rec["phase"] = RUNNING
             self.status["activeJob"] = job.name
+            self._record_attempts(step, rec, job, version)
             blocked = self._blocked_pod(job.name)
             if blocked:
                 self.progress = (names.REASON_JOB_POD_BLOCKED, f"{step} Job {job.name}: {blocked}")
             else:
-                self.progress = (names.REASON_JOB_RUNNING, f"{step} Job {job.name} is running")
+                self.progress = (names.REASON_JOB_RUNNING, self._attempt_progress(step, rec, job))
             return False
         self.status.pop("activeJob", None)
         if rec["phase"] != SUCCEEDED and rec["phase"] != FAILED:
@@ -451,6 +595,47 @@ class _Planner:
         if rec["phase"] == FAILED:
             return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
         return True
+
+    # -- attempts inside a Job: each failed pod, as it happens ------------------------------------------------------
+    def _backoff_limit(self, job: JobObs) -> int:
+        assert self.spec is not None
+        return job.backoff_limit if job.backoff_limit is not None else self.spec.migration_job.backoff_limit
+
+    def _record_attempts(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
+        """Each failed pod of a running Job is one failed attempt: recorded in the step (exit code, the runner's
+        message) with a Warning Event, once per pod, while the Job controller starts the next one."""
+        attempts: list[dict[str, Any]] = list(rec.get("attempts") or [])
+        seen = {a.get("pod") for a in attempts}
+        failed = sorted((p for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"
+                         and p.name not in seen), key=lambda p: (p.finished_at or "", p.created_at or "", p.name))
+        limit = self._backoff_limit(job)
+        for pod in failed:
+            error = _pod_error(pod) or "the pod failed without a message"
+            attempts.append({"pod": pod.name, "exitCode": pod.exit_code, "finishedAt": pod.finished_at or self.ts,
+                             "message": _truncate(error, names.ATTEMPT_MESSAGE_LIMIT)})
+            self._event("Warning", names.EVENT_ATTEMPT_FAILED,
+                        f"{step} Job {job.name} for release {version}: attempt {len(attempts)} of {limit + 1} failed "
+                        f"(pod {pod.name}, exit code {pod.exit_code}): {error}; "
+                        f"{_attempts_left(limit, max(job.failed, len(attempts)))}")
+        if attempts:
+            rec["attempts"] = attempts[-(names.HISTORY_LIMIT + 1):]
+            rec["failedAttempts"] = max(job.failed, len(attempts))
+
+    def _attempt_progress(self, step: str, rec: dict[str, Any], job: JobObs) -> str:
+        """`expand Job X is running (pod P since T)`, and after failed attempts which attempt this is, how the
+        last one failed and how many retries are left. No durations: a message that changed with the clock would
+        rewrite the status on every reconcile."""
+        running = [p for p in self.obs.pods if p.job_name == job.name and p.phase in ("Pending", "Running")
+                   and not p.deleting]
+        pod = max(running, key=lambda p: (p.created_at or "", p.name)) if running else None
+        where = f" (pod {pod.name} {pod.phase.lower()} since {pod.created_at})" if pod and pod.created_at else ""
+        failed = int(rec.get("failedAttempts") or 0)
+        if not failed:
+            return f"{step} Job {job.name} is running{where}"
+        limit = self._backoff_limit(job)
+        last = (rec.get("attempts") or [{}])[-1]
+        return (f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
+                f"(exit code {last.get('exitCode')}): {last.get('message', '')}; {_attempts_left(limit, failed)}")
 
     def _retry_pending(self) -> bool:
         rollout = self._rollout()
@@ -711,6 +896,7 @@ class _Planner:
 
         entry = {
             "fromVersion": rollout.get("fromVersion"),
+            **({"foundVersion": rollout["foundVersion"]} if rollout.get("foundVersion") else {}),
             "toVersion": rollout["toVersion"],
             "result": rollout.get("result"),
             "startedAt": rollout.get("startedAt"),
@@ -721,6 +907,21 @@ class _Planner:
         }
         history = [entry, *(self.status.get("history") or [])]
         self.status["history"] = history[: names.HISTORY_LIMIT]
+
+    def _current_step(self) -> None:
+        """`status.rollout.currentStep`: the step an unfinished rollout is in (or failed in), for `kubectl get -o
+        wide` and the plugin; gone once the rollout finished."""
+        rollout = self._rollout()
+        if not rollout:
+            return
+        if rollout.get("finishedAt"):
+            rollout.pop("currentStep", None)
+            return
+        step = next((s for s in self._step_order() if rollout["steps"][s]["phase"] not in DONE_PHASES), None)
+        if step is None:
+            rollout.pop("currentStep", None)
+        else:
+            rollout["currentStep"] = step
 
     def _step_conditions(self) -> None:
         gen, ts = self.obs.generation, self.ts
@@ -756,6 +957,7 @@ class _Planner:
         if self.stalled:
             self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
         self.status["phase"] = self.phase
+        self._current_step()
         if self.spec is not None:
             self._step_conditions()
         conds = self.status["conditions"]

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import names
 from .kube import Conflict, KubeApi, status_patch
-from .observed import DeploymentObs, JobObs, PodObs
+from .observed import DeploymentObs, ForeignDeployment, JobObs, PodObs, foreign_deployment
 from .planner import (
     ApplyConfigMap,
     ApplyDeployment,
@@ -34,7 +34,10 @@ from .planner import (
     EmitEvent,
     Observed,
     decide,
+    foreign_lookup_needed,
+    plan_deletion,
     rejected,
+    terminating_status,
 )
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,8 @@ class Reconciler:
     on_error: Callable[[Key], None] | None = None
     on_forget: Callable[[Key], None] | None = None
     may_act: Callable[[], bool] = lambda: True
+    post_event: Callable[[dict[str, Any], EmitEvent], None] = lambda ref, e: kopf.event(
+        ref, type=e.type, reason=e.reason, message=e.message)  # queued; Kopf posts it as divbase-operator
     _states: dict[Key, _State] = field(default_factory=dict)
 
     def trigger(self, key: Key) -> None:
@@ -194,7 +199,7 @@ class Reconciler:
         if snap is None:
             return
         if snap.deleting_since:
-            await self._finalize(snap)
+            await self._finalize(snap, key, state)
             return
         self._guard()
         if names.FINALIZER not in snap.finalizers:
@@ -203,11 +208,12 @@ class Reconciler:
             snap.finalizers.append(names.FINALIZER)
             snap.resource_version = updated["metadata"]["resourceVersion"]
         started = time.monotonic()
+        deployments = tuple(self.sources.deployments(key))
         observed = Observed(
             name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
             annotations=snap.annotations, spec=snap.spec, status=snap.status,
-            jobs=tuple(self.sources.jobs(key)), deployments=tuple(self.sources.deployments(key)),
-            pods=tuple(self.sources.pods(key)),
+            jobs=tuple(self.sources.jobs(key)), deployments=deployments,
+            pods=tuple(self.sources.pods(key)), foreign=await self._foreign(snap, deployments),
         )
         decision = decide(observed, self.clock())
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
@@ -236,6 +242,25 @@ class Reconciler:
         if self.on_decision:
             self.on_decision(key, decision, time.monotonic() - started)
 
+    async def _foreign(self, snap: Snapshot, deployments: tuple[DeploymentObs, ...]) -> tuple[ForeignDeployment, ...]:
+        """Deployments of our workloads' names that the label-selected watch cannot show: read by name, only when
+        the planner is about to need them (foreign_lookup_needed)."""
+        workloads = snap.spec.get("workloads")
+        if not isinstance(workloads, list):
+            return ()
+        wanted = {names.deployment_name(snap.name, w["name"]) for w in workloads
+                  if isinstance(w, dict) and isinstance(w.get("name"), str) and w["name"]}
+        missing = sorted(wanted - {d.name for d in deployments})
+        if not missing or not foreign_lookup_needed(snap.status, snap.spec.get("version")):
+            return ()
+        found = []
+        for name in missing:
+            body = await self.api.get_deployment(snap.namespace, name)
+            verdict = foreign_deployment(body, snap.name, snap.uid) if body else None
+            if verdict is not None:
+                found.append(verdict)
+        return tuple(found)
+
     async def _act(self, snap: Snapshot, body_ref: dict[str, Any], action: Any) -> None:
         if isinstance(action, CreateJob):
             created = await self.api.create_job(action.body)
@@ -247,15 +272,31 @@ class Reconciler:
         elif isinstance(action, ApplyConfigMap):
             await self.api.apply_configmap(action.body)
         elif isinstance(action, EmitEvent):
-            kopf.event(body_ref, type=action.type, reason=action.reason, message=action.message)
+            self.post_event(body_ref, action)
 
-    async def _finalize(self, snap: Snapshot) -> None:
-        """Delete our Jobs and workloads, then let the resource go. A cleanup that keeps failing does not hold
-        the deletion hostage: after a grace period the finalizer is removed anyway (owner references let the
-        garbage collector finish the job)."""
+    async def _finalize(self, snap: Snapshot, key: Key, state: _State) -> None:
+        """Phase Terminating; wait for a running migration Job to finish (bounded by its activeDeadlineSeconds,
+        see plan_deletion); then delete our Jobs and workloads and let the resource go. A cleanup that keeps
+        failing does not hold the deletion hostage: after a grace period the finalizer is removed anyway (owner
+        references let the garbage collector finish the job)."""
         if names.FINALIZER not in snap.finalizers:
             return
         self._guard()
+        deletion = plan_deletion(tuple(self.sources.jobs(key)), self.clock())
+        new_status = terminating_status(snap.status, deletion.message, snap.generation, self.clock())
+        patch = status_patch(snap.status, new_status)
+        if patch:
+            body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
+                "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
+            self.post_event(body_ref, EmitEvent("Normal", names.EVENT_DELETING, deletion.message))
+            updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
+            fresh = Snapshot.from_body(updated)
+            state.written = (snap.resource_version, fresh)
+            snap = fresh
+        if deletion.waiting_for:
+            if deletion.requeue_after is not None:
+                self._schedule(key, deletion.requeue_after + 0.5)
+            return
         try:
             await self.api.delete_children(snap.namespace, snap.name)
         except Exception as exc:

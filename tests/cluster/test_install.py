@@ -243,6 +243,7 @@ def _lease_rights(tools: Tools, sa: str, namespace: str, lease: str, elsewhere: 
     own = f"leases.coordination.k8s.io/{lease}"
     assert tools.can_i(sa, "create", "leases.coordination.k8s.io", namespace)
     assert tools.can_i(sa, "get", own, namespace) and tools.can_i(sa, "update", own, namespace)
+    assert tools.can_i(sa, "delete", own, namespace)  # changing its owner (OwnerReferencesPermissionEnforcement)
     assert not tools.can_i(sa, "update", "leases.coordination.k8s.io/kube-scheduler", namespace)
     assert not tools.can_i(sa, "create", "leases.coordination.k8s.io", elsewhere)
 

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(REPO / "bench"))
-from common import kwok_spec, make_namespace
+from common import KWOK_PLACEMENT, kwok_spec, make_namespace
 
 DB = "divbase"
 
@@ -153,3 +153,60 @@ def test_deleting_the_resource_removes_its_children(kube: Kube, operator: Operat
     wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
                                                                    names.PLURAL)["items"], 60, "resource gone")
     wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
+
+
+def test_a_foreign_deployment_is_reported_before_anything_runs(kube: Kube, operator: OperatorProcess) -> None:
+    """DivBase's own `divbase-api` Deployment (another chart's) is already there: no expand, no contract, a
+    Stalled condition naming it; once its owner deletes it, the install goes ahead by itself."""
+    foreign = {"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": f"{DB}-api", "labels": {"app": "divbase-api"},
+                            "annotations": {"meta.helm.sh/release-name": "divbase"}},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "divbase-api"}},
+                        "template": {"metadata": {"labels": {"app": "divbase-api"}}, "spec": {
+                            **KWOK_PLACEMENT, "containers": [{"name": "api", "image": "divbase:0"}]}}}}
+    kube.apps.create_namespaced_deployment(kube.namespace, foreign)
+    kube.create_db(DB, kwok_spec("1"))
+    db = kube.wait_condition(DB, names.COND_STALLED, reason=names.REASON_FOREIGN_DEPLOYMENT, timeout=60)
+    stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
+    assert stalled["message"].startswith(f"Deployment {DB}-api is managed by Helm release divbase: not managed by "
+                                         f"this DivBaseDatabase, so no step runs"), stalled["message"]
+    assert db["status"]["phase"] == names.PHASE_FAILED and not kube.jobs(DB) and "rollout" not in db["status"]
+    [event] = [e for e in kube.events(DB) if e.reason == names.EVENT_FOREIGN_DEPLOYMENT]
+    assert event.type == "Warning" and event.source.component == names.EVENT_REPORTING_COMPONENT
+    untouched = kube.apps.read_namespaced_deployment(f"{DB}-api", kube.namespace)
+    assert untouched.metadata.owner_references is None
+    assert untouched.spec.selector.match_labels == {"app": "divbase-api"}
+    kube.apps.delete_namespaced_deployment(f"{DB}-api", kube.namespace)
+    db = kube.wait_condition(DB, names.COND_READY, timeout=120)  # within the 30 s re-check, then the install
+    assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1}
+    assert {d.metadata.owner_references[0].uid for d in kube.deployments(DB)} == {db["metadata"]["uid"]}
+
+
+def test_deleting_mid_expand_waits_for_the_running_job(kube: Kube, operator: OperatorProcess) -> None:
+    """The expand Job's pod cannot be scheduled, so the Job runs until its activeDeadlineSeconds (8 s): the
+    deleted resource shows phase Terminating and keeps the Job until the Job controller ended it, then goes."""
+    spec = kwok_spec("1", migrationJob={"nodeSelector": {"type": "nowhere"}, "activeDeadlineSeconds": 8})
+    kube.create_db(DB, spec)
+    wait_for(lambda: kube.get_db(DB).get("status", {}).get("activeJob"), 60, "the expand Job running")
+    [job] = kube.jobs(DB)
+    kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_TERMINATING, timeout=30)
+    assert db["status"]["phase"] == names.PHASE_TERMINATING
+    ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
+    assert f"waiting for expand Job {job.metadata.name} (release 1; its activeDeadlineSeconds ends it by" in \
+        ready["message"]
+    assert [j.metadata.name for j in kube.jobs(DB) if not j.metadata.deletion_timestamp] == [job.metadata.name]
+
+    def gone() -> bool:
+        try:
+            kube.get_db(DB)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, 60, "the resource deleted once its Job ended")
+    ended = kube.batch.read_namespaced_job(job.metadata.name, kube.namespace) if kube.jobs(DB) else None
+    if ended is not None:  # deleted in the background: if still there, it ended by its deadline first
+        assert any(c.reason == "DeadlineExceeded" for c in ended.status.conditions or [])
+    deleting = [e for e in kube.events(DB) if e.reason == names.EVENT_DELETING]
+    assert deleting and deleting[0].source.component == names.EVENT_REPORTING_COMPONENT

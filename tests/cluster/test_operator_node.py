@@ -142,16 +142,25 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     before = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
     unreachable = make_url(db_secret).set(port=free_port()).render_as_string(hide_password=False)
     kube.create_secret("divbase-db", {"url": unreachable})
-    kube.patch_db(DB, {"spec": {"version": "2"}})
+    # two attempts: the first pod's failure is reported while the Job runs its second
+    kube.patch_db(DB, {"spec": {"version": "2", "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300}}})
     db = kube.wait_condition(DB, names.COND_STALLED, timeout=120)
     failure = db["status"]["lastFailure"]
-    assert failure["step"] == "expand" and failure["exitCode"] not in (None, 0)
-    assert failure["message"], failure
+    assert failure["step"] == "expand" and failure["exitCode"] == 3 and failure["attempts"] == 2, failure
+    assert failure["message"].startswith("database unavailable: "), failure
     assert db["status"]["phase"] == names.PHASE_FAILED
     after = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
     assert after == before
     warnings = [e for e in kube.events(DB) if e.type == "Warning" and e.reason == names.EVENT_JOB_FAILED]
     assert warnings and "expand" in warnings[0].message
+    # attempt 1 while the Job goes on; attempt 2 too when its pod's status arrives before the Job's Failed condition
+    attempts = sorted((e for e in kube.events(DB) if e.reason == names.EVENT_ATTEMPT_FAILED), key=lambda e: e.message)
+    assert 1 <= len(attempts) <= 2, [e.message for e in attempts]
+    attempt = attempts[0]
+    assert attempt.type == "Warning" and "attempt 1 of 2 failed" in attempt.message, attempt.message
+    assert "exit code 3): database unavailable: " in attempt.message and attempt.message.endswith("1 attempt left")
+    assert db["status"]["rollout"]["steps"]["expand"]["attempts"][0]["exitCode"] == 3
+    assert {(e.source.component, e.reporting_component) for e in kube.events(DB)} == {("divbase-operator",) * 2}
     # fix the Secret and retry: the rollout completes
     kube.create_secret("divbase-db", {"url": db_secret})
     kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")

@@ -75,6 +75,28 @@ def test_the_second_runner_gives_up_waiting_within_its_bound(database_url: str, 
     assert heads(database_url) == []
 
 
+def test_a_lock_wait_names_the_holder(database_url: str, tmp_path: Path) -> None:
+    """Who holds the migration lock and since when: in `status` while it is held, in the log of a runner that
+    waits, and in the error of one that gave up (the operator shows that error for the failed attempt)."""
+    holder = engine(database_url).connect()
+    holder.execute(text("SET application_name = 'someone-else'"))
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    try:
+        status = run(database_url, "status", term=tmp_path / "s")
+        result = run(database_url, "expand", "--release", "1", "--wait-timeout", "1s", term=tmp_path / "t")
+    finally:
+        holder.close()
+    held = json.loads(status.stdout)["lock_holder"]
+    assert (held["pid"], held["application_name"]) == (pid, "someone-else")
+    assert datetime.strptime(held["since"], "%Y-%m-%dT%H:%M:%SZ")
+    assert result.code == cli.EXIT_TIMEOUT
+    assert f"(pid {pid}, application_name 'someone-else', " in result.summary["error"]
+    assert f"connected since {held['since']})" in result.summary["error"]
+    assert "holds the lock; waiting" in result.output and '"someone-else"' in result.output
+    assert json.loads(run(database_url, "status", term=tmp_path / "s2").stdout)["lock_holder"] is None
+
+
 def blocked_runners(url: str) -> int:
     """Runners waiting for a heavyweight lock right now."""
     with engine(url).connect() as conn:
@@ -165,6 +187,17 @@ def test_status_and_check(database_url: str, tmp_path: Path) -> None:
     assert check.code == cli.EXIT_PRECONDITION
     assert check.stdout.strip().startswith("release 3 needs expand revision e0004")
     assert run(database_url, "check", "--release", "2", term=tmp_path / "d").code == 0
+
+
+def test_the_summary_says_which_release_the_database_served_before(database_url: str, tmp_path: Path) -> None:
+    """`found`: what the operator labels a first rollout with (null on an empty database)."""
+    first = run(database_url, "expand", "--release", "1", term=tmp_path / "a")
+    assert first.code == 0 and first.summary["found"] is None
+    assert run(database_url, "contract", "--release", "1", term=tmp_path / "b").summary["found"] == "1"
+    upgrade = run(database_url, "expand", "--release", "3", term=tmp_path / "c")
+    assert upgrade.code == 0 and upgrade.summary["found"] == "1"
+    again = run(database_url, "expand", "--release", "3", term=tmp_path / "d")
+    assert again.summary["outcome"] == "noop" and again.summary["found"] == "3"
 
 
 def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path: Path) -> None:

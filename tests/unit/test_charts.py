@@ -310,10 +310,15 @@ def test_operator_leader_election_may_touch_only_its_own_lease() -> None:
     assert role["metadata"]["namespace"] == "ops"
     lease = by_kind(docs, "Deployment")[0]["metadata"]["name"]
     assert sorted((r["verbs"], r.get("resourceNames")) for r in role["rules"]) == [
-        (["create"], None), (["get", "update"], [lease])]
+        (["create"], None), (["get", "update", "delete"], [lease])]
     assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"] for r in role["rules"])
     [binding] = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE]
     assert binding["roleRef"]["name"] == LEASE_ROLE and binding["subjects"][0]["namespace"] == "ops"
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+           for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {k: env.get(k) for k in ("POD_NAME", "POD_NAMESPACE", "POD_UID")} == {
+        "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_UID": "metadata.uid"}, \
+        "the pod owns its Lease (leader.pod_owner_references)"
 
     without = render(OPERATOR_CHART, "--set", "leaderElection.enabled=false")
     assert isinstance(without, list)

@@ -1,0 +1,123 @@
+"""`kubectl divbase wait` and the wide printer columns against the real apiserver: its watch (field selector,
+resourceVersion), generations bumped by real spec patches, statuses written as the planner writes them (the
+planner drives an in-memory world; no operator runs here, so the test controls each step's timing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from divbase_operator import names
+from divbase_operator.kube import status_patch
+from divbase_operator.testing import REPO
+from kubernetes import client
+
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+from planner_world import World, base_spec
+
+
+def _plugin(kubeconfig: Path, namespace: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig", str(kubeconfig),
+                             "-n", namespace, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Resource:
+    """One DivBaseDatabase on the apiserver whose status follows a planner World."""
+
+    def __init__(self, api_client: Any, namespace: str, world: World) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace, self.world = namespace, world
+        self.written: dict[str, Any] = {}
+        body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": "db"}, "spec": world.spec}
+        created = self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL,
+                                                              body)
+        assert created["metadata"]["generation"] == world.generation == 1
+
+    def set_spec(self, **changes: Any) -> None:
+        self.world.set_spec(**changes)
+        updated = self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
+                                                             "db", {"spec": changes})
+        assert updated["metadata"]["generation"] == self.world.generation
+
+    def publish(self) -> None:
+        """What the operator's status write would be after the world's last reconcile."""
+        patch = status_patch(self.written, self.world.status)
+        self.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
+                                                          "db", {"status": patch})
+        self.written = dict(self.world.status)
+
+    def step(self, action: Any = None) -> None:
+        if action is not None:
+            action()
+        self.world.reconcile()
+        self.publish()
+
+
+def _still_waiting(proc: subprocess.Popen[str], seconds: float = 1.5) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_client: Any) -> None:
+    from divbase_localcluster import build
+
+    kubectl = str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl")
+    world = World(spec=base_spec("1"))
+    db = Resource(api_client, namespace, world)
+    for action in (None, lambda: world.finish_job("expand"), lambda: world.finish_job("contract"),
+                   world.complete_rollouts):
+        db.step(action)
+    assert world.status["phase"] == names.PHASE_READY
+
+    ready = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "30s")
+    out, err = ready.communicate(timeout=60)
+    assert ready.returncode == 0 and "condition met: Ready (release 1)" in out, err
+
+    # an upgrade: the old Ready is of the previous generation, so the wait waits for the new one
+    db.set_spec(version="2")
+    waiting = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "2m")
+    assert _still_waiting(waiting), waiting.communicate()
+    db.step()
+    assert _still_waiting(waiting)
+    wide = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb", "db",
+                           "-o", "wide"], capture_output=True, text=True, timeout=30)
+    header, row = wide.stdout.splitlines()
+    assert header.split()[:5] == ["NAME", "VERSION", "CURRENT", "PHASE", "READY"], wide.stdout
+    assert "STEP" in header and "ACTIVE JOB" in header and "MESSAGE" in header
+    assert world.status["activeJob"] in row and " expand " in row and "expand Job" in row, wide.stdout
+    narrow = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb"],
+                            capture_output=True, text=True, timeout=30)
+    assert "MESSAGE" not in narrow.stdout and "STEP" not in narrow.stdout, narrow.stdout
+    db.step(lambda: world.finish_job("expand"))
+    db.step(world.complete_rollouts)
+    started = time.monotonic()
+    db.step(lambda: world.finish_job("contract"))
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, (out, err)
+    assert time.monotonic() - started < 10, "the watch delivered the change, not a later poll"
+    assert "Expanding" in out and "condition met: Ready (release 2)" in out
+
+    # a refused downgrade is Stalled: the wait fails at once with the reason, not at its timeout
+    db.set_spec(version="1")
+    failing = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "5m")
+    assert _still_waiting(failing)
+    started = time.monotonic()
+    db.step()
+    out, err = failing.communicate(timeout=30)
+    assert failing.returncode == 3, (out, err)
+    assert time.monotonic() - started < 10
+    assert "failed (DowngradeRefused)" in err and "spec.version 1 is older than the running release 2" in err
+
+    # nothing reports on a new generation: the wait gives up at its timeout with exit code 4
+    db.set_spec(version="3")
+    started = time.monotonic()
+    timing_out = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "3s")
+    out, err = timing_out.communicate(timeout=30)
+    assert timing_out.returncode == 4 and "timed out after 3s" in err, (out, err)
+    assert 3 <= time.monotonic() - started < 15

@@ -1,0 +1,43 @@
+"""`divbase-localcluster postgres up|down`: a private PostgreSQL that outlives the command, whose URL `up` prints
+for eval, and that `down` stops and removes."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+CLI = [sys.executable, "-m", "divbase_localcluster.cli"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_postgres_up_keeps_running_and_down_removes_it(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    up = _cli("postgres", "up", "--state-dir", state)
+    assert up.returncode == 0, up.stderr
+    [line] = up.stdout.splitlines()
+    assert line.startswith("export DIVBASE_DATABASE_URL=")
+    url = shlex.split(line.removeprefix("export DIVBASE_DATABASE_URL="))[0]
+    assert url.startswith("postgresql://postgres:") and url.endswith("/divbase")
+    record = json.loads((tmp_path / "state" / "postgres.json").read_text())
+    assert (tmp_path / "state" / "postgres.json").stat().st_mode & 0o077 == 0, "the URL has a password"
+    try:
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:  # the command has exited; the server has not
+            assert conn.execute(text("SELECT current_database()")).scalar_one() == "divbase"
+        engine.dispose()
+        again = _cli("postgres", "up", "--state-dir", state)
+        assert again.returncode == 0 and again.stdout == up.stdout and "already running" in again.stderr
+        assert _cli("postgres", "status", "--state-dir", state).returncode == 0
+    finally:
+        down = _cli("postgres", "down", "--state-dir", state)
+    assert down.returncode == 0, down.stderr
+    assert not Path(record["dir"]).exists() and not (tmp_path / "state" / "postgres.json").exists()
+    assert _cli("postgres", "status", "--state-dir", state).returncode == 1
