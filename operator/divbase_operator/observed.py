@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from divbase_migrations.contract import MAX_SUMMARY_CHARS
 from divbase_migrations.contract import parse_summary as parse_summary  # the runner's summary, by its contract
+from divbase_migrations.contract import read_summary as read_summary
 
 from . import names
 
@@ -80,6 +82,16 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _tail(message: Any) -> str | None:
+    """A termination message is written by the pod's image: only its tail is kept (the summary is its last line),
+    so a huge one costs neither memory in the index nor time in the planner."""
+    return message[-MAX_SUMMARY_CHARS:] if isinstance(message, str) else None
+
+
 def job_from_body(body: dict[str, Any]) -> JobObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -119,8 +131,8 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
             waiting_message = state["waiting"].get("message")
         terminated = state.get("terminated") or last.get("terminated")
         if terminated:
-            exit_code = terminated.get("exitCode")
-            termination = terminated.get("message")
+            exit_code = _int_or_none(terminated.get("exitCode"))
+            termination = _tail(terminated.get("message"))
             finished = terminated.get("finishedAt")
         break  # migration and workload pods are judged by their first (main) container
     return PodObs(

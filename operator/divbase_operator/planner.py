@@ -18,13 +18,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from divbase_migrations.contract import SUMMARY_DIGEST, SUMMARY_ERROR, SUMMARY_REVISIONS, SUMMARY_TO, plan_sql
+from divbase_migrations.contract import (
+    MESSAGE_PROBLEM,
+    SUMMARY_DIGEST,
+    SUMMARY_ERROR,
+    SUMMARY_REVISIONS,
+    SUMMARY_SQL_TRUNCATED,
+    SUMMARY_SQL_Z,
+    SUMMARY_TO,
+    describe_problems,
+    printable,
+    read_plan,
+)
 from divbase_migrations.release_version import same_release
 
 from . import names
 from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
 from .conditions import set_condition
-from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, parse_summary
+from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, read_summary
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -104,8 +115,13 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _truncate(text: str | None) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= names.MESSAGE_LIMIT else text[: names.MESSAGE_LIMIT - 3] + "..."
+    """Text from a child's status (a runner's summary, a pod's or Job's message) as it may reach status and Events:
+    one printable line (no control or format characters) of at most MESSAGE_LIMIT characters."""
+    return printable(text, names.MESSAGE_LIMIT)
+
+
+# The parts of a plan's summary the approval rests on: any problem with one of them fails the plan.
+PLAN_KEYS = (MESSAGE_PROBLEM, SUMMARY_DIGEST, SUMMARY_REVISIONS, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED)
 
 
 def decide(obs: Observed, now: datetime) -> Decision:
@@ -191,10 +207,14 @@ class _Planner:
         last_pod = self._last_pod(job.name)
         if last_pod is None:
             return None, None
-        error = parse_summary(last_pod.termination_message).get(SUMMARY_ERROR)
-        if error is not None and not isinstance(error, str):
-            error = str(error)
-        return (error or last_pod.termination_message or None), last_pod.exit_code
+        summary, problems = read_summary(last_pod.termination_message)
+        error = _truncate(summary.get(SUMMARY_ERROR))
+        if error:
+            return error, last_pod.exit_code
+        if problems and set(problems) != {MESSAGE_PROBLEM}:
+            return (f"exit code {last_pod.exit_code}; the runner's summary is not valid: "
+                    f"{describe_problems(problems)}"), last_pod.exit_code
+        return (_truncate(last_pod.termination_message) or None), last_pod.exit_code
 
     def _await_failed_pod(self, job: JobObs) -> bool:
         """True while a failed Job's pod may still show how it ended: then its result is not recorded yet.
@@ -223,11 +243,11 @@ class _Planner:
         if job is None or not failure or failure.get("job") != job.name:
             return
         last_pod = self._last_pod(job.name)
-        error = parse_summary(last_pod.termination_message if last_pod else None).get(SUMMARY_ERROR)
-        if not error or _truncate(str(error)) == failure.get("message"):
+        error = _truncate(read_summary(last_pod.termination_message if last_pod else None)[0].get(SUMMARY_ERROR))
+        if not error or error == failure.get("message"):
             return
         assert last_pod is not None
-        failure.update(message=_truncate(str(error)), exitCode=last_pod.exit_code)
+        failure.update(message=error, exitCode=last_pod.exit_code)
         rec["message"] = failure["message"]
         self._event("Warning", names.EVENT_JOB_FAILED,
                     f"{failure.get('step')} Job {job.name} for release {failure.get('version')} failed "
@@ -235,11 +255,13 @@ class _Planner:
 
     def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
         last_pod = self._last_pod(job.name)
-        summary = parse_summary(last_pod.termination_message if last_pod else None)
+        summary, problems = read_summary(last_pod.termination_message if last_pod else None)
         rec["finishedAt"] = job.finished_at or self.ts
         if job.state == JOB_SUCCEEDED:
             rec["phase"] = SUCCEEDED
             rec["message"] = f"Job {job.name} succeeded"
+            if problems:  # the exit code decides; a broken summary only costs the revisions it would have named
+                rec["message"] += f" (its summary is not valid: {_truncate(describe_problems(problems))})"
             schema = self.status.setdefault("schema", {})
             key = "expandedTo" if step == names.STEP_EXPAND else "contractedTo"
             if not schema.get(key) or version_key(schema[key]) < version_key(version):
@@ -256,7 +278,7 @@ class _Planner:
             "step": step,
             "version": version,
             "job": job.name,
-            "reason": job.reason or "Failed",
+            "reason": printable(job.reason, 64) or "Failed",
             "exitCode": exit_code,
             "message": _truncate(error or "the Job failed without a message"),
             "time": rec["finishedAt"],
@@ -533,13 +555,18 @@ class _Planner:
             self.progress = (names.REASON_PLANNING_CONTRACT, f"plan Job {name} failed; waiting for its pod's message")
             return None
         last_pod = self._last_pod(name)
-        summary = parse_summary(last_pod.termination_message if last_pod else None)
+        summary, problems = read_summary(last_pod.termination_message if last_pod else None)
         digest = summary.get(SUMMARY_DIGEST)
-        if (job.state != JOB_SUCCEEDED or not isinstance(digest, str)) and self._retry_requested():
+        sql, sql_problem = read_plan(summary)
+        invalid = [problems[key] for key in PLAN_KEYS if key in problems] + ([sql_problem] if sql_problem else [])
+        usable = job.state == JOB_SUCCEEDED and isinstance(digest, str) and not invalid
+        if not usable and self._retry_requested():
             self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
             return self._contract_plan(version)  # a new retry token names a new plan Job
-        if job.state != JOB_SUCCEEDED or not isinstance(digest, str):
-            if job.state == JOB_SUCCEEDED:
+        if not usable:
+            if job.state == JOB_SUCCEEDED and invalid:
+                error = f"it succeeded but its plan is not valid: {'; '.join(invalid)}"
+            elif job.state == JOB_SUCCEEDED:
                 error = ("it succeeded but left no plan in its termination message (does the image's "
                          "divbase-migrate predate reviewed contracts?)")
             else:
@@ -548,8 +575,8 @@ class _Planner:
                         f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
                         event_reason=names.EVENT_JOB_FAILED)
             return None
-        sql = plan_sql(summary)
-        revisions = [str(r) for r in summary.get(SUMMARY_REVISIONS) or []]
+        assert isinstance(digest, str)
+        revisions = list(summary.get(SUMMARY_REVISIONS) or [])
         configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
         self.actions.append(ApplyConfigMap(configmap))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
