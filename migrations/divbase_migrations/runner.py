@@ -143,10 +143,46 @@ def classify(exc: BaseException) -> StepError:
         return StatementTimeout("a statement ran longer than statement_timeout and was cancelled")
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(orig, psycopg.OperationalError) and (sqlstate is None or sqlstate[:2] in ("08", "28", "3D", "57")):
-        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return DatabaseUnavailable(f"database unavailable: {first}")
+        return DatabaseUnavailable(f"database unavailable: {unavailable_reason(orig)}")
     detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     return MigrationFailed(f"{type(orig).__name__}: {detail}")
+
+
+# libpq's and psycopg's connection failures, told apart without repeating them: they quote the host, the port, the
+# user and the database, any of which the resource may have mapped to a Secret key that is not meant to be shown.
+_CONNECT_FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("password authentication failed",), "the server refused the credentials (password authentication failed)"),
+    (("no pg_hba.conf entry",), "the server's pg_hba.conf admits no such connection"),
+    (("role \"", "does not exist"), "the user named in the settings does not exist"),
+    (("database \"", "does not exist"), "the database named in the settings does not exist"),
+    (("failed to resolve host",), "the host name does not resolve"),
+    (("could not translate host name",), "the host name does not resolve"),
+    (("connection refused",), "the server refused the connection (is it running, is the port right?)"),
+    (("timeout expired",), "the connection timed out"),
+    (("timed out",), "the connection timed out"),
+    (("no route to host",), "the host is unreachable"),
+    (("network is unreachable",), "the host is unreachable"),
+    (("starting up",), "the server is starting up"),
+    (("shutting down",), "the server is shutting down"),
+    (("recovery mode",), "the server is in recovery"),
+    (("terminating connection",), "the server terminated the connection"),
+    (("server closed the connection",), "the server closed the connection"),
+    (("consuming input failed",), "the connection was lost"),
+    (("too many connections",), "the server has no free connection slots"),
+    (("connection slots are reserved",), "the server has no free connection slots"),
+    (("ssl",), "the TLS (SSL) connection failed"),
+    (("certificate",), "the TLS (SSL) connection failed"),
+)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words that never repeat the settings (see _CONNECT_FAILURES)."""
+    text = str(exc).lower()
+    for needles, reason in _CONNECT_FAILURES:
+        if all(needle in text for needle in needles):
+            return reason
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"could not connect or the connection failed ({type(exc).__name__}, SQLSTATE {sqlstate or 'none'})"
 
 
 def _runner_name() -> str:

@@ -64,7 +64,9 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]
         "args": args,  # the summary goes to the termination-message file, the runner's default
         "env": [*database_env(spec), {"name": contract.ENV_RELEASE, "value": version}],
         "terminationMessagePath": contract.TERMINATION_LOG_PATH,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # the summary file only: FallbackToLogsOnError would copy the log's tail (whatever the image printed) into
+        # status and Events when the runner died without a summary
+        "terminationMessagePolicy": "File",
         "resources": settings.resources or {
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},

@@ -202,19 +202,26 @@ class _Planner:
         return pods[-1] if pods else None
 
     def _runner_error(self, job: JobObs) -> tuple[str | None, int | None]:
-        """(message, exit code) of the Job's last pod in the runner's own words: its summary's `error`, else its raw
-        termination message (the last log lines, when it died before writing a summary); no message without one."""
+        """(message, exit code) of the Job's last pod in the runner's own words: its summary's `error`; else what is
+        wrong with its summary, or that there is none (`exit code N, no summary`). The termination message itself is
+        never quoted: it is not the runner's summary then, and whatever the image printed must not reach status and
+        Events (Jobs use terminationMessagePolicy File, never a log tail). (None, None) without a pod that ended."""
         last_pod = self._last_pod(job.name)
         if last_pod is None:
             return None, None
+        exit_code = last_pod.exit_code
         summary, problems = read_summary(last_pod.termination_message)
         error = _truncate(summary.get(SUMMARY_ERROR))
         if error:
-            return error, last_pod.exit_code
+            return error, exit_code
         if problems and set(problems) != {MESSAGE_PROBLEM}:
-            return (f"exit code {last_pod.exit_code}; the runner's summary is not valid: "
-                    f"{describe_problems(problems)}"), last_pod.exit_code
-        return (_truncate(last_pod.termination_message) or None), last_pod.exit_code
+            return f"exit code {exit_code}; the runner's summary is not valid: {describe_problems(problems)}", \
+                exit_code
+        if exit_code is None:
+            return None, None  # the pod never said how it ended: the Job's own words
+        if problems:
+            return f"exit code {exit_code}, no summary ({problems[MESSAGE_PROBLEM]})", exit_code
+        return f"exit code {exit_code}, no summary", exit_code
 
     def _await_failed_pod(self, job: JobObs) -> bool:
         """True while a failed Job's pod may still show how it ended: then its result is not recorded yet.
