@@ -18,6 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from . import logs
 from .compat import read_applied
 from .contract import (
+    ARG_EXPECT_DIGEST,
+    DIGEST_PATTERN,
     ENV_DATABASE_URL,
     ENV_DB_PARTS,
     ENV_RELEASE,
@@ -114,6 +116,12 @@ def _usage_summary(message: str, argv: Sequence[str]) -> str:
     return f"the command line was refused: {message}"
 
 
+def digest_arg(text: str) -> str:
+    if not DIGEST_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError("expected sha256:<64 lowercase hex digits>, a plan's digest")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -142,6 +150,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--lock-retries", type=int, default=8, help="retries of a revision after a lock timeout")
         sp.add_argument("--wait-timeout", type=duration_ms, default=600_000,
                         help="how long to wait for another runner (default 10m)")
+        if step == CONTRACT:
+            sp.add_argument(ARG_EXPECT_DIGEST, dest="expect_digest", type=digest_arg, default=None,
+                            metavar="sha256:HEX",
+                            help="apply only if the SQL about to run is this approved plan (the digest `plan "
+                                 "contract --sql` reports); otherwise exit 5 and apply nothing")
     sp = sub.add_parser("status", parents=[common],
                         help="JSON: applied revisions, pending revisions, releases the database serves")
     release_arg(sp)
@@ -325,7 +338,7 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     manifest.release(release_version)  # unknown release: exit 2 before connecting
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
-    outcome = Runner(url, manifest, settings).run(step, release_version)
+    outcome = Runner(url, manifest, settings).run(step, release_version, getattr(args, "expect_digest", None))
     summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
                         to=outcome.after.as_dict(), applied=outcome.applied, retries=outcome.retries)
     log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],

@@ -25,15 +25,23 @@ STEP_PLAN: Final = "plan"  # read-only: render the contract's SQL for review (a 
 MIGRATION_STEPS: Final = (STEP_EXPAND, STEP_CONTRACT)
 STEPS: Final = (*MIGRATION_STEPS, STEP_PLAN)
 DEFAULT_COMMAND: Final = ("divbase-migrate",)  # the container command unless the resource names another
+DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")  # a plan's digest, as `plan_digest` writes it
+ARG_EXPECT_DIGEST: Final = "--expect-digest"  # contract: run only the SQL of this approved plan (else exit 5)
 
 
 def step_args(step: str, release: str, lock_timeout_seconds: int | None = None,
-              statement_timeout_seconds: int | None = None) -> list[str]:
+              statement_timeout_seconds: int | None = None, expect_digest: str | None = None) -> list[str]:
     """The argument vector of one step, after the command (and any fixed arguments the resource adds).
 
     Timeouts go to expand and contract only. The plan reads one row (`alembic_version`) and renders SQL offline,
     and the operator runs the runner of the release's image, which may predate any option added to `plan`: an
-    argument the image's runner refuses fails the Job with exit 2, so the plan gets only what every runner takes."""
+    argument the image's runner refuses fails the Job with exit 2, so the plan gets only what every runner takes.
+
+    `expect_digest` (a Manual contract: the digest of the plan that was approved) goes to contract only: the runner
+    renders the SQL it is about to run, under its lock, and refuses with EXIT_PRECONDITION when its digest is not
+    this one (another image behind the same tag, or a database that moved since the plan), applying nothing."""
+    if expect_digest is not None and step != STEP_CONTRACT:
+        raise ValueError(f"{ARG_EXPECT_DIGEST} binds a contract to its approved plan, not {step!r}")
     if step == STEP_PLAN:
         return [STEP_PLAN, STEP_CONTRACT, "--release", release, "--sql"]
     if step not in MIGRATION_STEPS:
@@ -43,6 +51,10 @@ def step_args(step: str, release: str, lock_timeout_seconds: int | None = None,
         args += ["--lock-timeout", f"{lock_timeout_seconds}s"]
     if statement_timeout_seconds is not None:
         args += ["--statement-timeout", f"{statement_timeout_seconds}s"]
+    if expect_digest is not None:
+        if not DIGEST_PATTERN.fullmatch(expect_digest):
+            raise ValueError(f"{ARG_EXPECT_DIGEST} takes sha256:<64 lowercase hex digits>")
+        args += [ARG_EXPECT_DIGEST, expect_digest]
     return args
 
 
@@ -117,7 +129,6 @@ MAX_SUMMARY_CHARS: Final = 4 * MAX_TERMINATION_BYTES  # the tail of a terminatio
 MAX_PLAN_SQL_BYTES: Final = 256 * 1024  # decompressed plan SQL accepted (bounded before it is decompressed)
 MAX_REVISION_CHARS: Final = 128  # a revision id in `from`/`to`/`applied`/`revisions`
 MAX_LIST_ITEMS: Final = 500  # revisions or findings in one summary
-DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _STRING_KEYS: Final = (SUMMARY_COMMAND, SUMMARY_RELEASE, SUMMARY_OUTCOME, SUMMARY_ERROR, SUMMARY_STEP,
                        SUMMARY_DIGEST, SUMMARY_SQL_Z)
 _INT_KEYS: Final = (SUMMARY_EXIT_CODE, SUMMARY_RETRIES)
@@ -234,6 +245,8 @@ def printable(text: str | None, limit: int | None = None) -> str:
 
 
 def plan_digest(sql: str) -> str:
+    """`sha256:<hex>` of a plan's SQL: what the plan summary carries, an approval names and `--expect-digest`
+    checks."""
     return "sha256:" + hashlib.sha256(sql.encode()).hexdigest()
 
 
