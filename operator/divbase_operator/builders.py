@@ -45,18 +45,21 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
              "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}}}]
 
 
-def migration_command(spec: DatabaseSpec, step: str, version: str) -> tuple[list[str], list[str]]:
+def migration_command(spec: DatabaseSpec, step: str, version: str,
+                      expect_digest: str | None = None) -> tuple[list[str], list[str]]:
     """(command, args) of a migration container: the resource's command (default `divbase-migrate`) and fixed
     arguments, then the step's arguments as the runner contract defines them, so any runner honouring the contract
-    can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts."""
+    can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts; a Manual contract gets
+    the digest of the plan that was approved (`--expect-digest`), so it runs that SQL or nothing."""
     settings = spec.migration_job
-    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds,
+                                   expect_digest)
     return list(settings.command or contract.DEFAULT_COMMAND), [*settings.args, *step_args]
 
 
-def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
+def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, expect_digest: str | None = None) -> dict[str, Any]:
     settings = spec.migration_job
-    command, args = migration_command(spec, step, version)
+    command, args = migration_command(spec, step, version, expect_digest)
     container: dict[str, Any] = {
         "name": "migrate",
         "image": spec.migration_image(version),
@@ -95,21 +98,25 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]
     return pod
 
 
-def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
-    """Hash of everything that makes one migration attempt different from another."""
+def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str,
+               expect_digest: str | None = None) -> str:
+    """Hash of everything that makes one migration attempt different from another (the approved plan included)."""
     settings = spec.migration_job
     return names.short_hash({
-        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version), "retry": retry_token,
-        "limits": [settings.backoff_limit, settings.active_deadline_seconds],
+        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version, expect_digest),
+        "retry": retry_token, "limits": [settings.backoff_limit, settings.active_deadline_seconds],
     })
 
 
-def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
-    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token))
+def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
+                       expect_digest: str | None = None) -> str:
+    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, expect_digest))
 
 
-def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> dict[str, Any]:
-    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened."""
+def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
+              expect_digest: str | None = None) -> dict[str, Any]:
+    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `expect_digest`:
+    the approved plan a Manual contract must run (see `migration_command`)."""
     settings = spec.migration_job
     labels = names.child_labels(owner.name, **{names.LABEL_STEP: step, names.LABEL_VERSION: version})
     job_spec: dict[str, Any] = {
@@ -123,7 +130,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         ]},
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _job_pod_spec(spec, step, version),
+            "spec": _job_pod_spec(spec, step, version, expect_digest),
         },
     }
     if settings.ttl_seconds_after_finished is not None:
@@ -132,7 +139,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": migration_job_name(owner, spec, step, version, retry_token),
+            "name": migration_job_name(owner, spec, step, version, retry_token, expect_digest),
             "namespace": owner.namespace,
             "labels": labels,
             "annotations": {names.ANNOTATION_RETRY_TOKEN: retry_token},

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from divbase_migrations.contract import (
+    DIGEST_PATTERN,
     MESSAGE_PROBLEM,
     SUMMARY_DIGEST,
     SUMMARY_ERROR,
@@ -441,7 +442,8 @@ class _Planner:
         if step == names.STEP_CONTRACT and rollout.get("fromVersion") is not None and not self._contract_allowed(rec):
             return False
         retry_token = rollout.get("retryToken", "")
-        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token)
+        expect = self._approved_digest(step)
+        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token, expect)
         job = self.jobs.get(name)
         if job is None:
             blocking = self._active_foreign_job(name)
@@ -449,7 +451,7 @@ class _Planner:
                 self.progress = (names.REASON_WAITING_FOR_JOB, f"waiting for Job {blocking.name} to finish")
                 self.status["activeJob"] = blocking.name
                 return False
-            body = build_job(self.owner, self.spec, step, version, retry_token)
+            body = build_job(self.owner, self.spec, step, version, retry_token, expect)
             self.actions.append(CreateJob(body))
             if rec.get("job") != body["metadata"]["name"]:
                 self._event("Normal", names.EVENT_JOB_CREATED, f"{step} Job {body['metadata']['name']} created for "
@@ -480,6 +482,19 @@ class _Planner:
         if rec["phase"] == FAILED:
             return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
         return True
+
+    def _approved_digest(self, step: str) -> str | None:
+        """The digest of the plan a Manual contract was approved against: its Job passes it to the runner
+        (`--expect-digest`), which runs exactly that SQL or nothing. None for every other step or policy."""
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        if step != names.STEP_CONTRACT or self.spec.contract.policy != "Manual" or rollout.get("fromVersion") is None:
+            return None
+        plan = self.status.get("contractPlan") or {}
+        digest = plan.get("digest")
+        if plan.get("version") != rollout["toVersion"] or not isinstance(digest, str):
+            return None
+        return digest if DIGEST_PATTERN.fullmatch(digest) else None
 
     def _retry_pending(self) -> bool:
         rollout = self._rollout()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 from divbase_migrations import cli, contract
+from divbase_operator import names
+from divbase_operator.planner import CreateJob
+from planner_world import World, base_spec
 
 DIGEST = contract.plan_digest('ALTER TABLE "user" DROP COLUMN name;\n')
 
@@ -30,3 +33,71 @@ def test_the_runner_refuses_a_malformed_digest_as_bad_input() -> None:
     assert info.value.code == contract.EXIT_USAGE
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["expand", "--release", "2", contract.ARG_EXPECT_DIGEST, DIGEST])
+
+
+# --- the operator passes the approved digest ----------------------------------------------------------------------
+def _contract_args(world: World) -> list[str]:
+    [job] = [a for a in world.reconcile().actions if isinstance(a, CreateJob)]
+    assert job.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+    return job.body["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _upgrade_to_contract(world: World) -> None:
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+
+
+def test_a_manual_contract_job_runs_only_the_approved_plan() -> None:
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.install("1")
+    _upgrade_to_contract(world)
+    world.reconcile()  # plan Job
+    world.reconcile()  # plan published
+    digest = world.status["contractPlan"]["digest"]
+    assert digest == contract.plan_digest(world.plan_sql)
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{digest.split(':')[1][:12]}"
+    args = _contract_args(world)
+    assert args[-2:] == [contract.ARG_EXPECT_DIGEST, digest]
+    assert cli.parser().parse_args(args).expect_digest == digest
+
+
+def test_a_contract_refused_for_another_plan_is_planned_and_approved_again() -> None:
+    """The runner refused (exit 5): the image or database moved. A retry makes a new plan; an approval naming the
+    old one no longer holds when the SQL differs."""
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.install("1")
+    _upgrade_to_contract(world)
+    world.reconcile()
+    world.reconcile()
+    old = world.status["contractPlan"]["digest"]
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{old.split(':')[1][:12]}"
+    _contract_args(world)
+    world.finish_job("contract", ok=False, exit_code=contract.EXIT_PRECONDITION,
+                     message='{"error":"the contract of release 2 would run SQL sha256:1, not the approved plan"}')
+    world.reconcile()
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+    assert "not the approved plan" in world.status["lastFailure"]["message"]
+    world.plan_sql = 'ALTER TABLE "user" DROP COLUMN name;\nDROP TABLE secrets;\n'  # what the new image renders
+    world.annotations[names.ANNOTATION_RETRY] = "r1"
+    world.reconcile()  # the new plan Job
+    decision = world.reconcile()
+    new = world.status["contractPlan"]["digest"]
+    assert new != old and not [a for a in decision.actions if isinstance(a, CreateJob)]
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_PLAN_CHANGED
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{new.split(':')[1][:12]}"
+    assert _contract_args(world)[-1] == new
+
+
+@pytest.mark.parametrize("policy", [{"policy": "Auto"}, {"policy": "Delayed", "delaySeconds": 0}])
+def test_other_policies_and_first_installs_pass_no_digest(policy: dict) -> None:
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.reconcile()
+    world.finish_job("expand")
+    assert contract.ARG_EXPECT_DIGEST not in _contract_args(world), "a first install contracts without a plan"
+    world = World(spec=base_spec("1", contract=policy))
+    world.install("1")
+    _upgrade_to_contract(world)
+    assert contract.ARG_EXPECT_DIGEST not in _contract_args(world)
