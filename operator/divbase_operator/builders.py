@@ -195,6 +195,6 @@ def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql:
                                                         names.LABEL_VERSION: version}),
             "ownerReferences": [owner.reference()],
         },
-        "data": {"plan.sql": note, "version": version, "digest": digest, "job": job,
-                 "revisions": "\n".join(revisions)},
+        "data": {names.PLAN_DATA_SQL: note, "version": version, "digest": digest, "job": job,
+                 "revisions": "\n".join(revisions), names.PLAN_DATA_TRUNCATED: "false" if sql is not None else "true"},
     }

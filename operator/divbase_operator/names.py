@@ -45,6 +45,8 @@ STEP_CONTRACT: Final = contract.STEP_CONTRACT
 JOB_STEPS: Final = contract.MIGRATION_STEPS
 STEP_PLAN: Final = contract.STEP_PLAN  # the read-only Job that renders a Manual contract's SQL for review
 PLAN_DIGEST_MIN: Final = 8  # hex digits of the plan's sha256 an approval must name at least
+PLAN_DATA_SQL: Final = "plan.sql"  # the plan ConfigMap's key with the SQL (sha256 of it is the plan's digest)
+PLAN_DATA_TRUNCATED: Final = "truncated"  # "true" when the SQL was too large to publish (plan.sql is a note then)
 
 # --- Phases (status.phase, printer column) ----------------------------------------------------------------------
 PHASE_PENDING: Final = "Pending"

@@ -3,8 +3,13 @@ divbase-migrate's own parser takes them. Against PostgreSQL: tests/integration/t
 
 from __future__ import annotations
 
+import copy
+import random
+from typing import Any
+
 import pytest
 from divbase_migrations import cli, contract
+from divbase_operator import kubectl_plugin as plugin
 from divbase_operator import names
 from divbase_operator.planner import CreateJob
 from planner_world import World, base_spec
@@ -101,3 +106,76 @@ def test_other_policies_and_first_installs_pass_no_digest(policy: dict) -> None:
     world.install("1")
     _upgrade_to_contract(world)
     assert contract.ARG_EXPECT_DIGEST not in _contract_args(world)
+
+
+# --- the kubectl plugin approves only the SQL it published ---------------------------------------------------------
+class PlanClient:
+    """The plugin's API calls on a resource awaiting approval, with the plan ConfigMap as a test leaves it."""
+
+    def __init__(self, obj: dict[str, Any], configmap: dict[str, Any] | None) -> None:
+        self.obj, self.configmap, self.patches = obj, configmap, []  # type: ignore[var-annotated]
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.obj
+
+    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(body)
+        return self.obj
+
+    def get_configmap(self, name: str) -> dict[str, Any] | None:
+        assert name == self.obj["status"]["contractPlan"]["configMap"]
+        return self.configmap
+
+
+def _awaiting() -> tuple[World, dict[str, Any], dict[str, Any]]:
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.install("1")
+    _upgrade_to_contract(world)
+    world.reconcile()
+    world.reconcile()
+    obj = {"metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"}, "spec": world.spec,
+           "status": world.status}
+    [configmap] = world.configmaps.values()
+    return world, obj, configmap
+
+
+def test_the_plugin_approves_the_published_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    _, obj, configmap = _awaiting()
+    client = PlanClient(obj, configmap)
+    assert plugin.run(["approve-contract", "db"], client=client) == 0
+    digest = obj["status"]["contractPlan"]["digest"]
+    assert client.patches[0]["metadata"]["annotations"][names.ANNOTATION_APPROVE_CONTRACT] == \
+        f"2@{digest.split(':')[1][:12]}"
+
+
+@pytest.mark.parametrize("tamper", ["sql", "missing", "no-sql"])
+def test_the_plugin_refuses_a_plan_configmap_changed_after_publishing(tamper: str,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _, obj, configmap = _awaiting()
+    changed = copy.deepcopy(configmap)
+    if tamper == "sql":
+        changed["data"][names.PLAN_DATA_SQL] = "SELECT 1; -- looks harmless\n"
+    elif tamper == "no-sql":
+        del changed["data"][names.PLAN_DATA_SQL]
+    client = PlanClient(obj, None if tamper == "missing" else changed)
+    assert plugin.run(["approve-contract", "db"], client=client) == 1
+    assert client.patches == []
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert ("is missing" if tamper == "missing" else "is not the plan sha256:") in err
+
+
+def test_a_plan_too_large_to_publish_is_approved_by_digest_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    noise = random.Random(14)
+    world.plan_sql = "".join(f"-- {noise.getrandbits(128):032x}\n" for _ in range(400))  # too big for a summary
+    world.install("1")
+    _upgrade_to_contract(world)
+    world.reconcile()
+    world.reconcile()
+    [configmap] = world.configmaps.values()
+    assert configmap["data"][names.PLAN_DATA_TRUNCATED] == "true"
+    obj = {"metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"}, "spec": world.spec,
+           "status": world.status}
+    assert plugin.run(["approve-contract", "db"], client=PlanClient(obj, configmap)) == 0
+    assert "too large to publish, so it was not checked here" in capsys.readouterr().out
