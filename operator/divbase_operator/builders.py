@@ -179,12 +179,27 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     return deployment
 
 
+def plan_data_fingerprint(data: dict[str, Any]) -> str:
+    """What identifies a plan ConfigMap's data: a hash of every key but the SQL, and the SQL's sha256. The operator
+    records it when it publishes, and republishes when the ConfigMap it observes no longer has it."""
+    sql = data.get(names.PLAN_DATA_SQL)
+    rest = {k: v for k, v in data.items() if k != names.PLAN_DATA_SQL}
+    return f"{names.short_hash(rest, 16)}/{contract.plan_digest(sql) if isinstance(sql, str) else 'none'}"
+
+
 def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql: str | None,
-                         revisions: list[str]) -> dict[str, Any]:
-    """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan)."""
-    note = (sql if sql is not None else
-            f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n"
-            f"-- Render it with: divbase-migrate plan contract --release {version} --sql\n")
+                         revisions: list[str], lost: bool = False) -> dict[str, Any]:
+    """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan).
+    Without the SQL (too large for a termination message, or `lost`: its plan pod is gone since) the ConfigMap says
+    how to render it; the contract still runs only SQL of this digest (`--expect-digest`)."""
+    render = f"-- Render it with: divbase-migrate plan contract --release {version} --sql\n"
+    if sql is not None:
+        note = sql
+    elif lost:
+        note = (f"-- this ConfigMap was changed after the operator published it, and the plan's SQL is no longer at "
+                f"hand; its digest is {digest}.\n{render}")
+    else:
+        note = f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n{render}"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

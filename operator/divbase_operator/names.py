@@ -116,6 +116,7 @@ EVENT_ROLLBACK: Final = "RollingBack"
 EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
 EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
 EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
+EVENT_PLAN_REPUBLISHED: Final = "ContractPlanRepublished"  # its ConfigMap was changed by someone else
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
 

@@ -14,6 +14,7 @@ from divbase_migrations.contract import parse_summary as parse_summary  # the ru
 from divbase_migrations.contract import read_summary as read_summary
 
 from . import names
+from .builders import plan_data_fingerprint
 
 JOB_ACTIVE = "Active"
 JOB_SUCCEEDED = "Succeeded"
@@ -80,6 +81,24 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
         if cond.get("type") == kind:
             return cond
     return None
+
+
+@dataclass(frozen=True)
+class ConfigMapObs:
+    """A plan ConfigMap, reduced to what tells whether it still holds what the operator published."""
+
+    name: str
+    job: str | None  # data.job: which plan Job's plan it claims to be
+    fingerprint: str  # builders.plan_data_fingerprint of its data
+
+
+def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
+    meta = body.get("metadata") or {}
+    data = body.get("data") or {}
+    data = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+    job = data.get("job")
+    return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
+                        fingerprint=plan_data_fingerprint(data))
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -34,9 +34,25 @@ from divbase_migrations.contract import (
 from divbase_migrations.release_version import same_release
 
 from . import names
-from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
+from .builders import (
+    Owner,
+    build_deployment,
+    build_job,
+    build_plan_configmap,
+    migration_job_name,
+    plan_data_fingerprint,
+)
 from .conditions import set_condition
-from .observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs, read_summary
+from .observed import (
+    JOB_ACTIVE,
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    ConfigMapObs,
+    DeploymentObs,
+    JobObs,
+    PodObs,
+    read_summary,
+)
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -62,6 +78,7 @@ class Observed:
     jobs: tuple[JobObs, ...] = ()
     deployments: tuple[DeploymentObs, ...] = ()
     pods: tuple[PodObs, ...] = ()
+    configmaps: tuple[ConfigMapObs, ...] = ()  # the plan ConfigMap, when there is one
 
 
 @dataclass(frozen=True)
@@ -562,6 +579,7 @@ class _Planner:
         name = migration_job_name(self.owner, self.spec, names.STEP_PLAN, version, retry_token)
         recorded = self.status.get("contractPlan")
         if recorded and recorded.get("job") == name:
+            self._keep_plan_published(recorded)
             return recorded
         job = self.jobs.get(name)
         if job is None:
@@ -602,13 +620,37 @@ class _Planner:
         configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
         self.actions.append(ApplyConfigMap(configmap))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
-                "configMap": configmap["metadata"]["name"]}
+                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
         self.status["contractPlan"] = plan
         self._event("Normal", names.EVENT_CONTRACT_PLANNED,
                     f"contract of release {version} planned ({len(revisions)} revision(s)); review ConfigMap "
                     f"{plan['configMap']}, then approve with annotation {names.ANNOTATION_APPROVE_CONTRACT}="
                     f"{version}@{_digest_hex(digest)[:12]}")
         return plan
+
+    def _keep_plan_published(self, plan: dict[str, Any]) -> None:
+        """The plan ConfigMap must hold what the operator published (status, which only the operator writes,
+        records its fingerprint): anyone who may edit ConfigMaps could otherwise change what a reviewer reads.
+        Changed, or deleted, it is published again from the plan pod's summary (or, that pod gone, as a note
+        naming the digest and how to render the SQL)."""
+        recorded = plan.get("published")
+        if not isinstance(recorded, str):
+            return  # published by an operator that did not record it
+        seen = next((c for c in self.obs.configmaps if c.name == plan.get("configMap")), None)
+        if seen is not None and seen.fingerprint == recorded:
+            return
+        last_pod = self._last_pod(plan["job"])
+        summary = read_summary(last_pod.termination_message if last_pod else None)[0]
+        sql, _ = read_plan(summary)
+        lost = sql is None and summary.get(SUMMARY_DIGEST) != plan["digest"]
+        configmap = build_plan_configmap(self.owner, plan["version"], plan["job"], plan["digest"],
+                                         None if lost else sql, list(plan.get("revisions") or []), lost=lost)
+        self.actions.append(ApplyConfigMap(configmap))
+        plan["published"] = plan_data_fingerprint(configmap["data"])
+        if seen is not None and seen.job == plan["job"]:  # not merely an older plan the watch has not updated yet
+            self._event("Warning", names.EVENT_PLAN_REPUBLISHED,
+                        f"ConfigMap {plan['configMap']} was changed after the operator published it; published "
+                        f"the plan {_digest_hex(plan['digest'])[:12]} of release {plan['version']} again")
 
     # -- workloads ----------------------------------------------------------------------------------------------
     def _desired_deployments(self, version: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import names
 from .kube import Conflict, KubeApi, status_patch
-from .observed import DeploymentObs, JobObs, PodObs
+from .observed import ConfigMapObs, DeploymentObs, JobObs, PodObs
 from .planner import (
     ApplyConfigMap,
     ApplyDeployment,
@@ -93,6 +93,7 @@ class Sources:
     deployments: Callable[[Key], Iterable[DeploymentObs]]
     pods: Callable[[Key], Iterable[PodObs]]
     keys: Callable[[], Iterable[Key]] = lambda: ()  # every resource known, for a new leader's first pass
+    configmaps: Callable[[Key], Iterable[ConfigMapObs]] = lambda key: ()  # the plan ConfigMap
 
 
 class NotLeading(Exception):
@@ -207,7 +208,7 @@ class Reconciler:
             name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
             annotations=snap.annotations, spec=snap.spec, status=snap.status,
             jobs=tuple(self.sources.jobs(key)), deployments=tuple(self.sources.deployments(key)),
-            pods=tuple(self.sources.pods(key)),
+            pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
         )
         decision = decide(observed, self.clock())
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {

@@ -225,13 +225,13 @@ MUST = [
     ("patch", "deployments.apps", ""), ("create", "deployments.apps", ""), ("list", "pods", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", "status"), ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
-    ("create", "configmaps", ""), ("patch", "configmaps", ""),
+    ("create", "configmaps", ""), ("patch", "configmaps", ""), ("watch", "configmaps", ""),
 ]
 MUST_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "log"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", "deployments.apps", ""), ("get", "configmaps", ""), ("delete", "configmaps", ""),
+    ("update", "deployments.apps", ""), ("update", "configmaps", ""), ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
     ("list", "leases.coordination.k8s.io", ""),

@@ -11,7 +11,7 @@ import pytest
 from divbase_migrations import cli, contract
 from divbase_operator import kubectl_plugin as plugin
 from divbase_operator import names
-from divbase_operator.planner import CreateJob
+from divbase_operator.planner import ApplyConfigMap, CreateJob, EmitEvent
 from planner_world import World, base_spec
 
 DIGEST = contract.plan_digest('ALTER TABLE "user" DROP COLUMN name;\n')
@@ -179,3 +179,59 @@ def test_a_plan_too_large_to_publish_is_approved_by_digest_with_a_note(capsys: p
            "status": world.status}
     assert plugin.run(["approve-contract", "db"], client=PlanClient(obj, configmap)) == 0
     assert "too large to publish, so it was not checked here" in capsys.readouterr().out
+
+
+# --- the operator republishes a plan ConfigMap someone changed ------------------------------------------------------
+def _republished(decision: Any) -> list[Any]:
+    return [a for a in decision.actions if isinstance(a, ApplyConfigMap)]
+
+
+def test_a_changed_plan_configmap_is_published_again_with_a_warning() -> None:
+    world, _, configmap = _awaiting()
+    assert not _republished(world.reconcile()), "an intact ConfigMap is left alone"
+    name = configmap["metadata"]["name"]
+    tampered = copy.deepcopy(configmap)
+    tampered["data"][names.PLAN_DATA_SQL] = "SELECT 1; -- nothing to see\n"
+    world.configmaps[name] = tampered
+    decision = world.reconcile()
+    [apply] = _republished(decision)
+    assert apply.body["data"] == configmap["data"]
+    [warning] = [a for a in decision.actions if isinstance(a, EmitEvent) and a.reason == names.EVENT_PLAN_REPUBLISHED]
+    assert warning.type == "Warning" and name in warning.message
+    assert not _republished(world.reconcile()), "published once; intact again"
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_AWAITING_APPROVAL
+
+
+@pytest.mark.parametrize("key", ["digest", "revisions", names.PLAN_DATA_TRUNCATED])
+def test_any_changed_key_counts(key: str) -> None:
+    world, _, configmap = _awaiting()
+    published = copy.deepcopy(configmap["data"])
+    world.configmaps[configmap["metadata"]["name"]] = changed = copy.deepcopy(configmap)
+    changed["data"][key] = "true" if key == names.PLAN_DATA_TRUNCATED else "x"
+    [apply] = _republished(world.reconcile())
+    assert apply.body["data"] == published
+
+
+def test_a_deleted_plan_configmap_is_published_again_quietly() -> None:
+    world, _, configmap = _awaiting()
+    del world.configmaps[configmap["metadata"]["name"]]
+    decision = world.reconcile()
+    assert [a.body["data"] for a in _republished(decision)] == [configmap["data"]]
+    assert not [a for a in decision.actions if isinstance(a, EmitEvent) and a.reason == names.EVENT_PLAN_REPUBLISHED]
+
+
+def test_without_the_plan_pod_the_republished_configmap_names_the_digest_and_the_command() -> None:
+    world, obj, configmap = _awaiting()
+    world.pods = [p for p in world.pods if p.job_name != world.status["contractPlan"]["job"]]  # TTL took the Job
+    world.configmaps[configmap["metadata"]["name"]] = changed = copy.deepcopy(configmap)
+    changed["data"][names.PLAN_DATA_SQL] = "SELECT 1;\n"
+    [apply] = _republished(world.reconcile())
+    data = apply.body["data"]
+    digest = world.status["contractPlan"]["digest"]
+    assert data[names.PLAN_DATA_TRUNCATED] == "true" and data["digest"] == digest
+    assert digest in data[names.PLAN_DATA_SQL] and "divbase-migrate plan contract --release 2 --sql" in \
+        data[names.PLAN_DATA_SQL]
+    assert not _republished(world.reconcile())
+    # the plugin approves it by digest, saying it could not check the SQL
+    client = PlanClient({**obj, "status": world.status}, apply.body)
+    assert plugin.run(["approve-contract", "db"], client=client) == 0

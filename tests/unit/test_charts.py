@@ -235,7 +235,7 @@ OPERATOR_VERBS = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "deletecollection"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
     ("", "pods"): {"get", "list", "watch"},
-    ("", "configmaps"): {"create", "patch"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -69,10 +69,11 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource).
+# The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource),
+# watched (by label) so that a change by anyone else is undone at once.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Kubernetes Events about each step (Kopf posts core/v1 Events; events.k8s.io for newer clients).
 - apiGroups: [""]
   resources: ["events"]
