@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -28,6 +28,7 @@ from .observed import (
     job_from_body,
     pod_from_body,
 )
+from .policy import Policy
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Options:
     leader_election_namespace: str | None = None  # None: standalone, this replica always acts
     lease_name: str = names.LEASE_NAME
     watch_timeout: int = 300  # seconds; the apiserver takes whole seconds (timeoutSeconds)
+    policy: Policy = field(default_factory=Policy)  # what a resource may ask for (main.py, from the flags)
 
     @property
     def watch_client_timeout(self) -> float:
@@ -120,6 +122,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         on_decision=lambda key, decision, seconds: metrics.record_decision(key, decision, seconds, time.time()),
         on_error=metrics.record_error,
         on_forget=metrics.forget,
+        policy=OPTIONS.policy,
     )
     if OPTIONS.leader_election_namespace is None:
         metrics.LEADER.set(1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import kopf
 
 from . import names
+from .policy import Policy
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def policy_from_args(args: argparse.Namespace) -> Policy:
+    """What resources may ask for: the operator's own namespace (refused) comes from $POD_NAMESPACE or the
+    ServiceAccount's namespace file, i.e. where the operator runs; unknown when it runs outside a pod."""
+    return Policy(own_namespace=os.environ.get("POD_NAMESPACE") or _own_namespace())
+
+
 def _own_namespace() -> str | None:
     """In a pod, the ServiceAccount's namespace is the operator's own."""
     try:
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     handlers.OPTIONS.metrics_port = args.metrics_port
     handlers.OPTIONS.metrics_address = args.metrics_address
     handlers.OPTIONS.watch_timeout = args.watch_timeout
+    handlers.OPTIONS.policy = policy_from_args(args)
     if args.leader_election:
         handlers.OPTIONS.leader_election_namespace = args.leader_election_namespace
         handlers.OPTIONS.lease_name = args.leader_election_lease

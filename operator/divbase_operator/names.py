@@ -104,6 +104,7 @@ REASON_PAUSED: Final = "Paused"
 REASON_APPLY_FAILED: Final = "ApplyFailed"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
+REASON_OPERATOR_NAMESPACE: Final = "OperatorNamespace"  # refused: the resource is in the operator's own namespace
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"

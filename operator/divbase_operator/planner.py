@@ -53,6 +53,7 @@ from .observed import (
     PodObs,
     read_summary,
 )
+from .policy import Policy
 from .spec import DatabaseSpec, parse_spec, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
@@ -142,16 +143,18 @@ def _truncate(text: str | None) -> str:
 PLAN_KEYS = (MESSAGE_PROBLEM, SUMMARY_DIGEST, SUMMARY_REVISIONS, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED)
 
 
-def decide(obs: Observed, now: datetime) -> Decision:
-    return _Planner(obs, now).run()
+def decide(obs: Observed, now: datetime, policy: Policy | None = None) -> Decision:
+    """The next actions and status for `obs`; `policy` is what the operator's own flags allow a resource."""
+    return _Planner(obs, now, policy or Policy()).run()
 
 
 class _Planner:
     """One reconcile's worth of reasoning; holds the status being built and the actions collected."""
 
-    def __init__(self, obs: Observed, now: datetime) -> None:
+    def __init__(self, obs: Observed, now: datetime, policy: Policy) -> None:
         self.obs = obs
         self.now = now
+        self.policy = policy
         self.ts = _iso(now)
         self.status: dict[str, Any] = copy.deepcopy(obs.status or {})
         self.actions: list[Action] = []
@@ -170,6 +173,11 @@ class _Planner:
         self.status["observedGeneration"] = self.obs.generation
         self.status.setdefault("conditions", [])
         spec, errors = parse_spec(self.obs.spec)
+        refused = self.policy.refusal(self.obs.namespace, spec)
+        if refused is not None:  # nothing is created, changed or deleted for it
+            self._stall(refused.reason, refused.message, event_reason=refused.reason)
+            self.phase = names.PHASE_FAILED
+            return self._finish()
         if errors or spec is None:
             message = "; ".join(str(e) for e in errors)
             self._stall(names.REASON_INVALID_SPEC, message, event_reason=names.EVENT_INVALID_SPEC)

@@ -36,6 +36,7 @@ from .planner import (
     decide,
     rejected,
 )
+from .policy import Policy
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -118,6 +119,7 @@ class Reconciler:
     on_error: Callable[[Key], None] | None = None
     on_forget: Callable[[Key], None] | None = None
     may_act: Callable[[], bool] = lambda: True
+    policy: Policy = field(default_factory=Policy)  # what the operator's flags allow a resource
     _states: dict[Key, _State] = field(default_factory=dict)
 
     def trigger(self, key: Key) -> None:
@@ -210,7 +212,7 @@ class Reconciler:
             jobs=tuple(self.sources.jobs(key)), deployments=tuple(self.sources.deployments(key)),
             pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
         )
-        decision = decide(observed, self.clock())
+        decision = decide(observed, self.clock(), self.policy)
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
