@@ -105,6 +105,7 @@ REASON_APPLY_FAILED: Final = "ApplyFailed"
 REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
 REASON_OPERATOR_NAMESPACE: Final = "OperatorNamespace"  # refused: the resource is in the operator's own namespace
+REASON_NOT_ALLOWED: Final = "NotAllowed"  # refused: an image or ServiceAccount outside the operator's allow-lists
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"

@@ -54,7 +54,7 @@ from .observed import (
     read_summary,
 )
 from .policy import Policy
-from .spec import DatabaseSpec, parse_spec, version_key
+from .spec import DatabaseSpec, parse_spec, privileged_errors, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
@@ -172,14 +172,19 @@ class _Planner:
     def run(self) -> Decision:
         self.status["observedGeneration"] = self.obs.generation
         self.status.setdefault("conditions", [])
+        refused = self.policy.namespace_refusal(self.obs.namespace)
         spec, errors = parse_spec(self.obs.spec)
-        refused = self.policy.refusal(self.obs.namespace, spec)
+        if refused is None and spec is not None and not self.policy.allow_privileged_workloads:
+            errors = privileged_errors(spec)
+            spec = None if errors else spec
+        if refused is None and spec is not None:
+            refused = self.policy.spec_refusal(spec)
         if refused is not None:  # nothing is created, changed or deleted for it
-            self._stall(refused.reason, refused.message, event_reason=refused.reason)
+            self._stall(refused.reason, printable(refused.message), event_reason=refused.reason)
             self.phase = names.PHASE_FAILED
             return self._finish()
         if errors or spec is None:
-            message = "; ".join(str(e) for e in errors)
+            message = printable("; ".join(str(e) for e in errors))
             self._stall(names.REASON_INVALID_SPEC, message, event_reason=names.EVENT_INVALID_SPEC)
             self.phase = names.PHASE_FAILED
             return self._finish()

@@ -493,3 +493,20 @@ def test_the_operator_knows_its_own_namespace() -> None:
     assert isinstance(docs, list)
     env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env
+
+
+def test_the_policy_values_become_the_operators_flags() -> None:
+    docs = render(OPERATOR_CHART, "--set", "policy.allowPrivilegedWorkloads=true",
+                  "--set", "policy.allowedImageRepositories={ghcr.io/scilifelabdatacentre/,registry.example/divbase}",
+                  "--set", "policy.allowedServiceAccounts={divbase-migrate}")
+    assert isinstance(docs, list)
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--allow-privileged-workloads", "--allowed-image-repository=ghcr.io/scilifelabdatacentre/",
+            "--allowed-image-repository=registry.example/divbase",
+            "--allowed-service-account=divbase-migrate"} <= set(args)
+    defaults = render(OPERATOR_CHART)
+    assert isinstance(defaults, list)
+    args = by_kind(defaults, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--allow-", "--allowed-"))], "safe by default, no lists"
+    refused = render(OPERATOR_CHART, "--set", "policy.allowedImageRepositories={ghcr.io/x:1}", check=False)
+    assert "allowedImageRepositories" in str(refused)
