@@ -33,6 +33,16 @@ class Owner:
         }
 
 
+@dataclass(frozen=True)
+class ApprovedPlan:
+    """What a Manual contract was approved against: its Job runs only this SQL (the runner checks `digest`,
+    `--expect-digest`) from `image`, the plan pod's image by digest when its runtime reported one (a tag re-pushed
+    since then is not pulled)."""
+
+    digest: str
+    image: str | None = None
+
+
 def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
     """Connection settings as Secret references: the operator never sees the values."""
     ref = spec.database
@@ -57,12 +67,12 @@ def migration_command(spec: DatabaseSpec, step: str, version: str,
     return list(settings.command or contract.DEFAULT_COMMAND), [*settings.args, *step_args]
 
 
-def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, expect_digest: str | None = None) -> dict[str, Any]:
+def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: ApprovedPlan | None = None) -> dict[str, Any]:
     settings = spec.migration_job
-    command, args = migration_command(spec, step, version, expect_digest)
+    command, args = migration_command(spec, step, version, approved.digest if approved else None)
     container: dict[str, Any] = {
         "name": "migrate",
-        "image": spec.migration_image(version),
+        "image": (approved.image if approved else None) or spec.migration_image(version),
         "command": command,
         "args": args,  # the summary goes to the termination-message file, the runner's default
         "env": [*database_env(spec), {"name": contract.ENV_RELEASE, "value": version}],
@@ -99,24 +109,24 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, expect_digest: st
 
 
 def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str,
-               expect_digest: str | None = None) -> str:
+               approved: ApprovedPlan | None = None) -> str:
     """Hash of everything that makes one migration attempt different from another (the approved plan included)."""
     settings = spec.migration_job
     return names.short_hash({
-        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version, expect_digest),
+        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version, approved),
         "retry": retry_token, "limits": [settings.backoff_limit, settings.active_deadline_seconds],
     })
 
 
 def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
-                       expect_digest: str | None = None) -> str:
-    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, expect_digest))
+                       approved: ApprovedPlan | None = None) -> str:
+    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, approved))
 
 
 def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
-              expect_digest: str | None = None) -> dict[str, Any]:
-    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `expect_digest`:
-    the approved plan a Manual contract must run (see `migration_command`)."""
+              approved: ApprovedPlan | None = None) -> dict[str, Any]:
+    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `approved`: the
+    plan a Manual contract was approved against (its SQL's digest, and the image the plan pod ran)."""
     settings = spec.migration_job
     labels = names.child_labels(owner.name, **{names.LABEL_STEP: step, names.LABEL_VERSION: version})
     job_spec: dict[str, Any] = {
@@ -130,7 +140,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         ]},
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _job_pod_spec(spec, step, version, expect_digest),
+            "spec": _job_pod_spec(spec, step, version, approved),
         },
     }
     if settings.ttl_seconds_after_finished is not None:
@@ -139,7 +149,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": migration_job_name(owner, spec, step, version, retry_token, expect_digest),
+            "name": migration_job_name(owner, spec, step, version, retry_token, approved),
             "namespace": owner.namespace,
             "labels": labels,
             "annotations": {names.ANNOTATION_RETRY_TOKEN: retry_token},

@@ -48,6 +48,7 @@ class PodObs:
     exit_code: int | None = None
     termination_message: str | None = None
     finished_at: str | None = None
+    image_id: str | None = None  # what the runtime ran (containerStatuses[].imageID), e.g. repo@sha256:...
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,10 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
-    waiting_reason = waiting_message = termination = finished = None
+    waiting_reason = waiting_message = termination = finished = image_id = None
     exit_code = None
     for cs in status.get("containerStatuses") or []:
+        image_id = cs.get("imageID") if isinstance(cs.get("imageID"), str) else None
         state = cs.get("state") or {}
         last = cs.get("lastState") or {}
         if state.get("waiting"):
@@ -167,6 +169,7 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
         exit_code=exit_code,
         termination_message=termination,
         finished_at=finished,
+        image_id=image_id[:512] if image_id else None,
     )
 
 

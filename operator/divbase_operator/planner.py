@@ -35,6 +35,7 @@ from divbase_migrations.release_version import same_release
 
 from . import names
 from .builders import (
+    ApprovedPlan,
     Owner,
     build_deployment,
     build_job,
@@ -54,7 +55,7 @@ from .observed import (
     read_summary,
 )
 from .policy import Policy
-from .spec import DatabaseSpec, parse_spec, privileged_errors, version_key
+from .spec import DatabaseSpec, parse_spec, pinned_image, privileged_errors, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
@@ -472,8 +473,8 @@ class _Planner:
         if step == names.STEP_CONTRACT and rollout.get("fromVersion") is not None and not self._contract_allowed(rec):
             return False
         retry_token = rollout.get("retryToken", "")
-        expect = self._approved_digest(step)
-        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token, expect)
+        approved = self._approved_plan(step)
+        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token, approved)
         job = self.jobs.get(name)
         if job is None:
             blocking = self._active_foreign_job(name)
@@ -481,7 +482,7 @@ class _Planner:
                 self.progress = (names.REASON_WAITING_FOR_JOB, f"waiting for Job {blocking.name} to finish")
                 self.status["activeJob"] = blocking.name
                 return False
-            body = build_job(self.owner, self.spec, step, version, retry_token, expect)
+            body = build_job(self.owner, self.spec, step, version, retry_token, approved)
             self.actions.append(CreateJob(body))
             if rec.get("job") != body["metadata"]["name"]:
                 self._event("Normal", names.EVENT_JOB_CREATED, f"{step} Job {body['metadata']['name']} created for "
@@ -513,9 +514,10 @@ class _Planner:
             return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
         return True
 
-    def _approved_digest(self, step: str) -> str | None:
-        """The digest of the plan a Manual contract was approved against: its Job passes it to the runner
-        (`--expect-digest`), which runs exactly that SQL or nothing. None for every other step or policy."""
+    def _approved_plan(self, step: str) -> ApprovedPlan | None:
+        """The plan a Manual contract was approved against: its Job passes the digest to the runner
+        (`--expect-digest`), which runs exactly that SQL or nothing, and runs the image the plan pod ran, by
+        digest, when its runtime reported one. None for every other step or policy."""
         rollout = self._rollout()
         assert rollout is not None and self.spec is not None
         if step != names.STEP_CONTRACT or self.spec.contract.policy != "Manual" or rollout.get("fromVersion") is None:
@@ -524,7 +526,8 @@ class _Planner:
         digest = plan.get("digest")
         if plan.get("version") != rollout["toVersion"] or not isinstance(digest, str):
             return None
-        return digest if DIGEST_PATTERN.fullmatch(digest) else None
+        image = plan.get("image") if isinstance(plan.get("image"), str) else None
+        return ApprovedPlan(digest, image) if DIGEST_PATTERN.fullmatch(digest) else None
 
     def _retry_pending(self) -> bool:
         rollout = self._rollout()
@@ -634,6 +637,9 @@ class _Planner:
         self.actions.append(ApplyConfigMap(configmap))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
                 "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
+        pinned = pinned_image(self.spec.migration_image(version), last_pod.image_id if last_pod else None)
+        if pinned:  # the contract runs the image that rendered the plan, not whatever the tag names by then
+            plan["image"] = pinned
         self.status["contractPlan"] = plan
         self._event("Normal", names.EVENT_CONTRACT_PLANNED,
                     f"contract of release {version} planned ({len(revisions)} revision(s)); review ConfigMap "

@@ -329,6 +329,17 @@ def privileged_errors(spec: DatabaseSpec) -> list[SpecError]:
     return errors
 
 
+_IMAGE_ID_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+
+
+def pinned_image(image: str, image_id: str | None) -> str | None:
+    """`image` by the digest a container runtime reported having run (a pod's containerStatuses[].imageID, such as
+    `docker-pullable://ghcr.io/org/app@sha256:...` or `ghcr.io/org/app@sha256:...`), or None when it reported none
+    (an image ID alone, `sha256:...`, names no manifest a registry serves)."""
+    match = _IMAGE_ID_DIGEST.search(image_id or "")
+    return f"{image_repository(image)}@{match.group(1)}" if match else None
+
+
 def image_repository(image: str) -> str:
     """`ghcr.io/org/app` of `ghcr.io/org/app:v1` or `ghcr.io/org/app@sha256:...` (a registry port stays)."""
     name = image.split("@", 1)[0]

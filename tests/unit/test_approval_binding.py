@@ -4,6 +4,7 @@ divbase-migrate's own parser takes them. Against PostgreSQL: tests/integration/t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from typing import Any
 
@@ -235,3 +236,41 @@ def test_without_the_plan_pod_the_republished_configmap_names_the_digest_and_the
     # the plugin approves it by digest, saying it could not check the SQL
     client = PlanClient({**obj, "status": world.status}, apply.body)
     assert plugin.run(["approve-contract", "db"], client=client) == 0
+
+
+# --- the contract runs the image that rendered the plan -------------------------------------------------------------
+HEX = "4f" * 32
+
+
+@pytest.mark.parametrize(("image_id", "expected"), [
+    (f"docker-pullable://registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
+    (f"registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
+    (f"mirror.internal/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),  # same manifest, our name
+    (f"sha256:{HEX}", "registry.example/divbase:2"),  # an image ID names no manifest: the tag, and the runner's check
+    ("local://registry.example/divbase", "registry.example/divbase:2"),
+    (None, "registry.example/divbase:2"),
+])
+def test_a_manual_contract_runs_the_plan_pods_image_by_digest(image_id: str | None, expected: str) -> None:
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.install("1")
+    _upgrade_to_contract(world)
+    world.reconcile()  # the plan Job, finished at once by the world
+    [plan_pod] = [p for p in world.pods if p.job_name and "-plan-" in p.job_name]
+    world.pods = [p for p in world.pods if p is not plan_pod] + [dataclasses.replace(plan_pod, image_id=image_id)]
+    world.reconcile()  # published
+    digest = world.status["contractPlan"]["digest"]
+    world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{digest.split(':')[1][:12]}"
+    [job] = [a for a in world.reconcile().actions if isinstance(a, CreateJob)]
+    [container] = job.body["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == expected
+    assert container["args"][-2:] == [contract.ARG_EXPECT_DIGEST, digest]
+
+
+def test_the_pod_observation_keeps_the_image_id() -> None:
+    from divbase_operator.observed import pod_from_body
+
+    pod = pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"imageID": f"ghcr.io/x@sha256:{HEX}", "state": {"terminated": {"exitCode": 0}}}]}})
+    assert pod.image_id == f"ghcr.io/x@sha256:{HEX}"
+    assert pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"imageID": 7}]}}).image_id \
+        is None
