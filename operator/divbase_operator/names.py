@@ -106,6 +106,7 @@ REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
 REASON_OPERATOR_NAMESPACE: Final = "OperatorNamespace"  # refused: the resource is in the operator's own namespace
 REASON_NOT_ALLOWED: Final = "NotAllowed"  # refused: an image or ServiceAccount outside the operator's allow-lists
+REASON_NAME_CONFLICT: Final = "NameConflict"  # a child's name is taken by an object this resource does not control
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"

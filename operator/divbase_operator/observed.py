@@ -65,6 +65,7 @@ class DeploymentObs:
     updated_replicas: int
     available_replicas: int
     progress_deadline_exceeded: bool = False
+    owner_uid: str | None = None  # uid of its controller owner reference, when a DivBaseDatabase controls it
 
     @property
     def rollout_complete(self) -> bool:
@@ -173,6 +174,16 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
     )
 
 
+def controller_uid(meta: dict[str, Any], kind: str) -> str | None:
+    """The uid of the object's controller owner reference if that controller is a `kind`: labels can be set by
+    anyone who may edit the object, the controller reference is what says who manages it."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True and ref.get("kind") == kind:
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None
+
+
 def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -197,4 +208,5 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
             progressing and progressing.get("status") == "False"
             and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
         ),
+        owner_uid=controller_uid(meta, names.KIND),
     )

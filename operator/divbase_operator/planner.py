@@ -162,6 +162,11 @@ class _Planner:
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
         self.jobs = {j.name: j for j in obs.jobs if not j.deleting}
+        # Deployments are managed only when this resource is their controller (owner reference), whatever their
+        # labels say: a relabelled Deployment of someone else is neither changed, counted nor deleted
+        self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
+        self.foreign = {d.name for d in obs.deployments if d.owner_uid != obs.uid}
+        self.conflicts: set[str] = set()
         self.spec: DatabaseSpec | None = None
         # outcome of this reconcile, turned into phase and kstatus conditions at the end
         self.phase = names.PHASE_PENDING
@@ -406,7 +411,7 @@ class _Planner:
 
     def _oldest_running_version(self) -> str | None:
         """Workloads may run a release that never finished rolling out (an install superseded mid-deploy)."""
-        versions = {d.version for d in self.obs.deployments if d.version}
+        versions = {d.version for d in self.deployments if d.version}
         versions |= {p.version for p in self.obs.pods if p.workload and p.version}
         return min(versions, key=version_key) if versions else None
 
@@ -678,9 +683,12 @@ class _Planner:
 
     def _apply_workloads(self, version: str) -> None:
         """Create or update each workload whose observed state differs from what `version` wants."""
-        observed = {d.name: d for d in self.obs.deployments}
+        observed = {d.name: d for d in self.deployments}
         wanted = self._desired_deployments(version)
         for body in wanted:
+            if body["metadata"]["name"] in self.foreign:
+                self.conflicts.add(body["metadata"]["name"])
+                continue
             seen = observed.get(body["metadata"]["name"])
             images = tuple(c.get("image", "") for c in body["spec"]["template"]["spec"]["containers"])
             desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
@@ -693,7 +701,7 @@ class _Planner:
     def _workloads_at(self, version: str) -> list[DeploymentObs]:
         assert self.spec is not None
         wanted = {names.deployment_name(self.obs.name, w.name) for w in self.spec.workloads}
-        return [d for d in self.obs.deployments if d.name in wanted and d.version == version]
+        return [d for d in self.deployments if d.name in wanted and d.version == version]
 
     def _workloads_complete(self, version: str) -> bool:
         assert self.spec is not None
@@ -726,7 +734,7 @@ class _Planner:
         if deploy["phase"] in (RUNNING, SUCCEEDED):
             self._apply_workloads(rollout["toVersion"])
         elif rollout.get("fromVersion"):
-            present = {d.name for d in self.obs.deployments}
+            present = {d.name for d in self.deployments} | self.foreign
             for body in self._desired_deployments(rollout["fromVersion"]):
                 if body["metadata"]["name"] not in present:
                     self.actions.append(ApplyDeployment(body))
@@ -863,6 +871,13 @@ class _Planner:
 
     def _finish(self) -> Decision:
         gen, ts = self.obs.generation, self.ts
+        if self.conflicts and not self.stalled:
+            self.phase = names.PHASE_FAILED
+            self._stall(names.REASON_NAME_CONFLICT, (
+                f"Deployment(s) {', '.join(sorted(self.conflicts))} exist but are not controlled by this "
+                f"DivBaseDatabase (their controller owner reference names another object, or none): the operator "
+                f"does not take them over. Delete or rename them, or rename the workload"),
+                event_reason=names.REASON_NAME_CONFLICT)
         if self.stalled:
             self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
         self.status["phase"] = self.phase

@@ -114,6 +114,7 @@ class World:
                 replicas=body["spec"].get("replicas", 1),
                 status_replicas=old.status_replicas if old else 0,
                 updated_replicas=0, available_replicas=old.available_replicas if old else 0,
+                owner_uid=body["metadata"]["ownerReferences"][0]["uid"],
             )
             self.deployment_bodies[name] = body
         elif isinstance(action, DeleteDeployment):
