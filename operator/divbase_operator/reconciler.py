@@ -260,7 +260,8 @@ class Reconciler:
             return
         self._guard()
         try:
-            await self.api.delete_children(snap.namespace, snap.name)
+            owned = [d.name for d in self.sources.deployments((snap.namespace, snap.name)) if d.owner_uid == snap.uid]
+            await self.api.delete_children(snap.namespace, snap.name, owned)
         except Exception as exc:
             since = datetime.strptime(snap.deleting_since or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             if (self.clock() - since).total_seconds() < FINALIZER_GRACE_SECONDS:

@@ -231,7 +231,8 @@ MUST_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "log"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", "deployments.apps", ""), ("update", "configmaps", ""), ("delete", "configmaps", ""),
+    ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
+    ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
     ("list", "leases.coordination.k8s.io", ""),
@@ -364,7 +365,7 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                 return exc.status == 404
             return False
 
-        wait_for(gone, 60, "the finalizer released")  # deletecollection on jobs and deployments, patch finalizers
+        wait_for(gone, 60, "the finalizer released")  # deletecollection of jobs, delete deployments, finalizers
         wait_for(lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30,
                  "the Jobs deleted")
     finally:

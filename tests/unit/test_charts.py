@@ -233,7 +233,7 @@ OPERATOR_VERBS = {
     ("divbase.io", "divbasedatabases"): {"get", "list", "watch", "patch"},
     ("divbase.io", "divbasedatabases/status"): {"get", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "deletecollection"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},

@@ -75,3 +75,30 @@ def test_the_observation_reads_the_controller_reference() -> None:
     other_kind = {"name": "d", "ownerReferences": [{"kind": "Deployment", "uid": "uid-1", "controller": True}]}
     assert deployment_from_body({"metadata": other_kind}).owner_uid is None
     assert dataclasses.replace(_foreign("x"), owner_uid="uid-1").owner_uid == "uid-1"
+
+
+async def test_deletion_removes_only_the_deployments_the_resource_controls() -> None:
+    """The finalizer deletes Jobs by label and Deployments by name, only those this resource is controller of."""
+    from divbase_operator.reconciler import Reconciler, Snapshot, Sources
+
+    calls: list[tuple[str, tuple]] = []
+
+    class Api:
+        async def delete_children(self, namespace: str, database: str, deployments: list[str]) -> None:
+            calls.append(("delete_children", (namespace, database, tuple(deployments))))
+
+        async def patch_finalizers(self, *args: object) -> dict:
+            calls.append(("patch_finalizers", args))
+            return {"metadata": {"resourceVersion": "3"}}
+
+    snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": "uid-1", "resourceVersion": "2",
+                                            "generation": 1, "finalizers": [names.FINALIZER],
+                                            "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}, "status": {}})
+    ours = dataclasses.replace(_foreign("db-api", workload="api"), owner_uid="uid-1")
+    theirs = _foreign("payments-api", owner_uid="uid-2")
+    unowned = _foreign("db-worker")
+    sources = Sources(databases=lambda key: snap, jobs=lambda key: (), pods=lambda key: (),
+                      deployments=lambda key: (ours, theirs, unowned))
+    await Reconciler(api=Api(), sources=sources).reconcile_once(("prod", "db"))  # type: ignore[arg-type]
+    assert calls[0] == ("delete_children", ("prod", "db", ("db-api",)))
+    assert calls[1][0] == "patch_finalizers"

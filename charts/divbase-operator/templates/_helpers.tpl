@@ -61,10 +61,11 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
-# Workloads: server-side apply (patch, which creates on first apply), deleted when a workload is removed.
+# Workloads: server-side apply (patch, which creates on first apply), deleted by name when a workload is removed
+# or the resource deleted (only those it controls: never as a collection by label).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete", "deletecollection"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Pods of Jobs and workloads: read for termination messages and "no pod of the old release left".
 - apiGroups: [""]
   resources: ["pods"]
