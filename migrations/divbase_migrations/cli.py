@@ -11,13 +11,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import DBAPIError
 
 from . import logs
 from .compat import read_applied
 from .contract import (
+    ARG_EXPECT_DIGEST,
+    DIGEST_PATTERN,
     ENV_DATABASE_URL,
     ENV_DB_PARTS,
     ENV_RELEASE,
@@ -41,7 +43,7 @@ from .contract import (
     TERMINATION_LOG_PATH,
     plan_payload,
 )
-from .database import ENV_PARTS, ENV_URL, ConfigError, Redactor, database_url_from_env, mask_url
+from .database import ENV_PARTS, ENV_URL, ConfigError, Redactor, database_url_from_env
 from .lint import lint
 from .plan import plan_sql
 from .releases import (
@@ -72,6 +74,8 @@ environment:
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
+_COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases")
+_WORDS = (*_COMMANDS, *BRANCHES)  # what a refused command line may repeat: the rest are values
 
 
 def duration_ms(text: str) -> int:
@@ -83,8 +87,43 @@ def duration_ms(text: str) -> int:
     return int(value * {"ms": 1, "s": 1000, "m": 60_000}[unit])
 
 
+class UsageError(SystemExit):
+    """The argument parser refused the command line (exit 2, as argparse exits); `message` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a refused command line raises UsageError instead of exiting: the runner still writes
+    its summary, so the operator can say which option the image's runner does not know (issue 13's case)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
+def _usage_summary(message: str, argv: Sequence[str]) -> str:
+    """argparse's complaint with the values of the command line masked (only option names and command words are
+    kept): `migrationJob.args` may carry what belongs in a Secret, and the summary reaches the resource's status."""
+    keep = set(_WORDS)
+    values = {a.split("=", 1)[1] if a.startswith("-") else a for a in argv if not a.startswith("-") or "=" in a}
+    for value in sorted(values - keep, key=len, reverse=True):
+        if value:
+            message = re.sub(r"(?<![\w-])" + re.escape(value) + r"(?![\w-])", "***", message)
+    return f"the command line was refused: {message}"
+
+
+def digest_arg(text: str) -> str:
+    if not DIGEST_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError("expected sha256:<64 lowercase hex digits>, a plan's digest")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
     p.add_argument("--config", type=Path, default=None,
@@ -111,6 +150,11 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--lock-retries", type=int, default=8, help="retries of a revision after a lock timeout")
         sp.add_argument("--wait-timeout", type=duration_ms, default=600_000,
                         help="how long to wait for another runner (default 10m)")
+        if step == CONTRACT:
+            sp.add_argument(ARG_EXPECT_DIGEST, dest="expect_digest", type=digest_arg, default=None,
+                            metavar="sha256:HEX",
+                            help="apply only if the SQL about to run is this approved plan (the digest `plan "
+                                 "contract --sql` reports); otherwise exit 5 and apply nothing")
     sp = sub.add_parser("status", parents=[common],
                         help="JSON: applied revisions, pending revisions, releases the database serves")
     release_arg(sp)
@@ -144,7 +188,7 @@ class Summary:
         error = self.data.get(SUMMARY_ERROR)
         if isinstance(error, str) and len(error) > MAX_ERROR_CHARS:
             self.data[SUMMARY_ERROR] = error[:MAX_ERROR_CHARS] + "..."
-        line = self.redact(json.dumps(self.data, separators=(",", ":"), default=str))
+        line = json.dumps(self.redact.scrub(self.data), separators=(",", ":"))
         try:
             path.write_text(line.encode()[:MAX_TERMINATION_BYTES].decode(errors="ignore") + "\n")
         except OSError as exc:
@@ -162,8 +206,25 @@ def termination_path(flag: Path | None) -> Path | None:
 
 
 
+def _termination_flag(argv: Sequence[str]) -> Path | None:
+    """--termination-log from a command line the parser refused."""
+    for i, arg in enumerate(argv):
+        if arg == "--termination-log" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--termination-log="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        summary = Summary(next((a for a in argv if a in _COMMANDS), "?"), None, Redactor.for_url(None))
+        summary.data[SUMMARY_ERROR] = _usage_summary(exc.message, argv)
+        summary.write(termination_path(_termination_flag(argv)), EXIT_USAGE)
+        return EXIT_USAGE
     if args.config is not None:  # read by revisions.alembic_config(), also inside env.py's process
         os.environ[ENV_CONFIG] = str(args.config.resolve())
     try:
@@ -250,7 +311,9 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
         return EXIT_OK
     if url is None:
         raise ConfigError(f"no database configured: set {ENV_URL} or {', '.join(ENV_PARTS.values())}")
-    log.info("database", extra={"url": mask_url(url)})
+    # which variables were read, never their values (any of them may be a Secret's key: see database.py)
+    log.info("database", extra={"settings": [ENV_URL] if os.environ.get(ENV_URL) else
+                                sorted(name for name in ENV_PARTS.values() if os.environ.get(name))})
     if args.command == "status":
         applied = _read_applied(url, manifest)
         status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
@@ -281,7 +344,7 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     manifest.release(release_version)  # unknown release: exit 2 before connecting
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
-    outcome = Runner(url, manifest, settings).run(step, release_version)
+    outcome = Runner(url, manifest, settings).run(step, release_version, getattr(args, "expect_digest", None))
     found = servable(manifest, outcome.before)  # oldest first: the last is the newest release it served
     summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
                         to=outcome.after.as_dict(), found=found[-1] if found else None, applied=outcome.applied,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import re
 import zlib
 from typing import Any, Final
 
@@ -23,15 +25,23 @@ STEP_PLAN: Final = "plan"  # read-only: render the contract's SQL for review (a 
 MIGRATION_STEPS: Final = (STEP_EXPAND, STEP_CONTRACT)
 STEPS: Final = (*MIGRATION_STEPS, STEP_PLAN)
 DEFAULT_COMMAND: Final = ("divbase-migrate",)  # the container command unless the resource names another
+DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")  # a plan's digest, as `plan_digest` writes it
+ARG_EXPECT_DIGEST: Final = "--expect-digest"  # contract: run only the SQL of this approved plan (else exit 5)
 
 
 def step_args(step: str, release: str, lock_timeout_seconds: int | None = None,
-              statement_timeout_seconds: int | None = None) -> list[str]:
+              statement_timeout_seconds: int | None = None, expect_digest: str | None = None) -> list[str]:
     """The argument vector of one step, after the command (and any fixed arguments the resource adds).
 
     Timeouts go to expand and contract only. The plan reads one row (`alembic_version`) and renders SQL offline,
     and the operator runs the runner of the release's image, which may predate any option added to `plan`: an
-    argument the image's runner refuses fails the Job with exit 2, so the plan gets only what every runner takes."""
+    argument the image's runner refuses fails the Job with exit 2, so the plan gets only what every runner takes.
+
+    `expect_digest` (a Manual contract: the digest of the plan that was approved) goes to contract only: the runner
+    renders the SQL it is about to run, under its lock, and refuses with EXIT_PRECONDITION when its digest is not
+    this one (another image behind the same tag, or a database that moved since the plan), applying nothing."""
+    if expect_digest is not None and step != STEP_CONTRACT:
+        raise ValueError(f"{ARG_EXPECT_DIGEST} binds a contract to its approved plan, not {step!r}")
     if step == STEP_PLAN:
         return [STEP_PLAN, STEP_CONTRACT, "--release", release, "--sql"]
     if step not in MIGRATION_STEPS:
@@ -41,6 +51,10 @@ def step_args(step: str, release: str, lock_timeout_seconds: int | None = None,
         args += ["--lock-timeout", f"{lock_timeout_seconds}s"]
     if statement_timeout_seconds is not None:
         args += ["--statement-timeout", f"{statement_timeout_seconds}s"]
+    if expect_digest is not None:
+        if not DIGEST_PATTERN.fullmatch(expect_digest):
+            raise ValueError(f"{ARG_EXPECT_DIGEST} takes sha256:<64 lowercase hex digits>")
+        args += [ARG_EXPECT_DIGEST, expect_digest]
     return args
 
 
@@ -110,19 +124,130 @@ OUTCOMES: Final = ("ok", "applied", "noop", "failed", "incompatible")
 PLAN_INLINE_BYTES: Final = 3000  # compressed plan SQL carried in the summary (leaves room for the rest of it)
 
 
-def parse_summary(message: str | None) -> dict[str, Any]:
-    """The summary in a termination message: its last line, a JSON object; {} when there is none (a runner that
-    died before writing it leaves its last log lines there instead, with FallbackToLogsOnError)."""
-    if not message:
-        return {}
+# What the operator reads of a termination message, whatever wrote it: a pod's status is written by its image,
+# which the resource names, so the operator treats it as untrusted input (bounded, typed, printable).
+MAX_SUMMARY_CHARS: Final = 4 * MAX_TERMINATION_BYTES  # the tail of a termination message read at all
+MAX_PLAN_SQL_BYTES: Final = 256 * 1024  # decompressed plan SQL accepted (bounded before it is decompressed)
+MAX_REVISION_CHARS: Final = 128  # a revision id in `from`/`to`/`applied`/`revisions`
+MAX_LIST_ITEMS: Final = 500  # revisions or findings in one summary
+_STRING_KEYS: Final = (SUMMARY_COMMAND, SUMMARY_RELEASE, SUMMARY_OUTCOME, SUMMARY_ERROR, SUMMARY_STEP,
+                       SUMMARY_DIGEST, SUMMARY_SQL_Z)
+_INT_KEYS: Final = (SUMMARY_EXIT_CODE, SUMMARY_RETRIES)
+_LIST_KEYS: Final = (SUMMARY_APPLIED, SUMMARY_REVISIONS, SUMMARY_FINDINGS)
+_REVISION_MAP_KEYS: Final = (SUMMARY_FROM, SUMMARY_TO)
+MESSAGE_PROBLEM: Final = ""  # the key of a problem with the message as a whole (not one JSON object)
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean",
+                                         int: "integer", float: "number"}.get(type(value), type(value).__name__)
+
+
+def _revision(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_REVISION_CHARS and value.isprintable()
+
+
+def _check_key(key: str, value: Any) -> str | None:
+    """Why `value` is not what the contract says `key` holds (never quoting it), or None."""
+    if key in _STRING_KEYS:
+        if not isinstance(value, str):
+            return f"`{key}` is {_type_name(value)}, not a string"
+        if key == SUMMARY_DIGEST and not DIGEST_PATTERN.fullmatch(value):
+            return f"`{key}` is not sha256:<64 lowercase hex digits>"
+        return None
+    if key in _INT_KEYS:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"`{key}` is {_type_name(value)}, not an integer"
+    if key == SUMMARY_DURATION:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else f"`{key}` is {_type_name(value)}, not a finite number"
+    if key == SUMMARY_SQL_TRUNCATED:
+        return None if isinstance(value, bool) else f"`{key}` is {_type_name(value)}, not a boolean"
+    if key in _LIST_KEYS:
+        if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+            return f"`{key}` is not an array of at most {MAX_LIST_ITEMS} strings"
+        if key == SUMMARY_FINDINGS:
+            ok = all(isinstance(item, str) for item in value)
+        else:
+            ok = all(_revision(item) for item in value)
+        return None if ok else f"`{key}` holds an item that is not a revision id (a printable string of at most " \
+                               f"{MAX_REVISION_CHARS} characters)"
+    if key in _REVISION_MAP_KEYS:
+        ok = isinstance(value, dict) and len(value) <= 8 and all(
+            _revision(k) and (v is None or _revision(v)) for k, v in value.items())
+        return None if ok else f"`{key}` is not an object of branch -> revision id or null"
+    return None
+
+
+def read_summary(message: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """(summary, problems) of a termination message, without ever raising.
+
+    The summary is its last line, a JSON object, reduced to the contract's keys, each of the type the contract
+    says; a key of another type is left out and named in `problems` (key -> why, never quoting the value; the key
+    `MESSAGE_PROBLEM` for the message as a whole). Only the last `MAX_SUMMARY_CHARS` characters are read, so a
+    huge or deeply nested message costs a bounded parse. No message at all is ({}, {})."""
+    if not isinstance(message, str) or not message.strip():
+        return {}, {}
+    lines = message[-MAX_SUMMARY_CHARS:].strip().splitlines()
+    last = lines[-1].strip() if lines else ""
     try:
-        parsed = json.loads(message.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+        parsed = json.loads(last, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return {}, {MESSAGE_PROBLEM: "its last line is not JSON"}
+    if not isinstance(parsed, dict):
+        return {}, {MESSAGE_PROBLEM: f"its last line is a JSON {_type_name(parsed)}, not an object"}
+    summary: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for key in SUMMARY_KEYS:
+        if key not in parsed:
+            continue
+        problem = _check_key(key, parsed[key])
+        if problem is None:
+            summary[key] = parsed[key]
+        else:
+            problems[key] = problem
+    return summary, problems
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_summary(message: str | None) -> dict[str, Any]:
+    """The summary in a termination message (see `read_summary`): only the contract's keys, each of its type; {}
+    when there is none."""
+    return read_summary(message)[0]
+
+
+def describe_problems(problems: dict[str, str]) -> str:
+    return "; ".join(problems[key] for key in sorted(problems))
+
+
+def printable(text: str | None, limit: int | None = None) -> str:
+    """`text` as one printable line, for status, Events and logs: runs of spaces, line breaks and tabs become one
+    space; every other control, format (bidi overrides, zero-width), surrogate, private-use or unassigned character
+    is dropped; cut to `limit` characters with "..." when longer."""
+    if not text:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    if limit is not None:
+        text = text[: limit * 4]  # what is cut off is never scanned
+    out: list[str] = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif char.isspace():  # line breaks, tabs, non-ASCII spaces
+            out.append(" ")
+    cleaned = " ".join(part for part in "".join(out).split(" ") if part)
+    if limit is not None and len(cleaned) > limit:
+        cleaned = cleaned[: max(0, limit - 3)] + "..."
+    return cleaned
 
 
 def plan_digest(sql: str) -> str:
+    """`sha256:<hex>` of a plan's SQL: what the plan summary carries, an approval names and `--expect-digest`
+    checks."""
     return "sha256:" + hashlib.sha256(sql.encode()).hexdigest()
 
 
@@ -138,12 +263,35 @@ def plan_payload(sql: str) -> dict[str, Any]:
     return payload
 
 
-def plan_sql(summary: dict[str, Any]) -> str | None:
-    """The SQL a plan summary carries, or None (too large, or not a plan)."""
+def read_plan(summary: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(SQL, problem) of a plan summary, without ever raising: the SQL when it is carried (`sql_z`), decompresses
+    within `MAX_PLAN_SQL_BYTES` (bounded before any of it is used), is UTF-8 and matches the summary's `digest`;
+    (None, None) when it is not carried (too large, or not a plan); (None, why) when it is carried but unusable."""
     packed = summary.get(SUMMARY_SQL_Z)
     if not isinstance(packed, str):
-        return None
+        return None, None
+    if len(packed) > MAX_SUMMARY_CHARS:
+        return None, f"`{SUMMARY_SQL_Z}` is longer than {MAX_SUMMARY_CHARS} characters"
     try:
-        return zlib.decompress(base64.b64decode(packed)).decode()
-    except (ValueError, zlib.error, UnicodeDecodeError):
-        return None
+        compressed = base64.b64decode(packed, validate=True)
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(compressed, MAX_PLAN_SQL_BYTES + 1)
+    except (ValueError, zlib.error):
+        return None, f"`{SUMMARY_SQL_Z}` is not base64 of zlib data"
+    if len(raw) > MAX_PLAN_SQL_BYTES or inflater.unconsumed_tail:
+        return None, f"`{SUMMARY_SQL_Z}` inflates to more than {MAX_PLAN_SQL_BYTES} bytes"
+    if not inflater.eof:
+        return None, f"`{SUMMARY_SQL_Z}` is truncated zlib data"
+    try:
+        sql = raw.decode()
+    except UnicodeDecodeError:
+        return None, f"`{SUMMARY_SQL_Z}` is not UTF-8 text"
+    digest = summary.get(SUMMARY_DIGEST)
+    if not isinstance(digest, str) or plan_digest(sql) != digest:
+        return None, f"the SQL in `{SUMMARY_SQL_Z}` does not match `{SUMMARY_DIGEST}`"
+    return sql, None
+
+
+def plan_sql(summary: dict[str, Any]) -> str | None:
+    """The SQL a plan summary carries, or None (too large, not a plan, or unusable: see `read_plan`)."""
+    return read_plan(summary)[0]

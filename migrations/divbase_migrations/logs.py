@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(entry, default=str, separators=(",", ":")))
+        return json.dumps(self.redact.scrub(entry), separators=(",", ":"))
 
 
 def configure(redact: Redactor, level: int = logging.INFO) -> None:

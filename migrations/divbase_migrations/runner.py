@@ -30,7 +30,8 @@ from sqlalchemy.exc import DBAPIError
 
 from . import schema_snapshot
 from .compat import read_applied
-from .contract import EXIT_FAILED, EXIT_PRECONDITION, EXIT_TIMEOUT, EXIT_UNAVAILABLE
+from .contract import EXIT_FAILED, EXIT_PRECONDITION, EXIT_TIMEOUT, EXIT_UNAVAILABLE, plan_digest
+from .plan import plan_sql as render_plan
 from .releases import CONTRACT, EXPAND, TRUNK, Applied, Manifest, Release, compatibility, pending
 from .revisions import alembic_config
 
@@ -63,6 +64,10 @@ class PreconditionFailed(StepError):
     """The database is not where this step can start from (e.g. contract before expand, or a downgrade)."""
 
     exit_code = EXIT_PRECONDITION
+
+
+class PlanMismatch(PreconditionFailed):
+    """The SQL this contract would run is not the approved plan's (`--expect-digest`): nothing was applied."""
 
 
 class SchemaDrift(PreconditionFailed):
@@ -144,8 +149,7 @@ def classify(exc: BaseException) -> StepError:
         return StatementTimeout("a statement ran longer than statement_timeout and was cancelled")
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(orig, psycopg.OperationalError) and (sqlstate is None or sqlstate[:2] in ("08", "28", "3D", "57")):
-        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-        return DatabaseUnavailable(f"database unavailable: {first}")
+        return DatabaseUnavailable(f"database unavailable: {unavailable_reason(orig)}")
     detail = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     return MigrationFailed(f"{type(orig).__name__}: {detail}")
 
@@ -186,6 +190,48 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
+# libpq's and psycopg's connection failures, told apart without repeating them: they quote the host, the port, the
+# user and the database, any of which the resource may have mapped to a Secret key that is not meant to be shown.
+_CONNECT_FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("password authentication failed",), "the server refused the credentials (password authentication failed)"),
+    (("no pg_hba.conf entry",), "the server's pg_hba.conf admits no such connection"),
+    (("role \"", "does not exist"), "the user named in the settings does not exist"),
+    (("database \"", "does not exist"), "the database named in the settings does not exist"),
+    (("failed to resolve host",), "the host name does not resolve"),
+    (("could not translate host name",), "the host name does not resolve"),
+    (("connection refused",), "the server refused the connection (is it running, is the port right?)"),
+    (("timeout expired",), "the connection timed out"),
+    (("timed out",), "the connection timed out"),
+    (("no route to host",), "the host is unreachable"),
+    (("network is unreachable",), "the host is unreachable"),
+    (("starting up",), "the server is starting up"),
+    (("shutting down",), "the server is shutting down"),
+    (("recovery mode",), "the server is in recovery"),
+    (("terminating connection",), "the server terminated the connection"),
+    (("server closed the connection",), "the server closed the connection"),
+    (("consuming input failed",), "the connection was lost"),
+    (("too many connections",), "the server has no free connection slots"),
+    (("connection slots are reserved",), "the server has no free connection slots"),
+    (("ssl",), "the TLS (SSL) connection failed"),
+    (("certificate",), "the TLS (SSL) connection failed"),
+)
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words that never repeat the settings (see _CONNECT_FAILURES)."""
+    text = str(exc).lower()
+    for needles, reason in _CONNECT_FAILURES:
+        if all(needle in text for needle in needles):
+            return reason
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"could not connect or the connection failed ({type(exc).__name__}, SQLSTATE {sqlstate or 'none'})"
+
+
+def _short(digest: str) -> str:
+    """`sha256:` and the first 12 hex digits, as approvals name a plan."""
+    return digest[: len("sha256:") + 12]
+
+
 def _runner_name() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
@@ -199,14 +245,17 @@ class Runner:
         self.sleep = sleep
         self.engine = make_engine(url, self.settings)
 
-    def run(self, step: str, version: str) -> Outcome:
+    def run(self, step: str, version: str, expect_digest: str | None = None) -> Outcome:
+        """Apply `step` of release `version`. With `expect_digest`, only if the SQL about to run (rendered under
+        the lock, from where the database is) has that digest: the plan a person approved, not merely a plan of
+        the same release (PlanMismatch, exit 5, otherwise)."""
         release = self.manifest.release(version)
         try:
             with self.engine.connect() as lock_conn:
                 lock_conn = lock_conn.execution_options(isolation_level="AUTOCOMMIT")
                 self._acquire(lock_conn)
                 try:
-                    return self._run_locked(lock_conn, step, release)
+                    return self._run_locked(lock_conn, step, release, expect_digest)
                 finally:
                     lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
         except DBAPIError as exc:
@@ -228,9 +277,12 @@ class Runner:
             self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 
-    def _run_locked(self, lock_conn: Connection, step: str, release: Release) -> Outcome:
+    def _run_locked(self, lock_conn: Connection, step: str, release: Release,
+                    expect_digest: str | None = None) -> Outcome:
         before = read_applied(lock_conn, self.manifest)
         todo = self._plan(step, release, before)
+        if expect_digest is not None and todo:
+            self._check_plan(step, release, before, expect_digest)
         outcome = Outcome(step, release.version, before, before)
         if todo:  # only a step that will apply something leaves a trace: a refused one changes nothing
             outcome.retries += self._refuse_drift(before)
@@ -242,6 +294,17 @@ class Runner:
             outcome.applied.append(revision)
         outcome.after = read_applied(lock_conn, self.manifest)
         return outcome
+
+    def _check_plan(self, step: str, release: Release, applied: Applied, expected: str) -> None:
+        """The SQL `plan <step> --release V --sql` renders from here must be the approved plan, byte for byte."""
+        _, sql = render_plan(self.manifest, step, release, applied)
+        actual = plan_digest(sql)
+        if actual != expected:
+            raise PlanMismatch(
+                f"the {step} of release {release.version} would run SQL {_short(actual)}, not the approved plan "
+                f"{_short(expected)}: the image or the database changed since the plan was reviewed. Nothing was "
+                f"applied; make a new plan and approve that one")
+        log.info("the SQL is the approved plan", extra={"digest": actual})
 
     def _plan(self, step: str, release: Release, applied: Applied) -> tuple[str, ...]:
         verdict = compatibility(self.manifest, release, applied)

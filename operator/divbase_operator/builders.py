@@ -33,6 +33,16 @@ class Owner:
         }
 
 
+@dataclass(frozen=True)
+class ApprovedPlan:
+    """What a Manual contract was approved against: its Job runs only this SQL (the runner checks `digest`,
+    `--expect-digest`) from `image`, the plan pod's image by digest when its runtime reported one (a tag re-pushed
+    since then is not pulled)."""
+
+    digest: str
+    image: str | None = None
+
+
 def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
     """Connection settings as Secret references: the operator never sees the values."""
     ref = spec.database
@@ -45,26 +55,31 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
              "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}}}]
 
 
-def migration_command(spec: DatabaseSpec, step: str, version: str) -> tuple[list[str], list[str]]:
+def migration_command(spec: DatabaseSpec, step: str, version: str,
+                      expect_digest: str | None = None) -> tuple[list[str], list[str]]:
     """(command, args) of a migration container: the resource's command (default `divbase-migrate`) and fixed
     arguments, then the step's arguments as the runner contract defines them, so any runner honouring the contract
-    can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts."""
+    can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts; a Manual contract gets
+    the digest of the plan that was approved (`--expect-digest`), so it runs that SQL or nothing."""
     settings = spec.migration_job
-    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds)
+    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds,
+                                   expect_digest)
     return list(settings.command or contract.DEFAULT_COMMAND), [*settings.args, *step_args]
 
 
-def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]:
+def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: ApprovedPlan | None = None) -> dict[str, Any]:
     settings = spec.migration_job
-    command, args = migration_command(spec, step, version)
+    command, args = migration_command(spec, step, version, approved.digest if approved else None)
     container: dict[str, Any] = {
         "name": "migrate",
-        "image": spec.migration_image(version),
+        "image": (approved.image if approved else None) or spec.migration_image(version),
         "command": command,
         "args": args,  # the summary goes to the termination-message file, the runner's default
         "env": [*database_env(spec), {"name": contract.ENV_RELEASE, "value": version}],
         "terminationMessagePath": contract.TERMINATION_LOG_PATH,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # the summary file only: FallbackToLogsOnError would copy the log's tail (whatever the image printed) into
+        # status and Events when the runner died without a summary
+        "terminationMessagePolicy": "File",
         "resources": settings.resources or {
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
@@ -93,21 +108,25 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str) -> dict[str, Any]
     return pod
 
 
-def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
-    """Hash of everything that makes one migration attempt different from another."""
+def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str,
+               approved: ApprovedPlan | None = None) -> str:
+    """Hash of everything that makes one migration attempt different from another (the approved plan included)."""
     settings = spec.migration_job
     return names.short_hash({
-        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version), "retry": retry_token,
-        "limits": [settings.backoff_limit, settings.active_deadline_seconds],
+        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version, approved),
+        "retry": retry_token, "limits": [settings.backoff_limit, settings.active_deadline_seconds],
     })
 
 
-def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> str:
-    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token))
+def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
+                       approved: ApprovedPlan | None = None) -> str:
+    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, approved))
 
 
-def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str) -> dict[str, Any]:
-    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened."""
+def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
+              approved: ApprovedPlan | None = None) -> dict[str, Any]:
+    """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `approved`: the
+    plan a Manual contract was approved against (its SQL's digest, and the image the plan pod ran)."""
     settings = spec.migration_job
     labels = names.child_labels(owner.name, **{names.LABEL_STEP: step, names.LABEL_VERSION: version})
     job_spec: dict[str, Any] = {
@@ -121,7 +140,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         ]},
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _job_pod_spec(spec, step, version),
+            "spec": _job_pod_spec(spec, step, version, approved),
         },
     }
     if settings.ttl_seconds_after_finished is not None:
@@ -130,7 +149,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": migration_job_name(owner, spec, step, version, retry_token),
+            "name": migration_job_name(owner, spec, step, version, retry_token, approved),
             "namespace": owner.namespace,
             "labels": labels,
             "annotations": {names.ANNOTATION_RETRY_TOKEN: retry_token},
@@ -170,12 +189,27 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     return deployment
 
 
+def plan_data_fingerprint(data: dict[str, Any]) -> str:
+    """What identifies a plan ConfigMap's data: a hash of every key but the SQL, and the SQL's sha256. The operator
+    records it when it publishes, and republishes when the ConfigMap it observes no longer has it."""
+    sql = data.get(names.PLAN_DATA_SQL)
+    rest = {k: v for k, v in data.items() if k != names.PLAN_DATA_SQL}
+    return f"{names.short_hash(rest, 16)}/{contract.plan_digest(sql) if isinstance(sql, str) else 'none'}"
+
+
 def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql: str | None,
-                         revisions: list[str]) -> dict[str, Any]:
-    """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan)."""
-    note = (sql if sql is not None else
-            f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n"
-            f"-- Render it with: divbase-migrate plan contract --release {version} --sql\n")
+                         revisions: list[str], lost: bool = False) -> dict[str, Any]:
+    """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan).
+    Without the SQL (too large for a termination message, or `lost`: its plan pod is gone since) the ConfigMap says
+    how to render it; the contract still runs only SQL of this digest (`--expect-digest`)."""
+    render = f"-- Render it with: divbase-migrate plan contract --release {version} --sql\n"
+    if sql is not None:
+        note = sql
+    elif lost:
+        note = (f"-- this ConfigMap was changed after the operator published it, and the plan's SQL is no longer at "
+                f"hand; its digest is {digest}.\n{render}")
+    else:
+        note = f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n{render}"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -186,6 +220,6 @@ def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql:
                                                         names.LABEL_VERSION: version}),
             "ownerReferences": [owner.reference()],
         },
-        "data": {"plan.sql": note, "version": version, "digest": digest, "job": job,
-                 "revisions": "\n".join(revisions)},
+        "data": {names.PLAN_DATA_SQL: note, "version": version, "digest": digest, "job": job,
+                 "revisions": "\n".join(revisions), names.PLAN_DATA_TRUNCATED: "false" if sql is not None else "true"},
     }

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -20,7 +20,17 @@ import kopf
 from . import metrics, names
 from .kube import KubeApi, load_config
 from .leader import LeaderElector, pod_owner_references
-from .observed import DeploymentObs, JobObs, PodObs, deployment_from_body, job_from_body, pod_from_body
+from .observed import (
+    ConfigMapObs,
+    DeploymentObs,
+    JobObs,
+    PodObs,
+    configmap_from_body,
+    deployment_from_body,
+    job_from_body,
+    pod_from_body,
+)
+from .policy import Policy
 from .reconciler import Key, Reconciler, Snapshot, Sources
 
 log = logging.getLogger(__name__)
@@ -36,6 +46,7 @@ class Options:
     leader_election_namespace: str | None = None  # None: standalone, this replica always acts
     lease_name: str = names.LEASE_NAME
     watch_timeout: int = 300  # seconds; the apiserver takes whole seconds (timeoutSeconds)
+    policy: Policy = field(default_factory=Policy)  # what a resource may ask for (main.py, from the flags)
 
     @property
     def watch_client_timeout(self) -> float:
@@ -69,7 +80,7 @@ def _wake(kwargs: dict[str, Any], key: Key) -> None:
     global _event_context
     if _event_context is None:
         _event_context = contextvars.copy_context()
-    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index"):
+    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index", "configmaps_index"):
         if index_name in kwargs:
             _indexes[index_name] = kwargs[index_name]
     if _reconciler is not None:
@@ -117,10 +128,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             deployments=lambda key: _values("deployments_index", key),
             pods=lambda key: _values("pods_index", key),
             keys=_database_keys,
+            configmaps=lambda key: _values("configmaps_index", key),
         ),
         on_decision=lambda key, decision, seconds: metrics.record_decision(key, decision, seconds, time.time()),
         on_error=metrics.record_error,
         on_forget=metrics.forget,
+        policy=OPTIONS.policy,
     )
     if OPTIONS.leader_election_namespace is None:
         metrics.LEADER.set(1)
@@ -168,6 +181,12 @@ def pods_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -
     return {(namespace, labels[names.LABEL_DATABASE]): pod_from_body(body)}
 
 
+@kopf.index("", "v1", "configmaps", labels=OWNED)
+def configmaps_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ConfigMapObs]:
+    """The plan ConfigMap: watched so that a change by anyone else is undone at once (planner)."""
+    return {(namespace, labels[names.LABEL_DATABASE]): configmap_from_body(body)}
+
+
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
 async def database_changed(namespace: str, name: str, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, name))
@@ -185,4 +204,9 @@ async def deployment_changed(namespace: str, labels: kopf.Labels, **kwargs: Any)
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)
 async def pod_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+    _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))
+
+
+@kopf.on.event("", "v1", "configmaps", labels=OWNED)
+async def configmap_changed(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     _wake(kwargs, (namespace, labels[names.LABEL_DATABASE]))

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from kubernetes import client, config
@@ -113,12 +114,13 @@ class KubeApi:
             if exc.status != 404:
                 raise
 
-    async def delete_children(self, namespace: str, database: str) -> None:
-        """Jobs first (a running migration is stopped), then workloads. The database itself is never touched."""
+    async def delete_children(self, namespace: str, database: str, deployments: Iterable[str]) -> None:
+        """Jobs first (a running migration is stopped), then the workloads the resource controls, by name (a
+        Deployment of someone else carrying its labels stays). The database itself is never touched."""
         selector = f"{names.LABEL_DATABASE}={database},{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-        for collection in (JOBS, DEPLOYMENTS):
-            await self._request("DELETE", collection.format(namespace=namespace),
-                                query={"labelSelector": selector, **BACKGROUND})
+        await self._request("DELETE", JOBS.format(namespace=namespace), query={"labelSelector": selector, **BACKGROUND})
+        for name in deployments:
+            await self.delete_deployment(namespace, name)
 
     async def _patch_database(self, namespace: str, name: str, body: dict[str, Any], subresource: str = "") -> \
             dict[str, Any]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from divbase_migrations.contract import plan_digest
 from divbase_migrations.release_version import same_release
 
 from . import names
@@ -387,6 +388,39 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
     return body, message
 
 
+def plan_to_approve(obj: dict[str, Any], version: str | None) -> dict[str, Any] | None:
+    """status.contractPlan when `approve-contract` would approve exactly that plan (a contract waits for it)."""
+    waiting = awaiting_approval(obj)
+    plan = (obj.get("status") or {}).get("contractPlan") or {}
+    if waiting is None or not plan.get("digest") or not same_release(plan.get("version") or "", waiting):
+        return None
+    if version and not same_release(version, waiting):
+        return None
+    return plan
+
+
+def check_published_plan(plan: dict[str, Any], configmap: dict[str, Any] | None) -> str:
+    """Refuses (PluginError) unless the SQL a reviewer reads in the plan's ConfigMap is the plan being approved:
+    sha256(plan.sql) must be status.contractPlan.digest (status is written by the operator only; a ConfigMap by
+    anyone who may edit ConfigMaps). Returns a note for the user ("" when the SQL was checked)."""
+    name, digest = plan.get("configMap") or "?", str(plan.get("digest"))
+    short = digest[: len("sha256:") + 12]
+    if configmap is None:
+        raise PluginError(f"ConfigMap {name} with the plan's SQL is missing: nothing was reviewed, so nothing is "
+                          f"approved (the operator publishes it again; retry in a moment)")
+    data = configmap.get("data") or {}
+    if data.get(names.PLAN_DATA_TRUNCATED) == "true" and data.get("digest") == digest:
+        return (f"; its SQL was too large to publish, so it was not checked here: render it with divbase-migrate "
+                f"plan contract --release {plan.get('version')} --sql (the contract runs only SQL of digest {short})")
+    sql = data.get(names.PLAN_DATA_SQL)
+    actual = plan_digest(sql) if isinstance(sql, str) else "none"
+    if actual != digest:
+        raise PluginError(f"the SQL in ConfigMap {name} is not the plan {short} (its sha256 is "
+                          f"{actual[: len('sha256:') + 12]}): it was changed after the operator published it. Not "
+                          f"approved; the operator publishes the plan again, review it then")
+    return ""
+
+
 def retry_patch(obj: dict[str, Any], token: str | None = None) -> tuple[dict[str, Any], str]:
     """A fresh retry token. Refused unless a step failed: a token set while nothing failed would make the next
     failure of the same rollout retry itself once without anyone looking."""
@@ -560,6 +594,7 @@ class Client:
             raise PluginError(f"cannot load kubeconfig: {_one_line(str(exc))}") from None
         self.namespace = namespace or ((chosen or {}).get("context") or {}).get("namespace") or "default"
         self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
 
     def get(self, name: str) -> dict[str, Any]:
         return self._call("get", name, lambda: self.custom.get_namespaced_custom_object(
@@ -598,6 +633,21 @@ class Client:
             return  # a dropped or timed-out connection: the caller reads again and re-opens the watch
         finally:
             stream.stop()
+
+    def get_configmap(self, name: str) -> dict[str, Any] | None:
+        """The ConfigMap's data, or None when there is none by that name."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = self.core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 403:
+                raise PluginError(f"forbidden: you may not get configmap {name!r} in namespace {self.namespace!r}, "
+                                  f"which holds the SQL you are approving") from None
+            raise PluginError(f"get configmap {name!r} failed: {exc.status} {exc.reason}") from None
+        return {"data": dict(found.data or {})}
 
     def _call(self, verb: str, name: str, fn: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -665,6 +715,9 @@ def run(argv: Sequence[str] | None = None, client: Any = None, clock: Callable[[
             print(format_history(obj))
         elif args.command == "approve-contract":
             body, message = approval_patch(obj, args.version)
+            plan = plan_to_approve(obj, args.version)
+            if plan is not None:  # approving a published plan: what the reviewer reads must be that plan
+                message += check_published_plan(plan, client.get_configmap(plan.get("configMap") or ""))
             client.patch(args.name, body)
             print(message)
         elif args.command == "retry":

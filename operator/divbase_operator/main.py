@@ -10,6 +10,7 @@ from pathlib import Path
 import kopf
 
 from . import names
+from .policy import Policy
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -42,6 +43,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds a watch request may last before it is re-opened (default %(default)s). A watch "
                              "that goes silent (a dropped connection nobody reset) is abandoned after this plus a "
                              "margin, so it bounds how long a lost event can go unnoticed.")
+    parser.add_argument("--allow-privileged-workloads", action="store_true",
+                        default=os.environ.get("DIVBASE_ALLOW_PRIVILEGED_WORKLOADS", "").lower() in ("1", "true"),
+                        help="let workload templates ask for host namespaces, hostPath volumes, host ports, "
+                             "privileged containers, added capabilities or unconfined seccomp/AppArmor (refused "
+                             "by default: docs/security.md)")
+    parser.add_argument("--allowed-image-repository", action="append", metavar="REPO",
+                        help="run only images of this repository (`ghcr.io/org/app`), or of every repository "
+                             "under a prefix ending in `/` (`ghcr.io/org/`); repeatable. Default: any")
+    parser.add_argument("--allowed-service-account", action="append", metavar="NAME",
+                        help="let pods run only as this ServiceAccount (or the namespace's `default`); "
+                             "repeatable. Default: any")
     parser.add_argument("--log-format", choices=["json", "plain", "full"],
                         default=os.environ.get("DIVBASE_LOG_FORMAT", "json"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -53,6 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE): where to keep "
                          "the Lease")
     return args
+
+
+def policy_from_args(args: argparse.Namespace) -> Policy:
+    """What resources may ask for: the operator's own namespace (refused) comes from $POD_NAMESPACE or the
+    ServiceAccount's namespace file, i.e. where the operator runs; unknown when it runs outside a pod."""
+    return Policy(own_namespace=os.environ.get("POD_NAMESPACE") or _own_namespace(),
+                  allow_privileged_workloads=args.allow_privileged_workloads,
+                  allowed_image_repositories=tuple(args.allowed_image_repository or ()),
+                  allowed_service_accounts=tuple(args.allowed_service_account or ()))
 
 
 def _own_namespace() -> str | None:
@@ -78,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     handlers.OPTIONS.metrics_port = args.metrics_port
     handlers.OPTIONS.metrics_address = args.metrics_address
     handlers.OPTIONS.watch_timeout = args.watch_timeout
+    handlers.OPTIONS.policy = policy_from_args(args)
     if args.leader_election:
         handlers.OPTIONS.leader_election_namespace = args.leader_election_namespace
         handlers.OPTIONS.lease_name = args.leader_election_lease

@@ -45,6 +45,8 @@ STEP_CONTRACT: Final = contract.STEP_CONTRACT
 JOB_STEPS: Final = contract.MIGRATION_STEPS
 STEP_PLAN: Final = contract.STEP_PLAN  # the read-only Job that renders a Manual contract's SQL for review
 PLAN_DIGEST_MIN: Final = 8  # hex digits of the plan's sha256 an approval must name at least
+PLAN_DATA_SQL: Final = "plan.sql"  # the plan ConfigMap's key with the SQL (sha256 of it is the plan's digest)
+PLAN_DATA_TRUNCATED: Final = "truncated"  # "true" when the SQL was too large to publish (plan.sql is a note then)
 
 # --- Phases (status.phase, printer column) ----------------------------------------------------------------------
 PHASE_PENDING: Final = "Pending"
@@ -110,6 +112,9 @@ REASON_UP_TO_DATE: Final = "UpToDate"
 REASON_NOT_NEEDED: Final = "NotNeeded"
 REASON_TERMINATING: Final = "Terminating"
 REASON_FOREIGN_DEPLOYMENT: Final = "ForeignDeployment"  # a Deployment of a workload's name is not ours
+REASON_OPERATOR_NAMESPACE: Final = "OperatorNamespace"  # refused: the resource is in the operator's own namespace
+REASON_NOT_ALLOWED: Final = "NotAllowed"  # refused: an image or ServiceAccount outside the operator's allow-lists
+REASON_NAME_CONFLICT: Final = "NameConflict"  # a child's name is taken by an object this resource does not control
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
@@ -123,6 +128,7 @@ EVENT_ROLLBACK: Final = "RollingBack"
 EVENT_ROLLOUT_SUCCEEDED: Final = "RolloutSucceeded"
 EVENT_AWAITING_APPROVAL: Final = "AwaitingContractApproval"
 EVENT_CONTRACT_PLANNED: Final = "ContractPlanned"
+EVENT_PLAN_REPUBLISHED: Final = "ContractPlanRepublished"  # its ConfigMap was changed by someone else
 EVENT_INVALID_SPEC: Final = "InvalidSpec"
 EVENT_RETRY: Final = "RetryRequested"
 EVENT_FOREIGN_DEPLOYMENT: Final = REASON_FOREIGN_DEPLOYMENT

@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from divbase_migrations.contract import MAX_SUMMARY_CHARS
 from divbase_migrations.contract import parse_summary as parse_summary  # the runner's summary, by its contract
+from divbase_migrations.contract import read_summary as read_summary
 
 from . import names
+from .builders import plan_data_fingerprint
 
 JOB_ACTIVE = "Active"
 JOB_SUCCEEDED = "Succeeded"
@@ -49,6 +52,7 @@ class PodObs:
     exit_code: int | None = None
     termination_message: str | None = None
     finished_at: str | None = None
+    image_id: str | None = None  # what the runtime ran (containerStatuses[].imageID), e.g. repo@sha256:...
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class DeploymentObs:
     progress_deadline_exceeded: bool = False
     controller_uid: str | None = None  # uid of its controller ownerReference, if any
     controller: str | None = None  # that controller as `Kind name`, for messages
+    owner_uid: str | None = None  # uid of its controller owner reference, when a DivBaseDatabase controls it
 
     @property
     def rollout_complete(self) -> bool:
@@ -129,6 +134,34 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class ConfigMapObs:
+    """A plan ConfigMap, reduced to what tells whether it still holds what the operator published."""
+
+    name: str
+    job: str | None  # data.job: which plan Job's plan it claims to be
+    fingerprint: str  # builders.plan_data_fingerprint of its data
+
+
+def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
+    meta = body.get("metadata") or {}
+    data = body.get("data") or {}
+    data = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+    job = data.get("job")
+    return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
+                        fingerprint=plan_data_fingerprint(data))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _tail(message: Any) -> str | None:
+    """A termination message is written by the pod's image: only its tail is kept (the summary is its last line),
+    so a huge one costs neither memory in the index nor time in the planner."""
+    return message[-MAX_SUMMARY_CHARS:] if isinstance(message, str) else None
+
+
 def job_from_body(body: dict[str, Any]) -> JobObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -162,9 +195,10 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
-    waiting_reason = waiting_message = termination = finished = None
+    waiting_reason = waiting_message = termination = finished = image_id = None
     exit_code = None
     for cs in status.get("containerStatuses") or []:
+        image_id = cs.get("imageID") if isinstance(cs.get("imageID"), str) else None
         state = cs.get("state") or {}
         last = cs.get("lastState") or {}
         if state.get("waiting"):
@@ -172,8 +206,8 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
             waiting_message = state["waiting"].get("message")
         terminated = state.get("terminated") or last.get("terminated")
         if terminated:
-            exit_code = terminated.get("exitCode")
-            termination = terminated.get("message")
+            exit_code = _int_or_none(terminated.get("exitCode"))
+            termination = _tail(terminated.get("message"))
             finished = terminated.get("finishedAt")
         break  # migration and workload pods are judged by their first (main) container
     return PodObs(
@@ -189,7 +223,18 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
         exit_code=exit_code,
         termination_message=termination,
         finished_at=finished,
+        image_id=image_id[:512] if image_id else None,
     )
+
+
+def controller_uid(meta: dict[str, Any], kind: str) -> str | None:
+    """The uid of the object's controller owner reference if that controller is a `kind`: labels can be set by
+    anyone who may edit the object, the controller reference is what says who manages it."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True and ref.get("kind") == kind:
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) else None
+    return None
 
 
 def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
@@ -219,4 +264,5 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
         ),
         controller_uid=controller.get("uid") if controller else None,
         controller=_describe_controller(controller, labels.get(names.LABEL_DATABASE, "")) if controller else None,
+        owner_uid=controller_uid(meta, names.KIND),
     )

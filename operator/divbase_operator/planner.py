@@ -20,29 +20,45 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from divbase_migrations.contract import (
+    DIGEST_PATTERN,
+    MESSAGE_PROBLEM,
     SUMMARY_DIGEST,
     SUMMARY_ERROR,
     SUMMARY_FOUND,
     SUMMARY_REVISIONS,
+    SUMMARY_SQL_TRUNCATED,
+    SUMMARY_SQL_Z,
     SUMMARY_TO,
-    plan_sql,
+    describe_problems,
+    printable,
+    read_plan,
 )
 from divbase_migrations.release_version import same_release
 
 from . import names
-from .builders import Owner, build_deployment, build_job, build_plan_configmap, migration_job_name
+from .builders import (
+    ApprovedPlan,
+    Owner,
+    build_deployment,
+    build_job,
+    build_plan_configmap,
+    migration_job_name,
+    plan_data_fingerprint,
+)
 from .conditions import set_condition
 from .observed import (
     JOB_ACTIVE,
     JOB_FAILED,
     JOB_SUCCEEDED,
+    ConfigMapObs,
     DeploymentObs,
     ForeignDeployment,
     JobObs,
     PodObs,
-    parse_summary,
+    read_summary,
 )
-from .spec import DatabaseSpec, parse_spec, version_key
+from .policy import Policy
+from .spec import DatabaseSpec, parse_spec, pinned_image, privileged_errors, version_key
 
 # Step record phases in status.rollout.steps.<step>.phase
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
@@ -69,6 +85,7 @@ class Observed:
     pods: tuple[PodObs, ...] = ()
     foreign: tuple[ForeignDeployment, ...] = ()  # Deployments of our workloads' names that are not ours (looked up
     # when foreign_lookup_needed says so: they are not in the operator's label-selected watch)
+    configmaps: tuple[ConfigMapObs, ...] = ()  # the plan ConfigMap, when there is one
 
 
 @dataclass(frozen=True)
@@ -123,8 +140,9 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _truncate(text: str | None, limit: int = names.MESSAGE_LIMIT) -> str:
-    text = (text or "").strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """Text from a child's status (a runner's summary, a pod's or Job's message) as it may reach status and Events:
+    one printable line (no control or format characters) of at most `limit` characters."""
+    return printable(text, limit)
 
 
 def _attempts_left(backoff_limit: int, failed: int) -> str:
@@ -135,16 +153,30 @@ def _attempts_left(backoff_limit: int, failed: int) -> str:
 
 
 def _pod_error(pod: PodObs) -> str | None:
-    """A migration pod's failure in the runner's words: its summary's `error`, else the raw termination message
-    (the last log lines, when it died before writing a summary)."""
-    error = parse_summary(pod.termination_message).get(SUMMARY_ERROR)
-    if error is not None and not isinstance(error, str):
-        error = str(error)
-    return error or pod.termination_message or None
+    """A migration pod's failure in the runner's words (its summary's `error`), else what can be said without
+    quoting an untrusted message: the exit code and why there is no usable summary. None when the pod never said
+    how it ended (the Job's own words are used then)."""
+    summary, problems = read_summary(pod.termination_message)
+    error = _truncate(summary.get(SUMMARY_ERROR))
+    if error:
+        return error
+    exit_code = pod.exit_code
+    if problems and set(problems) != {MESSAGE_PROBLEM}:
+        return f"exit code {exit_code}; the runner's summary is not valid: {describe_problems(problems)}"
+    if exit_code is None:
+        return None
+    if problems:
+        return f"exit code {exit_code}, no summary ({problems[MESSAGE_PROBLEM]})"
+    return f"exit code {exit_code}, no summary"
 
 
-def decide(obs: Observed, now: datetime) -> Decision:
-    return _Planner(obs, now).run()
+# The parts of a plan's summary the approval rests on: any problem with one of them fails the plan.
+PLAN_KEYS = (MESSAGE_PROBLEM, SUMMARY_DIGEST, SUMMARY_REVISIONS, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED)
+
+
+def decide(obs: Observed, now: datetime, policy: Policy | None = None) -> Decision:
+    """The next actions and status for `obs`; `policy` is what the operator's own flags allow a resource."""
+    return _Planner(obs, now, policy or Policy()).run()
 
 
 @dataclass(frozen=True)
@@ -216,15 +248,21 @@ def foreign_lookup_needed(status: dict[str, Any], version: Any) -> bool:
 class _Planner:
     """One reconcile's worth of reasoning; holds the status being built and the actions collected."""
 
-    def __init__(self, obs: Observed, now: datetime) -> None:
+    def __init__(self, obs: Observed, now: datetime, policy: Policy) -> None:
         self.obs = obs
         self.now = now
+        self.policy = policy
         self.ts = _iso(now)
         self.status: dict[str, Any] = copy.deepcopy(obs.status or {})
         self.actions: list[Action] = []
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
         self.jobs = {j.name: j for j in obs.jobs if not j.deleting}
+        # Deployments are managed only when this resource is their controller (owner reference), whatever their
+        # labels say: a relabelled Deployment of someone else is neither changed, counted nor deleted
+        self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
+        self.foreign = {d.name for d in obs.deployments if d.owner_uid != obs.uid}
+        self.conflicts: set[str] = set()
         self.spec: DatabaseSpec | None = None
         # outcome of this reconcile, turned into phase and kstatus conditions at the end
         self.phase = names.PHASE_PENDING
@@ -236,9 +274,19 @@ class _Planner:
     def run(self) -> Decision:
         self.status["observedGeneration"] = self.obs.generation
         self.status.setdefault("conditions", [])
+        refused = self.policy.namespace_refusal(self.obs.namespace)
         spec, errors = parse_spec(self.obs.spec)
+        if refused is None and spec is not None and not self.policy.allow_privileged_workloads:
+            errors = privileged_errors(spec)
+            spec = None if errors else spec
+        if refused is None and spec is not None:
+            refused = self.policy.spec_refusal(spec)
+        if refused is not None:  # nothing is created, changed or deleted for it
+            self._stall(refused.reason, printable(refused.message), event_reason=refused.reason)
+            self.phase = names.PHASE_FAILED
+            return self._finish()
         if errors or spec is None:
-            message = "; ".join(str(e) for e in errors)
+            message = printable("; ".join(str(e) for e in errors))
             self._stall(names.REASON_INVALID_SPEC, message, event_reason=names.EVENT_INVALID_SPEC)
             self.phase = names.PHASE_FAILED
             return self._finish()
@@ -287,8 +335,10 @@ class _Planner:
         return pods[-1] if pods else None
 
     def _runner_error(self, job: JobObs) -> tuple[str | None, int | None]:
-        """(message, exit code) of the Job's last pod in the runner's own words: its summary's `error`, else its raw
-        termination message (the last log lines, when it died before writing a summary); no message without one."""
+        """(message, exit code) of the Job's last pod in the runner's own words: its summary's `error`; else what is
+        wrong with its summary, or that there is none (`exit code N, no summary`). The termination message itself is
+        never quoted: it is not the runner's summary then, and whatever the image printed must not reach status and
+        Events (Jobs use terminationMessagePolicy File, never a log tail). (None, None) without a pod that ended."""
         last_pod = self._last_pod(job.name)
         if last_pod is None:
             return None, None
@@ -321,11 +371,11 @@ class _Planner:
         if job is None or not failure or failure.get("job") != job.name:
             return
         last_pod = self._last_pod(job.name)
-        error = parse_summary(last_pod.termination_message if last_pod else None).get(SUMMARY_ERROR)
-        if not error or _truncate(str(error)) == failure.get("message"):
+        error = _truncate(read_summary(last_pod.termination_message if last_pod else None)[0].get(SUMMARY_ERROR))
+        if not error or error == failure.get("message"):
             return
         assert last_pod is not None
-        failure.update(message=_truncate(str(error)), exitCode=last_pod.exit_code)
+        failure.update(message=error, exitCode=last_pod.exit_code)
         rec["message"] = failure["message"]
         self._event("Warning", names.EVENT_JOB_FAILED,
                     f"{failure.get('step')} Job {job.name} for release {failure.get('version')} failed "
@@ -333,11 +383,13 @@ class _Planner:
 
     def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
         last_pod = self._last_pod(job.name)
-        summary = parse_summary(last_pod.termination_message if last_pod else None)
+        summary, problems = read_summary(last_pod.termination_message if last_pod else None)
         rec["finishedAt"] = job.finished_at or self.ts
         if job.state == JOB_SUCCEEDED:
             rec["phase"] = SUCCEEDED
             rec["message"] = f"Job {job.name} succeeded"
+            if problems:  # the exit code decides; a broken summary only costs the revisions it would have named
+                rec["message"] += f" (its summary is not valid: {_truncate(describe_problems(problems))})"
             schema = self.status.setdefault("schema", {})
             key = "expandedTo" if step == names.STEP_EXPAND else "contractedTo"
             if not schema.get(key) or version_key(schema[key]) < version_key(version):
@@ -358,7 +410,7 @@ class _Planner:
             "step": step,
             "version": version,
             "job": job.name,
-            "reason": job.reason or "Failed",
+            "reason": printable(job.reason, 64) or "Failed",
             "exitCode": exit_code,
             "message": _truncate(error or "the Job failed without a message"),
             "time": rec["finishedAt"],
@@ -481,7 +533,7 @@ class _Planner:
 
     def _oldest_running_version(self) -> str | None:
         """Workloads may run a release that never finished rolling out (an install superseded mid-deploy)."""
-        versions = {d.version for d in self.obs.deployments if d.version}
+        versions = {d.version for d in self.deployments if d.version}
         versions |= {p.version for p in self.obs.pods if p.workload and p.version}
         return min(versions, key=version_key) if versions else None
 
@@ -555,7 +607,8 @@ class _Planner:
         if step == names.STEP_CONTRACT and not self._first_install() and not self._contract_allowed(rec):
             return False
         retry_token = rollout.get("retryToken", "")
-        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token)
+        approved = self._approved_plan(step)
+        name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token, approved)
         job = self.jobs.get(name)
         if job is None:
             blocking = self._active_foreign_job(name)
@@ -563,7 +616,7 @@ class _Planner:
                 self.progress = (names.REASON_WAITING_FOR_JOB, f"waiting for Job {blocking.name} to finish")
                 self.status["activeJob"] = blocking.name
                 return False
-            body = build_job(self.owner, self.spec, step, version, retry_token)
+            body = build_job(self.owner, self.spec, step, version, retry_token, approved)
             self.actions.append(CreateJob(body))
             if rec.get("job") != body["metadata"]["name"]:
                 self._event("Normal", names.EVENT_JOB_CREATED, f"{step} Job {body['metadata']['name']} created for "
@@ -637,6 +690,21 @@ class _Planner:
         return (f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
                 f"(exit code {last.get('exitCode')}): {last.get('message', '')}; {_attempts_left(limit, failed)}")
 
+    def _approved_plan(self, step: str) -> ApprovedPlan | None:
+        """The plan a Manual contract was approved against: its Job passes the digest to the runner
+        (`--expect-digest`), which runs exactly that SQL or nothing, and runs the image the plan pod ran, by
+        digest, when its runtime reported one. None for every other step or policy."""
+        rollout = self._rollout()
+        assert rollout is not None and self.spec is not None
+        if step != names.STEP_CONTRACT or self.spec.contract.policy != "Manual" or rollout.get("fromVersion") is None:
+            return None
+        plan = self.status.get("contractPlan") or {}
+        digest = plan.get("digest")
+        if plan.get("version") != rollout["toVersion"] or not isinstance(digest, str):
+            return None
+        image = plan.get("image") if isinstance(plan.get("image"), str) else None
+        return ApprovedPlan(digest, image) if DIGEST_PATTERN.fullmatch(digest) else None
+
     def _retry_pending(self) -> bool:
         rollout = self._rollout()
         token = self.obs.annotations.get(names.ANNOTATION_RETRY, "")
@@ -703,6 +771,7 @@ class _Planner:
         name = migration_job_name(self.owner, self.spec, names.STEP_PLAN, version, retry_token)
         recorded = self.status.get("contractPlan")
         if recorded and recorded.get("job") == name:
+            self._keep_plan_published(recorded)
             return recorded
         job = self.jobs.get(name)
         if job is None:
@@ -718,13 +787,18 @@ class _Planner:
             self.progress = (names.REASON_PLANNING_CONTRACT, f"plan Job {name} failed; waiting for its pod's message")
             return None
         last_pod = self._last_pod(name)
-        summary = parse_summary(last_pod.termination_message if last_pod else None)
+        summary, problems = read_summary(last_pod.termination_message if last_pod else None)
         digest = summary.get(SUMMARY_DIGEST)
-        if (job.state != JOB_SUCCEEDED or not isinstance(digest, str)) and self._retry_requested():
+        sql, sql_problem = read_plan(summary)
+        invalid = [problems[key] for key in PLAN_KEYS if key in problems] + ([sql_problem] if sql_problem else [])
+        usable = job.state == JOB_SUCCEEDED and isinstance(digest, str) and not invalid
+        if not usable and self._retry_requested():
             self._event("Normal", names.EVENT_RETRY, f"retrying the contract plan for release {version}")
             return self._contract_plan(version)  # a new retry token names a new plan Job
-        if job.state != JOB_SUCCEEDED or not isinstance(digest, str):
-            if job.state == JOB_SUCCEEDED:
+        if not usable:
+            if job.state == JOB_SUCCEEDED and invalid:
+                error = f"it succeeded but its plan is not valid: {'; '.join(invalid)}"
+            elif job.state == JOB_SUCCEEDED:
                 error = ("it succeeded but left no plan in its termination message (does the image's "
                          "divbase-migrate predate reviewed contracts?)")
             else:
@@ -733,18 +807,45 @@ class _Planner:
                         f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
                         event_reason=names.EVENT_JOB_FAILED)
             return None
-        sql = plan_sql(summary)
-        revisions = [str(r) for r in summary.get(SUMMARY_REVISIONS) or []]
+        assert isinstance(digest, str)
+        revisions = list(summary.get(SUMMARY_REVISIONS) or [])
         configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
         self.actions.append(ApplyConfigMap(configmap))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
-                "configMap": configmap["metadata"]["name"]}
+                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
+        pinned = pinned_image(self.spec.migration_image(version), last_pod.image_id if last_pod else None)
+        if pinned:  # the contract runs the image that rendered the plan, not whatever the tag names by then
+            plan["image"] = pinned
         self.status["contractPlan"] = plan
         self._event("Normal", names.EVENT_CONTRACT_PLANNED,
                     f"contract of release {version} planned ({len(revisions)} revision(s)); review ConfigMap "
                     f"{plan['configMap']}, then approve with annotation {names.ANNOTATION_APPROVE_CONTRACT}="
                     f"{version}@{_digest_hex(digest)[:12]}")
         return plan
+
+    def _keep_plan_published(self, plan: dict[str, Any]) -> None:
+        """The plan ConfigMap must hold what the operator published (status, which only the operator writes,
+        records its fingerprint): anyone who may edit ConfigMaps could otherwise change what a reviewer reads.
+        Changed, or deleted, it is published again from the plan pod's summary (or, that pod gone, as a note
+        naming the digest and how to render the SQL)."""
+        recorded = plan.get("published")
+        if not isinstance(recorded, str):
+            return  # published by an operator that did not record it
+        seen = next((c for c in self.obs.configmaps if c.name == plan.get("configMap")), None)
+        if seen is not None and seen.fingerprint == recorded:
+            return
+        last_pod = self._last_pod(plan["job"])
+        summary = read_summary(last_pod.termination_message if last_pod else None)[0]
+        sql, _ = read_plan(summary)
+        lost = sql is None and summary.get(SUMMARY_DIGEST) != plan["digest"]
+        configmap = build_plan_configmap(self.owner, plan["version"], plan["job"], plan["digest"],
+                                         None if lost else sql, list(plan.get("revisions") or []), lost=lost)
+        self.actions.append(ApplyConfigMap(configmap))
+        plan["published"] = plan_data_fingerprint(configmap["data"])
+        if seen is not None and seen.job == plan["job"]:  # not merely an older plan the watch has not updated yet
+            self._event("Warning", names.EVENT_PLAN_REPUBLISHED,
+                        f"ConfigMap {plan['configMap']} was changed after the operator published it; published "
+                        f"the plan {_digest_hex(plan['digest'])[:12]} of release {plan['version']} again")
 
     # -- workloads ----------------------------------------------------------------------------------------------
     def _desired_deployments(self, version: str) -> list[dict[str, Any]]:
@@ -753,9 +854,12 @@ class _Planner:
 
     def _apply_workloads(self, version: str) -> None:
         """Create or update each workload whose observed state differs from what `version` wants."""
-        observed = {d.name: d for d in self.obs.deployments}
+        observed = {d.name: d for d in self.deployments}
         wanted = self._desired_deployments(version)
         for body in wanted:
+            if body["metadata"]["name"] in self.foreign:
+                self.conflicts.add(body["metadata"]["name"])
+                continue
             seen = observed.get(body["metadata"]["name"])
             images = tuple(c.get("image", "") for c in body["spec"]["template"]["spec"]["containers"])
             desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
@@ -768,7 +872,7 @@ class _Planner:
     def _workloads_at(self, version: str) -> list[DeploymentObs]:
         assert self.spec is not None
         wanted = {names.deployment_name(self.obs.name, w.name) for w in self.spec.workloads}
-        return [d for d in self.obs.deployments if d.name in wanted and d.version == version]
+        return [d for d in self.deployments if d.name in wanted and d.version == version]
 
     def _workloads_complete(self, version: str) -> bool:
         assert self.spec is not None
@@ -801,7 +905,7 @@ class _Planner:
         if deploy["phase"] in (RUNNING, SUCCEEDED):
             self._apply_workloads(rollout["toVersion"])
         elif rollout.get("fromVersion"):
-            present = {d.name for d in self.obs.deployments}
+            present = {d.name for d in self.deployments} | self.foreign
             for body in self._desired_deployments(rollout["fromVersion"]):
                 if body["metadata"]["name"] not in present:
                     self.actions.append(ApplyDeployment(body))
@@ -954,6 +1058,13 @@ class _Planner:
 
     def _finish(self) -> Decision:
         gen, ts = self.obs.generation, self.ts
+        if self.conflicts and not self.stalled:
+            self.phase = names.PHASE_FAILED
+            self._stall(names.REASON_NAME_CONFLICT, (
+                f"Deployment(s) {', '.join(sorted(self.conflicts))} exist but are not controlled by this "
+                f"DivBaseDatabase (their controller owner reference names another object, or none): the operator "
+                f"does not take them over. Delete or rename them, or rename the workload"),
+                event_reason=names.REASON_NAME_CONFLICT)
         if self.stalled:
             self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
         self.status["phase"] = self.phase

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import names
 from .kube import Conflict, KubeApi, status_patch
-from .observed import DeploymentObs, ForeignDeployment, JobObs, PodObs, foreign_deployment
+from .observed import ConfigMapObs, DeploymentObs, ForeignDeployment, JobObs, PodObs, foreign_deployment
 from .planner import (
     ApplyConfigMap,
     ApplyDeployment,
@@ -39,6 +39,7 @@ from .planner import (
     rejected,
     terminating_status,
 )
+from .policy import Policy
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -96,6 +97,7 @@ class Sources:
     deployments: Callable[[Key], Iterable[DeploymentObs]]
     pods: Callable[[Key], Iterable[PodObs]]
     keys: Callable[[], Iterable[Key]] = lambda: ()  # every resource known, for a new leader's first pass
+    configmaps: Callable[[Key], Iterable[ConfigMapObs]] = lambda key: ()  # the plan ConfigMap
 
 
 class NotLeading(Exception):
@@ -122,6 +124,7 @@ class Reconciler:
     may_act: Callable[[], bool] = lambda: True
     post_event: Callable[[dict[str, Any], EmitEvent], None] = lambda ref, e: kopf.event(
         ref, type=e.type, reason=e.reason, message=e.message)  # queued; Kopf posts it as divbase-operator
+    policy: Policy = field(default_factory=Policy)  # what the operator's flags allow a resource
     _states: dict[Key, _State] = field(default_factory=dict)
 
     def trigger(self, key: Key) -> None:
@@ -213,9 +216,10 @@ class Reconciler:
             name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
             annotations=snap.annotations, spec=snap.spec, status=snap.status,
             jobs=tuple(self.sources.jobs(key)), deployments=deployments,
-            pods=tuple(self.sources.pods(key)), foreign=await self._foreign(snap, deployments),
+            pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
+            foreign=await self._foreign(snap, deployments),
         )
-        decision = decide(observed, self.clock())
+        decision = decide(observed, self.clock(), self.policy)
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
@@ -298,7 +302,8 @@ class Reconciler:
                 self._schedule(key, deletion.requeue_after + 0.5)
             return
         try:
-            await self.api.delete_children(snap.namespace, snap.name)
+            owned = [d.name for d in self.sources.deployments((snap.namespace, snap.name)) if d.owner_uid == snap.uid]
+            await self.api.delete_children(snap.namespace, snap.name, owned)
         except Exception as exc:
             since = datetime.strptime(snap.deleting_since or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             if (self.clock() - since).total_seconds() < FINALIZER_GRACE_SECONDS:

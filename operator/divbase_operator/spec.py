@@ -265,3 +265,115 @@ def _parse_workloads(raw: Any, errors: list[SpecError]) -> list[Workload]:
         image = _optional_image(item.get("image"), f"{path}.image", errors)
         workloads.append(Workload(name=name, template=template, image=image))
     return workloads
+
+
+# --- what a workload may not ask for, unless the operator allows it (Pod Security "baseline") -----------------------
+PRIVILEGED_HINT = ("refused: the operator creates this pod with its own rights (docs/security.md); start "
+                   "divbase-operator with --allow-privileged-workloads to allow it")
+ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})  # what Pod Security "restricted" itself allows to add
+POD_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _unconfined(security_context: dict[str, Any], path: str, errors: list[SpecError]) -> None:
+    for profile in ("seccompProfile", "appArmorProfile"):
+        if _dict(security_context.get(profile)).get("type") == "Unconfined":
+            errors.append(SpecError(f"{path}.{profile}.type", f"Unconfined is {PRIVILEGED_HINT}"))
+
+
+def privileged_errors(spec: DatabaseSpec) -> list[SpecError]:
+    """Every field of the workload templates that would give a pod the node's powers: host namespaces, host paths
+    and ports, privileged containers, added capabilities (but NET_BIND_SERVICE), unconfined seccomp or AppArmor.
+    Each names its field. Migration Jobs are built by the operator (restricted) and ask for none of these."""
+    errors: list[SpecError] = []
+    for index, workload in enumerate(spec.workloads):
+        pod_template = _dict(workload.template.get("template"))
+        base = f"workloads[{index}].template.template"
+        pod = _dict(pod_template.get("spec"))
+        path = f"{base}.spec"
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(key) is True:
+                errors.append(SpecError(f"{path}.{key}", f"shares a namespace of the node: {PRIVILEGED_HINT}"))
+        for j, volume in enumerate(_list(pod.get("volumes"))):
+            if "hostPath" in _dict(volume):
+                errors.append(SpecError(f"{path}.volumes[{j}].hostPath", f"mounts a path of the node: "
+                                                                         f"{PRIVILEGED_HINT}"))
+        _unconfined(_dict(pod.get("securityContext")), f"{path}.securityContext", errors)
+        for key, value in _dict(_dict(pod_template.get("metadata")).get("annotations")).items():
+            if str(key).startswith(_APPARMOR_ANNOTATION) and value == "unconfined":
+                errors.append(SpecError(f"{base}.metadata.annotations[{key}]", f"unconfined is {PRIVILEGED_HINT}"))
+        for kind in POD_CONTAINER_LISTS:
+            for k, container in enumerate(_list(pod.get(kind))):
+                where = f"{path}.{kind}[{k}]"
+                context = _dict(_dict(container).get("securityContext"))
+                if context.get("privileged") is True:
+                    errors.append(SpecError(f"{where}.securityContext.privileged", f"true is {PRIVILEGED_HINT}"))
+                added = [str(c) for c in _list(_dict(context.get("capabilities")).get("add"))]
+                if set(added) - ALLOWED_CAPABILITIES:
+                    errors.append(SpecError(f"{where}.securityContext.capabilities.add",
+                                            f"adding {', '.join(sorted(set(added) - ALLOWED_CAPABILITIES))} is "
+                                            f"{PRIVILEGED_HINT}"))
+                _unconfined(context, f"{where}.securityContext", errors)
+                for n, port in enumerate(_list(_dict(container).get("ports"))):
+                    if _dict(port).get("hostPort"):
+                        errors.append(SpecError(f"{where}.ports[{n}].hostPort", f"binds a port of the node: "
+                                                                                f"{PRIVILEGED_HINT}"))
+    return errors
+
+
+_IMAGE_ID_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
+
+
+def pinned_image(image: str, image_id: str | None) -> str | None:
+    """`image` by the digest a container runtime reported having run (a pod's containerStatuses[].imageID, such as
+    `docker-pullable://ghcr.io/org/app@sha256:...` or `ghcr.io/org/app@sha256:...`), or None when it reported none
+    (an image ID alone, `sha256:...`, names no manifest a registry serves)."""
+    match = _IMAGE_ID_DIGEST.search(image_id or "")
+    return f"{image_repository(image)}@{match.group(1)}" if match else None
+
+
+def image_repository(image: str) -> str:
+    """`ghcr.io/org/app` of `ghcr.io/org/app:v1` or `ghcr.io/org/app@sha256:...` (a registry port stays)."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def images_of(spec: DatabaseSpec) -> list[tuple[str, str]]:
+    """(field, image) of every image the resource runs: spec.image, the per-workload and migration images, and any
+    container of a workload template that names its own."""
+    found = [("image", spec.image)]
+    if spec.migration_job.image:
+        found.append(("migrationJob.image", spec.migration_job.image))
+    for index, workload in enumerate(spec.workloads):
+        if workload.image:
+            found.append((f"workloads[{index}].image", workload.image))
+        pod = _dict(_dict(workload.template.get("template")).get("spec"))
+        for kind in POD_CONTAINER_LISTS:
+            for k, container in enumerate(_list(pod.get(kind))):
+                image = _dict(container).get("image")
+                if isinstance(image, str) and image:
+                    found.append((f"workloads[{index}].template.template.spec.{kind}[{k}].image", image))
+    return found
+
+
+def service_accounts_of(spec: DatabaseSpec) -> list[tuple[str, str]]:
+    """(field, ServiceAccount) the resource's pods would run as, where it names one (else the namespace's
+    `default`)."""
+    found = []
+    if spec.migration_job.service_account_name:
+        found.append(("migrationJob.serviceAccountName", spec.migration_job.service_account_name))
+    for index, workload in enumerate(spec.workloads):
+        pod = _dict(_dict(workload.template.get("template")).get("spec"))
+        for key in ("serviceAccountName", "serviceAccount"):
+            if isinstance(pod.get(key), str) and pod[key]:
+                found.append((f"workloads[{index}].template.template.spec.{key}", pod[key]))
+    return found

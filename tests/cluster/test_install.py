@@ -225,13 +225,14 @@ MUST = [
     ("patch", "deployments.apps", ""), ("create", "deployments.apps", ""), ("list", "pods", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", "status"), ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
-    ("create", "configmaps", ""), ("patch", "configmaps", ""),
+    ("create", "configmaps", ""), ("patch", "configmaps", ""), ("watch", "configmaps", ""),
 ]
 MUST_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "log"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", "deployments.apps", ""), ("get", "configmaps", ""), ("delete", "configmaps", ""),
+    ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
+    ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
     ("list", "leases.coordination.k8s.io", ""),
@@ -248,6 +249,30 @@ def _lease_rights(tools: Tools, sa: str, namespace: str, lease: str, elsewhere: 
     assert not tools.can_i(sa, "create", "leases.coordination.k8s.io", elsewhere)
 
 
+def _user_roles(tools: Tools, namespace: str, elsewhere: str) -> None:
+    """Who may use DivBaseDatabases, through the chart's ClusterRoles aggregated to Kubernetes' default roles:
+    admin and edit write them (as they write Deployments), view reads them, nobody writes their status."""
+    resource = f"{names.PLURAL}.{names.GROUP}"
+    for user, role in (("alice", "edit"), ("carol", "admin"), ("bob", "view")):
+        tools.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
+                      "-n", namespace)
+    deadline = time.monotonic() + 60  # the aggregation controller fills the default roles asynchronously
+    while not (tools.can_i("alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace)):
+        assert time.monotonic() < deadline, "the chart's roles were not aggregated into edit and view"
+        time.sleep(0.5)
+    for user in ("alice", "carol"):
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+            assert tools.can_i(user, verb, resource, namespace), f"{user} cannot {verb} {resource}"
+        for verb in ("update", "patch"):
+            assert not tools.can_i(user, verb, resource, namespace, "status"), f"{user} may {verb} the status"
+        assert not tools.can_i(user, "create", resource, elsewhere), "only where the role is bound"
+    for verb in ("get", "list", "watch"):
+        assert tools.can_i("bob", verb, resource, namespace)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not tools.can_i("bob", verb, resource, namespace), f"view may {verb} {resource}"
+    assert not tools.can_i("bob", "patch", resource, namespace, "status")
+
+
 def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_namespace: str) -> None:
     release = f"rbac{uuid.uuid4().hex[:6]}"
     try:
@@ -260,9 +285,12 @@ def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_names
         assert tools.can_i(sa, "list", "jobs.batch", None)  # cluster-wide watch
         assert not tools.can_i(sa, "list", "secrets", None)
         _lease_rights(tools, sa, namespace, f"{release}-divbase-operator", other_namespace)
+        _user_roles(tools, namespace, other_namespace)
     finally:
         for kind in ("clusterrolebinding", "clusterrole"):
             tools.kubectl("delete", kind, f"{release}-divbase-operator", "--ignore-not-found")
+        for role in ("edit", "view"):
+            tools.kubectl("delete", "clusterrole", f"{release}-divbase-operator-{role}", "--ignore-not-found")
 
 
 def test_rbac_namespaced_stays_in_its_namespaces(tools: Tools, crds: None, namespace: str,
@@ -338,7 +366,7 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                 return exc.status == 404
             return False
 
-        wait_for(gone, 60, "the finalizer released")  # deletecollection on jobs and deployments, patch finalizers
+        wait_for(gone, 60, "the finalizer released")  # deletecollection of jobs, delete deployments, finalizers
         wait_for(lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30,
                  "the Jobs deleted")
     finally:

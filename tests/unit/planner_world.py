@@ -13,7 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from divbase_operator import names
-from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, DeploymentObs, JobObs, PodObs
+from divbase_operator.observed import (
+    JOB_ACTIVE,
+    JOB_FAILED,
+    JOB_SUCCEEDED,
+    DeploymentObs,
+    JobObs,
+    PodObs,
+    configmap_from_body,
+)
 from divbase_operator.planner import (
     ApplyConfigMap,
     ApplyDeployment,
@@ -66,6 +74,7 @@ class World:
             name="db", namespace="prod", uid="uid-1", generation=self.generation,
             annotations=dict(self.annotations), spec=copy.deepcopy(self.spec), status=copy.deepcopy(self.status),
             jobs=tuple(self.jobs.values()), deployments=tuple(self.deployments.values()), pods=tuple(self.pods),
+            configmaps=tuple(configmap_from_body(body) for body in self.configmaps.values()),
         )
 
     def reconcile(self, persist: bool = True) -> Decision:
@@ -105,6 +114,7 @@ class World:
                 replicas=body["spec"].get("replicas", 1),
                 status_replicas=old.status_replicas if old else 0,
                 updated_replicas=0, available_replicas=old.available_replicas if old else 0,
+                owner_uid=body["metadata"]["ownerReferences"][0]["uid"],
             )
             self.deployment_bodies[name] = body
         elif isinstance(action, DeleteDeployment):

@@ -233,9 +233,9 @@ OPERATOR_VERBS = {
     ("divbase.io", "divbasedatabases"): {"get", "list", "watch", "patch"},
     ("divbase.io", "divbasedatabases/status"): {"get", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "deletecollection"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete", "deletecollection"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
-    ("", "configmaps"): {"create", "patch"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -251,10 +251,15 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     return grants
 
 
+def _aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole for users (aggregated to admin/edit/view), not one the operator is bound to."""
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in role["metadata"].get("labels", {}))
+
+
 def test_operator_defaults_cluster_wide() -> None:
     docs = render(OPERATOR_CHART)
     assert isinstance(docs, list)
-    [role] = by_kind(docs, "ClusterRole")
+    [role] = [r for r in by_kind(docs, "ClusterRole") if not _aggregated(r)]
     assert _grants(role["rules"]) == OPERATOR_VERBS  # exactly: no secrets, no pods/exec, nothing else
     [binding] = by_kind(docs, "ClusterRoleBinding")
     [sa] = by_kind(docs, "ServiceAccount")
@@ -292,7 +297,7 @@ def test_operator_defaults_cluster_wide() -> None:
 def test_operator_namespaced_mode_has_no_cluster_access() -> None:
     docs = render(OPERATOR_CHART, "--set", "watchNamespaces={team-a,team-b}")
     assert isinstance(docs, list)
-    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    assert all(_aggregated(r) for r in by_kind(docs, "ClusterRole")) and not by_kind(docs, "ClusterRoleBinding")
     roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] != LEASE_ROLE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(_grants(r["rules"]) == OPERATOR_VERBS for r in roles)
@@ -458,3 +463,55 @@ def test_notes_say_how_to_check() -> None:
     notes = (OPERATOR_CHART / "templates" / "NOTES.txt").read_text()
     for hint in ("kubectl get dbdb -A", "--for=condition=Ready", "logs deployment/", "approve-contract"):
         assert hint in notes
+
+
+# --- who may use DivBaseDatabases: ClusterRoles aggregated to Kubernetes' default roles (issue 14) -------------------
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def test_user_roles_aggregate_writing_to_admin_and_edit_and_reading_to_view() -> None:
+    """Writing a DivBaseDatabase runs pods of the writer's choice (docs/security.md): it goes with admin and edit,
+    as Deployments do; view may read. Nobody but the operator gets divbasedatabases/status."""
+    for args in ((), ("--set", "watchNamespaces={team-a}")):
+        docs = render(OPERATOR_CHART, *args)
+        assert isinstance(docs, list)
+        roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole") if _aggregated(r)}
+        assert set(roles) == {"rel-divbase-operator-edit", "rel-divbase-operator-view"}
+        edit, view = roles["rel-divbase-operator-edit"], roles["rel-divbase-operator-view"]
+        assert {k for k, v in edit["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"} == \
+            {f"{AGGREGATE}admin", f"{AGGREGATE}edit"}
+        assert {k for k in view["metadata"]["labels"] if k.startswith(AGGREGATE)} == {f"{AGGREGATE}view"}
+        assert _grants(edit["rules"]) == {(names.GROUP, names.PLURAL): {"get", "list", "watch", "create", "update",
+                                                                        "patch", "delete"}}
+        assert _grants(view["rules"]) == {(names.GROUP, names.PLURAL): {"get", "list", "watch"}}
+        for role in roles.values():
+            assert not [r for r in role["rules"] if any("/" in res for res in r["resources"])], "no subresource"
+        bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")}
+        assert not bound & set(roles), "granted through the default roles only, never bound by the chart"
+    off = render(OPERATOR_CHART, "--set", "rbac.aggregateToDefaultRoles=false")
+    assert isinstance(off, list) and not [r for r in by_kind(off, "ClusterRole") if _aggregated(r)]
+
+
+def test_the_operator_knows_its_own_namespace() -> None:
+    """Resources in it are refused (their Jobs could run as the operator's ServiceAccount): the chart tells it."""
+    docs = render(OPERATOR_CHART)
+    assert isinstance(docs, list)
+    env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env
+
+
+def test_the_policy_values_become_the_operators_flags() -> None:
+    docs = render(OPERATOR_CHART, "--set", "policy.allowPrivilegedWorkloads=true",
+                  "--set", "policy.allowedImageRepositories={ghcr.io/scilifelabdatacentre/,registry.example/divbase}",
+                  "--set", "policy.allowedServiceAccounts={divbase-migrate}")
+    assert isinstance(docs, list)
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--allow-privileged-workloads", "--allowed-image-repository=ghcr.io/scilifelabdatacentre/",
+            "--allowed-image-repository=registry.example/divbase",
+            "--allowed-service-account=divbase-migrate"} <= set(args)
+    defaults = render(OPERATOR_CHART)
+    assert isinstance(defaults, list)
+    args = by_kind(defaults, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--allow-", "--allowed-"))], "safe by default, no lists"
+    refused = render(OPERATOR_CHART, "--set", "policy.allowedImageRepositories={ghcr.io/x:1}", check=False)
+    assert "allowedImageRepositories" in str(refused)

@@ -12,6 +12,7 @@ import pytest
 from divbase_operator import kubectl_plugin as plugin
 from divbase_operator import names
 from kubernetes.client.exceptions import ApiException
+from planner_world import World
 from test_kstatus import PHASES, as_object
 
 NOW = datetime(2026, 11, 25, 13, 0, 0, tzinfo=UTC)
@@ -44,6 +45,12 @@ class FakeClient:
             self._fail(self.patch_error, "patch", name)
         self.patches.append(body)
         return self.obj or {}
+
+    def get_configmap(self, name: str) -> dict[str, Any] | None:
+        """The plan ConfigMap as the operator published it (the planner world's SQL)."""
+        plan = ((self.obj or {}).get("status") or {}).get("contractPlan") or {}
+        return {"data": {names.PLAN_DATA_SQL: World.plan_sql, "digest": plan.get("digest"),
+                         names.PLAN_DATA_TRUNCATED: "false"}}
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_migration_job_is_hardened_and_reads_the_secret_by_reference():
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["image"] == "registry.example/divbase:2"
     assert container["command"] == ["divbase-migrate"] and container["args"][0] == "expand"
-    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["terminationMessagePolicy"] == "File"  # never a log tail in status
     [url] = [e for e in container["env"] if e["name"] == "DIVBASE_DATABASE_URL"]
     assert url == {"name": "DIVBASE_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "divbase-db", "key": "url"}}}
     assert job["metadata"]["ownerReferences"][0]["controller"] is True

@@ -118,12 +118,14 @@ def test_a_restarted_operator_does_not_repeat_attempt_events() -> None:
     assert events(restarted, names.EVENT_ATTEMPT_FAILED) == []
 
 
-def test_a_pod_that_died_before_its_summary_reports_its_last_log_lines() -> None:
+def test_a_pod_that_died_before_its_summary_reports_its_exit_code_without_quoting_it() -> None:
+    """A termination message without a summary is untrusted text (docs/security.md): named, never repeated."""
     world, job = expanding()
     fail_attempt(world, job, "a", exit_code=137, message="Killed\nout of memory", next_pod="b")
     world.reconcile()
     [event] = events(world, names.EVENT_ATTEMPT_FAILED)
-    assert "exit code 137): Killed\nout of memory" in event.message
+    assert "exit code 137): exit code 137, no summary" in event.message
+    assert "Killed" not in event.message and "out of memory" not in event.message
 
 
 def test_attempts_follow_the_jobs_own_backoff_limit() -> None:

@@ -61,18 +61,20 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
-# Workloads: server-side apply (patch, which creates on first apply), deleted when a workload is removed.
+# Workloads: server-side apply (patch, which creates on first apply), deleted by name when a workload is removed
+# or the resource deleted (only those it controls: never as a collection by label).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete", "deletecollection"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Pods of Jobs and workloads: read for termination messages and "no pod of the old release left".
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource).
+# The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource),
+# watched (by label) so that a change by anyone else is undone at once.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Kubernetes Events about each step (Kopf posts core/v1 Events; events.k8s.io for newer clients).
 - apiGroups: [""]
   resources: ["events"]
