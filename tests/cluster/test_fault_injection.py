@@ -322,7 +322,8 @@ def watch_reopens(log: str) -> set[str]:
     return set(re.findall(r"Watch-stream for (\S+) in '[^']*' is inactive, reconnecting", log))
 
 
-WATCHED = {f"{names.PLURAL}.{names.VERSION}.{names.GROUP}", "jobs.v1.batch", "deployments.v1.apps", "pods.v1"}
+WATCHED = {f"{names.PLURAL}.{names.VERSION}.{names.GROUP}", "jobs.v1.batch", "deployments.v1.apps", "pods.v1",
+           "configmaps.v1"}  # configmaps: the contract plan it republishes when changed (docs/security.md)
 
 
 def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:

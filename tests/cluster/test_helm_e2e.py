@@ -93,9 +93,12 @@ def test_helm_install_operator_pod_then_release_upgrade(
     started = time.monotonic()
     timings: dict[str, float] = {}
 
-    # 1. the operator chart: a namespaced install, the operator as a pod of the local node
+    # 1. the operator chart: a namespaced install watching the application's namespace (the operator refuses
+    # resources in its own: docs/security.md), the operator as a pod of the local node
+    app_ns = f"{namespace}-app"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
     tools.run("helm", "install", OPERATOR, str(OPERATOR_CHART), "-n", namespace,
-              "--set", f"watchNamespaces={{{namespace}}}", "--set", "image.repository=divbase-operator",
+              "--set", f"watchNamespaces={{{app_ns}}}", "--set", "image.repository=divbase-operator",
               "--set", "bindPodIP=true", "--wait", "--timeout", "120s", timeout=150)  # fmt: skip
     tools.run("kubectl", "-n", namespace, "wait", f"deployment/{OPERATOR}", "--for=condition=Available",
               "--timeout=60s", timeout=90)  # fmt: skip
@@ -115,7 +118,7 @@ def test_helm_install_operator_pod_then_release_upgrade(
 
     try:
         # 2. the example release at version 1, the database Secret made out of band
-        core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
+        core.create_namespaced_secret(app_ns, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
                                                                  string_data={"url": database_url}))  # fmt: skip
         values = tmp_path / "divbase-values.yaml"
         values.write_text(yaml.safe_dump({
@@ -126,27 +129,27 @@ def test_helm_install_operator_pod_then_release_upgrade(
                          {"name": "PORT", "value": str(API_PORT)}],
             "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 300},
         }))  # fmt: skip
-        tools.run("helm", "install", RELEASE, str(RELEASE_CHART), "-n", namespace, "-f", str(values),
+        tools.run("helm", "install", RELEASE, str(RELEASE_CHART), "-n", app_ns, "-f", str(values),
                   "--set", "version=1")  # fmt: skip
-        tools.run("kubectl", "-n", namespace, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
+        tools.run("kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
                   timeout=260)  # fmt: skip
-        wait_for("release 1 Ready", lambda: db_ready_at(custom, namespace, "1"), 30)
+        wait_for("release 1 Ready", lambda: db_ready_at(custom, app_ns, "1"), 30)
         timings["release 1 ready"] = time.monotonic() - started
         assert migrate_check(database_url, "1").returncode == 0
 
         # 3. helm upgrade to version 2: expand -> deploy -> contract
-        tools.run("helm", "upgrade", RELEASE, str(RELEASE_CHART), "-n", namespace, "--reuse-values",
+        tools.run("helm", "upgrade", RELEASE, str(RELEASE_CHART), "-n", app_ns, "--reuse-values",
                   "--set", "version=2")  # fmt: skip
         wait_for("the operator to see generation 2",
-                 lambda: (custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL,
+                 lambda: (custom.get_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL,
                                                               RELEASE).get("status") or {}).get("observedGeneration")
                  == 2, 60)  # fmt: skip
-        tools.run("kubectl", "-n", namespace, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
+        tools.run("kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
                   timeout=260)  # fmt: skip
-        db = wait_for("release 2 Ready", lambda: db_ready_at(custom, namespace, "2"), 30)
+        db = wait_for("release 2 Ready", lambda: db_ready_at(custom, app_ns, "2"), 30)
         timings["release 2 ready"] = time.monotonic() - started
 
-        jobs = batch.list_namespaced_job(namespace, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
+        jobs = batch.list_namespaced_job(app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
         by_step = {(j.metadata.labels[names.LABEL_STEP], j.metadata.labels[names.LABEL_VERSION]): j for j in jobs}
         assert {("expand", "2"), ("contract", "2")} <= set(by_step), sorted(by_step)
         for step in ("expand", "contract"):
@@ -159,13 +162,13 @@ def test_helm_install_operator_pod_then_release_upgrade(
         assert (history["fromVersion"], history["toVersion"], history["result"]) == ("1", "2", "Succeeded")
 
         deployments = apps.list_namespaced_deployment(
-            namespace, label_selector=f"{names.LABEL_DATABASE}={RELEASE}"
+            app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}"
         ).items
         assert {d.metadata.name for d in deployments} == {f"{RELEASE}-api", f"{RELEASE}-worker"}
         for d in deployments:
             assert [c.image for c in d.spec.template.spec.containers] == ["divbase:2"], d.metadata.name
             assert d.status.updated_replicas == d.status.available_replicas == d.spec.replicas, d.status
-        pods = core.list_namespaced_pod(namespace, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
+        pods = core.list_namespaced_pod(app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
         workload_pods = [p for p in pods if names.LABEL_WORKLOAD in p.metadata.labels
                          and not p.metadata.deletion_timestamp]  # fmt: skip
         assert {p.metadata.labels[names.LABEL_VERSION] for p in workload_pods} == {"2"}
@@ -193,11 +196,12 @@ def test_helm_install_operator_pod_then_release_upgrade(
         print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
     finally:
         # the operator must release its finalizer before it goes, or the namespace would hang in Terminating
-        tools.run("helm", "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "60s", check=False,
+        tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", check=False,
                   timeout=90)  # fmt: skip
         try:
             wait_for("the DivBaseDatabase deleted", lambda: not custom.list_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, names.PLURAL)["items"], 60)  # fmt: skip
+                names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"], 60)  # fmt: skip
         finally:
             tools.run("helm", "uninstall", OPERATOR, "-n", namespace, "--wait", "--timeout", "60s", check=False,
                       timeout=90)  # fmt: skip
+            core.delete_namespace(app_ns)

@@ -413,6 +413,11 @@ def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: An
     assert "Generation:  2 (observed 2)\n" in out.stdout
     out = _plugin(cluster.kubeconfig, "retry", "db", "-n", namespace)
     assert out.returncode == 1 and out.stderr.startswith("error: nothing to retry")
+    out = _plugin(cluster.kubeconfig, "approve-contract", "db", "-n", namespace)  # no plan ConfigMap yet
+    assert out.returncode == 1 and "with the plan's SQL is missing" in out.stderr, out.stderr
+    plan = world.configmaps[world.status["contractPlan"]["configMap"]]  # as the operator publishes it
+    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, {
+        "metadata": {"name": plan["metadata"]["name"], "labels": plan["metadata"]["labels"]}, "data": plan["data"]})
     out = _plugin(cluster.kubeconfig, "approve-contract", "db", "-n", namespace)
     assert out.returncode == 0 and "approved the contract of release 2" in out.stdout, out.stderr
     db = custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db")
