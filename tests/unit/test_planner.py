@@ -591,3 +591,67 @@ def test_a_failed_plan_job_reports_the_runners_error():
     assert stalled["status"] == "True" and "database unavailable: refused" in stalled["message"]
     [event] = events(decision, names.EVENT_JOB_FAILED)
     assert "database unavailable: refused" in event.message
+
+
+# --- states the real cluster reaches that the happy paths do not -----------------------------------------------------
+def test_contract_waits_for_old_pods_still_terminating_behind_complete_deployments():
+    """Deployment status stops counting a pod once it is terminating, so both Deployments report their rollout
+    complete while pods of release 1 may still serve: the contract must wait for them to be gone."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts(terminating=True)
+    assert all(d.rollout_complete for d in world.deployments.values())
+    leaving = [p for p in world.pods if p.workload and p.version == "1"]
+    assert leaving and all(p.deleting for p in leaving)
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract started while pods of release 1 were terminating"
+    assert world.status["rollout"]["steps"]["deploy"]["phase"] == "Running"
+    assert f"{len(leaving)} pod(s) of other releases left" in world.condition(names.COND_RECONCILING)["message"]
+    world.finish_terminating()
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    assert contract.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+
+
+def test_switching_manual_to_auto_while_the_plan_job_runs_waits_for_it():
+    """The plan Job of a Manual contract still runs when the policy becomes Auto: the contract Job waits for it."""
+    world = ready_world("1", contract={"policy": "Manual"})
+    world.auto_plan = False
+    _to_contract(world)
+    [plan] = actions_of(world.reconcile(), CreateJob)
+    assert plan.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_PLAN
+    world.set_spec(contract={"policy": "Auto"})
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract Job started beside the running plan Job"
+    assert world.status["activeJob"] == plan.body["metadata"]["name"]
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_WAITING_FOR_JOB
+    world.finish_plan()
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    assert contract.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+
+
+def test_a_failed_job_deleted_by_ttl_is_not_rerun_without_a_new_retry_token():
+    """Once the failed Job is gone, its deterministic name no longer holds a retry back: only a new token may."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "attempt-2"
+    [retry] = actions_of(world.reconcile(), CreateJob)
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.ttl_expire()
+    world.reconcile()
+    world.ttl_gone()
+    assert not world.jobs
+    for _ in range(2):
+        assert not actions_of(world.reconcile(), CreateJob), "retried with the token already used"
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.annotations[names.ANNOTATION_RETRY] = "attempt-3"
+    [again] = actions_of(world.reconcile(), CreateJob)
+    assert again.body["metadata"]["name"] != retry.body["metadata"]["name"]
+
