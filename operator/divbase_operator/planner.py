@@ -8,7 +8,8 @@ up where it stopped; it never moves a workload to a release whose expand Job has
 Rules that keep it deterministic:
 - a migration Job of ours that is still running is always waited for, whatever the spec says now;
 - a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history, Superseded);
-- a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job;
+- a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job, also once
+  the failed Job is gone (TTL): the retry token names the Job, so only a new token can run it again;
 - a downgrade is accepted only while the schema has not been contracted past the requested release."""
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class _Planner:
         self.actions: list[Action] = []
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
-        self.jobs = {j.name: j for j in obs.jobs if not j.deleting}
+        # a finished Job being deleted (ttlSecondsAfterFinished, in the foreground) still holds its result and its
+        # name: only a running one that is being deleted counts as gone (its pods are being killed)
+        self.jobs = {j.name: j for j in obs.jobs if not j.deleting or j.state != JOB_ACTIVE}
         self.spec: DatabaseSpec | None = None
         # outcome of this reconcile, turned into phase and kstatus conditions at the end
         self.phase = names.PHASE_PENDING

@@ -655,3 +655,27 @@ def test_a_failed_job_deleted_by_ttl_is_not_rerun_without_a_new_retry_token():
     [again] = actions_of(world.reconcile(), CreateJob)
     assert again.body["metadata"]["name"] != retry.body["metadata"]["name"]
 
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["succeeded", "failed"])
+def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: bool):
+    """With a short ttlSecondsAfterFinished the first sight of a finished Job can carry its deletionTimestamp: its
+    result still counts, and a Job of that name is not created again (that would run the step twice)."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    job = world.finish_job("expand", ok=ok, exit_code=4,
+                           message='{"outcome":"failed","error":"lock_timeout: table user is locked"}')
+    world.ttl_expire()
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == ("Succeeded" if ok else "Failed")
+    if ok:
+        assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} \
+            == {"2"}
+    else:
+        assert world.status["lastFailure"]["job"] == job.name
+        assert world.status["lastFailure"]["message"] == "lock_timeout: table user is locked"
+        assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.ttl_gone()
+    assert not actions_of(world.reconcile(), CreateJob)
