@@ -60,6 +60,7 @@ class World:
     configmaps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     plan_sql: str = 'ALTER TABLE "user" DROP COLUMN name;\n'  # what a plan Job "renders"; None: the Job fails
     auto_plan: bool = True  # plan Jobs finish at once (they only read); False: a test finishes them
+    finished: dict[str, JobObs] = dataclasses.field(default_factory=dict)  # every Job that finished, even deleted
 
     def observe(self) -> Observed:
         return Observed(
@@ -126,6 +127,7 @@ class World:
                                    reason=None if ok else "BackoffLimitExceeded",
                                    message=None if ok else "Job has reached the specified backoff limit")
         self.jobs[job.name] = done
+        self.finished[job.name] = done
         self.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
                                 phase="Succeeded" if ok else "Failed", exit_code=0 if ok else exit_code,
                                 termination_message=message, finished_at=ts))
