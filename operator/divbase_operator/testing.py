@@ -253,15 +253,26 @@ class Timeline:
         for thread in self._threads:
             thread.join(timeout=10)
 
+    def times(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
+        """When each matching event was seen, oldest first; empty when none was."""
+        return sorted(t for t, e, k, n, labels, status in list(self.entries)
+                      if k == kind and e == event and where(n, labels, status))
+
     def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
-                                                                                                          status)]
-        return min(times) if times else float("inf")
+        """When the first matching event was seen. Never seen fails the test (AssertionError) instead of returning
+        an infinity that would make any ordering built on it hold."""
+        return self._seen(kind, event, where)[0]
 
     def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
-                                                                                                          status)]
-        return max(times) if times else float("-inf")
+        """When the last matching event was seen; never seen fails the test, as for `first`."""
+        return self._seen(kind, event, where)[-1]
+
+    def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
+        times = self.times(kind, event, where)
+        if not times:
+            raise AssertionError(f"the watch saw no {event} event of a {kind} matching the lookup "
+                                 f"({len(self.entries)} events seen):\n{self.dump()}")
+        return times
 
     def dump(self) -> str:
         return "\n".join(json.dumps([round(t, 3), e, k, n, labels.get(names.LABEL_VERSION)])
