@@ -145,6 +145,13 @@ class Kube:
         return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
                                                           name, patch)
 
+    def patch_db_seen(self, name: str, patch: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Patch the spec, then wait until the operator has reconciled that generation (status.observedGeneration):
+        the positive signal a negative check waits for before asserting that nothing happened."""
+        generation = self.patch_db(name, patch)["metadata"]["generation"]
+        return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
+                        >= generation and db, timeout, f"{name} generation {generation} observed by the operator")
+
     def annotate_db(self, name: str, key: str, value: str) -> None:
         self.patch_db(name, {"metadata": {"annotations": {key: value}}})
 
