@@ -398,7 +398,6 @@ class _Planner:
         rollout = self._rollout()
         assert rollout is not None and self.spec is not None
         version = rollout["toVersion"]
-        cond = names.STEP_CONDITION[step]
         self.phase = names.PHASE_EXPANDING if step == names.STEP_EXPAND else names.PHASE_CONTRACTING
         if rec["phase"] == FAILED:
             self._refresh_failure(rec, self.jobs.get(rec.get("job") or ""))
@@ -451,22 +450,9 @@ class _Planner:
                                                            f"exit status and message")
                 return False
             self._record_job_result(step, rec, job, version)
-        if rec["phase"] == FAILED:
-            return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
+        if rec["phase"] == FAILED:  # just recorded: stalled, or retried at once for a token not used yet
+            return self._job_step(step, rec)
         return True
-
-    def _retry_pending(self) -> bool:
-        rollout = self._rollout()
-        token = self.obs.annotations.get(names.ANNOTATION_RETRY, "")
-        return bool(rollout and token and token != rollout.get("retryToken", ""))
-
-    def _fail_job_step(self, step: str, cond: str) -> bool:
-        self.phase = names.PHASE_FAILED
-        failure = self.status.get("lastFailure") or {}
-        self._stall(names.REASON_JOB_FAILED,
-                    f"{step} for release {failure.get('version')} failed: {failure.get('message', '')}. "
-                    f"Set annotation {names.ANNOTATION_RETRY} to a new value to retry")
-        return False
 
     def _blocked_pod(self, job_name: str) -> str | None:
         for pod in self.obs.pods:

@@ -679,3 +679,24 @@ def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: 
         assert world.condition(names.COND_STALLED)["status"] == "True"
     world.ttl_gone()
     assert not actions_of(world.reconcile(), CreateJob)
+
+
+def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails():
+    """The token is new when the failure is first seen: the same reconcile records the failure and starts the
+    retry Job (no Stalled in between), once."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "early"
+    failed = world.finish_job("expand", ok=False, exit_code=1)
+    decision = world.reconcile()
+    [retry] = actions_of(decision, CreateJob)
+    assert retry.body["metadata"]["name"] != failed.name
+    assert retry.body["metadata"]["annotations"][names.ANNOTATION_RETRY_TOKEN] == "early"
+    assert [e.reason for e in events(decision) if e.reason in (names.EVENT_JOB_FAILED, names.EVENT_RETRY)] == [
+        names.EVENT_JOB_FAILED, names.EVENT_RETRY]
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Running"
+    world.finish_job("expand", ok=False, exit_code=1)
+    assert not actions_of(world.reconcile(), CreateJob), "the token was used"
+    assert world.condition(names.COND_STALLED)["status"] == "True"
