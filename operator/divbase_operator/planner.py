@@ -311,16 +311,17 @@ class _Planner:
         current = self.status.get("currentVersion") or self._oldest_running_version()
         schema = self.status.get("schema") or {}
         old = self._rollout()
-        if current and version_key(target) < version_key(current):
-            contracted = schema.get("contractedTo")
-            if contracted and version_key(contracted) > version_key(target):
-                self.phase = names.PHASE_FAILED
-                self._stall(names.REASON_DOWNGRADE_REFUSED,
-                            f"spec.version {target} is older than the running release {current}, and the "
-                            f"schema was contracted for release {contracted}: it no longer serves {target}. "
-                            f"Set spec.version back to {current} or newer.",
-                            event_reason=names.REASON_DOWNGRADE_REFUSED)
-                return False
+        contracted = schema.get("contractedTo")
+        # a contract past the target refuses it, whatever runs: a first install contracts before any workload runs
+        if contracted and version_key(contracted) > version_key(target):
+            self.phase = names.PHASE_FAILED
+            newest = max((v for v in (current, contracted) if v), key=version_key)
+            before = f"the running release {current}, and the schema was contracted for release {contracted}" \
+                if current else f"release {contracted}, whose contract already ran on the schema"
+            self._stall(names.REASON_DOWNGRADE_REFUSED,
+                        f"spec.version {target} is older than {before}: it no longer serves {target}. Set "
+                        f"spec.version back to {newest} or newer.", event_reason=names.REASON_DOWNGRADE_REFUSED)
+            return False
         if old and not old.get("finishedAt"):
             old["finishedAt"] = self.ts
             old["result"] = "Superseded"

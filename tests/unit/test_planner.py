@@ -700,3 +700,25 @@ def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails()
     world.finish_job("expand", ok=False, exit_code=1)
     assert not actions_of(world.reconcile(), CreateJob), "the token was used"
     assert world.condition(names.COND_STALLED)["status"] == "True"
+
+
+def test_a_downgrade_after_a_first_install_contracted_is_refused_before_any_workload_runs():
+    """A first install runs its contract before the workloads exist: once it has, no older release can run on the
+    schema, though none runs yet (no current release to compare with)."""
+    world = World(spec=base_spec("2"))
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.finish_job("contract")
+    world.set_spec(version="1")
+    decision = world.reconcile()
+    assert not actions_of(decision, ApplyDeployment) and not actions_of(decision, CreateJob)
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["status"] == "True" and stalled["reason"] == names.REASON_DOWNGRADE_REFUSED
+    assert "older than release 2, whose contract already ran on the schema" in stalled["message"]
+    assert [e.type for e in events(decision, names.REASON_DOWNGRADE_REFUSED)] == ["Warning"]
+    world.set_spec(version="2")
+    world.reconcile()
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY and world.status["currentVersion"] == "2"
