@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from divbase_operator import names
+from divbase_operator.crd import status_schema
 from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, JobObs, PodObs
 from divbase_operator.planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment
 from divbase_operator.spec import version_key
@@ -24,6 +25,7 @@ LADDERS = {
     "numbers": ["1", "2", "3", "4", "5", "6"],
     "divbase": ["0.1.0a9", "v0.1.0a10", "0.1.0b1", "v0.1.0rc1", "0.1.0", "v0.2.0a1", "v0.10.0"],
 }
+STATUS_FIELDS = set(status_schema()["properties"])  # the apiserver prunes any other top-level status field
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 
 
@@ -98,6 +100,7 @@ def _check(world: World, decision: Decision, before: Before) -> None:
     if conds[names.COND_READY]["status"] == "True":
         assert status["currentVersion"] == world.spec["version"]
     assert status["phase"] in names.PHASES
+    assert set(status) <= STATUS_FIELDS, f"status fields the CRD would prune: {set(status) - STATUS_FIELDS}"
     assert len(status.get("history") or []) <= names.HISTORY_LIMIT
 
 
