@@ -14,6 +14,7 @@ from divbase_migrations.releases import Applied
 from divbase_migrations.runner import (
     ADVISORY_LOCK_KEY,
     LockTimeout,
+    MigrationFailed,
     PreconditionFailed,
     Runner,
     Settings,
@@ -191,3 +192,36 @@ def test_runner_settings_reach_the_session(database_url: str) -> None:
         assert conn.execute(text("SHOW lock_timeout")).scalar() == "1234ms"
         assert conn.execute(text("SHOW statement_timeout")).scalar() == "5678ms"
         assert conn.execute(text("SHOW application_name")).scalar() == "divbase-migrate"
+
+
+def test_a_lock_wait_never_sleeps_past_its_bound(database_url: str, holder: Connection) -> None:
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    waits = Waits()  # returns at once: the runner polls until its own deadline passes
+    with pytest.raises(LockTimeout, match="held the migration lock for more than 300 ms"):
+        make_runner(database_url, Settings(wait_timeout_ms=300), waits).run("expand", "1")
+    assert waits.delays[:2] == [0.1, 0.2]
+    assert all(0 <= delay <= 0.3 for delay in waits.delays), waits.delays
+
+
+def test_a_failing_revision_is_not_retried(database_url: str) -> None:
+    make_runner(database_url).run("expand", "2")
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE skipped_vcf_files CASCADE"))
+    waits = Waits()
+    with pytest.raises(MigrationFailed) as failure:
+        make_runner(database_url, FAST, waits).run("expand", "3")
+    assert str(failure.value).startswith(f'revision {REVISION_3}: UndefinedTable: relation "skipped_vcf_files" '
+                                         f"does not exist")
+    assert waits.delays == []
+    assert lock_is_free(database_url)
+
+
+def test_a_step_with_nothing_to_do_leaves_no_trace(database_url: str) -> None:
+    """Only a step that applies something creates the log table (and compares an adopted schema first)."""
+    make_runner(database_url).run("expand", "1")
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE divbase_migration_log"))
+    outcome = make_runner(database_url).run("expand", "1")
+    assert outcome.applied == [] and outcome.retries == 0
+    with engine(database_url).connect() as conn:
+        assert not inspect(conn).has_table("divbase_migration_log")
