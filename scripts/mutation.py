@@ -151,9 +151,10 @@ def report(gates: list[Gate], equivalent: dict[str, str], seconds: float, max_ch
         unexplained = [m for m in alive if m not in equivalent]
         problems += [f"{gate.name}: {m} {gate.mutants[m]}" for m in unexplained]
         figures[gate.name] = {"mutants": len(gate.mutants), "killed": counts[KILLED], "timeout": counts[TIMEOUT],
-                              "survived": len(alive), "equivalent": len(explained), "unexplained": len(unexplained)}
+                              "survived": len(alive), "no_tests": counts[NO_TESTS], "equivalent": len(explained),
+                              "unexplained": len(unexplained)}
         rows.append(f"| {gate.name} | {len(gate.mutants)} | {counts[KILLED]} | {counts[TIMEOUT]} | {len(alive)} | "
-                    f"{len(explained)} | {len(unexplained)} |")
+                    f"{counts[NO_TESTS]} | {len(explained)} | {len(unexplained)} |")
         for mutant in alive:
             why = equivalent.get(mutant, f"**NOT EXPLAINED** ({gate.mutants[mutant]})")
             sections.append(f"#### `{mutant}`\n\n{why}\n\n```diff\n{diff_of(mutant)}\n```\n")
@@ -169,11 +170,12 @@ def report(gates: list[Gate], equivalent: dict[str, str], seconds: float, max_ch
         "",
         f"Run: {time.strftime('%Y-%m-%d')}, {seconds:.0f} s with {max_children} worker(s).",
         "",
-        "| gate | mutants | killed | timeout | survived | of which equivalent | unexplained |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| gate | mutants | killed | timeout | survived | of which no test reached | equivalent | unexplained |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *rows,
         f"| **all** | {total.get('mutants', 0)} | {total.get('killed', 0)} | {total.get('timeout', 0)} | "
-        f"{total.get('survived', 0)} | {total.get('equivalent', 0)} | {total.get('unexplained', 0)} |",
+        f"{total.get('survived', 0)} | {total.get('no_tests', 0)} | {total.get('equivalent', 0)} | "
+        f"{total.get('unexplained', 0)} |",
         "",
         "## Survivors",
         "",
@@ -196,16 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", nargs="+", help="judge with these tests instead of the scope's")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where mutation.md and mutation.json go")
     parser.add_argument("--rev", help="mutate and test this git revision instead of the work tree (e.g. main)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the report again from the last run kept (after editing [equivalent])")
     parser.add_argument("--keep", action="store_true", help="keep build/mutation for `mutmut show`/`browse`")
     args = parser.parse_args(argv)
     scope, gates, equivalent = load_scope(args.gate)
-    started = time.monotonic()
-    tests = args.tests or [str(t) for t in scope["tests"]]
-    stage(tests, gates, [str(p) for p in scope.get("do_not_mutate_patterns", [])], args.rev)
-    run_mutmut(gates, args.max_children, STAGE / "mutmut.log")
+    if not args.report_only:
+        started = time.monotonic()
+        tests = args.tests or [str(t) for t in scope["tests"]]
+        stage(tests, gates, [str(p) for p in scope.get("do_not_mutate_patterns", [])], args.rev)
+        run_mutmut(gates, args.max_children, STAGE / "mutmut.log")
+        (STAGE / "run.json").write_text(json.dumps({"seconds": time.monotonic() - started,
+                                                    "workers": args.max_children}))
+    elif not (STAGE / "run.json").exists():
+        sys.exit("--report-only needs the results of a run made with --keep (build/mutation)")
+    run = json.loads((STAGE / "run.json").read_text())
     collect(gates)
-    problems = report(gates, equivalent, time.monotonic() - started, args.max_children, args.out)
-    if not args.keep:
+    problems = report(gates, equivalent, run["seconds"], run["workers"], args.out)
+    if not args.keep and not args.report_only:
         shutil.rmtree(STAGE / "mutants", ignore_errors=True)
     print((args.out / "mutation.md").read_text())
     for problem in problems:

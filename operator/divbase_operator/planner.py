@@ -378,7 +378,6 @@ class _Planner:
         rollout["finishedAt"] = self.ts
         rollout["result"] = SUCCEEDED
         self.status["currentVersion"] = rollout["toVersion"]
-        self.status.pop("activeJob", None)
         self._append_history(rollout)
         self._event("Normal", names.EVENT_ROLLOUT_SUCCEEDED,
                     f"release {rollout['toVersion']} rolled out (from {rollout.get('fromVersion') or 'empty'})")

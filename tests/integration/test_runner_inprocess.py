@@ -5,18 +5,21 @@ the subprocess tests of divbase-migrate in test_runner_safety.py cannot show it 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 from collections.abc import Callable, Iterator
 
 import pytest
 from divbase_migrations import revisions, runner
-from divbase_migrations.releases import Applied
+from divbase_migrations.releases import Applied, BehindBaseline
 from divbase_migrations.runner import (
     ADVISORY_LOCK_KEY,
     LockTimeout,
     MigrationFailed,
     PreconditionFailed,
     Runner,
+    SchemaDrift,
     Settings,
     StatementTimeout,
 )
@@ -26,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 MANIFEST = revisions.load()
 REVISION_3 = "e0003_skip_reason"  # the first of release 3's expand revisions: a backfill of skipped_vcf_files
-FAST = Settings(lock_timeout_ms=100, lock_retries=3, backoff_base_s=1.0, backoff_cap_s=1.5, wait_timeout_ms=60_000)
+FAST = Settings(lock_timeout_ms=100, lock_retries=3, backoff_base_s=1.0, backoff_cap_s=3.0, wait_timeout_ms=60_000)
 
 
 class Waits:
@@ -80,19 +83,26 @@ def test_expand_then_contract_apply_each_release_once_and_free_the_lock(database
     assert again.applied == [] and not again.changed and again.before == again.after == first.after
     contract = make_runner(database_url).run("contract", "1")
     assert contract.after == Applied(release.expand, release.contract) and contract.before == first.after
+    assert contract.applied == []  # release 1 contracts nothing past the baseline
     expand2 = make_runner(database_url).run("expand", "2")
     assert expand2.applied == ["e0002_user_display_name"] and expand2.changed
     assert expand2.after.expand == MANIFEST.release("2").expand
+    contract2 = make_runner(database_url).run("contract", "2")
+    assert contract2.applied == [MANIFEST.release("2").contract]  # only what lies past the applied contract
     assert ("e0002_user_display_name", "2", "expand", 1) in log_rows(database_url)
     assert lock_is_free(database_url)
 
 
-def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url: str, holder: Connection) -> None:
+def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url: str, holder: Connection,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     release = lambda: holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})  # noqa: E731
     waits = Waits({6: release})
-    outcome = make_runner(database_url, waits=waits).run("expand", "2")
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        outcome = make_runner(database_url, waits=waits).run("expand", "2")
     assert waits.delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]  # doubling from 0.1 s, capped at 1 s
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("another divbase-migrate holds the lock; waiting") == 1, "said once, not at every poll"
     assert outcome.after.expand == MANIFEST.release("2").expand
     assert lock_is_free(database_url)
 
@@ -114,7 +124,7 @@ def test_a_blocked_revision_is_retried_with_capped_backoff(database_url: str, ho
     holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
     waits = Waits({2: holder.rollback})  # our lock goes away during the runner's second backoff
     outcome = make_runner(database_url, waits=waits).run("expand", "3")
-    assert waits.delays == [1.0, 1.5]  # 1 s, then 2 s capped at 1.5 s
+    assert waits.delays == [1.0, 2.0]  # doubling from 1 s
     assert outcome.retries == 2 and outcome.applied == [REVISION_3, "e0004_task_history_user_index"]
     assert (REVISION_3, "3", "expand", 3) in log_rows(database_url)
     assert lock_is_free(database_url)
@@ -129,7 +139,7 @@ def test_a_blocked_revision_fails_after_its_retries_and_applies_nothing(database
     with pytest.raises(LockTimeout) as failure:
         make_runner(database_url, waits=waits).run("expand", "3")
     assert str(failure.value) == f"revision {REVISION_3}: a lock was not granted within 100 ms, 4 attempts"
-    assert waits.delays == [0.5, 0.75, 0.75]  # half of 1 s, then of 2 s and 4 s capped at 1.5 s
+    assert waits.delays == [0.5, 1.0, 1.5]  # half of 1 s, 2 s, then of 4 s capped at 3 s
     holder.rollback()
     assert REVISION_3 not in [r[0] for r in log_rows(database_url)]
     assert make_runner(database_url).run("expand", "1").after.expand == MANIFEST.release("2").expand
@@ -225,3 +235,36 @@ def test_a_step_with_nothing_to_do_leaves_no_trace(database_url: str) -> None:
     assert outcome.applied == [] and outcome.retries == 0
     with engine(database_url).connect() as conn:
         assert not inspect(conn).has_table("divbase_migration_log")
+
+
+def test_a_drifted_database_at_the_baseline_is_refused_in_process(database_url: str) -> None:
+    make_runner(database_url).run("expand", "1")
+    with engine(database_url).begin() as conn:
+        conn.execute(text('CREATE INDEX ix_hand_made ON "user" (id)'))
+    with pytest.raises(SchemaDrift, match="ix_hand_made"):
+        make_runner(database_url).run("expand", "2")
+    assert lock_is_free(database_url)
+
+
+def test_lock_waits_of_the_baseline_check_count_as_retries(database_url: str, holder: Connection,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    make_runner(database_url).run("expand", "1")  # at the baseline: the next expand compares the schema first
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))  # the catalog read waits on it
+    waits = Waits({2: holder.rollback})
+    outcome = make_runner(database_url, waits=waits).run("expand", "2")
+    assert outcome.retries == 2 and outcome.applied == ["e0002_user_display_name"]
+
+
+def test_the_runner_reads_the_database_with_its_own_manifest(database_url: str) -> None:
+    """A database at an older revision of the trunk is named with the history of the manifest the runner holds."""
+    assert MANIFEST.baseline is not None
+    older = next(iter(MANIFEST.baseline.history))
+    manifest = dataclasses.replace(MANIFEST, baseline=dataclasses.replace(
+        MANIFEST.baseline, history={older: "an older trunk revision"}, upgrade_hint="finish that history first"))
+    with engine(database_url).begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": older})
+    with pytest.raises(BehindBaseline, match=f"at revision {older} \\(an older trunk revision\\).*finish that "
+                                             f"history first"):
+        Runner(make_url(database_url), manifest, FAST, sleep=Waits()).run("expand", "1")

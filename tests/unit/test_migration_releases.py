@@ -228,3 +228,12 @@ def test_versions_that_are_not_pep_440_are_listed_in_any_order(tmp_path: Path) -
                     "[[release]]\nversion = 'green'\nexpand = 'e0002_user_display_name'\n"
                     "contract = 'c0002_user_display_name'\n")
     assert load_manifest(CHAINS, path).versions == ("latest-stable", "green")
+
+
+def test_a_project_whose_branches_do_not_share_a_baseline_reports_an_empty_contract() -> None:
+    from divbase_migrations.releases import Chains, Release
+
+    chains = Chains(expand=("e1", "e2"), contract=("c1",))
+    manifest = Manifest((Release("1", "e1", "c1"),), chains)
+    verdict = compatibility(manifest, manifest.release("1"), Applied("e2", None))
+    assert verdict.ok is True and verdict.reason == "release 1 can run: expand at e2, contract at nothing"

@@ -886,3 +886,18 @@ def test_an_approval_may_name_the_digest_with_its_algorithm(named: str):
     assert approval_verdict("2@" + named.format(hex=hex_, HEX=hex_.upper()), "2", digest) is True
     assert approval_verdict("2@sha256:" + "f" * 12, "2", digest) != True  # noqa: E712
     assert approval_verdict("2@" + hex_, "2", "0123456789abcdef" * 4) is True, "a digest written without algorithm"
+
+
+def test_a_refused_downgrade_names_the_newest_release_to_go_back_to():
+    """Release 0.1.0a10 runs, its contract waits for approval (the schema is contracted for 0.1.0a9 only): back to
+    0.1.0a8 is refused, and the way out names 0.1.0a10 (PEP 440 order; string order would say 0.1.0a9)."""
+    world = ready_world("0.1.0a9", contract={"policy": "Manual"})
+    _to_contract(world, "0.1.0a10")
+    world.reconcile()
+    world.reconcile()
+    assert world.status["currentVersion"] == "0.1.0a10" and world.status["schema"]["contractedTo"] == "0.1.0a9"
+    world.set_spec(version="0.1.0a8")
+    world.reconcile()
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["reason"] == names.REASON_DOWNGRADE_REFUSED
+    assert stalled["message"].endswith("Set spec.version back to 0.1.0a10 or newer.")
