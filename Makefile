@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export DIVBASE_CACHE_DIR ?= $(HOME)/.cache/divbase
 PYTEST_ARGS ?=
 
-.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster demo clean
+.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster demo clean mutation
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ cluster: system-deps venv localcluster ## Tests on the local control plane.
 test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL (15 from Debian, then 18) and cluster tests.
 	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory integration-pg18
+
+$(BIN)/.mutation-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test,mutation]'
+	@touch $@
+
+mutation: system-deps $(BIN)/.mutation-installed ## mutmut over the gates' decision functions (minutes; report: bench/results/mutation.md).
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
 demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load with the operator, then today's stop-the-world.
 	$(BIN)/python -m divbase_app.demo

@@ -55,7 +55,7 @@ import report
 from report import percentile, summary, svg_cdf
 
 REPO = Path(__file__).resolve().parents[1]
-MIGRATE = REPO / ".venv" / "bin" / "divbase-migrate"
+MIGRATE = Path(sys.executable).parent / "divbase-migrate"
 INDEX = "ix_task_history_user_id_created_at"
 REASON = "'unspecified'"  # the default release 3 gives skip_reason, and what its backfill writes
 # e0003_skip_reason's backfill as one statement, as the naive migration runs it

@@ -9,7 +9,8 @@ Rules that keep it deterministic:
 - a migration Job of ours that is still running is always waited for, whatever the spec says now;
 - a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history as
   Superseded, or Failed when one of its steps had failed);
-- a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job;
+- a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job, also once
+  the failed Job is gone (TTL): the retry token names the Job, so only a new token can run it again;
 - a downgrade is accepted only while the schema has not been contracted past the requested release."""
 
 from __future__ import annotations
@@ -257,7 +258,9 @@ class _Planner:
         self.actions: list[Action] = []
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
-        self.jobs = {j.name: j for j in obs.jobs if not j.deleting}
+        # a finished Job being deleted (ttlSecondsAfterFinished, in the foreground) still holds its result and its
+        # name: only a running one that is being deleted counts as gone (its pods are being killed)
+        self.jobs = {j.name: j for j in obs.jobs if not j.deleting or j.state != JOB_ACTIVE}
         # Deployments are managed only when this resource is their controller (owner reference), whatever their
         # labels say: a relabelled Deployment of someone else is neither changed, counted nor deleted
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
@@ -494,16 +497,17 @@ class _Planner:
         current = self.status.get("currentVersion") or self._oldest_running_version()
         schema = self.status.get("schema") or {}
         old = self._rollout()
-        if current and version_key(target) < version_key(current):
-            contracted = schema.get("contractedTo")
-            if contracted and version_key(contracted) > version_key(target):
-                self.phase = names.PHASE_FAILED
-                self._stall(names.REASON_DOWNGRADE_REFUSED,
-                            f"spec.version {target} is older than the running release {current}, and the "
-                            f"schema was contracted for release {contracted}: it no longer serves {target}. "
-                            f"Set spec.version back to {current} or newer.",
-                            event_reason=names.REASON_DOWNGRADE_REFUSED)
-                return False
+        contracted = schema.get("contractedTo")
+        # a contract past the target refuses it, whatever runs: a first install contracts before any workload runs
+        if contracted and version_key(contracted) > version_key(target):
+            self.phase = names.PHASE_FAILED
+            newest = max((v for v in (current, contracted) if v), key=version_key)
+            before = f"the running release {current}, and the schema was contracted for release {contracted}" \
+                if current else f"release {contracted}, whose contract already ran on the schema"
+            self._stall(names.REASON_DOWNGRADE_REFUSED,
+                        f"spec.version {target} is older than {before}: it no longer serves {target}. Set "
+                        f"spec.version back to {newest} or newer.", event_reason=names.REASON_DOWNGRADE_REFUSED)
+            return False
         if old and not old.get("finishedAt"):
             old["finishedAt"] = self.ts
             failed = any(rec.get("phase") in (FAILED, ROLLING_BACK, ROLLED_BACK) for rec in old["steps"].values())
@@ -567,7 +571,6 @@ class _Planner:
         rollout["finishedAt"] = self.ts
         rollout["result"] = names.RESULT_SUCCEEDED
         self.status["currentVersion"] = rollout["toVersion"]
-        self.status.pop("activeJob", None)
         self._append_history(rollout)
         origin = rollout.get("fromVersion") or (f"{rollout['foundVersion']}, found in the database"
                                                  if rollout.get("foundVersion") else "empty")
@@ -590,7 +593,6 @@ class _Planner:
         rollout = self._rollout()
         assert rollout is not None and self.spec is not None
         version = rollout["toVersion"]
-        cond = names.STEP_CONDITION[step]
         self.phase = names.PHASE_EXPANDING if step == names.STEP_EXPAND else names.PHASE_CONTRACTING
         if rec["phase"] == FAILED:
             self._refresh_failure(rec, self.jobs.get(rec.get("job") or ""))
@@ -645,8 +647,8 @@ class _Planner:
                                                            f"exit status and message")
                 return False
             self._record_job_result(step, rec, job, version)
-        if rec["phase"] == FAILED:
-            return self._job_step(step, rec) if self._retry_pending() else self._fail_job_step(step, cond)
+        if rec["phase"] == FAILED:  # just recorded: stalled, or retried at once for a token not used yet
+            return self._job_step(step, rec)
         return True
 
     # -- attempts inside a Job: each failed pod, as it happens ------------------------------------------------------
@@ -704,19 +706,6 @@ class _Planner:
             return None
         image = plan.get("image") if isinstance(plan.get("image"), str) else None
         return ApprovedPlan(digest, image) if DIGEST_PATTERN.fullmatch(digest) else None
-
-    def _retry_pending(self) -> bool:
-        rollout = self._rollout()
-        token = self.obs.annotations.get(names.ANNOTATION_RETRY, "")
-        return bool(rollout and token and token != rollout.get("retryToken", ""))
-
-    def _fail_job_step(self, step: str, cond: str) -> bool:
-        self.phase = names.PHASE_FAILED
-        failure = self.status.get("lastFailure") or {}
-        self._stall(names.REASON_JOB_FAILED,
-                    f"{step} for release {failure.get('version')} failed: {failure.get('message', '')}. "
-                    f"Set annotation {names.ANNOTATION_RETRY} to a new value to retry")
-        return False
 
     def _blocked_pod(self, job_name: str) -> str | None:
         for pod in self.obs.pods:

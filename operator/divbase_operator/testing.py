@@ -145,6 +145,13 @@ class Kube:
         return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
                                                           name, patch)
 
+    def patch_db_seen(self, name: str, patch: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Patch the spec, then wait until the operator has reconciled that generation (status.observedGeneration):
+        the positive signal a negative check waits for before asserting that nothing happened."""
+        generation = self.patch_db(name, patch)["metadata"]["generation"]
+        return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
+                        >= generation and db, timeout, f"{name} generation {generation} observed by the operator")
+
     def annotate_db(self, name: str, key: str, value: str) -> None:
         self.patch_db(name, {"metadata": {"annotations": {key: value}}})
 
@@ -253,15 +260,26 @@ class Timeline:
         for thread in self._threads:
             thread.join(timeout=10)
 
+    def times(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
+        """When each matching event was seen, oldest first; empty when none was."""
+        return sorted(t for t, e, k, n, labels, status in list(self.entries)
+                      if k == kind and e == event and where(n, labels, status))
+
     def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
-                                                                                                          status)]
-        return min(times) if times else float("inf")
+        """When the first matching event was seen. Never seen fails the test (AssertionError) instead of returning
+        an infinity that would make any ordering built on it hold."""
+        return self._seen(kind, event, where)[0]
 
     def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        times = [t for t, e, k, n, labels, status in self.entries if k == kind and e == event and where(n, labels,
-                                                                                                          status)]
-        return max(times) if times else float("-inf")
+        """When the last matching event was seen; never seen fails the test, as for `first`."""
+        return self._seen(kind, event, where)[-1]
+
+    def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
+        times = self.times(kind, event, where)
+        if not times:
+            raise AssertionError(f"the watch saw no {event} event of a {kind} matching the lookup "
+                                 f"({len(self.entries)} events seen):\n{self.dump()}")
+        return times
 
     def dump(self) -> str:
         return "\n".join(json.dumps([round(t, 3), e, k, n, labels.get(names.LABEL_VERSION)])

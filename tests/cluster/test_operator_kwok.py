@@ -85,6 +85,7 @@ def test_install_then_upgrade_in_gated_order(kube: Kube, operator: OperatorProce
         return lambda n, labels, s: bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) \
             == version
 
+    # each lookup fails the test when its event was never seen: no ordering below can hold on a missing event
     expand_done = timeline.first("Job", "MODIFIED", job("expand", True))
     first_new_pod = timeline.first("Pod", "ADDED", pod("2"))
     last_old_gone = timeline.last("Pod", "DELETED", pod("1"))

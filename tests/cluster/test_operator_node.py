@@ -119,6 +119,7 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
     def job_done(job_name: str):
         return lambda name, labels, status: name == job_name and (status.get("succeeded") or 0) >= 1
 
+    # each lookup fails the test when its event was never seen: no ordering below can hold on a missing event
     expand_done = timeline.first("Job", "MODIFIED", job_done(expand.metadata.name))
     first_new_pod = timeline.first("Pod", "ADDED", is_workload_pod("2"))
     last_old_pod_gone = timeline.last("Pod", "DELETED", is_workload_pod("1"))

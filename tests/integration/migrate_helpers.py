@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, pool
 
-REPO = Path(__file__).resolve().parents[2]
-MIGRATE = str(REPO / ".venv" / "bin" / "divbase-migrate")
+MIGRATE = str(Path(sys.executable).parent / "divbase-migrate")  # the console script of the interpreter under test
 
 
 @dataclass

@@ -68,6 +68,7 @@ class World:
     configmaps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     plan_sql: str = 'ALTER TABLE "user" DROP COLUMN name;\n'  # what a plan Job "renders"; None: the Job fails
     auto_plan: bool = True  # plan Jobs finish at once (they only read); False: a test finishes them
+    finished: dict[str, JobObs] = dataclasses.field(default_factory=dict)  # every Job that finished, even deleted
 
     def observe(self) -> Observed:
         return Observed(
@@ -136,6 +137,7 @@ class World:
                                    reason=None if ok else "BackoffLimitExceeded",
                                    message=None if ok else "Job has reached the specified backoff limit")
         self.jobs[job.name] = done
+        self.finished[job.name] = done
         self.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
                                 phase="Succeeded" if ok else "Failed", exit_code=0 if ok else exit_code,
                                 termination_message=message, finished_at=ts))
@@ -152,15 +154,41 @@ class World:
                    **plan_payload(self.plan_sql)}
         return self.finish_job(names.STEP_PLAN, message=json.dumps(summary))
 
-    def complete_rollouts(self) -> None:
-        """The Deployment controller finished: every pod runs the template's version, none of another."""
-        self.pods = [p for p in self.pods if not p.workload]
+    def complete_rollouts(self, terminating: bool = False) -> None:
+        """The Deployment controller finished: every pod runs the template's version.
+
+        With `terminating`, the pods of other releases are still shutting down (deletionTimestamp set, still
+        Running, maybe still serving): Deployment status no longer counts them, so every Deployment reports its
+        rollout complete while they are there. `finish_terminating` lets them go."""
+        current = {(d.workload, d.version) for d in self.deployments.values()}
+        leaving = [dataclasses.replace(p, deleting=True) for p in self.pods
+                   if terminating and p.workload and (p.workload, p.version) not in current]
+        self.pods = [p for p in self.pods if not p.workload] + leaving
         for name, d in list(self.deployments.items()):
             self.deployments[name] = dataclasses.replace(
                 d, observed_generation=d.generation, status_replicas=d.replicas, updated_replicas=d.replicas,
                 available_replicas=d.replicas, progress_deadline_exceeded=False)
             self.pods += [PodObs(name=f"{name}-{i}", job_name=None, workload=d.workload, version=d.version,
                                  phase="Running") for i in range(d.replicas)]
+
+    def finish_terminating(self) -> None:
+        """Terminating workload pods are gone."""
+        self.pods = [p for p in self.pods if not (p.workload and p.deleting)]
+
+    def ttl_expire(self) -> None:
+        """The TTL-after-finished controller deletes every finished Job, in the foreground: each stays visible,
+        with a deletionTimestamp and its final status, until its pods are gone."""
+        for name, job in list(self.jobs.items()):
+            if job.state != JOB_ACTIVE:
+                self.jobs[name] = dataclasses.replace(job, deleting=True)
+        self.pods = [dataclasses.replace(p, deleting=True) if p.job_name and self.jobs[p.job_name].deleting else p
+                     for p in self.pods]
+
+    def ttl_gone(self) -> None:
+        """Jobs being deleted, and their pods, are gone (whether or not a status write recorded their result)."""
+        gone = {name for name, job in self.jobs.items() if job.deleting}
+        self.jobs = {name: job for name, job in self.jobs.items() if name not in gone}
+        self.pods = [p for p in self.pods if p.job_name not in gone]
 
     def start_rollouts(self) -> None:
         """New pods come up but old ones are still there: the rollout is in flight."""

@@ -190,14 +190,25 @@ def reconciler_with(api: RecordingApi, leading: list[bool], read: list[tuple[str
 
 
 async def test_a_standby_ignores_triggers_and_writes_nothing() -> None:
-    api, read = RecordingApi(), []
-    reconciler = reconciler_with(api, [False], read)
+    api, read, leading = RecordingApi(), [], [False]
+    reconciler = reconciler_with(api, leading, read)
     reconciler.trigger(("ns", "a"))
-    await asyncio.sleep(0.05)
-    assert read == [] and api.writes == []
+    # the positive signal before the negative check: once leading, a trigger of b runs a reconcile to its end (a
+    # decision, or here an error: no Kopf settings in a unit test); one of a, had the standby scheduled it, would
+    # have run first (tasks start in order)
+    leading[0] = True
+    ended: list[tuple[str, str]] = []
+    done = asyncio.Event()
+    reconciler.on_decision = lambda key, decision, seconds: (ended.append(key), done.set())
+    reconciler.on_error = lambda key: (ended.append(key), done.set())
+    reconciler.trigger(("ns", "b"))
+    await asyncio.wait_for(done.wait(), timeout=10)
+    leading[0] = False  # the retry timer of b now finds a standby
+    assert ended == [("ns", "b")] and ("ns", "a") not in read and ("ns", "b") in read
+    writes = list(api.writes)
     with pytest.raises(NotLeading):  # a reconcile already under way when leadership went
         await reconciler.reconcile_once(("ns", "a"))
-    assert api.writes == []
+    assert api.writes == writes
 
 
 async def test_leadership_lost_mid_reconcile_stops_before_the_next_write() -> None:

@@ -188,3 +188,52 @@ def test_a_tag_of_another_release_is_unknown(tmp_path: Path) -> None:
         with pytest.raises(UnknownRelease, match=r"known: 0\.1\.0a9, 0\.1\.0a10\)"):
             manifest.release(asked)
     assert manifest.latest().version == "0.1.0a10"
+
+
+# --- the verdict's words: what `check`, the runner's refusals and the API's startup show -------------------------
+def test_every_verdict_says_why_in_so_many_words() -> None:
+    r2, r4 = MANIFEST.release("2"), MANIFEST.release("4")
+    ok = compatibility(MANIFEST, r2, Applied(r2.expand, r2.contract))
+    assert ok.ok is True and ok.missing == ()
+    assert ok.reason == f"release 2 can run: expand at {r2.expand}, contract at {r2.contract}"
+    newer = compatibility(MANIFEST, r4, Applied("e0099_future", r4.contract))
+    assert newer.ok is True
+    assert newer.reason.endswith(f"contract at {r4.contract} (plus expand revisions of a newer release, which only "
+                                 f"add)")
+    empty = compatibility(MANIFEST, MANIFEST.release("1"), Applied(None, None))
+    assert empty.ok is False and empty.missing == (BASELINE,)
+    assert "the database is at nothing (run `divbase-migrate expand --release 1`)" in empty.reason
+    unknown = compatibility(MANIFEST, r4, Applied("e0099_future", "c0099_future"))
+    assert unknown.ok is False and unknown.missing == ()
+    assert unknown.reason == ("contract revision c0099_future (from a newer release) may have removed what "
+                              "release 4 uses")
+    past = compatibility(MANIFEST, r2, Applied(r4.expand, r4.contract))
+    assert past.ok is False and past.missing == ()
+    assert past.reason.startswith(f"contract revision {r4.contract} removed what release 2 uses (it tolerates up to "
+                                  f"{r2.contract})")
+
+
+def test_a_contract_revision_of_a_newer_release_is_placed_beyond_the_chain() -> None:
+    from divbase_migrations.releases import Position
+
+    assert Position.of(CHAINS, "contract", "c0099_future") == Position(len(CHAINS.contract), unknown=True)
+    assert Position.of(CHAINS, "contract", CHAINS.contract[1]) == Position(1, unknown=False)
+    assert Position.of(CHAINS, "expand", None) == Position(-1, unknown=False)
+
+
+def test_versions_that_are_not_pep_440_are_listed_in_any_order(tmp_path: Path) -> None:
+    path = tmp_path / "releases.toml"
+    path.write_text("[[release]]\nversion = 'latest-stable'\nexpand = 'e0002_user_display_name'\n"
+                    "contract = 'c0002_user_display_name'\n"
+                    "[[release]]\nversion = 'green'\nexpand = 'e0002_user_display_name'\n"
+                    "contract = 'c0002_user_display_name'\n")
+    assert load_manifest(CHAINS, path).versions == ("latest-stable", "green")
+
+
+def test_a_project_whose_branches_do_not_share_a_baseline_reports_an_empty_contract() -> None:
+    from divbase_migrations.releases import Chains, Release
+
+    chains = Chains(expand=("e1", "e2"), contract=("c1",))
+    manifest = Manifest((Release("1", "e1", "c1"),), chains)
+    verdict = compatibility(manifest, manifest.release("1"), Applied("e2", None))
+    assert verdict.ok is True and verdict.reason == "release 1 can run: expand at e2, contract at nothing"

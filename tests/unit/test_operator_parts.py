@@ -13,6 +13,7 @@ from divbase_operator.crd import build_crd, render
 from divbase_operator.kube import status_patch
 from divbase_operator.observed import deployment_from_body, job_from_body, parse_summary, pod_from_body
 from divbase_operator.spec import Workload, parse_spec, release_image, version_key
+from divbase_operator.testing import Timeline
 from planner_world import base_spec, workload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,3 +273,17 @@ def test_a_rejected_object_stalls_with_the_apiservers_message_and_one_event() ->
     again = rejected(Decision(status={"conditions": []}, actions=[]), first.status, "Deployment db-api", message, 3,
                      now)
     assert again.actions == []  # the same refusal is not announced twice
+
+
+def test_a_timeline_lookup_of_an_event_never_seen_fails_instead_of_returning_infinity():
+    timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
+    timeline.entries += [(2.0, "DELETED", "Pod", "api-1", {names.LABEL_VERSION: "1"}, {}),
+                         (1.0, "DELETED", "Pod", "api-0", {names.LABEL_VERSION: "1"}, {}),
+                         (3.0, "ADDED", "Job", "db-contract-x", {}, {})]
+    old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
+    assert (timeline.first("Pod", "DELETED", old_pod), timeline.last("Pod", "DELETED", old_pod)) == (1.0, 2.0)
+    assert timeline.times("Pod", "ADDED", old_pod) == []
+    with pytest.raises(AssertionError, match="the watch saw no DELETED event of a Job"):
+        timeline.last("Job", "DELETED", lambda n, labels, s: True)
+    with pytest.raises(AssertionError, match="the watch saw no ADDED event of a Pod"):
+        timeline.first("Pod", "ADDED", old_pod)

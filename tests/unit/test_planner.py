@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from divbase_operator import names
 from divbase_operator.observed import JOB_FAILED, PodObs
 from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
-from planner_world import World, base_spec
+from planner_world import World, base_spec, workload
 
 
 def actions_of(decision, kind):
@@ -593,3 +593,313 @@ def test_a_failed_plan_job_reports_the_runners_error():
     assert stalled["status"] == "True" and "database unavailable: refused" in stalled["message"]
     [event] = events(decision, names.EVENT_JOB_FAILED)
     assert "database unavailable: refused" in event.message
+
+
+# --- states the real cluster reaches that the happy paths do not -----------------------------------------------------
+def test_contract_waits_for_old_pods_still_terminating_behind_complete_deployments():
+    """Deployment status stops counting a pod once it is terminating, so both Deployments report their rollout
+    complete while pods of release 1 may still serve: the contract must wait for them to be gone."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts(terminating=True)
+    assert all(d.rollout_complete for d in world.deployments.values())
+    leaving = [p for p in world.pods if p.workload and p.version == "1"]
+    assert leaving and all(p.deleting for p in leaving)
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract started while pods of release 1 were terminating"
+    assert world.status["rollout"]["steps"]["deploy"]["phase"] == "Running"
+    assert f"{len(leaving)} pod(s) of other releases left" in world.condition(names.COND_RECONCILING)["message"]
+    world.finish_terminating()
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    assert contract.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+
+
+def test_switching_manual_to_auto_while_the_plan_job_runs_waits_for_it():
+    """The plan Job of a Manual contract still runs when the policy becomes Auto: the contract Job waits for it."""
+    world = ready_world("1", contract={"policy": "Manual"})
+    world.auto_plan = False
+    _to_contract(world)
+    [plan] = actions_of(world.reconcile(), CreateJob)
+    assert plan.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_PLAN
+    world.set_spec(contract={"policy": "Auto"})
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract Job started beside the running plan Job"
+    assert world.status["activeJob"] == plan.body["metadata"]["name"]
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_WAITING_FOR_JOB
+    world.finish_plan()
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    assert contract.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_CONTRACT
+
+
+def test_a_failed_job_deleted_by_ttl_is_not_rerun_without_a_new_retry_token():
+    """Once the failed Job is gone, its deterministic name no longer holds a retry back: only a new token may."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "attempt-2"
+    [retry] = actions_of(world.reconcile(), CreateJob)
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.ttl_expire()
+    world.reconcile()
+    world.ttl_gone()
+    assert not world.jobs
+    for _ in range(2):
+        assert not actions_of(world.reconcile(), CreateJob), "retried with the token already used"
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.annotations[names.ANNOTATION_RETRY] = "attempt-3"
+    [again] = actions_of(world.reconcile(), CreateJob)
+    assert again.body["metadata"]["name"] != retry.body["metadata"]["name"]
+
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["succeeded", "failed"])
+def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: bool):
+    """With a short ttlSecondsAfterFinished the first sight of a finished Job can carry its deletionTimestamp: its
+    result still counts, and a Job of that name is not created again (that would run the step twice)."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    job = world.finish_job("expand", ok=ok, exit_code=4,
+                           message='{"outcome":"failed","error":"lock_timeout: table user is locked"}')
+    world.ttl_expire()
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob)
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == ("Succeeded" if ok else "Failed")
+    if ok:
+        assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} \
+            == {"2"}
+    else:
+        assert world.status["lastFailure"]["job"] == job.name
+        assert world.status["lastFailure"]["message"] == "lock_timeout: table user is locked"
+        assert world.condition(names.COND_STALLED)["status"] == "True"
+    world.ttl_gone()
+    assert not actions_of(world.reconcile(), CreateJob)
+
+
+def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails():
+    """The token is new when the failure is first seen: the same reconcile records the failure and starts the
+    retry Job (no Stalled in between), once."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "early"
+    failed = world.finish_job("expand", ok=False, exit_code=1)
+    decision = world.reconcile()
+    [retry] = actions_of(decision, CreateJob)
+    assert retry.body["metadata"]["name"] != failed.name
+    assert retry.body["metadata"]["annotations"][names.ANNOTATION_RETRY_TOKEN] == "early"
+    assert [e.reason for e in events(decision) if e.reason in (names.EVENT_JOB_FAILED, names.EVENT_RETRY)] == [
+        names.EVENT_JOB_FAILED, names.EVENT_RETRY]
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Running"
+    world.finish_job("expand", ok=False, exit_code=1)
+    assert not actions_of(world.reconcile(), CreateJob), "the token was used"
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+
+
+def test_a_downgrade_after_a_first_install_contracted_is_refused_before_any_workload_runs():
+    """A first install runs its contract before the workloads exist: once it has, no older release can run on the
+    schema, though none runs yet (no current release to compare with)."""
+    world = World(spec=base_spec("2"))
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.finish_job("contract")
+    world.set_spec(version="1")
+    decision = world.reconcile()
+    assert not actions_of(decision, ApplyDeployment) and not actions_of(decision, CreateJob)
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["status"] == "True" and stalled["reason"] == names.REASON_DOWNGRADE_REFUSED
+    assert "older than release 2, whose contract already ran on the schema" in stalled["message"]
+    assert [e.type for e in events(decision, names.REASON_DOWNGRADE_REFUSED)] == ["Warning"]
+    world.set_spec(version="2")
+    world.reconcile()
+    world.complete_rollouts()
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY and world.status["currentVersion"] == "2"
+
+
+# --- what the mutation run found unjudged (bench/results/mutation.md) ---------------------------------------------
+def test_a_finished_rollout_is_finished_once():
+    """Reconciles after Ready neither re-finish the rollout (no second history entry, no second event) nor move
+    anything."""
+    world = ready_world("1")
+    [entry] = world.status["history"]
+    rollout = dict(world.status["rollout"])
+    for _ in range(3):
+        decision = world.reconcile()
+        assert decision.actions == []
+    assert world.status["history"] == [entry] and world.status["rollout"] == rollout
+    assert world.status["phase"] == names.PHASE_READY
+
+
+def test_the_first_expand_job_carries_an_empty_retry_token():
+    world = World(spec=base_spec("1"))
+    [create] = actions_of(world.reconcile(), CreateJob)
+    annotations = create.body["metadata"]["annotations"]
+    assert annotations[names.ANNOTATION_RETRY_TOKEN] == ""
+    assert all(isinstance(v, str) for v in annotations.values()), "the API server accepts string annotations only"
+    assert world.status["rollout"]["retryToken"] == ""
+
+
+def test_a_retry_token_of_an_earlier_rollout_does_not_retry_the_next_one():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    world.annotations[names.ANNOTATION_RETRY] = "r1"
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+    world.reconcile()
+    world.finish_job("contract")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY
+    world.set_spec(version="3")  # the annotation still says r1
+    world.reconcile()
+    assert world.status["rollout"]["retryToken"] == "r1"
+    world.finish_job("expand", ok=False, exit_code=1)
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "r1 was spent on release 2"
+    assert world.condition(names.COND_STALLED)["status"] == "True"
+
+
+def test_a_new_rollout_forgets_the_last_failure_and_records_the_replaced_one_as_failed():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    started = world.status["rollout"]["startedAt"]
+    world.finish_job("expand", ok=False, exit_code=1)
+    world.reconcile()
+    assert world.status["lastFailure"]["version"] == "2"
+    world.set_spec(version="3")
+    world.reconcile()
+    assert "lastFailure" not in world.status
+    replaced = world.status["history"][0]  # one of its steps had failed: Failed, not Superseded (issue 13)
+    assert (replaced["toVersion"], replaced["result"]) == ("2", "Failed")
+    assert replaced["startedAt"] == started and replaced["finishedAt"] == world.status["rollout"]["startedAt"]
+
+
+def test_the_recorded_current_release_is_the_origin_even_with_no_workload_in_sight():
+    """Deployments and pods deleted by hand (or not yet in the cache): the next rollout still starts from the
+    release the status records, so it deploys before it contracts."""
+    world = ready_world("1")
+    world.deployments.clear()
+    world.pods = [p for p in world.pods if not p.workload]
+    world.set_spec(version="2")
+    world.reconcile()
+    assert world.status["rollout"]["fromVersion"] == "1"
+    world.finish_job("expand")
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "contract before the deploy"
+    assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} \
+        == {"2"}
+
+
+def test_a_deployment_deleted_while_expand_runs_comes_back_at_the_running_release():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    del world.deployments["db-worker"]
+    decision = world.reconcile()
+    [apply] = actions_of(decision, ApplyDeployment)
+    assert apply.body["metadata"]["name"] == "db-worker"
+    assert apply.body["metadata"]["labels"][names.LABEL_VERSION] == "1"
+
+
+def test_the_phase_stays_while_a_new_version_waits_for_the_running_job():
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_EXPANDING
+    world.set_spec(version="3")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_EXPANDING
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_WAITING_FOR_JOB
+
+
+def test_a_running_contract_is_followed_to_its_end_when_the_policy_becomes_manual():
+    world = ready_world("1")
+    _to_contract(world)
+    [contract] = actions_of(world.reconcile(), CreateJob)
+    world.set_spec(contract={"policy": "Manual"})
+    decision = world.reconcile()
+    assert not actions_of(decision, CreateJob), "no plan Job for a contract already running"
+    assert world.status["activeJob"] == contract.body["metadata"]["name"]
+    assert world.status["phase"] == names.PHASE_CONTRACTING
+    world.finish_job("contract")
+    world.reconcile()
+    assert world.status["phase"] == names.PHASE_READY and world.status["schema"]["contractedTo"] == "2"
+
+
+def test_a_manual_contract_waits_in_its_own_step_and_names_the_plan_to_approve():
+    world = _awaiting_manual()
+    assert world.status["rollout"]["steps"]["contract"]["phase"] == "Waiting"
+    assert world.condition(names.COND_SCHEMA_CONTRACTED)["reason"] == names.REASON_AWAITING_APPROVAL
+    digest = world.status["contractPlan"]["digest"].split(":")[1]
+    assert world.condition(names.COND_READY)["message"].endswith(
+        f"{names.ANNOTATION_APPROVE_CONTRACT}=2@{digest[:12]}")
+
+
+@pytest.mark.parametrize(("after", "starts"), [(59.5, False), (60, True)])
+def test_a_delayed_contract_starts_when_its_delay_is_over_not_before(after: float, starts: bool):
+    world = ready_world("1", contract={"policy": "Delayed", "delaySeconds": 60})
+    _to_contract(world)
+    world.reconcile()  # deploy done: the delay starts
+    deployed = datetime.strptime(world.status["rollout"]["steps"]["deploy"]["finishedAt"], "%Y-%m-%dT%H:%M:%SZ")
+    world.now = deployed.replace(tzinfo=UTC) + timedelta(seconds=after) - timedelta(seconds=5)  # reconcile adds 5 s
+    creates = actions_of(world.reconcile(), CreateJob)
+    assert bool(creates) is starts
+
+
+def test_removing_a_stuck_workload_from_the_spec_lets_the_deploy_go_on():
+    """The worker's rollout of release 2 exceeded its deadline; taking the worker out of the spec deletes it instead
+    of failing (or rolling back) the deploy over a workload nobody wants any more."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    worker = world.deployments["db-worker"]
+    world.deployments["db-worker"] = dataclasses.replace(worker, observed_generation=worker.generation,
+                                                         progress_deadline_exceeded=True)
+    world.set_spec(workloads=[workload("api")])
+    decision = world.reconcile()
+    assert [a.name for a in actions_of(decision, DeleteDeployment)] == ["db-worker"]
+    assert world.status["rollout"]["steps"]["deploy"]["phase"] == "Running"
+    assert world.condition(names.COND_STALLED)["status"] == "False"
+
+
+@pytest.mark.parametrize("named", ["sha256:{hex}", "SHA256:{HEX}", "{hex}"])
+def test_an_approval_may_name_the_digest_with_its_algorithm(named: str):
+    from divbase_operator.planner import approval_verdict
+
+    digest = "sha256:" + "0123456789abcdef" * 4
+    hex_ = digest.split(":")[1][:12]
+    assert approval_verdict("2@" + named.format(hex=hex_, HEX=hex_.upper()), "2", digest) is True
+    assert approval_verdict("2@sha256:" + "f" * 12, "2", digest) != True  # noqa: E712
+    assert approval_verdict("2@" + hex_, "2", "0123456789abcdef" * 4) is True, "a digest written without algorithm"
+
+
+def test_a_refused_downgrade_names_the_newest_release_to_go_back_to():
+    """Release 0.1.0a10 runs, its contract waits for approval (the schema is contracted for 0.1.0a9 only): back to
+    0.1.0a8 is refused, and the way out names 0.1.0a10 (PEP 440 order; string order would say 0.1.0a9)."""
+    world = ready_world("0.1.0a9", contract={"policy": "Manual"})
+    _to_contract(world, "0.1.0a10")
+    world.reconcile()
+    world.reconcile()
+    assert world.status["currentVersion"] == "0.1.0a10" and world.status["schema"]["contractedTo"] == "0.1.0a9"
+    world.set_spec(version="0.1.0a8")
+    world.reconcile()
+    stalled = world.condition(names.COND_STALLED)
+    assert stalled["reason"] == names.REASON_DOWNGRADE_REFUSED
+    assert stalled["message"].endswith("Set spec.version back to 0.1.0a10 or newer.")

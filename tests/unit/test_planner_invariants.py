@@ -5,14 +5,17 @@ deadlines, spec edits, pauses, retries, approvals and lost status writes breaks 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from divbase_operator import names
-from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED
-from divbase_operator.planner import ApplyDeployment, CreateJob, DeleteDeployment
+from divbase_operator.crd import status_schema
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, JOB_SUCCEEDED, JobObs, PodObs
+from divbase_operator.planner import ApplyDeployment, CreateJob, Decision, DeleteDeployment
 from divbase_operator.spec import version_key
 from planner_world import World, base_spec
 
@@ -22,81 +25,130 @@ LADDERS = {
     "numbers": ["1", "2", "3", "4", "5", "6"],
     "divbase": ["0.1.0a9", "v0.1.0a10", "0.1.0b1", "v0.1.0rc1", "0.1.0", "v0.2.0a1", "v0.10.0"],
 }
+STATUS_FIELDS = set(status_schema()["properties"])  # the apiserver prunes any other top-level status field
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 
 
 def _succeeded_expand_at_least(world: World, version: str) -> bool:
+    """An expand Job for `version` or a later release succeeded, even if its TTL has deleted it since."""
     return any(j.step == "expand" and j.state == JOB_SUCCEEDED and version_key(j.version) >= version_key(version)
-               for j in world.jobs.values())
+               for j in world.finished.values())
 
 
-def _check(world: World, decision, before_jobs: dict, paused: bool) -> None:
+@dataclasses.dataclass(frozen=True)
+class Before:
+    """What the planner was shown: the invariants judge each decision against it, not against what followed."""
+
+    jobs: dict[str, JobObs]
+    pods: list[PodObs]
+    status: dict[str, Any]
+    annotations: dict[str, str]
+    paused: bool
+
+    @classmethod
+    def of(cls, world: World) -> Before:
+        return cls(dict(world.jobs), list(world.pods), copy.deepcopy(world.status), dict(world.annotations),
+                   bool(world.spec.get("paused")))
+
+
+def _check(world: World, decision: Decision, before: Before) -> None:
+    """The safety rules, for every decision, whether or not its status write is then lost: its actions were
+    applied either way."""
     creates = [a for a in decision.actions if isinstance(a, CreateJob)]
     applies = [a for a in decision.actions if isinstance(a, ApplyDeployment)]
     deletes = [a for a in decision.actions if isinstance(a, DeleteDeployment)]
-    # one migration at a time, and never beside another running Job of ours
+    status = decision.status
+    # one migration at a time, and never beside another running Job of ours (plan Jobs included)
     assert len(creates) <= 1
     for create in creates:
         name = create.body["metadata"]["name"]
-        others = [j for j in before_jobs.values() if j.state == JOB_ACTIVE and j.name != name]
+        others = [j for j in before.jobs.values() if j.state == JOB_ACTIVE and j.name != name]
         assert not others, f"created {name} while {others} runs"
+        assert name not in before.jobs, f"created {name} again while it is there ({before.jobs[name]})"
+    # a step that failed runs again only for a retry token not used before; a finished step never does
+    old = before.status.get("rollout")
+    if old and (status.get("rollout") or {}).get("startedAt") == old.get("startedAt"):
+        for create in creates:
+            step = create.body["metadata"]["labels"][names.LABEL_STEP]
+            phase = old["steps"].get(step, {}).get("phase")
+            assert phase not in ("Succeeded", "Skipped"), f"{step} ran again after it {phase}"
+            if phase == "Failed":
+                token = before.annotations.get(names.ANNOTATION_RETRY, "")
+                assert token and token != old.get("retryToken", ""), f"{step} re-run with used token {token!r}"
     # fail closed: workloads only move to a release whose expand (or a later one) has succeeded
     for apply in applies:
         version = apply.body["metadata"]["labels"][names.LABEL_VERSION]
         assert _succeeded_expand_at_least(world, version), f"workloads moved to {version} before its expand"
         image = apply.body["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image.endswith(f":{version}")
-    # a contract after the first install starts only when no pod of another release is left
+    # a contract starts only when no pod of another release is left, not even a terminating one
     for create in creates:
         labels = create.body["metadata"]["labels"]
-        if labels[names.LABEL_STEP] == "contract" and world.status.get("history"):
+        if labels[names.LABEL_STEP] == "contract":
             version = labels[names.LABEL_VERSION]
             assert _succeeded_expand_at_least(world, version)
-            stale = [p for p in world.pods if p.workload and p.version != version]
+            stale = [p for p in before.pods if p.workload and p.version != version]
             assert not stale, f"contract of {version} while pods of other releases run: {stale}"
-    if paused:
+    if before.paused:
         assert not creates and not applies and not deletes
     # kstatus: the trio is always there, for this generation, and consistent
-    conds = {c["type"]: c for c in world.status["conditions"]}
+    conds = {c["type"]: c for c in status["conditions"]}
     for kind in (names.COND_READY, names.COND_RECONCILING, names.COND_STALLED):
         assert conds[kind]["observedGeneration"] == world.generation
-    assert world.status["observedGeneration"] == world.generation
+    assert status["observedGeneration"] == world.generation
     assert not (conds[names.COND_READY]["status"] == "True" and conds[names.COND_STALLED]["status"] == "True")
     if conds[names.COND_READY]["status"] == "True":
-        assert world.status["currentVersion"] == world.spec["version"]
-    assert world.status["phase"] in names.PHASES
-    assert len(world.status.get("history") or []) <= names.HISTORY_LIMIT
+        assert status["currentVersion"] == world.spec["version"]
+    assert status["phase"] in names.PHASES
+    assert set(status) <= STATUS_FIELDS, f"status fields the CRD would prune: {set(status) - STATUS_FIELDS}"
+    assert len(status.get("history") or []) <= names.HISTORY_LIMIT
+
+
+def _finish_some_job(world: World, rng: random.Random) -> None:
+    job = next(j for j in world.jobs.values() if j.state == JOB_ACTIVE)
+    ok = rng.random() < 0.8
+    if job.step == names.STEP_PLAN and ok:
+        done = world.finish_plan()
+    else:
+        done = world.finish_job(job.step, ok=ok, exit_code=rng.choice([1, 3, 4]), message="boom")
+    if rng.random() < 0.3:  # the Job's condition seen before its pod's terminated status (separate watches)
+        world.pods = [dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None,
+                                          finished_at=None) if p.job_name == done.name else p for p in world.pods]
 
 
 def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
     active = [j for j in world.jobs.values() if j.state == JOB_ACTIVE]
     roll = rng.random()
-    if active and roll < 0.35:
-        job = active[0]
-        done = world.finish_job(job.step, ok=rng.random() < 0.8, exit_code=rng.choice([1, 3, 4]), message="boom")
-        if rng.random() < 0.3:  # the Job's condition seen before its pod's terminated status (separate watches)
-            world.pods = [dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None,
-                                              finished_at=None) if p.job_name == done.name else p for p in world.pods]
-    elif roll < 0.38:  # lagging pod statuses arrive
+    if any(j.step == names.STEP_PLAN for j in active) and rng.random() < 0.3:  # the policy changes under a plan Job
+        world.set_spec(contract=rng.choice(POLICIES))
+    elif active and roll < 0.3:
+        _finish_some_job(world, rng)
+    elif roll < 0.33:  # lagging pod statuses arrive
         world.pods = [dataclasses.replace(p, phase="Failed", exit_code=1, termination_message="boom")
                       if p.job_name and p.exit_code is None and world.jobs[p.job_name].state == JOB_FAILED else p
                       for p in world.pods]
-    elif roll < 0.5:
-        world.complete_rollouts()
-    elif roll < 0.55:
+    elif roll < 0.45:  # half the time the old pods are still terminating behind complete Deployments
+        world.complete_rollouts(terminating=rng.random() < 0.5)
+    elif roll < 0.48:
+        world.finish_terminating()
+    elif roll < 0.52:
         world.start_rollouts()
-    elif roll < 0.6:
+    elif roll < 0.56:
         world.expire_deadline()
-    elif roll < 0.7:
+    elif roll < 0.58:  # finished Jobs reach their TTL: first deleted in the foreground, then gone
+        world.ttl_expire()
+    elif roll < 0.6:
+        world.ttl_gone()
+    elif roll < 0.66:
         current = ladder.index(world.spec["version"])
         world.set_spec(version=ladder[max(0, min(len(ladder) - 2, current + rng.choice([1, 1, 2, -1])))])
-    elif roll < 0.74:
+    elif roll < 0.7:
         world.set_spec(paused=not world.spec.get("paused", False))
     elif roll < 0.8:
         world.annotations[names.ANNOTATION_RETRY] = f"r{rng.randrange(1000)}"
-    elif roll < 0.86:
+    elif roll < 0.84:
         world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = world.spec["version"]
-    elif roll < 0.9:
+    elif roll < 0.9:  # policy changes, also while a plan or contract Job runs
         world.set_spec(contract=rng.choice(POLICIES))
     else:
         world.now += timedelta(seconds=rng.choice([10, 40]))
@@ -108,13 +160,11 @@ def test_random_walk_keeps_the_safety_rules(seed: int, ladder: str) -> None:
     rng = random.Random(seed)
     versions = LADDERS[ladder]
     world = World(spec=base_spec(versions[0], contract=rng.choice(POLICIES)))
+    world.auto_plan = rng.random() < 0.5  # else plan Jobs run until an event finishes them
     for _ in range(120):
-        before = dict(world.jobs)
-        paused = bool(world.spec.get("paused"))
-        persist = rng.random() > 0.1  # sometimes the status write is lost (operator killed)
-        decision = world.reconcile(persist=persist)
-        if persist:
-            _check(world, decision, before, paused)
+        before = Before.of(world)
+        decision = world.reconcile(persist=rng.random() > 0.1)  # sometimes the status write is lost
+        _check(world, decision, before)
         _random_event(world, rng, versions)
 
 
@@ -134,7 +184,10 @@ def test_random_walk_converges_once_the_world_behaves(seed: int, ladder: str) ->
     for _ in range(30):
         world.reconcile()
         for job in [j for j in world.jobs.values() if j.state == JOB_ACTIVE]:
-            world.finish_job(job.step)
+            if job.step == names.STEP_PLAN:
+                world.finish_plan()
+            else:
+                world.finish_job(job.step)
         world.complete_rollouts()
         world.now += timedelta(seconds=60)
         if world.status.get("phase") == names.PHASE_READY:

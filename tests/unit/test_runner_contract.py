@@ -16,8 +16,7 @@ from divbase_operator.builders import Owner, build_job
 from divbase_operator.spec import parse_spec
 from planner_world import base_spec
 
-REPO = Path(__file__).resolve().parents[2]
-MIGRATE = REPO / ".venv" / "bin" / "divbase-migrate"
+MIGRATE = Path(sys.executable).parent / "divbase-migrate"  # the console script of the interpreter under test
 OWNER = Owner("db", "prod", "uid-1")
 TIMEOUTS = {"lockTimeoutSeconds": 7, "statementTimeoutSeconds": 30}
 

@@ -1,0 +1,270 @@
+"""The runner's gates called in process against a real PostgreSQL: the advisory lock, lock_timeout retries with
+capped backoff, and the preconditions. Its `sleep` is the test's hook: the runner calls it exactly where it waits,
+so the test releases a lock at a chosen wait instead of racing a timer (and mutation testing sees these calls;
+the subprocess tests of divbase-migrate in test_runner_safety.py cannot show it a mutant)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+from divbase_migrations import revisions, runner
+from divbase_migrations.releases import Applied, BehindBaseline
+from divbase_migrations.runner import (
+    ADVISORY_LOCK_KEY,
+    LockTimeout,
+    MigrationFailed,
+    PreconditionFailed,
+    Runner,
+    SchemaDrift,
+    Settings,
+    StatementTimeout,
+)
+from migrate_helpers import engine
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import make_url
+
+MANIFEST = revisions.load()
+REVISION_3 = "e0003_skip_reason"  # the first of release 3's expand revisions: a backfill of skipped_vcf_files
+FAST = Settings(lock_timeout_ms=100, lock_retries=3, backoff_base_s=1.0, backoff_cap_s=3.0, wait_timeout_ms=60_000)
+
+
+class Waits:
+    """The runner's sleep: records each requested delay and runs `on_wait[n]` at the n-th wait (1-based)."""
+
+    def __init__(self, on_wait: dict[int, Callable[[], None]] | None = None) -> None:
+        self.delays: list[float] = []
+        self.on_wait = on_wait or {}
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        action = self.on_wait.get(len(self.delays))
+        if action is not None:
+            action()
+
+
+def make_runner(url: str, settings: Settings = FAST, waits: Waits | None = None) -> Runner:
+    return Runner(make_url(url), MANIFEST, settings, sleep=waits or Waits())
+
+
+@pytest.fixture
+def holder(database_url: str) -> Iterator[Connection]:
+    """Another session of the same database, for holding locks the runner has to wait for."""
+    with engine(database_url).connect() as conn:
+        yield conn
+        conn.rollback()
+
+
+def lock_is_free(url: str) -> bool:
+    with engine(url).connect() as conn:
+        free = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
+        if free:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        return free
+
+
+def log_rows(url: str) -> list[tuple[str, str, str, int]]:
+    with engine(url).connect() as conn:
+        if not inspect(conn).has_table("divbase_migration_log"):
+            return []
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT revision, release, step, attempts FROM divbase_migration_log ORDER BY id"))]
+
+
+def test_expand_then_contract_apply_each_release_once_and_free_the_lock(database_url: str) -> None:
+    first = make_runner(database_url).run("expand", "1")
+    assert first.step == "expand" and first.release == "1" and first.retries == 0
+    release = MANIFEST.release("1")
+    assert first.before == Applied(None, None) and first.applied and first.after.expand == release.expand
+    again = make_runner(database_url).run("expand", "1")
+    assert again.applied == [] and not again.changed and again.before == again.after == first.after
+    contract = make_runner(database_url).run("contract", "1")
+    assert contract.after == Applied(release.expand, release.contract) and contract.before == first.after
+    assert contract.applied == []  # release 1 contracts nothing past the baseline
+    expand2 = make_runner(database_url).run("expand", "2")
+    assert expand2.applied == ["e0002_user_display_name"] and expand2.changed
+    assert expand2.after.expand == MANIFEST.release("2").expand
+    contract2 = make_runner(database_url).run("contract", "2")
+    assert contract2.applied == [MANIFEST.release("2").contract]  # only what lies past the applied contract
+    assert ("e0002_user_display_name", "2", "expand", 1) in log_rows(database_url)
+    assert lock_is_free(database_url)
+
+
+def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url: str, holder: Connection,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    release = lambda: holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})  # noqa: E731
+    waits = Waits({6: release})
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        outcome = make_runner(database_url, waits=waits).run("expand", "2")
+    assert waits.delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]  # doubling from 0.1 s, capped at 1 s
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("another divbase-migrate holds the lock; waiting") == 1, "said once, not at every poll"
+    assert outcome.after.expand == MANIFEST.release("2").expand
+    assert lock_is_free(database_url)
+
+
+def test_a_runner_gives_up_on_the_migration_lock_at_its_bound(database_url: str, holder: Connection) -> None:
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    waits = Waits()
+    settings = Settings(wait_timeout_ms=0)
+    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms"):
+        make_runner(database_url, settings, waits).run("expand", "1")
+    assert waits.delays == []
+    assert log_rows(database_url) == []
+
+
+def test_a_blocked_revision_is_retried_with_capped_backoff(database_url: str, holder: Connection,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    make_runner(database_url).run("expand", "2")  # past the baseline: the revision itself meets the lock
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the jitter's upper bound
+    holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
+    waits = Waits({2: holder.rollback})  # our lock goes away during the runner's second backoff
+    outcome = make_runner(database_url, waits=waits).run("expand", "3")
+    assert waits.delays == [1.0, 2.0]  # doubling from 1 s
+    assert outcome.retries == 2 and outcome.applied == [REVISION_3, "e0004_task_history_user_index"]
+    assert (REVISION_3, "3", "expand", 3) in log_rows(database_url)
+    assert lock_is_free(database_url)
+
+
+def test_a_blocked_revision_fails_after_its_retries_and_applies_nothing(database_url: str, holder: Connection,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_runner(database_url).run("expand", "2")
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)  # the jitter's lower bound
+    holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
+    waits = Waits()
+    with pytest.raises(LockTimeout) as failure:
+        make_runner(database_url, waits=waits).run("expand", "3")
+    assert str(failure.value) == f"revision {REVISION_3}: a lock was not granted within 100 ms, 4 attempts"
+    assert waits.delays == [0.5, 1.0, 1.5]  # half of 1 s, 2 s, then of 4 s capped at 3 s
+    holder.rollback()
+    assert REVISION_3 not in [r[0] for r in log_rows(database_url)]
+    assert make_runner(database_url).run("expand", "1").after.expand == MANIFEST.release("2").expand
+    assert lock_is_free(database_url)
+
+
+def test_other_failures_are_not_retried(database_url: str) -> None:
+    make_runner(database_url).run("expand", "3")
+    waits = Waits()
+    settings = Settings(statement_timeout_ms=1, lock_retries=3)
+    with pytest.raises(StatementTimeout, match="a statement ran longer than statement_timeout"):
+        make_runner(database_url, settings, waits).run("expand", "4")
+    assert waits.delays == []
+    assert lock_is_free(database_url)
+
+
+def test_contract_before_its_expand_is_refused_and_changes_nothing(database_url: str) -> None:
+    make_runner(database_url).run("expand", "1")
+    make_runner(database_url).run("contract", "1")
+    before = make_runner(database_url).run("expand", "1").after
+    with pytest.raises(PreconditionFailed, match=r"^contract of release 2 must follow its expand: release 2 needs"):
+        make_runner(database_url).run("contract", "2")
+    assert make_runner(database_url).run("expand", "1").after == before
+    assert lock_is_free(database_url)
+
+
+def test_an_expand_of_an_older_release_after_a_newer_contract_is_refused(database_url: str) -> None:
+    make_runner(database_url).run("expand", "2")
+    make_runner(database_url).run("contract", "2")
+    with pytest.raises(PreconditionFailed, match="removed what release 1 uses"):
+        make_runner(database_url).run("expand", "1")
+    with pytest.raises(PreconditionFailed, match="must follow its expand: contract revision"):
+        make_runner(database_url).run("contract", "1")
+
+
+def test_an_expand_of_an_older_release_before_any_contract_changes_nothing(database_url: str) -> None:
+    make_runner(database_url).run("expand", "3")
+    outcome = make_runner(database_url).run("expand", "2")
+    assert outcome.applied == [] and outcome.after.expand == MANIFEST.release("3").expand
+
+
+def test_a_refused_step_leaves_no_trace(database_url: str) -> None:
+    """Only a step that will apply something creates the log table: a refused contract on an empty database
+    changes nothing at all."""
+    with pytest.raises(PreconditionFailed):
+        make_runner(database_url).run("contract", "1")
+    with engine(database_url).connect() as conn:
+        assert inspect(conn).get_table_names() == []
+
+
+def test_an_unknown_step_is_a_programming_error(database_url: str) -> None:
+    with pytest.raises(ValueError, match="unknown step 'sideways'"):
+        make_runner(database_url).run("sideways", "1")
+    assert lock_is_free(database_url)
+
+
+def test_runner_settings_reach_the_session(database_url: str) -> None:
+    settings = Settings(lock_timeout_ms=1234, statement_timeout_ms=5678)
+    with runner.make_engine(make_url(database_url), settings).connect() as conn:
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "1234ms"
+        assert conn.execute(text("SHOW statement_timeout")).scalar() == "5678ms"
+        assert conn.execute(text("SHOW application_name")).scalar() == "divbase-migrate"
+
+
+def test_a_lock_wait_never_sleeps_past_its_bound(database_url: str, holder: Connection) -> None:
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    waits = Waits()  # returns at once: the runner polls until its own deadline passes
+    with pytest.raises(LockTimeout, match="held the migration lock for more than 300 ms"):
+        make_runner(database_url, Settings(wait_timeout_ms=300), waits).run("expand", "1")
+    assert waits.delays[:2] == [0.1, 0.2]
+    assert all(0 <= delay <= 0.3 for delay in waits.delays), waits.delays
+
+
+def test_a_failing_revision_is_not_retried(database_url: str) -> None:
+    make_runner(database_url).run("expand", "2")
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE skipped_vcf_files CASCADE"))
+    waits = Waits()
+    with pytest.raises(MigrationFailed) as failure:
+        make_runner(database_url, FAST, waits).run("expand", "3")
+    assert str(failure.value).startswith(f'revision {REVISION_3}: UndefinedTable: relation "skipped_vcf_files" '
+                                         f"does not exist")
+    assert waits.delays == []
+    assert lock_is_free(database_url)
+
+
+def test_a_step_with_nothing_to_do_leaves_no_trace(database_url: str) -> None:
+    """Only a step that applies something creates the log table (and compares an adopted schema first)."""
+    make_runner(database_url).run("expand", "1")
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE divbase_migration_log"))
+    outcome = make_runner(database_url).run("expand", "1")
+    assert outcome.applied == [] and outcome.retries == 0
+    with engine(database_url).connect() as conn:
+        assert not inspect(conn).has_table("divbase_migration_log")
+
+
+def test_a_drifted_database_at_the_baseline_is_refused_in_process(database_url: str) -> None:
+    make_runner(database_url).run("expand", "1")
+    with engine(database_url).begin() as conn:
+        conn.execute(text('CREATE INDEX ix_hand_made ON "user" (id)'))
+    with pytest.raises(SchemaDrift, match="ix_hand_made"):
+        make_runner(database_url).run("expand", "2")
+    assert lock_is_free(database_url)
+
+
+def test_lock_waits_of_the_baseline_check_count_as_retries(database_url: str, holder: Connection,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    make_runner(database_url).run("expand", "1")  # at the baseline: the next expand compares the schema first
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))  # the catalog read waits on it
+    waits = Waits({2: holder.rollback})
+    outcome = make_runner(database_url, waits=waits).run("expand", "2")
+    assert outcome.retries == 2 and outcome.applied == ["e0002_user_display_name"]
+
+
+def test_the_runner_reads_the_database_with_its_own_manifest(database_url: str) -> None:
+    """A database at an older revision of the trunk is named with the history of the manifest the runner holds."""
+    assert MANIFEST.baseline is not None
+    older = next(iter(MANIFEST.baseline.history))
+    manifest = dataclasses.replace(MANIFEST, baseline=dataclasses.replace(
+        MANIFEST.baseline, history={older: "an older trunk revision"}, upgrade_hint="finish that history first"))
+    with engine(database_url).begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": older})
+    with pytest.raises(BehindBaseline, match=f"at revision {older} \\(an older trunk revision\\).*finish that "
+                                             f"history first"):
+        Runner(make_url(database_url), manifest, FAST, sleep=Waits()).run("expand", "1")
