@@ -75,8 +75,7 @@ def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str |
     if rev:
         root = STAGE / "rev"
         root.mkdir()
-        paths = [str(p.relative_to(REPO)) for p in PACKAGES.values()] + ["tests"]
-        archive = subprocess.run(["git", "archive", rev, *paths], cwd=REPO, capture_output=True, check=True).stdout
+        archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name, source in PACKAGES.items():
@@ -88,9 +87,10 @@ def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str |
     # tests read the repository's other files (charts, crds, gitops, docs) next to tests/: mutmut runs them in
     # build/mutation/mutants/, so those are linked there (read only; the mutated packages are under src/)
     (STAGE / "mutants").mkdir()
-    for entry in sorted(REPO.iterdir()):
-        if entry.name not in LEFT_OUT:
-            (STAGE / "mutants" / entry.name).symlink_to(entry)
+    entries = {e.name: e for e in REPO.iterdir()} | ({e.name: e for e in root.iterdir()} if rev else {})
+    for name, entry in sorted(entries.items()):  # a revision's own files; the work tree's .venv
+        if name not in LEFT_OUT:
+            (STAGE / "mutants" / name).symlink_to(entry)
     modules = sorted({g.module for g in gates})
     only = [f"src/{m.replace('.', '/')}.py" for m in modules]
     section = (
@@ -102,7 +102,7 @@ def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str |
         "use_git_change_detection = false\n"
         f"do_not_mutate_patterns = {json.dumps(skip_lines)}\n"
     )
-    (STAGE / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + section)
+    (STAGE / "pyproject.toml").write_text((root / "pyproject.toml").read_text() + section)
 
 
 def run_mutmut(gates: list[Gate], max_children: int, log_path: Path) -> None:
