@@ -81,7 +81,7 @@ def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str |
     for name, source in PACKAGES.items():
         shutil.copytree(root / source.relative_to(REPO), STAGE / "src" / name, ignore=ignore)
     shutil.copytree(root / "tests", STAGE / "tests", ignore=ignore)
-    missing = [t for t in tests if not (STAGE / t).exists()]
+    missing = [t for t in tests if not t.startswith("-") and not (STAGE / t).exists()]
     if missing:
         sys.exit(f"no such test path(s) in {rev or 'the work tree'}: {missing}")
     # tests read the repository's other files (charts, crds, gitops, docs) next to tests/: mutmut runs them in
@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate", action="append", default=[], help="only this gate (repeatable)")
     parser.add_argument("--tests", nargs="+", help="judge with these tests instead of the scope's")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where mutation.md and mutation.json go")
-    parser.add_argument("--rev", help="mutate and test this git revision instead of the work tree (e.g. main)")
+    parser.add_argument("--rev", help="mutate and test this git revision instead of the work tree (e.g. main); its "
+                        "tests import the work tree's localcluster and app packages (not staged: they find their "
+                        "Go module and data next to themselves)")
+    parser.add_argument("--ignore", action="append", default=[], help="a test file to leave out (repeatable)")
     parser.add_argument("--report-only", action="store_true",
                         help="only write the report again from the last run kept (after editing [equivalent])")
     parser.add_argument("--keep", action="store_true", help="keep build/mutation for `mutmut show`/`browse`")
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         started = time.monotonic()
         tests = args.tests or [str(t) for t in scope["tests"]]
-        stage(tests, gates, [str(p) for p in scope.get("do_not_mutate_patterns", [])], args.rev)
+        skip_lines = [str(p) for p in scope.get("do_not_mutate_patterns", [])]
+        stage(tests + [f"--ignore={path}" for path in args.ignore], gates, skip_lines, args.rev)
         run_mutmut(gates, args.max_children, STAGE / "mutmut.log")
         (STAGE / "run.json").write_text(json.dumps({"seconds": time.monotonic() - started,
                                                     "workers": args.max_children}))
