@@ -477,8 +477,8 @@ def test_apiserver_restarted_during_expand(own_cluster: LocalCluster, database_u
             lock.release()
         assert_converged(kube, database_url)
         assert step_job_counts(kube) == ONE_JOB_EACH
+        # the same process throughout (`operator.starts` would only count this test's own start() calls)
         assert operator.proc.poll() is None and operator.proc.pid == pid, "the operator exited"
-        assert operator.starts == 1
         # Kopf's watches met the outage (refused connections, then 503/429 while the apiserver started) and retried
         assert re.search(r"Request attempt #1/\d+ failed; will retry: GET \S+\?watch=true", operator.logs())
         print(f"apiserver back after {seconds:.1f} s")

@@ -55,3 +55,10 @@ def test_each_database_error_gets_the_exit_code_that_says_whether_to_retry(error
         step_error = classify(raised)
         assert type(step_error) is kind and step_error.exit_code == code
         assert str(step_error) == message
+
+
+def test_an_error_from_outside_the_driver_is_a_failed_migration() -> None:
+    """Not every error under a DBAPIError is psycopg's (no SQLSTATE at all): it fails the step, retried by no one."""
+    for raised in (RuntimeError("boom\nmore"), SqlAlchemyOperationalError("SELECT 1", {}, RuntimeError("boom"))):
+        step_error = classify(raised)
+        assert type(step_error) is MigrationFailed and str(step_error) == "RuntimeError: boom"
