@@ -93,10 +93,15 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: Approve
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    pod_security: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if settings.run_as_user is not None:  # set only when given: the Job's name hashes this pod spec
+        pod_security["runAsUser"] = settings.run_as_user
+    if settings.run_as_group is not None:
+        pod_security["runAsGroup"] = settings.run_as_group
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": settings.automount_service_account_token,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security,
         "containers": [container],
     }
     if settings.service_account_name:
@@ -159,9 +164,39 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
     }
 
 
-def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str) -> dict[str, Any]:
+def with_restricted_defaults(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """`pod_spec` with Pod Security `restricted`'s settings filled in wherever the template left them unset (a
+    value the template sets is kept): seccomp RuntimeDefault, no privilege escalation, every capability dropped
+    (an `add` still adds), and runAsNonRoot when the pod names a UID. Without a UID, runAsNonRoot stays unset:
+    the kubelet refuses it for an image whose USER is a name (DivBase's `USER appuser`), so such an image needs
+    `runAsUser` in the template, and then gets runAsNonRoot too."""
+    pod = copy.deepcopy(pod_spec)
+    security = pod.setdefault("securityContext", {})
+    if isinstance(security, dict):  # any other shape is the apiserver's to refuse, with its own message
+        security.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+        run_as_user = security.get("runAsUser")
+        if isinstance(run_as_user, int) and not isinstance(run_as_user, bool) and run_as_user > 0:
+            security.setdefault("runAsNonRoot", True)
+    for kind in ("initContainers", "containers"):
+        containers = pod.get(kind)
+        for container in containers if isinstance(containers, list) else []:
+            context = container.setdefault("securityContext", {}) if isinstance(container, dict) else None
+            if not isinstance(context, dict):
+                continue
+            if context.get("privileged") is not True:  # the API refuses privileged without escalation
+                context.setdefault("allowPrivilegeEscalation", False)
+            capabilities = context.setdefault("capabilities", {})
+            if isinstance(capabilities, dict):
+                capabilities.setdefault("drop", ["ALL"])
+    return pod
+
+
+def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str,
+                     restricted: bool = True) -> dict[str, Any]:
     """The workload's Deployment at `version`: containers without an image get the workload's image (or
-    spec.image) at the release, so every DivBase container moves only when the rollout moves it."""
+    spec.image) at the release, so every DivBase container moves only when the rollout moves it. `restricted`:
+    the template gets Pod Security `restricted`'s defaults where it sets nothing (off only when the operator
+    allows privileged workloads, whose templates are then taken as written)."""
     template = copy.deepcopy(workload.template)
     selector = {names.LABEL_DATABASE: owner.name, names.LABEL_WORKLOAD: workload.name}
     labels = names.child_labels(owner.name, **{names.LABEL_WORKLOAD: workload.name, names.LABEL_VERSION: version})
@@ -169,8 +204,10 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     pod_template = template.setdefault("template", {})
     pod_meta = pod_template.setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
+    if restricted:
+        pod_template["spec"] = with_restricted_defaults(pod_template.get("spec") or {})
     for container in (pod_template.get("spec") or {}).get("containers") or []:
-        if not container.get("image"):
+        if isinstance(container, dict) and not container.get("image"):
             container["image"] = spec.workload_image(workload, version)
     template["selector"] = {"matchLabels": selector}
     deployment = {

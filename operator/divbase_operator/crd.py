@@ -137,6 +137,10 @@ def spec_schema() -> dict[str, Any]:
             "statementTimeoutSeconds": _int("PostgreSQL statement_timeout (0 disables).", 0),
             "image": _image("The image migration Jobs run, instead of spec.image: one that carries the "
                             "release's migrations and its runner."),
+            "runAsUser": _int("UID of the migration pod. Migration pods always run with runAsNonRoot, which the "
+                              "kubelet can verify only for a numeric user: set it when the image's USER is a name "
+                              "(DivBase's images: `USER appuser`, UID 1000).", 1),
+            "runAsGroup": _int("GID of the migration pod (DivBase's images: 1000).", 0),
             "command": {"type": "array", "minItems": 1, "items": {"type": "string"},
                         "description": "The migration runner's command. Default `[divbase-migrate]`. Any program "
                                        "that honours the runner contract (docs/runner-contract.md) may stand in."},

@@ -839,7 +839,8 @@ class _Planner:
     # -- workloads ----------------------------------------------------------------------------------------------
     def _desired_deployments(self, version: str) -> list[dict[str, Any]]:
         assert self.spec is not None
-        return [build_deployment(self.owner, self.spec, w, version) for w in self.spec.workloads]
+        restricted = not self.policy.allow_privileged_workloads
+        return [build_deployment(self.owner, self.spec, w, version, restricted) for w in self.spec.workloads]
 
     def _apply_workloads(self, version: str) -> None:
         """Create or update each workload whose observed state differs from what `version` wants."""
@@ -850,7 +851,8 @@ class _Planner:
                 self.conflicts.add(body["metadata"]["name"])
                 continue
             seen = observed.get(body["metadata"]["name"])
-            images = tuple(c.get("image", "") for c in body["spec"]["template"]["spec"]["containers"])
+            images = tuple(c.get("image", "") if isinstance(c, dict) else ""  # the apiserver refuses the rest
+                           for c in body["spec"]["template"]["spec"]["containers"])
             desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
             if seen is None or seen.spec_hash != desired_hash or seen.images != images or seen.version != version:
                 self.actions.append(ApplyDeployment(body))

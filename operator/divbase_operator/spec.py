@@ -54,6 +54,8 @@ class MigrationJobSettings:
     lock_timeout_seconds: int | None = None
     statement_timeout_seconds: int | None = None
     image: str | None = None  # None: spec.image
+    run_as_user: int | None = None  # None: the image's USER (the kubelet verifies it is numeric and not 0)
+    run_as_group: int | None = None
     command: tuple[str, ...] | None = None  # None: the runner contract's default, ("divbase-migrate",)
     args: tuple[str, ...] = ()  # between the command and the step's arguments
 
@@ -151,6 +153,8 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         lock_timeout_seconds=_int(job_raw, "lockTimeoutSeconds", None, "migrationJob", errors, 1),
         statement_timeout_seconds=_int(job_raw, "statementTimeoutSeconds", None, "migrationJob", errors),
         image=_optional_image(job_raw.get("image"), "migrationJob.image", errors),
+        run_as_user=_int(job_raw, "runAsUser", None, "migrationJob", errors, 1),
+        run_as_group=_int(job_raw, "runAsGroup", None, "migrationJob", errors),
         command=_strings(job_raw.get("command"), "migrationJob.command", errors, min_items=1),
         args=_strings(job_raw.get("args"), "migrationJob.args", errors) or (),
     )

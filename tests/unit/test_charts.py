@@ -448,6 +448,27 @@ def test_release_chart_images_per_workload_and_for_migrations() -> None:
     assert spec.migration_image(spec.version) == "registry.example/migrate@sha256:0123"
 
 
+def test_release_chart_runs_divbases_images_as_their_user() -> None:
+    """DivBase's Dockerfiles declare `USER appuser` (UID and GID 1000): runAsNonRoot needs the number, for the
+    workloads and the migration Jobs alike; its worker writes under /app, so its root filesystem stays writable."""
+    default = _database(render(RELEASE_CHART))  # type: ignore[arg-type]
+    assert default["spec"]["migrationJob"]["runAsUser"] == IMAGE_UID
+    docs = render(RELEASE_CHART, "--set", "securityContext.runAsUser=1000", "--set", "securityContext.runAsGroup=1000",
+                  "--set", "worker.readOnlyRootFilesystem=false")
+    assert isinstance(docs, list)
+    db = _database(docs)
+    assert (db["spec"]["migrationJob"]["runAsUser"], db["spec"]["migrationJob"]["runAsGroup"]) == (1000, 1000)
+    pods = {w["name"]: w["template"]["template"]["spec"] for w in db["spec"]["workloads"]}
+    for pod in pods.values():
+        assert {k: pod["securityContext"][k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup")} == {
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
+    read_only = {name: pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] for name, pod in pods.items()}
+    assert read_only == {"api": True, "worker": False}
+    spec, errors = parse_spec(db["spec"])
+    assert errors == [] and spec is not None and spec.migration_job.run_as_user == 1000
+    assert "runAsUser" in render(RELEASE_CHART, "--set", "securityContext.runAsUser=0", check=False)
+
+
 def test_release_chart_migration_command_and_args() -> None:
     docs = render(RELEASE_CHART, "--set", "migrationJob.command={python,-m,myrunner}",
                   "--set", "migrationJob.args={--config,/etc/runner.toml}")

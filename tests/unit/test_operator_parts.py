@@ -287,3 +287,76 @@ def test_a_timeline_lookup_of_an_event_never_seen_fails_instead_of_returning_inf
         timeline.last("Job", "DELETED", lambda n, labels, s: True)
     with pytest.raises(AssertionError, match="the watch saw no ADDED event of a Pod"):
         timeline.first("Pod", "ADDED", old_pod)
+
+
+# --- Pod Security `restricted` defaults (issue 14, item 2) --------------------------------------------------------
+def _pod(body: dict) -> dict:
+    return body["spec"]["template"]["spec"]
+
+
+def test_workload_templates_get_the_restricted_defaults_where_they_set_nothing():
+    spec = spec_of()
+    pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}  # no UID: no runAsNonRoot
+    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                       "capabilities": {"drop": ["ALL"]}}
+    assert spec.workloads[0].template["template"]["spec"].get("securityContext") is None, "the spec is not changed"
+
+
+def test_what_a_template_sets_is_kept_and_a_uid_brings_run_as_non_root():
+    api = workload("api")
+    api["template"]["template"]["spec"]["securityContext"] = {"runAsUser": 1000, "seccompProfile": {
+        "type": "Localhost", "localhostProfile": "divbase.json"}}
+    api["template"]["template"]["spec"]["initContainers"] = [{"name": "wait", "securityContext": {
+        "allowPrivilegeEscalation": True, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]}}}]
+    spec = spec_of(workloads=[api])
+    pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))
+    assert pod["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True, "seccompProfile": {
+        "type": "Localhost", "localhostProfile": "divbase.json"}}
+    assert pod["initContainers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": True, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]}}
+    root = workload("api")
+    root["template"]["template"]["spec"]["securityContext"] = {"runAsUser": 0}
+    spec = spec_of(workloads=[root])
+    assert "runAsNonRoot" not in _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))["securityContext"]
+
+
+def test_a_privileged_container_is_not_given_what_the_api_refuses_beside_it():
+    api = workload("api")
+    api["template"]["template"]["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    spec = spec_of(workloads=[api])
+    [container] = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))["containers"]
+    assert container["securityContext"] == {"privileged": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_without_restricted_defaults_the_template_is_taken_as_written():
+    spec = spec_of()
+    pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2", restricted=False))
+    assert "securityContext" not in pod and "securityContext" not in pod["containers"][0]
+
+
+def test_odd_template_shapes_are_left_to_the_apiserver():
+    api = workload("api")
+    api["template"]["template"]["spec"].update({"securityContext": [], "initContainers": "no list"})
+    api["template"]["template"]["spec"]["containers"].append("not a container")
+    spec = spec_of(workloads=[api])
+    pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))
+    assert pod["securityContext"] == [] and pod["initContainers"] == "no list"
+    assert pod["containers"][1] == "not a container"
+
+
+def test_migration_pods_run_as_the_uid_given_and_keep_their_name_without_one():
+    plain = spec_of()
+    security = build_job(OWNER, plain, "expand", "2", "")["spec"]["template"]["spec"]["securityContext"]
+    assert security == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    divbase = spec_of(migrationJob={"runAsUser": 1000, "runAsGroup": 1000})
+    security = build_job(OWNER, divbase, "expand", "2", "")["spec"]["template"]["spec"]["securityContext"]
+    assert security == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": 1000,
+                        "runAsGroup": 1000}
+    assert migration_job_name(OWNER, divbase, "expand", "2", "") != migration_job_name(OWNER, plain, "expand", "2", "")
+
+
+@pytest.mark.parametrize(("field", "value"), [("runAsUser", 0), ("runAsUser", "1000"), ("runAsGroup", -1)])
+def test_migration_uid_and_gid_are_checked_naming_the_field(field: str, value: object):
+    _, errors = parse_spec({**base_spec("2"), "migrationJob": {field: value}})
+    assert [e.field for e in errors] == [f"migrationJob.{field}"]

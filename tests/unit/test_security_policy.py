@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from divbase_operator import main, names
+from divbase_operator.observed import JOB_ACTIVE
 from divbase_operator.planner import ApplyDeployment, CreateJob, EmitEvent, decide
 from divbase_operator.policy import Policy
 from divbase_operator.spec import parse_spec, privileged_errors
@@ -161,3 +162,28 @@ def test_the_operators_flags_become_its_policy(monkeypatch: pytest.MonkeyPatch) 
     default = main.policy_from_args(main.parse_args([]))
     assert (default.allow_privileged_workloads, default.allowed_image_repositories,
             default.allowed_service_accounts) == (False, (), ())
+
+
+def _first_deployments(policy: Policy) -> list[dict[str, Any]]:
+    """The Deployments a first install applies under `policy` (expand and contract succeed on the way)."""
+    world = World(spec=base_spec("1"))
+    for _ in range(10):
+        decision = _decide(world, policy)
+        for action in decision.actions:
+            world._apply(action)
+        applied = [a.body for a in decision.actions if isinstance(a, ApplyDeployment)]
+        if applied:
+            return applied
+        active = [j.step for j in world.jobs.values() if j.state == JOB_ACTIVE]
+        if active:
+            world.finish_job(active[0])
+    raise AssertionError(f"no Deployment applied: {world.status}")
+
+
+def test_workloads_get_the_restricted_defaults_unless_the_operator_allows_privileged_ones() -> None:
+    for body in _first_deployments(Policy()):
+        pod = body["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    for body in _first_deployments(Policy(allow_privileged_workloads=True)):
+        assert "securityContext" not in body["spec"]["template"]["spec"], "taken as written"

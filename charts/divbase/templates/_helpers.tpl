@@ -29,18 +29,21 @@ app.kubernetes.io/part-of: divbase
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* Pod and container hardening shared by the API and the worker (the image runs as UID 10001). */}}
+{{/* Pod and container hardening shared by the API and the worker (UID and GID: .Values.securityContext). */}}
 {{- define "divbase.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
+runAsUser: {{ .Values.securityContext.runAsUser }}
+{{- if hasKey .Values.securityContext "runAsGroup" }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* The container's: root's `dict "readOnly" <the workload's readOnlyRootFilesystem>`. */}}
 {{- define "divbase.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
+readOnlyRootFilesystem: {{ .readOnly }}
 privileged: false
 capabilities:
   drop: ["ALL"]
