@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Runs pytest and turns "no tests collected" (exit 5) into a loud, non-failing outcome: CI must neither pass
-# silently on an empty suite nor fail a run that simply has nothing to collect yet.
+# Runs pytest and fails loudly when it collected nothing (exit 5): an empty selection (a moved folder, a typo in a
+# path) must not pass CI as if everything had been verified.
 set -uo pipefail
 pytest_bin="$1"; shift
 "$pytest_bin" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
-  echo "WARNING: pytest collected no tests (exit 5); treating as success but nothing was verified" >&2
-  echo "0 passed, 0 failed"
-  exit 0
+  echo "ERROR: pytest collected no tests (exit 5): nothing was verified" >&2
 fi
 exit "$rc"
