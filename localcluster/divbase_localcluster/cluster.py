@@ -48,8 +48,14 @@ class ClusterError(RuntimeError):
     """The cluster did not come up (the message names the component and the tail of its log)."""
 
 
+STATE_DIR_ENV = "DIVBASE_CLUSTER_STATE_DIR"
+
+
 def default_state_dir() -> Path:
-    return build.cache_root() / "clusters" / "default"
+    """$DIVBASE_CLUSTER_STATE_DIR, else one cluster under the cache: a second cluster (a test of the docs' own
+    commands beside a developer's) needs only the variable, not a flag on every command."""
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env) if env else build.cache_root() / "clusters" / "default"
 
 
 def image_map_default() -> Path:

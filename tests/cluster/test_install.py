@@ -104,14 +104,14 @@ def test_helm_lint_strict(tools: Tools, chart: Path) -> None:
 
 @pytest.mark.parametrize("values", [
     [],
-    ["--set", "watchNamespaces={NS}"],
+    ["--set", "watchNamespaces={WATCHED}"],
     ["--set", "replicas=2"],
     ["--set", "leaderElection.enabled=false"],
     ["--set", "metrics.enabled=false"],
 ], ids=["cluster-wide", "namespaced", "two-replicas", "no-leader-election", "no-metrics"])
-def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, namespace: str,
+def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, namespace: str, other_namespace: str,
                                                     values: list[str]) -> None:
-    values = [v.replace("NS", namespace) for v in values]
+    values = [v.replace("WATCHED", other_namespace) for v in values]  # never its own: the chart refuses that
     release = f"op{uuid.uuid4().hex[:6]}"
     manifest = tools.template(OPERATOR_CHART, namespace, *values, release=release)
     docs = _docs(manifest)
@@ -124,7 +124,7 @@ def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, nam
 def test_operator_pod_meets_the_restricted_pod_security_standard(tools: Tools, crds: None, namespace: str) -> None:
     tools.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
                   "pod-security.kubernetes.io/warn=restricted", "--overwrite")
-    manifest = tools.template(OPERATOR_CHART, namespace, "--set", f"watchNamespaces={{{namespace}}}")
+    manifest = tools.template(OPERATOR_CHART, namespace, "--set", "watchNamespaces={team-a}")
     deployment = [d for d in _docs(manifest) if d["kind"] == "Deployment"]
     out = tools.server_dry_run(_dump(deployment))
     assert "violate PodSecurity" not in out.stderr, out.stderr
@@ -173,20 +173,25 @@ def test_typos_fail_with_the_value_named(tools: Tools, namespace: str, chart: Pa
 
 
 # --- helm install -------------------------------------------------------------------------------------------------
-def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, api_client: Any) -> None:
-    """A real `helm install` (CRD already present: Helm leaves it alone). The pod is pinned to no node: a second
-    operator must not run beside the cluster tests' own (and the image map has no operator image)."""
+def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, other_namespace: str,
+                                    api_client: Any) -> None:
+    """A real `helm install` (CRD already present: Helm leaves it alone) in a namespace of its own, watching another.
+    The pod is pinned to no node: a second operator must not run beside the cluster tests' own (and the image map
+    has no operator image). Watching its own namespace is refused before anything is created."""
     release = "divbase-operator"
+    refused = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
+                         "--set", f"watchNamespaces={{{namespace}}}", check=False)
+    assert refused.returncode != 0 and f"watchNamespaces lists {namespace}, the operator's own" in refused.stderr
     install = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
-                         "--set", f"watchNamespaces={{{namespace}}}",
+                         "--set", f"watchNamespaces={{{other_namespace}}}",
                          "--set-string", "nodeSelector.divbase\\.io/never-schedule=true")
     assert "kubectl get dbdb -A" in install.stdout and "--for=condition=Ready" in install.stdout
-    assert f"watching namespaces: {namespace}." in install.stdout
+    assert f"watching namespaces: {other_namespace}." in install.stdout
     apps = client.AppsV1Api(api_client)
     deployment = apps.read_namespaced_deployment(f"{release}", namespace)
     assert deployment.spec.strategy.type == "RollingUpdate"  # leader election: the new pod starts as a standby
     rbac = client.RbacAuthorizationV1Api(api_client)
-    assert rbac.read_namespaced_role(release, namespace).rules
+    assert rbac.read_namespaced_role(release, other_namespace).rules
     assert rbac.read_namespaced_role(f"{release}-leader-election", namespace).rules
     # `helm upgrade` with unchanged values is accepted (schema, immutable fields)
     tools.helm("upgrade", release, str(OPERATOR_CHART), "-n", namespace, "--reuse-values")
@@ -295,15 +300,16 @@ def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_names
 
 def test_rbac_namespaced_stays_in_its_namespaces(tools: Tools, crds: None, namespace: str,
                                                  other_namespace: str) -> None:
-    sa = _apply_rbac(tools, namespace, "nsop", "--set", f"watchNamespaces={{{namespace}}}")
+    """The operator in `namespace` watching `other_namespace`: its rights there, only its Lease at home."""
+    sa = _apply_rbac(tools, namespace, "nsop", "--set", f"watchNamespaces={{{other_namespace}}}")
     for verb, resource, sub in MUST:
-        assert tools.can_i(sa, verb, resource, namespace, sub), f"operator cannot {verb} {resource}/{sub}"
+        assert tools.can_i(sa, verb, resource, other_namespace, sub), f"operator cannot {verb} {resource}/{sub}"
     for verb, resource, sub in MUST_NOT:
-        assert not tools.can_i(sa, verb, resource, namespace, sub), f"operator may {verb} {resource}/{sub}"
+        assert not tools.can_i(sa, verb, resource, other_namespace, sub), f"operator may {verb} {resource}/{sub}"
     _lease_rights(tools, sa, namespace, "nsop-divbase-operator", other_namespace)
     for verb, resource, sub in MUST:
-        assert not tools.can_i(sa, verb, resource, other_namespace, sub), \
-            f"namespaced operator may {verb} {resource}/{sub} in {other_namespace}"
+        assert not tools.can_i(sa, verb, resource, namespace, sub), \
+            f"namespaced operator may {verb} {resource}/{sub} in its own namespace {namespace}"
     assert not tools.can_i(sa, "list", "jobs.batch", None)
 
 
@@ -332,13 +338,15 @@ KOPF_OPTIONAL = ("Not enough permissions to list namespaces", "Not enough permis
 
 
 def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: None, cluster: Any, namespace: str,
-                                                          api_client: Any, tmp_path: Path) -> None:
-    """The real operator, authenticated as the chart's ServiceAccount, takes a resource through its first step and
-    its deletion (finalizer, Job cleanup) without a single forbidden call beyond Kopf's optional observers."""
+                                                          other_namespace: str, api_client: Any,
+                                                          tmp_path: Path) -> None:
+    """The real operator, authenticated as the chart's ServiceAccount (installed in a namespace of its own, watching
+    `namespace`), takes a resource through its first step and its deletion (finalizer, Job cleanup) without a
+    single forbidden call beyond Kopf's optional observers."""
     from divbase_operator.testing import Kube, OperatorProcess, wait_for
 
-    sa_user = _apply_rbac(tools, namespace, "op", "--set", f"watchNamespaces={{{namespace}}}")
-    kubeconfig = _token_kubeconfig(tools, cluster, namespace, sa_user, tmp_path / "operator.kubeconfig")
+    sa_user = _apply_rbac(tools, other_namespace, "op", "--set", f"watchNamespaces={{{namespace}}}")
+    kubeconfig = _token_kubeconfig(tools, cluster, other_namespace, sa_user, tmp_path / "operator.kubeconfig")
     kube = Kube(api_client, namespace)
     kube.create_secret("divbase-db", {"url": "postgresql://divbase@127.0.0.1:1/divbase"})
     operator = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log")

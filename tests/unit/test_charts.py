@@ -353,6 +353,8 @@ def test_operator_metrics_off_and_service_monitor() -> None:
     (OPERATOR_CHART, ["--set", "replicas=2", "--set", "leaderElection.enabled=false"],
      "replicas > 1 needs leaderElection.enabled=true"),
     (OPERATOR_CHART, ["--set", "watchNamespaces={Bad_NS}"], "/watchNamespaces/0"),
+    (OPERATOR_CHART, ["--set", "watchNamespaces={team-a,ops}"],
+     "watchNamespaces lists ops, the operator's own namespace"),
     (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
     (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
     (RELEASE_CHART, ["--set", "version=two"], "/version"),

@@ -1,0 +1,57 @@
+"""The reader of the docs' runnable blocks: what it takes, and that a marker which would run nothing is an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from docblocks import DocError, blocks, scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = """# Title
+
+<!-- doc-test: quick -->
+```sh
+echo one
+export X=1
+```
+
+```sh
+echo not marked
+```
+
+<!-- doc-test: quick -->
+```bash
+echo "$X"
+```
+"""
+
+
+def test_marked_blocks_form_one_script_in_document_order(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    found = blocks(doc)
+    assert [(b.line, b.scenario) for b in found] == [(5, "quick"), (15, "quick")]
+    assert scenario([doc], "quick") == "# --- doc.md:5\necho one\nexport X=1\n# --- doc.md:15\necho \"$X\"\n"
+
+
+@pytest.mark.parametrize("text", ["<!-- doc-test: a -->\n\n```sh\necho\n```\n",
+                                  "<!-- doc-test: a -->\n```yaml\nk: v\n```\n",
+                                  "<!-- doc-test: a -->\n```sh\necho\n"], ids=["gap", "not-shell", "unclosed"])
+def test_a_marker_that_would_run_nothing_is_an_error(tmp_path: Path, text: str) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(text)
+    with pytest.raises(DocError):
+        blocks(doc)
+
+
+def test_an_unknown_scenario_is_an_error(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    with pytest.raises(DocError, match="no block of scenario 'other'"):
+        scenario([doc], "other")
+
+
+def test_the_repositorys_docs_parse() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks(path)
