@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = dt.timedelta(days=365)
+# CN of the apiserver's client certificate towards kubelets; the node agent's log endpoint serves only this user
+APISERVER_KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from . import build
-from .certs import CertPair, LocalPKI
+from .certs import APISERVER_KUBELET_CLIENT_CN, CertPair, LocalPKI
 
 DEFAULT_NODE_NAME = "divbase-node-0"
 MARKER = ".divbase-localcluster"
@@ -391,6 +391,14 @@ class LocalCluster:
                                     "system:kube-scheduler")  # fmt: skip
         node_kc = write_kubeconfig(self.state_dir / f"node-{self.node_name}.kubeconfig", server, pki.ca.cert,
                                    node_cert, f"system:node:{self.node_name}")  # fmt: skip
+        # `kubectl logs`: the apiserver dials the node agent's log endpoint with this client certificate and checks
+        # the agent's serving certificate (127.0.0.1, its InternalIP) against the cluster's CA
+        kubelet_client = pki.issue("apiserver-kubelet-client", APISERVER_KUBELET_CLIENT_CN)
+        node_serving = pki.issue(f"node-{self.node_name}-serving", f"system:node:{self.node_name}",
+                                 ("system:nodes",), server=True, client=False, ips=("127.0.0.1",))
+        if node_agent_argv is not None:
+            node_agent_argv = [*node_agent_argv, "--tls-cert-file", str(node_serving.cert),
+                               "--tls-private-key-file", str(node_serving.key), "--client-ca-file", str(pki.ca.cert)]
 
         etcd_url, peer_url = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd-peer']}"
         self._spawn("etcd", [
@@ -423,6 +431,8 @@ class LocalCluster:
             "--enable-priority-and-fairness=false",  # fewer moving parts; nothing here competes for seats
             "--allow-privileged=true", "--profiling=false",
             "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address; nothing needs it
+            f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}", "--kubelet-preferred-address-types=InternalIP",
         ])  # fmt: skip
         phases = {"etcd": round(time.monotonic() - started, 2)}
         self._wait_ready(server, timeout, started)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
 import time
@@ -100,9 +101,12 @@ def pod_owner_references(lease_namespace: str, environ: Mapping[str, str]) -> li
     return [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}]
 
 
-def default_identity() -> str:
-    """Unique per process: a restarted pod with the same name must not believe it still holds the lease."""
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+def default_identity(env: Mapping[str, str] | None = None) -> str:
+    """The pod's name (the chart sets POD_NAME; a pod's hostname is not always its name, e.g. on a node sharing the
+    host's network), then a suffix unique per process: a restarted pod with the same name must not believe it
+    still holds the lease."""
+    name = (os.environ if env is None else env).get("POD_NAME") or socket.gethostname()
+    return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
 class LeaseApi(Protocol):

@@ -727,9 +727,9 @@ class _Planner:
             if verdict is True:
                 return True
             rec["phase"] = WAITING
-            self.phase = names.PHASE_AWAITING_CONTRACT
             if plan is None:
-                return False
+                return False  # phase Contracting, reason PlanningContract: AwaitingContract means a plan to review
+            self.phase = names.PHASE_AWAITING_CONTRACT
             exact = f"{names.ANNOTATION_APPROVE_CONTRACT}={version}@{_digest_hex(plan['digest'])[:12]}"
             if isinstance(verdict, str):
                 self.progress = (names.REASON_PLAN_CHANGED, f"{verdict}; review ConfigMap {plan['configMap']} "

@@ -1,5 +1,7 @@
-"""The docs' commands run as written (issue 13, item 7): docs/install.md's local quick start and its teardown, the
-blocks marked `<!-- doc-test: local -->`, in one bash script with `set -euo pipefail`, from the checkout's root.
+"""The docs' commands run as written (issue 13, item 7): docs/install.md's local quick start (release 1, then 2
+with a Manual contract), docs/operator.md's review-and-approve, wait and status commands on it, and the teardown:
+the blocks marked `<!-- doc-test: local [STEP] -->`, in one bash script with `set -euo pipefail`, from the
+checkout's root.
 
 The test gives them only what a user's shell has: PATH without the venv or the cluster's binaries (the quick
 start's `eval` must put them there), no KUBECONFIG, and a state directory of their own
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "docs" / "install.md"
+OPERATOR = ROOT / "docs" / "operator.md"
 LOCALCLUSTER = str(Path(sys.executable).parent / "divbase-localcluster")  # the interpreter under test's
 SCRIPT_TIMEOUT = 900  # s; the blocks' own waits are 5 m each, and each ends by itself
 
@@ -37,7 +40,7 @@ def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -
     state = tmp_path / "cluster"
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "DIVBASE_DATABASE_URL", "VIRTUAL_ENV")}
     env |= {"PATH": _user_path(), STATE_DIR_ENV: str(state)}
-    script = "set -euo pipefail\n" + scenario([INSTALL], "local")
+    script = "set -euo pipefail\n" + scenario([INSTALL, OPERATOR], "local")
     local_yaml = ROOT / "local.yaml"
     assert not local_yaml.exists(), "the quick start writes local.yaml: move yours away first"
     try:
@@ -50,7 +53,10 @@ def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -
     assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
                                  f"{proc.stderr[-4000:]}"
     # what the commands printed says they did what the doc says
-    assert "dbdb/divbase condition met" in proc.stdout, proc.stdout  # kubectl wait: release 1 Ready
+    assert "divbasedatabase.divbase.io/divbase condition met" in proc.stdout, proc.stdout  # kubectl wait: 1 Ready
+    assert re.search(r"approved the contract of release 2 .*\(plan [0-9a-f]{12}", proc.stdout), proc.stdout
+    assert "-- contract revision" in proc.stdout, proc.stdout  # the reviewer read the plan's SQL
+    assert re.search(r'^\{.*"severity":', proc.stdout, re.MULTILINE), proc.stdout  # kubectl logs: the operator's
     assert re.search(r"^1\s+2\s+Succeeded\s", proc.stdout, re.MULTILINE), proc.stdout  # history: 1 -> 2
     # the teardown stopped everything the quick start started
     status = subprocess.run([LOCALCLUSTER, "status", "--state-dir", str(state)], capture_output=True, text=True,

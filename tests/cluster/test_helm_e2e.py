@@ -67,13 +67,6 @@ def http_get(url: str) -> tuple[int, str]:
         return 0, str(e)
 
 
-def pod_log(cluster: ClusterInfo, pod: client.V1Pod, container: str) -> str:
-    """There is no kubelet API: the node agent keeps each container's output under the state dir."""
-    m = pod.metadata
-    logs = cluster.state_dir / "node" / "pods" / f"{m.namespace}_{m.name}_{m.uid}" / "logs" / container
-    return "".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
-
-
 def db_ready_at(custom: client.CustomObjectsApi, namespace: str, version: str) -> dict[str, Any] | None:
     """The DivBaseDatabase when Ready for this generation at `version` (kstatus: observedGeneration current)."""
     db = custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, RELEASE)
@@ -186,14 +179,28 @@ def test_helm_install_operator_pod_then_release_upgrade(
         assert op_pod.status.container_statuses[0].restart_count == 0
         code, metrics = http_get(f"http://{op_pod.status.pod_ip}:9090/metrics")
         assert code == 200 and "divbase_rollouts_succeeded_total" in metrics
-        # 4. its log (the node agent's file): no password, no forbidden call, no traceback
-        log = pod_log(cluster, op_pod, "operator")
+        # 4. its log, as `kubectl logs` reads it (the apiserver, then the node agent's log endpoint): no password,
+        # no forbidden call, no traceback
+        log = core.read_namespaced_pod_log(op_pod.metadata.name, namespace, container="operator")
+        assert '"severity":' in log, log[-3000:]
         password = make_url(database_url).password
         assert password and password not in log
         assert database_url not in log
         assert not [line for line in log.splitlines() if "403" in line or "orbidden" in line], log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+        # 5. uninstall in docs/install.md's order: the release first (its finalizer needs the operator), then the
+        # operator, whose leader-election Lease goes with its pod (ownerReference: the chart's RBAC is deleted
+        # before the pod stops, so the operator's own release of the Lease is refused)
+        leases = client.CoordinationV1Api(api_client)
+        [lease] = leases.list_namespaced_lease(namespace).items
+        assert lease.metadata.name == OPERATOR
+        assert lease.spec.holder_identity.startswith(f"{op_pod.metadata.name}_"), lease.spec  # NOTES.txt's hint
+        tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", timeout=90)
+        wait_for("the DivBaseDatabase deleted", lambda: not custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"], 60)  # fmt: skip
+        tools.run("helm", "uninstall", OPERATOR, "-n", namespace, "--wait", "--timeout", "60s", timeout=90)
+        wait_for("the operator's Lease removed", lambda: not leases.list_namespaced_lease(namespace).items, 60)
     finally:
         # the operator must release its finalizer before it goes, or the namespace would hang in Terminating
         tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", check=False,

@@ -7,6 +7,7 @@ only the container runtime is replaced (by processes, see docs/localcluster.md, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -275,6 +276,67 @@ def test_restart_policy_always_backs_off(core: client.CoreV1Api, namespace: str)
     assert st.state.waiting.reason == "CrashLoopBackOff"
     assert st.last_state.terminated.exit_code == 1
     assert read_pod(core, namespace, "crash").status.phase == "Running"
+
+
+def test_kubectl_logs_through_the_apiserver(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo,
+                                           node_name: str) -> None:
+    """`pods/log` goes apiserver -> the agent's log endpoint (TLS both ways): the current run, --tail, --previous,
+    --limit-bytes, -f until the container exits; kubectl's own command; nobody but the apiserver is served."""
+    import socket
+    import ssl
+    import subprocess
+
+    from divbase_localcluster import build
+
+    core.create_namespaced_pod(namespace, pod_body(
+        "talk", 'echo "run $(date +%s%N)"; for i in 1 2 3; do echo "line $i"; done; sleep 1; echo late; exit 1',
+        restart="Always"))
+    one_run = re.compile(r"run \d+\nline 1\nline 2\nline 3\nlate\n")
+
+    def restarted_twice() -> client.V1ContainerStatus | None:
+        st = (read_pod(core, namespace, "talk").status.container_statuses or [None])[0]
+        return st if st and st.restart_count >= 1 and st.state.running else None
+
+    wait_for("a second run of the container", restarted_twice, 60)
+    # -f on the running container: everything it writes until it exits, then the stream ends by itself
+    followed = core.read_namespaced_pod_log("talk", namespace, follow=True, _request_timeout=30)
+    assert one_run.fullmatch(followed), followed
+    assert one_run.fullmatch(core.read_namespaced_pod_log("talk", namespace, previous=True))
+    assert core.read_namespaced_pod_log("talk", namespace, previous=True, tail_lines=1) == "late\n"
+    assert core.read_namespaced_pod_log("talk", namespace, previous=True, limit_bytes=4) == "run "
+    kubectl = build.binaries().bin_dir / "kubectl"
+    out = subprocess.run([str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "logs", "talk",
+                          "--previous", "--tail=1"], capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "late\n"), out.stderr
+    with pytest.raises(client.ApiException) as caught:
+        core.read_namespaced_pod_log("talk", namespace, container="nope")
+    assert caught.value.status == 400 and "nope" in caught.value.body
+    # only the apiserver: no client certificate -> no TLS session; the cluster's admin certificate -> 403
+    port = core.read_node(node_name).status.daemon_endpoints.kubelet_endpoint.port
+    assert port > 0
+    pki = cluster.state_dir / "pki"
+
+    def get(ctx: ssl.SSLContext) -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET /containerLogs/{namespace}/talk/main HTTP/1.0\r\n\r\n".encode())
+            chunks = []
+            for _ in range(100):  # headers and body come in separate writes; the server closes after the body
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            answer = b"".join(chunks).decode()
+        if not answer:
+            raise ConnectionResetError("closed without an answer")
+        return answer
+
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        get(ssl.create_default_context(cafile=str(pki / "ca.crt")))
+    admin = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    admin.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    answer = get(admin)
+    assert answer.startswith("HTTP/1.0 403") and "only the apiserver" in answer, answer
 
 
 def test_deletion_sends_sigterm(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:

@@ -35,6 +35,16 @@ def test_marked_blocks_form_one_script_in_document_order(tmp_path: Path) -> None
     assert scenario([doc], "quick") == "# --- doc.md:5\necho one\nexport X=1\n# --- doc.md:15\necho \"$X\"\n"
 
 
+def test_steps_thread_a_scenario_through_several_documents(tmp_path: Path) -> None:
+    first, second = tmp_path / "install.md", tmp_path / "operator.md"
+    first.write_text("<!-- doc-test: s -->\n```sh\nup\n```\n<!-- doc-test: s 90 -->\n```sh\ndown\n```\n")
+    second.write_text("<!-- doc-test: s 60 -->\n```sh\nuse\n```\n<!-- doc-test: s 60 -->\n```sh\nuse again\n```\n"
+                      "<!-- doc-test: s -->\n```sh\nalso up\n```\n")
+    script = scenario([first, second], "s")
+    assert [line for line in script.splitlines() if not line.startswith("#")] == \
+        ["up", "also up", "use", "use again", "down"]
+
+
 @pytest.mark.parametrize("text", ["<!-- doc-test: a -->\n\n```sh\necho\n```\n",
                                   "<!-- doc-test: a -->\n```yaml\nk: v\n```\n",
                                   "<!-- doc-test: a -->\n```sh\necho\n"], ids=["gap", "not-shell", "unclosed"])

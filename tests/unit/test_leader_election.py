@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 from divbase_operator import names
-from divbase_operator.leader import LeaderElector, LeaseRecord, LostRace, Timing, lease_spec, may_take
+from divbase_operator.leader import (
+    LeaderElector,
+    LeaseRecord,
+    LostRace,
+    Timing,
+    default_identity,
+    lease_spec,
+    may_take,
+)
 from divbase_operator.reconciler import NotLeading, Reconciler, Snapshot, Sources
 
 TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
@@ -251,3 +259,12 @@ async def test_a_leader_that_sees_another_holder_stops_at_once() -> None:
     store.body = {"metadata": {"resourceVersion": "99"}, "spec": {"holderIdentity": "b", "leaseDurationSeconds": 15}}
     clock.now += 1  # well within a's renew deadline
     assert not await a.try_once() and not a.is_leader()
+
+
+def test_the_holder_identity_starts_with_the_pod_name() -> None:
+    """NOTES.txt tells users to find the acting pod from the Lease's holder: the pod's name, not the host's (on a
+    node whose pods share the host's network the hostname is the machine's), unique per process."""
+    first, second = default_identity({"POD_NAME": "divbase-operator-7d9f-x2"}), default_identity({"POD_NAME": "p"})
+    assert first.startswith("divbase-operator-7d9f-x2_") and second.startswith("p_")
+    assert default_identity({"POD_NAME": "p"}) != second
+    assert default_identity({}).rsplit("_", 1)[0]  # outside a pod: the hostname

@@ -199,6 +199,9 @@ def test_manual_contract_waits_for_approval_of_that_exact_version():
     args = plan_job.body["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["plan", "contract", "--release", "2", "--sql"]
     assert world.condition(names.COND_READY)["reason"] == names.REASON_PLANNING_CONTRACT
+    # nothing to review yet: `kubectl wait --for=jsonpath={.status.phase}=AwaitingContract` must not return before
+    # the plan's ConfigMap exists (docs/install.md's quick start then reads it)
+    assert world.status["phase"] == names.PHASE_CONTRACTING and "contractPlan" not in world.status
     decision = world.reconcile()
     assert not actions_of(decision, CreateJob)
     [configmap] = actions_of(decision, ApplyConfigMap)

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, required=True, help="pod directories and logs go here")
     parser.add_argument("--image-map", type=Path, required=True, help="images.yaml: image -> local command")
     parser.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="loopback range for pod IPs")
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate of the log endpoint (`kubectl logs`)")
+    parser.add_argument("--tls-private-key-file", type=Path)
+    parser.add_argument("--client-ca-file", type=Path, help="CA of the apiserver's kubelet client certificate")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -31,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     images = ImageMap.load(args.image_map)
     api = Api(args.kubeconfig, state_dir / "credentials")
-    return NodeAgent(api, args.node_name, state_dir, images, args.image_map.resolve(), args.pod_cidr).run()
+    tls = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
+    if any(tls) and not all(tls):
+        parser.error("--tls-cert-file, --tls-private-key-file and --client-ca-file go together")
+    agent = NodeAgent(api, args.node_name, state_dir, images, args.image_map.resolve(), args.pod_cidr,
+                      log_tls=tls if all(tls) else None)
+    return agent.run()
 
 
 if __name__ == "__main__":

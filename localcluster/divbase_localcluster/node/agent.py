@@ -26,6 +26,7 @@ from typing import Any
 from .. import build
 from .api import STRATEGIC, Api, ApiError
 from .images import ImageMap
+from .logserver import LogServer
 from .worker import Container, PodWorker, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class NodeAgent:
     """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
 
     def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageMap, image_map_path: Path,
-                 pod_cidr: str = DEFAULT_POD_CIDR) -> None:  # fmt: skip
+                 pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None) -> None:  # fmt: skip
         self.api = api
         self.node_name = node_name
         self.state_dir = state_dir
@@ -111,6 +112,19 @@ class NodeAgent:
         self.recent_events: dict[tuple[str, str, str, str], float] = {}  # repeats within a minute are dropped
         self.node_uid = ""
         self.ready_since = now_rfc3339()
+        self.log_server: LogServer | None = None
+        if log_tls is not None:  # before registering: the Node advertises its port
+            cert, key, ca = log_tls
+            self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping)
+
+    def container_running(self, namespace: str, pod: str, container: str) -> bool:
+        """Whether the container's process runs now (a followed log may still grow)."""
+        with self.workers_lock:
+            worker = next((w for w in self.workers.values() if w.key == f"{namespace}/{pod}"), None)
+        if worker is None:
+            return False
+        c = next((c for c in worker.all_containers() if c.name == container), None)
+        return c is not None and c.proc is not None and c.proc.poll() is None
 
     # -- process groups (the safety net at shutdown) ----------------------------------------------------------
     def register_pgid(self, pgid: int) -> None:
@@ -171,7 +185,8 @@ class NodeAgent:
             ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                           {"type": "Hostname", "address": self.node_name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            # where the apiserver proxies `kubectl logs` to (0: no log endpoint, the apiserver then fails to dial)
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_server.port if self.log_server else 0}},
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "",
                 "kernelVersion": platform.release(), "osImage": "divbase local node",
@@ -356,6 +371,9 @@ class NodeAgent:
                    for t in (self.heartbeat_loop, self.watch_loop, self.events_loop)]  # fmt: skip
         for t in threads:
             t.start()
+        if self.log_server is not None:
+            self.log_server.serve_in_background()
+            log.info("container logs served on https://127.0.0.1:%d (kubectl logs)", self.log_server.port)
         log.info("node %s ready; pods run under %s", self.node_name, self.state_dir / "pods")
         while not self.stopping.wait(1.0):
             pass
@@ -376,6 +394,8 @@ class NodeAgent:
         for pgid in left:  # a worker that did not finish in time: its processes must not outlive us
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+        if self.log_server is not None:
+            self.log_server.close()
         with contextlib.suppress(ApiError):
             self.post_node_status(ready=False)
         log.info("stopped (%d pod workers, %d process groups killed late)", len(workers), len(left))
