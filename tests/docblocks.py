@@ -12,6 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+# Every scenario CI runs (tests/cluster/test_docs_run.py), with the documents its blocks come from, in order.
+SCENARIOS: dict[str, list[Path]] = {
+    "local": [ROOT / "docs" / "install.md", ROOT / "docs" / "operator.md"],
+    "readme": [ROOT / "README.md"],
+    "demo": [ROOT / "README.md"],
+}
 MARKER = re.compile(r"^<!--\s*doc-test:\s*([a-z0-9-]+)(?:\s+(\d+))?\s*-->\s*$")
 DEFAULT_STEP = 50
 FENCE = re.compile(r"^```(\w*)\s*$")

@@ -1,7 +1,11 @@
-"""The docs' commands run as written (issue 13, item 7): docs/install.md's local quick start (release 1, then 2
-with a Manual contract), docs/operator.md's review-and-approve, wait and status commands on it, and the teardown:
-the blocks marked `<!-- doc-test: local [STEP] -->`, in one bash script with `set -euo pipefail`, from the
-checkout's root.
+"""The docs' commands run as written (issue 13, item 7), each scenario's blocks (`<!-- doc-test: NAME [STEP] -->`)
+in one bash script with `set -euo pipefail`, from the checkout's root:
+
+- `local`: docs/install.md's local quick start (release 1, then 2 with a Manual contract), docs/operator.md's
+  review-and-approve, wait and status commands on it, and the teardown;
+- `readme`: README.md's "Using the operator" (CRDs, the operator as a process, examples/divbase.yaml, an upgrade)
+  and its teardown;
+- `demo`: README.md's `make demo`, the main job.
 
 The test gives them only what a user's shell has: PATH without the venv or the cluster's binaries (the quick
 start's `eval` must put them there), no KUBECONFIG, and a state directory of their own
@@ -10,21 +14,21 @@ the script leaves running is stopped afterwards through the same state directory
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from divbase_localcluster.cluster import STATE_DIR_ENV
-from docblocks import scenario
+from docblocks import SCENARIOS, scenario
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "docs" / "install.md"
-OPERATOR = ROOT / "docs" / "operator.md"
 LOCALCLUSTER = str(Path(sys.executable).parent / "divbase-localcluster")  # the interpreter under test's
 SCRIPT_TIMEOUT = 900  # s; the blocks' own waits are 5 m each, and each ends by itself
 
@@ -36,29 +40,52 @@ def _user_path() -> str:
                            if p and p != venv_bin and "/localcluster/" not in p)
 
 
-def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -> None:
+def _run(tmp_path: Path, name: str, writes: list[str]) -> tuple[int, str, str]:
+    """The scenario in a shell of its own process group (what it starts with `&` is stopped with it), then whatever
+    its teardown left: the files it writes in the checkout, the cluster and PostgreSQL of its state directory."""
     state = tmp_path / "cluster"
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "DIVBASE_DATABASE_URL", "VIRTUAL_ENV")}
     env |= {"PATH": _user_path(), STATE_DIR_ENV: str(state)}
-    script = "set -euo pipefail\n" + scenario([INSTALL, OPERATOR], "local")
-    local_yaml = ROOT / "local.yaml"
-    assert not local_yaml.exists(), "the quick start writes local.yaml: move yours away first"
+    script = "set -euo pipefail\n" + scenario(SCENARIOS[name], name)
+    for written in writes:
+        assert not (ROOT / written).exists(), f"the {name} scenario writes {written}: move yours away first"
+    shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=SCRIPT_TIMEOUT)
+        out, err = shell.communicate(timeout=SCRIPT_TIMEOUT)
     finally:
-        local_yaml.unlink(missing_ok=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)  # a background process the script left behind
+        shell.communicate()
+        for written in writes:
+            (ROOT / written).unlink(missing_ok=True)
         for args in (["postgres", "down"], ["down"]):  # no-ops when the teardown block did its job
             subprocess.run([LOCALCLUSTER, *args, "--state-dir", str(state)], capture_output=True, timeout=120)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n" \
-                                 f"{proc.stderr[-4000:]}"
-    # what the commands printed says they did what the doc says
-    assert "divbasedatabase.divbase.io/divbase condition met" in proc.stdout, proc.stdout  # kubectl wait: 1 Ready
-    assert re.search(r"approved the contract of release 2 .*\(plan [0-9a-f]{12}", proc.stdout), proc.stdout
-    assert "-- contract revision" in proc.stdout, proc.stdout  # the reviewer read the plan's SQL
-    assert re.search(r'^\{.*"severity":', proc.stdout, re.MULTILINE), proc.stdout  # kubectl logs: the operator's
-    assert re.search(r"^1\s+2\s+Succeeded\s", proc.stdout, re.MULTILINE), proc.stdout  # history: 1 -> 2
-    # the teardown stopped everything the quick start started
+    assert shell.returncode == 0, f"exit {shell.returncode}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
+    # the teardown stopped everything the scenario started and removed what it wrote
     status = subprocess.run([LOCALCLUSTER, "status", "--state-dir", str(state)], capture_output=True, text=True,
                             timeout=60)
     assert not status.stdout.startswith("up"), status.stdout + status.stderr
+    return shell.returncode, out, err
+
+
+def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -> None:
+    _, out, _ = _run(tmp_path, "local", ["local.yaml"])
+    # what the commands printed says they did what the doc says
+    assert "divbasedatabase.divbase.io/divbase condition met" in out, out  # kubectl wait: release 1 Ready
+    assert re.search(r"approved the contract of release 2 .*\(plan [0-9a-f]{12}", out), out
+    assert "-- contract revision" in out, out  # the reviewer read the plan's SQL
+    assert re.search(r'^\{.*"severity":', out, re.MULTILINE), out  # kubectl logs: the operator's JSON lines
+    assert re.search(r"^1\s+2\s+Succeeded\s", out, re.MULTILINE), out  # history: 1 -> 2
+
+
+def test_the_readmes_usage_and_its_teardown_run_as_written(tmp_path: Path) -> None:
+    _, out, _ = _run(tmp_path, "readme", ["operator.log"])
+    assert out.count("Ready: release 1") >= 1 and "Ready: release 2" in out, out  # both waits ended Ready
+    assert 'divbasedatabase.divbase.io "divbase" deleted' in out, out
+
+
+def test_make_demo_runs_as_written(tmp_path: Path) -> None:
+    _, out, _ = _run(tmp_path, "demo", [])
+    assert re.search(r"^Failed requests: 0 with the operator, [1-9]\d* stopping the world", out, re.MULTILINE), out
+    assert "| operator (expand, deploy, contract) |" in out, out  # README's table has the demo's columns

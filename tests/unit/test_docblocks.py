@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from docblocks import DocError, blocks, scenario
+from docblocks import SCENARIOS, DocError, blocks, scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = """# Title
@@ -62,6 +62,12 @@ def test_an_unknown_scenario_is_an_error(tmp_path: Path) -> None:
         scenario([doc], "other")
 
 
-def test_the_repositorys_docs_parse() -> None:
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        blocks(path)
+def test_every_marked_block_in_the_docs_parses_and_belongs_to_a_scenario_ci_runs() -> None:
+    """A marker with a misspelt scenario, or in a document its scenario does not read, would never run."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for doc in docs:
+        for block in blocks(doc):
+            assert block.scenario in SCENARIOS, f"{doc.name}:{block.line}: unknown scenario {block.scenario!r}"
+            assert doc in SCENARIOS[block.scenario], f"{doc.name}:{block.line}: {block.scenario} does not read it"
+    for name in SCENARIOS:
+        assert scenario(SCENARIOS[name], name)  # each has blocks
