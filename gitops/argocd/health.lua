@@ -38,7 +38,7 @@ local status = obj.status
 local generation = obj.metadata and obj.metadata.generation or nil
 if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
   hs.status = "Progressing"
-  hs.message = "Waiting for divbase-operator to observe generation " .. tostring(math.floor(generation))
+  hs.message = "Waiting for divbase-operator to observe the latest spec"  -- no number: Lua 5.1 and 5.4 print floats differently
   return hs
 end
 
