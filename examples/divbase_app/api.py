@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
+    @app.get("/api/v1/core/health")  # DivBase's own health route: the example chart's readiness probe
     def readyz() -> dict[str, str]:
         if app.state.draining:
             raise HTTPException(503, "draining")

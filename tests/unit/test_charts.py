@@ -400,6 +400,33 @@ def test_release_chart_renders_a_valid_database() -> None:
     assert service["spec"]["selector"] == {names.LABEL_DATABASE: "rel-divbase", names.LABEL_WORKLOAD: "api"}
 
 
+def _api_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [api] = [w for w in _database(docs)["spec"]["workloads"] if w["name"] == "api"]
+    [container] = api["template"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_release_chart_api_is_ready_only_when_serving_and_survives_drains() -> None:
+    """The deploy step counts ready pods: the API gets a readiness probe on DivBase's own health route by default,
+    and a PodDisruptionBudget when there is more than one replica to keep."""
+    docs = render(RELEASE_CHART)
+    assert isinstance(docs, list)
+    probe = _api_container(docs)["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/api/v1/core/health", "port": "http"}
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        names.LABEL_DATABASE: "rel-divbase", names.LABEL_WORKLOAD: "api"}}}
+    _, errors = parse_spec(_database(docs)["spec"])
+    assert errors == []
+    docs = render(RELEASE_CHART, "--set", "api.replicas=1", "--set", "api.readinessProbe=null")
+    assert isinstance(docs, list)
+    assert not by_kind(docs, "PodDisruptionBudget"), "one replica: a PDB would block every drain"
+    assert "readinessProbe" not in _api_container(docs)
+    docs = render(RELEASE_CHART, "--set-string", "api.podDisruptionBudget.maxUnavailable=50%")
+    assert isinstance(docs, list)
+    assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == "50%"
+
+
 def test_helm_set_version_starts_a_rollout() -> None:
     """`helm upgrade --set version=2` passes the number 2; the resource gets the string "2"."""
     docs = render(RELEASE_CHART, "--set", "version=2")
