@@ -1,5 +1,6 @@
 """`make demo`: DivBase rolled from release 1 to 2 on the local control plane, under load, then the same change
-the way DivBase does it today, and a table comparing both. Everything it starts, it stops."""
+the way DivBase does it today and the way a chart with a Helm pre-upgrade hook would, and a table comparing the
+three. Everything it starts, it stops."""
 
 from __future__ import annotations
 
@@ -36,13 +37,18 @@ def _namespace(api: client.ApiClient, name: str) -> None:
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
 
+def _by_release(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "-"
+
+
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    head = "| | requests | failed | unavailable s | longest gap s | rollout s | restarts | served by release |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| | requests | failed | failed on pods of release | unavailable s | longest gap s | rollout s | restarts "
+            "| served by release |")
+    lines = [head, "|" + "---|" * 9]
     for label, f in rows.items():
-        served = ", ".join(f"{k}: {v}" for k, v in sorted(f["served_by_release"].items()))
-        lines.append(f"| {label} | {f['requests']} | {f['failed']} | {f['unavailable_s']:.2f} | "
-                     f"{f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | {served} |")
+        lines.append(f"| {label} | {f['requests']} | {f['failed']} | {_by_release(f['failed_by_release'])} | "
+                     f"{f['unavailable_s']:.2f} | {f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | "
+                     f"{_by_release(f['served_by_release'])} |")
     return "\n".join(lines)
 
 
@@ -74,7 +80,16 @@ def run(clock: Clock, api: client.ApiClient, kubeconfig: Path, pg: PostgresServe
     rollout.deploy_legacy(api, "divbase-legacy", from_version, replicas)
     baseline = rollout.stop_the_world(api, "divbase-legacy", to_version, lambda line: clock.say("  " + line),
                                       replicas)
-    return {"operator (expand, deploy, contract)": gated, "stop the world (today)": baseline}
+
+    clock.say(f"and a chart's Helm pre-upgrade hook (migrate to head, then a rolling update), release {from_version} "
+              f"-> {to_version}:")
+    _namespace(api, "divbase-hook")
+    Kube(api, "divbase-hook").create_secret(
+        rollout.SECRET, {"url": pg.create_database("hook").render_as_string(hide_password=False)})
+    rollout.deploy_legacy(api, "divbase-hook", from_version, replicas, name=rollout.HOOK)
+    hook = rollout.helm_hook(api, "divbase-hook", to_version, lambda line: clock.say("  " + line), replicas)
+    return {"operator (expand, deploy, contract)": gated, "stop the world (today)": baseline,
+            "Helm pre-upgrade hook (migrate, then rolling update)": hook}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         pg.stop()
     print()
     print(table(results))
-    gated, baseline = results.values()
+    gated, baseline, hook = results.values()
     print(f"\nFailed requests: {gated['failed']} with the operator, {baseline['failed']} stopping the world "
-          f"({baseline['unavailable_s']:.1f} s without service).")
+          f"({baseline['unavailable_s']:.1f} s without service), {hook['failed']} with a Helm pre-upgrade hook "
+          f"({hook['failed_by_release'].get(args.from_version, 0)} on release {args.from_version} pods, whose schema "
+          f"the hook contracted under them).")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     if gated["failed"]:

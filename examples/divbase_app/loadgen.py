@@ -99,6 +99,7 @@ class Stats:
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     served_by_release: Counter[str] = field(default_factory=Counter)
+    failed_by_release: Counter[str] = field(default_factory=Counter)  # the release of the pod that was asked
     last_success: float | None = None
     longest_gap_s: float = 0.0  # longest time between two successful requests
     unavailable_s: float = 0.0  # summed time from a failure to the next success
@@ -118,6 +119,8 @@ class Stats:
         else:
             self.failed += 1
             self.reasons[reason or "error"] += 1
+            if release:
+                self.failed_by_release[release] += 1
             if self._failing_since is None:
                 self._failing_since = at
 
@@ -127,6 +130,7 @@ class Stats:
             unavailable += time.monotonic() - self._failing_since
         return {"requests": self.ok + self.failed, "ok": self.ok, "failed": self.failed,
                 "failure_reasons": dict(self.reasons), "served_by_release": dict(self.served_by_release),
+                "failed_by_release": dict(self.failed_by_release),
                 "longest_gap_s": round(self.longest_gap_s, 3), "unavailable_s": round(unavailable, 3)}
 
 
@@ -174,14 +178,15 @@ class LoadGenerator:
         if writer is None:
             return False, None, "no ready endpoint"
         name = uuid.uuid4().hex[:12]
+        asked = writer
         try:
             created = self._call(writer, "POST", "/users", {"name": name})
-            reader = self._pick() or writer
+            asked = reader = self._pick() or writer
             read = self._call(reader, "GET", f"/users/{created['id']}")
         except urllib.error.HTTPError as exc:
-            return False, None, f"HTTP {exc.code}"
+            return False, asked.release, f"HTTP {exc.code}"
         except (OSError, ValueError) as exc:
-            return False, None, type(getattr(exc, "reason", exc)).__name__
+            return False, asked.release, type(getattr(exc, "reason", exc)).__name__
         if read.get("name") != name:
             return False, None, "read back a different name"
         return True, str(read.get("release")), None

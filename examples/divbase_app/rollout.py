@@ -1,8 +1,10 @@
-"""The two ways of moving DivBase to a new release, each under the same steady load, measured the same way.
+"""The ways of moving DivBase to a new release, each under the same steady load, measured the same way.
 
 `gated_rollout`: patch `spec.version` of a DivBaseDatabase and let the operator run expand → deploy → contract.
 `stop_the_world`: what DivBase does today: scale the API to zero, migrate to head, start the new release.
-Both return the load generator's figures; the demo prints them and the end-to-end test asserts on them."""
+`helm_hook`: what most charts do instead of an operator: a pre-upgrade hook Job migrates to head (expand and
+contract at once) while the old release serves, then the Deployment's rolling update starts the new one.
+Each returns the load generator's figures; the demo prints them and the end-to-end test asserts on them."""
 
 from __future__ import annotations
 
@@ -135,28 +137,54 @@ def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeo
     return _run_under_load(kube.api_client, kube.namespace, selector, action, progress)
 
 
-def legacy_deployment(namespace: str, version: str, replicas: int) -> dict[str, Any]:
-    """DivBase's deployment today: an init container migrates to head before the API starts."""
+LEGACY, HOOK = "legacy-api", "hook-api"
+
+
+def legacy_deployment(namespace: str, version: str, replicas: int, name: str = LEGACY) -> dict[str, Any]:
+    """DivBase's deployment today (LEGACY): an init container migrates to head before the API starts. HOOK: the
+    Helm-hook chart's, no migrator in the pod (the hook Job migrates) and a rolling update that keeps every
+    replica ready (maxUnavailable 0), as the operator's workloads do."""
     spec = api_pod_spec(f"divbase:{version}")
-    spec["initContainers"] = [{"name": "db-migrator", "image": f"divbase:{version}", "env": _db_env(),
-                               "command": ["sh", "-c", MIGRATE_TO_HEAD]}]
-    labels = {"app": "legacy-api"}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "legacy-api", "namespace": namespace, "labels": labels},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
+    labels = {"app": name}
+    deployment: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace,
+                                                                    "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": spec}}}
+    if name == HOOK:
+        deployment["spec"]["strategy"] = {"type": "RollingUpdate",
+                                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    else:
+        spec["initContainers"] = [{"name": "db-migrator", "image": f"divbase:{version}", "env": _db_env(),
+                                   "command": ["sh", "-c", MIGRATE_TO_HEAD]}]
+    return deployment
 
 
-def _available(apps: client.AppsV1Api, namespace: str, replicas: int) -> bool:
-    d = apps.read_namespaced_deployment("legacy-api", namespace)
+def _available(apps: client.AppsV1Api, namespace: str, replicas: int, name: str = LEGACY) -> bool:
+    d = apps.read_namespaced_deployment(name, namespace)
     return (d.status.observed_generation == d.metadata.generation and (d.status.available_replicas or 0) == replicas
             and (d.status.updated_replicas or 0) == replicas)
 
 
-def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2) -> None:
+def _migrate_to_head(batch: client.BatchV1Api, namespace: str, version: str, name: str) -> None:
+    """A Job running release `version`'s migrations to head, as DivBase's db-migrator and a Helm hook do."""
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+               "name": "migrate", "image": f"divbase:{version}", "env": _db_env(),
+               "command": ["sh", "-c", MIGRATE_TO_HEAD]}]}}}}
+    batch.create_namespaced_job(namespace, job)
+    wait_for(lambda: (batch.read_namespaced_job(name, namespace).status.succeeded or 0) >= 1, 180,
+             f"Job {name} complete")
+
+
+def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2,
+                  name: str = LEGACY) -> None:
+    """Release `version` installed and serving; for HOOK its pre-install hook Job migrates first."""
     apps = client.AppsV1Api(api_client)
-    apps.create_namespaced_deployment(namespace, legacy_deployment(namespace, version, replicas))
-    wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available")
+    if name == HOOK:
+        _migrate_to_head(client.BatchV1Api(api_client), namespace, version, f"pre-install-{version}")
+    apps.create_namespaced_deployment(namespace, legacy_deployment(namespace, version, replicas, name))
+    wait_for(lambda: _available(apps, namespace, replicas, name), 180, f"{name} available")
 
 
 def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress,
@@ -166,23 +194,34 @@ def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, p
 
     def action() -> None:
         progress("scale legacy-api to 0")
-        apps.patch_namespaced_deployment_scale("legacy-api", namespace, {"spec": {"replicas": 0}})
-        wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector="app=legacy-api").items, 120,
+        apps.patch_namespaced_deployment_scale(LEGACY, namespace, {"spec": {"replicas": 0}})
+        wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector=f"app={LEGACY}").items, 120,
                  "old pods gone")
         progress(f"migrate to head of release {version}")
-        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"migrate-{version}"},
-               "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-                   "name": "migrate", "image": f"divbase:{version}", "env": _db_env(),
-                   "command": ["sh", "-c", MIGRATE_TO_HEAD]}]}}}}
-        batch.create_namespaced_job(namespace, job)
-        wait_for(lambda: (batch.read_namespaced_job(f"migrate-{version}", namespace).status.succeeded or 0) >= 1,
-                 180, "migration Job complete")
+        _migrate_to_head(batch, namespace, version, f"migrate-{version}")
         progress(f"start release {version}")
-        deployment = apps.read_namespaced_deployment("legacy-api", namespace)
+        deployment = apps.read_namespaced_deployment(LEGACY, namespace)
         deployment.spec.replicas = replicas
         for container in deployment.spec.template.spec.init_containers + deployment.spec.template.spec.containers:
             container.image = f"divbase:{version}"
-        apps.replace_namespaced_deployment("legacy-api", namespace, deployment)
+        apps.replace_namespaced_deployment(LEGACY, namespace, deployment)
         wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available again")
 
-    return _run_under_load(api_client, namespace, "app=legacy-api", action, progress)
+    return _run_under_load(api_client, namespace, f"app={LEGACY}", action, progress)
+
+
+def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progress: Progress,
+              replicas: int = 2) -> dict[str, Any]:
+    """`helm upgrade` of a chart with a pre-upgrade hook: the hook Job migrates to head (the old release still
+    serving, against a schema whose contract has already removed what it reads), then the rolling update."""
+    apps, batch = client.AppsV1Api(api_client), client.BatchV1Api(api_client)
+
+    def action() -> None:
+        progress(f"pre-upgrade hook: migrate to head of release {version} while the old release serves")
+        _migrate_to_head(batch, namespace, version, f"pre-upgrade-{version}")
+        progress(f"rolling update to release {version}")
+        apps.patch_namespaced_deployment(HOOK, namespace, {"spec": {"template": {"spec": {"containers": [
+            {"name": "api", "image": f"divbase:{version}"}]}}}})
+        wait_for(lambda: _available(apps, namespace, replicas, HOOK), 180, f"{HOOK} rolled out")
+
+    return _run_under_load(api_client, namespace, f"app={HOOK}", action, progress)

@@ -2,12 +2,14 @@
 
 Real apiserver and controllers, the operator, migration Jobs running `divbase-migrate` against a real PostgreSQL,
 and the DivBase API stand-in serving HTTP from pods of the local node while a load generator writes and reads
-through every ready pod. In the same run, the stop-the-world procedure DivBase uses today is measured under the
-same load, so the comparison is like for like."""
+through every ready pod. In the same run, the stop-the-world procedure DivBase uses today, and the Helm
+pre-upgrade hook most charts use instead of an operator, are measured under the same load, so the comparison is
+like for like."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from divbase_app import rollout
@@ -36,18 +38,30 @@ def test_gated_rollout_serves_every_request_and_stop_the_world_does_not(
     steps = status["history"][0]["steps"]
     assert all(steps[s]["seconds"] is not None for s in ("expand", "deploy", "contract"))
 
-    # the same change, today's way, in another namespace and database, under the same load
-    baseline_ns = f"{kube.namespace}-stw"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=baseline_ns)))
-    try:
-        url = postgres_server.create_database("stop_the_world").render_as_string(hide_password=False)
-        Kube(api_client, baseline_ns).create_secret(rollout.SECRET, {"url": url})
-        rollout.deploy_legacy(api_client, baseline_ns, "1")
-        baseline = rollout.stop_the_world(api_client, baseline_ns, "2", lines.append)
-    finally:
-        core.delete_namespace(baseline_ns, propagation_policy="Background")
-        postgres_server.drop_database("stop_the_world")
+    # the same change, today's way and a Helm hook's way, each in another namespace and database, same load
+    baseline = _elsewhere(api_client, postgres_server, f"{kube.namespace}-stw", rollout.LEGACY, rollout.stop_the_world,
+                          lines)
     assert baseline["failed"] > 0 and baseline["unavailable_s"] > 1.0, baseline
     assert baseline["failure_reasons"].get("no ready endpoint"), baseline
-    print(json.dumps({"gated": gated, "stop_the_world": baseline}, indent=2))
+    hook = _elsewhere(api_client, postgres_server, f"{kube.namespace}-hook", rollout.HOOK, rollout.helm_hook, lines)
+    # never without an endpoint (the rolling update keeps every replica ready), yet release 1's pods fail once the
+    # hook's contract has removed what they read: what expand/deploy/contract exists to prevent
+    assert "no ready endpoint" not in hook["failure_reasons"], hook
+    assert hook["failed_by_release"].get("1", 0) > 0 and not hook["failed_by_release"].get("2"), hook
+    print(json.dumps({"gated": gated, "stop_the_world": baseline, "helm_hook": hook}, indent=2))
+
+
+def _elsewhere(api_client: Any, postgres_server: PostgresServer, namespace: str, deployment: str,
+               change: Callable[..., dict[str, Any]], lines: list[str]) -> dict[str, Any]:
+    """Release 1 installed as `deployment` in its own namespace and database, then `change` to release 2."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    database = namespace.replace("-", "_")[-40:]
+    try:
+        url = postgres_server.create_database(database).render_as_string(hide_password=False)
+        Kube(api_client, namespace).create_secret(rollout.SECRET, {"url": url})
+        rollout.deploy_legacy(api_client, namespace, "1", name=deployment)
+        return change(api_client, namespace, "2", lines.append)
+    finally:
+        core.delete_namespace(namespace, propagation_policy="Background")
+        postgres_server.drop_database(database)
