@@ -356,6 +356,8 @@ def test_operator_metrics_off_and_service_monitor() -> None:
     (OPERATOR_CHART, ["--set", "watchNamespaces={team-a,ops}"],
      "watchNamespaces lists ops, the operator's own namespace"),
     (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
+    (OPERATOR_CHART, ["--set", "admissionPolicy.enable=false"],
+     "at '/admissionPolicy': additional properties 'enable' not allowed"),
     (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
     (RELEASE_CHART, ["--set", "version=two"], "/version"),
     (RELEASE_CHART, ["--set", "contract.policy=Later"], "/contract/policy"),
@@ -565,3 +567,56 @@ def test_the_policy_values_become_the_operators_flags() -> None:
     assert not [a for a in args if a.startswith(("--allow-", "--allowed-"))], "safe by default, no lists"
     refused = render(OPERATOR_CHART, "--set", "policy.allowedImageRepositories={ghcr.io/x:1}", check=False)
     assert "allowedImageRepositories" in str(refused)
+
+
+# --- the same refusal at admission: a ValidatingAdmissionPolicy (issue 14, item 2) ----------------------------------
+POLICY = "rel-divbase-operator-privileged-workloads"
+# the field of each refusal of spec.privileged_errors, as the policy's messages spell it
+PRIVILEGED_FIELDS = (".spec.hostNetwork:", ".spec.hostPID:", ".spec.hostIPC:", ".spec.volumes[", "].hostPath:",
+                     ".spec.securityContext.seccompProfile.type:", ".spec.securityContext.appArmorProfile.type:",
+                     ".metadata.annotations[", "].securityContext.privileged:",
+                     "].securityContext.capabilities.add:", "].securityContext.seccompProfile.type:",
+                     "].securityContext.appArmorProfile.type:", "].ports[", "].hostPort:")
+
+
+def _admission_policy(*args: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    docs = render(OPERATOR_CHART, *args)
+    assert isinstance(docs, list)
+    return by_kind(docs, "ValidatingAdmissionPolicy"), by_kind(docs, "ValidatingAdmissionPolicyBinding")
+
+
+def test_admission_policy_is_rendered_by_default() -> None:
+    """Checked against the real apiserver, verdict for verdict with the operator's, in
+    tests/cluster/test_admission_policy.py; here its shape."""
+    [policy], [binding] = _admission_policy()
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["metadata"]["name"] == binding["metadata"]["name"] == binding["spec"]["policyName"] == POLICY
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    assert spec["matchConstraints"]["resourceRules"] == [{
+        "apiGroups": [names.GROUP], "apiVersions": [names.VERSION], "operations": ["CREATE", "UPDATE"],
+        "resources": [names.PLURAL]}], "never DELETE, nor the status subresource"
+    [condition] = spec["matchConditions"]
+    assert "request.operation == 'CREATE'" in condition["expression"]
+    assert "object.spec != oldObject.spec" in condition["expression"], "metadata-only updates are never judged"
+    validations = spec["validations"]
+    assert all(v["message"] and v["messageExpression"] and v["reason"] == "Forbidden" for v in validations)
+    messages = " ".join(v["messageExpression"] for v in validations)
+    assert [f for f in PRIVILEGED_FIELDS if f not in messages] == []
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert variables["kinds"] == "['initContainers', 'containers', 'ephemeralContainers']"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"], "every namespace, as the operator watches every namespace"
+
+
+@pytest.mark.parametrize("args", [["--set", "policy.allowPrivilegedWorkloads=true"],
+                                  ["--set", "admissionPolicy.enabled=false"]], ids=["privileged-allowed", "off"])
+def test_admission_policy_is_not_rendered(args: list[str]) -> None:
+    assert _admission_policy(*args) == ([], [])
+
+
+def test_admission_policy_binding_follows_watch_namespaces() -> None:
+    [policy], [binding] = _admission_policy("--set", "watchNamespaces={team-a,team-b}")
+    assert binding["spec"]["matchResources"] == {"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}}
+    assert "namespaceSelector" not in policy["spec"]["matchConstraints"]
