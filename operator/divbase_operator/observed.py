@@ -141,6 +141,8 @@ def _describe_owner(meta: dict[str, Any], database: str) -> str:
         return f"is controlled by {_describe_controller(controller, database)}"
     if annotations.get("meta.helm.sh/release-name"):
         return f"is managed by Helm release {annotations['meta.helm.sh/release-name']}"
+    if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY:  # labels are anyone's: they do not make it ours
+        return f"carries {names.MANAGED_BY}'s labels but no controller ownerReference"
     if labels.get(names.LABEL_MANAGED_BY):
         return f"is managed by {labels[names.LABEL_MANAGED_BY]}"
     return "has no owner"
