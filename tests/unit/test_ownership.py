@@ -129,10 +129,12 @@ async def test_deletion_removes_only_the_deployments_the_resource_controls() -> 
     ours = dataclasses.replace(_foreign("db-api", workload="api"), owner_uid="uid-1", uid="d-1")
     theirs = _foreign("payments-api", owner_uid="uid-2")
     unowned = _foreign("db-worker")
-    sources = Sources(databases=lambda key: snap, jobs=lambda key: (), pods=lambda key: (),
+    our_job = JobObs(name="db-expand-1", step="expand", version="1", state=JOB_SUCCEEDED, uid="j-1", owner_uid="uid-1")
+    their_running_job = _forged_job("payments-migrate", step="expand", version="1")  # neither awaited nor deleted
+    sources = Sources(databases=lambda key: snap, jobs=lambda key: (our_job, their_running_job), pods=lambda key: (),
                       deployments=lambda key: (ours, theirs, unowned))
     await Reconciler(api=Api(), sources=sources, post_event=lambda ref, e: None).reconcile_once(("prod", "db"))  # type: ignore[arg-type]
-    assert calls[0] == ("delete_children", ("prod", (), (("db-api", "d-1"),)))
+    assert calls[0] == ("delete_children", ("prod", (("db-expand-1", "j-1"),), (("db-api", "d-1"),)))
     assert calls[1][0] == "patch_finalizers"
 
 
@@ -429,3 +431,28 @@ def test_a_409_from_an_unforced_apply_is_an_apply_conflict_condition_not_an_erro
     stalled = next(c for c in patch["conditions"] if c["type"] == names.COND_STALLED)  # type: ignore[index]
     assert stalled["reason"] == names.REASON_APPLY_CONFLICT
     assert '"helm"' in stalled["message"] and 'containers[name="api"].image' in stalled["message"]
+
+
+async def test_children_are_deleted_by_name_with_a_uid_precondition_never_as_a_collection() -> None:
+    from divbase_operator.kube import KubeApi
+
+    requests: list[tuple[str, str, object]] = []
+    queries: list[object] = []
+
+    async def request(method: str, path: str, query: object = None, body: object = None, **_: object) -> dict:
+        requests.append((method, path, body))
+        queries.append(query)
+        return {}
+
+    api = KubeApi(api_client=object())  # type: ignore[arg-type]
+    api._request = request  # type: ignore[method-assign]
+    await api.delete_children("prod", [("db-expand-1", "j-1")], [("db-api", "d-1")])
+    assert [(m, p) for m, p, _ in requests] == [("DELETE", "/apis/batch/v1/namespaces/prod/jobs/db-expand-1"),
+                                                ("DELETE", "/apis/apps/v1/namespaces/prod/deployments/db-api")]
+    assert [b["preconditions"] for _, _, b in requests] == [{"uid": "j-1"}, {"uid": "d-1"}]  # type: ignore[index]
+    assert all(b["propagationPolicy"] == "Background" for _, _, b in requests)  # type: ignore[index]
+    queries.clear()
+    await api.apply_configmap({"metadata": {"name": "db-contract-plan", "namespace": "prod"}})
+    await api.apply_deployment({"metadata": {"name": "db-api", "namespace": "prod"}}, force=True)
+    assert queries == [{"fieldManager": names.FIELD_MANAGER},
+                       {"fieldManager": names.FIELD_MANAGER, "force": "true"}], "force only when asked"
