@@ -2,7 +2,8 @@
 
 Every handler here is a thin adapter. Indexes are updated by Kopf before handlers run, so a reconcile triggered
 by an event already sees that event's object. Children are found by label (`divbase.io/database`), which is
-also how their events are routed to the owning resource."""
+also how their events are routed to the owning resource; labels only route, they do not make a child the
+resource's: the planner trusts a child only when its controller ownerReference is the resource (a pod, its Job)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 DATABASES = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/{names.PLURAL}"
 BACKGROUND = {"propagationPolicy": "Background"}
+COLLECTIONS = {"Job": JOBS, "Deployment": DEPLOYMENTS, "ConfigMap": CONFIGMAPS}
 
 
 def load_config() -> None:
@@ -84,43 +85,58 @@ class KubeApi:
                 return False
             raise
 
-    async def _apply(self, collection: str, body: dict[str, Any]) -> None:
-        """Server-side apply: the operator owns exactly the fields it sets, and nothing fights over them."""
+    async def _apply(self, collection: str, body: dict[str, Any], force: bool) -> None:
+        """Server-side apply. `force` only for an object observed as the resource's own (its apply wins over
+        another manager's edit of its fields); anything else is applied without force, so an object of someone
+        else's is refused with 409 naming its managers and fields (ApiException), never taken over."""
         meta = body["metadata"]
+        query = {"fieldManager": names.FIELD_MANAGER, **({"force": "true"} if force else {})}
         await self._request("PATCH", f"{collection.format(namespace=meta['namespace'])}/{meta['name']}",
-                            query={"fieldManager": names.FIELD_MANAGER, "force": "true"}, body=body,
-                            content_type="application/apply-patch+yaml")
+                            query=query, body=body, content_type="application/apply-patch+yaml")
 
-    async def apply_deployment(self, body: dict[str, Any]) -> None:
-        await self._apply(DEPLOYMENTS, body)
+    async def apply_deployment(self, body: dict[str, Any], force: bool = False) -> None:
+        await self._apply(DEPLOYMENTS, body, force)
 
-    async def apply_configmap(self, body: dict[str, Any]) -> None:
+    async def apply_configmap(self, body: dict[str, Any], force: bool = False) -> None:
         """The contract plan's ConfigMap (one per resource, replaced per plan)."""
-        await self._apply(CONFIGMAPS, body)
+        await self._apply(CONFIGMAPS, body, force)
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """A Deployment by name, whoever owns it (the watch only sees ours); None when there is none."""
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Job, Deployment or ConfigMap by name, whoever owns it (the watch only sees labelled ones); None when
+        there is none."""
         try:
-            return await self._request("GET", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}")
+            return await self._request("GET", f"{COLLECTIONS[kind].format(namespace=namespace)}/{name}")
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    async def delete_deployment(self, namespace: str, name: str) -> None:
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get("Deployment", namespace, name)
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
+        """Deletes the object only while it is the one observed (a uid precondition: a namesake created since is
+        not touched); gone already, or another object now, is not an error."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", **BACKGROUND,
+                **({"preconditions": {"uid": uid}} if uid else {})}
         try:
-            await self._request("DELETE", f"{DEPLOYMENTS.format(namespace=namespace)}/{name}", query=BACKGROUND)
+            await self._request("DELETE", f"{COLLECTIONS[kind].format(namespace=namespace)}/{name}", body=body)
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):
                 raise
 
-    async def delete_children(self, namespace: str, database: str, deployments: Iterable[str]) -> None:
-        """Jobs first (a running migration is stopped), then the workloads the resource controls, by name (a
-        Deployment of someone else carrying its labels stays). The database itself is never touched."""
-        selector = f"{names.LABEL_DATABASE}={database},{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-        await self._request("DELETE", JOBS.format(namespace=namespace), query={"labelSelector": selector, **BACKGROUND})
-        for name in deployments:
-            await self.delete_deployment(namespace, name)
+    async def delete_deployment(self, namespace: str, name: str, uid: str | None = None) -> None:
+        await self.delete("Deployment", namespace, name, uid)
+
+    async def delete_children(self, namespace: str, jobs: Iterable[tuple[str, str | None]],
+                              deployments: Iterable[tuple[str, str | None]]) -> None:
+        """Jobs first (a running migration is stopped), then the workloads: each by name and uid, and only those
+        the resource controls (a Job or Deployment of someone else carrying its labels stays; no delete by label).
+        The database itself is never touched."""
+        for name, uid in jobs:
+            await self.delete("Job", namespace, name, uid)
+        for name, uid in deployments:
+            await self.delete("Deployment", namespace, name, uid)
 
     async def _patch_database(self, namespace: str, name: str, body: dict[str, Any], subresource: str = "") -> \
             dict[str, Any]:

@@ -115,6 +115,7 @@ REASON_FOREIGN_DEPLOYMENT: Final = "ForeignDeployment"  # a Deployment of a work
 REASON_OPERATOR_NAMESPACE: Final = "OperatorNamespace"  # refused: the resource is in the operator's own namespace
 REASON_NOT_ALLOWED: Final = "NotAllowed"  # refused: an image or ServiceAccount outside the operator's allow-lists
 REASON_NAME_CONFLICT: Final = "NameConflict"  # a child's name is taken by an object this resource does not control
+REASON_APPLY_CONFLICT: Final = "ApplyConflict"  # an unforced apply met fields another field manager owns
 
 # --- Event reasons ------------------------------------------------------------------------------------------------
 EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"

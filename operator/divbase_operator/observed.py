@@ -36,6 +36,9 @@ class JobObs:
     backoff_limit: int | None = None  # spec.backoffLimit: failed pods it takes before the Job fails
     active_deadline_seconds: int | None = None  # spec.activeDeadlineSeconds: the Job controller ends it then
     started_at: str | None = None  # status.startTime: what activeDeadlineSeconds counts from
+    uid: str | None = None  # the Job's own uid: its pods name it as their controller
+    owner_uid: str | None = None  # uid of its controller ownerReference when a DivBaseDatabase controls it
+    controller: str | None = None  # its controller as `Kind name`, for messages (None: it has none)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class PodObs:
     termination_message: str | None = None
     finished_at: str | None = None
     image_id: str | None = None  # what the runtime ran (containerStatuses[].imageID), e.g. repo@sha256:...
+    owner_uid: str | None = None  # uid of its controller ownerReference when a Job controls it (a migration pod)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class DeploymentObs:
     controller_uid: str | None = None  # uid of its controller ownerReference, if any
     controller: str | None = None  # that controller as `Kind name`, for messages
     owner_uid: str | None = None  # uid of its controller owner reference, when a DivBaseDatabase controls it
+    uid: str | None = None  # the Deployment's own uid: a deletion is conditional on it
 
     @property
     def rollout_complete(self) -> bool:
@@ -109,22 +114,51 @@ def foreign_deployment(body: dict[str, Any], database: str, uid: str) -> Foreign
     carries our labels for this resource (handed over by label). Anything else is foreign, with who has it."""
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
     controller = _controller(meta)
     if controller is not None and controller.get("uid") == uid:
         return None
     if controller is None and labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY \
             and labels.get(names.LABEL_DATABASE) == database:
         return None
+    return ForeignDeployment(name=meta.get("name", ""), owner=_describe_owner(meta, database))
+
+
+@dataclass(frozen=True)
+class ForeignChild:
+    """An object holding the name of a child the resource wants (a migration Job, the plan ConfigMap, a workload's
+    Deployment) that this resource does not control: never adopted, changed or deleted; reported (NameConflict)."""
+
+    kind: str  # Job | ConfigMap | Deployment
+    name: str
+    owner: str  # who has it, as foreign_deployment words it: `is controlled by ...`, `has no owner`
+
+
+def _describe_owner(meta: dict[str, Any], database: str) -> str:
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    controller = _controller(meta)
     if controller is not None:
-        owner = f"is controlled by {_describe_controller(controller, database)}"
-    elif annotations.get("meta.helm.sh/release-name"):
-        owner = f"is managed by Helm release {annotations['meta.helm.sh/release-name']}"
-    elif labels.get(names.LABEL_MANAGED_BY):
-        owner = f"is managed by {labels[names.LABEL_MANAGED_BY]}"
-    else:
-        owner = "has no owner"
-    return ForeignDeployment(name=meta.get("name", ""), owner=owner)
+        return f"is controlled by {_describe_controller(controller, database)}"
+    if annotations.get("meta.helm.sh/release-name"):
+        return f"is managed by Helm release {annotations['meta.helm.sh/release-name']}"
+    if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY:  # labels are anyone's: they do not make it ours
+        return f"carries {names.MANAGED_BY}'s labels but no controller ownerReference"
+    if labels.get(names.LABEL_MANAGED_BY):
+        return f"is managed by {labels[names.LABEL_MANAGED_BY]}"
+    return "has no owner"
+
+
+def foreign_child(body: dict[str, Any], kind: str, database: str, uid: str) -> ForeignChild | None:
+    """None when the object is this resource's: its controller ownerReference names this resource's uid (labels say
+    nothing: anyone who may edit an object may set them). A Deployment may also be handed over by label (see
+    foreign_deployment); a Job or a ConfigMap never is."""
+    meta = body.get("metadata") or {}
+    if kind == "Deployment":
+        verdict = foreign_deployment(body, database, uid)
+        return None if verdict is None else ForeignChild(kind, verdict.name, verdict.owner)
+    if controller_uid(meta, names.KIND) == uid:
+        return None
+    return ForeignChild(kind, meta.get("name", ""), _describe_owner(meta, database))
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -141,6 +175,8 @@ class ConfigMapObs:
     name: str
     job: str | None  # data.job: which plan Job's plan it claims to be
     fingerprint: str  # builders.plan_data_fingerprint of its data
+    owner_uid: str | None = None  # uid of its controller ownerReference when a DivBaseDatabase controls it
+    owner: str = ""  # who has it, for a NameConflict message (as foreign_child words it)
 
 
 def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
@@ -148,8 +184,10 @@ def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
     data = body.get("data") or {}
     data = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
     job = data.get("job")
+    labels = meta.get("labels") or {}
     return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
-                        fingerprint=plan_data_fingerprint(data))
+                        fingerprint=plan_data_fingerprint(data), owner_uid=controller_uid(meta, names.KIND),
+                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")))
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -188,6 +226,9 @@ def job_from_body(body: dict[str, Any]) -> JobObs:
         backoff_limit=(body.get("spec") or {}).get("backoffLimit"),
         active_deadline_seconds=(body.get("spec") or {}).get("activeDeadlineSeconds"),
         started_at=status.get("startTime"),
+        uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
+        owner_uid=controller_uid(meta, names.KIND),
+        controller=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")),
     )
 
 
@@ -224,6 +265,7 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
         termination_message=termination,
         finished_at=finished,
         image_id=image_id[:512] if image_id else None,
+        owner_uid=controller_uid(meta, "Job"),
     )
 
 
@@ -265,4 +307,5 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
         controller_uid=controller.get("uid") if controller else None,
         controller=_describe_controller(controller, labels.get(names.LABEL_DATABASE, "")) if controller else None,
         owner_uid=controller_uid(meta, names.KIND),
+        uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
     )

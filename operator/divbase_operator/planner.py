@@ -16,6 +16,7 @@ Rules that keep it deterministic:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +54,7 @@ from .observed import (
     JOB_SUCCEEDED,
     ConfigMapObs,
     DeploymentObs,
+    ForeignChild,
     ForeignDeployment,
     JobObs,
     PodObs,
@@ -87,6 +89,8 @@ class Observed:
     foreign: tuple[ForeignDeployment, ...] = ()  # Deployments of our workloads' names that are not ours (looked up
     # when foreign_lookup_needed says so: they are not in the operator's label-selected watch)
     configmaps: tuple[ConfigMapObs, ...] = ()  # the plan ConfigMap, when there is one
+    name_conflicts: tuple[ForeignChild, ...] = ()  # objects outside the watch holding a name an action wanted
+    # (the reconciler reads by name what the planner would create: conflict_lookups)
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,13 @@ class CreateJob:
 @dataclass(frozen=True)
 class ApplyDeployment:
     body: dict[str, Any]
+    force: bool = False  # only for a Deployment observed as this resource's: its apply wins over other managers
 
 
 @dataclass(frozen=True)
 class DeleteDeployment:
     name: str
+    uid: str | None = None  # deleted only while it is still this object (a precondition), not a namesake since
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class EmitEvent:
 @dataclass(frozen=True)
 class ApplyConfigMap:
     body: dict[str, Any]
+    force: bool = False  # only for the plan ConfigMap observed as this resource's (republishing over an edit)
 
 
 Action = CreateJob | ApplyDeployment | DeleteDeployment | EmitEvent | ApplyConfigMap
@@ -215,6 +222,44 @@ def plan_deletion(jobs: tuple[JobObs, ...], now: datetime) -> Deletion:
                     requeue_after=min(bounds) if bounds else None)
 
 
+def owned_jobs(jobs: tuple[JobObs, ...], uid: str) -> tuple[JobObs, ...]:
+    """The Jobs this resource controls (controller ownerReference with its uid): the only ones it counts, waits for
+    or deletes. Labels route a Job's events to the resource, they do not make it the resource's."""
+    return tuple(j for j in jobs if j.owner_uid == uid)
+
+
+def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...]) -> tuple[PodObs, ...]:
+    """The pods the planner reads: a migration pod only when its controller ownerReference is one of `jobs` (by uid;
+    its job-name label is anyone's to set), named after that Job; workload pods as they are."""
+    by_uid = {j.uid: j.name for j in jobs if j.uid}
+    trusted = []
+    for pod in pods:
+        if pod.owner_uid is None and pod.job_name is None:
+            trusted.append(pod)
+        elif pod.owner_uid in by_uid:
+            trusted.append(dataclasses.replace(pod, job_name=by_uid[pod.owner_uid]))
+    return tuple(trusted)
+
+
+def conflict_lookups(decision: Decision, obs: Observed) -> list[tuple[str, str]]:
+    """(kind, name) of each object `decision` would create that the watch does not show at all: the reconciler reads
+    it by name before acting, since an object of that name outside the watch is someone else's (NameConflict)."""
+    seen = {("Job", j.name) for j in obs.jobs} | {("Deployment", d.name) for d in obs.deployments} \
+        | {("ConfigMap", c.name) for c in obs.configmaps} | {(c.kind, c.name) for c in obs.name_conflicts}
+    wanted = []
+    for action in decision.actions:
+        if isinstance(action, CreateJob):
+            kind = "Job"
+        elif isinstance(action, ApplyDeployment | ApplyConfigMap) and not action.force:
+            kind = "Deployment" if isinstance(action, ApplyDeployment) else "ConfigMap"
+        else:
+            continue
+        key = (kind, action.body["metadata"]["name"])
+        if key not in seen and key not in wanted:
+            wanted.append(key)
+    return wanted
+
+
 def terminating_status(status: dict[str, Any], message: str, generation: int, now: datetime) -> dict[str, Any]:
     """The status of a resource whose finalizer runs: phase Terminating, not Ready, Reconciling with what it does."""
     new = copy.deepcopy(status)
@@ -260,12 +305,30 @@ class _Planner:
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
         # a finished Job being deleted (ttlSecondsAfterFinished, in the foreground) still holds its result and its
         # name: only a running one that is being deleted counts as gone (its pods are being killed)
-        self.jobs = {j.name: j for j in obs.jobs if not j.deleting or j.state != JOB_ACTIVE}
-        # Deployments are managed only when this resource is their controller (owner reference), whatever their
-        # labels say: a relabelled Deployment of someone else is neither changed, counted nor deleted
+        # Children count only when this resource is their controller (owner reference), whatever their labels say:
+        # a relabelled Job, Deployment or ConfigMap of someone else is neither changed, counted nor deleted, and a
+        # Job's pods count only when that Job is their controller (a forged pod's termination message is not read)
+        owned = owned_jobs(obs.jobs, obs.uid)
+        self.jobs = {j.name: j for j in owned if not j.deleting or j.state != JOB_ACTIVE}
+        self.pods = owned_pods(obs.pods, owned)
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
-        self.foreign = {d.name for d in obs.deployments if d.owner_uid != obs.uid}
-        self.conflicts: set[str] = set()
+        self.configmaps = {c.name: c for c in obs.configmaps if c.owner_uid == obs.uid}
+        # names held by someone else's object: never created over, applied to or adopted (NameConflict)
+        self.taken: dict[tuple[str, str], ForeignChild] = {(c.kind, c.name): c for c in obs.name_conflicts}
+        for j in obs.jobs:
+            if j.owner_uid != obs.uid:
+                self.taken.setdefault(("Job", j.name), ForeignChild("Job", j.name, j.controller or "has no owner"))
+        for c in obs.configmaps:
+            if c.owner_uid != obs.uid:
+                self.taken.setdefault(("ConfigMap", c.name),
+                                      ForeignChild("ConfigMap", c.name, c.owner or "has no owner"))
+        for d in obs.deployments:
+            if d.owner_uid != obs.uid:
+                owner = d.controller or (f"another {names.KIND} (uid {d.owner_uid})" if d.owner_uid else None)
+                self.taken.setdefault(("Deployment", d.name), ForeignChild(
+                    "Deployment", d.name, f"is controlled by {owner}" if owner else "has no owner"))
+        self.foreign = {name for kind, name in self.taken if kind == "Deployment"}
+        self.conflicts: dict[tuple[str, str], ForeignChild] = {}
         self.spec: DatabaseSpec | None = None
         # outcome of this reconcile, turned into phase and kstatus conditions at the end
         self.phase = names.PHASE_PENDING
@@ -304,6 +367,15 @@ class _Planner:
         return self._finish()
 
     # -- status bookkeeping -------------------------------------------------------------------------------------
+    def _taken(self, kind: str, name: str) -> bool:
+        """True when `name` is held by an object of `kind` this resource does not control: recorded as a conflict
+        (Stalled NameConflict at the end), and the caller leaves it alone."""
+        foreign = self.taken.get((kind, name))
+        if foreign is None:
+            return False
+        self.conflicts[(kind, name)] = foreign
+        return True
+
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.actions.append(EmitEvent(kind, reason, _truncate(message)))
 
@@ -333,7 +405,7 @@ class _Planner:
 
     def _last_pod(self, job_name: str) -> PodObs | None:
         """The Job's most recently finished pod: its termination message is the runner's summary."""
-        pods = sorted((p for p in self.obs.pods if p.job_name == job_name),
+        pods = sorted((p for p in self.pods if p.job_name == job_name),
                       key=lambda p: (p.finished_at or "", p.created_at or ""))
         return pods[-1] if pods else None
 
@@ -356,7 +428,7 @@ class _Planner:
         message. The pod's own update wakes the next reconcile; the grace only bounds a pod that never reports."""
         if job.state != JOB_FAILED:
             return False
-        unfinished = [p for p in self.obs.pods if p.job_name == job.name and not p.deleting and p.exit_code is None
+        unfinished = [p for p in self.pods if p.job_name == job.name and not p.deleting and p.exit_code is None
                       and p.phase in ("Pending", "Running")]
         if not unfinished:
             return False
@@ -418,7 +490,7 @@ class _Planner:
             "message": _truncate(error or "the Job failed without a message"),
             "time": rec["finishedAt"],
         }
-        attempts = max(job.failed, sum(1 for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"))
+        attempts = max(job.failed, sum(1 for p in self.pods if p.job_name == job.name and p.phase == "Failed"))
         if attempts:
             failure["attempts"] = attempts
         rec["message"] = failure["message"]
@@ -538,7 +610,7 @@ class _Planner:
     def _oldest_running_version(self) -> str | None:
         """Workloads may run a release that never finished rolling out (an install superseded mid-deploy)."""
         versions = {d.version for d in self.deployments if d.version}
-        versions |= {p.version for p in self.obs.pods if p.workload and p.version}
+        versions |= {p.version for p in self.pods if p.workload and p.version}
         return min(versions, key=version_key) if versions else None
 
     def _first_install(self) -> bool:
@@ -612,6 +684,9 @@ class _Planner:
         approved = self._approved_plan(step)
         name = rec.get("job") or migration_job_name(self.owner, self.spec, step, version, retry_token, approved)
         job = self.jobs.get(name)
+        if job is None and self._taken("Job", name):
+            self.progress = (names.REASON_NAME_CONFLICT, f"{step} Job {name} is not this resource's")
+            return False
         if job is None:
             blocking = self._active_foreign_job(name)
             if blocking is not None:
@@ -661,7 +736,7 @@ class _Planner:
         message) with a Warning Event, once per pod, while the Job controller starts the next one."""
         attempts: list[dict[str, Any]] = list(rec.get("attempts") or [])
         seen = {a.get("pod") for a in attempts}
-        failed = sorted((p for p in self.obs.pods if p.job_name == job.name and p.phase == "Failed"
+        failed = sorted((p for p in self.pods if p.job_name == job.name and p.phase == "Failed"
                          and p.name not in seen), key=lambda p: (p.finished_at or "", p.created_at or "", p.name))
         limit = self._backoff_limit(job)
         for pod in failed:
@@ -680,7 +755,7 @@ class _Planner:
         """`expand Job X is running (pod P since T)`, and after failed attempts which attempt this is, how the
         last one failed and how many retries are left. No durations: a message that changed with the clock would
         rewrite the status on every reconcile."""
-        running = [p for p in self.obs.pods if p.job_name == job.name and p.phase in ("Pending", "Running")
+        running = [p for p in self.pods if p.job_name == job.name and p.phase in ("Pending", "Running")
                    and not p.deleting]
         pod = max(running, key=lambda p: (p.created_at or "", p.name)) if running else None
         where = f" (pod {pod.name} {pod.phase.lower()} since {pod.created_at})" if pod and pod.created_at else ""
@@ -708,7 +783,7 @@ class _Planner:
         return ApprovedPlan(digest, image) if DIGEST_PATTERN.fullmatch(digest) else None
 
     def _blocked_pod(self, job_name: str) -> str | None:
-        for pod in self.obs.pods:
+        for pod in self.pods:
             if pod.job_name == job_name and pod.waiting_reason in BLOCKED_REASONS:
                 return f"pod {pod.name} is {pod.waiting_reason}: {_truncate(pod.waiting_message)}"
         return None
@@ -763,6 +838,8 @@ class _Planner:
             self._keep_plan_published(recorded)
             return recorded
         job = self.jobs.get(name)
+        if job is None and self._taken("Job", name):
+            return None
         if job is None:
             self.actions.append(CreateJob(build_job(self.owner, self.spec, names.STEP_PLAN, version, retry_token)))
             self.status["activeJob"] = name
@@ -799,7 +876,9 @@ class _Planner:
         assert isinstance(digest, str)
         revisions = list(summary.get(SUMMARY_REVISIONS) or [])
         configmap = build_plan_configmap(self.owner, version, name, digest, sql, revisions)
-        self.actions.append(ApplyConfigMap(configmap))
+        if self._taken("ConfigMap", configmap["metadata"]["name"]):
+            return None  # not published, not recorded: published once the name is free
+        self.actions.append(ApplyConfigMap(configmap, force=configmap["metadata"]["name"] in self.configmaps))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
                 "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
         pinned = pinned_image(self.spec.migration_image(version), last_pod.image_id if last_pod else None)
@@ -820,7 +899,9 @@ class _Planner:
         recorded = plan.get("published")
         if not isinstance(recorded, str):
             return  # published by an operator that did not record it
-        seen = next((c for c in self.obs.configmaps if c.name == plan.get("configMap")), None)
+        if self._taken("ConfigMap", str(plan.get("configMap"))):
+            return  # someone else's ConfigMap holds the name now: not overwritten (NameConflict)
+        seen = self.configmaps.get(str(plan.get("configMap")))
         if seen is not None and seen.fingerprint == recorded:
             return
         last_pod = self._last_pod(plan["job"])
@@ -829,7 +910,7 @@ class _Planner:
         lost = sql is None and summary.get(SUMMARY_DIGEST) != plan["digest"]
         configmap = build_plan_configmap(self.owner, plan["version"], plan["job"], plan["digest"],
                                          None if lost else sql, list(plan.get("revisions") or []), lost=lost)
-        self.actions.append(ApplyConfigMap(configmap))
+        self.actions.append(ApplyConfigMap(configmap, force=seen is not None))
         plan["published"] = plan_data_fingerprint(configmap["data"])
         if seen is not None and seen.job == plan["job"]:  # not merely an older plan the watch has not updated yet
             self._event("Warning", names.EVENT_PLAN_REPUBLISHED,
@@ -847,18 +928,17 @@ class _Planner:
         observed = {d.name: d for d in self.deployments}
         wanted = self._desired_deployments(version)
         for body in wanted:
-            if body["metadata"]["name"] in self.foreign:
-                self.conflicts.add(body["metadata"]["name"])
+            if self._taken("Deployment", body["metadata"]["name"]):
                 continue
             seen = observed.get(body["metadata"]["name"])
             images = tuple(c.get("image", "") if isinstance(c, dict) else ""  # the apiserver refuses the rest
                            for c in body["spec"]["template"]["spec"]["containers"])
             desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
             if seen is None or seen.spec_hash != desired_hash or seen.images != images or seen.version != version:
-                self.actions.append(ApplyDeployment(body))
+                self.actions.append(ApplyDeployment(body, force=seen is not None))
         wanted_names = {b["metadata"]["name"] for b in wanted}
         for name in sorted(set(observed) - wanted_names):
-            self.actions.append(DeleteDeployment(name))
+            self.actions.append(DeleteDeployment(name, observed[name].uid))
 
     def _workloads_at(self, version: str) -> list[DeploymentObs]:
         assert self.spec is not None
@@ -873,7 +953,7 @@ class _Planner:
         return not self._old_pods(version)
 
     def _old_pods(self, version: str) -> list[PodObs]:
-        return [p for p in self.obs.pods if p.workload and p.version != version]
+        return [p for p in self.pods if p.workload and p.version != version]
 
     def _workload_progress(self, version: str) -> str:
         assert self.spec is not None
@@ -896,9 +976,10 @@ class _Planner:
         if deploy["phase"] in (RUNNING, SUCCEEDED):
             self._apply_workloads(rollout["toVersion"])
         elif rollout.get("fromVersion"):
-            present = {d.name for d in self.deployments} | self.foreign
+            present = {d.name for d in self.deployments}
             for body in self._desired_deployments(rollout["fromVersion"]):
-                if body["metadata"]["name"] not in present:
+                name = body["metadata"]["name"]
+                if name not in present and not self._taken("Deployment", name):
                     self.actions.append(ApplyDeployment(body))
 
     def _deploy_step(self, rec: dict[str, Any]) -> bool:
@@ -1051,11 +1132,11 @@ class _Planner:
         gen, ts = self.obs.generation, self.ts
         if self.conflicts and not self.stalled:
             self.phase = names.PHASE_FAILED
-            self._stall(names.REASON_NAME_CONFLICT, (
-                f"Deployment(s) {', '.join(sorted(self.conflicts))} exist but are not controlled by this "
-                f"DivBaseDatabase (their controller owner reference names another object, or none): the operator "
-                f"does not take them over. Delete or rename them, or rename the workload"),
-                event_reason=names.REASON_NAME_CONFLICT)
+            self._stall(names.REASON_NAME_CONFLICT, name_conflict_message(
+                list(self.conflicts.values()), self.obs.namespace), event_reason=names.REASON_NAME_CONFLICT)
+            # an object outside the watch sends no event when it goes: look again
+            self.requeue_after = min(self.requeue_after or names.FOREIGN_RECHECK_SECONDS,
+                                     names.FOREIGN_RECHECK_SECONDS)
         if self.stalled:
             self.phase = names.PHASE_FAILED if self.phase != names.PHASE_PAUSED else self.phase
         self.status["phase"] = self.phase
@@ -1082,6 +1163,19 @@ class _Planner:
             conds = set_condition(conds, names.COND_RECONCILING, reconciling, reason, message, gen, ts)
         self.status["conditions"] = _in_display_order(conds)
         return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)
+
+
+def name_conflict_message(conflicts: list[ForeignChild], namespace: str) -> str:
+    """What a user reads on a name collision: each object, who has it, and how to free the name."""
+    ordered = sorted(conflicts, key=lambda c: (c.kind, c.name))
+    which = "; ".join(f"{c.kind} {c.name} {c.owner}" for c in ordered)
+    first = ordered[0]
+    workload = " or the workload" if any(c.kind == "Deployment" for c in ordered) else ""
+    return printable(
+        f"{which}: exists but is not controlled by this {names.KIND} (its controller ownerReference names another "
+        f"object, or none), and the operator does not take it over, change or delete it; what needs the name waits. "
+        f"Delete it if it is stale (kubectl -n {namespace} delete {first.kind.lower()} {first.name}), or rename "
+        f"this resource{workload}", names.MESSAGE_LIMIT)
 
 
 def _in_display_order(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1119,17 +1213,35 @@ def rejected(decision: Decision, previous: dict[str, Any], what: str, message: s
     The remaining actions are dropped; status becomes Failed and Stalled with reason ApplyFailed and the
     apiserver's own message (it names the field). A Warning Event is emitted once per distinct message; the next
     spec change is tried afresh."""
+    return _refused(decision, previous, names.REASON_APPLY_FAILED, f"{what} was rejected by the API server: {message}",
+                    generation, now)
+
+
+def apply_conflict(decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int,
+                   now: datetime) -> Decision:
+    """A server-side apply without force was refused (HTTP 409) because another field manager owns fields of the
+    object: the operator forces its apply only over objects it observed as this resource's, so this is an object it
+    does not control (or one that was taken over between its read and its write). Stalled with reason ApplyConflict
+    and the apiserver's words (they name the managers and the fields); nothing is retried until something changes."""
+    text = (f"{what} exists and other field managers own fields the operator would set; it does not force its "
+            f"apply over an object this resource does not control: {message}. Delete the object if it is stale, or "
+            f"rename this resource")
+    return _refused(decision, previous, names.REASON_APPLY_CONFLICT, printable(text, names.MESSAGE_LIMIT), generation,
+                    now)
+
+
+def _refused(decision: Decision, previous: dict[str, Any], reason: str, text: str, generation: int,
+             now: datetime) -> Decision:
     status = copy.deepcopy(decision.status)
-    text = f"{what} was rejected by the API server: {message}"
     ts = _iso(now)
     conds = status.get("conditions") or []
-    conds = set_condition(conds, names.COND_READY, False, names.REASON_APPLY_FAILED, text, generation, ts)
-    conds = set_condition(conds, names.COND_STALLED, True, names.REASON_APPLY_FAILED, text, generation, ts)
-    conds = set_condition(conds, names.COND_RECONCILING, False, names.REASON_APPLY_FAILED, "stalled", generation, ts)
+    conds = set_condition(conds, names.COND_READY, False, reason, text, generation, ts)
+    conds = set_condition(conds, names.COND_STALLED, True, reason, text, generation, ts)
+    conds = set_condition(conds, names.COND_RECONCILING, False, reason, "stalled", generation, ts)
     status["conditions"] = _in_display_order(conds)
     status["phase"] = names.PHASE_FAILED
     before = next((c for c in previous.get("conditions") or [] if c.get("type") == names.COND_STALLED), {})
     events: list[Action] = []
     if before.get("status") != "True" or before.get("message") != text:
-        events.append(EmitEvent("Warning", names.REASON_APPLY_FAILED, text))
+        events.append(EmitEvent("Warning", reason, text))
     return Decision(status=status, actions=events, requeue_after=None)

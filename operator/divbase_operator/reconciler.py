@@ -11,6 +11,7 @@ standby drops its triggers, and a new leader reconciles every resource once (`re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +25,16 @@ from kubernetes.client.exceptions import ApiException
 
 from . import names
 from .kube import Conflict, KubeApi, status_patch
-from .observed import ConfigMapObs, DeploymentObs, ForeignDeployment, JobObs, PodObs, foreign_deployment
+from .observed import (
+    ConfigMapObs,
+    DeploymentObs,
+    ForeignChild,
+    ForeignDeployment,
+    JobObs,
+    PodObs,
+    foreign_child,
+    foreign_deployment,
+)
 from .planner import (
     ApplyConfigMap,
     ApplyDeployment,
@@ -33,8 +43,11 @@ from .planner import (
     DeleteDeployment,
     EmitEvent,
     Observed,
+    apply_conflict,
+    conflict_lookups,
     decide,
     foreign_lookup_needed,
+    owned_jobs,
     plan_deletion,
     rejected,
     terminating_status,
@@ -219,7 +232,12 @@ class Reconciler:
             pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
             foreign=await self._foreign(snap, deployments),
         )
-        decision = decide(observed, self.clock(), self.policy)
+        now = self.clock()
+        decision = decide(observed, now, self.policy)
+        conflicts = await self._name_conflicts(snap, decision, observed)
+        if conflicts:  # decided again knowing who holds those names: nothing is created over them
+            observed = dataclasses.replace(observed, name_conflicts=conflicts)
+            decision = decide(observed, now, self.policy)
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
@@ -227,10 +245,14 @@ class Reconciler:
             try:
                 await self._act(snap, body_ref, action)
             except ApiException as exc:
-                if exc.status not in INVALID_INPUT:
+                if exc.status == 409 and isinstance(action, ApplyDeployment | ApplyConfigMap):
+                    decision = apply_conflict(decision, snap.status, _describe(action), api_message(exc),
+                                              snap.generation, self.clock())
+                elif exc.status in INVALID_INPUT:
+                    decision = rejected(decision, snap.status, _describe(action), api_message(exc), snap.generation,
+                                        self.clock())
+                else:
                     raise
-                decision = rejected(decision, snap.status, _describe(action), api_message(exc), snap.generation,
-                                    self.clock())
                 for event in decision.actions:
                     self._guard()
                     await self._act(snap, body_ref, event)
@@ -265,16 +287,28 @@ class Reconciler:
                 found.append(verdict)
         return tuple(found)
 
+    async def _name_conflicts(self, snap: Snapshot, decision: Decision, observed: Observed) -> \
+            tuple[ForeignChild, ...]:
+        """Objects `decision` would create that the label-selected watches do not show: read by name (a GET each,
+        only when the planner is about to create one), and those this resource does not control returned."""
+        found = []
+        for kind, name in conflict_lookups(decision, observed):
+            body = await self.api.get(kind, snap.namespace, name)
+            verdict = foreign_child(body, kind, snap.name, snap.uid) if body else None
+            if verdict is not None:
+                found.append(verdict)
+        return tuple(found)
+
     async def _act(self, snap: Snapshot, body_ref: dict[str, Any], action: Any) -> None:
         if isinstance(action, CreateJob):
             created = await self.api.create_job(action.body)
             log.info("job %s %s", action.body["metadata"]["name"], "created" if created else "already exists")
         elif isinstance(action, ApplyDeployment):
-            await self.api.apply_deployment(action.body)
+            await self.api.apply_deployment(action.body, action.force)
         elif isinstance(action, DeleteDeployment):
-            await self.api.delete_deployment(snap.namespace, action.name)
+            await self.api.delete_deployment(snap.namespace, action.name, action.uid)
         elif isinstance(action, ApplyConfigMap):
-            await self.api.apply_configmap(action.body)
+            await self.api.apply_configmap(action.body, action.force)
         elif isinstance(action, EmitEvent):
             self.post_event(body_ref, action)
 
@@ -286,7 +320,8 @@ class Reconciler:
         if names.FINALIZER not in snap.finalizers:
             return
         self._guard()
-        deletion = plan_deletion(tuple(self.sources.jobs(key)), self.clock())
+        jobs = owned_jobs(tuple(self.sources.jobs(key)), snap.uid)  # a Job of someone else is neither awaited
+        deletion = plan_deletion(jobs, self.clock())
         new_status = terminating_status(snap.status, deletion.message, snap.generation, self.clock())
         patch = status_patch(snap.status, new_status)
         if patch:
@@ -302,8 +337,8 @@ class Reconciler:
                 self._schedule(key, deletion.requeue_after + 0.5)
             return
         try:
-            owned = [d.name for d in self.sources.deployments((snap.namespace, snap.name)) if d.owner_uid == snap.uid]
-            await self.api.delete_children(snap.namespace, snap.name, owned)
+            deployments = [(d.name, d.uid) for d in self.sources.deployments(key) if d.owner_uid == snap.uid]
+            await self.api.delete_children(snap.namespace, [(j.name, j.uid) for j in jobs], deployments)
         except Exception as exc:
             since = datetime.strptime(snap.deleting_since or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             if (self.clock() - since).total_seconds() < FINALIZER_GRACE_SECONDS:

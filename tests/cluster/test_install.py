@@ -237,6 +237,7 @@ MUST_NOT = [
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
+    ("deletecollection", "jobs.batch", ""),
     ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
@@ -374,7 +375,7 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                 return exc.status == 404
             return False
 
-        wait_for(gone, 60, "the finalizer released")  # deletecollection of jobs, delete deployments, finalizers
+        wait_for(gone, 60, "the finalizer released")  # delete owned jobs and deployments by name, finalizers
         wait_for(lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30,
                  "the Jobs deleted")
     finally:

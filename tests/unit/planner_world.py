@@ -18,6 +18,7 @@ from divbase_operator.observed import (
     JOB_FAILED,
     JOB_SUCCEEDED,
     DeploymentObs,
+    ForeignChild,
     JobObs,
     PodObs,
     configmap_from_body,
@@ -69,6 +70,7 @@ class World:
     plan_sql: str = 'ALTER TABLE "user" DROP COLUMN name;\n'  # what a plan Job "renders"; None: the Job fails
     auto_plan: bool = True  # plan Jobs finish at once (they only read); False: a test finishes them
     finished: dict[str, JobObs] = dataclasses.field(default_factory=dict)  # every Job that finished, even deleted
+    name_conflicts: list[ForeignChild] = dataclasses.field(default_factory=list)  # found by name outside the watch
 
     def observe(self) -> Observed:
         return Observed(
@@ -76,6 +78,7 @@ class World:
             annotations=dict(self.annotations), spec=copy.deepcopy(self.spec), status=copy.deepcopy(self.status),
             jobs=tuple(self.jobs.values()), deployments=tuple(self.deployments.values()), pods=tuple(self.pods),
             configmaps=tuple(configmap_from_body(body) for body in self.configmaps.values()),
+            name_conflicts=tuple(self.name_conflicts),
         )
 
     def reconcile(self, persist: bool = True) -> Decision:
@@ -94,11 +97,17 @@ class World:
             if meta["name"] not in self.jobs:  # AlreadyExists is success for a deterministic name
                 self.jobs[meta["name"]] = JobObs(meta["name"], meta["labels"][names.LABEL_STEP],
                                                  meta["labels"][names.LABEL_VERSION], JOB_ACTIVE,
-                                                 created_at=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                                                 created_at=self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                 uid=f"job-uid-{meta['name']}",
+                                                 owner_uid=meta["ownerReferences"][0]["uid"])
                 self.job_bodies[meta["name"]] = action.body
                 if meta["labels"][names.LABEL_STEP] == names.STEP_PLAN and self.auto_plan:
                     self.finish_plan()
         elif isinstance(action, ApplyConfigMap):
+            current = self.configmaps.get(action.body["metadata"]["name"])
+            assert current is None or action.force or \
+                current["metadata"].get("ownerReferences") == action.body["metadata"]["ownerReferences"], \
+                "an unforced apply over someone else's ConfigMap would be refused (409), never merged here"
             self.configmaps[action.body["metadata"]["name"]] = action.body
         elif isinstance(action, ApplyDeployment):
             body = action.body
@@ -115,7 +124,7 @@ class World:
                 replicas=body["spec"].get("replicas", 1),
                 status_replicas=old.status_replicas if old else 0,
                 updated_replicas=0, available_replicas=old.available_replicas if old else 0,
-                owner_uid=body["metadata"]["ownerReferences"][0]["uid"],
+                owner_uid=body["metadata"]["ownerReferences"][0]["uid"], uid=f"deploy-uid-{name}",
             )
             self.deployment_bodies[name] = body
         elif isinstance(action, DeleteDeployment):
@@ -140,7 +149,7 @@ class World:
         self.finished[job.name] = done
         self.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
                                 phase="Succeeded" if ok else "Failed", exit_code=0 if ok else exit_code,
-                                termination_message=message, finished_at=ts))
+                                termination_message=message, finished_at=ts, owner_uid=job.uid))
         return done
 
     def finish_plan(self) -> JobObs:

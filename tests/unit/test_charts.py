@@ -232,7 +232,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 OPERATOR_VERBS = {
     ("divbase.io", "divbasedatabases"): {"get", "list", "watch", "patch"},
     ("divbase.io", "divbasedatabases/status"): {"get", "patch"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete", "deletecollection"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},

@@ -97,7 +97,7 @@ def test_deleting_mid_expand_waits_for_the_job_then_removes_children() -> None:
     world = PHASES["expanding"][0]()
     status = dict(world.status)
     running = dataclasses.replace(world.active_job("expand"), started_at="2026-11-25T12:00:00Z",
-                                  active_deadline_seconds=900)
+                                  active_deadline_seconds=900, owner_uid="u")  # the resource below is uid u
     jobs = [running]
     snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": "u", "resourceVersion": "1",
                                             "generation": 2, "finalizers": [names.FINALIZER],
@@ -120,6 +120,7 @@ def test_deleting_mid_expand_waits_for_the_job_then_removes_children() -> None:
         jobs[0] = dataclasses.replace(running, state=JOB_SUCCEEDED)  # its completion wakes the operator
         await reconciler.reconcile_once(("prod", "db"))
         assert [name for name, _ in api.calls][1:] == ["patch_status", "delete_children", "patch_finalizers"]
+        assert api.calls[2][1][1] == [(running.name, running.uid)], "its Job, by name and uid"
         assert api.calls[-1][1][3] == [], "the finalizer released"
         for state in reconciler._states.values():
             if state.timer:

@@ -384,7 +384,7 @@ def test_blocked_job_pod_is_reported():
     world.reconcile()
     job = world.active_job("expand")
     from divbase_operator.observed import PodObs
-    world.pods.append(PodObs(name=f"{job.name}-abc", job_name=job.name, workload=None, version="1",
+    world.pods.append(PodObs(name=f"{job.name}-abc", job_name=job.name, workload=None, version="1", owner_uid=job.uid,
                              phase="Pending", waiting_reason="CreateContainerConfigError",
                              waiting_message='secret "divbase-db" not found'))
     world.reconcile()
@@ -503,7 +503,7 @@ def _fail_by_policy(world: World, pod_phase: str = "Failed", exit_code: int | No
                                                message=FAIL_JOB_TEXT)
     if pod:
         world.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
-                                 phase=pod_phase, exit_code=exit_code, termination_message=message,
+                                 owner_uid=job.uid, phase=pod_phase, exit_code=exit_code, termination_message=message,
                                  finished_at=ts if exit_code is not None else None))
 
 

@@ -30,7 +30,7 @@ def expanding(**spec: object) -> tuple[World, JobObs]:
     world.reconcile()
     job = world.active_job("expand")
     world.pods.append(PodObs(name=f"{job.name}-a", job_name=job.name, workload=None, version="2", phase="Running",
-                             created_at="2026-11-25T12:00:40Z"))
+                             created_at="2026-11-25T12:00:40Z", owner_uid=job.uid))
     return world, job
 
 
@@ -45,7 +45,7 @@ def fail_attempt(world: World, job: JobObs, suffix: str, exit_code: int = 3, mes
     world.jobs[job.name] = dataclasses.replace(current, failed=current.failed + 1, backoff_limit=2)
     if next_pod:
         world.pods.append(PodObs(name=f"{job.name}-{next_pod}", job_name=job.name, workload=None, version="2",
-                                 phase="Pending", created_at=ts))
+                                 phase="Pending", created_at=ts, owner_uid=job.uid))
 
 
 def events(world: World, reason: str) -> list[EmitEvent]:

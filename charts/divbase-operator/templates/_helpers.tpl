@@ -57,10 +57,11 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: ["divbase.io"]
   resources: ["divbasedatabases/status"]
   verbs: ["get", "patch"]
-# Migration Jobs: created with deterministic names, deleted (as a collection) by the finalizer.
+# Migration Jobs: created with deterministic names; the finalizer deletes those the resource controls, by name and
+# uid (never as a collection by label).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # Workloads: server-side apply (patch, which creates on first apply), deleted by name when a workload is removed
 # or the resource deleted (only those it controls: never as a collection by label).
 - apiGroups: ["apps"]
