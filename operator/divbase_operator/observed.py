@@ -110,15 +110,11 @@ def _describe_controller(controller: dict[str, Any], database: str) -> str:
 
 
 def foreign_deployment(body: dict[str, Any], database: str, uid: str) -> ForeignDeployment | None:
-    """None when the Deployment is ours: its controller ownerReference is this resource, or it has no controller and
-    carries our labels for this resource (handed over by label). Anything else is foreign, with who has it."""
+    """None when the Deployment is ours: its controller ownerReference is this resource. Anything else is foreign,
+    with who has it; our labels on it change nothing (anyone who may edit it may set them)."""
     meta = body.get("metadata") or {}
-    labels = meta.get("labels") or {}
     controller = _controller(meta)
     if controller is not None and controller.get("uid") == uid:
-        return None
-    if controller is None and labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY \
-            and labels.get(names.LABEL_DATABASE) == database:
         return None
     return ForeignDeployment(name=meta.get("name", ""), owner=_describe_owner(meta, database))
 
@@ -150,8 +146,7 @@ def _describe_owner(meta: dict[str, Any], database: str) -> str:
 
 def foreign_child(body: dict[str, Any], kind: str, database: str, uid: str) -> ForeignChild | None:
     """None when the object is this resource's: its controller ownerReference names this resource's uid (labels say
-    nothing: anyone who may edit an object may set them). A Deployment may also be handed over by label (see
-    foreign_deployment); a Job or a ConfigMap never is."""
+    nothing: anyone who may edit an object may set them)."""
     meta = body.get("metadata") or {}
     if kind == "Deployment":
         verdict = foreign_deployment(body, database, uid)

@@ -531,16 +531,15 @@ class _Planner:
         """Nothing runs (no Job, no Deployment change) while a workload's Deployment belongs to someone else: server-
         side apply would take it over field by field and fail on its immutable selector halfway through a rollout.
         A Job of ours already running finishes (it is never stopped); its result is recorded."""
-        labels = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY} {names.LABEL_DATABASE}={self.obs.name}"
         which = "; ".join(f"Deployment {f.name} {f.owner}" for f in foreign)
         first = foreign[0].name
         self.phase = names.PHASE_FAILED
         self.requeue_after = names.FOREIGN_RECHECK_SECONDS
         self._stall(names.REASON_FOREIGN_DEPLOYMENT,
                     f"{which}: not managed by this {names.KIND}, so no step runs. Hand it over: delete it "
-                    f"(kubectl -n {self.obs.namespace} delete deployment {first}; --cascade=orphan keeps its pods), "
-                    f"or, if its selector is the operator's, label it {labels} (docs/operator.md, \"Adopting an "
-                    f"existing Deployment\")", event_reason=names.EVENT_FOREIGN_DEPLOYMENT)
+                    f"(kubectl -n {self.obs.namespace} delete deployment {first} --cascade=orphan keeps its pods "
+                    f"serving until the operator's own are ready; docs/operator.md, \"Adopting an existing "
+                    f"Deployment\")", event_reason=names.EVENT_FOREIGN_DEPLOYMENT)
 
     def _reconcile_rollout(self) -> None:
         assert self.spec is not None

@@ -48,7 +48,7 @@ OURS = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_DATABASE: "db"}
 
 @pytest.mark.parametrize(("body", "owner"), [
     (deployment(owner={"kind": names.KIND, "name": "db", "uid": UID}), None),
-    (deployment(labels=OURS), None),  # handed over by label
+    (deployment(labels=OURS), "carries divbase-operator's labels but no controller ownerReference"),  # not a hand-over
     (deployment(), "has no owner"),
     (deployment(labels={names.LABEL_MANAGED_BY: "Helm"}, annotations={"meta.helm.sh/release-name": "divbase"}),
      "is managed by Helm release divbase"),
@@ -73,9 +73,8 @@ def test_a_foreign_deployment_stops_a_first_install_before_anything_runs() -> No
     assert (stalled["status"], stalled["reason"]) == ("True", names.REASON_FOREIGN_DEPLOYMENT)
     assert stalled["message"].startswith("Deployment db-api is managed by Helm release divbase: not managed by this "
                                          "DivBaseDatabase, so no step runs. Hand it over: delete it (kubectl -n prod "
-                                         "delete deployment db-api; --cascade=orphan keeps its pods), or, if its "
-                                         "selector is the operator's, label it app.kubernetes.io/managed-by=divbase-"
-                                         "operator divbase.io/database=db")
+                                         "delete deployment db-api --cascade=orphan keeps its pods serving until the "
+                                         "operator's own are ready")
     [event] = [a for a in decision.actions if isinstance(a, EmitEvent)]
     assert (event.type, event.reason) == ("Warning", names.EVENT_FOREIGN_DEPLOYMENT)
     assert decision.requeue_after == names.FOREIGN_RECHECK_SECONDS, "its removal sends no event: look again"

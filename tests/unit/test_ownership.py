@@ -342,7 +342,8 @@ def test_the_observations_read_the_controller_references() -> None:
     labelled = {"metadata": {"name": "c", "labels": names.child_labels("db")}}
     assert foreign_child(labelled, "Job", "db", "uid-1") == \
         ForeignChild("Job", "c", "carries divbase-operator's labels but no controller ownerReference")
-    assert foreign_child(labelled, "Deployment", "db", "uid-1") is None, "a Deployment may be handed over by label"
+    assert foreign_child(labelled, "Deployment", "db", "uid-1") == \
+        ForeignChild("Deployment", "c", "carries divbase-operator's labels but no controller ownerReference")
     other = {"metadata": {"name": "c", "ownerReferences": [{**ref, "uid": "uid-0"}]}}
     assert "an earlier resource of this name, uid uid-0" in foreign_child(other, "ConfigMap", "db", "uid-1").owner
 
