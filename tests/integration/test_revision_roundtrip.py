@@ -1,0 +1,203 @@
+"""`divbase-migrate revision` round trips on real PostgreSQL: for each kind of change, the models of the newest
+example release plus that change are generated into a copy of the project (its alembic.ini, env.py, revisions and
+manifest), linted, expanded while the previous release's queries still run, contracted until autogenerate finds no
+difference left, and downgraded back to the schema they started from."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from divbase_migrations import revisions, schema_snapshot
+from divbase_migrations.example_models import head_metadata
+from divbase_migrations.generate import generate
+from divbase_migrations.splitter import Rename
+from divbase_migrations.testing.release_queries import release_4
+from migrate_helpers import engine, run
+
+PACKAGE = Path(revisions.__file__).resolve().parent
+RELEASE = "5"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of our project: alembic.ini beside releases.toml, env.py, the template and the revisions."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(PACKAGE / "alembic", root / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE / "baseline", root / "baseline")
+    for name in ("alembic.ini", "releases.toml"):
+        shutil.copy(PACKAGE / name, root / name)
+    monkeypatch.setenv(revisions.ENV_CONFIG, str(root / "alembic.ini"))
+    yield root
+
+
+def cli(url: str | None, project: Path, *args: str, tmp: Path):
+    result = run(url, "--config", str(project / "alembic.ini"), *args, term=tmp / "term.json")
+    return result
+
+
+def include_object(obj, name, type_, reflected, compare_to):  # as env.py: our tables only
+    from divbase_migrations.models import FOREIGN_TABLES
+
+    if type_ == "table":
+        return name not in FOREIGN_TABLES
+    table = getattr(obj, "table", None)
+    return table is None or table.name not in FOREIGN_TABLES
+
+
+def differences(url: str, metadata: sa.MetaData) -> list:
+    with engine(url).connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": include_object, "compare_type": True,
+                                                         "compare_server_default": True})
+        return compare_metadata(context, metadata)
+
+
+def snapshot(url: str) -> dict:
+    with engine(url).connect() as conn:
+        return schema_snapshot.take(conn, exclude_tables={"alembic_version", "divbase_migration_log"})
+
+
+def downgrade(url: str, target: str) -> None:
+    with engine(url).connect() as conn:
+        command.downgrade(revisions.alembic_config(connection=conn), target)
+        conn.commit()
+
+
+def roundtrip(url: str, project: Path, tmp: Path, change: Callable[[sa.MetaData], None],
+              renames: tuple[Rename, ...] = (), seed: Callable[[sa.Connection], None] | None = None,
+              check_expanded: Callable[[sa.Connection], None] | None = None) -> dict:
+    for step in ("expand", "contract"):  # the database at the newest example release, fully rolled out
+        done = cli(url, project, step, "--release", "4", tmp=tmp)
+        assert done.code == 0, done.output
+    if seed is not None:
+        with engine(url).begin() as conn:
+            seed(conn)
+    before = snapshot(url)
+    models = head_metadata()
+    change(models)
+    made = generate(sa.engine.make_url(url), "the change", RELEASE, renames, models)
+    assert made.split.todos == [], made.split.todos
+    linted = cli(None, project, "lint", tmp=tmp)
+    assert linted.code == 0, linted.output
+    expanded = cli(url, project, "expand", "--release", RELEASE, tmp=tmp)
+    assert expanded.code == 0, expanded.output
+    with engine(url).begin() as conn:  # the release before keeps working on the expanded schema
+        release_4(conn)
+        if check_expanded is not None:
+            check_expanded(conn)
+    contracted = cli(url, project, "contract", "--release", RELEASE, tmp=tmp)
+    assert contracted.code == 0, contracted.output
+    assert differences(url, models) == []
+    with engine(url).connect() as conn:
+        conn.execute(sa.text("DELETE FROM divbase_migration_log"))  # so the runner's records do not pin the heads
+        conn.commit()
+    downgrade(url, "contract@-1")
+    downgrade(url, "expand@-1")
+    after = snapshot(url)
+    assert schema_snapshot.diff(before, after) == []
+    return {"expand": made.expand_path.read_text(), "contract": made.contract_path.read_text()}
+
+
+def test_new_table(database_url: str, project: Path, tmp_path: Path) -> None:
+    def change(md: sa.MetaData) -> None:
+        sa.Table("widget", md, sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE"), index=True),
+                 sa.Column("kind", sa.Enum("SMALL", "LARGE", name="widgetkind"), nullable=False))
+
+    files = roundtrip(database_url, project, tmp_path, change)
+    assert "op.create_table('widget'" in files["expand"] and "DROP TYPE IF EXISTS widgetkind" in files["expand"]
+
+
+def test_new_nullable_column(database_url: str, project: Path, tmp_path: Path) -> None:
+    def change(md: sa.MetaData) -> None:
+        md.tables["user"].append_column(sa.Column("nickname", sa.String(50), nullable=True))
+        md.tables["project"].append_column(sa.Column("archived", sa.Boolean(), nullable=False,
+                                                     server_default=sa.text("false")))
+
+    files = roundtrip(database_url, project, tmp_path, change)
+    assert "add_column('user'" in files["expand"] and "add_column('project'" in files["expand"]
+
+
+def test_new_index(database_url: str, project: Path, tmp_path: Path) -> None:
+    def change(md: sa.MetaData) -> None:
+        table = md.tables["announcement"]
+        sa.Index("ix_announcement_level_created_at", table.c.level, table.c.created_at)
+
+    files = roundtrip(database_url, project, tmp_path, change)
+    assert "postgresql_concurrently=True" in files["expand"] and "autocommit_block" in files["expand"]
+
+
+def test_not_null(database_url: str, project: Path, tmp_path: Path) -> None:
+    """announcement.message NOT NULL (check NOT VALID, then VALIDATE); project.description NOT NULL with a new
+    default: the rows that are NULL today are backfilled with it in batches."""
+    def change(md: sa.MetaData) -> None:
+        md.tables["announcement"].c.message.nullable = False
+        description = md.tables["project"].c.description
+        description.nullable = False
+        description.server_default = sa.DefaultClause(sa.text("''"))
+        description.server_default.column = description
+
+    def seed(conn: sa.Connection) -> None:
+        conn.execute(sa.text("INSERT INTO project (name, bucket_name, is_active, is_deleted, storage_quota_bytes, "
+                             "storage_used_bytes) VALUES ('p0', 'b0', true, false, 1, 0)"))
+
+    def expanded(conn: sa.Connection) -> None:
+        assert conn.execute(sa.text("SELECT count(*) FROM project WHERE description IS NULL")).scalar_one() == 0
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                conn.execute(sa.text("INSERT INTO announcement (heading, level, target) VALUES ('h', 'INFO', 'BOTH')"))
+
+    files = roundtrip(database_url, project, tmp_path, change, seed=seed, check_expanded=expanded)
+    assert "NOT VALID" in files["expand"] and "VALIDATE CONSTRAINT" in files["contract"]
+
+
+def test_dropped_column(database_url: str, project: Path, tmp_path: Path) -> None:
+    def change(md: sa.MetaData) -> None:
+        table = md.tables["personal_access_token"]
+        table._columns.remove(table.c.last_used_at)
+
+    files = roundtrip(database_url, project, tmp_path, change)
+    assert "drop_column" in files["contract"] and "drop_column('personal_access_token'" not in files["expand"]
+
+
+def test_rename(database_url: str, project: Path, tmp_path: Path) -> None:
+    """user.display_name becomes user.full_name: release 4's code writes display_name while release 5's would write
+    full_name; the trigger keeps them in step."""
+    def change(md: sa.MetaData) -> None:
+        table = md.tables["user"]
+        old = table.c.display_name
+        table._columns.remove(old)
+        table.append_column(sa.Column("full_name", sa.String(100), nullable=False))
+
+    def expanded(conn: sa.Connection) -> None:
+        rows = conn.execute(sa.text('SELECT count(*) FROM "user" WHERE full_name IS DISTINCT FROM display_name'))
+        assert rows.scalar_one() == 0
+        new = conn.execute(sa.text(
+            'INSERT INTO "user" (email, full_name, hashed_password, is_admin, is_active, is_deleted, email_verified, '
+            "organisation, organisation_role) VALUES ('n@x', 'New', 'x', false, true, false, true, 'o', 'r') "
+            "RETURNING display_name")).scalar_one()
+        assert new == "New"
+
+    files = roundtrip(database_url, project, tmp_path, change, renames=(Rename("user", "display_name", "full_name"),),
+                      check_expanded=expanded)
+    assert "CREATE OR REPLACE TRIGGER" in files["expand"] and "drop_column('user', 'display_name'" in files["contract"]
+
+
+def test_enum_label(database_url: str, project: Path, tmp_path: Path) -> None:
+    def change(md: sa.MetaData) -> None:
+        md.tables["announcement"].c.level.type = sa.Enum("INFO", "NOTICE", "SUCCESS", "CAUTION", "DANGER",
+                                                         name="announcementlevel")
+
+    def expanded(conn: sa.Connection) -> None:
+        labels = conn.execute(sa.text("SELECT enum_range(NULL::announcementlevel)::text")).scalar_one()
+        assert labels == "{INFO,NOTICE,SUCCESS,CAUTION,DANGER}"
+
+    files = roundtrip(database_url, project, tmp_path, change, check_expanded=expanded)
+    assert "ADD VALUE IF NOT EXISTS 'NOTICE' AFTER 'INFO'" in files["expand"]
