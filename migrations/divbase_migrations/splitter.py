@@ -165,6 +165,17 @@ def name_for(*parts: str) -> str:
     return "_".join(parts)[:MAX_NAME]
 
 
+def lit(sql: str) -> str:
+    """A Python literal of `sql` that reads like the SQL (no escaped quotes where it can be helped)."""
+    if "'" not in sql or "\\" in sql or "\n" in sql:
+        return repr(sql)
+    if '"' not in sql:
+        return '"' + sql + '"'
+    if '"""' not in sql and not sql.endswith('"'):
+        return '"""' + sql + '"""'
+    return repr(sql)
+
+
 def q(name: str) -> str:
     return _QUOTE(name)
 
@@ -384,7 +395,7 @@ class _Splitter:
             index.if_not_exists = True
             up += self.render(index)
         down = [f"op.drop_table({op.table_name!r}, if_exists=True)"]
-        down += [f"op.execute({f'DROP TYPE IF EXISTS {q(n)}'!r})" for n in new_enums]
+        down += [f"op.execute({lit(f'DROP TYPE IF EXISTS {q(n)}')})" for n in new_enums]
         self.block(EXPAND, 20, up, down)
         self.place("create_table", op.table_name, EXPAND)
 
@@ -412,7 +423,7 @@ class _Splitter:
                 labels = ", ".join(repr(v) for v in column.type.enums)
                 pre.append(f"postgresql.ENUM({labels}, name={name!r}).create(op.get_bind(), checkfirst=True)")
                 self.render.context.imports.add("from sqlalchemy.dialects import postgresql")
-                post_down.append(f"op.execute({f'DROP TYPE IF EXISTS {q(name)}'!r})")
+                post_down.append(f"op.execute({lit(f'DROP TYPE IF EXISTS {q(name)}')})")
         if column.server_default is not None and not is_cheap_default(column.server_default):
             self.todo(EXPAND, "add_column", target,
                       f"{target}: server default {default_sql(column.server_default)} is volatile, adding the column "
@@ -485,12 +496,14 @@ class _Splitter:
         name = op.constraint_name or name_for(op.source_table, *op.local_cols, "fkey")
         local = ", ".join(q(c) for c in op.local_cols)
         remote = ", ".join(q(c) for c in op.remote_cols)
-        actions = "".join(f" ON {word.upper()} {op.kw[word]}" for word in ("ondelete", "onupdate") if op.kw.get(word))
+        actions = "".join(f" ON {sql} {op.kw[word]}" for word, sql in (("ondelete", "DELETE"), ("onupdate", "UPDATE"))
+                          if op.kw.get(word))
         ddl = f"FOREIGN KEY ({local}) REFERENCES {q(op.referent_table)} ({remote}){actions} NOT VALID"
         const = self.expand.constant(f"add_{name}", guarded_constraint(name, op.source_table, ddl))
-        drop = f"op.execute({f'ALTER TABLE {q(op.source_table)} DROP CONSTRAINT IF EXISTS {q(name)}'!r})"
+        alter = f"ALTER TABLE {q(op.source_table)}"
+        drop = f"op.execute({lit(f'{alter} DROP CONSTRAINT IF EXISTS {q(name)}')})"
         self.block(EXPAND, 60, [f"op.execute({const})  # NOT VALID: no scan; checks new rows only"], [drop])
-        self.block(CONTRACT, 10, [f"op.execute({f'ALTER TABLE {q(op.source_table)} VALIDATE CONSTRAINT {q(name)}'!r})"])
+        self.block(CONTRACT, 10, [f"op.execute({lit(f'{alter} VALIDATE CONSTRAINT {q(name)}')})"])
         self.place("create_foreign_key", name, EXPAND, "NOT VALID")
         self.place("validate_foreign_key", name, CONTRACT)
 
@@ -543,13 +556,13 @@ class _Splitter:
             down = (f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)} " +
                     (f"SET DEFAULT {old}" if old else "DROP DEFAULT"))
             # committed alone (release 3): SET DEFAULT's ACCESS EXCLUSIVE lock must not last through a backfill
-            self.block(EXPAND, 35, [f"op.execute({up!r})"], [f"op.execute({down!r})"], autocommit=True)
+            self.block(EXPAND, 35, [f"op.execute({lit(up)})"], [f"op.execute({lit(down)})"], autocommit=True)
             self.place("set_default", target, EXPAND)
         elif default_set and op.existing_server_default is not None:
             old = default_sql(op.existing_server_default)
             alter = f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
-            self.block(CONTRACT, 45, [f"op.execute({f'{alter} DROP DEFAULT'!r})"],
-                       [f"op.execute({f'{alter} SET DEFAULT {old}'!r})"])
+            self.block(CONTRACT, 45, [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
+                       [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"])
             self.place("drop_default", target, CONTRACT)
         if op.modify_nullable is True:
             self.block(EXPAND, 25, [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)},"
@@ -582,16 +595,16 @@ class _Splitter:
             check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID"))
         up.append(f"op.execute({add})  # NOT VALID: no scan; new rows only")
         drop = f"ALTER TABLE {q(table)} DROP CONSTRAINT IF EXISTS {q(check)}"
-        self.block(EXPAND, 50, up, [f"op.execute({drop!r})"], autocommit=True)
+        self.block(EXPAND, 50, up, [f"op.execute({lit(drop)})"], autocommit=True)
         self.place("not_null_check", target, EXPAND, "CHECK NOT VALID" + (", backfilled" if backfill else ""))
         t = self._type(type_)
         readd = self.contract.constant(f"readd_{check}", guarded_constraint(
             check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID"))
         self.block(CONTRACT, 20, [
-            f"op.execute({f'ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)}'!r})  # writes go on",
+            f"op.execute({lit(f'ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)}')})  # writes go on",
             f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=False)  # uses the valid check: "
             f"no scan",
-            f"op.execute({drop!r})",
+            f"op.execute({lit(drop)})",
         ], [f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=True)", f"op.execute({readd})"])
         self.place("set_not_null", target, CONTRACT, "VALIDATE, SET NOT NULL")
 
@@ -614,8 +627,8 @@ class _Splitter:
         drop_function = f"DROP FUNCTION IF EXISTS {q(function)}()"
         # column, function and trigger commit together (metadata only), then the backfill batch by batch
         self.block(EXPAND, 40, [*self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True)),
-                                f"op.execute({fn_sql})", f"op.execute({trigger!r})"],
-                   [f"op.execute({drop_trigger!r})", f"op.execute({drop_function!r})",
+                                f"op.execute({fn_sql})", f"op.execute({lit(trigger)})"],
+                   [f"op.execute({lit(drop_trigger)})", f"op.execute({lit(drop_function)})",
                     f"op.drop_column({table!r}, {new!r}, if_exists=True)"])
         backfill = self.expand.constant(f"backfill_{table}_{new}", batched_update(
             table, f"{q(new)} = {q(old)}", f"{q(new)} IS NULL AND {q(old)} IS NOT NULL", self.pk_of(table)))
@@ -625,16 +638,16 @@ class _Splitter:
             self.not_null(table, new, new_col.type, None)
         # contract: the trigger and the old column go (after the NOT NULL steps, phase 20)
         fn_copy = self.contract.constant(f"sync_{table}_{old}", sync_function(function, old, new))
-        self.block(CONTRACT, 50, [f"op.execute({drop_trigger!r})", f"op.execute({drop_function!r})",
+        self.block(CONTRACT, 50, [f"op.execute({lit(drop_trigger)})", f"op.execute({lit(drop_function)})",
                                   f"op.drop_column({table!r}, {old!r}, if_exists=True)"],
-                   [*self._readd_renamed(table, old_col, new), f"op.execute({fn_copy})", f"op.execute({trigger!r})"])
+                   [*self._readd_renamed(table, old_col, new), f"op.execute({fn_copy})", f"op.execute({lit(trigger)})"])
         self.place("drop_column", f"{table}.{old}", CONTRACT, "renamed away")
 
     def _readd_renamed(self, table: str, column: sa.Column[Any], new: str) -> list[str]:
         relaxed = column._copy()
         relaxed.nullable = True
         lines = self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True))
-        lines.append(f"op.execute({f'UPDATE {q(table)} SET {q(column.name)} = {q(new)}'!r})")
+        lines.append(f"op.execute({lit(f'UPDATE {q(table)} SET {q(column.name)} = {q(new)}')})")
         if not column.nullable:
             lines.append(f"op.alter_column({table!r}, {column.name!r}, existing_type={self._type(column.type)}, "
                          f"nullable=False)")
@@ -652,7 +665,7 @@ class _Splitter:
                 before = next((x for x in change.after[i + 1:] if x in present), None)
                 where = f" AFTER '{after}'" if after else (f" BEFORE '{before}'" if before else "")
                 sql = f"ALTER TYPE {q(change.name)} ADD VALUE IF NOT EXISTS '{label}'{where}"
-                lines.append(f"op.execute({sql!r})")
+                lines.append(f"op.execute({lit(sql)})")
                 present.insert(present.index(after) + 1 if after else (present.index(before) if before else 0), label)
                 self.place("add_enum_value", f"{change.name}.{label}", EXPAND)
             swap = self.expand.constant(f"restore_{change.name}", enum_swap(

@@ -19,7 +19,7 @@ from divbase_migrations.example_models import head_metadata
 from divbase_migrations.generate import generate
 from divbase_migrations.splitter import Rename
 from divbase_migrations.testing.release_queries import release_4
-from migrate_helpers import engine, run
+from migrate_helpers import Result, engine, run
 
 PACKAGE = Path(revisions.__file__).resolve().parent
 RELEASE = "5"
@@ -38,9 +38,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
 
 
-def cli(url: str | None, project: Path, *args: str, tmp: Path):
-    result = run(url, "--config", str(project / "alembic.ini"), *args, term=tmp / "term.json")
-    return result
+def cli(url: str | None, project: Path, *args: str, tmp: Path, **env: str) -> Result:
+    return run(url, "--config", str(project / "alembic.ini"), *args, term=tmp / "term.json", **env)
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # as env.py: our tables only
@@ -73,9 +72,9 @@ def downgrade(url: str, target: str) -> None:
 def roundtrip(url: str, project: Path, tmp: Path, change: Callable[[sa.MetaData], None],
               renames: tuple[Rename, ...] = (), seed: Callable[[sa.Connection], None] | None = None,
               check_expanded: Callable[[sa.Connection], None] | None = None) -> dict:
-    for step in ("expand", "contract"):  # the database at the newest example release, fully rolled out
-        done = cli(url, project, step, "--release", "4", tmp=tmp)
-        assert done.code == 0, done.output
+    with engine(url).connect() as conn:  # the database at the newest example release, fully rolled out
+        command.upgrade(revisions.alembic_config(connection=conn), "heads")
+        conn.commit()
     if seed is not None:
         with engine(url).begin() as conn:
             seed(conn)
@@ -95,9 +94,6 @@ def roundtrip(url: str, project: Path, tmp: Path, change: Callable[[sa.MetaData]
     contracted = cli(url, project, "contract", "--release", RELEASE, tmp=tmp)
     assert contracted.code == 0, contracted.output
     assert differences(url, models) == []
-    with engine(url).connect() as conn:
-        conn.execute(sa.text("DELETE FROM divbase_migration_log"))  # so the runner's records do not pin the heads
-        conn.commit()
     downgrade(url, "contract@-1")
     downgrade(url, "expand@-1")
     after = snapshot(url)
@@ -150,9 +146,8 @@ def test_not_null(database_url: str, project: Path, tmp_path: Path) -> None:
 
     def expanded(conn: sa.Connection) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM project WHERE description IS NULL")).scalar_one() == 0
-        with pytest.raises(sa.exc.IntegrityError):
-            with conn.begin_nested():
-                conn.execute(sa.text("INSERT INTO announcement (heading, level, target) VALUES ('h', 'INFO', 'BOTH')"))
+        with pytest.raises(sa.exc.IntegrityError), conn.begin_nested():
+            conn.execute(sa.text("INSERT INTO announcement (heading, level, target) VALUES ('h', 'INFO', 'BOTH')"))
 
     files = roundtrip(database_url, project, tmp_path, change, seed=seed, check_expanded=expanded)
     assert "NOT VALID" in files["expand"] and "VALIDATE CONSTRAINT" in files["contract"]
@@ -201,3 +196,42 @@ def test_enum_label(database_url: str, project: Path, tmp_path: Path) -> None:
 
     files = roundtrip(database_url, project, tmp_path, change, check_expanded=expanded)
     assert "ADD VALUE IF NOT EXISTS 'NOTICE' AFTER 'INFO'" in files["expand"]
+
+
+MODELS = '''
+import sqlalchemy as sa
+from divbase_migrations.example_models import head_metadata
+
+
+def models() -> sa.MetaData:
+    md = head_metadata()
+    table = md.tables["user"]
+    table._columns.remove(table.c.organisation_role)
+    table.append_column(sa.Column("team_role", sa.String(length=100), nullable=True))
+    return md
+'''
+
+
+def test_cli_writes_the_pair_and_the_manifest_and_leaves_todos_to_lint(database_url: str, project: Path,
+                                                                        tmp_path: Path) -> None:
+    """The command as a developer runs it: models from a module, a new release in the manifest, the scratch
+    database gone afterwards. A column dropped while another of its type is added may be a rename nobody declared:
+    a TODO, which lint refuses until it is resolved."""
+    (tmp_path / "changed_models.py").write_text(MODELS)
+    made = cli(database_url, project, "revision", "-m", "Team role", "--release", RELEASE,
+               "--models", "changed_models:models", tmp=tmp_path, PYTHONPATH=str(tmp_path))
+    assert made.code == 0, made.output
+    assert made.summary["expand"] == "e0006_team_role" and made.summary["contract"] == "c0005_team_role"
+    assert "add_column user.team_role" in made.stdout and "drop_column user.organisation_role" in made.stdout
+    assert "TODO      rename_column user.organisation_role" in made.stdout
+    versions = sorted(p.name for p in (project / "alembic" / "versions").glob("*team_role*"))
+    assert [n.split("_", 1)[1] for n in versions] == ["team_role_contract.py", "team_role_expand.py"]
+    manifest = (project / "releases.toml").read_text()
+    assert 'version = "5"\nexpand = "e0006_team_role"\ncontract = "c0005_team_role"' in manifest
+    with engine(database_url).connect() as conn:
+        left = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'divbase_scratch_%'"))
+        assert left.all() == []
+    linted = cli(None, project, "lint", tmp=tmp_path)
+    assert linted.code == 6 and "DIVBASE-TODO" in linted.stdout, linted.output
+    again = cli(database_url, project, "revision", "-m", "Team role", "--release", "4", tmp=tmp_path)
+    assert again.code == 2 and "not the newest" in again.output, again.output
