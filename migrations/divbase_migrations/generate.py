@@ -31,7 +31,7 @@ from . import releases as releases_mod
 from .release_version import same_release
 from .releases import CONTRACT, EXPAND, ManifestError, load_manifest
 from .revisions import alembic_config, chains_from, default_manifest
-from .splitter import TODO_MARKER, EnumChange, Rename, Split, enum_changes, split
+from .splitter import EnumChange, Rename, Split, enum_changes, split
 
 ENUMS_SQL = """
 SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)
@@ -134,6 +134,18 @@ class ScratchDatabase:
         self.admin.dispose()
 
 
+def project_chains(script: ScriptDirectory) -> releases_mod.Chains:
+    """The branches; a project whose history is one trunk with no branch yet gets both started from its head."""
+    try:
+        return chains_from(script)
+    except ManifestError:
+        heads = script.get_heads()
+        labelled = any(set(r.branch_labels or ()) & {EXPAND, CONTRACT} for r in script.walk_revisions())
+        if len(heads) != 1 or labelled:
+            raise
+        return releases_mod.Chains((heads[0],), (heads[0],), heads[0])
+
+
 def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (),
              models: str | sa.MetaData | None = None, manifest_path: Path | None = None,
              today: datetime | None = None) -> Generated:
@@ -141,7 +153,7 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
     metadata = load_models(models) if isinstance(models, str) else models
     manifest_path = manifest_path or default_manifest()
     script = ScriptDirectory.from_config(alembic_config())
-    chains = chains_from(script)
+    chains = project_chains(script)
     manifest = load_manifest(chains, manifest_path)
     existing = next((r for r in manifest.releases if same_release(r.version, release)), None)
     if existing is not None and existing is not manifest.latest():
@@ -234,8 +246,8 @@ def render_revision(result: Split, branch: str, revision: str, down: str, chains
     what = "\n".join(f"- {p.kind} {p.target}" + (f" ({p.note})" if p.note else "") for p in placed) or "- nothing"
     role = ("Old code keeps working: this only adds, relaxes and backfills." if branch == EXPAND else
             "Runs once no pod of the release before remains: removals and tightening.")
-    todo_note = (f"\n\n{len(body.todos)} change(s) could not be placed safely: the `# {TODO_MARKER}` lines below "
-                 f"say what to write by hand; `divbase-migrate lint` refuses this file until they are gone."
+    todo_note = (f"\n\n{len(body.todos)} change(s) could not be placed safely: the marked TODO lines below say what "
+                 f"to write by hand; `divbase-migrate lint` refuses this file until they are gone."
                  if body.todos else "")
     upgrade, downgrade = body.upgrade_code(), body.downgrade_code()
     code = upgrade + downgrade + "".join(body.constants.values())

@@ -162,8 +162,8 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
         return [Finding(path, 1, "revision", f"revision {revision!r} is on neither branch: give the first revision "
                                              f"of a branch branch_labels = ('expand',) or ('contract',), and "
                                              f"every later one a down_revision on that branch")]
-    todos = [Finding(path, number, TODO_MARKER, "`divbase-migrate revision` could not place this change safely: "
-                                                "write it by hand, then delete the marker")
+    todos = [Finding(path, number, TODO_MARKER, line.split(TODO_MARKER, 1)[1].lstrip(": ").strip() +
+                     " (left by `divbase-migrate revision`: write it by hand, then delete the marker)")
              for number, line in enumerate(path.read_text().splitlines(), start=1) if TODO_MARKER in line]
     if branch != EXPAND:
         return todos

@@ -134,14 +134,18 @@ class RevisionBody:
 
 def _code(parts: Sequence[tuple[list[str], bool]]) -> str:
     lines: list[str] = []
+    inside = False  # in an autocommit block: the next autocommit part joins it
     for body, autocommit in parts:
         if not body:
             continue
         if autocommit and any(not line.lstrip().startswith("#") for line in body):
-            lines.append("with op.get_context().autocommit_block():")
+            if not inside:
+                lines.append("with op.get_context().autocommit_block():")
             lines.extend("    " + line if line else line for line in body)
+            inside = True
         else:
             lines.extend(body)
+            inside = False
     if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
         lines.append("pass")
     return "\n".join("    " + line if line else line for line in lines)

@@ -18,7 +18,7 @@ from divbase_migrations import revisions, schema_snapshot
 from divbase_migrations.example_models import head_metadata
 from divbase_migrations.generate import generate
 from divbase_migrations.splitter import Rename
-from divbase_migrations.testing.release_queries import release_4
+from divbase_migrations.testing.release_queries import release_3, release_4
 from migrate_helpers import Result, engine, run
 
 PACKAGE = Path(revisions.__file__).resolve().parent
@@ -235,3 +235,65 @@ def test_cli_writes_the_pair_and_the_manifest_and_leaves_todos_to_lint(database_
     assert linted.code == 6 and "DIVBASE-TODO" in linted.stdout, linted.output
     again = cli(database_url, project, "revision", "-m", "Team role", "--release", "4", tmp=tmp_path)
     assert again.code == 2 and "not the newest" in again.output, again.output
+
+
+def test_reproduces_the_example_releases_from_the_baseline(database_url: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a project holding only the baseline, the models of example releases 2, 3 and 4 give what the
+    hand-written revisions do: release 2's rename (trigger, batched backfill, NOT VALID check; VALIDATE, drop), release
+    3's default + backfill + check and concurrent index, release 4's new label. Release 4's contract (drop WARNING)
+    needs a mapping of the rows: a TODO."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(PACKAGE / "alembic", root / "alembic", ignore=shutil.ignore_patterns("__pycache__", "*_expand.py",
+                                                                                        "*_contract.py", "*_index.py"))
+    shutil.copytree(PACKAGE / "baseline", root / "baseline")
+    shutil.copy(PACKAGE / "alembic.ini", root / "alembic.ini")
+    manifest = (PACKAGE / "releases.toml").read_text()
+    (root / "releases.toml").write_text(manifest[:manifest.index('[[release]]\nversion = "2"')])
+    monkeypatch.setenv(revisions.ENV_CONFIG, str(root / "alembic.ini"))
+    assert sorted(p.name for p in (root / "alembic" / "versions").glob("*.py")) == ["2026-06-09_divbase_baseline.py"]
+
+    def models(release: int) -> sa.MetaData:
+        md = head_metadata()
+        if release < 4:
+            md.tables["announcement"].c.level.type = sa.Enum("INFO", "SUCCESS", "WARNING", "DANGER",
+                                                             name="announcementlevel")
+        if release < 3:
+            skip_reason = md.tables["skipped_vcf_files"].c.skip_reason
+            skip_reason.nullable, skip_reason.server_default = True, None
+            tasks = md.tables["task_history"]
+            tasks.indexes = {i for i in tasks.indexes if i.name != "ix_task_history_user_id_created_at"}
+        return md
+
+    placed = {}
+    for release, renames in ((2, (Rename("user", "name", "display_name"),)), (3, ()), (4, ())):
+        with engine(database_url).connect() as conn:  # the previous release rolled out (the runner needs branches)
+            command.upgrade(revisions.alembic_config(connection=conn), "heads")
+            conn.commit()
+        if release > 2:  # the pair generated for the previous release left no difference with its models
+            assert differences(database_url, models(release - 1)) == []
+        made = generate(sa.engine.make_url(database_url), f"example {release}", str(release), renames,
+                        models(release))
+        placed[release] = {(p.branch, p.kind, p.target) for p in made.split.placements}
+    assert placed[2] == {("expand", "rename_column", "user.name->display_name"),
+                         ("expand", "not_null_check", "user.display_name"),
+                         ("contract", "set_not_null", "user.display_name"),
+                         ("contract", "drop_index", "ix_user_name"), ("contract", "drop_column", "user.name")}
+    assert placed[3] == {("expand", "set_default", "skipped_vcf_files.skip_reason"),
+                         ("expand", "not_null_check", "skipped_vcf_files.skip_reason"),
+                         ("contract", "set_not_null", "skipped_vcf_files.skip_reason"),
+                         ("expand", "create_index", "ix_task_history_user_id_created_at")}
+    assert placed[4] == {("expand", "add_enum_value", "announcementlevel.CAUTION"),
+                         ("todo", "drop_enum_value", "announcementlevel: WARNING")}
+    expand4 = next((root / "alembic" / "versions").glob("*example_4_expand.py")).read_text()
+    assert "ADD VALUE IF NOT EXISTS 'CAUTION' AFTER 'SUCCESS'" in expand4  # the example: AFTER 'WARNING'
+    for step in ("expand", "contract"):
+        done = cli(database_url, root, step, "--release", "3", tmp=tmp_path)
+        assert done.code == 0, done.output
+    done = cli(database_url, root, "expand", "--release", "4", tmp=tmp_path)
+    assert done.code == 0, done.output
+    with engine(database_url).begin() as conn:  # release 3's code on release 4's expanded schema
+        release_3(conn)
+    lint = cli(None, root, "lint", tmp=tmp_path)
+    assert lint.code == 6 and lint.stdout.count("DIVBASE-TODO") == 1 and "example_4_contract" in lint.stdout
