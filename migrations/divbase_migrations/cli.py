@@ -308,9 +308,12 @@ def _lock_holder(url: Any) -> dict[str, Any] | None:
 def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     release = _require_release(args)
     made = generate(url, args.message, release, args.rename, args.models, args.manifest)
+    def shown(path: Path) -> Path:  # relative to the working directory when under it
+        return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
     for branch, path, revision in ((EXPAND, made.expand_path, made.expand_id),
                                    (CONTRACT, made.contract_path, made.contract_id)):
-        print(f"{branch:8}  {revision}  {path}")
+        print(f"{branch:8}  {revision}  {shown(path)}")
         for placement in made.split.placements:
             if placement.branch == branch:
                 note = f" ({placement.note})" if placement.note else ""
@@ -318,7 +321,8 @@ def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     for placement in made.split.placements:
         if placement.branch == "todo":
             print(f"TODO      {placement.kind} {placement.target}: see the {TODO_MARKER} line")
-    print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  ({made.manifest})")
+    print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
+          f"({shown(made.manifest)})")
     summary.data.update(outcome="ok", expand=made.expand_id, contract=made.contract_id,
                         todos=len(made.split.todos))
     if made.split.todos:
