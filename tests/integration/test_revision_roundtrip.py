@@ -112,13 +112,19 @@ def test_new_table(database_url: str, project: Path, tmp_path: Path) -> None:
 
 
 def test_new_nullable_column(database_url: str, project: Path, tmp_path: Path) -> None:
+    """Also: a constant default, a foreign key (NOT VALID, then VALIDATE) and a widened varchar."""
     def change(md: sa.MetaData) -> None:
         md.tables["user"].append_column(sa.Column("nickname", sa.String(50), nullable=True))
+        md.tables["user"].c.organisation.type = sa.String(300)
         md.tables["project"].append_column(sa.Column("archived", sa.Boolean(), nullable=False,
                                                      server_default=sa.text("false")))
+        md.tables["announcement"].append_column(sa.Column("author_id", sa.Integer,
+                                                          sa.ForeignKey("user.id", ondelete="SET NULL")))
 
     files = roundtrip(database_url, project, tmp_path, change)
     assert "add_column('user'" in files["expand"] and "add_column('project'" in files["expand"]
+    assert "NOT VALID" in files["expand"] and "VALIDATE CONSTRAINT announcement_author_id_fkey" in files["contract"]
+    assert "type_=sa.String(length=300)" in files["expand"]
 
 
 def test_new_index(database_url: str, project: Path, tmp_path: Path) -> None:

@@ -291,3 +291,16 @@ def test_rendered_revisions_parse_and_lint_judges_them(tmp_path: Path) -> None:
     (tmp_path / "todo_c.py").write_text(render_revision(run(enum_changes=[EnumChange("notelevel", ("A", "B"), ("A",))]),
                                                         CONTRACT, "c0005_w", "c0004_z", chains, "w", "5", now, "e"))
     assert [f.op for f in lint_file(tmp_path / "todo_c.py", CONTRACT)][:1] == [TODO_MARKER]
+
+
+def test_revision_help_documents_every_flag() -> None:
+    from divbase_migrations.cli import parser
+
+    sub = next(a for a in parser()._actions if a.dest == "command").choices["revision"]
+    flags = [a for a in sub._actions if a.option_strings and a.dest != "help"]
+    assert {f.option_strings[0] for f in flags} >= {"--termination-log", "-m", "--release", "--rename", "--models"}
+    assert all(f.help for f in flags), [f.option_strings for f in flags if not f.help]
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "migrations.md").read_text()
+    assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m "))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["revision", "-m", "x", "--rename", "no-dot"])
