@@ -13,6 +13,7 @@ import ast
 import importlib
 import re
 import secrets
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +61,9 @@ def load_models(spec: str) -> sa.MetaData:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise GenerateError(f"--models {spec!r}: expected module:attribute (e.g. myapp.models:Base)")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:  # as alembic's prepend_sys_path: the developer's own package, run from its checkout
+        sys.path.insert(0, cwd)
     try:
         value: Any = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
@@ -231,6 +235,13 @@ def update_manifest(text: str, release: str, expand_id: str, contract_id: str, m
     raise ManifestError(f"release {release!r} not found in the manifest's text")
 
 
+def _py(value: str | tuple[str, ...] | None) -> str:
+    """Revision ids as the hand-written revisions spell them: "id", ("expand",), None."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return "None" if value is None else '"' + value + '"'
+
+
 def _literal(sql: str) -> str:
     if '"""' in sql or "\\" in sql or sql.endswith('"'):
         return repr(sql)
@@ -263,9 +274,9 @@ def render_revision(result: Split, branch: str, revision: str, down: str, chains
             f"{role} Generated from the models' differences with the schema at the head of both branches:\n"
             f"{what}{todo_note}\n\"\"\"\n\n"
             + "\n".join(header_imports) + "\n\n"
-            f"revision: str = {revision!r}\n"
-            f"down_revision: str | Sequence[str] | None = {down!r}\n"
-            f"branch_labels: str | Sequence[str] | None = {labels!r}\n"
-            f"depends_on: str | Sequence[str] | None = {depends_on!r}\n\n"
+            f"revision: str = {_py(revision)}\n"
+            f"down_revision: str | Sequence[str] | None = {_py(down)}\n"
+            f"branch_labels: str | Sequence[str] | None = {_py(labels)}\n"
+            f"depends_on: str | Sequence[str] | None = {_py(depends_on)}\n\n"
             + (f"{constants}" if constants else "") +
             f"\ndef upgrade() -> None:\n{upgrade}\n\n\ndef downgrade() -> None:\n{downgrade}\n")

@@ -282,7 +282,7 @@ def test_rendered_revisions_parse_and_lint_judges_them(tmp_path: Path) -> None:
     for name, text in (("e.py", expand), ("c.py", contract)):
         (tmp_path / name).write_text(text)
         ast.parse(text)
-    assert "depends_on: str | Sequence[str] | None = 'e0006_w'" in contract
+    assert 'depends_on: str | Sequence[str] | None = "e0006_w"' in contract
     assert lint_file(tmp_path / "e.py", EXPAND) == [] and lint_file(tmp_path / "c.py", CONTRACT) == []
     bad = run(modify("user", ops.AlterColumnOp("user", "bio", existing_type=sa.String(100), modify_type=sa.Integer())))
     (tmp_path / "todo.py").write_text(render_revision(bad, EXPAND, "e0006_w", "e0005_y", chains, "w", "5", now, None))
