@@ -243,9 +243,27 @@ class _Renderer:
     def __init__(self) -> None:
         context = MigrationContext.configure(dialect=_DIALECT, opts={})
         self.context = AutogenContext(context, opts={"sqlalchemy_module_prefix": "sa.", "alembic_module_prefix": "op.",
-                                                     "render_as_batch": False, "render_item": None,
+                                                     "render_as_batch": False, "render_item": self._item,
                                                      "user_module_prefix": None})
         self.context.imports = set()
+        self.created_enums: set[str] = set()  # created by an explicit, re-runnable step: columns must not again
+
+    def _item(self, kind: str, obj: Any, context: AutogenContext) -> str | bool:
+        if kind == "type" and isinstance(obj, sa.Enum) and obj.name in self.created_enums:
+            context.imports.add("from sqlalchemy.dialects import postgresql")
+            return f"{self.enum(obj)[:-1]}, create_type=False)"
+        return False
+
+    @staticmethod
+    def enum(type_: sa.Enum) -> str:
+        labels = ", ".join(repr(v) for v in type_.enums)
+        return f"postgresql.ENUM({labels}, name={type_.name!r})"
+
+    def create_enum(self, type_: sa.Enum) -> str:
+        """A new enum type, created unless it exists (create_table would fail on a re-run)."""
+        self.created_enums.add(str(type_.name))
+        self.context.imports.add("from sqlalchemy.dialects import postgresql")
+        return f"{self.enum(type_)}.create(op.get_bind(), checkfirst=True)"
 
     def __call__(self, op: ops.MigrateOperation) -> list[str]:
         return render_op_text(self.context, op).splitlines()
@@ -391,10 +409,11 @@ class _Splitter:
     # -- per kind ----------------------------------------------------------------------------------------------------
     def create_table(self, op: ops.CreateTableOp, indexes: list[ops.CreateIndexOp]) -> None:
         op.if_not_exists = True
-        new_enums = [n for c in op.columns if isinstance(c, sa.Column) for n in _enum_names(c.type)
-                     if n not in self.existing_enums]
+        new_types = {c.type.name: c.type for c in op.columns if isinstance(c, sa.Column)
+                     for n in _enum_names(c.type) if n not in self.existing_enums}
+        new_enums = list(new_types)
         self.existing_enums.update(new_enums)
-        up = self.render(op)
+        up = [self.render.create_enum(t) for t in new_types.values()] + self.render(op)
         for index in indexes:
             index.if_not_exists = True
             up += self.render(index)
@@ -424,9 +443,7 @@ class _Splitter:
         for name in _enum_names(column.type):
             if name not in self.existing_enums:
                 self.existing_enums.add(name)
-                labels = ", ".join(repr(v) for v in column.type.enums)
-                pre.append(f"postgresql.ENUM({labels}, name={name!r}).create(op.get_bind(), checkfirst=True)")
-                self.render.context.imports.add("from sqlalchemy.dialects import postgresql")
+                pre.append(self.render.create_enum(column.type))
                 post_down.append(f"op.execute({lit(f'DROP TYPE IF EXISTS {q(name)}')})")
         if column.server_default is not None and not is_cheap_default(column.server_default):
             self.todo(EXPAND, "add_column", target,
