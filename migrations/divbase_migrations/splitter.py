@@ -260,10 +260,13 @@ class _Renderer:
         return f"postgresql.ENUM({labels}, name={type_.name!r})"
 
     def create_enum(self, type_: sa.Enum) -> str:
-        """A new enum type, created unless it exists (create_table would fail on a re-run)."""
+        """A new enum type, created unless it exists (create_table would fail on a re-run); plain SQL, so that
+        `divbase-migrate plan --sql` renders it offline too."""
         self.created_enums.add(str(type_.name))
-        self.context.imports.add("from sqlalchemy.dialects import postgresql")
-        return f"{self.enum(type_)}.create(op.get_bind(), checkfirst=True)"
+        labels = ", ".join("'" + v.replace("'", "''") + "'" for v in type_.enums)
+        sql = (f"DO $$ BEGIN CREATE TYPE {q(str(type_.name))} AS ENUM ({labels}); "
+               f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        return f"op.execute({lit(sql)})"
 
     def __call__(self, op: ops.MigrateOperation) -> list[str]:
         return render_op_text(self.context, op).splitlines()
@@ -621,8 +624,11 @@ class _Splitter:
         t = self._type(type_)
         readd = self.contract.constant(f"readd_{check}", guarded_constraint(
             check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID"))
+        validate = self.contract.constant(f"validate_{check}", (
+            f"DO $$ BEGIN\n    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{check}') THEN\n"
+            f"        ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)};\n    END IF;\nEND $$"))
         self.block(CONTRACT, 20, [
-            f"op.execute({lit(f'ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)}')})  # writes go on",
+            f"op.execute({validate})  # writes go on; a re-run finds the check gone",
             f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=False)  # uses the valid check: "
             f"no scan",
             f"op.execute({lit(drop)})",

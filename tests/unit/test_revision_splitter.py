@@ -167,7 +167,8 @@ def test_not_null_is_a_not_valid_check_then_validate_and_set_not_null() -> None:
     assert where(result) == {("not_null_check", "user.bio", EXPAND), ("set_not_null", "user.bio", CONTRACT)}
     assert "CHECK (bio IS NOT NULL) NOT VALID" in "".join(result.expand.constants.values())
     contract = result.contract.upgrade_code()
-    assert contract.index("VALIDATE CONSTRAINT") < contract.index("nullable=False") < contract.index("DROP CONSTRAINT")
+    assert contract.index("VALIDATE_CK_USER_BIO") < contract.index("nullable=False") < contract.index("DROP CONSTRAINT")
+    assert "IF EXISTS" in result.contract.constants["VALIDATE_CK_USER_BIO_NOT_NULL"]
     assert "nullable=True" in result.contract.downgrade_code()
     compiles(result)
 
@@ -237,7 +238,7 @@ def test_declared_rename_is_trigger_and_backfill_then_drop() -> None:
     assert "NEW.display_name := COALESCE(NEW.display_name, NEW.name)" in sql and "COMMIT" in sql
     assert "CREATE OR REPLACE TRIGGER divbase_user_name_sync" in result.expand.upgrade_code()
     contract = result.contract.upgrade_code()
-    assert contract.index("VALIDATE") < contract.index("DROP TRIGGER") < contract.index("drop_column('user', 'name'")
+    assert contract.index("VALIDATE_CK") < contract.index("DROP TRIGGER") < contract.index("drop_column('user', 'name'")
     assert "CREATE OR REPLACE TRIGGER" in result.contract.downgrade_code()
     compiles(result)
 
