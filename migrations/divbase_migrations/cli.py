@@ -338,7 +338,8 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             print(finding)
         summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
         if findings:
-            summary.data["error"] = f"{len(findings)} forbidden operation(s) in expand revisions: {findings[0]}"
+            summary.data["error"] = (f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
+                                     f"left by `revision`): {findings[0]}")
             return EXIT_LINT
         print("lint: expand revisions only add or backfill")
         return EXIT_OK
