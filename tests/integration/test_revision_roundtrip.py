@@ -240,6 +240,8 @@ def test_cli_writes_the_pair_and_the_manifest_and_leaves_todos_to_lint(database_
     """The command as a developer runs it: models from a module, a new release in the manifest, the scratch
     database gone afterwards. A column dropped while another of its type is added may be a rename nobody declared:
     a TODO, which lint refuses until it is resolved."""
+    same = cli(database_url, project, "revision", "-m", "nothing", "--release", RELEASE, tmp=tmp_path)
+    assert same.code == 2 and "nothing to generate" in same.output, same.output  # env.py's models: no change
     (tmp_path / "changed_models.py").write_text(MODELS)
     made = cli(database_url, project, "revision", "-m", "Team role", "--release", RELEASE,
                "--models", "changed_models:models", tmp=tmp_path, PYTHONPATH=str(tmp_path))
@@ -320,3 +322,14 @@ def test_reproduces_the_example_releases_from_the_baseline(database_url: str, tm
         release_3(conn)
     lint = cli(None, root, "lint", tmp=tmp_path)
     assert lint.code == 6 and lint.stdout.count("DIVBASE-TODO") == 1 and "example_4_contract" in lint.stdout
+
+
+def test_batched_backfill_without_an_integer_key(database_url: str) -> None:
+    """A table without an integer primary key is backfilled by ctid batches, each committed."""
+    from divbase_migrations.splitter import BATCH, batched_update
+
+    with sa.create_engine(database_url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(sa.text("CREATE TABLE pairs (k text, v text)"))
+        conn.execute(sa.text(f"INSERT INTO pairs SELECT g::text, NULL FROM generate_series(1, {2 * BATCH + 7}) g"))
+        conn.execute(sa.text(batched_update("pairs", "v = k", "v IS NULL", None)))
+        assert conn.execute(sa.text("SELECT count(*) FROM pairs WHERE v IS DISTINCT FROM k")).scalar_one() == 0
