@@ -44,6 +44,7 @@ from .contract import (
     plan_payload,
 )
 from .database import ENV_PARTS, ENV_URL, ConfigError, Redactor, database_url_from_env
+from .generate import GenerateError, generate
 from .lint import lint
 from .plan import plan_sql
 from .releases import (
@@ -61,6 +62,7 @@ from .releases import (
 from .releases import pending as pending_revisions
 from .revisions import ENV_CONFIG, load
 from .runner import Runner, Settings, StepError, classify, lock_holder, make_engine
+from .splitter import TODO_MARKER, Rename, SplitError
 
 log = logging.getLogger("divbase_migrations.cli")
 
@@ -74,7 +76,7 @@ environment:
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
-_COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases")
+_COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases", "revision")
 _WORDS = (*_COMMANDS, *BRANCHES)  # what a refused command line may repeat: the rest are values
 
 
@@ -169,7 +171,33 @@ def parser() -> argparse.ArgumentParser:
                         help="refuse expand revisions that drop, rename, retype or block writes")
     sp.add_argument("paths", nargs="*", type=Path, help="revision files or directories (default: ours)")
     sub.add_parser("releases", parents=[common], help="JSON: the releases this image knows and their revisions")
+    text = ("generate an expand revision and a contract revision from the models' differences with the schema at "
+            "the head of both branches, and point the release at them in the manifest")
+    sp = sub.add_parser(
+        "revision", parents=[common], help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=text + ". A scratch database is created on the server of $DIVBASE_DATABASE_URL (or the "
+        "DIVBASE_DB_* parts; the user needs CREATEDB), upgraded to both heads, compared by Alembic's autogenerate "
+        "through the project's env.py, and dropped. What cannot be placed safely is written as a `# DIVBASE-TODO` "
+        "line that `divbase-migrate lint` refuses. See docs/migrations.md.", epilog=EXIT_CODES)
+    sp.add_argument("-m", "--message", required=True,
+                    help="what the change does; its slug names the files (YYYY-MM-DD_<slug>_expand.py, "
+                         "..._contract.py) and the revision ids (e<NNNN>_<slug>, c<NNNN>_<slug>)")
+    release_arg(sp)
+    sp.add_argument("--rename", action="append", default=[], metavar="TABLE.OLD:NEW", type=_rename_arg,
+                    help="a column renamed in the models (repeatable): generated as a new column kept in sync by a "
+                         "trigger and backfilled in batches (expand), the old column dropped in the contract; "
+                         "without it a dropped-and-added pair is left as a TODO")
+    sp.add_argument("--models", metavar="MODULE:ATTRIBUTE", default=None,
+                    help="the target models: a MetaData, a declarative base or a function returning one (default: "
+                         "the target_metadata of the project's env.py)")
     return p
+
+
+def _rename_arg(text: str) -> Rename:
+    try:
+        return Rename.parse(text)
+    except SplitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Summary:
@@ -241,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config_error is not None and args.command not in ("lint", "releases", "plan"):
             raise config_error
         code = run(args, url, summary)
-    except (ConfigError, ManifestError, UnknownRelease) as exc:
+    except (ConfigError, ManifestError, UnknownRelease, GenerateError, SplitError) as exc:
         code, summary.data["error"] = EXIT_USAGE, str(exc)
     except RevisionError as exc:  # alembic_version holds an unknown revision (2) or one older than the baseline (5)
         code, summary.data["error"] = exc.exit_code, str(exc)
@@ -277,6 +305,32 @@ def _lock_holder(url: Any) -> dict[str, Any] | None:
         return lock_holder(conn)
 
 
+def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
+    release = _require_release(args)
+    made = generate(url, args.message, release, args.rename, args.models, args.manifest)
+    def shown(path: Path) -> Path:  # relative to the working directory when under it
+        return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+    for branch, path, revision in ((EXPAND, made.expand_path, made.expand_id),
+                                   (CONTRACT, made.contract_path, made.contract_id)):
+        print(f"{branch:8}  {revision}  {shown(path)}")
+        for placement in made.split.placements:
+            if placement.branch == branch:
+                note = f" ({placement.note})" if placement.note else ""
+                print(f"          {placement.kind} {placement.target}{note}")
+    for placement in made.split.placements:
+        if placement.branch == "todo":
+            print(f"TODO      {placement.kind} {placement.target}: see the {TODO_MARKER} line")
+    print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
+          f"({shown(made.manifest)})")
+    summary.data.update(outcome="ok", expand=made.expand_id, contract=made.contract_id,
+                        todos=len(made.split.todos))
+    if made.split.todos:
+        print(f"{len(made.split.todos)} change(s) left as {TODO_MARKER}: `divbase-migrate lint` refuses the files "
+              f"until they are written by hand")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     if args.command == "lint":
         findings = lint(args.paths or None)
@@ -284,7 +338,8 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             print(finding)
         summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
         if findings:
-            summary.data["error"] = f"{len(findings)} forbidden operation(s) in expand revisions: {findings[0]}"
+            summary.data["error"] = (f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
+                                     f"left by `revision`): {findings[0]}")
             return EXIT_LINT
         print("lint: expand revisions only add or backfill")
         return EXIT_OK
@@ -314,6 +369,8 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     # which variables were read, never their values (any of them may be a Secret's key: see database.py)
     log.info("database", extra={"settings": [ENV_URL] if os.environ.get(ENV_URL) else
                                 sorted(name for name in ENV_PARTS.values() if os.environ.get(name))})
+    if args.command == "revision":
+        return _revision(args, url, summary)
     if args.command == "status":
         applied = _read_applied(url, manifest)
         status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),

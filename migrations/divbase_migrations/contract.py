@@ -74,7 +74,7 @@ EXIT_MEANINGS: Final = {
     EXIT_TIMEOUT: "timed out: a lock not granted after every retry, another runner's lock, or statement_timeout",
     EXIT_PRECONDITION: "the database cannot take this step or serve this release (e.g. contract before expand, "
                        "a downgrade past a contract); `check` exits with this when the release cannot run",
-    EXIT_LINT: "lint found a forbidden operation in an expand revision",
+    EXIT_LINT: "lint found a forbidden operation in an expand revision, or a TODO `revision` left",
 }
 # No retry can fix these (the same input meets the same refusal): the Job fails at once (podFailurePolicy).
 # The others are retried by the Job up to its backoffLimit: a database back up, a lock released, a fixed bug.

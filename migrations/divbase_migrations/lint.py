@@ -5,6 +5,9 @@ NOT NULL column without a server default to an existing table, building an index
 CONCURRENTLY. The same rules are applied to SQL strings passed to `op.execute`. Contract revisions are not
 restricted (that is where removals belong). A finding names the file, line and operation.
 
+In every revision of either branch, a `# DIVBASE-TODO` line (what `divbase-migrate revision` writes where it
+could not place a change safely) is a finding until someone writes the change by hand and deletes the marker.
+
 A reviewed exception carries `# divbase-lint: allow <reason>` on the operation's first line (e.g. dropping an
 INVALID index left by a failed CONCURRENTLY build, to make the revision re-runnable); a marker without a reason
 is itself a finding."""
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from .releases import BRANCHES, EXPAND, TRUNK, Chains
 from .revisions import PACKAGE_DIR, chains_from, script_directory
+from .splitter import TODO_MARKER
 
 VERSIONS_DIR = PACKAGE_DIR / "alembic" / "versions"
 
@@ -158,13 +162,16 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
         return [Finding(path, 1, "revision", f"revision {revision!r} is on neither branch: give the first revision "
                                              f"of a branch branch_labels = ('expand',) or ('contract',), and "
                                              f"every later one a down_revision on that branch")]
+    todos = [Finding(path, number, TODO_MARKER, line.split(TODO_MARKER, 1)[1].lstrip(": ").strip() +
+                     " (left by `divbase-migrate revision`: write it by hand, then delete the marker)")
+             for number, line in enumerate(path.read_text().splitlines(), start=1) if TODO_MARKER in line]
     if branch != EXPAND:
-        return []
+        return todos
     upgrade = _upgrade(tree)
     if upgrade is None:
-        return [Finding(path, 1, "upgrade", "no upgrade() function")]
+        return [*todos, Finding(path, 1, "upgrade", "no upgrade() function")]
     created = {_const(_arg(call, 0, "table_name")) for name, call in _op_calls(upgrade) if name == "create_table"}
-    findings: list[Finding] = []
+    findings: list[Finding] = list(todos)
 
     lines = path.read_text().splitlines()
 
