@@ -1,5 +1,12 @@
 module divbase.local/conformance/argocd
 
+// Argo CD v3.2.12 is the newest release whose gitops-engine is a module of its own that the Go module proxy serves
+// (the pseudo-version its go.mod pins). From v3.3 on, Argo CD builds gitops-engine from its own tree
+// (`replace ... => ./gitops-engine`, which does not apply to an importing module): v3.3.x pins
+// github.com/argoproj/gitops-engine at a pseudo-version that need not match that tree, and v3.4.x/v3.5.x require
+// github.com/argoproj/argo-cd/gitops-engine v0.7.1-0.20250908182407-97ad5b59a627, which the proxy refuses
+// ("403 Forbidden ... This module version is not available"). v3.6 needs Go 1.27.
+
 go 1.26.0
 
 require (

@@ -1,5 +1,9 @@
 module divbase.local/conformance/kstatus
 
+// sigs.k8s.io/cli-utils v0.37.2 is the newest upstream release. github.com/fluxcd/cli-utils v1.3.0 is the newest of
+// Flux's fork that builds with Go 1.26: v1.4.0 (linked by kustomize-controller v1.10.1) needs Go 1.27, and its
+// pkg/kstatus/status is identical to v1.3.0's.
+
 go 1.26.0
 
 require (
