@@ -2,7 +2,8 @@
 
 - `argocd-health` (gitops/conformance/argocd): Argo CD's application-controller health path - argocd-cm parsed by
   Argo CD's SettingsManager, gitops-engine's health.GetResourceHealth with util/lua's overrides - over JSON lines.
-- `kstatus` (gitops/conformance/kstatus): status.Compute of sigs.k8s.io/cli-utils and of Flux's fork.
+- `kstatus` (gitops/conformance/kstatus): status.Compute of sigs.k8s.io/cli-utils and of Flux's fork, and Flux's
+  CEL status reader for a Kustomization's healthCheckExprs.
 
 Each is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries live
 under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go)>/`, next to the local control

@@ -40,11 +40,11 @@ def _run(name: str, requests: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-# --- kstatus ---------------------------------------------------------------------------------------------------------
+# --- kstatus and Flux ------------------------------------------------------------------------------------------------
 def kstatus_many(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(status, message) of each object by status.Compute; sigs.k8s.io/cli-utils and Flux's fork must agree."""
     results = []
-    for obj, res in zip(objects, _run("kstatus", objects), strict=True):
+    for obj, res in zip(objects, _run("kstatus", [{"object": o} for o in objects]), strict=True):
         assert res["upstream"] == res["flux"], ("kstatus and Flux's fork disagree", obj, res)
         assert "error" not in res["upstream"], res
         results.append((res["upstream"]["status"], res["upstream"]["message"]))
@@ -53,6 +53,13 @@ def kstatus_many(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
     return kstatus_many([obj])[0]
+
+
+def flux_cel_many(objects: list[dict[str, Any]], health_check_exprs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """What Flux's CEL status reader (a Kustomization's spec.healthCheckExprs) reports for each object:
+    {"status", "message"} plus "error" when an expression could not be evaluated (status Unknown)."""
+    out = _run("kstatus", [{"object": o, "healthCheckExprs": health_check_exprs} for o in objects])
+    return [res["fluxCEL"] for res in out]
 
 
 # --- Argo CD ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """kstatus conformance: what Flux (and every kstatus client) concludes from the status the REAL planner writes,
 computed by kstatus' own code - status.Compute of sigs.k8s.io/cli-utils and of Flux's fork github.com/fluxcd/cli-utils,
-linked from their Go modules (gitops/conformance/kstatus; tests/unit/conformance_tools.py runs it).
+linked from their Go modules (gitops/conformance/kstatus; tests/unit/conformance_tools.py runs it) - and what Flux's
+own CEL status reader makes of the documented healthCheckExprs (docs/examples/flux-kustomization.yaml).
 
 What that code does with a custom kind (pkg/kstatus/status: checkGenericProperties, then checkReadyCondition): a
 deletionTimestamp is Terminating; an observedGeneration that differs from metadata.generation is InProgress; the
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance_tools import CURRENT, FAILED, IN_PROGRESS, TERMINATING, kstatus, kstatus_many
+from conformance_tools import CURRENT, FAILED, IN_PROGRESS, TERMINATING, flux_cel_many, kstatus, kstatus_many
 from divbase_operator import names
 from planner_world import World, base_spec
 
@@ -259,49 +260,34 @@ def test_flux_example_health_checks_the_database() -> None:
     assert spec["wait"] is False and spec["timeout"]
 
 
-def flux_cel_status(exprs: dict[str, str], obj: dict[str, Any]) -> str:
-    """Flux's healthCheckExprs evaluation: inProgress, then failed, then current; none true -> InProgress. An
-    expression that cannot be evaluated (a field still missing) leaves the resource InProgress."""
-    celpy = pytest.importorskip("celpy", reason="cel-python evaluates the Flux CEL expressions")
-    env = celpy.Environment()
-    activation = {key: celpy.json_to_cel(obj[key]) for key in ("metadata", "spec", "status") if key in obj}
-    for key, status in (("inProgress", IN_PROGRESS), ("failed", FAILED), ("current", CURRENT)):
-        if key not in exprs:
-            continue
-        try:
-            result = env.program(env.compile(exprs[key])).evaluate(activation)
-        except Exception:
-            return IN_PROGRESS
-        if isinstance(result, celpy.CELEvalError):
-            return IN_PROGRESS
-        if bool(result):
-            return status
-    return IN_PROGRESS
-
-
-def _flux_exprs() -> dict[str, str]:
+def _flux_exprs() -> list[dict[str, str]]:
     import yaml
 
     path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "flux-kustomization.yaml"
     kustomization = next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Kustomization")
-    return kustomization["spec"]["healthCheckExprs"][0]
+    return kustomization["spec"]["healthCheckExprs"]
 
 
-@pytest.mark.parametrize("case", list(PHASES))
-def test_flux_cel_expressions_agree_with_kstatus_and_ready(case: str, real_kstatus: dict[str, tuple[str, str]]) -> None:
-    make, _, expected = PHASES[case]
-    world = make()
-    status = flux_cel_status(_flux_exprs(), as_object(world))
-    assert status == real_kstatus[case][0] == expected
-    assert (status == CURRENT) == (_conditions(world)[names.COND_READY]["status"] == "True")
+def test_flux_cel_expressions_agree_with_kstatus_and_ready(real_kstatus: dict[str, tuple[str, str]]) -> None:
+    """Flux's own CEL status reader on the documented healthCheckExprs, in every phase."""
+    worlds = {case: make() for case, (make, _, _) in PHASES.items()}
+    results = flux_cel_many([as_object(w) for w in worlds.values()], _flux_exprs())
+    for (case, world), result in zip(worlds.items(), results, strict=True):
+        assert "error" not in result, (case, result)
+        assert result["status"] == real_kstatus[case][0] == PHASES[case][2], (case, result)
+        assert (result["status"] == CURRENT) == (_conditions(world)[names.COND_READY]["status"] == "True")
 
 
 def test_flux_cel_expressions_before_the_operator_wrote_status() -> None:
+    """Plain kstatus calls a DivBaseDatabase without status Current; the expressions cannot be evaluated on it yet
+    (no status.observedGeneration), so Flux's reader says Unknown with the CEL error - not Current: Flux waits."""
     world = World(spec=base_spec("1"))
     obj = as_object(world)
     del obj["status"]
     assert kstatus(obj) == (CURRENT, "Resource is current")  # plain kstatus: the gap the expressions close
-    assert flux_cel_status(_flux_exprs(), obj) == IN_PROGRESS
     ready = _ready()
-    ready.set_spec(version="2")
-    assert flux_cel_status(_flux_exprs(), as_object(ready)) == IN_PROGRESS  # generation not observed yet
+    ready.set_spec(version="2")  # generation 2, status of generation 1 (Ready=True)
+    no_status, not_observed = flux_cel_many([obj, as_object(ready)], _flux_exprs())
+    assert no_status["status"] == "Unknown"
+    assert "no such attribute(s): status.observedGeneration" in no_status["error"]
+    assert not_observed == {"status": IN_PROGRESS, "message": ""}
