@@ -1,5 +1,6 @@
 # Entry points in the kubebuilder habit. `make test` works on a fresh machine: it installs missing system
-# packages, creates its own virtual environment, builds (or reuses) the local control plane, then runs everything.
+# packages, creates its own virtual environment, builds (or reuses) the local control plane and the ecosystem's own
+# checkers (Argo CD's health path, kstatus), then runs everything.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 export DIVBASE_CACHE_DIR ?= $(HOME)/.cache/divbase
 PYTEST_ARGS ?=
 
-.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster demo clean mutation
+.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster conformance demo clean mutation
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,10 +27,13 @@ venv: $(BIN)/.installed ## Create the virtual environment with the test extras.
 localcluster: venv ## Build (or reuse from cache) the Kubernetes binaries of the local control plane.
 	$(BIN)/divbase-localcluster build
 
+conformance: venv ## Build (or reuse from cache) Argo CD's health evaluator and kstatus from their Go modules.
+	$(BIN)/python -m divbase_localcluster.conformance
+
 lint: venv ## ruff over the whole tree.
 	$(BIN)/ruff check .
 
-unit: venv ## Unit tests only (no PostgreSQL, no cluster).
+unit: venv conformance ## Unit tests only (no PostgreSQL, no cluster; Argo CD's and kstatus' own code).
 	scripts/run-pytest.sh $(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 integration: system-deps venv ## PostgreSQL tests of the migrations and divbase-migrate (no cluster).
@@ -49,7 +53,7 @@ integration-pg18: venv ## The server-dependent PostgreSQL tests again on Postgre
 cluster: system-deps venv localcluster ## Tests on the local control plane.
 	scripts/run-pytest.sh $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
-test: system-deps venv localcluster lint ## The whole suite: unit, PostgreSQL 15 (Debian's) and cluster tests; PostgreSQL 18 beside them.
+test: system-deps venv localcluster conformance lint ## The whole suite: unit, PostgreSQL 15 (Debian's) and cluster tests; PostgreSQL 18 beside them.
 	@# PostgreSQL 18 runs beside the main session (whose cluster tests mostly wait on the control plane); its
 	@# output follows the main session's, and either failing fails the target.
 	@pg18_log="$$(mktemp)"; \

@@ -1,14 +1,16 @@
-"""kstatus conformance: what Flux (and `kubectl wait`, cli-utils) conclude from the status the REAL planner writes.
+"""kstatus conformance: what Flux (and every kstatus client) concludes from the status the REAL planner writes,
+computed by kstatus' own code - status.Compute of sigs.k8s.io/cli-utils and of Flux's fork github.com/fluxcd/cli-utils,
+linked from their Go modules (gitops/conformance/kstatus; tests/unit/conformance_tools.py runs it) - and what Flux's
+own CEL status reader makes of the documented healthCheckExprs (docs/examples/flux-kustomization.yaml).
 
-kstatus (sigs.k8s.io/cli-utils/pkg/kstatus) has no rule for a custom kind beyond its generic properties: a
-deletionTimestamp means Terminating; an observedGeneration that differs from metadata.generation means
-InProgress; Reconciling=True means InProgress and Stalled=True means Failed (whichever comes first in the
-conditions list); anything else is Current - kstatus itself never looks at Ready. So the planner must keep
-Reconciling/Stalled truthful: a resource kstatus calls Current has to be Ready, except while paused.
+What that code does with a custom kind (pkg/kstatus/status: checkGenericProperties, then checkReadyCondition): a
+deletionTimestamp is Terminating; an observedGeneration that differs from metadata.generation is InProgress; the
+first of Reconciling=True (InProgress) or Stalled=True (Failed) in the conditions list decides; otherwise the Ready
+condition decides (True: Current, False or Unknown: InProgress); without any of these, Current. So with the
+operator's conditions kstatus says Current exactly when Ready=True for the observed generation - paused included.
 
-`kstatus` below is a faithful transcription of those rules; `phase_worlds` drives the planner (through
-tests/unit/planner_world.py) into every phase, and the tests assert what kstatus makes of each. The Argo CD
-health check test reuses `phase_worlds`."""
+`phase_worlds` drives the planner (through tests/unit/planner_world.py) into every phase; the Argo CD health check
+tests and others reuse PHASES and as_object."""
 
 from __future__ import annotations
 
@@ -17,28 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conformance_tools import CURRENT, FAILED, IN_PROGRESS, TERMINATING, flux_cel_many, kstatus, kstatus_many
 from divbase_operator import names
 from planner_world import World, base_spec
 
-CURRENT, IN_PROGRESS, FAILED, TERMINATING = "Current", "InProgress", "Failed", "Terminating"
-
-
-def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
-    """(status, message) of a custom resource by kstatus' generic rules (checkGenericProperties + default)."""
-    meta = obj.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return TERMINATING, "Resource scheduled for deletion"
-    status = obj.get("status") or {}
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
-    if generation is not None and observed is not None and int(observed) != int(generation):
-        kind = obj.get("kind")
-        return IN_PROGRESS, f"{kind} generation is {generation}, but latest observed generation is {observed}"
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == names.COND_RECONCILING and cond.get("status") == "True":
-            return IN_PROGRESS, cond.get("message") or cond.get("reason") or ""
-        if cond.get("type") == names.COND_STALLED and cond.get("status") == "True":
-            return FAILED, cond.get("message") or cond.get("reason") or ""
-    return CURRENT, "Resource is current"
+__all__ = ["CURRENT", "FAILED", "IN_PROGRESS", "PHASES", "TERMINATING", "as_object", "kstatus", "phase_worlds"]
 
 
 def as_object(world: World, name: str = "db") -> dict[str, Any]:
@@ -139,9 +124,9 @@ PHASES: dict[str, tuple[Callable[[], World], str, str]] = {
     "expand-failed": (_expand_failed, names.PHASE_FAILED, FAILED),
     "rolled-back": (_rolled_back, names.PHASE_FAILED, FAILED),
     "downgrade-refused": (_downgrade_refused, names.PHASE_FAILED, FAILED),
-    # Paused is Current: the operator has done all it will do until spec.paused is false (like a suspended Flux
-    # object). Ready still tells whether the release is rolled out, so `kubectl wait --for=condition=Ready` waits.
-    "paused-mid-rollout": (_paused_mid_rollout, names.PHASE_PAUSED, CURRENT),
+    # Paused: neither Reconciling nor Stalled is True, so kstatus goes by Ready - Current once the release is rolled
+    # out, InProgress (with the paused message) when paused in the middle of a rollout: dependents keep waiting.
+    "paused-mid-rollout": (_paused_mid_rollout, names.PHASE_PAUSED, IN_PROGRESS),
     "paused-ready": (_paused_ready, names.PHASE_PAUSED, CURRENT),
 }
 
@@ -152,36 +137,56 @@ def phase_worlds() -> Iterator[tuple[str, World, str, str]]:
         yield case, make(), phase, expected
 
 
+def _conditions(world: World) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in world.status["conditions"]}
+
+
+@pytest.fixture(scope="module")
+def real_kstatus() -> dict[str, tuple[str, str]]:
+    """kstatus' own verdict on every phase, in one run of the real code."""
+    return dict(zip(PHASES, kstatus_many([as_object(make()) for make, _, _ in PHASES.values()]), strict=True))
+
+
 @pytest.mark.parametrize("case", list(PHASES))
-def test_kstatus_of_each_phase(case: str) -> None:
+def test_kstatus_of_each_phase(case: str, real_kstatus: dict[str, tuple[str, str]]) -> None:
     make, phase, expected = PHASES[case]
     world = make()
     assert world.status["phase"] == phase, world.status
-    obj = as_object(world)
-    status, message = kstatus(obj)
+    status, message = real_kstatus[case]
     assert status == expected, (case, status, message, world.status["conditions"])
-    ready = next(c for c in world.status["conditions"] if c["type"] == names.COND_READY)
-    if phase != names.PHASE_PAUSED:
-        # beyond kstatus: Current exactly when Ready=True, so Flux and `kubectl wait` agree
-        assert (status == CURRENT) == (ready["status"] == "True"), (case, ready)
+    conditions = _conditions(world)
+    # Flux and `kubectl wait --for=condition=Ready` agree in every phase, paused included
+    assert (status == CURRENT) == (conditions[names.COND_READY]["status"] == "True"), (case, conditions)
     if status == FAILED:
-        stalled = next(c for c in world.status["conditions"] if c["type"] == names.COND_STALLED)
-        assert message == stalled["message"] and message
+        assert message == conditions[names.COND_STALLED]["message"] and message
+    elif conditions[names.COND_RECONCILING]["status"] == "True":
+        assert message == conditions[names.COND_RECONCILING]["message"] and message
+    elif status == IN_PROGRESS:  # decided by Ready=False: its message
+        assert message == conditions[names.COND_READY]["message"] and message
+    else:
+        assert message == "Resource is Ready"
     for cond in world.status["conditions"]:
         assert cond["observedGeneration"] == world.generation
 
 
+def test_paused_mid_rollout_is_in_progress_with_the_paused_message() -> None:
+    world = _paused_mid_rollout()
+    status, message = kstatus(as_object(world))
+    assert (status, message) == (IN_PROGRESS, _conditions(world)[names.COND_READY]["message"])
+    assert "spec.paused is true" in message
+
+
 def test_paused_ready_flag_tells_converged_from_mid_rollout() -> None:
-    ready = next(c for c in _paused_ready().status["conditions"] if c["type"] == names.COND_READY)
-    mid = next(c for c in _paused_mid_rollout().status["conditions"] if c["type"] == names.COND_READY)
+    ready = _conditions(_paused_ready())[names.COND_READY]
+    mid = _conditions(_paused_mid_rollout())[names.COND_READY]
     assert ready["status"] == "True" and mid["status"] == "False"
 
 
 def test_generation_not_yet_observed_is_in_progress_even_if_ready() -> None:
     world = _ready()
     world.set_spec(version="2")  # the apiserver bumped generation; the operator has not reconciled yet
-    status, message = kstatus(as_object(world))
-    assert status == IN_PROGRESS and "observed generation is 1" in message
+    assert kstatus(as_object(world)) == (
+        IN_PROGRESS, f"{names.KIND} generation is 2, but latest observed generation is 1")
 
 
 def test_stale_stalled_condition_does_not_fail_a_new_generation() -> None:
@@ -193,26 +198,50 @@ def test_stale_stalled_condition_does_not_fail_a_new_generation() -> None:
 def test_terminating_wins() -> None:
     obj = as_object(_ready())
     obj["metadata"]["deletionTimestamp"] = "2026-11-25T12:00:00Z"
-    assert kstatus(obj)[0] == TERMINATING
+    assert kstatus(obj) == (TERMINATING, "Resource scheduled for deletion")
 
 
-def test_kstatus_never_looks_at_ready() -> None:
-    """Documented kstatus behaviour this test suite relies on: no Reconciling/Stalled True -> Current."""
-    obj = {"kind": names.KIND, "metadata": {"generation": 1},
-           "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False"}]}}
-    assert kstatus(obj)[0] == CURRENT
+def test_kstatus_falls_back_to_ready() -> None:
+    """When neither Reconciling nor Stalled is True, kstatus goes by Ready (an earlier version of this suite
+    claimed it never reads Ready; kstatus' own code shows otherwise)."""
+
+    def obj(*conditions: tuple[str, str]) -> dict[str, Any]:
+        return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"generation": 1},
+                "status": {"observedGeneration": 1,
+                           "conditions": [{"type": t, "status": s, "reason": "R", "message": f"{t} is {s}"}
+                                          for t, s in conditions]}}  # fmt: skip
+
+    assert kstatus_many([
+        obj(("Ready", "False")),
+        obj(("Ready", "Unknown")),
+        obj(("Ready", "True")),
+        obj(),
+        obj(("Reconciling", "False"), ("Stalled", "False"), ("Ready", "False")),
+        obj(("Ready", "True"), ("Reconciling", "True")),
+        obj(("Ready", "True"), ("Stalled", "True"), ("Reconciling", "True")),
+    ]) == [
+        (IN_PROGRESS, "Ready is False"),
+        (IN_PROGRESS, "Ready is Unknown"),
+        (CURRENT, "Resource is Ready"),
+        (CURRENT, "Resource is current"),
+        (IN_PROGRESS, "Ready is False"),
+        (IN_PROGRESS, "Reconciling is True"),
+        (FAILED, "Stalled is True"),  # the first of Reconciling/Stalled in the list decides
+    ]
 
 
 def test_every_step_of_an_upgrade_is_in_progress_until_ready() -> None:
     """Walk one upgrade reconcile by reconcile: kstatus never says Current before the rollout finished."""
     world = _ready()
     world.set_spec(version="2")
-    seen = []
+    phases, objects = [], []
     for act in (lambda: None, lambda: world.finish_job("expand"), world.start_rollouts, world.complete_rollouts,
                 lambda: world.finish_job("contract")):
         act()
         world.reconcile()
-        seen.append((world.status["phase"], kstatus(as_object(world))[0]))
+        phases.append(world.status["phase"])
+        objects.append(as_object(world))
+    seen = list(zip(phases, [status for status, _ in kstatus_many(objects)], strict=True))
     assert seen[-1] == (names.PHASE_READY, CURRENT)
     assert all(status == IN_PROGRESS for _, status in seen[:-1]), seen
 
@@ -231,54 +260,34 @@ def test_flux_example_health_checks_the_database() -> None:
     assert spec["wait"] is False and spec["timeout"]
 
 
-def flux_cel_status(exprs: dict[str, str], obj: dict[str, Any]) -> str:
-    """Flux's healthCheckExprs evaluation: inProgress, then failed, then current; none true -> InProgress. An
-    expression that cannot be evaluated (a field still missing) leaves the resource InProgress."""
-    celpy = pytest.importorskip("celpy", reason="cel-python evaluates the Flux CEL expressions")
-    env = celpy.Environment()
-    activation = {key: celpy.json_to_cel(obj[key]) for key in ("metadata", "spec", "status") if key in obj}
-    for key, status in (("inProgress", IN_PROGRESS), ("failed", FAILED), ("current", CURRENT)):
-        if key not in exprs:
-            continue
-        try:
-            result = env.program(env.compile(exprs[key])).evaluate(activation)
-        except Exception:
-            return IN_PROGRESS
-        if isinstance(result, celpy.CELEvalError):
-            return IN_PROGRESS
-        if bool(result):
-            return status
-    return IN_PROGRESS
-
-
-def _flux_exprs() -> dict[str, str]:
+def _flux_exprs() -> list[dict[str, str]]:
     import yaml
 
     path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "flux-kustomization.yaml"
     kustomization = next(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Kustomization")
-    return kustomization["spec"]["healthCheckExprs"][0]
+    return kustomization["spec"]["healthCheckExprs"]
 
 
-@pytest.mark.parametrize("case", list(PHASES))
-def test_flux_cel_expressions_agree_with_kstatus_and_ready(case: str) -> None:
-    make, phase, expected = PHASES[case]
-    world = make()
-    obj = as_object(world)
-    status = flux_cel_status(_flux_exprs(), obj)
-    ready = next(c for c in world.status["conditions"] if c["type"] == names.COND_READY)["status"] == "True"
-    if phase == names.PHASE_PAUSED:
-        # stricter than kstatus: paused in the middle of a rollout is not Current
-        assert status == (CURRENT if ready else IN_PROGRESS)
-    else:
-        assert status == expected
+def test_flux_cel_expressions_agree_with_kstatus_and_ready(real_kstatus: dict[str, tuple[str, str]]) -> None:
+    """Flux's own CEL status reader on the documented healthCheckExprs, in every phase."""
+    worlds = {case: make() for case, (make, _, _) in PHASES.items()}
+    results = flux_cel_many([as_object(w) for w in worlds.values()], _flux_exprs())
+    for (case, world), result in zip(worlds.items(), results, strict=True):
+        assert "error" not in result, (case, result)
+        assert result["status"] == real_kstatus[case][0] == PHASES[case][2], (case, result)
+        assert (result["status"] == CURRENT) == (_conditions(world)[names.COND_READY]["status"] == "True")
 
 
 def test_flux_cel_expressions_before_the_operator_wrote_status() -> None:
+    """Plain kstatus calls a DivBaseDatabase without status Current; the expressions cannot be evaluated on it yet
+    (no status.observedGeneration), so Flux's reader says Unknown with the CEL error - not Current: Flux waits."""
     world = World(spec=base_spec("1"))
     obj = as_object(world)
     del obj["status"]
-    assert kstatus(obj)[0] == CURRENT  # plain kstatus: the gap the expressions close
-    assert flux_cel_status(_flux_exprs(), obj) == IN_PROGRESS
+    assert kstatus(obj) == (CURRENT, "Resource is current")  # plain kstatus: the gap the expressions close
     ready = _ready()
-    ready.set_spec(version="2")
-    assert flux_cel_status(_flux_exprs(), as_object(ready)) == IN_PROGRESS  # generation not observed yet
+    ready.set_spec(version="2")  # generation 2, status of generation 1 (Ready=True)
+    no_status, not_observed = flux_cel_many([obj, as_object(ready)], _flux_exprs())
+    assert no_status["status"] == "Unknown"
+    assert "no such attribute(s): status.observedGeneration" in no_status["error"]
+    assert not_observed == {"status": IN_PROGRESS, "message": ""}

@@ -1,0 +1,101 @@
+"""Build (or find in the cache) the ecosystem's own checkers, linked from their Go modules.
+
+- `argocd-health` (gitops/conformance/argocd): Argo CD's application-controller health path - argocd-cm parsed by
+  Argo CD's SettingsManager, gitops-engine's health.GetResourceHealth with util/lua's overrides - over JSON lines.
+- `kstatus` (gitops/conformance/kstatus): status.Compute of sigs.k8s.io/cli-utils and of Flux's fork, and Flux's
+  CEL status reader for a Kustomization's healthCheckExprs.
+
+Each is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries live
+under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go)>/`, next to the local control
+plane's cache, so a warm run only checks that the file exists and a change of the sources builds a fresh one.
+
+    python -m divbase_localcluster.conformance [--force] [NAME...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .build import BuildError, _go_env, _run, cache_root
+
+CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus"}  # binary name -> directory under gitops/conformance
+
+
+def source_dir(name: str) -> Path:
+    """gitops/conformance/<dir> of the source tree (this package is installed editable from localcluster/)."""
+    src = Path(__file__).resolve().parents[2] / "gitops" / "conformance" / CHECKERS[name]
+    if not (src / "go.mod").is_file():
+        raise BuildError(f"Go sources of {name} not found at {src} (need an editable install)")
+    return src
+
+
+def cache_key(name: str) -> str:
+    h = hashlib.sha256()
+    src = source_dir(name)
+    for path in sorted([src / "go.mod", src / "go.sum", *src.glob("*.go")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+def binary(name: str) -> Path:
+    """Where the binary is (or will be) for the current sources; does not build."""
+    return cache_root() / "conformance" / cache_key(name) / name
+
+
+def build(name: str, force: bool = False, verbose: bool = True) -> Path:
+    """Return the cached binary, building it when missing (a file lock serialises concurrent builds; the binary is
+    linked under a temporary name and renamed, so an interrupted build leaves no half-written executable)."""
+    out = binary(name)
+    if not force and out.is_file():
+        return out
+    if shutil.which("go") is None:
+        raise BuildError(f"the `go` toolchain is not on PATH; it is needed once to build {name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and out.is_file():
+            return out
+        log = out.parent / "build.log"
+        if verbose:
+            print(f"building {name} from {source_dir(name)} into {out} (log {log})", file=sys.stderr)
+        env = _go_env()
+        # the module's go.sum is committed; -mod=mod lets a fresh machine fill the module cache through the proxy
+        env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
+        tmp = out.with_name(f".{name}.tmp")
+        seconds = _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."], log, env,
+                       source_dir(name))  # fmt: skip
+        tmp.replace(out)
+        timings = out.parent / "timings.json"
+        timings.write_text(json.dumps({"build_seconds": seconds,
+                                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+        if verbose:
+            print(f"built {name} in {seconds} s", file=sys.stderr)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m divbase_localcluster.conformance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="rebuild even when the cache has the binary")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"what to build (default: all of {', '.join(CHECKERS)})")  # fmt: skip
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(CHECKERS)
+    if unknown:
+        parser.error(f"unknown checker(s) {sorted(unknown)}; known: {', '.join(CHECKERS)}")
+    for name in args.names or CHECKERS:
+        start = time.monotonic()
+        path = build(name, force=args.force)
+        print(f"{name}: {path} ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
