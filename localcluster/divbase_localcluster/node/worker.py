@@ -583,6 +583,8 @@ class PodWorker:
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
                 agent.register_pgid(r.proc.pid)
+                if r.cancel.is_set():  # the container ended while this was starting
+                    r.kill()
                 try:
                     code = r.proc.wait()
                 finally:
