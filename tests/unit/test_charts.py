@@ -429,6 +429,33 @@ def test_release_chart_api_is_ready_only_when_serving_and_survives_drains() -> N
     assert by_kind(docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == "50%"
 
 
+def test_release_chart_api_drains_before_sigterm() -> None:
+    """The API gets the standard `preStop: sleep` (default 5 s) inside a longer grace period, so endpoints drop a
+    stopping pod while it still serves; 0 renders no hook; a grace period not above the sleep fails, naming both."""
+    docs = render(RELEASE_CHART)
+    assert isinstance(docs, list)
+    assert _api_container(docs)["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    workloads = {w["name"]: w["template"]["template"]["spec"] for w in _database(docs)["spec"]["workloads"]}
+    assert workloads["api"]["terminationGracePeriodSeconds"] == 30
+    assert "lifecycle" not in workloads["worker"]["containers"][0], "only the API sits behind a Service"
+    assert "terminationGracePeriodSeconds" not in workloads["worker"]
+    _, errors = parse_spec(_database(docs)["spec"])
+    assert errors == []
+    docs = render(RELEASE_CHART, "--set", "api.preStopSleepSeconds=0")
+    assert isinstance(docs, list)
+    assert "lifecycle" not in _api_container(docs)
+    docs = render(RELEASE_CHART, "--set", "api.preStopSleepSeconds=20", "--set", "api.terminationGracePeriodSeconds=45")
+    assert isinstance(docs, list)
+    assert _api_container(docs)["lifecycle"]["preStop"]["sleep"]["seconds"] == 20
+    stderr = render(RELEASE_CHART, "--set", "api.preStopSleepSeconds=30", check=False)
+    assert isinstance(stderr, str)
+    assert "api.terminationGracePeriodSeconds (30) must exceed api.preStopSleepSeconds (30)" in stderr, stderr
+    docs = render(RELEASE_CHART, "--set", "api.preStopSleepSeconds=30", "--set", "api.enabled=false")
+    assert isinstance(docs, list), "no API, nothing to check"
+    stderr = render(RELEASE_CHART, "--set", "api.preStopSleepSeconds=-1", check=False)
+    assert isinstance(stderr, str) and "/api/preStopSleepSeconds" in stderr, stderr
+
+
 def test_helm_set_version_starts_a_rollout() -> None:
     """`helm upgrade --set version=2` passes the number 2; the resource gets the string "2"."""
     docs = render(RELEASE_CHART, "--set", "version=2")

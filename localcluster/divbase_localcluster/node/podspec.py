@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from . import hooks
+
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 SUPPORTED_VOLUMES = {"emptyDir", "secret", "configMap", "projected", "downwardAPI"}
 NOOP_VOLUME_KEYS = {"name"}
@@ -154,8 +156,7 @@ def unsupported_fields(pod: dict[str, Any]) -> list[str]:
                 found.append(f"{at}.restartPolicy")
             if c.get("workingDir"):
                 found.append(f"{at}.workingDir")
-            if c.get("lifecycle"):
-                found.append(f"{at}.lifecycle")
+            found += [f"{at}.lifecycle.{k}" for k in hooks.unsupported_handler_fields(c.get("lifecycle") or {})]
             if c.get("volumeDevices"):
                 found.append(f"{at}.volumeDevices")
             found += [f"{at}.ports[{j}].hostPort" for j, p in enumerate(c.get("ports") or []) if p.get("hostPort")]

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import podspec, serviceaccount
+from .. import build
+from . import hooks, podspec, serviceaccount
 from .api import STRATEGIC, ApiError
 from .images import ImageRef
 from .serviceaccount import ServiceAccountToken
@@ -98,8 +99,13 @@ class Container:
     started: bool = False  # startup probe passed (or none)
     backoff: float = 0.0
     next_start: float = 0.0
-    kill_deadline: float | None = None
+    kill_deadline: float | None = None  # SIGTERM sent: SIGKILL at this time
     kill_reason: str = ""
+    stop_started: float | None = None  # being stopped (preStop, then SIGTERM) since this time
+    stop_end: float = 0.0  # the end of its grace period (preStop may not run past it)
+    prestop: hooks.HookRun | None = None
+    poststart: hooks.HookRun | None = None  # running: the container is reported Waiting until it is done
+    proc_env: dict[str, str] = field(default_factory=dict)  # the environment it was started with (for hooks)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     skip: bool = False  # a sidecar (init container with restartPolicy Always): reported, never run
 
@@ -317,7 +323,9 @@ class PodWorker:
             return "Pending"
         waiting = running = stopped = succeeded = 0
         for c in self.containers:
-            if c.running:
+            if c.running and c.poststart is not None:
+                waiting += 1  # not running for the kubelet until its postStart hook returned
+            elif c.running:
                 running += 1
             elif c.terminated is not None:
                 stopped += 1
@@ -341,8 +349,8 @@ class PodWorker:
         """Reap an exited process, kill one past its kill deadline, start one that is due."""
         if c.running:
             self._reap(c, policy)
-            if c.running and c.kill_deadline is not None and now >= c.kill_deadline:
-                self._signal(c, signal.SIGKILL)
+            if c.running:
+                self._advance_hooks(c, now)
             return
         if c.terminated is not None or now < c.next_start:
             return
@@ -413,7 +421,7 @@ class PodWorker:
             self._exited(c, {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": started_at,
                              "finishedAt": now_rfc3339()})  # fmt: skip
             return
-        c.proc, c.pid = proc, proc.pid
+        c.proc, c.pid, c.proc_env = proc, proc.pid, child_env
         self.agent.register_pgid(proc.pid)
         c.running_since, c.started_mono, c.ever_started = started_at, time.monotonic(), True
         c.kill_deadline, c.kill_reason = None, ""
@@ -427,6 +435,9 @@ class PodWorker:
         log.info("pod %s: container %s started (pid %d, image map entry %s, log %s)",
                  self.key, c.name, proc.pid, resolved.entry, log_path)  # fmt: skip
         self.agent.event(self.pod, "Normal", "Started", f"Started container {c.name}", c)
+        post = hooks.handler(c.spec, "postStart")
+        if post is not None:  # like the kubelet: not Running (no probes) until postStart returns
+            c.poststart = self._run_hook(c, "PostStart", post, timeout=None)
 
     def _reap(self, c: Container, policy: str) -> None:
         """If the container's main process exited: kill what is left of its group, record the exit, decide."""
@@ -468,7 +479,11 @@ class PodWorker:
             restart = policy in ("Always", "OnFailure")
         c.ready = c.started = False
         c.probes = {}
-        c.kill_deadline = None
+        c.kill_deadline = c.stop_started = None
+        for run in (c.prestop, c.poststart):
+            if run is not None:
+                run.kill()
+        c.prestop = c.poststart = None
         if not restart or self.pod["metadata"].get("deletionTimestamp") or self.agent.stopping.is_set():
             c.terminated = term
             return
@@ -496,39 +511,121 @@ class PodWorker:
                 os.killpg(c.pid, sig)
 
     def kill_container(self, c: Container, grace: float, reason: str) -> None:
-        """Start stopping a container: SIGTERM now, SIGKILL once `grace` has passed (checked by `_drive`)."""
-        if c.proc is None or c.kill_deadline is not None:
+        """Start stopping a container as the kubelet's killContainer does: the Killing event, its preStop hook (if
+        any, and only with a grace period above 0) for at most `grace` seconds, then SIGTERM, and SIGKILL once what
+        is left of the grace period has passed (at least 2 s). `_advance_hooks` moves it along."""
+        if c.proc is None or c.stop_started is not None:
             return
         self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {c.name}" +
                          (f": {reason}" if reason else ""), c)  # fmt: skip
+        now = time.monotonic()
         c.kill_reason = reason
+        c.stop_started, c.stop_end = now, now + grace
+        pre = hooks.handler(c.spec, "preStop")
+        if pre is not None and grace > 0:
+            log.info("pod %s: container %s: running its preStop hook (grace period %.0fs)", self.key, c.name, grace)
+            c.prestop = self._run_hook(c, "PreStop", pre, timeout=grace)
+            return
+        self._sigterm(c, now)
+
+    def _sigterm(self, c: Container, now: float) -> None:
+        assert c.stop_started is not None
+        elapsed = now - c.stop_started if c.prestop is not None else None
+        window = hooks.stop_window(c.stop_end - c.stop_started, elapsed)
         self._signal(c, signal.SIGTERM)
-        c.kill_deadline = time.monotonic() + grace
+        c.kill_deadline = now + window
+
+    def _cut(self, c: Container, end: float, now: float) -> None:
+        """A shorter grace period arrived (a later delete): the preStop hook may run only until `end`; a SIGTERM
+        already sent is followed by SIGKILL at `end`, but not within 2 s of now (the kubelet stops it again)."""
+        if c.stop_started is None or end >= c.stop_end:
+            return
+        c.stop_end = end
+        if c.kill_deadline is not None:
+            c.kill_deadline = min(c.kill_deadline, max(end, now + hooks.MIN_GRACE))
+
+    def _advance_hooks(self, c: Container, now: float) -> None:
+        """A running container: postStart finished (a failure kills the container)? preStop done or out of time
+        (then SIGTERM)? Past the kill deadline (then SIGKILL)?"""
+        post = c.poststart
+        if post is not None and post.done.is_set():
+            c.poststart = None
+            if post.error and c.stop_started is None:
+                log.warning("pod %s: container %s: postStart hook failed: %s", self.key, c.name, post.error)
+                # like the kubelet: no details in the Event (they may carry secrets)
+                self.agent.event(self.pod, "Warning", "FailedPostStartHook", "PostStartHook failed", c)
+                self.kill_container(c, self._grace(), "FailedPostStartHook")
+        pre = c.prestop
+        if pre is not None and pre.done.is_set() and not pre.reported:
+            pre.reported = True
+            if pre.error:
+                log.warning("pod %s: container %s: preStop hook failed: %s", self.key, c.name, pre.error)
+                self.agent.event(self.pod, "Warning", "FailedPreStopHook", "PreStopHook failed", c)
+        prestop_over = pre is None or pre.done.is_set() or now >= c.stop_end
+        if c.stop_started is not None and c.kill_deadline is None and prestop_over:
+            if pre is not None and not pre.done.is_set():
+                log.info("pod %s: container %s: preStop hook not completed in the grace period", self.key, c.name)
+            self._sigterm(c, now)
+        if c.kill_deadline is not None and now >= c.kill_deadline:
+            self._signal(c, signal.SIGKILL)
+
+    def _run_hook(self, c: Container, kind: str, h: dict[str, Any], timeout: float | None) -> hooks.HookRun:
+        """Run a lifecycle handler on its own thread: exec in the container's environment and directory (its own
+        process group, killed with the container), httpGet to the pod IP, or sleep."""
+        run = hooks.HookRun(kind)
+        env, cwd, spec, ip = dict(c.proc_env), self.dir, c.spec, self.ip
+        version = ".".join(build.K8S_VERSION.lstrip("v").split(".")[:2])
+        agent = self.agent
+
+        def work(r: hooks.HookRun) -> None:
+            if "exec" in h:
+                r.proc = subprocess.Popen(list(h["exec"].get("command") or []), cwd=cwd, env=env,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                agent.register_pgid(r.proc.pid)
+                if r.cancel.is_set():  # the container ended while this was starting
+                    r.kill()
+                try:
+                    code = r.proc.wait()
+                finally:
+                    agent.unregister_pgid(r.proc.pid)
+                if code != 0:
+                    raise OSError(f"exit code {code}")  # not the command line: it is never logged
+            elif "httpGet" in h:
+                hooks.do_http(hooks.http_request(h["httpGet"], spec, ip, version), timeout)
+            elif "sleep" in h:
+                r.sleep(float(h["sleep"].get("seconds") or 0))
+            else:
+                raise ValueError(f"invalid handler: {sorted(h)}")
+
+        return run.start(work)
 
     def _kill_all(self, grace: float) -> None:
-        """SIGTERM every running container, wait up to `grace`, SIGKILL the rest, reap them all.
+        """Stop every running container (preStop hooks, SIGTERM, SIGKILL when its grace is over), reap them all.
 
-        A shorter deletionGracePeriodSeconds arriving meanwhile (or the pod vanishing: force delete) cuts the wait.
+        A shorter deletionGracePeriodSeconds arriving meanwhile cuts the wait; the pod vanishing (a force delete)
+        SIGKILLs at once.
         """
         live = [c for c in self.all_containers() if c.running]
         started = time.monotonic()
         for c in live:
             if grace > 0:
                 self.kill_container(c, grace, "")
+                self._cut(c, started + grace, started)  # one already stopping (liveness) gets no longer than this
             else:
                 self._signal(c, signal.SIGKILL)
-        deadline = started + grace
         while any(c.running for c in live):
+            now = time.monotonic()
             new_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
-            if new_grace is not None:
-                deadline = min(deadline, started + float(new_grace))
-            if self._vanished:
-                deadline = min(deadline, time.monotonic())
             for c in live:
+                if new_grace is not None:
+                    self._cut(c, started + float(new_grace), now)
+                if self._vanished:
+                    self._signal(c, signal.SIGKILL)
                 if c.running:
                     self._reap(c, "Never")
-                if c.running and time.monotonic() >= deadline:
-                    self._signal(c, signal.SIGKILL)
+                if c.running:
+                    self._advance_hooks(c, now)
             if any(c.running for c in live):
                 time.sleep(0.05)
 
@@ -563,7 +660,7 @@ class PodWorker:
 
     # -- probes -----------------------------------------------------------------------------------------------
     def _probe(self, c: Container, now: float) -> None:
-        if c.kill_deadline is not None:
+        if c.stop_started is not None or c.poststart is not None:
             return
         for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
             st = c.probes.get(kind)
@@ -740,8 +837,12 @@ class PodWorker:
     # -- status -----------------------------------------------------------------------------------------------
     def _container_status(self, c: Container) -> dict[str, Any]:
         state: dict[str, Any]
-        if c.running:
+        up = c.running and c.poststart is None  # the kubelet reports it running once postStart returned
+        if up:
             state = {"running": {"startedAt": c.running_since}}
+        elif c.running:
+            reason, message = c.waiting
+            state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
         elif c.terminated is not None:
             state = {"terminated": c.terminated}
         else:
@@ -751,8 +852,8 @@ class PodWorker:
             "name": c.name,
             "image": c.spec.get("image", ""),
             "imageID": f"local://{ImageRef.parse(str(c.spec.get('image', ''))).repository}" if c.ever_started else "",
-            "ready": c.ready and c.running,
-            "started": c.running and c.started,
+            "ready": c.ready and up,
+            "started": up and c.started,
             "restartCount": c.restart_count,
             "state": state,
             "lastState": {"terminated": c.last_terminated} if c.last_terminated else {},
