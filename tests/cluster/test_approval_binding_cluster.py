@@ -1,18 +1,23 @@
-"""An approval binds what runs, on the real control plane (issue 14, item 4): a plan ConfigMap someone patched is
-published again and not approvable by the kubectl plugin meanwhile; an approval naming a plan that changed before
-the contract started is refused (ContractPlanChanged) until the new plan is approved."""
+"""An approval binds what runs, on the real control plane (issue 14, item 4): a tag re-pushed after the plan (another
+entry for it in the node agent's image map) does not change what the approved contract runs; a plan ConfigMap
+someone patched is published again and not approvable by the kubectl plugin meanwhile; an approval naming a plan
+that changed before the contract started is refused (ContractPlanChanged) until the new plan is approved."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import divbase_migrations
+import yaml
+from divbase_localcluster.cluster import image_map_default
+from divbase_migrations import contract
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, wait_for
+from divbase_operator.testing import Kube, OperatorProcess, install_crd, wait_for
 from sqlalchemy import create_engine, text
 from test_operator_node import DB, install, migrate_check
 
@@ -60,6 +65,88 @@ def await_plan(kube: Kube) -> dict[str, Any]:
     db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
                              timeout=180)
     return dict(db["status"]["contractPlan"])
+
+
+def repush(image_map: Path, env: dict[str, str]) -> None:
+    """Another image behind the same tags: the image map's `divbase` entry gets `env` (read again by the agent)."""
+    doc = yaml.safe_load(image_map.read_text())
+    entry = next(e for e in doc["images"] if e["name"] == "divbase")
+    entry["env"] = {**entry.get("env", {}), **env}
+    image_map.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def contract_pod(kube: Kube) -> Any:
+    pods = kube.core.list_namespaced_pod(kube.namespace, label_selector=kube.selector(
+        DB, **{names.LABEL_STEP: "contract", names.LABEL_VERSION: "2"})).items
+    assert len(pods) == 1, [p.metadata.name for p in pods]
+    return pods[0]
+
+
+def forced_contract(kube: Kube, image: str, digest: str) -> int:
+    """Someone runs the approved contract with the tag itself (not the pinned digest): the runner's exit code."""
+    name = f"forced-{uuid.uuid4().hex[:6]}"
+    kube.batch.create_namespaced_job(kube.namespace, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+            "name": "migrate", "image": image,
+            "command": ["divbase-migrate", "contract", "--release", "2", contract.ARG_EXPECT_DIGEST, digest],
+            "env": [{"name": contract.ENV_DATABASE_URL,
+                     "valueFrom": {"secretKeyRef": {"name": "divbase-db", "key": "url"}}}],
+        }]}}},
+    })
+
+    def exit_code() -> int | None:
+        for pod in kube.core.list_namespaced_pod(kube.namespace, label_selector=f"job-name={name}").items:
+            for status in pod.status.container_statuses or []:
+                if status.state.terminated is not None:
+                    return int(status.state.terminated.exit_code)
+        return None
+    return int(wait_for(lambda: (code := exit_code()) is not None and str(code), 120, f"Job {name} finished"))
+
+
+def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, database_url: str,
+                                                        tmp_path: Path) -> None:
+    """The plan pod's imageID is a content digest (the node agent reports `divbase@sha256:...`), so the plan pins
+    the image; divbase:2 is then re-pushed with a contract that also comments table "user". The approved contract
+    runs the pinned image and exactly the approved SQL; the re-pushed tag run against the approved digest is
+    refused (exit 5) and applies nothing."""
+    image_map = tmp_path / "images.yaml"
+    shutil.copy(image_map_default(), image_map)
+    info = cluster_factory(node=True, image_map=image_map).info()
+    api_client = info.api_client()
+    try:
+        install_crd(api_client)
+        namespace = f"t-repush-{uuid.uuid4().hex[:6]}"
+        kube = Kube(api_client, namespace)
+        kube.core.create_namespace({"metadata": {"name": namespace}})
+        kube.create_secret("divbase-db", {"url": database_url})
+        operator = OperatorProcess(str(info.kubeconfig), namespace, tmp_path / "operator.log")
+        operator.start()
+        try:
+            install(kube, contract={"policy": "Manual"})
+            kube.patch_db(DB, {"spec": {"version": "2"}})
+            plan = await_plan(kube)
+            pinned = plan.get("image")
+            assert isinstance(pinned, str) and pinned.startswith("divbase@sha256:"), plan
+            approved_sql = kube.core.read_namespaced_config_map(plan["configMap"], namespace).data["plan.sql"]
+            assert REPUSHED_COMMENT not in approved_sql
+            repush(image_map, {"DIVBASE_MIGRATE_CONFIG": str(project_copy(tmp_path / "project"))})
+            assert forced_contract(kube, "divbase:2", plan["digest"]) == contract.EXIT_PRECONDITION
+            assert user_comment(database_url) is None and migrate_check(database_url, "1").returncode == 0, \
+                "the re-pushed contract applied nothing"
+            kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, f"2@{plan['digest'].split(':')[1][:12]}")
+            kube.wait_condition(DB, names.COND_READY, timeout=180)
+            pod = contract_pod(kube)
+            assert pod.spec.containers[0].image == pinned
+            assert pod.status.container_statuses[0].image_id == pinned
+            assert contract.ARG_EXPECT_DIGEST in pod.spec.containers[0].args
+            assert user_comment(database_url) is None, "the approved plan ran, not the re-pushed one"
+            assert migrate_check(database_url, "2").returncode == 0
+        finally:
+            operator.stop()
+            print(operator.logs()[-20000:])
+    finally:
+        api_client.close()
 
 
 def test_patched_plan_configmap_is_republished_and_not_approvable(kube: Kube, operator: OperatorProcess,
