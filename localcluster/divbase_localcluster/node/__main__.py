@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .agent import DEFAULT_POD_CIDR, NodeAgent
 from .api import Api
-from .images import ImageMap
+from .images import ImageResolver
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     state_dir = args.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    images = ImageMap.load(args.image_map)
+    images = ImageResolver(args.image_map.resolve(), state_dir / "images")  # the map is read again when it changes
     api = Api(args.kubeconfig, state_dir / "credentials")
     tls = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     if any(tls) and not all(tls):

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import build
 from .api import STRATEGIC, Api, ApiError
-from .images import ImageMap
+from .images import ImageResolver
 from .logserver import LogServer
 from .worker import Container, PodWorker, now_rfc3339
 
@@ -94,7 +94,7 @@ def _memory_kib() -> int:
 class NodeAgent:
     """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
 
-    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageMap, image_map_path: Path,
+    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageResolver, image_map_path: Path,
                  pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None) -> None:  # fmt: skip
         self.api = api
         self.node_name = node_name

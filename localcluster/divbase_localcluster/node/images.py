@@ -2,19 +2,29 @@
 
 There is no container engine here, so an image reference only chooses a PATH, extra environment and an optional
 default entrypoint/cmd; the container's own `command`/`args` then run as a local process. The first entry whose
-glob matches the image's repository wins.
+glob matches the image's repository wins. `ImageResolver` adds what a registry-backed runtime has: the map read
+again when it changes, image IDs that are content digests, and references by digest that run exactly what was
+recorded for that digest.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
+import logging
+import re
 import string
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+log = logging.getLogger(__name__)
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 PLACEHOLDERS = {"venv_bin", "tag", "digest", "repository", "image"}
 
 
@@ -117,3 +127,112 @@ class ImageMap:
                     cmd=[a.format_map(values) for a in e.cmd],
                 )
         return None
+
+
+# -- image IDs: content digests, like a registry-backed runtime's `repository@sha256:...` ----------------------------
+def content_of(ref: ImageRef, resolved: Resolved) -> dict[str, object]:
+    """What a reference resolves to, as the agent runs it: the map entry after placeholder expansion, with the tag.
+    Its digest is the image ID: another map entry for the same tag (a "re-push") has another digest."""
+    return {"repository": ref.repository, "tag": ref.tag, "entry": resolved.entry, "path": resolved.path,
+            "env": dict(sorted(resolved.env.items())), "entrypoint": list(resolved.entrypoint),
+            "cmd": list(resolved.cmd)}  # fmt: skip
+
+
+def content_digest(content: dict[str, object]) -> str:
+    """`sha256:<hex>` of the canonical JSON of `content` (sorted keys, no whitespace)."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolved_of(content: dict[str, object]) -> Resolved:
+    """The Resolved a recorded `content_of` stands for."""
+    env, entrypoint, cmd = content.get("env"), content.get("entrypoint"), content.get("cmd")
+    return Resolved(entry=str(content.get("entry")), path=str(content.get("path")),
+                    env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+                    entrypoint=[str(a) for a in entrypoint] if isinstance(entrypoint, list) else [],
+                    cmd=[str(a) for a in cmd] if isinstance(cmd, list) else [])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """An image reference resolved for a container: what to run and its `imageID`, or why it cannot run
+    (`reason`/`message` of a waiting container: ImageNotMapped, ErrImagePull)."""
+
+    resolved: Resolved | None
+    image_id: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+class ImageResolver:
+    """The image map (read again when its file changes) plus a content-addressed record, under `store`, of every
+    digest reported as an imageID: `repo@sha256:<hex>` resolves to exactly the content that digest was computed
+    from, whatever the map says by now, like a registry serving a manifest by digest."""
+
+    def __init__(self, map_path: Path, store: Path, venv_bin: str | None = None) -> None:
+        self.map_path = map_path
+        self.store = store
+        self.venv_bin = venv_bin
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self.images = self._load()
+
+    def _load(self) -> ImageMap:
+        stat = self.map_path.stat()
+        images = ImageMap.load(self.map_path, self.venv_bin)
+        self._stamp = (stat.st_mtime_ns, stat.st_size)
+        return images
+
+    def current(self) -> ImageMap:
+        """The map, loaded again when the file's mtime or size changed; a map that no longer loads keeps the last
+        good one (logged)."""
+        with self._lock:
+            try:
+                stat = self.map_path.stat()
+                if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+                    self.images = self._load()
+                    log.info("image map %s changed: loaded again", self.map_path)
+            except (OSError, ValueError, yaml.YAMLError) as e:
+                log.warning("image map %s: %s (keeping the map loaded before)", self.map_path, e)
+            return self.images
+
+    def _record_path(self, digest: str) -> Path:
+        return self.store / "sha256" / f"{digest.removeprefix('sha256:')}.json"
+
+    def record(self, content: dict[str, object]) -> str:
+        digest = content_digest(content)
+        path = self._record_path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(content, sort_keys=True, indent=1))
+            tmp.replace(path)
+        return digest
+
+    def lookup(self, digest: str) -> dict[str, object] | None:
+        if not DIGEST.fullmatch(digest):
+            return None
+        try:
+            content = json.loads(self._record_path(digest).read_text())
+        except (OSError, ValueError):
+            return None
+        return content if isinstance(content, dict) and content_digest(content) == digest else None
+
+    def pull(self, image: str) -> Pulled:
+        ref = ImageRef.parse(image)
+        if ref.digest:
+            content = self.lookup(ref.digest)
+            if content is None or content.get("repository") != ref.repository:
+                return Pulled(None, reason="ErrImagePull", message=(
+                    f'failed to pull image "{image}": {ref.digest} is not a digest this node reported for '
+                    f"{ref.repository} (the node agent resolves a digest only to content it ran and recorded "
+                    f"under {self.store}; see docs/localcluster.md)"))
+            resolved = resolved_of(content)
+            return Pulled(resolved, image_id=f"{ref.repository}@{ref.digest}")
+        images = self.current()
+        resolved = images.resolve(image)
+        if resolved is None:
+            return Pulled(None, reason="ImageNotMapped", message=(
+                f'image "{image}" matches no entry of the node agent\'s image map {self.map_path} '
+                f"(see docs/localcluster.md)"))
+        return Pulled(resolved, image_id=f"{ref.repository}@{self.record(content_of(ref, resolved))}")

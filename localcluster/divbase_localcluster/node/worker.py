@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .. import build
 from . import hooks, podspec, serviceaccount
 from .api import STRATEGIC, ApiError
-from .images import ImageRef
+from .images import Resolved
 from .serviceaccount import ServiceAccountToken
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class Container:
     poststart: hooks.HookRun | None = None  # running: the container is reported Waiting until it is done
     proc_env: dict[str, str] = field(default_factory=dict)  # the environment it was started with (for hooks)
     probes: dict[str, ProbeState] = field(default_factory=dict)
+    image_id: str = ""  # imageID of the last run
+    resolved: Resolved | None = None  # what the image of the last run resolved to (exec probes run in it)
     skip: bool = False  # a sidecar (init container with restartPolicy Always): reported, never run
 
     @property
@@ -358,11 +360,13 @@ class PodWorker:
 
     def _start(self, c: Container) -> None:
         image = str(c.spec.get("image", ""))
-        resolved = self.agent.images.resolve(image)
+        pulled = self.agent.images.pull(image)
+        resolved = pulled.resolved
         if resolved is None:
-            c.waiting = ("ImageNotMapped", f'image "{image}" matches no entry of the node agent\'s image map '
-                                           f"{self.agent.image_map_path} (see docs/localcluster.md)")  # fmt: skip
-            c.next_start = time.monotonic() + 3600  # the map is read once; only a new pod or agent changes this
+            if c.waiting[0] != pulled.reason and pulled.reason == "ErrImagePull":
+                self.agent.event(self.pod, "Warning", "Failed", pulled.message, c)
+            c.waiting = (pulled.reason, pulled.message)
+            c.next_start = time.monotonic() + 10  # the map is read again when it changes
             return
         try:
             env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
@@ -422,6 +426,7 @@ class PodWorker:
                              "finishedAt": now_rfc3339()})  # fmt: skip
             return
         c.proc, c.pid, c.proc_env = proc, proc.pid, child_env
+        c.image_id, c.resolved = pulled.image_id, resolved  # `repository@sha256:...` (see images.ImageResolver)
         self.agent.register_pgid(proc.pid)
         c.running_since, c.started_mono, c.ever_started = started_at, time.monotonic(), True
         c.kill_deadline, c.kill_reason = None, ""
@@ -705,8 +710,7 @@ class PodWorker:
                     return True, ""
             if "exec" in spec:
                 env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
-                resolved = self.agent.images.resolve(str(c.spec.get("image", "")))
-                child_env = {"PATH": resolved.path if resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
+                child_env = {"PATH": c.resolved.path if c.resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
                 r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
                                    capture_output=True, timeout=timeout, check=False)  # fmt: skip
                 return r.returncode == 0, f"exit code {r.returncode}"
@@ -851,7 +855,7 @@ class PodWorker:
         st: dict[str, Any] = {
             "name": c.name,
             "image": c.spec.get("image", ""),
-            "imageID": f"local://{ImageRef.parse(str(c.spec.get('image', ''))).repository}" if c.ever_started else "",
+            "imageID": c.image_id if c.ever_started else "",
             "ready": c.ready and up,
             "started": up and c.started,
             "restartCount": c.restart_count,
