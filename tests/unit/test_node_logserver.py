@@ -22,6 +22,9 @@ def test_the_apiservers_request_is_read_as_kubectl_sent_it() -> None:
     ("/containerLogs/ns/p/c?limitBytes=-1", 400, "limitBytes: must not be negative"),
     ("/containerLogs/ns/p/c?timestamps=true", 400, "--timestamps is not supported"),
     ("/containerLogs/ns/p/c?sinceSeconds=60", 400, "--since is not supported"),
+    ("/containerLogs/ns/..%2F..%2Fetc/c", 400, "pod: not a valid name: '../../etc'"),
+    ("/containerLogs/ns/p/..", 400, "container: not a valid name"),
+    ("/containerLogs/NS/p/c", 400, "namespace: not a valid name"),
 ])
 def test_what_the_local_node_cannot_serve_is_said(target: str, status: int, words: str) -> None:
     with pytest.raises(LogRequestError) as caught:

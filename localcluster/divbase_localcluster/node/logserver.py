@@ -13,6 +13,7 @@ per-line times), exec, attach and port-forward: those are refused with a message
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import threading
 import time
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL = 0.2  # s between reads of a followed log
 CHUNK = 64 * 1024
+# what the apiserver lets through is a DNS subdomain (namespace: label) already; checked again, so no path can name
+# a file outside the pods' directories
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+IDLE_TIMEOUT = 60  # s a socket read or write may block (a handshake never finished, a client that stopped reading)
 UNSUPPORTED_PARAMS = {"timestamps": "--timestamps", "sinceSeconds": "--since", "sinceTime": "--since-time"}
 
 
@@ -74,6 +79,9 @@ def parse_request(target: str) -> LogRequest:
                                    f"port-forward)")
     if len(parts) != 4 or not all(parts[1:]):
         raise LogRequestError(400, "expected /containerLogs/<namespace>/<pod>/<container>")
+    for what, value in zip(("namespace", "pod", "container"), parts[1:], strict=True):
+        if not NAME.fullmatch(value) or ".." in value:
+            raise LogRequestError(400, f"{what}: not a valid name: {value[:64]!r}")
     query = parse_qs(url.query)
     for param, flag in UNSUPPORTED_PARAMS.items():
         if param in query:
@@ -186,6 +194,7 @@ class LogServer:
 def _handler(server: LogServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "divbase-node-agent"
+        timeout = IDLE_TIMEOUT
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("log server: " + format, *args)
