@@ -53,15 +53,8 @@ integration-pg18: venv ## The server-dependent PostgreSQL tests again on Postgre
 cluster: system-deps venv localcluster ## Tests on the local control plane.
 	scripts/run-pytest.sh $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
-test: system-deps venv localcluster conformance lint ## The whole suite: unit, PostgreSQL 15 (Debian's) and cluster tests; PostgreSQL 18 beside them.
-	@# PostgreSQL 18 runs beside the main session (whose cluster tests mostly wait on the control plane); its
-	@# output follows the main session's, and either failing fails the target.
-	@pg18_log="$$(mktemp)"; \
-	$(MAKE) --no-print-directory integration-pg18 > "$$pg18_log" 2>&1 & pg18=$$!; \
-	scripts/run-pytest.sh $(BIN)/pytest -ra $(PYTEST_ARGS); main=$$?; \
-	wait $$pg18; pg=$$?; \
-	echo "--- the PostgreSQL 18 run (exit $$pg) ---"; cat "$$pg18_log"; rm -f "$$pg18_log"; \
-	test $$main -eq 0 && test $$pg -eq 0
+test: system-deps venv localcluster conformance lint ## The whole suite: cluster tests, and beside them unit, PostgreSQL 15 and 18 tests.
+	scripts/test-all.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 $(BIN)/.mutation-installed: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[test,mutation]'
