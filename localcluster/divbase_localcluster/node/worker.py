@@ -706,7 +706,8 @@ class PodWorker:
                 return self._http_probe(c, spec["httpGet"], timeout)
             if "tcpSocket" in spec:
                 t = spec["tcpSocket"]
-                with socket.create_connection((t.get("host") or self.ip, self._port(c, t["port"])), timeout):
+                address = (t.get("host") or self.ip, hooks.resolve_port(t["port"], c.spec))
+                with socket.create_connection(address, timeout):
                     return True, ""
             if "exec" in spec:
                 env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
@@ -719,7 +720,7 @@ class PodWorker:
         return True, "probe type not supported"
 
     def _http_probe(self, c: Container, h: dict[str, Any], timeout: float) -> tuple[bool, str]:
-        host, port = h.get("host") or self.ip, self._port(c, h["port"])
+        host, port = h.get("host") or self.ip, hooks.resolve_port(h["port"], c.spec)
         conn: http.client.HTTPConnection
         if h.get("scheme", "HTTP").upper() == "HTTPS":
             conn = http.client.HTTPSConnection(host, port, timeout=timeout,
@@ -734,14 +735,6 @@ class PodWorker:
         finally:
             conn.close()
         return 200 <= status < 400, f"HTTP probe failed with statuscode: {status}"
-
-    def _port(self, c: Container, port: int | str) -> int:
-        if isinstance(port, int) or str(port).isdigit():
-            return int(port)
-        for p in c.spec.get("ports") or []:
-            if p.get("name") == port:
-                return int(p["containerPort"])
-        raise OSError(f"no container port named {port!r}")
 
     # -- inputs: ServiceAccount token, Secrets, ConfigMaps, volumes ---------------------------------------------
     def _setup_service_account(self) -> bool:
