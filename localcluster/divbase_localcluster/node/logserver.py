@@ -160,8 +160,8 @@ class LogServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def stream(self, req: LogRequest, write: Callable[[bytes], Any]) -> None:
-        path = choose(container_logs(self.pods_dir, req), req)
+    def stream(self, req: LogRequest, path: Path, write: Callable[[bytes], Any]) -> None:
+        """`path` (chosen before the 200 went out): its tail, then, when following, what the container adds."""
         whole = path.read_bytes()
         offset = len(whole)  # following goes on from exactly what was read
         data = tail(whole, req.tail_lines)
@@ -225,7 +225,7 @@ def _handler(server: LogServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 req = parse_request(self.path)
-                choose(container_logs(server.pods_dir, req), req)  # a missing log is a 4xx, not a cut-off 200
+                path = choose(container_logs(server.pods_dir, req), req)  # a missing log: a 4xx, not a cut-off 200
             except LogRequestError as e:
                 self._error(e.status, str(e))
                 return
@@ -239,7 +239,7 @@ def _handler(server: LogServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
 
             try:
-                server.stream(req, write)
+                server.stream(req, path, write)
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 pass  # kubectl went away (Ctrl-C on `logs -f`)
             except LogRequestError:
