@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     tls = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     if any(tls) and not all(tls):
         parser.error("--tls-cert-file, --tls-private-key-file and --client-ca-file go together")
-    agent = NodeAgent(api, args.node_name, state_dir, images, args.image_map.resolve(), args.pod_cidr,
+    agent = NodeAgent(api, args.node_name, state_dir, images, args.pod_cidr,
                       log_tls=tls if all(tls) else None)
     return agent.run()
 

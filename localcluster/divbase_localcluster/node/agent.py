@@ -94,13 +94,12 @@ def _memory_kib() -> int:
 class NodeAgent:
     """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
 
-    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageResolver, image_map_path: Path,
+    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageResolver,
                  pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None) -> None:  # fmt: skip
         self.api = api
         self.node_name = node_name
         self.state_dir = state_dir
         self.images = images
-        self.image_map_path = image_map_path
         self.ips = IPAllocator(pod_cidr)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}  # by pod uid
