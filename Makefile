@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-system-deps: ## Install missing system packages (PostgreSQL from Debian).
+system-deps: ## Install missing system packages (PostgreSQL, iproute2, nftables from Debian).
 	@scripts/install-system-deps.sh
 
 $(BIN)/.installed: pyproject.toml

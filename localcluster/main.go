@@ -1,4 +1,4 @@
-// Command localcluster is one multicall binary holding the real Kubernetes control plane components, so a
+// Command localcluster is one multicall binary holding the real Kubernetes control plane components (and kube-proxy for the pod network), so a
 // machine without a container engine can run a genuine apiserver, controller-manager, scheduler, etcd and
 // kubectl built from their Go modules. One binary links the shared code once (faster to build, smaller on
 // disk); it dispatches on the name it was invoked as (symlinks) or on its first argument.
@@ -22,6 +22,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth" // kubectl auth plugins
@@ -33,6 +34,9 @@ var commands = map[string]func(args []string) int{
 	},
 	"kube-controller-manager": func(args []string) int {
 		return runCobra(controllermanager.NewControllerManagerCommand(), args)
+	},
+	"kube-proxy": func(args []string) int {
+		return runCobra(proxy.NewProxyCommand(), args)
 	},
 	"kube-scheduler": func(args []string) int {
 		return runCobra(scheduler.NewSchedulerCommand(), args)

@@ -18,6 +18,7 @@ SCENARIOS: dict[str, list[Path]] = {
     "local": [ROOT / "docs" / "install.md", ROOT / "docs" / "operator.md"],
     "readme": [ROOT / "README.md"],
     "demo": [ROOT / "README.md"],
+    "podnet": [ROOT / "docs" / "localcluster.md"],
 }
 MARKER = re.compile(r"^<!--\s*doc-test:\s*([a-z0-9-]+)(?:\s+(\d+))?\s*-->\s*$")
 DEFAULT_STEP = 50

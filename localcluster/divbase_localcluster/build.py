@@ -24,7 +24,7 @@ HELM_VERSION = "v3.22.0"
 KWOK_VERSION = "v0.8.0"
 
 MULTICALL = "localcluster"
-K8S_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubectl")
+K8S_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl")
 TOOLS = {"helm": f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", "kwok": f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"}
 # stamp helm's real version (its Makefile does this; plain `go install` would report only "v3.22")
 TOOL_LDFLAGS = {"helm": f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"}

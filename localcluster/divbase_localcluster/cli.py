@@ -42,12 +42,16 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = _state(args)
+    network = {"on": True, "off": False, "auto": None}[args.pod_network]
     info = cluster.up(node=not args.no_node, kwok_nodes=args.kwok, timeout=args.timeout,
-                      image_map=args.image_map)  # fmt: skip
+                      image_map=args.image_map, pod_network=network)  # fmt: skip
     print(f"cluster {build.K8S_VERSION} ready in {info.seconds_to_ready:.1f} s at {info.server}", file=sys.stderr)
     print(f"  ready at (s): {info.phase_seconds}; logs in {info.log_dir}", file=sys.stderr)
     if info.node_name:
         print(f"node {info.node_name} Ready (agent log {info.log_dir / 'node-agent.log'})", file=sys.stderr)
+    if info.pod_network:
+        print(f"pod network in netns {info.node_netns}; pods reach the host's 127.0.0.1:<port> at "
+              f"{info.host_address}:<port>", file=sys.stderr)  # fmt: skip
     if info.kwok_nodes:
         print(f"{len(info.kwok_nodes)} kwok nodes: {', '.join(info.kwok_nodes[:5])}...", file=sys.stderr)
     print(exports(info, scripts_dir()))
@@ -169,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--kwok", type=int, default=0, metavar="N", help="also run kwok with N fake nodes")
             p.add_argument("--image-map", type=Path, default=None, help="image map for the node agent")
             p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+            p.add_argument("--pod-network", choices=["off", "on", "auto"], default="off",
+                           help="pods in their own network namespaces with kube-proxy (on: fail if this machine "
+                                "cannot; auto: use it when it can); default off: pods share the host's loopback")
         if name == "down":
             p.add_argument("--keep-state", action="store_true", help="stop processes but keep logs and data")
         if name == "status":

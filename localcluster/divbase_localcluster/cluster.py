@@ -33,15 +33,18 @@ import yaml
 
 from . import build
 from .certs import APISERVER_KUBELET_CLIENT_CN, CertPair, LocalPKI
+from .podnet import kubeproxy, netns
+from .podnet import node as podnet_node
+from .podnet.layout import KUBERNETES_SERVICE_IP, SERVICE_CIDR, Layout
 
 DEFAULT_NODE_NAME = "divbase-node-0"
 MARKER = ".divbase-localcluster"
-SERVICE_CIDR = "10.96.0.0/16"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Client-side rate limit of controller-manager and scheduler (defaults 20/30 and 50/100 requests/s): at the
 # defaults the Job controller alone throttled a 50-resource scale bench to 31 s (20 s with these). kwok has none.
 CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
-STOP_ORDER = ("node-agent", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+STOP_ORDER = ("node-agent", "kube-proxy", "pod-network", "kwok", "kube-scheduler", "kube-controller-manager",
+              "kube-apiserver", "etcd")
 
 
 class ClusterError(RuntimeError):
@@ -80,6 +83,11 @@ class ClusterInfo:
     phase_seconds: dict[str, float] = field(default_factory=dict)  # seconds since start when each wait ended
     k8s_version: str = build.K8S_VERSION
     bin_dir: Path | None = None
+    # pod network (docs/localcluster.md, "Pod network"): pods have their own network namespaces; the host's
+    # loopback ports are at host_address for them (127.0.0.1 itself without a pod network)
+    pod_network: bool = False
+    host_address: str = "127.0.0.1"
+    node_netns: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -170,6 +178,16 @@ def _http_ok(url: str) -> bool:
         with opener.open(url, timeout=1) as resp:
             return resp.status == 200
     except (OSError, urllib.error.URLError):
+        return False
+
+
+def _healthz_in(sockets: netns.Sockets, port: int) -> bool:
+    """GET /healthz on 127.0.0.1:`port` inside a network namespace: 200 or not."""
+    try:
+        with sockets.connect(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return sock.recv(64).split(b" ")[1:2] == [b"200"]
+    except OSError:
         return False
 
 
@@ -308,10 +326,12 @@ class LocalCluster:
         timeout: float = 120.0,
         image_map: Path | None = None,
         binaries: build.Binaries | None = None,
+        pod_network: bool | None = False,
     ) -> ClusterInfo:
         """Start the control plane (and node agent / kwok) and wait until it serves; returns how to reach it.
 
         Refuses to start over a running cluster in the same state dir; a stale one (processes gone) is cleared.
+        `pod_network`: True needs it (ClusterError naming what is missing), None uses it when this machine can.
         """
         if any(self.alive().values()):
             raise ClusterError(f"a cluster is already running in {self.state_dir}; run `down` first")
@@ -320,19 +340,22 @@ class LocalCluster:
         elif self.state_dir.is_dir() and any(self.state_dir.iterdir()):
             raise ClusterError(f"{self.state_dir} is not empty and not a local cluster directory")
         bins = binaries or build.build()
+        network = self._pod_network_wanted(pod_network, node)
         node_agent_argv: list[str] | None = None
         if node:
             node_agent_argv = self._node_agent_argv(image_map)  # validated before anything starts
+            if network:
+                node_agent_argv += ["--pod-network-id", self.layout.cluster_id]
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / MARKER).write_text("state directory of a divbase local cluster; `down` deletes it\n")
         self.log_dir.mkdir(exist_ok=True)
         for attempt in range(3):
             try:
-                info = self._start(bins, node_agent_argv, kwok_nodes, timeout, started)
+                info = self._start(bins, node_agent_argv, kwok_nodes, timeout, started, network)
                 break
             except ClusterError as e:
-                self.stop_processes()
+                self._stop_all()
                 # a port picked free was taken by someone else before our component bound it: pick new ports
                 if "address already in use" not in str(e) or attempt == 2:
                     raise
@@ -340,7 +363,7 @@ class LocalCluster:
                 self.pids_file.unlink(missing_ok=True)
                 shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)  # its member records the old peer URL
             except BaseException:
-                self.stop_processes()
+                self._stop_all()
                 raise
         self.info_file.write_text(json.dumps(info.to_json(), indent=2) + "\n")
         build.record_timing(
@@ -349,6 +372,26 @@ class LocalCluster:
             | info.phase_seconds,
         )
         return info
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.for_state_dir(self.state_dir)
+
+    def _pod_network_wanted(self, wanted: bool | None, node: bool) -> bool:
+        """Whether this `up` makes a pod network: only with the node agent, and only where it can be made."""
+        if not wanted and wanted is not None:
+            return False
+        if not node:
+            if wanted:
+                raise ClusterError("a pod network needs the node agent (drop --no-node)")
+            return False
+        missing = netns.missing_requirements()
+        if missing and wanted:
+            raise ClusterError("cannot make a pod network here, missing: " + "; ".join(missing))
+        if missing:
+            print("divbase-localcluster: no pod network (pods share the host's loopback instead), missing: "
+                  + "; ".join(missing), file=sys.stderr)  # fmt: skip
+        return not missing
 
     def _node_agent_argv(self, image_map: Path | None) -> list[str]:
         if importlib.util.find_spec("divbase_localcluster.node") is None:
@@ -371,14 +414,18 @@ class LocalCluster:
         kwok_nodes: int,
         timeout: float,
         started: float,
+        network: bool = False,
     ) -> ClusterInfo:
         ports = {"etcd": free_port(), "etcd-peer": free_port(), "apiserver": free_port()}
         server = f"https://127.0.0.1:{ports['apiserver']}"
+        layout = self.layout
+        # pods reach the apiserver as the `kubernetes` Service, whose endpoint is the node address (the gateway)
+        advertise = layout.gateway if network else "127.0.0.1"
         pki = LocalPKI(self.pki_dir)
         serving = pki.issue("apiserver", "kube-apiserver", server=True, client=False,
                             dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                  "kubernetes.default.svc.cluster.local"),
-                            ips=("127.0.0.1", "10.96.0.1"))  # fmt: skip
+                            ips=("127.0.0.1", KUBERNETES_SERVICE_IP, layout.gateway))  # fmt: skip
         sa = pki.service_account_keypair()
         admin = pki.issue("admin", "divbase-admin", ("system:masters",))
         kcm = pki.issue("kube-controller-manager", "system:kube-controller-manager")
@@ -419,7 +466,7 @@ class LocalCluster:
         self._spawn("kube-apiserver", [
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+            "--bind-address=127.0.0.1", f"--advertise-address={advertise}", f"--secure-port={ports['apiserver']}",
             f"--cert-dir={self.state_dir / 'apiserver'}",
             f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
             f"--client-ca-file={pki.ca.cert}",
@@ -430,11 +477,18 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--enable-priority-and-fairness=false",  # fewer moving parts; nothing here competes for seats
             "--allow-privileged=true", "--profiling=false",
-            "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address; nothing needs it
+            # without a pod network nothing could reach the `kubernetes` Service, and 127.0.0.1 is not a valid
+            # endpoint address; with one, the lease reconciler publishes the gateway, as on any cluster
+            f"--endpoint-reconciler-type={'lease' if network else 'none'}",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
             f"--kubelet-certificate-authority={pki.ca.cert}", "--kubelet-preferred-address-types=InternalIP",
         ])  # fmt: skip
         phases = {"etcd": round(time.monotonic() - started, 2)}
+        if network:
+            podnet_node.remove_all(layout)  # what a crashed run left
+            podnet_node.create_node(layout, ports["apiserver"])
+            self._spawn("pod-network", [sys.executable, "-m", "divbase_localcluster.podnet", "forward",
+                                        "--state-dir", str(self.state_dir), "--api-port", str(ports["apiserver"])])
         self._wait_ready(server, timeout, started)
         phases["apiserver"] = round(time.monotonic() - started, 2)
         self._spawn("kube-controller-manager", [
@@ -469,7 +523,9 @@ class LocalCluster:
             state_dir=self.state_dir, kubeconfig=kubeconfig, server=server, ca_file=pki.ca.cert,
             log_dir=self.log_dir,
             node_kubeconfig=node_kc, ports=ports, bin_dir=bins.bin_dir,
+            pod_network=network, host_address=advertise, node_netns=layout.node_netns if network else None,
         )  # fmt: skip
+
         if node_agent_argv is not None:
             (self.state_dir / "node").mkdir(exist_ok=True)
             self._spawn("node-agent", node_agent_argv)
@@ -482,6 +538,9 @@ class LocalCluster:
             )
             info.node_name = self.node_name
             phases["node"] = round(time.monotonic() - started, 2)
+        if network:  # after the Node exists: kube-proxy waits for it (30 s) before it serves /healthz
+            self._start_kube_proxy(bins, pki, layout, ports["apiserver"], timeout, started)
+            phases["kube-proxy"] = round(time.monotonic() - started, 2)
         if kwok_nodes:
             from . import kwok
 
@@ -497,6 +556,28 @@ class LocalCluster:
             phases["kwok"] = round(time.monotonic() - started, 2)
         info.seconds_to_ready = round(time.monotonic() - started, 2)
         return info
+
+    def _start_kube_proxy(self, bins: build.Binaries, pki: LocalPKI, layout: Layout, api_port: int, timeout: float,
+                          started: float) -> None:  # fmt: skip
+        """kube-proxy in the node namespace, talking to the apiserver through the forwarder (the gateway's
+        address is in the serving certificate); up waits until it has synced its rules (/healthz 200)."""
+        cert = pki.issue("kube-proxy", "system:kube-proxy")  # bound to system:node-proxier by default
+        kc = write_kubeconfig(self.state_dir / "kube-proxy.kubeconfig", f"https://{layout.gateway}:{api_port}",
+                              pki.ca.cert, cert, "system:kube-proxy")  # fmt: skip
+        cfg = self.state_dir / "kube-proxy.yaml"
+        cfg.write_text(yaml.safe_dump(kubeproxy.config(layout, kc, self.node_name), sort_keys=False))
+        self._spawn("kube-proxy", kubeproxy.argv(bins["kube-proxy"], layout, cfg))
+        sockets = netns.Sockets(layout.node_netns)
+        try:
+            _wait(
+                "kube-proxy /healthz (rules synced)",
+                lambda: self._check_all() or _healthz_in(sockets, kubeproxy.HEALTHZ_PORT),
+                timeout=max(10.0, timeout - (time.monotonic() - started)),
+                interval=0.1,
+                on_fail=lambda: self._log_tail("kube-proxy") + self._log_tail("pod-network"),
+            )
+        finally:
+            sockets.close()
 
     def _check_all(self) -> bool:
         """Raise if any started component died (turns a wait into an immediate, explained failure)."""
@@ -531,6 +612,11 @@ class LocalCluster:
             result["readyz"] = self._get(info.server, "/readyz")[0] == 200
         result["up"] = bool(alive) and all(alive.values()) and result["readyz"]
         return result
+
+    def _stop_all(self) -> None:
+        """After a failed start: the processes, then the network namespaces they used."""
+        self.stop_processes()
+        podnet_node.remove_all(self.layout)
 
     def stop_processes(self, grace: float = 10.0) -> dict[str, str]:
         """SIGTERM each recorded process group (node agent first, etcd last), SIGKILL after `grace` seconds."""
@@ -604,11 +690,14 @@ class LocalCluster:
                 proc.wait(timeout=0)
 
     def down(self, remove_state: bool = True) -> dict[str, str]:
-        """Stop everything this state dir recorded, then delete the directory (only if it carries our marker)."""
+        """Stop everything this state dir recorded, remove its network namespaces, then delete the directory
+        (only if it carries our marker)."""
         result = self.stop_processes() if self.pids_file.exists() else {}
         for name in list(self._procs):
             self._reap(name)
         self._procs.clear()
+        for name in podnet_node.remove_all(self.layout):
+            result[f"netns {name}"] = "removed"
         if remove_state and self.state_dir.is_dir():
             if not (self.state_dir / MARKER).exists():
                 raise ClusterError(f"refusing to delete {self.state_dir}: it is not a divbase local cluster directory")

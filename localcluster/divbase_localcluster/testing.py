@@ -201,3 +201,22 @@ def _recv(sock: socket.socket) -> bytes | None:
     finally:
         sock.settimeout(5)
     return data
+
+
+def http_get_from_node(node_netns: str, host: str, port: int, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+    """GET http://host:port/path from inside the pod network's node namespace, where ClusterIPs (kube-proxy's
+    rules) and pod IPs are routed; returns (status, body). The test process itself stays on the host."""
+    import http.client
+
+    from .podnet.netns import Sockets
+
+    sockets = Sockets(node_netns)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.sock = sockets.connect((host, port), timeout)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+        sockets.close()

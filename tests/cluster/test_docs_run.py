@@ -5,7 +5,8 @@ in one bash script with `set -euo pipefail`, from the checkout's root:
   review-and-approve, wait and status commands on it, and the teardown;
 - `readme`: README.md's "Using the operator" (CRDs, the operator as a process, examples/divbase.yaml, an upgrade)
   and its teardown;
-- `demo`: README.md's `make demo`, the main job.
+- `demo`: README.md's `make demo`, the main job;
+- `podnet`: docs/localcluster.md's pod network walk-through (a Service through kube-proxy) and its teardown.
 
 The test gives them only what a user's shell has: PATH without the venv or the cluster's binaries (the quick
 start's `eval` must put them there), no KUBECONFIG, and a state directory of their own
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from divbase_localcluster.cluster import STATE_DIR_ENV
+from divbase_localcluster.podnet.netns import missing_requirements
 from docblocks import SCENARIOS, scenario
 
 pytestmark = pytest.mark.cluster
@@ -83,6 +85,14 @@ def test_the_readmes_usage_and_its_teardown_run_as_written(tmp_path: Path) -> No
     _, out, _ = _run(tmp_path, "readme", ["operator.log"])
     assert out.count("Ready: release 1") >= 1 and "Ready: release 2" in out, out  # both waits ended Ready
     assert 'divbasedatabase.divbase.io "divbase" deleted' in out, out
+
+
+@pytest.mark.skipif(bool(missing_requirements()), reason=f"no pod network here: {'; '.join(missing_requirements())}")
+def test_the_pod_network_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    _, out, _ = _run(tmp_path, "podnet", [])
+    assert re.search(r"^web-\S+\s+IPv4\s+8080\s+10\.244\.0\.\d+,10\.244\.0\.\d+\s", out, re.MULTILINE), out
+    assert re.search(r"^200$", out, re.MULTILINE), out  # the client pod's answer, through the ClusterIP
+    assert out.rstrip().endswith("0"), out  # no namespace of the cluster left
 
 
 def test_make_demo_runs_as_written(tmp_path: Path) -> None:

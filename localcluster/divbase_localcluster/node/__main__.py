@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..podnet.layout import Layout
 from .agent import DEFAULT_POD_CIDR, NodeAgent
 from .api import Api
 from .images import ImageResolver
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert-file", type=Path, help="serving certificate of the log endpoint (`kubectl logs`)")
     parser.add_argument("--tls-private-key-file", type=Path)
     parser.add_argument("--client-ca-file", type=Path, help="CA of the apiserver's kubelet client certificate")
+    parser.add_argument("--pod-network-id", help="run pods in the pod network of this cluster id (podnet.layout)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -37,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     tls = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     if any(tls) and not all(tls):
         parser.error("--tls-cert-file, --tls-private-key-file and --client-ca-file go together")
+    network = Layout(args.pod_network_id) if args.pod_network_id else None
     agent = NodeAgent(api, args.node_name, state_dir, images, args.pod_cidr,
-                      log_tls=tls if all(tls) else None)
+                      log_tls=tls if all(tls) else None, network=network)
     return agent.run()
 
 

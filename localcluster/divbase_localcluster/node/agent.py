@@ -16,6 +16,7 @@ import platform
 import queue
 import secrets
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import build
+from ..podnet.layout import KUBERNETES_SERVICE_IP, Layout
+from ..podnet.netns import Sockets
 from .api import STRATEGIC, Api, ApiError
 from .images import ImageResolver
 from .logserver import LogServer
@@ -42,15 +45,14 @@ EVENT_REPEAT = 60.0
 
 
 class IPAllocator:
-    """Hands out loopback addresses for pod IPs, round robin (a freed address is not reused at once).
+    """Hands out pod IPs, round robin (a freed address is not reused at once).
 
-    Each address in use is also flock()ed in a directory shared by all agents on the machine, so two clusters'
-    agents never hand out the same address; the lock dies with the agent, so nothing leaks.
+    Each address in use is also flock()ed in a directory (for loopback addresses one shared by all agents on the
+    machine, so two clusters' agents never hand out the same address); the lock dies with the agent.
     """
 
-    def __init__(self, cidr: str, lock_dir: Path | None = None) -> None:
-        net = ipaddress.ip_network(cidr)
-        self.hosts = [str(h) for h in net.hosts() if str(h) != "127.0.0.1"]
+    def __init__(self, hosts: list[str], lock_dir: Path | None = None) -> None:
+        self.hosts = hosts
         self.cursor = 0
         self.held: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -81,6 +83,11 @@ class IPAllocator:
             os.close(fd)
 
 
+def loopback_hosts(cidr: str) -> list[str]:
+    """Pod IPs without a pod network: loopback addresses, all but 127.0.0.1."""
+    return [str(h) for h in ipaddress.ip_network(cidr).hosts() if str(h) != "127.0.0.1"]
+
+
 def _memory_kib() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -95,12 +102,17 @@ class NodeAgent:
     """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
 
     def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageResolver,
-                 pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None) -> None:  # fmt: skip
+                 pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None,
+                 network: Layout | None = None) -> None:  # fmt: skip
         self.api = api
         self.node_name = node_name
         self.state_dir = state_dir
         self.images = images
-        self.ips = IPAllocator(pod_cidr)
+        # with a pod network each pod gets a namespace and an address of the cluster's pod CIDR (podnet.node)
+        self.network = network
+        self.node_sockets = Sockets(network.node_netns) if network else None
+        self.ips = (IPAllocator(network.pod_hosts(), state_dir / "pod-ips") if network
+                    else IPAllocator(loopback_hosts(pod_cidr)))  # fmt: skip
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self.finished: dict[str, float] = {}  # uid -> when its worker ended: later events about it are stale
@@ -115,6 +127,18 @@ class NodeAgent:
         if log_tls is not None:  # before registering: the Node advertises its port
             cert, key, ca = log_tls
             self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping)
+
+    def connect(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        """A TCP connection as the kubelet makes it for probes and httpGet hooks: from the node, so to a pod IP
+        through the node namespace when there is a pod network."""
+        if self.node_sockets is not None:
+            return self.node_sockets.connect(address, timeout)
+        return socket.create_connection(address, timeout)
+
+    @property
+    def pod_api_server(self) -> str:
+        """Where pods find the apiserver: the `kubernetes` Service with a pod network, else the host's loopback."""
+        return f"https://{KUBERNETES_SERVICE_IP}:443" if self.network else self.api.server
 
     def container_running(self, namespace: str, pod: str, container: str) -> bool:
         """Whether the container's process runs now (a followed log may still grow)."""

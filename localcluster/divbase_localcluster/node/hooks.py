@@ -24,6 +24,7 @@ import http.client
 import math
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -35,6 +36,8 @@ from typing import Any
 MIN_GRACE = 2.0  # kubelet: minimumGracePeriodInSeconds, the least time between SIGTERM and SIGKILL
 SUPPORTED_HANDLERS = ("exec", "httpGet", "sleep")
 USER_AGENT = "kube-lifecycle/{version}"
+PROBE_USER_AGENT = "kube-probe/{version}"  # what the kubelet's HTTP probes send
+Connect = Callable[[tuple[str, int], "float | None"], socket.socket]  # socket.create_connection's shape
 
 
 def handler(container: dict[str, Any], hook: str) -> dict[str, Any] | None:
@@ -83,14 +86,15 @@ class HttpRequest:
     headers: dict[str, str]
 
 
-def http_request(http_get: dict[str, Any], container: dict[str, Any], pod_ip: str, version: str) -> HttpRequest:
-    """The request an httpGet handler makes: host defaults to the pod IP, scheme HTTP, path as given (a leading
-    slash added), httpHeaders as given (a `Host` header sets the host sent), a kube-lifecycle User-Agent and
-    `Accept: */*` unless given."""
+def http_request(http_get: dict[str, Any], container: dict[str, Any], pod_ip: str, version: str,
+                 user_agent: str = USER_AGENT) -> HttpRequest:  # fmt: skip
+    """The request an httpGet handler (or, with PROBE_USER_AGENT, probe) makes: host defaults to the pod IP,
+    scheme HTTP, path as given (a leading slash added), httpHeaders as given (a `Host` header sets the host sent),
+    the kubelet's User-Agent and `Accept: */*` unless given."""
     headers = {h["name"]: h.get("value", "") for h in http_get.get("httpHeaders") or []}
     lower = {k.lower() for k in headers}
     if "user-agent" not in lower:
-        headers["User-Agent"] = USER_AGENT.format(version=version)
+        headers["User-Agent"] = user_agent.format(version=version)
     if "accept" not in lower:
         headers["Accept"] = "*/*"
     path = str(http_get.get("path") or "")
@@ -105,14 +109,17 @@ def http_request(http_get: dict[str, Any], container: dict[str, Any], pod_ip: st
     )
 
 
-def do_http(req: HttpRequest, timeout: float | None) -> int:
-    """Send the GET; returns the status (not judged: only a transport error fails a hook). TLS is not verified."""
+def do_http(req: HttpRequest, timeout: float | None, connect: Connect = socket.create_connection) -> int:
+    """Send the GET over a connection `connect` makes (the pod network's node namespace, when there is one);
+    returns the status, not judged (only a transport error fails a hook). TLS is not verified."""
     conn: http.client.HTTPConnection
     if req.scheme == "https":
-        conn = http.client.HTTPSConnection(req.host, req.port, timeout=timeout,
-                                           context=ssl._create_unverified_context())  # fmt: skip
+        context = ssl._create_unverified_context()
+        conn = http.client.HTTPSConnection(req.host, req.port, timeout=timeout, context=context)
+        conn.sock = context.wrap_socket(connect((req.host, req.port), timeout), server_hostname=req.host)
     else:
         conn = http.client.HTTPConnection(req.host, req.port, timeout=timeout)
+        conn.sock = connect((req.host, req.port), timeout)
     try:
         conn.request("GET", req.path, headers=req.headers)
         resp = conn.getresponse()

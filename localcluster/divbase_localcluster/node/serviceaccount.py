@@ -71,8 +71,9 @@ def _write(path: Path, data: str, mode: int) -> None:
 class ServiceAccountToken:
     """The token files of one pod: `setup()` once before its containers start, `maybe_refresh()` every tick."""
 
-    def __init__(self, api: Api, pod: dict[str, Any], directory: Path) -> None:
+    def __init__(self, api: Api, pod: dict[str, Any], directory: Path, server: str | None = None) -> None:
         self.api = api
+        self.server = server or api.server  # what the pod's clients dial (the `kubernetes` Service, or loopback)
         meta, spec = pod["metadata"], pod.get("spec", {})
         self.ns, self.pod_name, self.pod_uid = meta["namespace"], meta["name"], meta["uid"]
         self.sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
@@ -91,7 +92,7 @@ class ServiceAccountToken:
 
     def env(self) -> dict[str, str]:
         """What every container gets (its own env wins): the kubeconfig and the kubelet's service variables."""
-        url = urllib.parse.urlsplit(self.api.server)
+        url = urllib.parse.urlsplit(self.server)
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "KUBERNETES_SERVICE_HOST": url.hostname or "127.0.0.1",
@@ -107,7 +108,7 @@ class ServiceAccountToken:
         self.refresh()
         doc = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "local", "cluster": {"server": self.api.server,
+            "clusters": [{"name": "local", "cluster": {"server": self.server,
                                                        "certificate-authority": str(self.dir / "ca.crt")}}],
             "users": [{"name": self.sa, "user": {"tokenFile": str(self.token_file)}}],
             "contexts": [{"name": "in-cluster", "context": {"cluster": "local", "user": self.sa,

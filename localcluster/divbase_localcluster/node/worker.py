@@ -13,17 +13,18 @@ import http.client
 import logging
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import build
+from ..podnet import netns
+from ..podnet import node as podnet_node
 from . import hooks, podspec, serviceaccount
 from .api import STRATEGIC, ApiError
 from .images import Resolved
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between steps of a live pod (processes are polled, not waited for)
+KUBE_MINOR = ".".join(build.K8S_VERSION.lstrip("v").split(".")[:2])  # User-Agents: kube-probe/1.36
 CONFIG_RETRY = 3.0  # seconds between attempts to resolve a missing Secret/ConfigMap
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 10.0, 60.0  # restart back-off (kubelet: 10 s .. 5 min)
 TERMINATION_MESSAGE_MAX = 4096
@@ -138,6 +140,8 @@ class PodWorker:
         self.key = f"{self.ns}/{self.name}"
         self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.name}_{self.uid}"
         self.ip = ""
+        self.netns: str | None = None  # the pod's network namespace (with a pod network, once made)
+        self.net_retry_at = 0.0
         self.start_time = ""
         self.terminal = False
         self.pod_reason: tuple[str, str] | None = None  # (reason, message) of the pod itself
@@ -185,7 +189,7 @@ class PodWorker:
         finally:
             if self.sa_token is not None:
                 self.sa_token.remove()
-            self.agent.ips.release(self.ip)
+            self._release_address()
             self.agent.worker_done(self)
 
     def _run(self) -> None:
@@ -245,6 +249,42 @@ class PodWorker:
             c.waiting = ("PodInitializing", "") if self.init_containers else ("ContainerCreating", "")
         log.info("pod %s: accepted, pod IP %s, dir %s", self.key, self.ip, self.dir)
 
+    def _make_sandbox(self) -> bool:
+        """The pod's network namespace and address (the kubelet's pod sandbox); retried while it fails."""
+        assert self.agent.network is not None
+        try:
+            self.netns = podnet_node.attach_pod(self.agent.network, self.ip)
+            return True
+        except netns.NetworkError as e:
+            msg = f"Failed to create pod sandbox: {e}"
+            log.warning("pod %s: %s", self.key, msg)
+            self.agent.event(self.pod, "Warning", "FailedCreatePodSandBox", msg)
+            self.net_retry_at = time.monotonic() + CONFIG_RETRY
+            return False
+
+    def _release_address(self) -> None:
+        """Give the pod IP back, and with a pod network remove the pod's namespace (its processes are gone)."""
+        if self.netns is not None and self.agent.network is not None:
+            try:
+                podnet_node.detach_pod(self.agent.network, self.ip)
+            except netns.NetworkError as e:
+                log.warning("pod %s: removing its network namespace: %s", self.key, e)
+            self.netns = None
+        if self.ip:
+            self.agent.ips.release(self.ip)
+
+    @contextlib.contextmanager
+    def _in_pod_netns(self) -> Iterator[dict[str, Any]]:
+        """Popen keyword arguments that start a process in the pod's network namespace (none without one)."""
+        if self.netns is None:
+            yield {}
+            return
+        enter, close = netns.preexec_entering(self.netns)
+        try:
+            yield {"preexec_fn": enter}
+        finally:
+            close()
+
     def _grace(self) -> float:
         meta, spec = self.pod["metadata"], self.pod.get("spec", {})
         grace = meta.get("deletionGracePeriodSeconds")
@@ -255,6 +295,10 @@ class PodWorker:
     # -- one step ---------------------------------------------------------------------------------------------
     def _step(self) -> None:
         now = time.monotonic()
+        if self.agent.network is not None and self.netns is None and (
+            now < self.net_retry_at or not self._make_sandbox()
+        ):
+            return
         if not self.sa_ready:
             if now < self.sa_retry_at:
                 return
@@ -310,7 +354,7 @@ class PodWorker:
         self.terminal = True
         if self.sa_token is not None:
             self.sa_token.remove()
-        self.agent.ips.release(self.ip)  # the status keeps showing it; no process uses it any more
+        self._release_address()  # the status keeps showing it; no process uses it any more
         log.info("pod %s: %s", self.key, self.phase)
 
     def _init_done(self) -> bool:
@@ -412,10 +456,10 @@ class PodWorker:
         log_path = log_dir / f"{c.restart_count}.log"
         started_at = now_rfc3339()
         try:
-            with log_path.open("ab") as out:
+            with log_path.open("ab") as out, self._in_pod_netns() as in_netns:
                 proc = subprocess.Popen(
                     argv, cwd=self.dir, env=child_env, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True,
+                    stderr=subprocess.STDOUT, start_new_session=True, **in_netns,
                 )  # fmt: skip
         except OSError as e:
             # containerd reports this as a terminated container: StartError, exit code 128
@@ -579,14 +623,16 @@ class PodWorker:
         process group, killed with the container), httpGet to the pod IP, or sleep."""
         run = hooks.HookRun(kind)
         env, cwd, spec, ip = dict(c.proc_env), self.dir, c.spec, self.ip
-        version = ".".join(build.K8S_VERSION.lstrip("v").split(".")[:2])
         agent = self.agent
+        in_pod_netns = self._in_pod_netns
 
         def work(r: hooks.HookRun) -> None:
             if "exec" in h:
-                r.proc = subprocess.Popen(list(h["exec"].get("command") or []), cwd=cwd, env=env,
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                with in_pod_netns() as in_netns:
+                    r.proc = subprocess.Popen(list(h["exec"].get("command") or []), cwd=cwd, env=env,
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True,
+                                              **in_netns)  # fmt: skip
                 agent.register_pgid(r.proc.pid)
                 if r.cancel.is_set():  # the container ended while this was starting
                     r.kill()
@@ -597,7 +643,7 @@ class PodWorker:
                 if code != 0:
                     raise OSError(f"exit code {code}")  # not the command line: it is never logged
             elif "httpGet" in h:
-                hooks.do_http(hooks.http_request(h["httpGet"], spec, ip, version), timeout)
+                hooks.do_http(hooks.http_request(h["httpGet"], spec, ip, KUBE_MINOR), timeout, agent.connect)
             elif "sleep" in h:
                 r.sleep(float(h["sleep"].get("seconds") or 0))
             else:
@@ -650,7 +696,7 @@ class PodWorker:
             all_ok = all(c.succeeded for c in self.containers) and bool(self.containers)
             self.phase = "Succeeded" if all_ok else "Failed"
             self.terminal = True
-            self.agent.ips.release(self.ip)
+            self._release_address()
             self._sync_status()
         try:
             self.api.retrying(
@@ -707,33 +753,22 @@ class PodWorker:
             if "tcpSocket" in spec:
                 t = spec["tcpSocket"]
                 address = (t.get("host") or self.ip, hooks.resolve_port(t["port"], c.spec))
-                with socket.create_connection(address, timeout):
+                with self.agent.connect(address, timeout):
                     return True, ""
             if "exec" in spec:
                 env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
                 child_env = {"PATH": c.resolved.path if c.resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
-                r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
-                                   capture_output=True, timeout=timeout, check=False)  # fmt: skip
+                with self._in_pod_netns() as in_netns:
+                    r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
+                                       capture_output=True, timeout=timeout, check=False, **in_netns)  # fmt: skip
                 return r.returncode == 0, f"exit code {r.returncode}"
         except (OSError, subprocess.SubprocessError, podspec.ConfigError, http.client.HTTPException) as e:
             return False, f"{type(e).__name__}: {e}"
         return True, "probe type not supported"
 
     def _http_probe(self, c: Container, h: dict[str, Any], timeout: float) -> tuple[bool, str]:
-        host, port = h.get("host") or self.ip, hooks.resolve_port(h["port"], c.spec)
-        conn: http.client.HTTPConnection
-        if h.get("scheme", "HTTP").upper() == "HTTPS":
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                               context=ssl._create_unverified_context())  # fmt: skip
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        try:
-            headers = {x["name"]: x["value"] for x in h.get("httpHeaders") or []}
-            headers.setdefault("User-Agent", "kube-probe/divbase-node")
-            conn.request("GET", h.get("path") or "/", headers=headers)
-            status = conn.getresponse().status
-        finally:
-            conn.close()
+        req = hooks.http_request(h, c.spec, self.ip, KUBE_MINOR, user_agent=hooks.PROBE_USER_AGENT)
+        status = hooks.do_http(req, timeout, self.agent.connect)
         return 200 <= status < 400, f"HTTP probe failed with statuscode: {status}"
 
     # -- inputs: ServiceAccount token, Secrets, ConfigMaps, volumes ---------------------------------------------
@@ -750,7 +785,7 @@ class PodWorker:
                 log.info("pod %s: cannot read ServiceAccount %s (%s); going by its volumes", self.key, sa_name, e)
         if not serviceaccount.wants_token(self.pod, account):
             return True
-        token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount")
+        token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount", self.agent.pod_api_server)
         try:
             token.setup()
         except (ApiError, OSError) as e:
