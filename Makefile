@@ -63,7 +63,7 @@ $(BIN)/.mutation-installed: $(BIN)/.installed
 mutation: system-deps $(BIN)/.mutation-installed ## mutmut over the gates' decision functions (minutes; report: bench/results/mutation.md).
 	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
 
-demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load with the operator, then today's stop-the-world.
+demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load through a Service, operator vs today and a Helm hook.
 	$(BIN)/python -m divbase_app.demo
 
 clean: ## Remove the virtual environment (the binary cache under $$DIVBASE_CACHE_DIR stays).

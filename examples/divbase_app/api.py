@@ -13,7 +13,8 @@ from typing import Any
 
 import uvicorn
 from divbase_migrations.compat import IncompatibleSchema, require_compatible
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, create_engine, text
 
@@ -21,6 +22,7 @@ from . import queries
 from .settings import Settings, from_env
 
 log = logging.getLogger("divbase_app.api")
+RELEASE_HEADER = "X-DivBase-Release"
 
 
 # Lengths are the columns' (String(n)): a longer value is the client's error (422), not the database's (500).
@@ -57,6 +59,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title=f"DivBase stand-in, release {settings.release}", lifespan=lifespan)
     app.state.draining = False
+    release_header = {RELEASE_HEADER: settings.release}
+
+    @app.middleware("http")
+    async def name_the_release(request: Request, call_next: Any) -> Response:
+        """Every answer says which release gave it: a client behind a Service can tell the releases apart, also
+        in its errors (the load generator attributes failures with it)."""
+        response: Response = await call_next(request)
+        response.headers.update(release_header)
+        return response
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500, headers=release_header)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -127,7 +143,8 @@ class DrainingServer(uvicorn.Server):
 
     Endpoints learn that a terminating pod is gone through the API, a little after the kubelet sent SIGTERM; a
     server that stopped listening at once would refuse the requests routed to it in that window. This is what a
-    `preStop: sleep` hook does in clusters that have one."""
+    `preStop: sleep` hook does, which is what the pods here use: DIVBASE_DRAIN_SECONDS is 0 (off) by default, for
+    platforms without preStop hooks."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain_seconds: float) -> None:
         super().__init__(config)
@@ -149,4 +166,4 @@ def main() -> None:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
                             timeout_graceful_shutdown=5)
-    DrainingServer(config, app, float(os.environ.get("DIVBASE_DRAIN_SECONDS", "2"))).run()
+    DrainingServer(config, app, float(os.environ.get("DIVBASE_DRAIN_SECONDS", "0"))).run()

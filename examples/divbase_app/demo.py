@@ -1,6 +1,7 @@
-"""`make demo`: DivBase rolled from release 1 to 2 on the local control plane, under load, then the same change
-the way DivBase does it today and the way a chart with a Helm pre-upgrade hook would, and a table comparing the
-three. Everything it starts, it stops."""
+"""`make demo`: DivBase rolled from release 1 to 2 on the local control plane, under load through the API's
+Service (kube-proxy on the pod network), by the operator with the API pods' preStop sleep and without it, then the
+same change the way DivBase does it today and the way a chart with a Helm pre-upgrade hook would, and a table
+comparing the four. Everything it starts, it stops."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from divbase_localcluster import build
-from divbase_localcluster.cluster import LocalCluster
+from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_migrations.testing.postgres import PostgresServer
 from divbase_operator import names
 from divbase_operator.testing import Kube, OperatorProcess, install_crd
@@ -52,44 +53,60 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(clock: Clock, api: client.ApiClient, kubeconfig: Path, pg: PostgresServer, work: Path,
+def _database_secret(api: client.ApiClient, info: ClusterInfo, pg: PostgresServer, namespace: str) -> None:
+    """A namespace and its Secret: a database of its own, at the address pods dial (the pod network's gateway)."""
+    _namespace(api, namespace)
+    url = pg.create_database(namespace.replace("-", "_")).render_as_string(hide_password=False)
+    Kube(api, namespace).create_secret(rollout.SECRET, {"url": info.for_pods(url)})
+
+
+def _operator_rollout(clock: Clock, kube: Kube, info: ClusterInfo, from_version: str, to_version: str,
+                      replicas: int, prestop_sleep: int) -> dict[str, Any]:  # fmt: skip
+    kube.create_db(NAME, rollout.database_spec(from_version, replicas, prestop_sleep))
+    clock.say(f"DivBaseDatabase {kube.namespace}/{NAME} created at release {from_version}: expand, contract, then "
+              f"workloads (API preStop sleep: {prestop_sleep or 'none'})")
+    kube.wait_condition(NAME, names.COND_READY, timeout=300)
+    clock.say(f"release {from_version} Ready; API pods serving. Rolling to {to_version} under load:")
+    figures = rollout.gated_rollout(kube, NAME, to_version, lambda line: clock.say("  " + line),
+                                    info.node_netns or "")  # fmt: skip
+    for step, step_info in kube.get_db(NAME)["status"]["history"][0]["steps"].items():
+        job = f" (Job {step_info['job']})" if step_info.get("job") else ""
+        clock.say(f"  {step}: {step_info.get('seconds')} s{job}")
+    return figures
+
+
+def run(clock: Clock, api: client.ApiClient, info: ClusterInfo, pg: PostgresServer, work: Path,
         from_version: str, to_version: str, replicas: int) -> dict[str, dict[str, Any]]:
     install_crd(api)
-    _namespace(api, "divbase")
-    kube = Kube(api, "divbase")
-    operator = OperatorProcess(str(kubeconfig), "divbase", work / "operator.log")
+    for namespace in ("divbase", "divbase-noprestop"):
+        _database_secret(api, info, pg, namespace)
+    operator = OperatorProcess(str(info.kubeconfig), "divbase", work / "operator.log",
+                               extra_args=("-n", "divbase-noprestop"))  # fmt: skip
     operator.start()
     try:
         clock.say("operator started (log: %s)" % (work / "operator.log"))
-        kube.create_secret(rollout.SECRET, {"url": pg.create_database("divbase").render_as_string(hide_password=False)})
-        kube.create_db(NAME, rollout.database_spec(from_version, replicas))
-        clock.say(f"DivBaseDatabase {NAME} created at release {from_version}: expand, contract, then workloads")
-        kube.wait_condition(NAME, names.COND_READY, timeout=300)
-        clock.say(f"release {from_version} Ready; API pods serving. Rolling to {to_version} under load:")
-        gated = rollout.gated_rollout(kube, NAME, to_version, lambda line: clock.say("  " + line))
-        history = kube.get_db(NAME)["status"]["history"][0]
-        for step, info in history["steps"].items():
-            clock.say(f"  {step}: {info.get('seconds')} s" + (f" (Job {info['job']})" if info.get("job") else ""))
+        gated = _operator_rollout(clock, Kube(api, "divbase"), info, from_version, to_version, replicas,
+                                  rollout.PRESTOP_SLEEP)  # fmt: skip
+        clock.say("the same with API pods that have no preStop sleep (what it is there for):")
+        bare = _operator_rollout(clock, Kube(api, "divbase-noprestop"), info, from_version, to_version, replicas, 0)
     finally:
         operator.stop()
 
+    def say(line: str) -> None:
+        clock.say("  " + line)
+
     clock.say(f"now today's way (scale to 0, migrate to head, scale up), release {from_version} -> {to_version}:")
-    _namespace(api, "divbase-legacy")
-    Kube(api, "divbase-legacy").create_secret(
-        rollout.SECRET, {"url": pg.create_database("legacy").render_as_string(hide_password=False)})
+    _database_secret(api, info, pg, "divbase-legacy")
     rollout.deploy_legacy(api, "divbase-legacy", from_version, replicas)
-    baseline = rollout.stop_the_world(api, "divbase-legacy", to_version, lambda line: clock.say("  " + line),
-                                      replicas)
+    baseline = rollout.stop_the_world(api, "divbase-legacy", to_version, say, info.node_netns or "", replicas)
 
     clock.say(f"and a chart's Helm pre-upgrade hook (migrate to head, then a rolling update), release {from_version} "
               f"-> {to_version}:")
-    _namespace(api, "divbase-hook")
-    Kube(api, "divbase-hook").create_secret(
-        rollout.SECRET, {"url": pg.create_database("hook").render_as_string(hide_password=False)})
+    _database_secret(api, info, pg, "divbase-hook")
     rollout.deploy_legacy(api, "divbase-hook", from_version, replicas, name=rollout.HOOK)
-    hook = rollout.helm_hook(api, "divbase-hook", to_version, lambda line: clock.say("  " + line), replicas)
-    return {"operator (expand, deploy, contract)": gated, "stop the world (today)": baseline,
-            "Helm pre-upgrade hook (migrate, then rolling update)": hook}
+    hook = rollout.helm_hook(api, "divbase-hook", to_version, say, info.node_netns or "", replicas)
+    return {"operator (expand, deploy, contract)": gated, "operator, API pods without preStop sleep": bare,
+            "stop the world (today)": baseline, "Helm pre-upgrade hook (migrate, then rolling update)": hook}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     pg = PostgresServer().start()
     clock.say(f"PostgreSQL on 127.0.0.1:{pg.port}")
     try:
-        info = cluster.up(node=True)
-        clock.say(f"control plane up with node {info.node_name} (KUBECONFIG={info.kubeconfig})")
+        info = cluster.up(node=True, pod_network=True)  # the load goes through a Service: kube-proxy
+        clock.say(f"control plane up with node {info.node_name}, pod network in {info.node_netns} "
+                  f"(KUBECONFIG={info.kubeconfig})")
         api = info.api_client()
-        results = run(clock, api, info.kubeconfig, pg, work, args.from_version, args.to_version, args.replicas)
+        results = run(clock, api, info, pg, work, args.from_version, args.to_version, args.replicas)
     except BaseException as exc:
         clock.say(f"demo failed: {exc!r}")
         clock.say(f"kept for a look: {work} (operator.log, the cluster's logs under cluster/logs) and "
@@ -125,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         pg.stop()
     print()
     print(table(results))
-    gated, baseline, hook = results.values()
-    print(f"\nFailed requests: {gated['failed']} with the operator, {baseline['failed']} stopping the world "
+    gated, bare, baseline, hook = results.values()
+    print(f"\nFailed requests: {gated['failed']} with the operator ({bare['failed']} if the API pods have no preStop "
+          f"sleep), {baseline['failed']} stopping the world "
           f"({baseline['unavailable_s']:.1f} s without service), {hook['failed']} with a Helm pre-upgrade hook "
           f"({hook['failed_by_release'].get(args.from_version, 0)} on release {args.from_version} pods, whose schema "
           f"the hook contracted under them).")

@@ -1,95 +1,58 @@
-"""A steady load on the API pods, routed the way a Service routes: only to pods that are Ready and not terminating.
+"""A steady load on the API through its Service, the way clients in the cluster reach it: each request goes to the
+Service's ClusterIP and kube-proxy picks a ready endpoint, so what a rolling update does to clients (a pod
+terminating before kube-proxy stops sending it connections, a Service without endpoints) is what this sees.
 
-There is no kube-proxy on the local control plane, so this is the Service: a watch on the API pods keeps the set of
-ready endpoints, and each request goes to the next one (round robin). A request counts as failed when it errors or
-gets a non-2xx answer, or when there is no ready endpoint at all (what a client of a Service without endpoints sees:
-a refused connection). Every request writes a user through one pod and reads it back through the next one, so the
-two releases running side by side during a rollout must agree on the data."""
+Requests are sent from the local cluster's node network namespace (docs/localcluster.md, "Pod network"), where
+kube-proxy's rules are. A request counts as failed when it errors or gets a non-2xx answer; an answer names the
+release of the pod that gave it (the `X-DivBase-Release` header), so failures are attributed when a pod answered.
+Every request writes a user and reads it back in a second request (possibly served by another pod, of another
+release), so the two releases running side by side during a rollout must agree on the data."""
 
 from __future__ import annotations
 
-import itertools
+import http.client
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
+from divbase_localcluster.podnet.netns import Sockets
+from kubernetes import client
+
+from .api import RELEASE_HEADER
 
 
-@dataclass
-class Endpoint:
-    name: str
+@dataclass(frozen=True)
+class ServiceTarget:
+    """A Service's ClusterIP and port, dialled from inside the node namespace `node_netns`."""
+
+    node_netns: str
     ip: str
-    release: str
+    port: int
 
 
-class EndpointTracker:
-    """Ready, non-terminating pods matching a label selector, kept current by a watch (re-listed on errors)."""
+def ensure_service(api_client: client.ApiClient, namespace: str, name: str, selector: str, port: int,
+                   node_netns: str) -> ServiceTarget:  # fmt: skip
+    """A ClusterIP Service `name` for the pods of an equality `selector` ("k=v,k2=v2"), created if missing."""
+    core = client.CoreV1Api(api_client)
+    labels = dict(term.split("=", 1) for term in selector.split(","))
+    try:
+        service = core.read_namespaced_service(name, namespace)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        service = core.create_namespaced_service(namespace, {
+            "metadata": {"name": name}, "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port}]}})
+    return ServiceTarget(node_netns, service.spec.cluster_ip, port)
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, selector: str, port: int) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.namespace, self.selector, self.port = namespace, selector, port
-        self._endpoints: dict[str, Endpoint] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._synced = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="endpoints", daemon=True)
 
-    def start(self, timeout: float = 30.0) -> EndpointTracker:
-        """Returns once the first list is in: before that, "no endpoint" would be the tracker's fault."""
-        self._thread.start()
-        if not self._synced.wait(timeout):
-            raise TimeoutError(f"could not list pods {self.selector!r} in {self.namespace} within {timeout} s")
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def ready(self) -> list[Endpoint]:
-        with self._lock:
-            return sorted(self._endpoints.values(), key=lambda e: e.name)
-
-    @staticmethod
-    def _endpoint(pod: Any) -> Endpoint | None:
-        conditions = {c.type: c.status for c in (pod.status.conditions or [])}
-        if pod.metadata.deletion_timestamp is not None or not pod.status.pod_ip or conditions.get("Ready") != "True":
-            return None
-        image = pod.spec.containers[0].image or ""
-        return Endpoint(pod.metadata.name, pod.status.pod_ip, image.rsplit(":", 1)[-1])
-
-    def _apply(self, pod: Any, deleted: bool = False) -> None:
-        endpoint = None if deleted else self._endpoint(pod)
-        with self._lock:
-            if endpoint:
-                self._endpoints[pod.metadata.name] = endpoint
-            else:
-                self._endpoints.pop(pod.metadata.name, None)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                listed = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector)
-                fresh = {p.metadata.name: e for p in listed.items if (e := self._endpoint(p))}
-                with self._lock:  # swapped whole: a re-list never shows an empty set in between
-                    self._endpoints = fresh
-                self._synced.set()
-                stream = watch.Watch()
-                for event in stream.stream(self.core.list_namespaced_pod, self.namespace,
-                                           label_selector=self.selector, timeout_seconds=5,
-                                           resource_version=listed.metadata.resource_version):
-                    self._apply(event["object"], deleted=event["type"] == "DELETED")
-                    if self._stop.is_set():
-                        stream.stop()
-            except (ApiException, OSError, ValueError):
-                self._stop.wait(0.2)
+class HttpError(Exception):
+    def __init__(self, status: int, release: str | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.release = status, release
 
 
 @dataclass
@@ -99,7 +62,7 @@ class Stats:
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     served_by_release: Counter[str] = field(default_factory=Counter)
-    failed_by_release: Counter[str] = field(default_factory=Counter)  # the release of the pod that was asked
+    failed_by_release: Counter[str] = field(default_factory=Counter)  # of the pod that answered with the error
     last_success: float | None = None
     longest_gap_s: float = 0.0  # longest time between two successful requests
     unavailable_s: float = 0.0  # summed time from a failure to the next success
@@ -137,13 +100,12 @@ class Stats:
 class LoadGenerator:
     """`workers` threads, each sending one write-then-read request pair every `interval` seconds."""
 
-    def __init__(self, tracker: EndpointTracker, workers: int = 4, interval: float = 0.05,
-                 timeout: float = 3.0) -> None:
-        self.tracker, self.workers, self.interval, self.timeout = tracker, workers, interval, timeout
+    def __init__(self, target: ServiceTarget, workers: int = 4, interval: float = 0.05, timeout: float = 3.0) -> None:
+        self.target, self.workers, self.interval, self.timeout = target, workers, interval, timeout
         self.stats = Stats()
+        self._sockets = Sockets(target.node_netns)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._rr = itertools.count()
         self._threads = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True) for i in range(workers)]
 
     def start(self) -> LoadGenerator:
@@ -155,6 +117,7 @@ class LoadGenerator:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self.timeout + 5)
+        self._sockets.close()
         with self._lock:
             return self.stats.summary()
 
@@ -162,31 +125,30 @@ class LoadGenerator:
         with self._lock:
             return self.stats.summary()
 
-    def _pick(self) -> Endpoint | None:
-        ready = self.tracker.ready()
-        return ready[next(self._rr) % len(ready)] if ready else None
-
-    def _call(self, endpoint: Endpoint, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://{endpoint.ip}:{self.tracker.port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            return json.loads(response.read())
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request on a new connection (each one is balanced by kube-proxy anew)."""
+        conn = http.client.HTTPConnection(self.target.ip, self.target.port, timeout=self.timeout)
+        try:
+            conn.sock = self._sockets.connect((self.target.ip, self.target.port), self.timeout)
+            conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            if not 200 <= response.status < 300:
+                raise HttpError(response.status, response.getheader(RELEASE_HEADER))
+            return json.loads(data)
+        finally:
+            conn.close()
 
     def _one(self) -> tuple[bool, str | None, str | None]:
-        writer = self._pick()
-        if writer is None:
-            return False, None, "no ready endpoint"
         name = uuid.uuid4().hex[:12]
-        asked = writer
         try:
-            created = self._call(writer, "POST", "/users", {"name": name})
-            asked = reader = self._pick() or writer
-            read = self._call(reader, "GET", f"/users/{created['id']}")
-        except urllib.error.HTTPError as exc:
-            return False, asked.release, f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return False, asked.release, type(getattr(exc, "reason", exc)).__name__
+            created = self._call("POST", "/users", {"name": name})
+            read = self._call("GET", f"/users/{created['id']}")
+        except HttpError as exc:
+            return False, exc.release, str(exc)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return False, None, type(exc).__name__
         if read.get("name") != name:
             return False, None, "read back a different name"
         return True, str(read.get("release")), None

@@ -4,7 +4,9 @@
 `stop_the_world`: what DivBase does today: scale the API to zero, migrate to head, start the new release.
 `helm_hook`: what most charts do instead of an operator: a pre-upgrade hook Job migrates to head (expand and
 contract at once) while the old release serves, then the Deployment's rolling update starts the new one.
-Each returns the load generator's figures; the demo prints them and the end-to-end test asserts on them."""
+Each returns the load generator's figures; the demo prints them and the end-to-end test asserts on them. The load
+goes through a ClusterIP Service of the API pods (kube-proxy on the local cluster's pod network), so endpoint
+propagation during a rolling update is what clients meet; the API pods' standard `preStop: sleep` covers it."""
 
 from __future__ import annotations
 
@@ -16,52 +18,55 @@ from divbase_operator import names
 from divbase_operator.testing import Kube, wait_for
 from kubernetes import client
 
-from .loadgen import EndpointTracker, LoadGenerator
+from .loadgen import LoadGenerator, ensure_service
 
 API_PORT = 8080
 SECRET = "divbase-db"
 Progress = Callable[[str], None]
 # the image's own release (DIVBASE_RELEASE comes with the image), migrated all the way: DivBase's db-migrator today
 MIGRATE_TO_HEAD = "divbase-migrate expand && divbase-migrate contract"
+PRESTOP_SLEEP = 2  # s: a terminating pod keeps serving until kube-proxy has taken it out of the Service
 
 
 def _db_env() -> list[dict[str, Any]]:
-    return [
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "DIVBASE_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "url"}}},
-    ]
+    return [{"name": "DIVBASE_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "url"}}}]
 
 
-def api_pod_spec(image: str | None = None) -> dict[str, Any]:
+def api_pod_spec(image: str | None = None, prestop_sleep: int = PRESTOP_SLEEP) -> dict[str, Any]:
+    """The API listening on 0.0.0.0:8080 of its pod, ready once it reaches the database; on deletion it keeps
+    serving for `prestop_sleep` s (0: none) before SIGTERM, as the example chart's api.preStopSleepSeconds."""
     container: dict[str, Any] = {
         "name": "api",
         "command": ["divbase-api"],
-        "env": [*_db_env(), {"name": "DIVBASE_DRAIN_SECONDS", "value": "2"}],
+        "env": _db_env(),
         "ports": [{"name": "http", "containerPort": API_PORT}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1,
                            "failureThreshold": 1, "timeoutSeconds": 2},
     }
+    if prestop_sleep:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": prestop_sleep}}}
     if image:
         container["image"] = image
     return {"terminationGracePeriodSeconds": 15, "containers": [container]}
 
 
-def workloads(replicas: int = 2) -> list[dict[str, Any]]:
+def workloads(replicas: int = 2, prestop_sleep: int = PRESTOP_SLEEP) -> list[dict[str, Any]]:
     """The DivBaseDatabase's gated workloads: the API (rolling, never below `replicas` ready) and a worker."""
     return [
         {"name": "api", "template": {
             "replicas": replicas, "progressDeadlineSeconds": 120,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"spec": api_pod_spec()}}},
+            "template": {"spec": api_pod_spec(prestop_sleep=prestop_sleep)}}},
         {"name": "worker", "template": {"replicas": 1, "template": {"spec": {
             "terminationGracePeriodSeconds": 5,
             "containers": [{"name": "worker", "command": ["divbase-worker"], "env": _db_env()}]}}}},
     ]
 
 
-def database_spec(version: str, replicas: int = 2) -> dict[str, Any]:
+def database_spec(version: str, replicas: int = 2, prestop_sleep: int = PRESTOP_SLEEP) -> dict[str, Any]:
     return {"version": version, "image": "divbase", "database": {"secretRef": {"name": SECRET}},
-            "workloads": workloads(replicas), "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300}}
+            "workloads": workloads(replicas, prestop_sleep),
+            "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300}}
 
 
 class _Restarts:
@@ -84,10 +89,11 @@ class _Restarts:
         return sum(self.seen.values())
 
 
-def _run_under_load(api_client: client.ApiClient, namespace: str, selector: str, action: Callable[[], None],
-                    progress: Progress, settle: float = 3.0) -> dict[str, Any]:
-    tracker = EndpointTracker(api_client, namespace, selector, API_PORT).start()
-    load = LoadGenerator(tracker).start()
+def _run_under_load(api_client: client.ApiClient, namespace: str, service: str, selector: str, node_netns: str,
+                    action: Callable[[], None], progress: Progress, settle: float = 3.0) -> dict[str, Any]:
+    """The load through Service `service` (made for `selector` if missing) before, during and after `action`."""
+    target = ensure_service(api_client, namespace, service, selector, API_PORT, node_netns)
+    load = LoadGenerator(target).start()
     restarts = _Restarts(client.CoreV1Api(api_client), namespace, selector)
     try:
         wait_for(lambda: load.snapshot()["ok"] >= 20, 60, "the API answering before the rollout")
@@ -100,13 +106,13 @@ def _run_under_load(api_client: client.ApiClient, namespace: str, selector: str,
             time.sleep(0.5)
     finally:
         figures = load.stop()
-        tracker.stop()
     figures.update(rollout_s=round(seconds, 1), restarts=restarts.total)
     progress(f"done: {figures['ok']} requests served, {figures['failed']} failed")
     return figures
 
 
-def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeout: float = 300) -> dict[str, Any]:
+def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, node_netns: str,
+                  timeout: float = 300) -> dict[str, Any]:  # fmt: skip
     """Move a Ready DivBaseDatabase to `version` under load; report each phase as the operator enters it."""
     selector = kube.selector(name, **{names.LABEL_WORKLOAD: "api"})
 
@@ -134,7 +140,7 @@ def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, timeo
             time.sleep(0.25)  # the demo's display polls; the operator itself is event-driven
         raise AssertionError(f"{name} not Ready at {version} after {timeout} s")
 
-    return _run_under_load(kube.api_client, kube.namespace, selector, action, progress)
+    return _run_under_load(kube.api_client, kube.namespace, f"{name}-api", selector, node_netns, action, progress)
 
 
 LEGACY, HOOK = "legacy-api", "hook-api"
@@ -187,8 +193,8 @@ def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, re
     wait_for(lambda: _available(apps, namespace, replicas, name), 180, f"{name} available")
 
 
-def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress,
-                   replicas: int = 2) -> dict[str, Any]:
+def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str,
+                   replicas: int = 2) -> dict[str, Any]:  # fmt: skip
     """Scale to zero, migrate to head with a Job, start the new release; the same load runs throughout."""
     apps, core, batch = client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.BatchV1Api(api_client)
 
@@ -207,11 +213,11 @@ def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, p
         apps.replace_namespaced_deployment(LEGACY, namespace, deployment)
         wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available again")
 
-    return _run_under_load(api_client, namespace, f"app={LEGACY}", action, progress)
+    return _run_under_load(api_client, namespace, LEGACY, f"app={LEGACY}", node_netns, action, progress)
 
 
-def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progress: Progress,
-              replicas: int = 2) -> dict[str, Any]:
+def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str,
+              replicas: int = 2) -> dict[str, Any]:  # fmt: skip
     """`helm upgrade` of a chart with a pre-upgrade hook: the hook Job migrates to head (the old release still
     serving, against a schema whose contract has already removed what it reads), then the rolling update."""
     apps, batch = client.AppsV1Api(api_client), client.BatchV1Api(api_client)
@@ -224,4 +230,4 @@ def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progre
             {"name": "api", "image": f"divbase:{version}"}]}}}})
         wait_for(lambda: _available(apps, namespace, replicas, HOOK), 180, f"{HOOK} rolled out")
 
-    return _run_under_load(api_client, namespace, f"app={HOOK}", action, progress)
+    return _run_under_load(api_client, namespace, HOOK, f"app={HOOK}", node_netns, action, progress)

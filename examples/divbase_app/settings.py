@@ -43,7 +43,7 @@ def from_env() -> Settings:
     url = database_url_from_env(required=True)
     assert url is not None
     try:
-        return Settings(release=release, database_url=url, host=os.environ.get("POD_IP") or "127.0.0.1",
+        return Settings(release=release, database_url=url, host=os.environ.get("POD_IP") or "0.0.0.0",
                         port=int(os.environ.get("PORT", "8080")))
     except ValueError as exc:
         raise SystemExit(str(exc)) from None

@@ -105,7 +105,8 @@ def _postgres_record(args: argparse.Namespace) -> Path:
 
 def cmd_postgres(args: argparse.Namespace) -> int:
     """`postgres up`: start a private server (initdb under /tmp, a free port on 127.0.0.1, a random password)
-    with a database `divbase`, and print `export DIVBASE_DATABASE_URL=...`; it keeps running until `postgres down`.
+    with a database `divbase`, and print `export DIVBASE_DATABASE_URL=...` (and DIVBASE_POD_DATABASE_URL, the same
+    server as pods reach it); it keeps running until `postgres down`.
     A second `up` prints the URL of the running one."""
     from divbase_migrations.testing.postgres import PostgresError, PostgresServer
 
@@ -128,7 +129,7 @@ def cmd_postgres(args: argparse.Namespace) -> int:
         return 0
     if saved and Path(saved["dir"], "data", "postmaster.pid").is_file():
         print(f"PostgreSQL already running on 127.0.0.1:{saved['port']} ({saved['dir']})", file=sys.stderr)
-        print(f"export DIVBASE_DATABASE_URL={shlex.quote(saved['url'])}")
+        _print_urls(args, saved["url"])
         return 0
     # under /tmp: as root the server runs as the `postgres` user, who cannot enter root's home
     server = PostgresServer(base_dir=Path(tempfile.mkdtemp(prefix="divbase-pg-")))
@@ -146,8 +147,17 @@ def cmd_postgres(args: argparse.Namespace) -> int:
     os.chmod(record, 0o600)
     print(f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port}, data in {server.base_dir}, log "
           f"{server.log_file}; stop it with: divbase-localcluster postgres down", file=sys.stderr)
-    print(f"export DIVBASE_DATABASE_URL={shlex.quote(text)}")
+    _print_urls(args, text)
     return 0
+
+
+def _print_urls(args: argparse.Namespace, url: str) -> None:
+    """The URL for this machine, and the one pods dial (the pod network's gateway when the cluster of the same
+    state dir has one; the same URL otherwise)."""
+    cluster = _state(args)
+    pods = cluster.info().for_pods(url) if cluster.info_file.is_file() else url
+    print(f"export DIVBASE_DATABASE_URL={shlex.quote(url)}")
+    print(f"export DIVBASE_POD_DATABASE_URL={shlex.quote(pods)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--kwok", type=int, default=0, metavar="N", help="also run kwok with N fake nodes")
             p.add_argument("--image-map", type=Path, default=None, help="image map for the node agent")
             p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
-            p.add_argument("--pod-network", choices=["off", "on", "auto"], default="off",
-                           help="pods in their own network namespaces with kube-proxy (on: fail if this machine "
-                                "cannot; auto: use it when it can); default off: pods share the host's loopback")
+            p.add_argument("--pod-network", choices=["off", "on", "auto"], default="auto",
+                           help="pods in their own network namespaces with kube-proxy (default auto: when this "
+                                "machine can, else pods share the host's loopback; on: fail if it cannot)")
         if name == "down":
             p.add_argument("--keep-state", action="store_true", help="stop processes but keep logs and data")
         if name == "status":

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -96,6 +97,15 @@ class ClusterInfo:
     def from_json(cls, data: dict[str, Any]) -> ClusterInfo:
         paths = {"state_dir", "kubeconfig", "ca_file", "log_dir", "node_kubeconfig", "bin_dir"}
         return cls(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
+
+    def for_pods(self, url: str) -> str:
+        """`url` of a server on this machine's loopback as pods dial it (the pod network's gateway)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.hostname not in ("127.0.0.1", "localhost") or self.host_address == "127.0.0.1":
+            return url
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = (f"{userinfo}@" if userinfo else "") + self.host_address + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
     def api_client(self) -> Any:
         """A `kubernetes.client.ApiClient` authenticated as cluster admin (system:masters)."""
@@ -326,12 +336,13 @@ class LocalCluster:
         timeout: float = 120.0,
         image_map: Path | None = None,
         binaries: build.Binaries | None = None,
-        pod_network: bool | None = False,
+        pod_network: bool | None = None,
     ) -> ClusterInfo:
         """Start the control plane (and node agent / kwok) and wait until it serves; returns how to reach it.
 
         Refuses to start over a running cluster in the same state dir; a stale one (processes gone) is cleared.
-        `pod_network`: True needs it (ClusterError naming what is missing), None uses it when this machine can.
+        `pod_network`: True needs it (ClusterError naming what is missing), None (the default) uses it when this
+        machine can, False never.
         """
         if any(self.alive().values()):
             raise ClusterError(f"a cluster is already running in {self.state_dir}; run `down` first")

@@ -8,11 +8,15 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
+
+if TYPE_CHECKING:
+    from .cluster import ClusterInfo
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
@@ -201,6 +205,19 @@ def _recv(sock: socket.socket) -> bytes | None:
     finally:
         sock.settimeout(5)
     return data
+
+
+def http_get_pod(info: ClusterInfo, ip: str, port: int, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+    """GET a pod's server from the node, as a kubelet probe does: through the pod network's node namespace when the
+    cluster has one, else straight to the pod's loopback address. (0, error) when it cannot connect."""
+    try:
+        if info.node_netns:
+            return http_get_from_node(info.node_netns, ip, port, path, timeout)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://{ip}:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
 
 
 def http_get_from_node(node_netns: str, host: str, port: int, path: str = "/", timeout: float = 5) -> tuple[int, str]:

@@ -143,8 +143,15 @@ def operator(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[OperatorP
 
 
 @pytest.fixture
-def db_secret(kube: Kube, database_url: str) -> str:
-    kube.create_secret("divbase-db", {"url": database_url})
+def pod_database_url(cluster: ClusterInfo, database_url: str) -> str:
+    """The test's database as pods dial it (with a pod network, through the gateway; docs/localcluster.md)."""
+    return cluster.for_pods(database_url)
+
+
+@pytest.fixture
+def db_secret(kube: Kube, database_url: str, pod_database_url: str) -> str:
+    """Secret `divbase-db` holding the URL pods dial; returns the URL this process dials (for its own checks)."""
+    kube.create_secret("divbase-db", {"url": pod_database_url})
     return database_url
 
 

@@ -119,7 +119,7 @@ def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, dat
         namespace = f"t-repush-{uuid.uuid4().hex[:6]}"
         kube = Kube(api_client, namespace)
         kube.core.create_namespace({"metadata": {"name": namespace}})
-        kube.create_secret("divbase-db", {"url": database_url})
+        kube.create_secret("divbase-db", {"url": info.for_pods(database_url)})
         operator = OperatorProcess(str(info.kubeconfig), namespace, tmp_path / "operator.log")
         operator.start()
         try:

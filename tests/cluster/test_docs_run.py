@@ -95,7 +95,10 @@ def test_the_pod_network_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert out.rstrip().endswith("0"), out  # no namespace of the cluster left
 
 
+@pytest.mark.skipif(bool(missing_requirements()), reason=f"the demo's load goes through a Service, which needs the "
+                    f"pod network: {'; '.join(missing_requirements())}")  # fmt: skip
 def test_make_demo_runs_as_written(tmp_path: Path) -> None:
     _, out, _ = _run(tmp_path, "demo", [])
-    assert re.search(r"^Failed requests: 0 with the operator, [1-9]\d* stopping the world", out, re.MULTILINE), out
+    assert re.search(r"^Failed requests: 0 with the operator \(\d+ if the API pods have no preStop sleep\), "
+                     r"[1-9]\d* stopping the world", out, re.MULTILINE), out
     assert "| operator (expand, deploy, contract) |" in out, out  # README's table has the demo's columns

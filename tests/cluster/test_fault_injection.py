@@ -262,7 +262,8 @@ def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, d
     assert any(p.status.phase == "Failed" for p in pods), [(p.metadata.name, p.status.phase) for p in pods]
 
 
-def test_secret_removed_and_restored_during_expand(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
+def test_secret_removed_and_restored_during_expand(kube: Kube, operator: OperatorProcess, db_secret: str,
+                                                   pod_database_url: str) -> None:
     """With the Secret gone the Job's next pod cannot start (JobPodBlocked, said in status); once it is back the
     pod starts and the rollout completes."""
     install(kube, db_secret)
@@ -275,11 +276,11 @@ def test_secret_removed_and_restored_during_expand(kube: Kube, operator: Operato
                                  timeout=120)
         ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
         assert SECRET in ready["message"], ready
-        kube.create_secret(SECRET, {"url": db_secret})
+        kube.create_secret(SECRET, {"url": pod_database_url})
         wait_for(lambda: blocked_runners(db_secret) >= 1, 120, "the new runner waiting for the lock", interval=0.5)
     finally:
         lock.release()
-        kube.create_secret(SECRET, {"url": db_secret})
+        kube.create_secret(SECRET, {"url": pod_database_url})
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH
 
@@ -464,7 +465,7 @@ def test_apiserver_restarted_during_expand(own_cluster: LocalCluster, database_u
         install_crd(api_client)
         kube = Kube(api_client, "divbase")
         kube.core.create_namespace({"metadata": {"name": kube.namespace}})
-        kube.create_secret(SECRET, {"url": database_url})
+        kube.create_secret(SECRET, {"url": info.for_pods(database_url)})
         operator = OperatorProcess(str(info.kubeconfig), kube.namespace, tmp_path / "operator.log")
         operator.start()
         assert operator.proc is not None

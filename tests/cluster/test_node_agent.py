@@ -11,14 +11,14 @@ import re
 import signal
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
-from divbase_localcluster.testing import gone, wait_for
+from divbase_localcluster.podnet.layout import Layout
+from divbase_localcluster.testing import gone, http_get_pod, wait_for
 from kubernetes import client
 
 SECRET_VALUE = "s3cret-Value-never-logged-7f3a"
@@ -111,7 +111,7 @@ def test_node_registered_ready_and_stays_ready(api_client: Any, node_name: str) 
 
 
 def test_pod_succeeds_with_init_container(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
-    """Init containers run first, in the per-pod directory; the pod gets a loopback IP and goes Succeeded."""
+    """Init containers run first, in the per-pod directory; the pod gets its IP and goes Succeeded."""
     body = pod_body("hello", "cat greeting; echo hi; exit 0")
     init = {"name": "prep", "image": "busybox", "command": ["sh", "-c", "echo from-init > greeting"]}
     body["spec"]["initContainers"] = [init]
@@ -122,7 +122,10 @@ def test_pod_succeeds_with_init_container(core: client.CoreV1Api, namespace: str
     assert (term.exit_code, term.reason) == (0, "Completed")
     assert term.started_at and term.finished_at and term.container_id.startswith("local://")
     assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
-    assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"
+    if cluster.pod_network:  # an address of the pod network (docs/localcluster.md), else a loopback one
+        assert pod.status.pod_ip in Layout.for_state_dir(cluster.state_dir).pod_hosts()
+    else:
+        assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"
     assert pod.status.host_ip == "127.0.0.1"
     assert condition(pod, "Initialized").status == "True"
     assert condition(pod, "Ready").status == "False" and condition(pod, "Ready").reason == "PodCompleted"
@@ -213,16 +216,11 @@ def _deployment(name: str, marker: str) -> dict:
     }  # fmt: skip
 
 
-def _http_ok(ip: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{ip}:8080/", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+def _http_ok(cluster: ClusterInfo, ip: str) -> bool:
+    return http_get_pod(cluster, ip, 8080, timeout=2)[0] == 200
 
 
-def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str) -> None:
+def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str, cluster: ClusterInfo) -> None:
     """2 replicas become Available through readiness probes, answer HTTP on their pod IPs, and roll over."""
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     apps.create_namespaced_deployment(namespace, _deployment("web", "v1"))
@@ -240,7 +238,7 @@ def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str) -> No
     assert len(ips) == 2
     for p in pods:
         assert condition(p, "Ready").status == "True"
-        assert _http_ok(p.status.pod_ip), p.status.pod_ip
+        assert _http_ok(cluster, p.status.pod_ip), p.status.pod_ip
     old_pids = [pid_of(p) for p in pods]
     assert all(process_alive(pid) for pid in old_pids)
 
@@ -252,7 +250,7 @@ def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str) -> No
     new = core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert not {p.metadata.uid for p in new} & {p.metadata.uid for p in pods}
     for p in new:
-        assert _http_ok(p.status.pod_ip)
+        assert _http_ok(cluster, p.status.pod_ip)
     wait_for("old processes gone", lambda: not any(process_alive(pid) for pid in old_pids), 15)
 
 

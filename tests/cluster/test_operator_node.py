@@ -138,7 +138,7 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
 
 
 def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, operator: OperatorProcess,
-                                                                db_secret: str) -> None:
+                                                                db_secret: str, pod_database_url: str) -> None:
     install(kube)
     before = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
     unreachable = make_url(db_secret).set(port=free_port()).render_as_string(hide_password=False)
@@ -163,7 +163,7 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     assert db["status"]["rollout"]["steps"]["expand"]["attempts"][0]["exitCode"] == 3
     assert {(e.source.component, e.reporting_component) for e in kube.events(DB)} == {("divbase-operator",) * 2}
     # fix the Secret and retry: the rollout completes
-    kube.create_secret("divbase-db", {"url": db_secret})
+    kube.create_secret("divbase-db", {"url": pod_database_url})
     kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")
     kube.wait_condition(DB, names.COND_READY, timeout=180)
     assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 2

@@ -63,6 +63,20 @@ def test_releases_share_data_across_an_expand(database_url: str, tmp_path: Path)
         pass
 
 
+def test_every_answer_names_its_release_even_an_error(database_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a Service, the header is how a client tells which release answered, failures included."""
+    migrate(database_url, tmp_path, ("expand", "1"), ("contract", "1"))
+    app = create_app(Settings("1", make_url(database_url), "127.0.0.1", 0))
+    with TestClient(app, raise_server_exceptions=False) as api:
+        assert api.get("/version").headers["X-DivBase-Release"] == "1"
+        assert api.get("/users/999999").headers["X-DivBase-Release"] == "1"  # a 404
+        monkeypatch.setattr(queries, "get_user", lambda *a: (_ for _ in ()).throw(RuntimeError("column gone")))
+        failed = api.get("/users/1")
+        assert failed.status_code == 500 and failed.headers["X-DivBase-Release"] == "1"
+        assert "column gone" not in failed.text
+
+
 def test_release_4_reads_warning_as_caution_and_release_3_ignores_caution(database_url: str, tmp_path: Path) -> None:
     migrate(database_url, tmp_path, ("expand", "3"), ("contract", "3"))
     with client(database_url, "3") as r3:

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from divbase_localcluster.cluster import ClusterError, LocalCluster
+from divbase_localcluster.cluster import ClusterError, ClusterInfo, LocalCluster
 from divbase_localcluster.podnet import kubeproxy, netns
 from divbase_localcluster.podnet.layout import FORWARD_PORT, Layout
 from divbase_localcluster.podnet.node import hostports_ruleset
@@ -81,3 +81,16 @@ def test_up_makes_a_pod_network_only_with_the_node_agent(tmp_path: Path, monkeyp
     with pytest.raises(ClusterError, match="cannot make a pod network here, missing: capability CAP_NET_ADMIN"):
         lc._pod_network_wanted(True, node=True)
     assert lc._pod_network_wanted(None, node=True) is False  # auto: falls back, saying why on stderr
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable", "postgresql://u:p%40ss@10.244.0.1:5432/db?sslmode=disable"),
+    ("postgresql+psycopg://u@localhost:1/db", "postgresql+psycopg://u@10.244.0.1:1/db"),
+    ("postgresql://u:p@db.example.org:5432/db", "postgresql://u:p@db.example.org:5432/db"),  # not on this machine
+])  # fmt: skip
+def test_urls_for_pods_dial_the_gateway(tmp_path: Path, url: str, expected: str) -> None:
+    info = ClusterInfo(tmp_path, tmp_path / "kc", "https://127.0.0.1:1", tmp_path / "ca", tmp_path, {},
+                       pod_network=True, host_address="10.244.0.1")  # fmt: skip
+    assert info.for_pods(url) == expected
+    loopback = ClusterInfo(tmp_path, tmp_path / "kc", "https://127.0.0.1:1", tmp_path / "ca", tmp_path, {})
+    assert loopback.for_pods(url) == url

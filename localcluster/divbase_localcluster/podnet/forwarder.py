@@ -65,7 +65,8 @@ class Forwarder:
             upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
         except OSError as e:
             log.debug("connection refused on the host side: %s", e)
-            conn.close()  # the pod sees the connection closed, as when nothing listens
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # a reset: the pod's client fails at once, much as when nothing listens
             return
         upstream.settimeout(None)
         back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
