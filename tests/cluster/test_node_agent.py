@@ -535,6 +535,11 @@ except client.ApiException as e:
 """
 
 
+KUBERNETES_LINKS = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBERNETES_SERVICE_PORT_HTTPS",
+                    "KUBERNETES_PORT", "KUBERNETES_PORT_443_TCP", "KUBERNETES_PORT_443_TCP_PROTO",
+                    "KUBERNETES_PORT_443_TCP_PORT", "KUBERNETES_PORT_443_TCP_ADDR")  # fmt: skip
+
+
 def _rbac_reader(api_client: Any, namespace: str, sa: str) -> None:
     """`sa` may list pods in `namespace` (and nothing else)."""
     rbac = client.RbacAuthorizationV1Api(api_client)
@@ -578,7 +583,8 @@ def test_service_account_token_gives_api_access_under_rbac(core: client.CoreV1Ap
         assert term.message.startswith(expected), (name, term.message)
         sa_dir = pod_dir(cluster, pod) / "serviceaccount"
         if expected == "no-api-access":
-            assert term.message == "no-api-access ", "no KUBECONFIG and no KUBERNETES_* variables"
+            assert term.message == "no-api-access " + ",".join(sorted(KUBERNETES_LINKS)), \
+                "no KUBECONFIG; only the `kubernetes` Service's links, which the kubelet gives every pod"
             assert not sa_dir.exists()
         else:
             assert {p.name for p in sa_dir.iterdir()} == {"ca.crt", "namespace", "kubeconfig"}, "token removed"

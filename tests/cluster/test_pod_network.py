@@ -211,6 +211,18 @@ def test_a_deleted_pod_leaves_the_service_at_once(net: tuple[LocalCluster, Clust
     assert core.read_namespaced_pod("web-0", namespace).metadata.deletion_timestamp is not None  # still there
 
 
+def test_service_environment_variables(core: client.CoreV1Api, namespace: str) -> None:
+    """A pod gets the kubelet's service links for a Service of its namespace that existed before it (the
+    variables are fixed when the container is created; there is no DNS to find it otherwise)."""
+    core.create_namespaced_service(namespace, {"metadata": {"name": "web"},
+                                               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80,
+                                                                                               "targetPort": 8080}]}})
+    vip = cluster_ip(core, namespace)
+    script = 'import os; print(*(os.environ[k] for k in ("WEB_SERVICE_HOST", "WEB_SERVICE_PORT", "WEB_PORT")))'
+    core.create_namespaced_pod(namespace, python_pod("env-client", script))
+    assert logs_when_done(core, namespace, "env-client").split() == [vip, "80", f"tcp://{vip}:80"]
+
+
 def test_down_removes_every_namespace_and_up_clears_a_crashs_leftovers(
     cluster_factory: Callable[..., LocalCluster], tmp_path_factory: pytest.TempPathFactory
 ) -> None:

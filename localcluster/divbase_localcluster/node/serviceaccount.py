@@ -17,12 +17,12 @@ import contextlib
 import logging
 import os
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import servicelinks
 from .api import Api, ApiError
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,7 @@ class ServiceAccountToken:
 
     def env(self) -> dict[str, str]:
         """What every container gets (its own env wins): the kubeconfig and the kubelet's service variables."""
-        url = urllib.parse.urlsplit(self.server)
-        return {
-            "KUBECONFIG": str(self.kubeconfig),
-            "KUBERNETES_SERVICE_HOST": url.hostname or "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(url.port or 443),
-            "KUBERNETES_SERVICE_PORT_HTTPS": str(url.port or 443),
-        }
+        return {"KUBECONFIG": str(self.kubeconfig), **servicelinks.apiserver_vars(self.server)}
 
     def setup(self) -> None:
         """Write ca.crt, namespace and kubeconfig, then the first token. Raises ApiError when it is refused."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import build
 from ..podnet import netns
 from ..podnet import node as podnet_node
-from . import hooks, podspec, serviceaccount
+from . import hooks, podspec, serviceaccount, servicelinks
 from .api import STRATEGIC, ApiError
 from .images import Resolved
 from .serviceaccount import ServiceAccountToken
@@ -108,6 +108,7 @@ class Container:
     prestop: hooks.HookRun | None = None
     poststart: hooks.HookRun | None = None  # running: the container is reported Waiting until it is done
     proc_env: dict[str, str] = field(default_factory=dict)  # the environment it was started with (for hooks)
+    links: dict[str, str] = field(default_factory=dict)  # its service links as created (exec probes see these)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     image_id: str = ""  # imageID of the last run
     resolved: Resolved | None = None  # what the image of the last run resolved to (exec probes run in it)
@@ -412,8 +413,9 @@ class PodWorker:
             c.waiting = (pulled.reason, pulled.message)
             c.next_start = time.monotonic() + 10  # the map is read again when it changes
             return
+        links = self._service_links()
         try:
-            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
+            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._base_env(links))
         except podspec.ConfigError as e:
             if c.waiting[0] != "CreateContainerConfigError":
                 self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}", c)
@@ -469,7 +471,7 @@ class PodWorker:
             self._exited(c, {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": started_at,
                              "finishedAt": now_rfc3339()})  # fmt: skip
             return
-        c.proc, c.pid, c.proc_env = proc, proc.pid, child_env
+        c.proc, c.pid, c.proc_env, c.links = proc, proc.pid, child_env, links
         c.image_id, c.resolved = pulled.image_id, resolved  # `repository@sha256:...` (see images.ImageResolver)
         self.agent.register_pgid(proc.pid)
         c.running_since, c.started_mono, c.ever_started = started_at, time.monotonic(), True
@@ -756,7 +758,7 @@ class PodWorker:
                 with self.agent.connect(address, timeout):
                     return True, ""
             if "exec" in spec:
-                env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._sa_env())
+                env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._base_env(c.links))
                 child_env = {"PATH": c.resolved.path if c.resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
                 with self._in_pod_netns() as in_netns:
                     r = subprocess.run(spec["exec"].get("command") or [], cwd=self.dir, env=child_env,
@@ -804,6 +806,32 @@ class PodWorker:
 
     def _sa_env(self) -> dict[str, str]:
         return self.sa_token.env() if self.sa_token is not None else {}
+
+    def _service_links(self) -> dict[str, str]:
+        """The service variables as of now (a kubelet, too, never updates them in a running container).
+
+        The kubelet reads Services from its informer cache: before the first sync it refuses to create containers
+        of API pods (CreateContainerConfigError "services have not yet been read at least once"), after it uses
+        whatever the cache holds, however stale, and never fails. Here every creation lists afresh, so a failed
+        list is the stale-cache case: logged, and the container starts without links; KUBERNETES_SERVICE_HOST/PORT
+        still come from the ServiceAccount variables when the pod has a token.
+        """
+        enabled = servicelinks.links_enabled(self.pod)
+        services: list[dict[str, Any]] = []
+        try:
+            for path, query in servicelinks.requests(self.ns, enabled):
+                services += self.api.request("GET", path, query=query).get("items") or []
+        except ApiError as e:
+            log.warning("pod %s: cannot list Services for its environment variables (%s); starting without them",
+                        self.key, e.message[:300])  # fmt: skip
+            return {}
+        return servicelinks.service_env(services, self.ns, enabled)
+
+    def _base_env(self, links: dict[str, str]) -> dict[str, str]:
+        """Service links and ServiceAccount variables; without a pod network KUBERNETES_SERVICE_* name the
+        apiserver's loopback address (see servicelinks.base_env)."""
+        apiserver = None if self.agent.network is not None else self.agent.pod_api_server
+        return servicelinks.base_env(links, self._sa_env(), apiserver)
 
     # -- inputs: Secrets, ConfigMaps, volumes -----------------------------------------------------------------
     def _lookup(self, kind: str, name: str) -> dict[str, str] | None:
