@@ -271,6 +271,7 @@ def test_operator_defaults_cluster_wide() -> None:
     assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["enableServiceLinks"] is False  # no Service's `<NAME>_PORT` over the operator's DIVBASE_* settings
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == IMAGE_UID
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
