@@ -4,6 +4,8 @@
   Argo CD's SettingsManager, gitops-engine's health.GetResourceHealth with util/lua's overrides - over JSON lines.
 - `kstatus` (gitops/conformance/kstatus): status.Compute of sigs.k8s.io/cli-utils and of Flux's fork, and Flux's
   CEL status reader for a Kustomization's healthCheckExprs.
+- `kube-score` (gitops/conformance/kubescore): zegl/kube-score's own command, built from its module as a Go tool
+  (`tool` in go.mod), which scores the charts (tests/unit/test_kube_score.py).
 
 Each is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries live
 under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go)>/`, next to the local control
@@ -25,7 +27,9 @@ from pathlib import Path
 
 from .build import BuildError, _go_env, _run, cache_root
 
-CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus"}  # binary name -> directory under gitops/conformance
+CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus", "kube-score": "kubescore"}  # binary -> gitops/conformance/
+# what `go build` builds in that directory: the module's own main package, or a tool its go.mod names
+PACKAGES = {"kube-score": "github.com/zegl/kube-score/cmd/kube-score"}
 
 
 def source_dir(name: str) -> Path:
@@ -69,8 +73,8 @@ def build(name: str, force: bool = False, verbose: bool = True) -> Path:
         # the module's go.sum is committed; -mod=mod lets a fresh machine fill the module cache through the proxy
         env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
         tmp = out.with_name(f".{name}.tmp")
-        seconds = _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."], log, env,
-                       source_dir(name))  # fmt: skip
+        seconds = _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")], log,
+                       env, source_dir(name))  # fmt: skip
         tmp.replace(out)
         timings = out.parent / "timings.json"
         timings.write_text(json.dumps({"build_seconds": seconds,
