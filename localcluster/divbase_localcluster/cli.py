@@ -90,6 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, alive in status["processes"].items():
             print(f"  {name:<24} {'running' if alive else 'not running'}")
         print(f"  {'readyz':<24} {'ok' if status['readyz'] else 'no answer'}")
+        print(f"  {'network namespaces':<24} {', '.join(status['netns']) or 'none'}")
     return 0 if status["up"] else 1
 
 

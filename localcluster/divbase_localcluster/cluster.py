@@ -613,9 +613,12 @@ class LocalCluster:
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
     def status(self) -> dict[str, Any]:
-        """Whether each recorded process is alive and whether the apiserver answers /readyz."""
+        """Whether each recorded process is alive, whether the apiserver answers /readyz, and the cluster's network
+        namespaces (also after `down`, which must have removed them)."""
         alive = self.alive()
-        result: dict[str, Any] = {"state_dir": str(self.state_dir), "processes": alive, "readyz": False}
+        netns_names = [n for n in netns.names() if self.layout.owns(n)]
+        result: dict[str, Any] = {"state_dir": str(self.state_dir), "processes": alive, "readyz": False,
+                                  "netns": netns_names}
         if self.info_file.exists():
             info = self.info()
             result["kubeconfig"] = str(info.kubeconfig)
