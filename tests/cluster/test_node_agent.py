@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -650,3 +651,136 @@ def test_service_account_token_is_bound_to_the_pod_and_refreshed(core: client.Co
         return False
 
     wait_for("the bound token rejected", rejected, 30)
+
+
+def _kubectl(cluster: ClusterInfo, *args: str, stdin: str | None = None, websockets: bool = True,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The cluster's own kubectl as admin, with something on its stdin (ClusterInfo.kubectl gives it none);
+    `websockets=False`: exec over SPDY from kubectl on, its fallback when WebSockets fail."""
+    from divbase_localcluster import build
+
+    kubectl = (cluster.bin_dir or build.binaries().bin_dir) / "kubectl"
+    env = {**os.environ, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true" if websockets else "false"}
+    return subprocess.run([str(kubectl), f"--kubeconfig={cluster.kubeconfig}", *args], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, namespace: str,
+                                                     cluster: ClusterInfo) -> None:
+    """`pods/exec`: kubectl (WebSocket) -> apiserver (SPDY/3.1) -> the agent's /exec, and kubectl's SPDY fallback
+    proxied as it is. The command runs with the container's environment in its directory; stdout and stderr stay
+    apart; its exit code is kubectl's; `-i` feeds stdin until it ends; a container that does not run is refused
+    with the kubelet's message."""
+    body = pod_body("shell", "sleep 3600", container={"env": [{"name": "GREETING", "value": "hello"}]})
+    body["spec"]["containers"].append({"name": "done", "image": "busybox:1.36", "command": ["sh", "-c", "exit 0"]})
+    core.create_namespaced_pod(namespace, body)
+
+    def main_runs_done_ended() -> client.V1Pod | None:
+        pod = read_pod(core, namespace, "shell")
+        states = {s.name: s.state for s in pod.status.container_statuses or []}
+        return pod if states and states["main"].running and states["done"].terminated else None
+
+    pod = wait_for("main running, done terminated", main_runs_done_ended, 60)
+    started = time.monotonic()
+    out = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--",
+                   "sh", "-c", 'echo "$GREETING from $PWD"; echo oops >&2; exit 3')
+    took = time.monotonic() - started
+    assert (out.returncode, out.stdout) == (3, f"hello from {pod_dir(cluster, pod)}\n"), out.stderr
+    assert out.stderr == "oops\ncommand terminated with exit code 3\n"
+    assert took < 10, took
+    ok = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--", "echo", "hi")
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "hi\n", "")
+    text = "".join(f"line {i} of what kubectl reads from its stdin\n" for i in range(5000))  # ~230 KB
+    echoed = _kubectl(cluster, "-n", namespace, "exec", "-i", "shell", "-c", "main", "--", "cat", stdin=text)
+    assert (echoed.returncode, echoed.stderr) == (0, "") and echoed.stdout == text
+    counted = _kubectl(cluster, "-n", namespace, "exec", "-i", "shell", "-c", "main", "--", "wc", "-l", stdin="a\nb\n")
+    assert counted.stdout.strip() == "2"  # stdin ended: wc saw EOF
+    spdy = _kubectl(cluster, "-n", namespace, "exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "cat; exit 4",
+                    stdin="untranslated\n", websockets=False)  # the apiserver proxies kubectl's SPDY as it is
+    assert (spdy.returncode, spdy.stdout, spdy.stderr) == (4, "untranslated\n", "command terminated with exit code 4\n")
+    refused = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "done", "--", "true")
+    assert refused.returncode == 1 and 'container not found ("done")' in refused.stderr, refused.stderr
+    missing = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--", "no-such-command")
+    assert missing.returncode == 1
+    assert 'exec: "no-such-command": executable file not found in $PATH' in missing.stderr, missing.stderr
+
+
+def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(core: client.CoreV1Api, namespace: str,
+                                                       cluster: ClusterInfo) -> None:
+    """`-it`: the command gets a terminal of kubectl's size (the resize stream) as its controlling terminal. A
+    kubectl killed mid-command takes the command (its whole process group) with it."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    from divbase_localcluster import build
+
+    core.create_namespaced_pod(namespace, pod_body("tty", "sleep 3600"))
+    pod = wait_phase(core, namespace, "tty", {"Running"})
+    kubectl = [str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
+               "-n", namespace, "exec"]  # fmt: skip
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 97, 0, 0))
+    proc = subprocess.Popen([*kubectl, "-it", "tty", "--", "sh", "-c", "stty size; tty -s && echo on-a-tty; exit 5"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    seen, deadline = b"", time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and b"exit code" not in seen:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # EIO: kubectl closed the terminal
+                    break
+        assert proc.wait(timeout=30) == 5, seen
+    finally:
+        proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace").replace("\r\n", "\n")
+    assert "33 97\non-a-tty\n" in text and "command terminated with exit code 5" in text, text
+
+    pid_file = pod_dir(cluster, pod) / "exec.pid"
+    held = subprocess.Popen([*kubectl, "tty", "--", "sh", "-c", "echo $$ > exec.pid; sleep 300 & wait"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        pid = wait_for("the command's pid", lambda: pid_file.is_file() and pid_file.read_text().strip(), 30)
+        assert process_alive(int(pid))
+    finally:
+        held.kill()
+        held.wait()
+    wait_for("the command killed with its session", lambda: not process_alive(int(pid)), 30)
+    assert pid_of(read_pod(core, namespace, "tty")) and read_pod(core, namespace, "tty").status.phase == "Running"
+
+
+def test_exec_endpoint_serves_only_the_apiserver(core: client.CoreV1Api, cluster: ClusterInfo,
+                                                 node_name: str) -> None:
+    """The agent's /exec answers the apiserver's kubelet client certificate only: the cluster's admin certificate
+    gets a 403 before any upgrade, no certificate no TLS session."""
+    import socket
+    import ssl
+
+    port = core.read_node(node_name).status.daemon_endpoints.kubelet_endpoint.port
+    pki = cluster.state_dir / "pki"
+    request = ("POST /exec/default/any/main?command=id&output=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+               "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n")
+
+    def post(ctx: ssl.SSLContext) -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(request.encode())
+            chunks = []
+            while chunk := tls.recv(4096):  # the server answers HTTP/1.0: it closes after the body
+                chunks.append(chunk)
+            answer = b"".join(chunks).decode()
+        if not answer:
+            raise ConnectionResetError("closed without an answer")
+        return answer
+
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        post(ssl.create_default_context(cafile=str(pki / "ca.crt")))
+    admin = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    admin.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    answer = post(admin)
+    assert answer.startswith("HTTP/1.0 403") and "only the apiserver" in answer, answer

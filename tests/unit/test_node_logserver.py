@@ -16,7 +16,7 @@ def test_the_apiservers_request_is_read_as_kubectl_sent_it() -> None:
 
 
 @pytest.mark.parametrize(("target", "status", "words"), [
-    ("/exec/ns/p/c?command=sh", 404, "only containerLogs (no exec"),
+    ("/attach/ns/p/c?output=1", 404, "attach: the local node serves only containerLogs and exec (no attach or port"),
     ("/containerLogs/ns/p", 400, "/containerLogs/<namespace>/<pod>/<container>"),
     ("/containerLogs/ns/p/c?tailLines=ten", 400, "tailLines: must be an integer, got 'ten'"),
     ("/containerLogs/ns/p/c?limitBytes=-1", 400, "limitBytes: must not be negative"),

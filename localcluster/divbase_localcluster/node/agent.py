@@ -28,6 +28,7 @@ from .. import build
 from ..podnet.layout import KUBERNETES_SERVICE_IP, Layout
 from ..podnet.netns import Sockets
 from .api import STRATEGIC, Api, ApiError
+from .execserver import ExecRequestError, ExecServer, ExecTarget
 from .images import ImageResolver
 from .logserver import LogServer
 from .worker import Container, PodWorker, now_rfc3339
@@ -126,7 +127,8 @@ class NodeAgent:
         self.log_server: LogServer | None = None
         if log_tls is not None:  # before registering: the Node advertises its port
             cert, key, ca = log_tls
-            self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping)
+            self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping,
+                                        exec_handler=ExecServer(self.exec_target, self.stopping).serve)
 
     def connect(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
         """A TCP connection as the kubelet makes it for probes and httpGet hooks: from the node, so to a pod IP
@@ -148,6 +150,17 @@ class NodeAgent:
             return False
         c = next((c for c in worker.all_containers() if c.name == container), None)
         return c is not None and c.proc is not None and c.proc.poll() is None
+
+    def exec_target(self, namespace: str, pod: str, container: str) -> ExecTarget:
+        """Where `kubectl exec` runs, or the kubelet's refusal (pod unknown here: 404; container not running: 500)."""
+        with self.workers_lock:
+            worker = next((w for w in self.workers.values() if w.key == f"{namespace}/{pod}"), None)
+        if worker is None:
+            raise ExecRequestError(404, "pod does not exist")
+        target = worker.exec_target(container)
+        if target is None:
+            raise ExecRequestError(500, f'container not found ("{container}")')
+        return target
 
     # -- process groups (the safety net at shutdown) ----------------------------------------------------------
     def register_pgid(self, pgid: int) -> None:

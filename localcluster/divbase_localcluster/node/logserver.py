@@ -1,14 +1,15 @@
-"""The kubelet's log endpoint, so `kubectl logs` (with -f, --previous, --tail, --limit-bytes) works on the local node.
+"""The kubelet's HTTPS endpoint: container logs, so `kubectl logs` (with -f, --previous, --tail, --limit-bytes)
+works on the local node, and `/exec` (execserver), so `kubectl exec` does.
 
 The apiserver serves `pods/log` by proxying to `https://<node InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>
 /containerLogs/<namespace>/<pod>/<container>`, authenticating with its kubelet client certificate and checking the
 node's serving certificate against --kubelet-certificate-authority. This server is that endpoint: TLS with a
 certificate for 127.0.0.1, and only a client certificate from the cluster's CA whose CN is the apiserver's kubelet
-client is served (anyone else on the machine gets the TLS handshake refused or a 403).
+client is served (anyone else on the machine gets the TLS handshake refused or a 403), exec included.
 
 Logs are the files the pod worker writes, `<pods>/<ns>_<pod>_<uid>/logs/<container>/<restart>.log` (stdout and
 stderr together, as a container runtime keeps them). Not served: `--timestamps` and `--since` (the files hold no
-per-line times), exec, attach and port-forward: those are refused with a message saying so."""
+per-line times), attach and port-forward: those are refused with a message saying so."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def parse_request(target: str) -> LogRequest:
     parts = [unquote(p) for p in url.path.strip("/").split("/")]
     if parts[:1] != ["containerLogs"]:
         what = parts[0] if parts and parts[0] else "/"
-        raise LogRequestError(404, f"{what}: the local node serves only containerLogs (no exec, attach or "
+        raise LogRequestError(404, f"{what}: the local node serves only containerLogs and exec (no attach or "
                                    f"port-forward)")
     if len(parts) != 4 or not all(parts[1:]):
         raise LogRequestError(400, "expected /containerLogs/<namespace>/<pod>/<container>")
@@ -131,15 +132,31 @@ def tail(data: bytes, lines: int | None) -> bytes:
     return data[cut + 1:]
 
 
+def send_text(handler: BaseHTTPRequestHandler, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+    """An answer as the kubelet gives it before any stream: a status and a text the apiserver passes on."""
+    body = message.encode()
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", "text/plain; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class LogServer:
-    """HTTPS server of the container logs; `is_running(ns, pod, container)` says whether a followed log may grow."""
+    """HTTPS server of the container logs; `is_running(ns, pod, container)` says whether a followed log may grow;
+    `exec_handler` serves `/exec/...` (execserver.ExecServer.serve)."""
 
     def __init__(self, pods_dir: Path, cert: Path, key: Path, client_ca: Path,
                  is_running: Callable[[str, str, str], bool], stopping: threading.Event,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1",
+                 exec_handler: Callable[[BaseHTTPRequestHandler], None] | None = None) -> None:
         self.pods_dir = pods_dir
         self.is_running = is_running
         self.stopping = stopping
+        self.exec_handler = exec_handler
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(cert), str(key))
@@ -211,23 +228,27 @@ def _handler(server: LogServer) -> type[BaseHTTPRequestHandler]:
                         return str(value)
             return ""
 
-        def _error(self, status: int, message: str) -> None:
-            body = message.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:  # the apiserver's exec upgrade is a POST (a GET works too, as at the kubelet)
+            self._serve()
+
+        def _serve(self) -> None:
             if self._peer_cn() != APISERVER_KUBELET_CLIENT_CN:
-                self._error(403, f"only the apiserver ({APISERVER_KUBELET_CLIENT_CN}) may read logs here")
+                send_text(self, 403, f"only the apiserver ({APISERVER_KUBELET_CLIENT_CN}) may use this node's API")
+                return
+            if server.exec_handler is not None and urlsplit(self.path).path.startswith("/exec/"):
+                server.exec_handler(self)
+                return
+            if self.command != "GET":
+                send_text(self, 405, f"{self.command} is not allowed here")
                 return
             try:
                 req = parse_request(self.path)
                 path = choose(container_logs(server.pods_dir, req), req)  # a missing log: a 4xx, not a cut-off 200
             except LogRequestError as e:
-                self._error(e.status, str(e))
+                send_text(self, e.status, str(e))
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

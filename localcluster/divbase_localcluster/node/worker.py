@@ -27,6 +27,7 @@ from ..podnet import netns
 from ..podnet import node as podnet_node
 from . import hooks, podspec, serviceaccount, servicelinks
 from .api import STRATEGIC, ApiError
+from .execserver import ExecTarget
 from .images import Resolved
 from .serviceaccount import ServiceAccountToken
 
@@ -285,6 +286,17 @@ class PodWorker:
             yield {"preexec_fn": enter}
         finally:
             close()
+
+    def exec_target(self, name: str) -> ExecTarget | None:
+        """What `kubectl exec` runs a command with: the running container's environment (as it was started), the pod
+        directory and network namespace; None unless the container runs now (the kubelet finds no container)."""
+        c = next((c for c in self.all_containers() if c.name == name), None)
+        proc = c.proc if c is not None else None
+        if c is None or proc is None:
+            return None
+        return ExecTarget(env=dict(c.proc_env), cwd=self.dir, popen_kwargs=self._in_pod_netns,
+                          alive=lambda: c.proc is proc, track=self.agent.register_pgid,
+                          untrack=self.agent.unregister_pgid)  # fmt: skip
 
     def _grace(self) -> float:
         meta, spec = self.pod["metadata"], self.pod.get("spec", {})
