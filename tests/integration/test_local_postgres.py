@@ -22,9 +22,11 @@ def test_postgres_up_keeps_running_and_down_removes_it(tmp_path: Path) -> None:
     state = str(tmp_path / "state")
     up = _cli("postgres", "up", "--state-dir", state)
     assert up.returncode == 0, up.stderr
-    [line] = up.stdout.splitlines()
+    [line, pods_line] = up.stdout.splitlines()
     assert line.startswith("export DIVBASE_DATABASE_URL=")
     url = shlex.split(line.removeprefix("export DIVBASE_DATABASE_URL="))[0]
+    # no cluster in this state dir: pods would dial the same address (with a pod network, its gateway)
+    assert pods_line == line.replace("DIVBASE_DATABASE_URL", "DIVBASE_POD_DATABASE_URL")
     assert url.startswith("postgresql://postgres:") and url.endswith("/divbase")
     record = json.loads((tmp_path / "state" / "postgres.json").read_text())
     assert (tmp_path / "state" / "postgres.json").stat().st_mode & 0o077 == 0, "the URL has a password"
