@@ -97,7 +97,10 @@ def test_helm_install_operator_pod_then_release_upgrade(
     sa_dir = cluster.state_dir / "node" / "pods" / f"{namespace}_{op_pod.metadata.name}_{op_pod.metadata.uid}"
     pod_kubeconfig = sa_dir / "serviceaccount" / "kubeconfig"
     assert pod_kubeconfig.is_file(), "the node agent gave the pod API access"
-    with config.new_client_from_config(config_file=str(pod_kubeconfig)) as as_operator:
+    # the pod's credentials, from this process: the apiserver at its loopback address (the pod dials the Service)
+    as_pod = yaml.safe_load(pod_kubeconfig.read_text())
+    as_pod["clusters"][0]["cluster"]["server"] = cluster.server
+    with config.new_client_from_config_dict(as_pod) as as_operator:
         review = client.AuthenticationV1Api(as_operator).create_self_subject_review({})
         assert review.status.user_info.username == f"system:serviceaccount:{namespace}:{OPERATOR}"
         with pytest.raises(client.ApiException) as forbidden:

@@ -99,6 +99,8 @@ def test_node_registered_ready_and_stays_ready(api_client: Any, node_name: str) 
     assert labels["kubernetes.io/os"] == "linux"
     assert labels["type"] == "local"
     assert node.status.allocatable["pods"] == "110"
+    # pods that request ephemeral storage (the charts' do) fit: the pods' filesystem, in Ki
+    assert int(node.status.allocatable["ephemeral-storage"].removesuffix("Ki")) > 1024 * 1024
     assert {"type": "InternalIP", "address": "127.0.0.1"} in [a.to_dict() for a in node.status.addresses]
     first_renew = coord.read_namespaced_lease(node_name, "kube-node-lease").spec.renew_time
     deadline = time.monotonic() + 55

@@ -181,9 +181,15 @@ class NodeAgent:
                 self.finished = {u: t for u, t in self.finished.items() if now - t < 3600}
 
     # -- node and lease ---------------------------------------------------------------------------------------
+    def resources(self) -> dict[str, str]:
+        """Capacity (= allocatable: nothing is reserved) as a kubelet reports it: the machine's CPUs and memory, and
+        the size of the filesystem the pods' directories are on as ephemeral-storage (a pod requesting some would
+        otherwise never be scheduled here)."""
+        fs = os.statvfs(self.state_dir)
+        return {"cpu": str(os.cpu_count() or 1), "memory": f"{_memory_kib()}Ki",
+                "ephemeral-storage": f"{fs.f_blocks * fs.f_frsize // 1024}Ki", "pods": "110"}
+
     def node_body(self) -> dict[str, Any]:
-        cpu = str(os.cpu_count() or 1)
-        mem = f"{_memory_kib()}Ki"
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -196,23 +202,19 @@ class NodeAgent:
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             },
             "spec": {},
-            "status": {
-                "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
-                "allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
-            },
+            "status": {"capacity": self.resources(), "allocatable": self.resources()},
         }  # fmt: skip
 
     def node_status(self) -> dict[str, Any]:
         now = now_rfc3339()
-        cpu, mem = str(os.cpu_count() or 1), f"{_memory_kib()}Ki"
 
         def cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
             return {"type": ctype, "status": status, "reason": reason, "message": message,
                     "lastHeartbeatTime": now, "lastTransitionTime": self.ready_since}  # fmt: skip
 
         return {
-            "capacity": {"cpu": cpu, "memory": mem, "pods": "110"},
-            "allocatable": {"cpu": cpu, "memory": mem, "pods": "110"},
+            "capacity": self.resources(),
+            "allocatable": self.resources(),
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure (not measured)"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure (not measured)"),
