@@ -147,7 +147,7 @@ class NodeAgent:
         if worker is None:
             return False
         c = next((c for c in worker.all_containers() if c.name == container), None)
-        return c is not None and c.proc is not None and c.proc.poll() is None
+        return c is not None and c.proc is not None and not c.proc.exited()
 
     # -- process groups (the safety net at shutdown) ----------------------------------------------------------
     def register_pgid(self, pgid: int) -> None:

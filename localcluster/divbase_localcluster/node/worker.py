@@ -2,8 +2,9 @@
 
 The loop is level-based: every tick (or wake-up from the pod watch) it looks at the latest pod object and at its
 processes, takes the next step (start, reap, restart after back-off, probe, kill), rebuilds the whole status and
-patches it only when it changed. Each container runs in its own process group, so signals reach its children and
-leftovers of an exited container are killed with it (a kubelet kills the container's whole cgroup).
+patches it only when it changed. Each container runs under its shim (node/shim.py) in its own process group, so
+signals reach its children and leftovers of an exited container are killed with it (a kubelet kills the container's
+whole cgroup).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from . import hooks, podspec, serviceaccount, servicelinks
 from .api import STRATEGIC, ApiError
 from .images import Resolved
 from .serviceaccount import ServiceAccountToken
+from .shimproc import ShimProcess
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
@@ -88,7 +90,7 @@ class Container:
 
     spec: dict[str, Any]
     init: bool
-    proc: subprocess.Popen[bytes] | None = None
+    proc: ShimProcess | None = None  # its shim while it runs (pid = the shim's = the process group's)
     pid: int = 0
     waiting: tuple[str, str] = ("ContainerCreating", "")
     running_since: str = ""
@@ -459,10 +461,9 @@ class PodWorker:
         started_at = now_rfc3339()
         try:
             with log_path.open("ab") as out, self._in_pod_netns() as in_netns:
-                proc = subprocess.Popen(
-                    argv, cwd=self.dir, env=child_env, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True, **in_netns,
-                )  # fmt: skip
+                proc = ShimProcess.start(argv, self._exit_file(c), cwd=self.dir, env=child_env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         **in_netns)  # fmt: skip
         except OSError as e:
             # containerd reports this as a terminated container: StartError, exit code 128
             msg = f'failed to start container process: exec: "{argv[0]}": {e.strerror or e}'
@@ -490,33 +491,30 @@ class PodWorker:
         if post is not None:  # like the kubelet: not Running (no probes) until postStart returns
             c.poststart = self._run_hook(c, "PostStart", post, timeout=None)
 
+    def _exit_file(self, c: Container) -> Path:
+        return self.dir / "termination" / f"{c.name}.exit"
+
     def _reap(self, c: Container, policy: str) -> None:
-        """If the container's main process exited: kill what is left of its group, record the exit, decide."""
+        """If the container's shim exited: kill what is left of its group, record the exit, decide."""
         assert c.proc is not None
-        try:
-            info = os.waitid(os.P_PID, c.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            info = None
-            if c.proc.poll() is None:
-                return
-        else:
-            if info is None or info.si_pid == 0:
-                return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.pid, signal.SIGKILL)  # leftovers of the container, before the pid (= pgid) is freed
-        code = c.proc.wait()
+        if not c.proc.exited():
+            return
+        ended = c.proc.finish()
         self.agent.unregister_pgid(c.pid)
         c.proc = None
-        exit_code = code if code >= 0 else 128 - code
+        exit_code = ended.exit_code
         log.info("pod %s: container %s exited with code %d", self.key, c.name, exit_code)
+        if ended.error:  # the command could not be started (containerd: StartError, exit code 128)
+            log.warning("pod %s: container %s: %s", self.key, c.name, ended.error)
+            self.agent.event(self.pod, "Warning", "Failed", f"Error: {ended.error}", c)
         term = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "StartError" if ended.error else "Completed" if exit_code == 0 else "Error",
             "startedAt": c.running_since,
             "finishedAt": now_rfc3339(),
             "containerID": f"local://{c.pid}",
         }
-        message = self._termination_message(c, exit_code)
+        message = ended.error or self._termination_message(c, exit_code)
         if message:
             term["message"] = message
         restart = (exit_code != 0 and policy in ("Always", "OnFailure")) or (policy == "Always" and not c.init)
@@ -558,8 +556,7 @@ class PodWorker:
 
     def _signal(self, c: Container, sig: signal.Signals) -> None:
         if c.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(c.pid, sig)
+            c.proc.signal_group(sig)
 
     def kill_container(self, c: Container, grace: float, reason: str) -> None:
         """Start stopping a container as the kubelet's killContainer does: the Killing event, its preStop hook (if
