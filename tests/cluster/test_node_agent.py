@@ -482,8 +482,8 @@ def test_liveness_probe_restarts_container(core: client.CoreV1Api, namespace: st
 
 
 def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) -> None:
-    """Stopping the agent kills its pods' process groups; a new agent fails the pods it did not start
-    (NodeAgentRestarted); `down` leaves no process behind."""
+    """Stopping the agent (SIGTERM) kills its pods' process groups and leaves no state.json, so a new agent fails
+    the pods it did not start (NodeAgentRestarted); `down` leaves no process behind."""
     lc = cluster_factory(node=True)
     info = lc.info()
     with info.api_client() as api:
@@ -498,6 +498,7 @@ def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) ->
         os.killpg(agent_pid, signal.SIGTERM)
         wait_for("agent exited", lambda: not process_alive(agent_pid), 10)
         assert not any(process_alive(p) for p in [pid, *children])
+        assert not (pod_dir(info, pod) / "state.json").exists()
         node = core.read_node(info.node_name)
         assert condition(node, "Ready").status == "False"
 

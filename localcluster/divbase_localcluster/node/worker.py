@@ -249,7 +249,7 @@ class PodWorker:
             return
         log.info("pod %s: bound before this agent started; marking it Failed (NodeAgentRestarted)", self.key)
         self.phase = "Failed"
-        self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and does not adopt running pods")
+        self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and has no state of this pod to resume")
         for c in self.all_containers():
             c.terminated = {"exitCode": 137, "reason": "NodeAgentRestarted", "startedAt": None,
                             "finishedAt": now_rfc3339()}  # fmt: skip
