@@ -657,23 +657,33 @@ class LocalCluster:
         self._reap(name)
         return result
 
-    def restart_component(self, name: str, grace: float = 10.0, timeout: float = 60.0) -> float:
+    def restart_component(self, name: str, grace: float = 10.0, timeout: float = 60.0,
+                          sig: signal.Signals = signal.SIGTERM,
+                          while_down: Callable[[], None] | None = None) -> float:  # fmt: skip
         """Stop one component (SIGTERM, SIGKILL after `grace`) and start it again with the same command line, so
         tests can inject the faults a real cluster sees (an apiserver rolled, a node agent restarted) without
         tearing down the rest. Returns the seconds from the stop signal until the component is healthy again:
         etcd `/health`, apiserver `/readyz`, node agent Node Ready; controller-manager, scheduler and kwok listen
         on nothing, so for them "healthy" means still running a second after the start. Only components this
-        object started can be restarted (their command line is kept in memory, not in the state directory)."""
+        object started can be restarted (their command line is kept in memory, not in the state directory).
+        `sig=signal.SIGKILL` kills it at once instead, without its shutdown (a crash: the node agent's pods live on);
+        `while_down` runs after it exited and before it starts again (what happens meanwhile is up to the test)."""
         if name not in self._argv:
             raise ClusterError(f"{name} was not started by this LocalCluster (known: {', '.join(self._argv)})")
         info = self.info()
         started = time.monotonic()
         pid = self._read_pids().get(name)
         if pid is not None:
-            self._stop_one(name, pid, grace)
+            if sig == signal.SIGKILL and _pid_alive(pid, str(self.state_dir)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            else:
+                self._stop_one(name, pid, grace)
             _wait(f"{name} (pid {pid}) to exit", lambda: not _pid_alive(pid, str(self.state_dir)), timeout=10,
                   interval=0.05)
             self._reap(name)
+        if while_down is not None:
+            while_down()
         with (self.log_dir / f"{name}.log").open("ab") as log:
             log.write(f"--- divbase-localcluster: {name} restarted ---\n".encode())
         self._spawn(name, self._argv[name])

@@ -485,8 +485,8 @@ def test_liveness_probe_restarts_container(core: client.CoreV1Api, namespace: st
 
 
 def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) -> None:
-    """Stopping the agent kills its pods' process groups; a new agent fails the pods it did not start
-    (NodeAgentRestarted); `down` leaves no process behind."""
+    """Stopping the agent (SIGTERM) kills its pods' process groups and leaves no state.json, so a new agent fails
+    the pods it did not start (NodeAgentRestarted); `down` leaves no process behind."""
     lc = cluster_factory(node=True)
     info = lc.info()
     with info.api_client() as api:
@@ -501,6 +501,7 @@ def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) ->
         os.killpg(agent_pid, signal.SIGTERM)
         wait_for("agent exited", lambda: not process_alive(agent_pid), 10)
         assert not any(process_alive(p) for p in [pid, *children])
+        assert not (pod_dir(info, pod) / "state.json").exists()
         node = core.read_node(info.node_name)
         assert condition(node, "Ready").status == "False"
 
@@ -515,6 +516,101 @@ def test_agent_restart_and_stop(cluster_factory: Callable[..., LocalCluster]) ->
     lc.down()
     assert not process_alive(pid)
     assert not Path(info.state_dir).exists()
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of `pid` (the shim's command and what it started)."""
+    try:
+        kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def test_agent_sigkill_resumes_its_pods(cluster_factory: Callable[..., LocalCluster]) -> None:
+    """A SIGKILLed agent, started again, carries on from each pod's state.json: (a) a Deployment pod keeps its
+    shim pid, IP, network namespace, Running/Ready and restart count 0, `kubectl logs` works, a normal delete
+    stops it; (b) Job pods that finished while no agent ran report Succeeded / Failed with their exit codes (the
+    shim's exit file); (c) a pod force-deleted meanwhile has its processes and namespace removed."""
+    from divbase_localcluster.podnet import netns
+
+    lc = cluster_factory(node=True)
+    info = lc.info()
+    layout = Layout.for_state_dir(info.state_dir) if info.node_netns else None
+    with info.api_client() as api:
+        core, apps, batch = client.CoreV1Api(api), client.AppsV1Api(api), client.BatchV1Api(api)
+        web = _deployment("web", "v1")
+        web["spec"]["replicas"] = 1
+        apps.create_namespaced_deployment("default", web)
+        gate = 'echo started; while [ ! -e "$HOME/go" ]; do sleep 0.1; done; echo finishing; exit '
+        for name, code in (("job-ok", 0), ("job-bad", 3)):
+            pod = pod_body(name, gate + str(code))
+            batch.create_namespaced_job("default", {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+                "name": name}, "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}})  # fmt: skip
+        core.create_namespaced_pod("default", pod_body("doomed", "sleep 300 & sleep 300; wait"))
+
+        def ready_web() -> client.V1Pod | None:
+            pods = core.list_namespaced_pod("default", label_selector="app=web").items
+            ready = len(pods) == 1 and (c := condition(pods[0], "Ready")) is not None and c.status == "True"
+            return pods[0] if ready else None
+
+        before = wait_for("web Ready", ready_web, 90)
+        jobs = {n: wait_for(f"{n} running", lambda n=n: next((p for p in core.list_namespaced_pod(
+            "default", label_selector=f"job-name={n}").items if p.status.phase == "Running"), None), 60)
+            for n in ("job-ok", "job-bad")}  # fmt: skip
+        doomed = wait_phase(core, "default", "doomed", {"Running"}, 60)
+        web_pid, web_ip = pid_of(before), before.status.pod_ip
+        assert _http_ok(info, web_ip)
+        doomed_procs = [pid_of(doomed), *_children(pid_of(doomed))]
+        assert len(doomed_procs) >= 3 and all(process_alive(p) for p in doomed_procs)  # shim, sh, 2x sleep
+        assert (pod_dir(info, before) / "state.json").is_file()
+
+        def while_down() -> None:
+            assert _http_ok(info, web_ip)  # the pod serves without an agent
+            for p in jobs.values():
+                (pod_dir(info, p) / "go").touch()
+            wait_for("job processes exited", lambda: not any(process_alive(pid_of(p)) for p in jobs.values()), 15)
+            core.delete_namespaced_pod("doomed", "default", grace_period_seconds=0)
+            wait_for("doomed gone from the API", lambda: gone(lambda: read_pod(core, "default", "doomed")), 15)
+            assert all(process_alive(p) for p in doomed_procs)  # nobody killed them yet
+
+        lc.restart_component("node-agent", sig=signal.SIGKILL, while_down=while_down)
+
+        # (c) deleted while the agent was down: processes and namespace gone, its state.json too
+        wait_for("doomed's processes killed", lambda: not any(process_alive(p) for p in doomed_procs), 15)
+        assert not (pod_dir(info, doomed) / "state.json").exists()
+        if layout is not None:
+            assert layout.pod_netns(doomed.status.pod_ip) not in netns.names()
+
+        # (b) Jobs that ended while the agent was down: their exit codes, from the shim's exit files
+        for name, phase, code, reason in (("job-ok", "Succeeded", 0, "Completed"), ("job-bad", "Failed", 3, "Error")):
+            p = wait_phase(core, "default", jobs[name].metadata.name, {"Succeeded", "Failed"}, 30)
+            term = p.status.container_statuses[0].state.terminated
+            assert (p.status.phase, term.exit_code, term.reason) == (phase, code, reason), (name, term)
+            assert core.read_namespaced_pod_log(p.metadata.name, "default") == "started\nfinishing\n"
+
+        # (a) the Deployment pod was resumed, not restarted
+        after = wait_for("web Ready", ready_web, 30)
+        st = after.status.container_statuses[0]
+        assert after.metadata.uid == before.metadata.uid and after.status.phase == "Running"
+        assert (pid_of(after), after.status.pod_ip, st.restart_count, st.ready) == (web_pid, web_ip, 0, True)
+        assert st.state.running.started_at == before.status.container_statuses[0].state.running.started_at
+        assert process_alive(web_pid) and _http_ok(info, web_ip)
+        if layout is not None:
+            assert layout.pod_netns(web_ip) in netns.names()
+        assert "GET / HTTP/1.1" in core.read_namespaced_pod_log(after.metadata.name, "default")
+        time.sleep(3)  # probes keep running under the new agent: still Ready, still no restart
+        again = read_pod(core, "default", after.metadata.name)
+        assert condition(again, "Ready").status == "True" and again.status.container_statuses[0].restart_count == 0
+
+        core.delete_namespaced_pod(after.metadata.name, "default")
+        wait_for("web pod deleted", lambda: gone(lambda: read_pod(core, "default", after.metadata.name)), 30)
+        assert not process_alive(web_pid)
+        if layout is not None:
+            assert layout.pod_netns(web_ip) not in netns.names()
+        assert not (pod_dir(info, after) / "state.json").exists()
+        new_web = wait_for("replacement web Ready", ready_web, 60)
+        assert new_web.metadata.uid != after.metadata.uid
 
 
 # --- in-cluster API access: the ServiceAccount token ------------------------------------------------------------------

@@ -25,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import build
+from ..podnet import node as podnet_node
 from ..podnet.layout import KUBERNETES_SERVICE_IP, Layout
-from ..podnet.netns import Sockets
+from ..podnet.netns import NetworkError, Sockets
+from . import podstate
 from .api import STRATEGIC, Api, ApiError
 from .execserver import ExecRequestError, ExecServer, ExecTarget
 from .images import ImageResolver
 from .logserver import LogServer
+from .shimproc import kill_group
 from .worker import Container, PodWorker, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,21 @@ class IPAllocator:
                 self.held[ip] = fd
                 return ip
         raise RuntimeError("no free pod IP left")
+
+    def reserve(self, ip: str) -> bool:
+        """Take `ip` again for a pod a previous agent ran (its lock died with that agent); False when another
+        holder has it now (the pod keeps it anyway: its processes use it)."""
+        with self.lock:
+            if ip in self.held:
+                return True
+            fd = os.open(self.lock_dir / ip, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self.held[ip] = fd
+            return True
 
     def release(self, ip: str) -> None:
         with self.lock:
@@ -149,7 +167,7 @@ class NodeAgent:
         if worker is None:
             return False
         c = next((c for c in worker.all_containers() if c.name == container), None)
-        return c is not None and c.proc is not None and c.proc.poll() is None
+        return c is not None and c.proc is not None and not c.proc.exited()
 
     def exec_target(self, namespace: str, pod: str, container: str) -> ExecTarget:
         """Where `kubectl exec` runs, or the kubelet's refusal (pod unknown here: 404; container not running: 500)."""
@@ -350,6 +368,23 @@ class NodeAgent:
                 return
         worker.update(pod)
 
+    def _clean_orphans(self, listed: set[str]) -> None:
+        """Pods deleted while no agent ran: kill what their state.json records as still running (pid and start
+        time must match) and remove their network namespaces, so a SIGKILLed agent leaves nothing behind."""
+        for d in sorted((self.state_dir / "pods").glob("*_*_*")):
+            record = podstate.load(d)
+            if record is None or record.uid in listed:
+                continue
+            killed = [c.name for c in record.live() if kill_group(c.pid, c.ticks)]
+            if record.netns is not None and self.network is not None:
+                try:
+                    podnet_node.detach_pod(self.network, record.ip)
+                except NetworkError as e:
+                    log.warning("pod dir %s: removing its network namespace: %s", d.name, e)
+            podstate.remove(d)
+            log.info("pod dir %s: pod deleted while the agent was down; killed %s, network namespace %s",
+                     d.name, ", ".join(killed) or "nothing", record.netns or "none")  # fmt: skip
+
     def watch_loop(self) -> None:
         """List, then watch; on any error or expiry (410) list again, with bounded back-off."""
         first, backoff = True, 0.5
@@ -361,6 +396,8 @@ class NodeAgent:
                 for pod in listed.get("items") or []:
                     seen.add(pod["metadata"]["uid"])
                     self._dispatch(pod, adopt=first)
+                if first:
+                    self._clean_orphans(seen)
                 first = False
                 with self.workers_lock:
                     gone = [w for uid, w in self.workers.items() if uid not in seen]

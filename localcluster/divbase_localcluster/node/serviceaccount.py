@@ -125,6 +125,15 @@ class ServiceAccountToken:
         _write(self.token_file, answer["status"]["token"], 0o600)
         self.refresh_at = issued + REFRESH_FRACTION * self.expiration
 
+    def resume(self) -> None:
+        """Take over the files a previous (SIGKILLed) agent wrote: the next refresh is due at 80 % of the lifetime
+        counted from when the token file was written; at once when it is missing."""
+        try:
+            age = time.time() - self.token_file.stat().st_mtime
+        except OSError:
+            age = float(self.expiration)
+        self.refresh_at = max(1e-3, time.monotonic() - age + REFRESH_FRACTION * self.expiration)
+
     def maybe_refresh(self, now: float | None = None) -> None:
         """Refresh when due; a failure is logged and retried later (the old token stays valid until it expires)."""
         now = time.monotonic() if now is None else now

@@ -2,8 +2,9 @@
 
 The loop is level-based: every tick (or wake-up from the pod watch) it looks at the latest pod object and at its
 processes, takes the next step (start, reap, restart after back-off, probe, kill), rebuilds the whole status and
-patches it only when it changed. Each container runs in its own process group, so signals reach its children and
-leftovers of an exited container are killed with it (a kubelet kills the container's whole cgroup).
+patches it only when it changed. Each container runs under its shim (node/shim.py) in its own process group, so
+signals reach its children and leftovers of an exited container are killed with it (a kubelet kills the container's
+whole cgroup). What a restarted agent needs to carry on is saved in `<pod dir>/state.json` (node/podstate.py).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from .. import build
 from ..podnet import netns
 from ..podnet import node as podnet_node
-from . import hooks, podspec, serviceaccount, servicelinks
+from . import hooks, podspec, podstate, serviceaccount, servicelinks
 from .api import STRATEGIC, ApiError
 from .execserver import ExecTarget
 from .images import Resolved
 from .serviceaccount import ServiceAccountToken
+from .shimproc import ShimProcess, is_alive
 
 if TYPE_CHECKING:
     from .agent import NodeAgent
@@ -47,6 +49,10 @@ UNSUPPORTED = "divbase.io/Unsupported"
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(rfc3339: str) -> float:
+    return datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _tail(path: Path, lines: int, max_bytes: int) -> str:
@@ -89,7 +95,7 @@ class Container:
 
     spec: dict[str, Any]
     init: bool
-    proc: subprocess.Popen[bytes] | None = None
+    proc: ShimProcess | None = None  # its shim while it runs (pid = the shim's = the process group's)
     pid: int = 0
     waiting: tuple[str, str] = ("ContainerCreating", "")
     running_since: str = ""
@@ -157,7 +163,14 @@ class PodWorker:
         self.sa_attempts = 0
         self.transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, lastTransitionTime)
         self.last_sent: dict[str, Any] | None = None
-        self.adopted = adopt  # found bound at agent start: not ours to run
+        self.adopted = adopt  # found bound at agent start: resumed from state.json, else not ours to run
+        self.saved = ""  # the state.json last written
+        self.record = podstate.load(self.dir) if adopt else None
+        if self.record is not None and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            # now, on the watch thread, before any new pod of the first list or the watch can take the address
+            if not agent.ips.reserve(self.record.ip):
+                log.warning("pod %s: its address %s is locked by someone else", self.key, self.record.ip)
+            self.ip = self.record.ip
         spec = pod.get("spec", {})
         self.init_containers = [
             Container(c, True, skip=c.get("restartPolicy") == "Always") for c in spec.get("initContainers") or []
@@ -192,6 +205,7 @@ class PodWorker:
             if self.sa_token is not None:
                 self.sa_token.remove()
             self._release_address()
+            podstate.remove(self.dir)  # ended normally: nothing to resume (a SIGKILLed agent never gets here)
             self.agent.worker_done(self)
 
     def _run(self) -> None:
@@ -218,23 +232,99 @@ class PodWorker:
                 except Exception:
                     log.exception("pod %s: step failed; retrying", self.key)
                     time.sleep(1)
+            self._save_state()
             self._sync_status()
             self.wake.wait(2.0 if self.terminal else TICK)
             self.wake.clear()
 
     def _adopt(self) -> None:
-        """A pod bound here before this agent started: its processes (if any) are not ours, fail it."""
-        self.terminal = True
+        """A pod bound here before this agent started: resume it from its state.json; without one its processes
+        (if any) are not ours, fail it."""
         phase = self.pod.get("status", {}).get("phase")
+        if self.record is not None and phase not in ("Succeeded", "Failed"):
+            self._resume(self.record)
+            return
+        self.terminal = True
         if phase in ("Succeeded", "Failed"):
             self.last_sent = {}  # nothing to report
             return
         log.info("pod %s: bound before this agent started; marking it Failed (NodeAgentRestarted)", self.key)
         self.phase = "Failed"
-        self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and does not adopt running pods")
+        self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and has no state of this pod to resume")
         for c in self.all_containers():
             c.terminated = {"exitCode": 137, "reason": "NodeAgentRestarted", "startedAt": None,
                             "finishedAt": now_rfc3339()}  # fmt: skip
+
+    # -- state.json: carrying on after the agent was SIGKILLed (node/podstate.py) -------------------------------
+    def _snapshot(self) -> podstate.PodState:
+        return podstate.PodState(
+            uid=self.uid, ip=self.ip, netns=self.netns, start_time=self.start_time, phase=self.phase,
+            pod_reason=self.pod_reason, transitions=dict(self.transitions), has_token=self.sa_token is not None,
+            containers=[podstate.ContainerState(
+                name=c.name, pid=c.proc.pid if c.proc else 0, ticks=c.proc.ticks if c.proc else 0,
+                restart_count=c.restart_count, running_since=c.running_since, ever_started=c.ever_started,
+                waiting=c.waiting, terminated=c.terminated, last_terminated=c.last_terminated, ready=c.ready,
+                started=c.started, backoff=c.backoff, image_id=c.image_id, env=c.proc_env, links=c.links,
+            ) for c in self.all_containers()],
+        )  # fmt: skip
+
+    def _save_state(self) -> None:
+        """Write state.json when it changed (only for a pod this agent runs; before that there is nothing)."""
+        if not self.ip or self.last_sent == {}:
+            return
+        text = self._snapshot().to_json()
+        if text != self.saved:
+            try:
+                podstate.save(self.dir, text)
+            except OSError as e:
+                log.warning("pod %s: cannot save its state: %s", self.key, e)
+                return
+            self.saved = text
+
+    def _resume(self, record: podstate.PodState) -> None:
+        """Carry on from state.json: the shims still running are watched through /proc, those that ended while
+        no agent ran are reaped on the first step from their exit files (restart policy as usual)."""
+        self.ip, self.netns, self.start_time = record.ip, record.netns, record.start_time
+        self.phase, self.pod_reason, self.transitions = record.phase, record.pod_reason, dict(record.transitions)
+        self.unsupported = podspec.unsupported_fields(self.pod)
+        self.volumes_ready = self.sa_ready = True  # as they were: a Secret deleted since must not stop the pod
+        if record.has_token:
+            self.sa_token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount",
+                                                self.agent.pod_api_server)  # fmt: skip
+            self.sa_token.resume()
+        self.terminal = self.phase in ("Succeeded", "Failed")
+        saved = {s.name: s for s in record.containers}
+        now, wall = time.monotonic(), time.time()
+        live = 0
+        for c in self.all_containers():
+            st = saved.get(c.name)
+            if st is None:
+                continue
+            c.restart_count, c.running_since, c.ever_started = st.restart_count, st.running_since, st.ever_started
+            c.waiting, c.terminated, c.last_terminated = st.waiting, st.terminated, st.last_terminated
+            c.backoff, c.image_id, c.proc_env, c.links = st.backoff, st.image_id, st.env, st.links
+            if not st.pid:
+                c.next_start = now + c.backoff if c.last_terminated else now
+                continue
+            c.proc, c.pid = ShimProcess(st.pid, st.ticks, self._exit_file(c)), st.pid
+            if not is_alive(st.pid, st.ticks):
+                continue  # ended while no agent ran: the next step reaps it
+            live += 1
+            self.agent.register_pgid(st.pid)
+            c.ready, c.started = st.ready, st.started
+            c.resolved = self.agent.images.pull(str(c.spec.get("image", ""))).resolved
+            c.started_mono = now - max(0.0, wall - _parse_time(st.running_since)) if st.running_since else now
+            c.probes = {
+                kind: ProbeState(c.spec[kind], next_at=max(now, c.started_mono + float(
+                    c.spec[kind].get("initialDelaySeconds", 0))))
+                for kind in ("readinessProbe", "livenessProbe", "startupProbe")
+                if c.spec.get(kind)
+            }  # fmt: skip
+            rp = c.probes.get("readinessProbe")
+            if rp is not None and c.ready:
+                rp.successes = rp.success_threshold
+        log.info("pod %s: resumed after an agent restart (pod IP %s, %d of %d containers still running)",
+                 self.key, self.ip, live, len(record.containers))  # fmt: skip
 
     def _setup(self) -> None:
         self.ip = self.agent.ips.allocate()
@@ -471,10 +561,9 @@ class PodWorker:
         started_at = now_rfc3339()
         try:
             with log_path.open("ab") as out, self._in_pod_netns() as in_netns:
-                proc = subprocess.Popen(
-                    argv, cwd=self.dir, env=child_env, stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True, **in_netns,
-                )  # fmt: skip
+                proc = ShimProcess.start(argv, self._exit_file(c), cwd=self.dir, env=child_env,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         **in_netns)  # fmt: skip
         except OSError as e:
             # containerd reports this as a terminated container: StartError, exit code 128
             msg = f'failed to start container process: exec: "{argv[0]}": {e.strerror or e}'
@@ -502,33 +591,30 @@ class PodWorker:
         if post is not None:  # like the kubelet: not Running (no probes) until postStart returns
             c.poststart = self._run_hook(c, "PostStart", post, timeout=None)
 
+    def _exit_file(self, c: Container) -> Path:
+        return self.dir / "termination" / f"{c.name}.exit"
+
     def _reap(self, c: Container, policy: str) -> None:
-        """If the container's main process exited: kill what is left of its group, record the exit, decide."""
+        """If the container's shim exited: kill what is left of its group, record the exit, decide."""
         assert c.proc is not None
-        try:
-            info = os.waitid(os.P_PID, c.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            info = None
-            if c.proc.poll() is None:
-                return
-        else:
-            if info is None or info.si_pid == 0:
-                return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.pid, signal.SIGKILL)  # leftovers of the container, before the pid (= pgid) is freed
-        code = c.proc.wait()
+        if not c.proc.exited():
+            return
+        ended = c.proc.finish()
         self.agent.unregister_pgid(c.pid)
         c.proc = None
-        exit_code = code if code >= 0 else 128 - code
+        exit_code = ended.exit_code
         log.info("pod %s: container %s exited with code %d", self.key, c.name, exit_code)
+        if ended.error:  # the command could not be started (containerd: StartError, exit code 128)
+            log.warning("pod %s: container %s: %s", self.key, c.name, ended.error)
+            self.agent.event(self.pod, "Warning", "Failed", f"Error: {ended.error}", c)
         term = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "StartError" if ended.error else "Completed" if exit_code == 0 else "Error",
             "startedAt": c.running_since,
             "finishedAt": now_rfc3339(),
             "containerID": f"local://{c.pid}",
         }
-        message = self._termination_message(c, exit_code)
+        message = ended.error or self._termination_message(c, exit_code)
         if message:
             term["message"] = message
         restart = (exit_code != 0 and policy in ("Always", "OnFailure")) or (policy == "Always" and not c.init)
@@ -570,8 +656,7 @@ class PodWorker:
 
     def _signal(self, c: Container, sig: signal.Signals) -> None:
         if c.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(c.pid, sig)
+            c.proc.signal_group(sig)
 
     def kill_container(self, c: Container, grace: float, reason: str) -> None:
         """Start stopping a container as the kubelet's killContainer does: the Killing event, its preStop hook (if

@@ -1,0 +1,98 @@
+"""The per-container shim and the state a restarted node agent resumes from (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from divbase_localcluster.node import podstate
+from divbase_localcluster.node.shimproc import ShimProcess, is_alive, read_exit, start_ticks
+
+
+def _run(tmp_path: Path, argv: list[str]) -> tuple[ShimProcess, Path]:
+    log = tmp_path / "log"
+    with log.open("ab") as out:
+        proc = ShimProcess.start(argv, tmp_path / "c.exit", cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT)  # fmt: skip
+    return proc, log
+
+
+def _wait_exited(proc: ShimProcess, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not proc.exited():
+        assert time.monotonic() < deadline, "shim did not exit"
+        time.sleep(0.02)
+
+
+def test_exit_code_output_and_exit_file(tmp_path: Path) -> None:
+    proc, log = _run(tmp_path, ["sh", "-c", "echo out; echo err >&2; exit 3"])
+    _wait_exited(proc)
+    assert proc.finish().exit_code == 3
+    assert log.read_text() == "out\nerr\n"
+    record = read_exit(tmp_path / "c.exit")
+    assert record is not None and record["exitCode"] == 3 and record["signal"] is None and record["finishedAt"]
+
+
+def test_sigterm_to_the_group_reaches_the_command_and_the_shim_records_it(tmp_path: Path) -> None:
+    """The command gets default dispositions (nothing ignored, SIGTERM kills it); the shim outlives the SIGTERM,
+    writes 143 and kills the leftovers of the group."""
+    script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; sleep 300 & echo $! > bg; sleep 300"
+    proc, log = _run(tmp_path, ["sh", "-c", script])
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "bg").exists() or not (tmp_path / "bg").read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    background = int((tmp_path / "bg").read_text())
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _wait_exited(proc)
+    ended = proc.finish()
+    assert ended.exit_code == 143 and not ended.error
+    assert read_exit(tmp_path / "c.exit")["signal"] == signal.SIGTERM  # type: ignore[index]
+    assert "SigIgn:\t0000000000000000" in log.read_text() and "SigBlk:\t0000000000000000" in log.read_text()
+    assert start_ticks(background) is None  # the `sleep 300 &` died with the group
+
+
+def test_start_error(tmp_path: Path) -> None:
+    proc, _ = _run(tmp_path, ["no-such-command-xyz"])
+    _wait_exited(proc)
+    ended = proc.finish()
+    assert ended.exit_code == 128
+    assert ended.error == 'failed to start container process: exec: "no-such-command-xyz": No such file or directory'
+
+
+def test_adopted_shim_is_watched_through_proc(tmp_path: Path) -> None:
+    """What a restarted agent does: no Popen, pid + start time; the exit file says how the command ended."""
+    proc, _ = _run(tmp_path, ["sh", "-c", "sleep 0.5; exit 7"])
+    assert proc.ticks and is_alive(proc.pid, proc.ticks)
+    assert not is_alive(proc.pid, proc.ticks + 1)  # a recycled pid has another start time
+    adopted = ShimProcess(proc.pid, proc.ticks, proc.exit_file)
+    assert adopted.adopted and not adopted.exited()
+    assert proc.popen is not None
+    proc.popen.wait()  # what init does for a re-parented shim
+    assert adopted.exited() and adopted.finish().exit_code == 7
+    (tmp_path / "c.exit").unlink()
+    assert adopted.finish().exit_code == 137  # no exit file: the shim was SIGKILLed
+
+
+def test_pod_state_round_trip(tmp_path: Path) -> None:
+    state = podstate.PodState(
+        uid="u1", ip="10.244.0.5", netns="dbn1-p4", start_time="2026-01-01T00:00:00Z", phase="Running",
+        pod_reason=None, transitions={"Ready": ("True", "2026-01-01T00:00:01Z")}, has_token=True,
+        containers=[podstate.ContainerState(name="main", pid=42, ticks=1234, restart_count=2, ready=True,
+                                            waiting=("CrashLoopBackOff", "back-off"), env={"A": "b"},
+                                            last_terminated={"exitCode": 1, "reason": "Error"})],
+    )  # fmt: skip
+    podstate.save(tmp_path, state.to_json())
+    assert (tmp_path / podstate.FILE).stat().st_mode & 0o777 == 0o600
+    loaded = podstate.load(tmp_path)
+    assert loaded == state
+    assert [c.name for c in loaded.live()] == ["main"]
+    (tmp_path / podstate.FILE).write_text('{"version": 99}')
+    assert podstate.load(tmp_path) is None
+    podstate.remove(tmp_path)
+    podstate.remove(tmp_path)
+    assert podstate.load(tmp_path) is None
