@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -59,6 +61,31 @@ def waiting_for_reason(core: client.CoreV1Api, ns: str, name: str, reason: str) 
     """Wait until the first container waits for `reason`: a fresh namespace may first show ContainerCreating
     (its kube-root-ca.crt not published yet), which is not the state under test."""
     return wait_for(reason, lambda: (w := waiting_reason(core, ns, name)) and w[0] == reason and w, 30)
+
+
+def assert_only_the_apiserver(cluster: ClusterInfo, port: int, request: str) -> None:
+    """The node agent's kubelet endpoint on `port` refuses a TLS client without a certificate and answers the
+    cluster's admin certificate (not the apiserver's kubelet client) with a 403, whatever `request` asks."""
+    pki = cluster.state_dir / "pki"
+
+    def send(ctx: ssl.SSLContext) -> str:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(request.encode())
+            chunks = []
+            while chunk := tls.recv(4096):  # the server answers HTTP/1.0: it closes after the body
+                chunks.append(chunk)
+            answer = b"".join(chunks).decode()
+        if not answer:
+            raise ConnectionResetError("closed without an answer")
+        return answer
+
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        send(ssl.create_default_context(cafile=str(pki / "ca.crt")))
+    admin = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    admin.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    answer = send(admin)
+    assert answer.startswith("HTTP/1.0 403") and "only the apiserver" in answer, answer
 
 
 def condition(pod: client.V1Pod, ctype: str) -> client.V1PodCondition | None:
@@ -289,8 +316,6 @@ def test_kubectl_logs_through_the_apiserver(core: client.CoreV1Api, namespace: s
                                            node_name: str) -> None:
     """`pods/log` goes apiserver -> the agent's log endpoint (TLS both ways): the current run, --tail, --previous,
     --limit-bytes, -f until the container exits; kubectl's own command; nobody but the apiserver is served."""
-    import socket
-    import ssl
     import subprocess
 
     from divbase_localcluster import build
@@ -321,29 +346,7 @@ def test_kubectl_logs_through_the_apiserver(core: client.CoreV1Api, namespace: s
     # only the apiserver: no client certificate -> no TLS session; the cluster's admin certificate -> 403
     port = core.read_node(node_name).status.daemon_endpoints.kubelet_endpoint.port
     assert port > 0
-    pki = cluster.state_dir / "pki"
-
-    def get(ctx: ssl.SSLContext) -> str:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(f"GET /containerLogs/{namespace}/talk/main HTTP/1.0\r\n\r\n".encode())
-            chunks = []
-            for _ in range(100):  # headers and body come in separate writes; the server closes after the body
-                chunk = tls.recv(4096)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            answer = b"".join(chunks).decode()
-        if not answer:
-            raise ConnectionResetError("closed without an answer")
-        return answer
-
-    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-        get(ssl.create_default_context(cafile=str(pki / "ca.crt")))
-    admin = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    admin.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    answer = get(admin)
-    assert answer.startswith("HTTP/1.0 403") and "only the apiserver" in answer, answer
+    assert_only_the_apiserver(cluster, port, f"GET /containerLogs/{namespace}/talk/main HTTP/1.0\r\n\r\n")
 
 
 def test_deletion_sends_sigterm(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
@@ -856,29 +859,7 @@ def test_exec_endpoint_serves_only_the_apiserver(core: client.CoreV1Api, cluster
                                                  node_name: str) -> None:
     """The agent's /exec answers the apiserver's kubelet client certificate only: the cluster's admin certificate
     gets a 403 before any upgrade, no certificate no TLS session."""
-    import socket
-    import ssl
-
     port = core.read_node(node_name).status.daemon_endpoints.kubelet_endpoint.port
-    pki = cluster.state_dir / "pki"
     request = ("POST /exec/default/any/main?command=id&output=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
                "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n")
-
-    def post(ctx: ssl.SSLContext) -> str:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(request.encode())
-            chunks = []
-            while chunk := tls.recv(4096):  # the server answers HTTP/1.0: it closes after the body
-                chunks.append(chunk)
-            answer = b"".join(chunks).decode()
-        if not answer:
-            raise ConnectionResetError("closed without an answer")
-        return answer
-
-    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
-        post(ssl.create_default_context(cafile=str(pki / "ca.crt")))
-    admin = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    admin.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    answer = post(admin)
-    assert answer.startswith("HTTP/1.0 403") and "only the apiserver" in answer, answer
+    assert_only_the_apiserver(cluster, port, request)
