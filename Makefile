@@ -53,7 +53,7 @@ integration-pg18: venv ## The server-dependent PostgreSQL tests again on Postgre
 cluster: system-deps venv localcluster ## Tests on the local control plane.
 	scripts/run-pytest.sh $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
-test: system-deps venv localcluster conformance lint ## The whole suite: cluster tests, and beside them unit, PostgreSQL 15 and 18 tests.
+test: system-deps venv localcluster conformance lint ## The whole suite: cluster tests, and beside them own-cluster, unit, PostgreSQL 15 and 18 tests.
 	scripts/test-all.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 $(BIN)/.mutation-installed: $(BIN)/.installed

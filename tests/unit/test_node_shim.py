@@ -52,7 +52,12 @@ def test_sigterm_to_the_group_reaches_the_command_and_the_shim_records_it(tmp_pa
     ended = proc.finish()
     assert ended.exit_code == 143 and not ended.error
     assert read_exit(tmp_path / "c.exit")["signal"] == signal.SIGTERM  # type: ignore[index]
-    assert "SigIgn:\t0000000000000000" in log.read_text() and "SigBlk:\t0000000000000000" in log.read_text()
+    masks = dict(line.split(":\t") for line in log.read_text().splitlines())
+    # glibc's own signals 32 and 33 (SIGCANCEL, SIGSETXID) may come ignored from whatever started the test (make
+    # spawns recipes with posix_spawn, which leaves them so); libc refuses to reset them and installs its own
+    # handlers when it needs them. Every other signal is at its default in the command.
+    glibc_internal = (1 << 31) | (1 << 32)
+    assert int(masks["SigIgn"], 16) & ~glibc_internal == 0 and int(masks["SigBlk"], 16) == 0, masks
     assert start_ticks(background) is None  # the `sleep 300 &` died with the group
 
 
