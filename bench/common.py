@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
-from divbase_operator.testing import install_crd
+from divbase_operator import names
+from divbase_operator.testing import Kube, OperatorProcess, install_crd
 from kubernetes import client
 
 KWOK_PLACEMENT = {
@@ -37,6 +38,28 @@ def make_namespace(api: client.ApiClient, name: str) -> None:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     core.create_namespaced_secret(name, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
                                                         string_data={"url": "postgresql://bench@127.0.0.1/x"}))
+
+
+@contextlib.contextmanager
+def operator_with_ready_database(api: client.ApiClient, kubeconfig: str, namespace: str,
+                                 name: str = "db") -> Iterator[Kube]:  # fmt: skip
+    """A namespace, the operator watching it, and DivBaseDatabase `name` at release 1, Ready, on kwok nodes."""
+    make_namespace(api, namespace)
+    kube = Kube(api, namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        operator = OperatorProcess(kubeconfig, namespace, Path(tmp) / "operator.log")
+        operator.start()
+        try:
+            kube.create_db(name, kwok_spec("1"))
+            kube.wait_condition(name, names.COND_READY, timeout=120)
+            yield kube
+        finally:
+            operator.stop()
+
+
+def job_complete(status: dict[str, Any]) -> bool:
+    """A Job status (as the watch gives it) with condition Complete=True."""
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def kwok_spec(version: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:

@@ -14,41 +14,27 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import kwok_cluster, kwok_spec, make_namespace
+from common import job_complete, kwok_cluster, make_namespace, operator_with_ready_database
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, Timeline
+from divbase_operator.testing import Timeline
 from report import summary, svg_cdf, write
-
-
-def _complete(status: dict) -> bool:
-    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def operator_handoffs(api: client.ApiClient, kubeconfig: str, rollouts: int) -> tuple[list[float], list[float]]:
     ns = "bench-operator"
-    make_namespace(api, ns)
-    kube = Kube(api, ns)
-    with tempfile.TemporaryDirectory() as tmp:
-        operator = OperatorProcess(kubeconfig, ns, Path(tmp) / "operator.log")
-        operator.start()
-        try:
-            kube.create_db("db", kwok_spec("1"))
+    with operator_with_ready_database(api, kubeconfig, ns) as kube:
+        timeline = Timeline(api, ns, kinds=("Pod", "Job", "Deployment")).start()
+        time.sleep(1)
+        for version in range(2, rollouts + 2):
+            kube.patch_db("db", {"spec": {"version": str(version)}})
             kube.wait_condition("db", names.COND_READY, timeout=120)
-            timeline = Timeline(api, ns, kinds=("Pod", "Job", "Deployment")).start()
-            time.sleep(1)
-            for version in range(2, rollouts + 2):
-                kube.patch_db("db", {"spec": {"version": str(version)}})
-                kube.wait_condition("db", names.COND_READY, timeout=120)
-            timeline.stop()
-        finally:
-            operator.stop()
+        timeline.stop()
     expand_to_deploy, deploy_to_contract = [], []
     for version in range(2, rollouts + 2):
         v, old = str(version), str(version - 1)
@@ -56,7 +42,7 @@ def operator_handoffs(api: client.ApiClient, kubeconfig: str, rollouts: int) -> 
         def job(step: str, status_ok: bool, v: str = v):
             return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and
                                               labels.get(names.LABEL_VERSION) == v and
-                                              (not status_ok or _complete(status)))
+                                              (not status_ok or job_complete(status)))
 
         done = timeline.first("Job", "MODIFIED", job("expand", True))
         moved = timeline.first("Deployment", "MODIFIED", lambda n, labels, s, v=v: labels.get(names.LABEL_VERSION) == v)
@@ -99,7 +85,7 @@ def polling_baseline(api: client.ApiClient, rollouts: int, interval: float = 1.0
     timeline.stop()
     latencies = []
     for version in range(2, rollouts + 2):
-        done = timeline.first("Job", "MODIFIED", lambda n, labels, s, v=version: n == f"expand-{v}" and _complete(s))
+        done = timeline.first("Job", "MODIFIED", lambda n, labels, s, v=version: n == f"expand-{v}" and job_complete(s))
         moved = timeline.first("Deployment", "MODIFIED",
                                lambda n, labels, s, v=version: labels.get(names.LABEL_VERSION) == str(v))
         latencies.append(moved - done)

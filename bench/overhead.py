@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any
 from kubernetes import client, watch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import kwok_cluster, kwok_spec, make_namespace
+from common import job_complete, kwok_cluster, operator_with_ready_database
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, Timeline
+from divbase_operator.testing import Timeline
 from report import summary, svg_cdf, write
 
 NAMESPACE, DB = "bench-overhead", "db"
@@ -69,32 +68,19 @@ class ReadyWatch:
             self.ready_at.setdefault(status["currentVersion"], at)
 
 
-def _complete(status: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
 def measure(api: client.ApiClient, kubeconfig: str, rollouts: int) -> list[dict[str, float]]:
-    make_namespace(api, NAMESPACE)
-    kube = Kube(api, NAMESPACE)
-    with tempfile.TemporaryDirectory() as tmp:
-        operator = OperatorProcess(kubeconfig, NAMESPACE, Path(tmp) / "operator.log")
-        operator.start()
-        try:
-            kube.create_db(DB, kwok_spec("1"))
+    with operator_with_ready_database(api, kubeconfig, NAMESPACE, DB) as kube:
+        timeline = Timeline(api, NAMESPACE, kinds=("Pod", "Job", "Deployment")).start()
+        ready = ReadyWatch(api).start()
+        time.sleep(1)
+        patched: dict[str, float] = {}
+        for version in range(2, rollouts + 2):
+            patched[str(version)] = time.monotonic()
+            kube.patch_db(DB, {"spec": {"version": str(version)}})
             kube.wait_condition(DB, names.COND_READY, timeout=120)
-            timeline = Timeline(api, NAMESPACE, kinds=("Pod", "Job", "Deployment")).start()
-            ready = ReadyWatch(api).start()
-            time.sleep(1)
-            patched: dict[str, float] = {}
-            for version in range(2, rollouts + 2):
-                patched[str(version)] = time.monotonic()
-                kube.patch_db(DB, {"spec": {"version": str(version)}})
-                kube.wait_condition(DB, names.COND_READY, timeout=120)
-                time.sleep(0.5)  # the watches have seen the end before the next rollout starts
-            timeline.stop()
-            ready.stop()
-        finally:
-            operator.stop()
+            time.sleep(0.5)  # the watches have seen the end before the next rollout starts
+        timeline.stop()
+        ready.stop()
     return [_one(timeline, ready.ready_at[v], patched[v], v) for v in patched]
 
 
@@ -103,7 +89,7 @@ def _one(timeline: Timeline, ready_at: float, patched_at: float, v: str) -> dict
 
     def job(step: str, done: bool) -> Any:
         return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and labels.get(names.LABEL_VERSION) == v
-                                          and (not done or _complete(status)))  # fmt: skip
+                                          and (not done or job_complete(status)))  # fmt: skip
 
     runs = {step: timeline.first("Job", "MODIFIED", job(step, True)) - timeline.first("Job", "ADDED", job(step, False))
             for step in ("expand", "contract")}  # fmt: skip
