@@ -390,7 +390,7 @@ class LocalCluster:
 
     def _pod_network_wanted(self, wanted: bool | None, node: bool) -> bool:
         """Whether this `up` makes a pod network: only with the node agent, and only where it can be made."""
-        if not wanted and wanted is not None:
+        if wanted is False:
             return False
         if not node:
             if wanted:

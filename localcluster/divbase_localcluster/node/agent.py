@@ -208,6 +208,7 @@ class NodeAgent:
                 "ephemeral-storage": f"{fs.f_blocks * fs.f_frsize // 1024}Ki", "pods": "110"}
 
     def node_body(self) -> dict[str, Any]:
+        resources = self.resources()
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -220,19 +221,20 @@ class NodeAgent:
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             },
             "spec": {},
-            "status": {"capacity": self.resources(), "allocatable": self.resources()},
+            "status": {"capacity": resources, "allocatable": resources},
         }  # fmt: skip
 
     def node_status(self) -> dict[str, Any]:
         now = now_rfc3339()
+        resources = self.resources()
 
         def cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
             return {"type": ctype, "status": status, "reason": reason, "message": message,
                     "lastHeartbeatTime": now, "lastTransitionTime": self.ready_since}  # fmt: skip
 
         return {
-            "capacity": self.resources(),
-            "allocatable": self.resources(),
+            "capacity": resources,
+            "allocatable": resources,
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure (not measured)"),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure (not measured)"),
