@@ -6,6 +6,8 @@
   CEL status reader for a Kustomization's healthCheckExprs.
 - `kube-score` (gitops/conformance/kubescore): zegl/kube-score's own command, built from its module as a Go tool
   (`tool` in go.mod), which scores the charts (tests/unit/test_kube_score.py).
+- `source-controller`, `kustomize-controller` (gitops/conformance/flux): Flux's own controllers, tools of one
+  module, run against the local control plane by divbase_localcluster.flux (tests/cluster/test_flux_e2e.py).
 
 Each is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries live
 under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go)>/`, next to the local control
@@ -21,15 +23,23 @@ import fcntl
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .build import BuildError, _go_env, _run, cache_root
 
-CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus", "kube-score": "kubescore"}  # binary -> gitops/conformance/
+CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus", "kube-score": "kubescore",
+            "source-controller": "flux", "kustomize-controller": "flux"}  # binary -> gitops/conformance/
 # what `go build` builds in that directory: the module's own main package, or a tool its go.mod names
-PACKAGES = {"kube-score": "github.com/zegl/kube-score/cmd/kube-score"}
+PACKAGES = {"kube-score": "github.com/zegl/kube-score/cmd/kube-score",
+            "source-controller": "github.com/fluxcd/source-controller",
+            "kustomize-controller": "github.com/fluxcd/kustomize-controller"}
+# files a binary needs beside it, copied from its module at build time (so a run needs no module cache): the
+# controllers' own CRDs, installed by divbase_localcluster.flux
+SHIPPED = {"source-controller": ("github.com/fluxcd/source-controller", "config/crd/bases"),
+           "kustomize-controller": ("github.com/fluxcd/kustomize-controller", "config/crd/bases")}
 
 
 def source_dir(name: str) -> Path:
@@ -75,6 +85,8 @@ def build(name: str, force: bool = False, verbose: bool = True) -> Path:
         tmp = out.with_name(f".{name}.tmp")
         seconds = _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")], log,
                        env, source_dir(name))  # fmt: skip
+        if name in SHIPPED:
+            _ship(name, out.parent / "shipped", env)
         tmp.replace(out)
         timings = out.parent / "timings.json"
         timings.write_text(json.dumps({"build_seconds": seconds,
@@ -82,6 +94,35 @@ def build(name: str, force: bool = False, verbose: bool = True) -> Path:
         if verbose:
             print(f"built {name} in {seconds} s", file=sys.stderr)
         return out
+
+
+def shipped(name: str) -> Path:
+    """The directory of files shipped with a built binary (SHIPPED); builds (or ships) what is missing."""
+    dest = build(name, verbose=False).parent / "shipped"
+    if not dest.is_dir():
+        with (dest.parent / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not dest.is_dir():
+                env = _go_env()
+                env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
+                _ship(name, dest, env)
+    return dest
+
+
+def _ship(name: str, dest: Path, env: dict[str, str]) -> None:
+    module, subdir = SHIPPED[name]
+    proc = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", module], cwd=source_dir(name), env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    src = Path(proc.stdout.strip()) / subdir
+    if proc.returncode != 0 or not src.is_dir():
+        raise BuildError(f"{module}'s {subdir} not found (go list: {proc.stderr.strip() or proc.stdout.strip()})")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    for path in [tmp, *tmp.rglob("*")]:  # the module cache is read-only; the copy must be removable
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
 
 
 def main(argv: list[str] | None = None) -> int:
