@@ -3,8 +3,9 @@
 The operator runs a runner (`divbase-migrate`, or any program honouring this module) in a Job from the release's
 image: it passes the arguments `step_args` builds, the database settings as the environment variables below,
 judges the exit code (the non-retryable ones fail the Job at once) and reads the one-line JSON summary the runner
-writes as the container's termination message. docs/runner-contract.md says the same for someone writing
-another runner.
+writes as the container's termination message. While the runner waits for another runner's lock, one structured
+log line says so (`read_lock_wait`): the operator shows it, and decides nothing on it. docs/runner-contract.md
+says the same for someone writing another runner.
 
 Standard library only: the operator imports this without SQLAlchemy, Alembic or psycopg (a test checks)."""
 

@@ -9,10 +9,12 @@ import subprocess
 from typing import Any
 
 import pytest
+from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_operator import names
 from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 
 DB = "divbase"
@@ -167,6 +169,41 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")
     kube.wait_condition(DB, names.COND_READY, timeout=180)
     assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 2
+
+
+def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(kube: Kube, operator: OperatorProcess,
+                                                                 db_secret: str) -> None:
+    """Another session holds divbase-migrate's advisory lock (a manual run, an orphaned pod): the expand Job's
+    runner waits, and the status and one Event name the holder (pid, application, since when), read from the
+    runner's log line through the API; once the lock is released the rollout completes."""
+    install(kube)
+    holder_engine = create_engine(db_secret, poolclass=NullPool,
+                                  connect_args={"application_name": "hand-run-migration"})
+    with holder_engine.connect() as holder:
+        holder = holder.execution_options(isolation_level="AUTOCOMMIT")
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        try:
+            kube.patch_db(DB, {"spec": {"version": "2"}})
+            db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
+                                     timeout=120)
+            ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
+            job = db["status"]["activeJob"]
+            assert ready["message"].startswith(f"expand Job {job} is waiting for the migration lock held by pid "
+                                               f"{pid} (application hand-run-migration, connected since "), ready
+            waiting = db["status"]["rollout"]["steps"]["expand"]["lockWait"]
+            assert (waiting["holderPid"], waiting["holderApplication"]) == (pid, "hand-run-migration"), waiting
+            assert waiting["since"] in ready["message"] and waiting["holderSince"] in ready["message"]
+            [event] = wait_for(lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT], 30,
+                               "a MigrationLockWait Event")
+            assert event.type == "Normal" and f"held by pid {pid} (application hand-run-migration" in event.message
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    db = kube.wait_condition(DB, names.COND_READY, timeout=180)
+    assert db["status"]["currentVersion"] == "2" and migrate_check(db_secret, "2").returncode == 0
+    assert "lockWait" not in db["status"]["history"][0]["steps"]["expand"]
+    assert len([e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT]) == 1, "one Event per wait"
+    assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 1, "the Job waited; it did not fail and retry"
 
 
 def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
