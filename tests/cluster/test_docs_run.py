@@ -77,11 +77,17 @@ def _run(tmp_path: Path, name: str, writes: list[str], extra_env: dict[str, str]
 def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -> None:
     _, out, _ = _run(tmp_path, "local", ["local.yaml"])
     # what the commands printed says they did what the doc says
-    assert "divbasedatabase.divbase.io/divbase condition met" in out, out  # kubectl wait: release 1 Ready
+    assert "divbasedatabase/divbase condition met: Ready (release 1)" in out, out  # kubectl divbase wait
+    assert "divbasedatabase.divbase.io/divbase condition met" in out, out  # kubectl wait: the kstatus alternative
+    assert "customresourcedefinition.apiextensions.k8s.io/divbasedatabases.divbase.io serverside-applied" in out, out
+    assert re.search(r"\bNormal\s+RolloutSucceeded\b", out), out  # operator.md's Events commands
     assert re.search(r"approved the contract of release 2 .*\(plan [0-9a-f]{12}", out), out
     assert "-- contract revision" in out, out  # the reviewer read the plan's SQL
     assert re.search(r'^\{.*"severity":', out, re.MULTILINE), out  # kubectl logs: the operator's JSON lines
     assert re.search(r"^1\s+2\s+Succeeded\s", out, re.MULTILINE), out  # history: 1 -> 2
+    # install.md's Uninstalling, in its order: the release and its resource, the operator, the CRD
+    assert out.index('release "divbase" uninstalled') < out.index('release "divbase-operator" uninstalled') < \
+        out.index('customresourcedefinition.apiextensions.k8s.io "divbasedatabases.divbase.io" deleted'), out
 
 
 def test_the_readmes_usage_and_its_teardown_run_as_written(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, ot
     install = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
                          "--set", f"watchNamespaces={{{other_namespace}}}",
                          "--set-string", "nodeSelector.divbase\\.io/never-schedule=true")
-    assert "kubectl get dbdb -A" in install.stdout and "--for=condition=Ready" in install.stdout
+    assert "kubectl get dbdb -A" in install.stdout and "kubectl divbase wait <name>" in install.stdout
     assert f"watching namespaces: {other_namespace}." in install.stdout
     apps = client.AppsV1Api(api_client)
     deployment = apps.read_namespaced_deployment(f"{release}", namespace)

@@ -552,8 +552,14 @@ def test_release_chart_migration_command_and_args() -> None:
 def test_notes_say_how_to_check() -> None:
     """Rendered NOTES are checked by the cluster test (helm needs an apiserver to print them); here the text."""
     notes = (OPERATOR_CHART / "templates" / "NOTES.txt").read_text()
-    for hint in ("kubectl get dbdb -A", "--for=condition=Ready", "logs deployment/", "approve-contract"):
+    for hint in ("kubectl get dbdb -A", "kubectl divbase wait", "logs deployment/", "approve-contract"):
         assert hint in notes
+    # `kubectl wait` only as the alternative, with what it cannot do (issue 13: it hangs on a failed rollout)
+    assert notes.index("kubectl divbase wait") < notes.index("--for=condition=Ready")
+    assert "waits out its whole timeout" in notes
+    release = (RELEASE_CHART / "templates" / "NOTES.txt").read_text()
+    assert release.index("kubectl divbase wait") < release.index("--for=condition=Ready")
+    assert "waits out its whole timeout" in release
 
 
 # --- who may use DivBaseDatabases: ClusterRoles aggregated to Kubernetes' default roles (issue 14) -------------------
