@@ -27,6 +27,7 @@ class Conflict(Exception):
 
 API_CONCURRENCY = 32  # parallel API calls: threads and pooled HTTP connections alike
 REQUEST_TIMEOUT = (10, 60)  # (connect, read) seconds: a hung call must not hold a worker thread forever
+LOG_REQUEST_TIMEOUT = (5, 10)  # a log tail is a nicety: a node that does not answer soon is asked again later
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
@@ -76,7 +77,7 @@ class KubeApi:
         """A GET whose answer is text (a pod's log), at most `limit` bytes of it kept."""
         request = self._client.param_serialize("GET", path, query_params=list(query.items()),
                                                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
-        response = self._client.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
+        response = self._client.call_api(*request, _request_timeout=LOG_REQUEST_TIMEOUT)
         data = response.read()
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)

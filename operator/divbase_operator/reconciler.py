@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 FINALIZER_GRACE_SECONDS = 120  # after this, deletion proceeds even if cleanup keeps failing
+LOG_READ_CONCURRENCY = 4  # log tails read at once, over every resource (kube.API_CONCURRENCY threads in all)
 INVALID_INPUT = (400, 422)  # the apiserver refused what the spec describes: a retry would be refused again
 
 
@@ -148,6 +149,7 @@ class Reconciler:
     lock_wait_probe_seconds: float = names.LOCK_WAIT_PROBE_SECONDS
     _states: dict[Key, _State] = field(default_factory=dict)
     _logs_forbidden: bool = False  # pods/log was refused (403): lock waits are not shown, and not asked again
+    _log_reads: asyncio.Semaphore | None = None  # at most LOG_READ_CONCURRENCY log tails read at once
 
     def trigger(self, key: Key) -> None:
         """Schedule a reconcile; cheap and safe to call from any watch event. A standby ignores it."""
@@ -307,10 +309,13 @@ class Reconciler:
         if not state.log_pods or not self.may_act() or self._states.get(key) is not state:
             return
         changed = False
+        if self._log_reads is None:
+            self._log_reads = asyncio.Semaphore(LOG_READ_CONCURRENCY)
         for pod in state.log_pods:
             try:
-                tail: str | None = await self.api.read_pod_log(key[0], pod, names.MIGRATION_CONTAINER,
-                                                               names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES)
+                async with self._log_reads:  # the API calls' worker threads stay free for the reconciles
+                    tail: str | None = await self.api.read_pod_log(
+                        key[0], pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES)
             except ApiException as exc:
                 if exc.status == 403:
                     self._logs_forbidden = True
@@ -318,11 +323,11 @@ class Reconciler:
                                 "shown (docs/install.md, RBAC)")
                     return
                 if exc.status not in (400, 404):  # not started yet, or gone: no wait to show
-                    log.info("log tail of pod %s/%s not read (%s)", key[0], pod, exc.status)
+                    log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, exc.status)
                     continue
                 tail = None
             except Exception as exc:  # a timeout or a dropped connection: look again at the next probe
-                log.info("log tail of pod %s/%s not read (%s)", key[0], pod, type(exc).__name__)
+                log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, type(exc).__name__)
                 continue
             wait = read_lock_wait(tail)
             if state.lock_waits.get(pod) != wait:
