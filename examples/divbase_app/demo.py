@@ -45,7 +45,7 @@ def _by_release(counts: dict[str, int]) -> str:
 def table(rows: dict[str, dict[str, Any]]) -> str:
     head = ("| | requests | failed | failed on pods of release | unavailable s | longest gap s | rollout s | restarts "
             "| served by release |")
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---|"]  # figures right-aligned, as README shows them
     for label, f in rows.items():
         lines.append(f"| {label} | {f['requests']} | {f['failed']} | {_by_release(f['failed_by_release'])} | "
                      f"{f['unavailable_s']:.2f} | {f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | "

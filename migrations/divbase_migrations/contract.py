@@ -3,8 +3,9 @@
 The operator runs a runner (`divbase-migrate`, or any program honouring this module) in a Job from the release's
 image: it passes the arguments `step_args` builds, the database settings as the environment variables below,
 judges the exit code (the non-retryable ones fail the Job at once) and reads the one-line JSON summary the runner
-writes as the container's termination message. docs/runner-contract.md says the same for someone writing
-another runner.
+writes as the container's termination message. While the runner waits for another runner's lock, one structured
+log line says so (`read_lock_wait`): the operator shows it, and decides nothing on it. docs/runner-contract.md
+says the same for someone writing another runner.
 
 Standard library only: the operator imports this without SQLAlchemy, Alembic or psycopg (a test checks)."""
 
@@ -16,6 +17,7 @@ import json
 import math
 import re
 import zlib
+from dataclasses import dataclass
 from typing import Any, Final
 
 # --- Steps and their arguments -----------------------------------------------------------------------------------
@@ -243,6 +245,74 @@ def printable(text: str | None, limit: int | None = None) -> str:
     if limit is not None and len(cleaned) > limit:
         cleaned = cleaned[: max(0, limit - 3)] + "..."
     return cleaned
+
+
+# --- Lock waits: one structured log line ---------------------------------------------------------------------------
+# While a runner waits for another runner's migration lock it writes one JSON object on a line of its log (stdout or
+# stderr) with `"event": "lock_wait"`, and again when the holder changes; once it has the lock, a line with
+# `"event": "lock_acquired"`. The operator reads only the tail of a running migration pod's log, keeps only the
+# last of these lines, and takes from it only the fields below, typed and bounded (`read_lock_wait`): nothing else
+# of the log reaches status or an Event.
+LOG_EVENT: Final = "event"  # the key naming what a structured log line reports
+EVENT_LOCK_WAIT: Final = "lock_wait"  # waiting for another runner's migration lock
+EVENT_LOCK_ACQUIRED: Final = "lock_acquired"  # got it: the wait (if any) is over
+LOCK_HOLDER: Final = "holder"  # {"pid": int, "application_name": str or null, "since": time or null}, or null
+HOLDER_PID: Final = "pid"  # the holder's backend process id
+HOLDER_APPLICATION: Final = "application_name"  # its application_name (null when the runner may not read it)
+HOLDER_SINCE: Final = "since"  # when the holder's session connected (a runner takes the lock right after)
+LOCK_WAIT_SINCE: Final = "waiting_since"  # when this runner started waiting
+LOG_TIME_PATTERN: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")  # UTC, whole seconds
+MAX_LOG_TAIL_CHARS: Final = 16 * 1024  # of a log tail, only the end is read
+MAX_LOG_LINE_CHARS: Final = 4096  # a longer line is not one of ours
+MAX_APPLICATION_CHARS: Final = 63  # PostgreSQL keeps at most NAMEDATALEN - 1 bytes of application_name
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A runner waiting for the migration lock: who holds it (pid, application_name, connected since) and since
+    when this runner waits. Every field is checked: an int pid, times as LOG_TIME_PATTERN, a printable name."""
+
+    holder_pid: int | None
+    holder_application: str | None = None
+    holder_since: str | None = None
+    since: str | None = None
+
+
+def lock_wait_fields(holder: dict[str, Any] | None, waiting_since: str) -> dict[str, Any]:
+    """The keys of a `lock_wait` log line (the runner adds its own message and timestamp). `holder` may carry more
+    keys for people reading the log (divbase-migrate adds the client address): the operator ignores them."""
+    return {LOG_EVENT: EVENT_LOCK_WAIT, LOCK_HOLDER: holder, LOCK_WAIT_SINCE: waiting_since}
+
+
+def _log_time(value: Any) -> str | None:
+    return value if isinstance(value, str) and LOG_TIME_PATTERN.fullmatch(value) else None
+
+
+def read_lock_wait(log_tail: str | None) -> LockWait | None:
+    """The lock wait a runner's log tail reports, or None (no wait, or the lock acquired since), without ever
+    raising: the last `lock_wait` or `lock_acquired` line of the tail's last MAX_LOG_TAIL_CHARS decides; of a wait
+    only the contract's fields are kept, each of its type (anything else is left out, never quoted)."""
+    if not isinstance(log_tail, str):
+        return None
+    for line in reversed(log_tail[-MAX_LOG_TAIL_CHARS:].splitlines()):
+        line = line.strip()
+        if not line.startswith("{") or len(line) > MAX_LOG_LINE_CHARS or f'"{LOG_EVENT}"' not in line:
+            continue
+        try:
+            entry = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(entry, dict) or entry.get(LOG_EVENT) not in (EVENT_LOCK_WAIT, EVENT_LOCK_ACQUIRED):
+            continue
+        if entry[LOG_EVENT] == EVENT_LOCK_ACQUIRED:
+            return None
+        holder = entry.get(LOCK_HOLDER) if isinstance(entry.get(LOCK_HOLDER), dict) else {}
+        pid = holder.get(HOLDER_PID)
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
+        application = holder.get(HOLDER_APPLICATION)
+        application = printable(application, MAX_APPLICATION_CHARS) or None if isinstance(application, str) else None
+        return LockWait(pid, application, _log_time(holder.get(HOLDER_SINCE)), _log_time(entry.get(LOCK_WAIT_SINCE)))
+    return None
 
 
 def plan_digest(sql: str) -> str:

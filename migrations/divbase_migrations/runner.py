@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg.errors
@@ -30,7 +30,17 @@ from sqlalchemy.exc import DBAPIError
 
 from . import schema_snapshot
 from .compat import read_applied
-from .contract import EXIT_FAILED, EXIT_PRECONDITION, EXIT_TIMEOUT, EXIT_UNAVAILABLE, plan_digest
+from .contract import (
+    EVENT_LOCK_ACQUIRED,
+    EXIT_FAILED,
+    EXIT_PRECONDITION,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    LOCK_WAIT_SINCE,
+    LOG_EVENT,
+    lock_wait_fields,
+    plan_digest,
+)
 from .plan import plan_sql as render_plan
 from .releases import CONTRACT, EXPAND, TRUNK, Applied, Manifest, Release, compatibility, pending
 from .revisions import alembic_config
@@ -263,19 +273,28 @@ class Runner:
 
     def _acquire(self, conn: Connection) -> None:
         """Poll for the lock instead of blocking in pg_advisory_lock: a waiting statement would hold a snapshot,
-        and the holder's CREATE INDEX CONCURRENTLY waits for every running snapshot to end (a silent deadlock)."""
+        and the holder's CREATE INDEX CONCURRENTLY waits for every running snapshot to end (a silent deadlock).
+        The wait is one structured log line (the runner contract's `lock_wait`: the operator shows it in the
+        resource's status), again when the holder changes, and `lock_acquired` when it ends."""
         deadline = time.monotonic() + self.settings.wait_timeout_ms / 1000
         delay = 0.1
+        waiting_since: str | None = None
+        shown: Any = ()  # the holder's pid last logged (nothing logged yet)
         while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar():
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
                                   f"{self.settings.wait_timeout_ms} ms ({describe_holder(lock_holder(conn))})")
-            if delay == 0.1:
-                holder = lock_holder(conn)
+            holder = lock_holder(conn)
+            pid = holder.get("pid") if holder else None
+            if pid != shown and (pid is not None or waiting_since is None):  # not again for a moment between holders
+                waiting_since = waiting_since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 log.info("another divbase-migrate holds the lock; waiting",
-                         extra={"wait_ms": self.settings.wait_timeout_ms, "holder": holder})
+                         extra={"wait_ms": self.settings.wait_timeout_ms, **lock_wait_fields(holder, waiting_since)})
+                shown = pid
             self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
+        if waiting_since is not None:
+            log.info("got the migration lock", extra={LOG_EVENT: EVENT_LOCK_ACQUIRED, LOCK_WAIT_SINCE: waiting_since})
 
     def _run_locked(self, lock_conn: Connection, step: str, release: Release,
                     expect_digest: str | None = None) -> Outcome:

@@ -71,7 +71,7 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: Approve
     settings = spec.migration_job
     command, args = migration_command(spec, step, version, approved.digest if approved else None)
     container: dict[str, Any] = {
-        "name": "migrate",
+        "name": names.MIGRATION_CONTAINER,
         "image": (approved.image if approved else None) or spec.migration_image(version),
         "command": command,
         "args": args,  # the summary goes to the termination-message file, the runner's default
@@ -139,7 +139,7 @@ def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_t
         "activeDeadlineSeconds": settings.active_deadline_seconds,
         "podFailurePolicy": {"rules": [
             {"action": "FailJob",
-             "onExitCodes": {"containerName": "migrate", "operator": "In",
+             "onExitCodes": {"containerName": names.MIGRATION_CONTAINER, "operator": "In",
                              "values": list(NON_RETRYABLE_EXIT_CODES)}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]},

@@ -27,9 +27,11 @@ class Conflict(Exception):
 
 API_CONCURRENCY = 32  # parallel API calls: threads and pooled HTTP connections alike
 REQUEST_TIMEOUT = (10, 60)  # (connect, read) seconds: a hung call must not hold a worker thread forever
+LOG_REQUEST_TIMEOUT = (5, 10)  # a log tail is a nicety: a node that does not answer soon is asked again later
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+PODS = "/api/v1/namespaces/{namespace}/pods"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 DATABASES = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/{names.PLURAL}"
 BACKGROUND = {"propagationPolicy": "Background"}
@@ -70,6 +72,23 @@ class KubeApi:
         if not 200 <= response.status <= 299:
             raise ApiException(http_resp=response)
         return json.loads(data) if data else {}
+
+    def _call_text(self, path: str, query: dict[str, str], limit: int) -> str:
+        """A GET whose answer is text (a pod's log), at most `limit` bytes of it kept."""
+        request = self._client.param_serialize("GET", path, query_params=list(query.items()),
+                                               header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        response = self._client.call_api(*request, _request_timeout=LOG_REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return data[-limit:].decode(errors="replace") if data else ""
+
+    async def read_pod_log(self, namespace: str, name: str, container: str, tail_lines: int, limit_bytes: int) -> str:
+        """The last `tail_lines` lines of a container's log, at most `limit_bytes` (the kubelet cuts it too). Only
+        the runner contract's lock-wait line is taken from it (reconciler): nothing of it is stored or shown."""
+        query = {"container": container, "tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
+        return await asyncio.to_thread(self._call_text, f"{PODS.format(namespace=namespace)}/{name}/log", query,
+                                       limit_bytes)
 
     async def _request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
                        content_type: str = "application/json") -> dict[str, Any]:

@@ -93,6 +93,7 @@ REASON_JOB_RUNNING: Final = "JobRunning"
 REASON_JOB_SUCCEEDED: Final = "JobSucceeded"
 REASON_JOB_FAILED: Final = "JobFailed"
 REASON_JOB_POD_BLOCKED: Final = "JobPodBlocked"
+REASON_LOCK_WAIT: Final = "WaitingForMigrationLock"  # the Job's runner waits for another runner's lock
 REASON_WAITING_FOR_JOB: Final = "WaitingForActiveJob"
 REASON_ROLLING_OUT: Final = "RollingOut"
 REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
@@ -123,6 +124,7 @@ EVENT_JOB_CREATED: Final = "MigrationJobCreated"
 EVENT_JOB_SUCCEEDED: Final = "MigrationJobSucceeded"
 EVENT_JOB_FAILED: Final = "MigrationJobFailed"
 EVENT_ATTEMPT_FAILED: Final = "MigrationAttemptFailed"  # one pod of a Job failed; the Job may start another
+EVENT_LOCK_WAIT: Final = "MigrationLockWait"  # a Job's runner waits for the migration lock (once per pod and holder)
 EVENT_WORKLOADS_UPDATING: Final = "WorkloadsUpdating"
 EVENT_WORKLOADS_UPDATED: Final = "WorkloadsUpdated"
 EVENT_ROLLBACK: Final = "RollingBack"
@@ -146,6 +148,12 @@ ATTEMPT_MESSAGE_LIMIT: Final = 300  # characters of each failed attempt's messag
 FOREIGN_RECHECK_SECONDS: Final = 30  # a foreign Deployment's removal sends us no event: look again this often
 DELETION_JOB_GRACE_SECONDS: Final = 60  # past a running Job's activeDeadlineSeconds, deletion stops waiting for it
 FAILED_POD_GRACE_SECONDS: Final = 30  # a failed Job's result waits this long for its pod's exit status to arrive
+# A running migration pod's log tail, read through the API only for the runner contract's lock-wait line
+# (divbase_migrations.contract.read_lock_wait): this often, this much, and only while such a pod runs.
+LOCK_WAIT_PROBE_SECONDS: Final = 5.0
+LOCK_WAIT_LOG_LINES: Final = 10  # tailLines
+LOCK_WAIT_LOG_BYTES: Final = 32 * 1024  # limitBytes
+MIGRATION_CONTAINER: Final = "migrate"  # the migration Job's one container: its log and its exit code are read
 _MAX_NAME: Final = 63  # DNS label: Job names end up in the pods' job-name label
 
 

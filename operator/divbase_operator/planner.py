@@ -31,6 +31,7 @@ from divbase_migrations.contract import (
     SUMMARY_SQL_TRUNCATED,
     SUMMARY_SQL_Z,
     SUMMARY_TO,
+    LockWait,
     describe_problems,
     printable,
     read_plan,
@@ -91,6 +92,8 @@ class Observed:
     configmaps: tuple[ConfigMapObs, ...] = ()  # the plan ConfigMap, when there is one
     name_conflicts: tuple[ForeignChild, ...] = ()  # objects outside the watch holding a name an action wanted
     # (the reconciler reads by name what the planner would create: conflict_lookups)
+    lock_waits: dict[str, LockWait] = field(default_factory=dict)  # running migration pod -> the lock wait its log
+    # tail reports (read by the reconciler for the pods Decision.log_pods names)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     requeue_after: float | None = None  # only for timers the cluster cannot wake us for (contract delay, the
     # bound on waiting for a failed Job's pod)
+    log_pods: tuple[str, ...] = ()  # running pods of a step's Job whose log tail may show a lock wait: the
+    # reconciler reads them (bounded, every LOCK_WAIT_PROBE_SECONDS) only while a decision names some
 
 
 def _iso(now: datetime) -> str:
@@ -335,6 +340,7 @@ class _Planner:
         self.stalled: tuple[str, str] | None = None
         self.progress: tuple[str, str] = (names.REASON_PROGRESSING, "")
         self.ready = False
+        self.log_pods: list[str] = []
 
     # -- entry --------------------------------------------------------------------------------------------------
     def run(self) -> Decision:
@@ -457,6 +463,7 @@ class _Planner:
                     f"({failure.get('reason')}, exit code {last_pod.exit_code}): {failure['message']}")
 
     def _record_job_result(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> None:
+        rec.pop("lockWait", None)  # a finished Job waits for nothing
         last_pod = self._last_pod(job.name)
         summary, problems = read_summary(last_pod.termination_message if last_pod else None)
         rec["finishedAt"] = job.finished_at or self.ts
@@ -708,12 +715,16 @@ class _Planner:
             self.status["activeJob"] = job.name
             self._record_attempts(step, rec, job, version)
             blocked = self._blocked_pod(job.name)
+            waiting = self._lock_wait(step, rec, job, version)
             if blocked:
                 self.progress = (names.REASON_JOB_POD_BLOCKED, f"{step} Job {job.name}: {blocked}")
+            elif waiting:
+                self.progress = (names.REASON_LOCK_WAIT, waiting)
             else:
                 self.progress = (names.REASON_JOB_RUNNING, self._attempt_progress(step, rec, job))
             return False
         self.status.pop("activeJob", None)
+        rec.pop("lockWait", None)
         if rec["phase"] != SUCCEEDED and rec["phase"] != FAILED:
             if self._await_failed_pod(job):
                 rec["phase"] = RUNNING
@@ -765,6 +776,30 @@ class _Planner:
         last = (rec.get("attempts") or [{}])[-1]
         return (f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
                 f"(exit code {last.get('exitCode')}): {last.get('message', '')}; {_attempts_left(limit, failed)}")
+
+    def _lock_wait(self, step: str, rec: dict[str, Any], job: JobObs, version: str) -> str | None:
+        """While the Job's pod runs, its runner may wait for another runner's migration lock: the reconciler reads
+        the pod's log tail for the runner contract's lock-wait line (log_pods) and tells us what it found. A wait
+        is recorded in the step (`lockWait`), with one Normal Event per pod and holder; the progress message (None
+        when no pod of the Job waits) names the holder and since when, never anything else of the log."""
+        running = sorted((p for p in self.pods if p.job_name == job.name and p.phase == "Running" and not p.deleting),
+                         key=lambda p: (p.created_at or "", p.name))
+        self.log_pods.extend(p.name for p in running)
+        found = [(p, self.obs.lock_waits[p.name]) for p in running if p.name in self.obs.lock_waits]
+        if not found:
+            rec.pop("lockWait", None)
+            return None
+        pod, wait = found[-1]
+        record = {key: value for key, value in (
+            ("pod", pod.name), ("holderPid", wait.holder_pid), ("holderApplication", wait.holder_application),
+            ("holderSince", wait.holder_since), ("since", wait.since)) if value is not None}
+        text = f"is waiting for the migration lock held by {describe_lock_holder(wait)}" + \
+            (f" since {wait.since}" if wait.since else "") + f" (pod {pod.name})"
+        previous = rec.get("lockWait") or {}
+        if (previous.get("pod"), previous.get("holderPid")) != (pod.name, wait.holder_pid):
+            self._event("Normal", names.EVENT_LOCK_WAIT, f"{step} Job {job.name} for release {version} {text}")
+        rec["lockWait"] = record
+        return f"{step} Job {job.name} {text}"
 
     def _approved_plan(self, step: str) -> ApprovedPlan | None:
         """The plan a Manual contract was approved against: its Job passes the digest to the runner
@@ -1161,7 +1196,18 @@ class _Planner:
                 reason, message = self.progress
             conds = set_condition(conds, names.COND_RECONCILING, reconciling, reason, message, gen, ts)
         self.status["conditions"] = _in_display_order(conds)
-        return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after)
+        return Decision(status=self.status, actions=self.actions, requeue_after=self.requeue_after,
+                        log_pods=tuple(self.log_pods))
+
+
+def describe_lock_holder(wait: LockWait) -> str:
+    """`pid 4242 (application divbase-migrate, connected since T)`: the holder as the runner's log line names it
+    (each part checked by contract.read_lock_wait), or `another session` when it could not say."""
+    details = [f"application {wait.holder_application}" if wait.holder_application else "",
+               f"connected since {wait.holder_since}" if wait.holder_since else ""]
+    shown = ", ".join(d for d in details if d)
+    who = f"pid {wait.holder_pid}" if wait.holder_pid is not None else "another session"
+    return f"{who} ({shown})" if shown else who
 
 
 def name_conflict_message(conflicts: list[ForeignChild], namespace: str) -> str:

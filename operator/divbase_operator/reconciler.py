@@ -2,8 +2,11 @@
 
 Wake-ups come from watch events (the resource, its Jobs, Deployments and pods), never from polling. Triggers
 for a resource that is already being reconciled are coalesced into one more pass, so each resource has at most
-one reconcile in flight. The only timers are the contract delay the planner asks for and backoff after an
-API error.
+one reconcile in flight. The only timers are the contract delay the planner asks for, backoff after an API error,
+and the lock-wait probe: a pod's log sends no event, so while the planner names running migration pods
+(`Decision.log_pods`) their log tails are read every LOCK_WAIT_PROBE_SECONDS for the runner contract's lock-wait
+line, and a change wakes a reconcile. It is ours, not a Kopf timer: a Kopf timer puts Kopf's finalizer on the
+object it runs for, and would run on standby replicas too.
 
 With several replicas only the leader acts (`may_act`, see leader.py): every write is preceded by that check, a
 standby drops its triggers, and a new leader reconciles every resource once (`reconcile_all`)."""
@@ -21,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from divbase_migrations.contract import LockWait, read_lock_wait
 from kubernetes.client.exceptions import ApiException
 
 from . import names
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 ERROR_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 FINALIZER_GRACE_SECONDS = 120  # after this, deletion proceeds even if cleanup keeps failing
+LOG_READ_CONCURRENCY = 4  # log tails read at once, over every resource (kube.API_CONCURRENCY threads in all)
 INVALID_INPUT = (400, 422)  # the apiserver refused what the spec describes: a retry would be refused again
 
 
@@ -124,6 +129,9 @@ class _State:
     errors: int = 0
     timer: asyncio.TimerHandle | None = None
     written: tuple[str, Snapshot] | None = None  # (resourceVersion we wrote over, what we wrote)
+    log_pods: tuple[str, ...] = ()  # running migration pods whose log tails the probe reads (the last decision's)
+    probe: asyncio.TimerHandle | None = None  # the next lock-wait probe
+    lock_waits: dict[str, LockWait] = field(default_factory=dict)  # pod -> the wait its log tail last showed
 
 
 @dataclass
@@ -138,7 +146,10 @@ class Reconciler:
     post_event: Callable[[dict[str, Any], EmitEvent], None] = lambda ref, e: kopf.event(
         ref, type=e.type, reason=e.reason, message=e.message)  # queued; Kopf posts it as divbase-operator
     policy: Policy = field(default_factory=Policy)  # what the operator's flags allow a resource
+    lock_wait_probe_seconds: float = names.LOCK_WAIT_PROBE_SECONDS
     _states: dict[Key, _State] = field(default_factory=dict)
+    _logs_forbidden: bool = False  # pods/log was refused (403): lock waits are not shown, and not asked again
+    _log_reads: asyncio.Semaphore | None = None  # at most LOG_READ_CONCURRENCY log tails read at once
 
     def trigger(self, key: Key) -> None:
         """Schedule a reconcile; cheap and safe to call from any watch event. A standby ignores it."""
@@ -197,6 +208,8 @@ class Reconciler:
         state = self._states.pop(key, None)
         if state and state.timer:
             state.timer.cancel()
+        if state and state.probe:
+            state.probe.cancel()
         if self.on_forget:
             self.on_forget(key)
 
@@ -215,6 +228,7 @@ class Reconciler:
         if snap is None:
             return
         if snap.deleting_since:
+            self._probe_logs(key, state, ())
             await self._finalize(snap, key, state)
             return
         self._guard()
@@ -231,6 +245,7 @@ class Reconciler:
             jobs=tuple(self.sources.jobs(key)), deployments=deployments,
             pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
             foreign=await self._foreign(snap, deployments),
+            lock_waits={pod: wait for pod, wait in state.lock_waits.items() if pod in state.log_pods},
         )
         now = self.clock()
         decision = decide(observed, now, self.policy)
@@ -265,8 +280,67 @@ class Reconciler:
             state.written = (snap.resource_version, fresh)
         if decision.requeue_after is not None:
             self._schedule(key, decision.requeue_after + 0.5)
+        self._probe_logs(key, state, decision.log_pods)
         if self.on_decision:
             self.on_decision(key, decision, time.monotonic() - started)
+
+    # -- lock waits: a running migration pod's log tail ---------------------------------------------------------
+    def _probe_logs(self, key: Key, state: _State, pods: tuple[str, ...]) -> None:
+        """Read the log tails of `pods` (the planner's log_pods) in LOCK_WAIT_PROBE_SECONDS, and again after that
+        while the last decision still names them; with none, stop and forget what was read."""
+        state.log_pods = pods
+        state.lock_waits = {pod: wait for pod, wait in state.lock_waits.items() if pod in pods}
+        if not pods or self._logs_forbidden:
+            if state.probe is not None:
+                state.probe.cancel()
+                state.probe = None
+            return
+        if state.probe is None:
+            state.probe = asyncio.get_running_loop().call_later(self.lock_wait_probe_seconds, self._start_probe, key,
+                                                                state)
+
+    def _start_probe(self, key: Key, state: _State) -> None:
+        state.probe = None
+        asyncio.get_running_loop().create_task(self._probe(key, state), name=f"lock-wait probe {key[0]}/{key[1]}")
+
+    async def _probe(self, key: Key, state: _State) -> None:
+        """One look at each pod's log tail; a wait that began, changed or ended wakes a reconcile (the planner
+        decides what is shown). Only what contract.read_lock_wait keeps of the tail is remembered."""
+        if not state.log_pods or not self.may_act() or self._states.get(key) is not state:
+            return
+        changed = False
+        if self._log_reads is None:
+            self._log_reads = asyncio.Semaphore(LOG_READ_CONCURRENCY)
+        for pod in state.log_pods:
+            try:
+                async with self._log_reads:  # the API calls' worker threads stay free for the reconciles
+                    tail: str | None = await self.api.read_pod_log(
+                        key[0], pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES)
+            except ApiException as exc:
+                if exc.status == 403:
+                    self._logs_forbidden = True
+                    log.warning("reading pod logs (pods/log get) is forbidden: lock waits of migration Jobs are not "
+                                "shown (docs/install.md, RBAC)")
+                    return
+                if exc.status not in (400, 404):  # not started yet, or gone: no wait to show
+                    log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, exc.status)
+                    continue
+                tail = None
+            except Exception as exc:  # a timeout or a dropped connection: look again at the next probe
+                log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, type(exc).__name__)
+                continue
+            wait = read_lock_wait(tail)
+            if state.lock_waits.get(pod) != wait:
+                changed = True
+                if wait is None:
+                    state.lock_waits.pop(pod, None)
+                else:
+                    state.lock_waits[pod] = wait
+        if changed:
+            self.trigger(key)
+        if state.log_pods and state.probe is None and self._states.get(key) is state:
+            state.probe = asyncio.get_running_loop().call_later(self.lock_wait_probe_seconds, self._start_probe, key,
+                                                                state)
 
     async def _foreign(self, snap: Snapshot, deployments: tuple[DeploymentObs, ...]) -> tuple[ForeignDeployment, ...]:
         """Deployments of our workloads' names that the label-selected watch cannot show: read by name, only when

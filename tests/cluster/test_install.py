@@ -6,6 +6,7 @@ Nothing here runs the operator as a pod: tests/cluster/test_operator.py runs it 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from divbase_migrations import contract
 from divbase_operator import names
 from kubernetes import client
 
@@ -185,7 +187,7 @@ def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, ot
     install = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
                          "--set", f"watchNamespaces={{{other_namespace}}}",
                          "--set-string", "nodeSelector.divbase\\.io/never-schedule=true")
-    assert "kubectl get dbdb -A" in install.stdout and "--for=condition=Ready" in install.stdout
+    assert "kubectl get dbdb -A" in install.stdout and "kubectl divbase wait <name>" in install.stdout
     assert f"watching namespaces: {other_namespace}." in install.stdout
     apps = client.AppsV1Api(api_client)
     deployment = apps.read_namespaced_deployment(f"{release}", namespace)
@@ -231,9 +233,10 @@ MUST = [
     ("patch", f"{names.PLURAL}.{names.GROUP}", "status"), ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
     ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
     ("create", "configmaps", ""), ("patch", "configmaps", ""), ("watch", "configmaps", ""),
+    ("get", "pods", "log"),  # the lock-wait line of a running migration pod's log tail
 ]
 MUST_NOT = [
-    ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"), ("get", "pods", "log"),
+    ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
@@ -343,13 +346,17 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                                                           tmp_path: Path) -> None:
     """The real operator, authenticated as the chart's ServiceAccount (installed in a namespace of its own, watching
     `namespace`), takes a resource through its first step and its deletion (finalizer, Job cleanup) without a
-    single forbidden call beyond Kopf's optional observers."""
+    single forbidden call beyond Kopf's optional observers. The step's runner reports a lock wait in its log (a
+    stand-in that writes the runner contract's line, then waits for a file): the operator reads it (pods/log)."""
     from divbase_operator.testing import Kube, OperatorProcess, wait_for
 
     sa_user = _apply_rbac(tools, other_namespace, "op", "--set", f"watchNamespaces={{{namespace}}}")
     kubeconfig = _token_kubeconfig(tools, cluster, other_namespace, sa_user, tmp_path / "operator.kubeconfig")
     kube = Kube(api_client, namespace)
     kube.create_secret("divbase-db", {"url": "postgresql://divbase@127.0.0.1:1/divbase"})
+    released = tmp_path / "lock-released"  # the local node runs pods as processes of this machine
+    line = json.dumps(contract.lock_wait_fields({"pid": 4242, "application_name": "psql"}, "2026-11-25T12:00:41Z"))
+    runner = f"echo '{line}' >&2; while [ ! -e {released} ]; do sleep 0.2; done; exit 3"
     operator = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log")
     operator.start()
     started = time.monotonic()
@@ -357,15 +364,21 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
         kube.create_db("db", {"version": "1", "image": "divbase", "database": {"secretRef": {"name": "divbase-db"}},
                               "workloads": [{"name": "api", "template": {"replicas": 1, "template": {"spec": {
                                   "containers": [{"name": "api", "command": ["sleep", "3600"]}]}}}}],
-                              "migrationJob": {"backoffLimit": 0}})
+                              "migrationJob": {"backoffLimit": 0, "command": ["sh", "-c", runner]}})
         db = wait_for(lambda: (lambda d: d if (d.get("status") or {}).get("phase") else None)(kube.get_db("db")),
                       90, "the operator writes status")
         print(f"first status {time.monotonic() - started:.1f}s after the operator started")
         assert names.FINALIZER in db["metadata"]["finalizers"]  # patch on divbasedatabases
-        assert db["status"]["phase"] in (names.PHASE_EXPANDING, names.PHASE_FAILED)
+        assert db["status"]["phase"] == names.PHASE_EXPANDING
         wait_for(lambda: kube.jobs("db"), 30, "the expand Job")  # create on jobs
         wait_for(lambda: [e for e in kube.events("db") if e.reason == names.EVENT_JOB_CREATED], 30,
                  "an Event from the operator")  # create on events
+        waiting = kube.wait_condition("db", names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
+                                      timeout=60)  # get on pods/log
+        assert "held by pid 4242 (application psql) since 2026-11-25T12:00:41Z" in next(
+            c["message"] for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY)
+        released.touch()
+        kube.wait_condition("db", names.COND_STALLED, timeout=60)
         kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db")
 
         def gone() -> bool:

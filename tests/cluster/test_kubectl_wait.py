@@ -4,8 +4,11 @@ planner drives an in-memory world; no operator runs here, so the test controls e
 
 from __future__ import annotations
 
+import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,41 @@ def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_clien
     out, err = timing_out.communicate(timeout=30)
     assert timing_out.returncode == 4 and "timed out after 3s" in err, (out, err)
     assert 3 <= time.monotonic() - started < 15
+
+
+def _read_lines(stream: Any, into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line)
+
+
+def test_status_watch_prints_one_json_document_per_change(crd: None, cluster: Any, namespace: str,
+                                                          api_client: Any) -> None:
+    """`status --watch -o json`: one JSON document a line, the resource as it is first, then one per change a person
+    would see; a write that changes nothing shown (an annotation, a new resourceVersion) prints nothing."""
+    world = World(spec=base_spec("1"))
+    db = Resource(api_client, namespace, world)
+    watching = _plugin(cluster.kubeconfig, namespace, "status", "db", "--watch", "-o", "json")
+    lines: queue.Queue[str] = queue.Queue()
+    assert watching.stdout is not None
+    reader = threading.Thread(target=_read_lines, args=(watching.stdout, lines), daemon=True)
+    reader.start()
+    try:
+        seen = [json.loads(lines.get(timeout=30))]
+        assert seen[0]["name"] == "db" and seen[0]["phase"] is None  # no status yet
+        for action in (None, lambda: world.finish_job("expand"), lambda: world.finish_job("contract"),
+                       world.complete_rollouts):
+            db.step(action)
+            seen.append(json.loads(lines.get(timeout=30)))
+            assert seen[-1] != seen[-2]
+        assert [d["phase"] for d in seen] == [None, names.PHASE_EXPANDING, names.PHASE_CONTRACTING,
+                                              names.PHASE_DEPLOYING, names.PHASE_READY]
+        db.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db",
+                                                 {"metadata": {"annotations": {"test/nudge": "1"}}})
+        db.set_spec(version="2")  # a change: the next line is this one, not a copy of the last
+        after = json.loads(lines.get(timeout=30))
+        assert (after["generation"], after["version"], after["ready"]) == (2, "2", False), after
+    finally:
+        watching.terminate()
+        watching.wait(timeout=30)
+        reader.join(timeout=30)
+    assert lines.empty(), [lines.get() for _ in range(lines.qsize())]

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from typing import Any
 
 import pytest
+from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_operator import names
 from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 
 DB = "divbase"
@@ -73,6 +76,12 @@ def migrate_check(database_url: str, version: str) -> subprocess.CompletedProces
 def install(kube: Kube, version: str = "1", timeout: float = 180, **extra: Any) -> dict[str, Any]:
     kube.create_db(DB, db_spec(version, **extra))
     return kube.wait_condition(DB, names.COND_READY, timeout=timeout)
+
+
+def plugin(cluster: Any, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl divbase ...` as a user runs it; bounded, so a wait that does not end promptly fails the test."""
+    return subprocess.run([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig",
+                           str(cluster.kubeconfig), "-n", namespace, *args], capture_output=True, text=True, timeout=60)
 
 
 
@@ -138,7 +147,8 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
 
 
 def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, operator: OperatorProcess,
-                                                                db_secret: str, pod_database_url: str) -> None:
+                                                                db_secret: str, pod_database_url: str,
+                                                                cluster: Any) -> None:
     install(kube)
     before = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
     unreachable = make_url(db_secret).set(port=free_port()).render_as_string(hide_password=False)
@@ -162,11 +172,81 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     assert "exit code 3): database unavailable: " in attempt.message and attempt.message.endswith("1 attempt left")
     assert db["status"]["rollout"]["steps"]["expand"]["attempts"][0]["exitCode"] == 3
     assert {(e.source.component, e.reporting_component) for e in kube.events(DB)} == {("divbase-operator",) * 2}
+    # the plugin on the real failure: CI's wait fails at once with the runner's words, history and -o json say Failed
+    waited = plugin(cluster, kube.namespace, "wait", DB, "--timeout", "10m")  # bounded by the 60 s of plugin()
+    assert waited.returncode == 3, (waited.stdout, waited.stderr)
+    assert f"divbasedatabase/{DB} failed ({names.REASON_JOB_FAILED}): expand for release 2 failed: database " \
+           "unavailable: " in waited.stderr, waited.stderr
+    history = plugin(cluster, kube.namespace, "history", DB)
+    assert history.returncode == 0 and history.stdout.splitlines()[1].split()[:3] == ["1", "2", "Failed"], \
+        history.stdout
+    shown = plugin(cluster, kube.namespace, "status", DB, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (document["phase"], document["stalled"], document["ready"]) == (names.PHASE_FAILED, True, False)
+    assert document["lastFailure"]["exitCode"] == 3 and document["lastFailure"]["attempts"] == 2
+    assert document["rollout"]["toVersion"] == "2" and document["rollout"]["steps"][0]["phase"] == "Failed"
+    assert "retry" in document["next"], document["next"]
     # fix the Secret and retry: the rollout completes
     kube.create_secret("divbase-db", {"url": pod_database_url})
     kube.annotate_db(DB, names.ANNOTATION_RETRY, "1")
     kube.wait_condition(DB, names.COND_READY, timeout=180)
     assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 2
+
+
+def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(kube: Kube, operator: OperatorProcess,
+                                                                 db_secret: str) -> None:
+    """Another session holds divbase-migrate's advisory lock (a manual run, an orphaned pod): the expand Job's
+    runner waits, and the status and one Event name the holder (pid, application, since when), read from the
+    runner's log line through the API; once the lock is released the rollout completes."""
+    install(kube)
+    holder_engine = create_engine(db_secret, poolclass=NullPool,
+                                  connect_args={"application_name": "hand-run-migration"})
+    with holder_engine.connect() as holder:
+        holder = holder.execution_options(isolation_level="AUTOCOMMIT")
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        try:
+            kube.patch_db(DB, {"spec": {"version": "2"}})
+            db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
+                                     timeout=120)
+            ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
+            job = db["status"]["activeJob"]
+            assert ready["message"].startswith(f"expand Job {job} is waiting for the migration lock held by pid "
+                                               f"{pid} (application hand-run-migration, connected since "), ready
+            waiting = db["status"]["rollout"]["steps"]["expand"]["lockWait"]
+            assert (waiting["holderPid"], waiting["holderApplication"]) == (pid, "hand-run-migration"), waiting
+            assert waiting["since"] in ready["message"] and waiting["holderSince"] in ready["message"]
+            [event] = wait_for(lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT], 30,
+                               "a MigrationLockWait Event")
+            assert event.type == "Normal" and f"held by pid {pid} (application hand-run-migration" in event.message
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    db = kube.wait_condition(DB, names.COND_READY, timeout=180)
+    assert db["status"]["currentVersion"] == "2" and migrate_check(db_secret, "2").returncode == 0
+    assert "lockWait" not in db["status"]["history"][0]["steps"]["expand"]
+    assert len([e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT]) == 1, "one Event per wait"
+    assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 1, "the Job waited; it did not fail and retry"
+
+
+def test_a_database_migrated_by_hand_is_labelled_with_the_release_found(kube: Kube, operator: OperatorProcess,
+                                                                        db_secret: str, cluster: Any) -> None:
+    """Adopting a database that divbase-migrate already took to release 1 (no resource, no workloads): the first
+    rollout, to release 2, is labelled with the release its expand found there, not "(empty database)"."""
+    for step in ("expand", "contract"):
+        done = _migrate(db_secret, step, "--release", "1")
+        assert done.returncode == 0, done.stderr
+    db = install(kube, version="2")
+    [entry] = db["status"]["history"]
+    assert (entry.get("fromVersion"), entry["foundVersion"], entry["toVersion"], entry["result"]) == \
+        (None, "1", "2", names.RESULT_SUCCEEDED), entry
+    assert entry["steps"]["deploy"]["phase"] == "Succeeded" and entry["steps"]["contract"]["phase"] == "Succeeded"
+    history = plugin(cluster, kube.namespace, "history", DB)
+    assert history.stdout.splitlines()[1].split()[:4] == ["1", "(found)", "2", "Succeeded"], history.stdout
+    assert "(empty" not in history.stdout
+    succeeded = [e.message for e in kube.events(DB) if e.reason == names.EVENT_ROLLOUT_SUCCEEDED]
+    assert succeeded == ["release 2 rolled out (from 1, found in the database)"], succeeded
+    assert migrate_check(db_secret, "2").returncode == 0
 
 
 def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from divbase_migrations import cli, revisions
+from divbase_migrations import cli, contract, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_migrations.testing.postgres import PostgresServer, free_port
 from migrate_helpers import engine, finish, run, start
@@ -39,11 +39,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 def waiting_runners(url: str) -> int:
-    """Runners that have connected and found the migration lock taken (they poll for it)."""
+    """Runners that have connected and found the migration lock taken (they poll for it, and read who holds it)."""
     with engine(url).connect() as conn:
         return int(conn.execute(text(
             "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
-            "AND query LIKE '%pg_try_advisory_lock%'")).scalar_one())
+            "AND (query LIKE '%pg_try_advisory_lock%' OR query LIKE '%FROM pg_locks%')")).scalar_one())
 
 
 def test_two_concurrent_expands_apply_once(database_url: str, tmp_path: Path) -> None:
@@ -94,7 +94,29 @@ def test_a_lock_wait_names_the_holder(database_url: str, tmp_path: Path) -> None
     assert f"(pid {pid}, application_name 'someone-else', " in result.summary["error"]
     assert f"connected since {held['since']})" in result.summary["error"]
     assert "holds the lock; waiting" in result.output and '"someone-else"' in result.output
+    # the wait is the contract's structured line: what the operator reads of a waiting pod's log
+    wait = contract.read_lock_wait(result.output)
+    assert wait is not None and (wait.holder_pid, wait.holder_application, wait.holder_since) == \
+        (pid, "someone-else", held["since"])
+    assert wait.since and datetime.strptime(wait.since, "%Y-%m-%dT%H:%M:%SZ")
     assert json.loads(run(database_url, "status", term=tmp_path / "s2").stdout)["lock_holder"] is None
+
+
+def test_a_runner_that_got_the_lock_after_waiting_says_so(database_url: str, tmp_path: Path) -> None:
+    """`lock_acquired` ends the wait in the log, so a log tail read later shows no wait."""
+    holder = engine(database_url).connect()
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    proc = start(database_url, "expand", "--release", "1", term=tmp_path / "t")
+    try:
+        wait_until(lambda: waiting_runners(database_url) == 1)
+    finally:
+        holder.close()
+    result = finish(proc, tmp_path / "t")
+    assert result.code == 0, result.output
+    waits = [line for line in result.output.splitlines() if '"event":"lock_wait"' in line]
+    assert len(waits) == 1, result.output  # one line per holder, not one per poll
+    assert contract.read_lock_wait(waits[0]) is not None
+    assert '"event":"lock_acquired"' in result.output and contract.read_lock_wait(result.output) is None
 
 
 def blocked_runners(url: str) -> int:

@@ -12,6 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from divbase_migrations.contract import LockWait
 from divbase_operator import names
 from divbase_operator.observed import (
     JOB_ACTIVE,
@@ -71,6 +72,7 @@ class World:
     auto_plan: bool = True  # plan Jobs finish at once (they only read); False: a test finishes them
     finished: dict[str, JobObs] = dataclasses.field(default_factory=dict)  # every Job that finished, even deleted
     name_conflicts: list[ForeignChild] = dataclasses.field(default_factory=list)  # found by name outside the watch
+    lock_waits: dict[str, LockWait] = dataclasses.field(default_factory=dict)  # what running pods' logs show
 
     def observe(self) -> Observed:
         return Observed(
@@ -78,7 +80,7 @@ class World:
             annotations=dict(self.annotations), spec=copy.deepcopy(self.spec), status=copy.deepcopy(self.status),
             jobs=tuple(self.jobs.values()), deployments=tuple(self.deployments.values()), pods=tuple(self.pods),
             configmaps=tuple(configmap_from_body(body) for body in self.configmaps.values()),
-            name_conflicts=tuple(self.name_conflicts),
+            name_conflicts=tuple(self.name_conflicts), lock_waits=dict(self.lock_waits),
         )
 
     def reconcile(self, persist: bool = True) -> Decision:

@@ -235,6 +235,7 @@ OPERATOR_VERBS = {
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},  # a running migration pod's log tail, for the runner contract's lock-wait line
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -293,6 +294,16 @@ def test_operator_defaults_cluster_wide() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
     assert not by_kind(docs, "ServiceMonitor")
+
+
+@pytest.mark.parametrize("watch", [[], ["--set", "watchNamespaces={team-a}"]], ids=["cluster-wide", "namespaced"])
+def test_reading_migration_logs_can_be_left_out(watch: list[str]) -> None:
+    """`pods/log` reaches every pod's log (RBAC cannot narrow it to migration pods): a value leaves it out."""
+    docs = render(OPERATOR_CHART, *watch, "--set", "rbac.readMigrationLogs=false")
+    assert isinstance(docs, list)
+    [role] = [r for r in by_kind(docs, "Role" if watch else "ClusterRole")
+              if not _aggregated(r) and r["metadata"]["name"] != LEASE_ROLE]
+    assert _grants(role["rules"]) == {k: v for k, v in OPERATOR_VERBS.items() if k != ("", "pods/log")}
 
 
 def test_operator_namespaced_mode_has_no_cluster_access() -> None:
@@ -541,8 +552,14 @@ def test_release_chart_migration_command_and_args() -> None:
 def test_notes_say_how_to_check() -> None:
     """Rendered NOTES are checked by the cluster test (helm needs an apiserver to print them); here the text."""
     notes = (OPERATOR_CHART / "templates" / "NOTES.txt").read_text()
-    for hint in ("kubectl get dbdb -A", "--for=condition=Ready", "logs deployment/", "approve-contract"):
+    for hint in ("kubectl get dbdb -A", "kubectl divbase wait", "logs deployment/", "approve-contract"):
         assert hint in notes
+    # `kubectl wait` only as the alternative, with what it cannot do (issue 13: it hangs on a failed rollout)
+    assert notes.index("kubectl divbase wait") < notes.index("--for=condition=Ready")
+    assert "waits out its whole timeout" in notes
+    release = (RELEASE_CHART / "templates" / "NOTES.txt").read_text()
+    assert release.index("kubectl divbase wait") < release.index("--for=condition=Ready")
+    assert "waits out its whole timeout" in release
 
 
 # --- who may use DivBaseDatabases: ClusterRoles aggregated to Kubernetes' default roles (issue 14) -------------------

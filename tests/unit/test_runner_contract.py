@@ -4,6 +4,7 @@ summary)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -192,3 +193,54 @@ def test_the_contract_and_the_operator_import_nothing_heavy() -> None:
             "print(sorted(light), heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "[] []", proc.stdout
+
+
+def _runner_log_line(message: str, **extra: object) -> str:
+    """A log line as divbase-migrate writes it: its own JSON formatter, with the password masked."""
+    import logging
+
+    from divbase_migrations.logs import JsonFormatter
+
+    record = logging.makeLogRecord({"name": "divbase_migrations.runner", "levelno": logging.INFO,
+                                    "levelname": "INFO", "msg": message, **extra})
+    return JsonFormatter(database.Redactor(["s3cret"])).format(record)
+
+
+def test_the_runners_lock_wait_line_is_what_the_operator_reads() -> None:
+    holder = {"pid": 4242, "application_name": "divbase-migrate", "client": "10.0.3.7", "since": "2026-11-25T12:00:03Z"}
+    wait = _runner_log_line("another divbase-migrate holds the lock; waiting",
+                            **contract.lock_wait_fields(holder, "2026-11-25T12:00:09Z"))
+    tail = "\n".join(['{"msg": "starting up"}', "plain text", wait])
+    assert contract.read_lock_wait(tail) == contract.LockWait(4242, "divbase-migrate", "2026-11-25T12:00:03Z",
+                                                              "2026-11-25T12:00:09Z")
+    acquired = _runner_log_line("got the migration lock", **{contract.LOG_EVENT: contract.EVENT_LOCK_ACQUIRED})
+    assert contract.read_lock_wait(f"{tail}\n{acquired}\n" + '{"msg": "applied"}\n') is None
+    # the holder changed: the last wait line is the one that counts
+    other = _runner_log_line("another divbase-migrate holds the lock; waiting",
+                             **contract.lock_wait_fields({**holder, "pid": 77}, "2026-11-25T12:00:09Z"))
+    assert contract.read_lock_wait(f"{tail}\n{other}").holder_pid == 77
+    unknown = _runner_log_line("waiting", **contract.lock_wait_fields(None, "2026-11-25T12:00:09Z"))
+    assert contract.read_lock_wait(unknown) == contract.LockWait(None, None, None, "2026-11-25T12:00:09Z")
+    assert contract.read_lock_wait(None) is None and contract.read_lock_wait("") is None
+
+
+@pytest.mark.parametrize(("holder", "expected"), [
+    ({"pid": "4242", "application_name": 5, "since": "yesterday"}, contract.LockWait(None, None, None, None)),
+    ({"pid": True, "application_name": "a\x1b[31mb\u202ec\nd"}, contract.LockWait(None, "a[31mbc d")),
+    ({"pid": 2**40, "application_name": "x" * 500}, contract.LockWait(None, "x" * 60 + "...")),
+    ({"pid": 1, "since": "2026-11-25T12:00:03.5Z"}, contract.LockWait(1)),
+], ids=["wrong-types", "controls", "too-long", "time-of-another-shape"])
+def test_a_lock_wait_keeps_only_checked_fields(holder: dict, expected: contract.LockWait) -> None:
+    """The log is written by the image the resource names: untrusted, like the termination message."""
+    line = json.dumps({"event": "lock_wait", "holder": holder, "waiting_since": "now", "secret": "s3cret"})
+    assert contract.read_lock_wait(line) == expected
+
+
+def test_a_lock_wait_is_read_from_a_bounded_tail_and_never_raises() -> None:
+    wait = json.dumps({"event": "lock_wait", "holder": {"pid": 9}})
+    assert contract.read_lock_wait(wait + "\n" + "x" * contract.MAX_LOG_TAIL_CHARS) is None  # out of reach
+    long_line = json.dumps({"event": "lock_wait", "holder": {"pid": 9}, "pad": "x" * contract.MAX_LOG_LINE_CHARS})
+    assert contract.read_lock_wait(long_line) is None
+    for nasty in ('{"event": "lock_wait", "holder": ' + "[" * 50_000, '{"event": NaN}', '{"event": "lock_wait"',
+                  '["event"]', '{"event": ["lock_wait"]}', "\ud800{\"event\": \"lock_wait\"}"):
+        assert contract.read_lock_wait(nasty) is None, nasty

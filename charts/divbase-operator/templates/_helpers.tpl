@@ -46,7 +46,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The namespaced rules: exactly the API calls the operator makes (see operator/divbase_operator/kube.py and
-handlers.py). No Secrets (migration Jobs read the database Secret themselves), no pods/exec, no pods/log.
+handlers.py). No Secrets (migration Jobs read the database Secret themselves), no pods/exec; pods/log get only
+for the lock-wait line of a running migration pod's log tail (docs/runner-contract.md).
 */}}
 {{- define "divbase-operator.namespacedRules" -}}
 # The custom resource: watched through a Kopf index; patched only for the operator's finalizer.
@@ -71,6 +72,13 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.rbac.readMigrationLogs }}
+# The tail of a running migration pod's log (at most 10 lines, 32 KiB, every 5 s while it runs): only the runner
+# contract's lock-wait line is taken from it (who holds the migration lock, since when), nothing else is kept.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+{{- end }}
 # The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource),
 # watched (by label) so that a change by anyone else is undone at once.
 - apiGroups: [""]
