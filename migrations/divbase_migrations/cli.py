@@ -399,6 +399,10 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     step = args.command
     release_version = _require_release(args)
     manifest.release(release_version)  # unknown release: exit 2 before connecting
+    if len(manifest.chains.expand) == len(manifest.chains.contract) == 1:  # a trunk-only project, before its pair
+        log.info("no expand/contract revisions yet: this step applies at most the trunk up to its head; "
+                 "`divbase-migrate revision -m MESSAGE --release V` writes the first pair",
+                 extra={"baseline": manifest.chains.baseline})
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
     outcome = Runner(url, manifest, settings).run(step, release_version, getattr(args, "expect_digest", None))
