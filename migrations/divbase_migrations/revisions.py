@@ -53,8 +53,14 @@ def alembic_config(**attributes: Any) -> Config:
     return cfg
 
 
-@cache
 def script_directory() -> ScriptDirectory:
+    """The revisions of the project to migrate (ours, or the one `--config`/$DIVBASE_MIGRATE_CONFIG names)."""
+    return _script_directory(project_ini())
+
+
+@cache
+def _script_directory(ini: Path | None) -> ScriptDirectory:
+    """Read once per alembic.ini: a process that switches projects (a test, a tool) never gets another's."""
     return ScriptDirectory.from_config(alembic_config())
 
 
