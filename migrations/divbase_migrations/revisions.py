@@ -11,6 +11,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from .contract import ENV_MIGRATE_CONFIG
 from .releases import (
     BRANCHES,
     CONTRACT,
@@ -28,7 +29,7 @@ from .releases import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = PACKAGE_DIR / "alembic.ini"
-ENV_CONFIG = "DIVBASE_MIGRATE_CONFIG"  # another Alembic project's alembic.ini: its revisions, env.py and manifest
+ENV_CONFIG = ENV_MIGRATE_CONFIG  # another Alembic project's alembic.ini: its revisions, env.py and manifest
 
 
 def project_ini() -> Path | None:
