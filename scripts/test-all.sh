@@ -14,7 +14,9 @@ trap 'rm -f "$side_log"' EXIT
 started=$SECONDS
 (
   scripts/run-pytest.sh "$pytest_bin" -ra "${own_clusters[@]}" "$@"; zeroth=$?
-  scripts/run-pytest.sh "$pytest_bin" -ra tests/unit tests/integration "$@"; first=$?
+  # Debian's server, asserted (the Makefile exports PG_MAJOR, default 15, and its bin directory)
+  PG_BINDIR="${PG_MAJOR_BINDIR:-/usr/lib/postgresql/${PG_MAJOR:-15}/bin}" DIVBASE_EXPECT_PG_MAJOR="${PG_MAJOR:-15}" \
+    scripts/run-pytest.sh "$pytest_bin" -ra tests/unit tests/integration "$@"; first=$?
   make --no-print-directory integration-pg18 PYTEST_ARGS="$*"; second=$?
   [ "$zeroth" -eq 0 ] && [ "$first" -eq 0 ] && [ "$second" -eq 0 ]
 ) > "$side_log" 2>&1 &

@@ -22,6 +22,7 @@ from .contract import (
     DIGEST_PATTERN,
     ENV_DATABASE_URL,
     ENV_DB_PARTS,
+    ENV_MIGRATE_CONFIG,
     ENV_RELEASE,
     ENV_TERMINATION_LOG,
     EXIT_FAILED,
@@ -73,6 +74,7 @@ environment:
   {', '.join(ENV_DB_PARTS.values())}
   {ENV_RELEASE}  default for --release
   {ENV_TERMINATION_LOG}  default for --termination-log (else {TERMINATION_LOG_PATH} when writable)
+  {ENV_MIGRATE_CONFIG}  default for --config: another Alembic project's alembic.ini
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
@@ -129,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
     p.add_argument("--config", type=Path, default=None,
-                   help="alembic.ini of the project to migrate (default: $DIVBASE_MIGRATE_CONFIG, else DivBase's "
+                   help=f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's "
                         "packaged revisions); its env.py, expand/contract branches and releases.toml are used")
     p.add_argument("--manifest", type=Path, default=None,
                    help="release manifest (default: releases.toml beside --config, else the packaged one)")
@@ -137,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the subcommand, as Jobs pass it
     common.add_argument("--termination-log", type=Path, default=argparse.SUPPRESS, help=TERMINATION_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    codes: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
     def release_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--release", "--version", dest="release", default=os.environ.get(ENV_RELEASE),
@@ -144,8 +147,7 @@ def parser() -> argparse.ArgumentParser:
 
     for step, text in ((EXPAND, "apply the release's expand revisions (additive; old code keeps working)"),
                        (CONTRACT, "apply the release's contract revisions (removals; after the rollout)")):
-        sp = sub.add_parser(step, help=text, description=text, epilog=EXIT_CODES, parents=[common],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(step, help=text, description=text, parents=[common], **codes)
         release_arg(sp)
         sp.add_argument("--lock-timeout", type=duration_ms, default=5_000, help="per statement (default 5s)")
         sp.add_argument("--statement-timeout", type=duration_ms, default=0, help="per statement (default: none)")
@@ -157,28 +159,30 @@ def parser() -> argparse.ArgumentParser:
                             metavar="sha256:HEX",
                             help="apply only if the SQL about to run is this approved plan (the digest `plan "
                                  "contract --sql` reports); otherwise exit 5 and apply nothing")
-    sp = sub.add_parser("status", parents=[common],
+    sp = sub.add_parser("status", parents=[common], **codes,
                         help="JSON: applied revisions, pending revisions, releases the database serves")
     release_arg(sp)
-    sp = sub.add_parser("check", parents=[common], help="exit 0 if code of the release can run against the database")
+    sp = sub.add_parser("check", parents=[common], **codes,
+                        help="exit 0 if code of the release can run against the database (else 5)")
     release_arg(sp)
-    sp = sub.add_parser("plan", parents=[common], help="print the SQL a step would run, without running it")
+    sp = sub.add_parser("plan", parents=[common], **codes, help="print the SQL a step would run, without running it")
     sp.add_argument("step", choices=BRANCHES)
     release_arg(sp)
     sp.add_argument("--sql", action="store_true", help="print SQL (the only format so far)")
     sp.add_argument("--from-release", help="plan from where this release left the schema, not from the database")
-    sp = sub.add_parser("lint", parents=[common],
+    sp = sub.add_parser("lint", parents=[common], **codes,
                         help="refuse expand revisions that drop, rename, retype or block writes")
     sp.add_argument("paths", nargs="*", type=Path, help="revision files or directories (default: ours)")
-    sub.add_parser("releases", parents=[common], help="JSON: the releases this image knows and their revisions")
+    sub.add_parser("releases", parents=[common], **codes,
+                   help="JSON: the releases this image knows and their revisions")
     text = ("generate an expand revision and a contract revision from the models' differences with the schema at "
             "the head of both branches, and point the release at them in the manifest")
     sp = sub.add_parser(
-        "revision", parents=[common], help=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "revision", parents=[common], help=text, **codes,
         description=text + ". A scratch database is created on the server of $DIVBASE_DATABASE_URL (or the "
         "DIVBASE_DB_* parts; the user needs CREATEDB), upgraded to both heads, compared by Alembic's autogenerate "
         "through the project's env.py, and dropped. What cannot be placed safely is written as a `# DIVBASE-TODO` "
-        "line that `divbase-migrate lint` refuses. See docs/migrations.md.", epilog=EXIT_CODES)
+        "line that `divbase-migrate lint` refuses. See docs/migrations.md.")
     sp.add_argument("-m", "--message", required=True,
                     help="what the change does; its slug names the files (YYYY-MM-DD_<slug>_expand.py, "
                          "..._contract.py) and the revision ids (e<NNNN>_<slug>, c<NNNN>_<slug>)")
@@ -399,6 +403,10 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     step = args.command
     release_version = _require_release(args)
     manifest.release(release_version)  # unknown release: exit 2 before connecting
+    if len(manifest.chains.expand) == len(manifest.chains.contract) == 1:  # a trunk-only project, before its pair
+        log.info("no expand/contract revisions yet: this step applies at most the trunk up to its head; "
+                 "`divbase-migrate revision -m MESSAGE --release V` writes the first pair",
+                 extra={"baseline": manifest.chains.baseline})
     settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
                         lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
     outcome = Runner(url, manifest, settings).run(step, release_version, getattr(args, "expect_digest", None))

@@ -71,11 +71,14 @@ EXIT_LINT: Final = 6
 EXIT_MEANINGS: Final = {
     EXIT_OK: "success (also: nothing to do)",
     EXIT_FAILED: "a migration failed (its transaction was rolled back) or an unexpected error",
-    EXIT_USAGE: "bad input: unknown release, bad option, bad database settings, corrupt manifest",
+    EXIT_USAGE: "bad input: unknown release (a version that is no release), bad option, bad database settings, "
+                "corrupt manifest, an alembic_version revision neither in the revisions nor in the baseline's history",
     EXIT_UNAVAILABLE: "the database is unreachable, refused the credentials, or dropped the connection",
     EXIT_TIMEOUT: "timed out: a lock not granted after every retry, another runner's lock, or statement_timeout",
-    EXIT_PRECONDITION: "the database cannot take this step or serve this release (e.g. contract before expand, "
-                       "a downgrade past a contract); `check` exits with this when the release cannot run",
+    EXIT_PRECONDITION: "the database cannot take this step or serve this release: contract before expand, a "
+                       "downgrade past a contract, a schema drifted from the baseline, a revision older than the "
+                       "baseline, SQL other than --expect-digest's; `check` exits with this when the release "
+                       "cannot run",
     EXIT_LINT: "lint found a forbidden operation in an expand revision, or a TODO `revision` left",
 }
 # No retry can fix these (the same input meets the same refusal): the Job fails at once (podFailurePolicy).
@@ -94,6 +97,7 @@ ENV_DB_PARTS: Final = {"host": ENV_DB_HOST, "port": ENV_DB_PORT, "database": ENV
                        "password": ENV_DB_PASSWORD}
 ENV_RELEASE: Final = "DIVBASE_RELEASE"  # the release, as in --release (the operator sets both)
 ENV_TERMINATION_LOG: Final = "DIVBASE_TERMINATION_LOG"  # where to write the summary, if set (else the path below)
+ENV_MIGRATE_CONFIG: Final = "DIVBASE_MIGRATE_CONFIG"  # divbase-migrate: the project's alembic.ini, as --config
 
 # --- The summary: one line of JSON in the termination-message file --------------------------------------------
 TERMINATION_LOG_PATH: Final = "/dev/termination-log"  # the container's terminationMessagePath

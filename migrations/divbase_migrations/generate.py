@@ -138,18 +138,6 @@ class ScratchDatabase:
         self.admin.dispose()
 
 
-def project_chains(script: ScriptDirectory) -> releases_mod.Chains:
-    """The branches; a project whose history is one trunk with no branch yet gets both started from its head."""
-    try:
-        return chains_from(script)
-    except ManifestError:
-        heads = script.get_heads()
-        labelled = any(set(r.branch_labels or ()) & {EXPAND, CONTRACT} for r in script.walk_revisions())
-        if len(heads) != 1 or labelled:
-            raise
-        return releases_mod.Chains((heads[0],), (heads[0],), heads[0])
-
-
 def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (),
              models: str | sa.MetaData | None = None, manifest_path: Path | None = None,
              today: datetime | None = None) -> Generated:
@@ -157,7 +145,7 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
     metadata = load_models(models) if isinstance(models, str) else models
     manifest_path = manifest_path or default_manifest()
     script = ScriptDirectory.from_config(alembic_config())
-    chains = project_chains(script)
+    chains = chains_from(script)  # a trunk-only project gets both branches started from its head
     manifest = load_manifest(chains, manifest_path)
     existing = next((r for r in manifest.releases if same_release(r.version, release)), None)
     if existing is not None and existing is not manifest.latest():

@@ -151,7 +151,11 @@ def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
                 raise ManifestError(f"{where}: `{branch}` must name a revision")
             chain = chains.of(branch)
             if revision not in chain:
-                raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} branch")
+                first = (f" (the project has no expand/contract revisions yet: write the first pair with "
+                         f"`divbase-migrate revision -m MESSAGE --release {version}`, or name the baseline "
+                         f"{chain[0]!r})" if len(chain) == 1 else "")
+                raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} "
+                                    f"branch{first}")
             index = chain.index(revision)
             if index < last_index[branch]:
                 raise ManifestError(f"{where}: `{branch}` = {revision!r} is older than the previous release's")

@@ -11,6 +11,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from .contract import ENV_MIGRATE_CONFIG
 from .releases import (
     BRANCHES,
     CONTRACT,
@@ -28,7 +29,7 @@ from .releases import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = PACKAGE_DIR / "alembic.ini"
-ENV_CONFIG = "DIVBASE_MIGRATE_CONFIG"  # another Alembic project's alembic.ini: its revisions, env.py and manifest
+ENV_CONFIG = ENV_MIGRATE_CONFIG  # another Alembic project's alembic.ini: its revisions, env.py and manifest
 
 
 def project_ini() -> Path | None:
@@ -53,8 +54,14 @@ def alembic_config(**attributes: Any) -> Config:
     return cfg
 
 
-@cache
 def script_directory() -> ScriptDirectory:
+    """The revisions of the project to migrate (ours, or the one `--config`/$DIVBASE_MIGRATE_CONFIG names)."""
+    return _script_directory(project_ini())
+
+
+@cache
+def _script_directory(ini: Path | None) -> ScriptDirectory:
+    """Read once per alembic.ini: a process that switches projects (a test, a tool) never gets another's."""
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -62,7 +69,13 @@ def chains_from(script: ScriptDirectory) -> Chains:
     """Each branch as a list, oldest first, read from Alembic's graph: the revisions from the head of the branch
     labelled `expand` (`contract`) down to the trunk revision it forks from (the baseline, element 0 of both).
     Refuses anything but one linear chain per branch, both forking from the same trunk revision, and heads that
-    belong to neither branch."""
+    belong to neither branch. A project with no `expand`/`contract` label yet (its history is one trunk, before its
+    first pair) gets both chains started at its single head: status and check work, and a release at that head
+    has nothing of either branch to apply."""
+    if not any(set(r.branch_labels or ()) & set(BRANCHES) for r in script.walk_revisions()):
+        heads = script.get_heads()
+        if len(heads) == 1:
+            return Chains(expand=(heads[0],), contract=(heads[0],), baseline=heads[0])
     result: dict[str, tuple[str, ...]] = {}
     forks: dict[str, str | None] = {}
     for branch in BRANCHES:
@@ -110,8 +123,11 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
 
     Alembic keeps only heads, and a contract revision's `depends_on` absorbs the expand head it depends on (the
     table may hold just `c0004`, meaning e0005 is applied too), so the answer is found by walking ancestors and
-    dependencies. A head this code does not know was applied by a newer release: `logged` (revision -> branch, from
-    divbase_migration_log) places it. One in the baseline's history is an older database: BehindBaseline."""
+    dependencies, down to the baseline and no further: the trunk below it (a real project's own history, e.g.
+    DivBase's ten revisions before 9885301b9073) is implied by it. A head this code does not know was applied by a
+    newer release: `logged` (revision -> branch, from divbase_migration_log) places it. A head on the trunk below
+    the baseline (a revision of this script directory, or one named in the baseline's history) is an older
+    database: BehindBaseline."""
     script = script or script_directory()
     known = set(chains.expand) | set(chains.contract)
     applied: set[str] = set()
@@ -126,10 +142,13 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
             if branch in (EXPAND, CONTRACT):
                 unknown[branch] = revision
                 continue
-            if baseline is not None and revision in baseline.history:
-                raise BehindBaseline(revision, baseline.history[revision], baseline.revision, baseline.upgrade_hint)
+            older = _older_than_baseline(revision, chains, script, baseline)
+            if older is not None:
+                raise older
             raise UnknownRevision(revision)
         applied.add(revision)
+        if revision == chains.baseline:
+            continue  # what lies below the baseline is the trunk's own history: applied, not walked
         script_rev = script.get_revision(revision)
         todo.extend(_as_tuple(script_rev.down_revision) + _as_tuple(script_rev.dependencies))
 
@@ -140,3 +159,20 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
         return next((r for r in reversed(chain) if r in applied), None)
 
     return Applied(newest(EXPAND), newest(CONTRACT))
+
+
+def _older_than_baseline(revision: str, chains: Chains, script: ScriptDirectory,
+                         baseline: Baseline | None) -> BehindBaseline | None:
+    """BehindBaseline when `revision` is on the trunk below the baseline: named in the manifest's history, or an
+    ancestor of the baseline in the script directory (compared by full id: Alembic would resolve a prefix)."""
+    if chains.baseline is None:
+        return None
+    fork = baseline or Baseline(chains.baseline)
+    if revision in fork.history:
+        return BehindBaseline(revision, fork.history[revision], fork.revision, fork.upgrade_hint)
+    below = {r.revision: r for r in script.walk_revisions(base="base", head=chains.baseline)}
+    if revision in below and revision != chains.baseline:
+        description = (below[revision].doc or "").strip().splitlines()
+        return BehindBaseline(revision, description[0] if description else "an older trunk revision",
+                              fork.revision, fork.upgrade_hint)
+    return None

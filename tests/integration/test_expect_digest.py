@@ -7,18 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from divbase_data import assert_unchanged, state
 from divbase_migrations import contract
 from migrate_helpers import engine, run
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 PROJECT = Path(__file__).resolve().parents[1] / "fixtures" / "other_project"
-
-
-def heads(url: str) -> list[str]:
-    with engine(url).connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return []
-        return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
 
 
 def plan(url: str, release: str, term: Path, *config: str) -> str:
@@ -42,7 +36,9 @@ def test_the_approved_plan_runs(database_url: str, tmp_path: Path) -> None:
 def test_another_digest_is_refused_and_nothing_is_applied(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "2", term=tmp_path / "e").code == 0
     digest = plan(database_url, "2", tmp_path / "p")
-    before = heads(database_url)
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE divbase_migration_log"))  # a refusal must not create it again
+    before = state(database_url)
     other = "sha256:" + "ab" * 32
     result = run(database_url, "contract", "--release", "2", contract.ARG_EXPECT_DIGEST, other, term=tmp_path / "c")
     assert result.code == contract.EXIT_PRECONDITION, result.output
@@ -50,7 +46,7 @@ def test_another_digest_is_refused_and_nothing_is_applied(database_url: str, tmp
     assert error == (f"the contract of release 2 would run SQL {digest[:19]}, not the approved plan {other[:19]}: "
                      "the image or the database changed since the plan was reviewed. Nothing was applied; make a new "
                      "plan and approve that one")
-    assert heads(database_url) == before
+    assert_unchanged(database_url, before)
 
 
 def test_a_database_that_moved_since_the_plan_is_refused(database_url: str, tmp_path: Path) -> None:
@@ -59,11 +55,11 @@ def test_a_database_that_moved_since_the_plan_is_refused(database_url: str, tmp_
     assert run(database_url, "expand", "--release", "3", term=tmp_path / "e").code == 0
     digest = plan(database_url, "3", tmp_path / "p")
     assert run(database_url, "contract", "--release", "2", term=tmp_path / "c2").code == 0
-    before = heads(database_url)
+    before = state(database_url)
     result = run(database_url, "contract", "--release", "3", contract.ARG_EXPECT_DIGEST, digest, term=tmp_path / "c3")
     assert result.code == contract.EXIT_PRECONDITION, result.output
     assert "not the approved plan" in result.summary["error"]
-    assert heads(database_url) == before
+    assert_unchanged(database_url, before)
     fresh = plan(database_url, "3", tmp_path / "p2")
     assert fresh != digest
     ok = run(database_url, "contract", "--release", "3", contract.ARG_EXPECT_DIGEST, fresh, term=tmp_path / "c4")
@@ -84,12 +80,12 @@ def test_an_image_repushed_with_other_sql_is_refused(database_url: str, tmp_path
                    term=tmp_path / f"e{release}")
         assert done.code == 0, done.output
     approved = plan(database_url, "v1.1.0", tmp_path / "p", "--config", str(first / "alembic.ini"))
+    before = state(database_url)
     result = run(database_url, "--config", str(second / "alembic.ini"), "contract", "--release", "v1.1.0",
                  contract.ARG_EXPECT_DIGEST, approved, term=tmp_path / "c")
     assert result.code == contract.EXIT_PRECONDITION, result.output
     assert "not the approved plan" in result.summary["error"]
-    with engine(database_url).connect() as conn:
-        assert {c["name"] for c in inspect(conn).get_columns("widget")} == {"id", "label", "title"}, "untouched"
+    assert_unchanged(database_url, before)
     ok = run(database_url, "--config", str(first / "alembic.ini"), "contract", "--release", "v1.1.0",
              contract.ARG_EXPECT_DIGEST, approved, term=tmp_path / "ok")
     assert ok.code == 0 and ok.summary["applied"] == ["d4"], ok.output

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from divbase_data import assert_unchanged, state
 from divbase_migrations import cli, contract, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_migrations.testing.postgres import PostgresServer, free_port
@@ -191,11 +192,13 @@ def test_statement_timeout_is_enforced(database_url: str, tmp_path: Path) -> Non
 def test_contract_before_expand_is_refused_and_changes_nothing(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
     assert run(database_url, "contract", "--release", "1", term=tmp_path / "b").code == 0
-    before = heads(database_url)
+    with engine(database_url).begin() as conn:
+        conn.execute(text("DROP TABLE divbase_migration_log"))  # a refusal must not create it again
+    before = state(database_url)
     result = run(database_url, "contract", "--release", "2", term=tmp_path / "c")
     assert result.code == cli.EXIT_PRECONDITION
     assert "contract of release 2 must follow its expand" in result.summary["error"]
-    assert heads(database_url) == before
+    assert_unchanged(database_url, before)
 
 
 def test_status_and_check(database_url: str, tmp_path: Path) -> None:
@@ -224,11 +227,11 @@ def test_the_summary_says_which_release_the_database_served_before(database_url:
 
 def test_plan_reads_the_database_but_changes_nothing(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "2", term=tmp_path / "a").code == 0
-    before = heads(database_url)
+    before = state(database_url)
     result = run(database_url, "plan", "contract", "--release", "2", "--sql", term=tmp_path / "p")
     assert result.code == 0
     assert 'ALTER TABLE "user" DROP COLUMN name' in result.stdout
-    assert heads(database_url) == before
+    assert_unchanged(database_url, before)
     # the summary carries the plan (compressed) and its digest: what the operator publishes for review
     sql = zlib.decompress(base64.b64decode(result.summary["sql_z"])).decode()
     assert 'ALTER TABLE "user" DROP COLUMN name' in sql and sql in result.stdout
@@ -270,6 +273,7 @@ def test_parts_from_the_environment(postgres_server: PostgresServer, database_ur
 
 
 def test_corrupt_manifest_and_unknown_version_change_nothing(database_url: str, tmp_path: Path) -> None:
+    before = state(database_url)  # empty: a refusal creates neither alembic_version nor divbase_migration_log
     bad = tmp_path / "releases.toml"
     bad.write_text("[[release]]\nversion = '1'\nexpand = 'e0404'\ncontract = 'c0002_user_display_name'\n")
     result = run(database_url, "--manifest", str(bad), "expand", "--release", "1", term=tmp_path / "t")
@@ -279,4 +283,4 @@ def test_corrupt_manifest_and_unknown_version_change_nothing(database_url: str, 
     assert result.code == cli.EXIT_USAGE and "release '7' is not in the manifest" in result.summary["error"]
     result = run(database_url, "expand", term=tmp_path / "v")
     assert result.code == cli.EXIT_USAGE and "--release (or DIVBASE_RELEASE) is required" in result.summary["error"]
-    assert heads(database_url) == []
+    assert_unchanged(database_url, before)

@@ -237,3 +237,24 @@ def test_a_project_whose_branches_do_not_share_a_baseline_reports_an_empty_contr
     manifest = Manifest((Release("1", "e1", "c1"),), chains)
     verdict = compatibility(manifest, manifest.release("1"), Applied("e2", None))
     assert verdict.ok is True and verdict.reason == "release 1 can run: expand at e2, contract at nothing"
+
+
+DIVBASE_LIKE = Path(__file__).resolve().parents[1] / "fixtures" / "divbase_like" / "alembic.ini"
+
+
+def test_a_trunk_with_its_own_history_is_walked_down_to_the_baseline_only() -> None:
+    """DivBase's shape: the baseline has a down_revision. A database at it (or past it) is placed without walking
+    its history; one at an older trunk revision is BehindBaseline, even when the manifest lists no history."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from divbase_migrations.releases import Chains
+
+    script = ScriptDirectory.from_config(Config(str(DIVBASE_LIKE)))
+    chains = revisions.chains_from(script)
+    assert chains == Chains((BASELINE,), (BASELINE,), BASELINE)  # no pair yet: both branches start at the head
+    assert revisions.applied_from_heads([BASELINE], chains, script) == Applied(BASELINE, BASELINE)
+    with pytest.raises(BehindBaseline, match=r"427a022ebccf \(Stand-in for DivBase's 427a022ebccf") as caught:
+        revisions.applied_from_heads(["427a022ebccf"], chains, script)
+    assert caught.value.exit_code == 5
+    with pytest.raises(UnknownRevision):  # a prefix of a real id is no id (Alembic would resolve it)
+        revisions.applied_from_heads(["427a022e"], chains, script)

@@ -1,11 +1,12 @@
 """Alembic environment for DivBase: one connection, one transaction per revision, our tables only.
 
-`divbase-migrate` hands in its connection through `config.attributes["connection"]` (a Connection or an Engine:
-pytest-alembic hands an Engine); a developer running plain `alembic` gets one from DIVBASE_DATABASE_URL (or the
-DIVBASE_DB_* parts). A transaction per revision is what lets a revision leave the transaction
-(`op.get_context().autocommit_block()`) for `CREATE INDEX CONCURRENTLY` and `ALTER TYPE ... ADD VALUE`, and what
-lets the runner retry one revision after a lock timeout. Autogenerate compares with the schema at the head of both
-branches (`example_models.head_metadata()`: DivBase's models plus the example releases)."""
+`divbase-migrate` hands in its connection through `config.attributes["connection"]`; anything else there (an
+Engine, or pytest-alembic's engine-like wrapper) is connected through, as plain Alembic would, and a developer
+running plain `alembic` gets a connection from DIVBASE_DATABASE_URL (or the DIVBASE_DB_* parts). A transaction per
+revision is what lets a revision leave the transaction (`op.get_context().autocommit_block()`) for `CREATE INDEX
+CONCURRENTLY` and `ALTER TYPE ... ADD VALUE`, and what lets the runner retry one revision after a lock timeout.
+Autogenerate compares with the schema at the head of both branches (`example_models.head_metadata()`: DivBase's
+models plus the example releases)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from alembic import context
 from divbase_migrations.database import database_url_from_env
 from divbase_migrations.example_models import head_metadata
 from divbase_migrations.models import FOREIGN_TABLES
-from sqlalchemy import Connection, Engine, create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 config = context.config
 target_metadata = head_metadata()
@@ -45,7 +46,7 @@ def run_offline() -> None:
         context.run_migrations()
 
 
-def run_with(connection: Connection | Any) -> None:
+def run_with(connection: Connection) -> None:
     recorder = config.attributes.get("on_version_apply")
     extra = {"on_version_apply": recorder} if recorder else {}
     context.configure(connection=connection, **OPTIONS, **extra)
@@ -55,14 +56,18 @@ def run_with(connection: Connection | Any) -> None:
 
 def run_online() -> None:
     given = config.attributes.get("connection")
-    if given is not None and not isinstance(given, Engine):  # a Connection, or a wrapper of one (pytest-alembic)
+    if isinstance(given, Connection):  # divbase-migrate's own: the runner ends the transaction
         run_with(given)
         return
-    engine = given if isinstance(given, Engine) else create_engine(database_url_from_env(required=True),
-                                                                   poolclass=pool.NullPool)
-    with engine.connect() as conn:
+    # An Engine (pytest-alembic's `alembic_engine`), anything engine-like (pytest-alembic's experimental tests hand
+    # a wrapper whose connect() yields their open connection), or nothing (plain `alembic`): connect through it.
+    connectable = given if given is not None else create_engine(database_url_from_env(required=True),
+                                                                poolclass=pool.NullPool)
+    with connectable.connect() as conn:
+        outer = conn.in_transaction()  # a caller's transaction (a test's savepoint) is the caller's to end
         run_with(conn)
-        conn.commit()
+        if not outer:
+            conn.commit()
 
 
 if context.is_offline_mode():
