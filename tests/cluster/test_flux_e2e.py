@@ -14,15 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from divbase_localcluster.cluster import ClusterInfo
 from divbase_localcluster.flux import FluxControllers
 from divbase_localcluster.gitserver import GitServer
-from divbase_localcluster.podnet.netns import missing_requirements
 from divbase_operator import names
 from kubernetes import client
-from test_helm_e2e import OPERATOR_CHART, RELEASE_CHART, ROOT, Tools, db_ready_at, migrate_check
+from test_helm_e2e import OPERATOR_CHART, RELEASE_CHART, ROOT, Tools, db_ready_at, migrate_check, needs_pod_network
 
 FLUX_OPERATOR = "flux-divbase-operator"  # not the Helm e2e's release name: cluster-scoped names must not collide
 RELEASE = "divbase"  # the example chart's release: DivBaseDatabase `divbase` (db_ready_at reads that name)
@@ -120,9 +118,7 @@ def _follow(flux: Flux, custom: client.CustomObjectsApi, app_ns: str, revision: 
 def test_flux_delivers_the_operator_and_rolls_out_a_commit(
     cluster: ClusterInfo, namespace: str, api_client: Any, database_url: str, tmp_path: Path
 ) -> None:
-    if not cluster.node_netns:
-        pytest.skip(f"pods here share the host's loopback (no pod network: {missing_requirements()}), so the "
-                    f"chart's servers on 0.0.0.0 would collide")  # fmt: skip
+    needs_pod_network(cluster)
     tools = Tools(cluster)
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)

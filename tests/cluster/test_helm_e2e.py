@@ -69,12 +69,17 @@ def db_ready_at(custom: client.CustomObjectsApi, namespace: str, version: str) -
     return db if ok else None
 
 
-def test_helm_install_operator_pod_then_release_upgrade(
-    cluster: ClusterInfo, node_name: str, namespace: str, api_client: Any, database_url: str, tmp_path: Path
-) -> None:
+def needs_pod_network(cluster: ClusterInfo) -> None:
+    """The charts' servers listen on 0.0.0.0 as in any cluster: without a pod network they would collide."""
     if not cluster.node_netns:
         pytest.skip(f"pods here share the host's loopback (no pod network: {missing_requirements()}), so the "
                     f"chart's servers on 0.0.0.0 would collide")  # fmt: skip
+
+
+def test_helm_install_operator_pod_then_release_upgrade(
+    cluster: ClusterInfo, node_name: str, namespace: str, api_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    needs_pod_network(cluster)
     tools = Tools(cluster)
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     batch, custom = client.BatchV1Api(api_client), client.CustomObjectsApi(api_client)
