@@ -58,6 +58,7 @@ from .observed import (
     ForeignDeployment,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     read_summary,
 )
 from .policy import Policy
@@ -91,6 +92,8 @@ class Observed:
     configmaps: tuple[ConfigMapObs, ...] = ()  # the plan ConfigMap, when there is one
     name_conflicts: tuple[ForeignChild, ...] = ()  # objects outside the watch holding a name an action wanted
     # (the reconciler reads by name what the planner would create: conflict_lookups)
+    replicasets: tuple[ReplicaSetObs, ...] = ()  # the workload pods' ReplicaSets (watched, or read by name when a
+    # pod's chain of controllers is not in the watch: workload_chain_lookups)
 
 
 @dataclass(frozen=True)
@@ -228,17 +231,40 @@ def owned_jobs(jobs: tuple[JobObs, ...], uid: str) -> tuple[JobObs, ...]:
     return tuple(j for j in jobs if j.owner_uid == uid)
 
 
-def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...]) -> tuple[PodObs, ...]:
-    """The pods the planner reads: a migration pod only when its controller ownerReference is one of `jobs` (by uid;
-    its job-name label is anyone's to set), named after that Job; workload pods as they are."""
+def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...], replicasets: tuple[ReplicaSetObs, ...] = (),
+               deployments: tuple[DeploymentObs, ...] = ()) -> tuple[PodObs, ...]:
+    """The pods the planner reads, by ownership (labels are anyone's to set): a migration pod only when its
+    controller ownerReference is one of `jobs` (by uid), named after that Job; a workload pod only when its
+    controller is a ReplicaSet whose controller is one of `deployments` (by uid), or a ReplicaSet found `orphaned`
+    (it or its Deployment is gone: the garbage collector deletes such pods, and until then they may still serve,
+    so they count)."""
     by_uid = {j.uid: j.name for j in jobs if j.uid}
+    ours = {d.uid for d in deployments if d.uid}
+    trusted_sets = {rs.uid for rs in replicasets if rs.uid and (rs.orphaned or rs.deployment_uid in ours)}
     trusted = []
     for pod in pods:
-        if pod.owner_uid is None and pod.job_name is None:
+        if pod.owner_uid is not None or pod.job_name is not None:
+            if pod.owner_uid in by_uid:
+                trusted.append(dataclasses.replace(pod, job_name=by_uid[pod.owner_uid]))
+        elif pod.workload and pod.replicaset_uid in trusted_sets:
             trusted.append(pod)
-        elif pod.owner_uid in by_uid:
-            trusted.append(dataclasses.replace(pod, job_name=by_uid[pod.owner_uid]))
     return tuple(trusted)
+
+
+def workload_chain_lookup(pod: PodObs, replicasets: dict[str, ReplicaSetObs], ours: set[str],
+                          seen: set[str]) -> tuple[str, str, str] | None:
+    """What the reconciler must read by name to place a workload pod the watches cannot: (kind, name, the uid it
+    must have) of the pod's ReplicaSet when that is not among `replicasets` (by uid), or of the Deployment that
+    ReplicaSet names when its uid is neither this resource's (`ours`) nor one the watch shows (`seen`); None when
+    what is known decides. A read that finds nothing of that uid makes the ReplicaSet `orphaned`."""
+    if not pod.workload or pod.owner_uid is not None or pod.job_name is not None or not pod.replicaset_uid:
+        return None
+    rs = replicasets.get(pod.replicaset_uid)
+    if rs is None:
+        return ("ReplicaSet", pod.replicaset, pod.replicaset_uid) if pod.replicaset else None
+    if rs.orphaned or not rs.deployment or not rs.deployment_uid or rs.deployment_uid in ours | seen:
+        return None
+    return "Deployment", rs.deployment, rs.deployment_uid
 
 
 def conflict_lookups(decision: Decision, obs: Observed) -> list[tuple[str, str]]:
@@ -310,8 +336,8 @@ class _Planner:
         # Job's pods count only when that Job is their controller (a forged pod's termination message is not read)
         owned = owned_jobs(obs.jobs, obs.uid)
         self.jobs = {j.name: j for j in owned if not j.deleting or j.state != JOB_ACTIVE}
-        self.pods = owned_pods(obs.pods, owned)
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
+        self.pods = owned_pods(obs.pods, owned, obs.replicasets, self.deployments)
         self.configmaps = {c.name: c for c in obs.configmaps if c.owner_uid == obs.uid}
         # names held by someone else's object: never created over, applied to or adopted (NameConflict)
         self.taken: dict[tuple[str, str], ForeignChild] = {(c.kind, c.name): c for c in obs.name_conflicts}

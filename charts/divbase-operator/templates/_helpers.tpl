@@ -71,6 +71,11 @@ handlers.py). No Secrets (migration Jobs read the database Secret themselves), n
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The workloads' ReplicaSets: a workload pod counts only when its ReplicaSet's controller is the resource's
+# Deployment (watched by label; one not yet seen is read by name).
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["get", "list", "watch"]
 # The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource),
 # watched (by label) so that a change by anyone else is undone at once.
 - apiGroups: [""]
