@@ -45,7 +45,9 @@ def _identity(obj: Any) -> tuple[str, str]:
 def _stalled(kube: Kube, name: str, reason: str, timeout: float = 120) -> str:
     db = kube.wait_condition(name, names.COND_STALLED, reason=reason, timeout=timeout)
     stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
-    assert any(e.reason == reason and e.type == "Warning" for e in kube.events(name))
+    # Kopf posts Events from a queue of its own: the Event may follow the status write by a moment
+    wait_for(lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(name)), 30,
+             f"a Warning Event {reason} on {name}")
     return str(stalled["message"])
 
 
