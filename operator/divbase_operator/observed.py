@@ -187,6 +187,7 @@ class ConfigMapObs:
     fingerprint: str  # builders.plan_data_fingerprint of its data
     owner_uid: str | None = None  # uid of its controller ownerReference when a DivBaseDatabase controls it
     owner: str = ""  # who has it, for a NameConflict message (as foreign_child words it)
+    truncated: bool = False  # data.truncated is "true" (believed only while the fingerprint is the published one)
 
 
 def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
@@ -197,7 +198,8 @@ def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
     labels = meta.get("labels") or {}
     return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
                         fingerprint=plan_data_fingerprint(data), owner_uid=controller_uid(meta, names.KIND),
-                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")))
+                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")),
+                        truncated=data.get(names.PLAN_DATA_TRUNCATED) == "true")
 
 
 def _int_or_none(value: Any) -> int | None:

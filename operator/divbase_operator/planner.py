@@ -267,6 +267,12 @@ def workload_chain_lookup(pod: PodObs, replicasets: dict[str, ReplicaSetObs], ou
     return "Deployment", rs.deployment, rs.deployment_uid
 
 
+def _sql_left_out(configmap: dict[str, Any]) -> bool:
+    """Whether a plan ConfigMap the operator builds carries a note instead of the SQL (too large, or lost): recorded
+    in status, the only place the kubectl plugin believes it (anyone who may edit ConfigMaps can set the key)."""
+    return bool(configmap["data"][names.PLAN_DATA_TRUNCATED] == "true")
+
+
 def conflict_lookups(decision: Decision, obs: Observed) -> list[tuple[str, str]]:
     """(kind, name) of each object `decision` would create that the watch does not show at all: the reconciler reads
     it by name before acting, since an object of that name outside the watch is someone else's (NameConflict)."""
@@ -905,7 +911,8 @@ class _Planner:
             return None  # not published, not recorded: published once the name is free
         self.actions.append(ApplyConfigMap(configmap, force=configmap["metadata"]["name"] in self.configmaps))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
-                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
+                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"]),
+                "truncated": _sql_left_out(configmap)}
         pinned = pinned_image(self.spec.migration_image(version), last_pod.image_id if last_pod else None)
         if pinned:  # the contract runs the image that rendered the plan, not whatever the tag names by then
             plan["image"] = pinned
@@ -928,6 +935,8 @@ class _Planner:
             return  # someone else's ConfigMap holds the name now: not overwritten (NameConflict)
         seen = self.configmaps.get(str(plan.get("configMap")))
         if seen is not None and seen.fingerprint == recorded:
+            if not isinstance(plan.get("truncated"), bool):  # recorded by an operator that did not say: as published
+                plan["truncated"] = seen.truncated
             return
         last_pod = self._last_pod(plan["job"])
         summary = read_summary(last_pod.termination_message if last_pod else None)[0]
@@ -937,6 +946,7 @@ class _Planner:
                                          None if lost else sql, list(plan.get("revisions") or []), lost=lost)
         self.actions.append(ApplyConfigMap(configmap, force=seen is not None))
         plan["published"] = plan_data_fingerprint(configmap["data"])
+        plan["truncated"] = _sql_left_out(configmap)
         if seen is not None and seen.job == plan["job"]:  # not merely an older plan the watch has not updated yet
             self._event("Warning", names.EVENT_PLAN_REPUBLISHED,
                         f"ConfigMap {plan['configMap']} was changed after the operator published it; published "
