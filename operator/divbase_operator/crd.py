@@ -237,7 +237,8 @@ def status_schema() -> dict[str, Any]:
             "lastFailure": _free("The last failure: step, Job, exit code, and the runner's own error from its "
                                  "termination message (the Job's condition message only when no pod said anything)."),
             "contractPlan": _free("The reviewed plan of a Manual contract: version, plan Job, sha256 digest of its "
-                                  "SQL, revisions, and the ConfigMap holding the SQL. Approve with annotation "
+                                  "SQL, revisions, the ConfigMap holding the SQL, and whether the SQL was left out "
+                                  "of it (truncated: too large to publish). Approve with annotation "
                                   "divbase.io/approve-contract=<version>@<digest prefix>."),
             "history": {"type": "array", "description": "Recent rollouts, newest first, with step timings.",
                         "items": _free("A rollout.")},

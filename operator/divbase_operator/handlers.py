@@ -3,7 +3,8 @@
 Every handler here is a thin adapter. Indexes are updated by Kopf before handlers run, so a reconcile triggered
 by an event already sees that event's object. Children are found by label (`divbase.io/database`), which is
 also how their events are routed to the owning resource; labels only route, they do not make a child the
-resource's: the planner trusts a child only when its controller ownerReference is the resource (a pod, its Job)."""
+resource's: the planner trusts a child only when its controller ownerReference is the resource (a migration pod,
+its Job; a workload pod, its ReplicaSet, whose controller is the resource's Deployment)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ from .observed import (
     DeploymentObs,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     configmap_from_body,
     deployment_from_body,
     job_from_body,
     pod_from_body,
+    replicaset_from_body,
 )
 from .policy import Policy
 from .reconciler import Key, Reconciler, Snapshot, Sources
@@ -81,7 +84,8 @@ def _wake(kwargs: dict[str, Any], key: Key) -> None:
     global _event_context
     if _event_context is None:
         _event_context = contextvars.copy_context()
-    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index", "configmaps_index"):
+    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index", "configmaps_index",
+                       "replicasets_index"):
         if index_name in kwargs:
             _indexes[index_name] = kwargs[index_name]
     if _reconciler is not None:
@@ -130,6 +134,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             pods=lambda key: _values("pods_index", key),
             keys=_database_keys,
             configmaps=lambda key: _values("configmaps_index", key),
+            replicasets=lambda key: _values("replicasets_index", key),
         ),
         on_decision=lambda key, decision, seconds: metrics.record_decision(key, decision, seconds, time.time()),
         on_error=metrics.record_error,
@@ -180,6 +185,13 @@ def deployments_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_:
 @kopf.index("", "v1", "pods", labels=OWNED)
 def pods_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, PodObs]:
     return {(namespace, labels[names.LABEL_DATABASE]): pod_from_body(body)}
+
+
+@kopf.index("apps", "v1", "replicasets", labels=OWNED)
+def replicasets_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, ReplicaSetObs]:
+    """The workloads' ReplicaSets (they carry the pod template's labels): a workload pod counts only through one
+    whose controller is the resource's Deployment. Only indexed: the pods' own events wake the reconciler."""
+    return {(namespace, labels[names.LABEL_DATABASE]): replicaset_from_body(body)}
 
 
 @kopf.index("", "v1", "configmaps", labels=OWNED)

@@ -30,12 +30,13 @@ REQUEST_TIMEOUT = (10, 60)  # (connect, read) seconds: a hung call must not hold
 LOG_REQUEST_TIMEOUT = (5, 10)  # a log tail is a nicety: a node that does not answer soon is asked again later
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"
+REPLICASETS = "/apis/apps/v1/namespaces/{namespace}/replicasets"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 DATABASES = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/{names.PLURAL}"
 BACKGROUND = {"propagationPolicy": "Background"}
-COLLECTIONS = {"Job": JOBS, "Deployment": DEPLOYMENTS, "ConfigMap": CONFIGMAPS}
+COLLECTIONS = {"Job": JOBS, "Deployment": DEPLOYMENTS, "ConfigMap": CONFIGMAPS, "ReplicaSet": REPLICASETS}
 
 
 def load_config() -> None:
@@ -121,8 +122,8 @@ class KubeApi:
         await self._apply(CONFIGMAPS, body, force)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """A Job, Deployment or ConfigMap by name, whoever owns it (the watch only sees labelled ones); None when
-        there is none."""
+        """A Job, Deployment, ConfigMap or ReplicaSet by name, whoever owns it (the watch only sees labelled ones);
+        None when there is none."""
         try:
             return await self._request("GET", f"{COLLECTIONS[kind].format(namespace=namespace)}/{name}")
         except ApiException as exc:

@@ -402,14 +402,15 @@ def plan_to_approve(obj: dict[str, Any], version: str | None) -> dict[str, Any] 
 def check_published_plan(plan: dict[str, Any], configmap: dict[str, Any] | None) -> str:
     """Refuses (PluginError) unless the SQL a reviewer reads in the plan's ConfigMap is the plan being approved:
     sha256(plan.sql) must be status.contractPlan.digest (status is written by the operator only; a ConfigMap by
-    anyone who may edit ConfigMaps). Returns a note for the user ("" when the SQL was checked)."""
+    anyone who may edit ConfigMaps). Only status says the SQL was left out (`contractPlan.truncated`): the
+    ConfigMap's own `truncated` key is anyone's to set. Returns a note for the user ("" when the SQL was checked)."""
     name, digest = plan.get("configMap") or "?", str(plan.get("digest"))
     short = digest[: len("sha256:") + 12]
     if configmap is None:
         raise PluginError(f"ConfigMap {name} with the plan's SQL is missing: nothing was reviewed, so nothing is "
                           f"approved (the operator publishes it again; retry in a moment)")
     data = configmap.get("data") or {}
-    if data.get(names.PLAN_DATA_TRUNCATED) == "true" and data.get("digest") == digest:
+    if plan.get("truncated") is True:
         return (f"; its SQL was too large to publish, so it was not checked here: render it with divbase-migrate "
                 f"plan contract --release {plan.get('version')} --sql (the contract runs only SQL of digest {short})")
     sql = data.get(names.PLAN_DATA_SQL)

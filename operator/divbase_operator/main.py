@@ -45,9 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "margin, so it bounds how long a lost event can go unnoticed.")
     parser.add_argument("--allow-privileged-workloads", action="store_true",
                         default=os.environ.get("DIVBASE_ALLOW_PRIVILEGED_WORKLOADS", "").lower() in ("1", "true"),
-                        help="let workload templates ask for host namespaces, hostPath volumes, host ports, "
-                             "privileged containers, added capabilities or unconfined seccomp/AppArmor (refused "
-                             "by default: docs/security.md)")
+                        help="let workload templates ask for what Pod Security baseline forbids: host "
+                             "namespaces, hostPath volumes, host ports, privileged containers, added capabilities, "
+                             "unconfined seccomp/AppArmor, SELinux options, unsafe sysctls, ... (refused by default: "
+                             "docs/security.md)")
     parser.add_argument("--allowed-image-repository", action="append", metavar="REPO",
                         help="run only images of this repository (`ghcr.io/org/app`), or of every repository "
                              "under a prefix ending in `/` (`ghcr.io/org/`); repeatable. Default: any")

@@ -57,6 +57,21 @@ class PodObs:
     finished_at: str | None = None
     image_id: str | None = None  # what the runtime ran (containerStatuses[].imageID), e.g. repo@sha256:...
     owner_uid: str | None = None  # uid of its controller ownerReference when a Job controls it (a migration pod)
+    replicaset: str | None = None  # name of its controller ownerReference when a ReplicaSet controls it
+    replicaset_uid: str | None = None  # and its uid (a workload pod is trusted through it: owned_pods)
+
+
+@dataclass(frozen=True)
+class ReplicaSetObs:
+    """A workload pod's ReplicaSet, reduced to whose it is: a workload pod counts only when its ReplicaSet's
+    controller is one of this resource's Deployments (labels are anyone's to set)."""
+
+    name: str
+    uid: str | None
+    deployment: str | None = None  # name of its controller ownerReference when a Deployment controls it
+    deployment_uid: str | None = None  # and its uid
+    orphaned: bool = False  # looked up by name: it, or the Deployment it names, is gone (another uid or none), so
+    # the garbage collector deletes it and its pods; until then they count (what they run may still serve)
 
 
 @dataclass(frozen=True)
@@ -172,6 +187,7 @@ class ConfigMapObs:
     fingerprint: str  # builders.plan_data_fingerprint of its data
     owner_uid: str | None = None  # uid of its controller ownerReference when a DivBaseDatabase controls it
     owner: str = ""  # who has it, for a NameConflict message (as foreign_child words it)
+    truncated: bool = False  # data.truncated is "true" (believed only while the fingerprint is the published one)
 
 
 def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
@@ -182,7 +198,8 @@ def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
     labels = meta.get("labels") or {}
     return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
                         fingerprint=plan_data_fingerprint(data), owner_uid=controller_uid(meta, names.KIND),
-                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")))
+                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")),
+                        truncated=data.get(names.PLAN_DATA_TRUNCATED) == "true")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -246,6 +263,7 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
             termination = _tail(terminated.get("message"))
             finished = terminated.get("finishedAt")
         break  # migration and workload pods are judged by their first (main) container
+    replicaset, replicaset_uid = controller_ref(meta, "ReplicaSet")
     return PodObs(
         name=meta.get("name", ""),
         job_name=labels.get("batch.kubernetes.io/job-name") or labels.get("job-name"),
@@ -261,17 +279,31 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
         finished_at=finished,
         image_id=image_id[:512] if image_id else None,
         owner_uid=controller_uid(meta, "Job"),
+        replicaset=replicaset,
+        replicaset_uid=replicaset_uid,
     )
+
+
+def replicaset_from_body(body: dict[str, Any]) -> ReplicaSetObs:
+    meta = body.get("metadata") or {}
+    deployment, deployment_uid = controller_ref(meta, "Deployment")
+    return ReplicaSetObs(name=meta.get("name", ""), uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
+                         deployment=deployment, deployment_uid=deployment_uid)
+
+
+def controller_ref(meta: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
+    """(name, uid) of the object's controller owner reference if that controller is a `kind`, else (None, None)."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True and ref.get("kind") == kind:
+            name, uid = ref.get("name"), ref.get("uid")
+            return (name if isinstance(name, str) else None), (uid if isinstance(uid, str) else None)
+    return None, None
 
 
 def controller_uid(meta: dict[str, Any], kind: str) -> str | None:
     """The uid of the object's controller owner reference if that controller is a `kind`: labels can be set by
     anyone who may edit the object, the controller reference is what says who manages it."""
-    for ref in meta.get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller") is True and ref.get("kind") == kind:
-            uid = ref.get("uid")
-            return uid if isinstance(uid, str) else None
-    return None
+    return controller_ref(meta, kind)[1]
 
 
 def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:

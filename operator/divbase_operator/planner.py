@@ -59,6 +59,7 @@ from .observed import (
     ForeignDeployment,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     read_summary,
 )
 from .policy import Policy
@@ -94,6 +95,8 @@ class Observed:
     # (the reconciler reads by name what the planner would create: conflict_lookups)
     lock_waits: dict[str, LockWait] = field(default_factory=dict)  # running migration pod -> the lock wait its log
     # tail reports (read by the reconciler for the pods Decision.log_pods names)
+    replicasets: tuple[ReplicaSetObs, ...] = ()  # the workload pods' ReplicaSets (watched, or read by name when a
+    # pod's chain of controllers is not in the watch: workload_chain_lookups)
 
 
 @dataclass(frozen=True)
@@ -233,17 +236,46 @@ def owned_jobs(jobs: tuple[JobObs, ...], uid: str) -> tuple[JobObs, ...]:
     return tuple(j for j in jobs if j.owner_uid == uid)
 
 
-def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...]) -> tuple[PodObs, ...]:
-    """The pods the planner reads: a migration pod only when its controller ownerReference is one of `jobs` (by uid;
-    its job-name label is anyone's to set), named after that Job; workload pods as they are."""
+def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...], replicasets: tuple[ReplicaSetObs, ...] = (),
+               deployments: tuple[DeploymentObs, ...] = ()) -> tuple[PodObs, ...]:
+    """The pods the planner reads, by ownership (labels are anyone's to set): a migration pod only when its
+    controller ownerReference is one of `jobs` (by uid), named after that Job; a workload pod only when its
+    controller is a ReplicaSet whose controller is one of `deployments` (by uid), or a ReplicaSet found `orphaned`
+    (it or its Deployment is gone: the garbage collector deletes such pods, and until then they may still serve,
+    so they count)."""
     by_uid = {j.uid: j.name for j in jobs if j.uid}
+    ours = {d.uid for d in deployments if d.uid}
+    trusted_sets = {rs.uid for rs in replicasets if rs.uid and (rs.orphaned or rs.deployment_uid in ours)}
     trusted = []
     for pod in pods:
-        if pod.owner_uid is None and pod.job_name is None:
+        if pod.owner_uid is not None or pod.job_name is not None:
+            if pod.owner_uid in by_uid:
+                trusted.append(dataclasses.replace(pod, job_name=by_uid[pod.owner_uid]))
+        elif pod.workload and pod.replicaset_uid in trusted_sets:
             trusted.append(pod)
-        elif pod.owner_uid in by_uid:
-            trusted.append(dataclasses.replace(pod, job_name=by_uid[pod.owner_uid]))
     return tuple(trusted)
+
+
+def workload_chain_lookup(pod: PodObs, replicasets: dict[str, ReplicaSetObs], ours: set[str],
+                          seen: set[str]) -> tuple[str, str, str] | None:
+    """What the reconciler must read by name to place a workload pod the watches cannot: (kind, name, the uid it
+    must have) of the pod's ReplicaSet when that is not among `replicasets` (by uid), or of the Deployment that
+    ReplicaSet names when its uid is neither this resource's (`ours`) nor one the watch shows (`seen`); None when
+    what is known decides. A read that finds nothing of that uid makes the ReplicaSet `orphaned`."""
+    if not pod.workload or pod.owner_uid is not None or pod.job_name is not None or not pod.replicaset_uid:
+        return None
+    rs = replicasets.get(pod.replicaset_uid)
+    if rs is None:
+        return ("ReplicaSet", pod.replicaset, pod.replicaset_uid) if pod.replicaset else None
+    if rs.orphaned or not rs.deployment or not rs.deployment_uid or rs.deployment_uid in ours | seen:
+        return None
+    return "Deployment", rs.deployment, rs.deployment_uid
+
+
+def _sql_left_out(configmap: dict[str, Any]) -> bool:
+    """Whether a plan ConfigMap the operator builds carries a note instead of the SQL (too large, or lost): recorded
+    in status, the only place the kubectl plugin believes it (anyone who may edit ConfigMaps can set the key)."""
+    return bool(configmap["data"][names.PLAN_DATA_TRUNCATED] == "true")
 
 
 def conflict_lookups(decision: Decision, obs: Observed) -> list[tuple[str, str]]:
@@ -315,8 +347,8 @@ class _Planner:
         # Job's pods count only when that Job is their controller (a forged pod's termination message is not read)
         owned = owned_jobs(obs.jobs, obs.uid)
         self.jobs = {j.name: j for j in owned if not j.deleting or j.state != JOB_ACTIVE}
-        self.pods = owned_pods(obs.pods, owned)
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
+        self.pods = owned_pods(obs.pods, owned, obs.replicasets, self.deployments)
         self.configmaps = {c.name: c for c in obs.configmaps if c.owner_uid == obs.uid}
         # names held by someone else's object: never created over, applied to or adopted (NameConflict)
         self.taken: dict[tuple[str, str], ForeignChild] = {(c.kind, c.name): c for c in obs.name_conflicts}
@@ -914,7 +946,8 @@ class _Planner:
             return None  # not published, not recorded: published once the name is free
         self.actions.append(ApplyConfigMap(configmap, force=configmap["metadata"]["name"] in self.configmaps))
         plan = {"version": version, "job": name, "digest": digest, "revisions": revisions,
-                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"])}
+                "configMap": configmap["metadata"]["name"], "published": plan_data_fingerprint(configmap["data"]),
+                "truncated": _sql_left_out(configmap)}
         pinned = pinned_image(self.spec.migration_image(version), last_pod.image_id if last_pod else None)
         if pinned:  # the contract runs the image that rendered the plan, not whatever the tag names by then
             plan["image"] = pinned
@@ -937,6 +970,8 @@ class _Planner:
             return  # someone else's ConfigMap holds the name now: not overwritten (NameConflict)
         seen = self.configmaps.get(str(plan.get("configMap")))
         if seen is not None and seen.fingerprint == recorded:
+            if not isinstance(plan.get("truncated"), bool):  # recorded by an operator that did not say: as published
+                plan["truncated"] = seen.truncated
             return
         last_pod = self._last_pod(plan["job"])
         summary = read_summary(last_pod.termination_message if last_pod else None)[0]
@@ -946,6 +981,7 @@ class _Planner:
                                          None if lost else sql, list(plan.get("revisions") or []), lost=lost)
         self.actions.append(ApplyConfigMap(configmap, force=seen is not None))
         plan["published"] = plan_data_fingerprint(configmap["data"])
+        plan["truncated"] = _sql_left_out(configmap)
         if seen is not None and seen.job == plan["job"]:  # not merely an older plan the watch has not updated yet
             self._event("Warning", names.EVENT_PLAN_REPUBLISHED,
                         f"ConfigMap {plan['configMap']} was changed after the operator published it; published "

@@ -36,8 +36,10 @@ from .observed import (
     ForeignDeployment,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     foreign_child,
     foreign_deployment,
+    replicaset_from_body,
 )
 from .planner import (
     ApplyConfigMap,
@@ -55,6 +57,7 @@ from .planner import (
     plan_deletion,
     rejected,
     terminating_status,
+    workload_chain_lookup,
 )
 from .policy import Policy
 
@@ -116,6 +119,7 @@ class Sources:
     pods: Callable[[Key], Iterable[PodObs]]
     keys: Callable[[], Iterable[Key]] = lambda: ()  # every resource known, for a new leader's first pass
     configmaps: Callable[[Key], Iterable[ConfigMapObs]] = lambda key: ()  # the plan ConfigMap
+    replicasets: Callable[[Key], Iterable[ReplicaSetObs]] = lambda key: ()  # the workloads' ReplicaSets
 
 
 class NotLeading(Exception):
@@ -239,13 +243,15 @@ class Reconciler:
             snap.resource_version = updated["metadata"]["resourceVersion"]
         started = time.monotonic()
         deployments = tuple(self.sources.deployments(key))
+        pods = tuple(self.sources.pods(key))
         observed = Observed(
             name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
             annotations=snap.annotations, spec=snap.spec, status=snap.status,
             jobs=tuple(self.sources.jobs(key)), deployments=deployments,
-            pods=tuple(self.sources.pods(key)), configmaps=tuple(self.sources.configmaps(key)),
+            pods=pods, configmaps=tuple(self.sources.configmaps(key)),
             foreign=await self._foreign(snap, deployments),
             lock_waits={pod: wait for pod, wait in state.lock_waits.items() if pod in state.log_pods},
+            replicasets=await self._replicasets(snap, pods, tuple(self.sources.replicasets(key)), deployments),
         )
         now = self.clock()
         decision = decide(observed, now, self.policy)
@@ -360,6 +366,28 @@ class Reconciler:
             if verdict is not None:
                 found.append(verdict)
         return tuple(found)
+
+    async def _replicasets(self, snap: Snapshot, pods: tuple[PodObs, ...], watched: tuple[ReplicaSetObs, ...],
+                           deployments: tuple[DeploymentObs, ...]) -> tuple[ReplicaSetObs, ...]:
+        """The workload pods' ReplicaSets: the watched ones, and, for a pod whose chain of controllers the watches
+        cannot place (workload_chain_lookup), its ReplicaSet or that ReplicaSet's Deployment read by name (a GET
+        each, none while every pod is a watched ReplicaSet's of this resource's Deployments)."""
+        known = {rs.uid: rs for rs in watched if rs.uid}
+        ours = {d.uid for d in deployments if d.uid and d.owner_uid == snap.uid}
+        seen = {d.uid for d in deployments if d.uid}
+        for pod in pods:
+            while (lookup := workload_chain_lookup(pod, known, ours, seen)) is not None:
+                kind, name, uid = lookup
+                body = await self.api.get(kind, snap.namespace, name)
+                present = bool(body) and (body.get("metadata") or {}).get("uid") == uid
+                if kind == "ReplicaSet":
+                    known[uid] = replicaset_from_body(body) if present else ReplicaSetObs(name, uid, orphaned=True)
+                elif present:
+                    seen.add(uid)  # someone else's Deployment: its ReplicaSet's pods are not this resource's
+                else:
+                    rs = known[str(pod.replicaset_uid)]
+                    known[str(rs.uid)] = dataclasses.replace(rs, orphaned=True)
+        return tuple(known.values())
 
     async def _name_conflicts(self, snap: Snapshot, decision: Decision, observed: Observed) -> \
             tuple[ForeignChild, ...]:

@@ -9,12 +9,11 @@ apiserver's, by server-side dry run."""
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 from divbase_operator import names
 from divbase_operator.spec import parse_spec, privileged_errors
 from kubernetes import client
+from workload_templates import ALLOWED_CASES, COMBINED, REFUSED_CASES, restricted_database, with_mutation
 
 pytestmark = pytest.mark.cluster
 
@@ -121,21 +121,6 @@ def release_database(kube: Cluster, namespace: str) -> dict[str, Any]:
     return db
 
 
-def restricted_database(namespace: str, name: str = "plain") -> dict[str, Any]:
-    """Two plain workloads (api, worker) that meet Pod Security restricted as written."""
-    def workload(name: str) -> dict[str, Any]:
-        container = {"name": name, "command": [f"divbase-{name}"], "ports": [{"containerPort": 8000}],
-                     "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                         "runAsNonRoot": True}}
-        pod = {"securityContext": {"runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-               "containers": [container]}
-        return {"name": name, "template": {"template": {"spec": pod}}}
-
-    return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name, "namespace": namespace},
-            "spec": {"version": "1", "image": "ghcr.io/divbase/divbase", "database": {"secretRef": {"name": "db"}},
-                     "workloads": [workload("api"), workload("worker")]}}
-
-
 @pytest.fixture(scope="module")
 def policy(kube: Cluster, watched: str) -> Iterator[str]:
     """The chart's policy and binding, applied and enforced, with `STORED` (hostNetwork, the operator's finalizer)
@@ -169,103 +154,6 @@ def policy(kube: Cluster, watched: str) -> Iterator[str]:
             time.sleep(0.5)
 
 
-# --- the cases: each refusal of spec.privileged_errors, and templates it accepts ------------------------------------
-Mutation = Callable[[dict[str, Any]], None]  # of a workload's pod template (metadata, spec)
-
-
-def _set(path: str, value: Any) -> Mutation:
-    """Sets `value` at `path` (dots; `[n]` indexes a list, `[+]` appends) in a pod template."""
-    parts = re.findall(r"[^.\[\]]+|\[[^\]]+\]", path)
-
-    def mutate(template: dict[str, Any]) -> None:
-        node: Any = template
-        for part, following in zip(parts, [*parts[1:], None], strict=True):
-            if following is None:
-                if part == "[+]":
-                    node.append(value)
-                else:
-                    node[int(part[1:-1]) if part.startswith("[") else part] = value
-            elif part.startswith("["):
-                node = node[int(part[1:-1])]
-            else:
-                node = node.setdefault(part, {})
-    return mutate
-
-
-def _all(*mutations: Mutation) -> Mutation:
-    def mutate(template: dict[str, Any]) -> None:
-        for m in mutations:
-            m(template)
-    return mutate
-
-
-APPARMOR = "container.apparmor.security.beta.kubernetes.io/"
-C0 = "spec.containers[0]"
-
-# case: (mutation, the field both the policy and the operator name, under spec.workloads[N].template.template)
-REFUSED_CASES: dict[str, tuple[Mutation, str]] = {
-    "host-network": (_set("spec.hostNetwork", True), "spec.hostNetwork"),
-    "host-pid": (_set("spec.hostPID", True), "spec.hostPID"),
-    "host-ipc": (_set("spec.hostIPC", True), "spec.hostIPC"),
-    "host-path": (_set("spec.volumes", [{"name": "tmp", "emptyDir": {}}, {"name": "root", "hostPath": {"path": "/"}}]),
-                  "spec.volumes[1].hostPath"),
-    "pod-seccomp-unconfined": (_set("spec.securityContext.seccompProfile", {"type": "Unconfined"}),
-                               "spec.securityContext.seccompProfile.type"),
-    "pod-apparmor-unconfined": (_set("spec.securityContext.appArmorProfile", {"type": "Unconfined"}),
-                                "spec.securityContext.appArmorProfile.type"),
-    "apparmor-annotation": (_set("metadata.annotations", {"note": "x", f"{APPARMOR}api": "unconfined"}),
-                            f"metadata.annotations[{APPARMOR}api]"),
-    "privileged": (_set(f"{C0}.securityContext.privileged", True), f"{C0}.securityContext.privileged"),
-    "capability": (_set(f"{C0}.securityContext.capabilities.add", ["SYS_ADMIN"]),
-                   f"{C0}.securityContext.capabilities.add"),
-    "capability-beside-net-bind": (_set(f"{C0}.securityContext.capabilities.add", ["NET_BIND_SERVICE", "NET_RAW"]),
-                                   f"{C0}.securityContext.capabilities.add"),
-    "container-seccomp-unconfined": (_set(f"{C0}.securityContext.seccompProfile", {"type": "Unconfined"}),
-                                     f"{C0}.securityContext.seccompProfile.type"),
-    "container-apparmor-unconfined": (_set(f"{C0}.securityContext.appArmorProfile", {"type": "Unconfined"}),
-                                      f"{C0}.securityContext.appArmorProfile.type"),
-    "host-port": (_set(f"{C0}.ports", [{"containerPort": 8000}, {"containerPort": 9000, "hostPort": 9000}]),
-                  f"{C0}.ports[1].hostPort"),
-    "init-container-privileged": (
-        _set("spec.initContainers", [{"name": "init", "securityContext": {"privileged": True}}]),
-        "spec.initContainers[0].securityContext.privileged"),
-    "second-container-capability": (
-        _set("spec.containers[+]", {"name": "side", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}),
-        "spec.containers[1].securityContext.capabilities.add"),
-    "ephemeral-container-host-port": (
-        _set("spec.ephemeralContainers", [{"name": "debug", "ports": [{"containerPort": 1, "hostPort": 1}]}]),
-        "spec.ephemeralContainers[0].ports[0].hostPort"),
-}
-
-ALLOWED_CASES: dict[str, Mutation] = {
-    "as-written": _all(),
-    "host-namespaces-false": _all(_set("spec.hostNetwork", False), _set("spec.hostPID", False),
-                                  _set("spec.hostIPC", False)),
-    "empty-dir": _set("spec.volumes", [{"name": "tmp", "emptyDir": {}}]),
-    "net-bind-service": _set(f"{C0}.securityContext.capabilities.add", ["NET_BIND_SERVICE"]),
-    "privileged-false": _set(f"{C0}.securityContext.privileged", False),
-    "host-port-0": _set(f"{C0}.ports", [{"containerPort": 8000, "hostPort": 0}]),
-    "seccomp-localhost": _set(f"{C0}.securityContext.seccompProfile", {"type": "Localhost",
-                                                                       "localhostProfile": "x.json"}),
-    "apparmor-runtime-default": _all(_set("metadata.annotations", {f"{APPARMOR}api": "runtime/default",
-                                                                   "note": "unconfined"}),
-                                     _set("spec.securityContext.appArmorProfile", {"type": "RuntimeDefault"})),
-}
-
-COMBINED: dict[str, Mutation] = {
-    "two-at-once": _all(REFUSED_CASES["host-network"][0], REFUSED_CASES["privileged"][0]),
-    "allowed-and-refused": _all(ALLOWED_CASES["net-bind-service"], REFUSED_CASES["host-port"][0]),
-}
-
-
-def _case(db: dict[str, Any], mutation: Mutation, name: str, workload: int = 1) -> dict[str, Any]:
-    """`db` with `mutation` applied to the pod template of workload `workload` (the second: its index shows)."""
-    db = copy.deepcopy(db)
-    db["metadata"]["name"] = name
-    mutation(db["spec"]["workloads"][workload]["template"]["template"])
-    return db
-
-
 def _operator_fields(db: dict[str, Any]) -> list[str]:
     """The fields the operator's own check refuses (`spec.<field>`); the spec must parse."""
     spec, errors = parse_spec(db["spec"])
@@ -276,7 +164,7 @@ def _operator_fields(db: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("case", sorted(REFUSED_CASES))
 def test_refused_naming_the_field_as_the_operator_does(kube: Cluster, policy: str, watched: str, case: str) -> None:
     mutation, field = REFUSED_CASES[case]
-    db = _case(restricted_database(watched), mutation, case)
+    db = with_mutation(restricted_database(watched), mutation, case)
     expected = f"spec.workloads[1].template.template.{field}"
     assert _operator_fields(db) == [expected]
     assert kube.verdict(watched, db) == expected
@@ -286,7 +174,7 @@ def test_refused_naming_the_field_as_the_operator_does(kube: Cluster, policy: st
 @pytest.mark.parametrize("case", sorted(ALLOWED_CASES))
 def test_accepted_as_the_operator_accepts(kube: Cluster, policy: str, watched: str, base: str, case: str) -> None:
     db = restricted_database(watched) if base == "restricted" else release_database(kube, watched)
-    db = _case(db, ALLOWED_CASES[case], case)
+    db = with_mutation(db, ALLOWED_CASES[case], case)
     assert _operator_fields(db) == []
     assert kube.verdict(watched, db) is None
 
@@ -299,7 +187,7 @@ def test_the_verdict_is_the_operators_for_every_template(kube: Cluster, policy: 
     for base in (restricted_database(watched), release_database(kube, watched)):
         for workload in (0, 1):
             for case, mutation in mutations.items():
-                db = _case(base, mutation, case, workload)
+                db = with_mutation(base, mutation, case, workload)
                 operator = _operator_fields(db)
                 admission = kube.verdict(watched, db)
                 assert (admission is not None) == bool(operator), (case, workload, admission, operator)
@@ -311,14 +199,14 @@ def test_the_verdict_is_the_operators_for_every_template(kube: Cluster, policy: 
 
 def test_bound_to_the_watched_namespaces_only(kube: Cluster, policy: str, unwatched: str) -> None:
     """watchNamespaces: the binding selects those namespaces; this release's operator acts nowhere else."""
-    db = _case(restricted_database(unwatched), REFUSED_CASES["host-network"][0], "elsewhere")
+    db = with_mutation(restricted_database(unwatched), REFUSED_CASES["host-network"][0], "elsewhere")
     assert _operator_fields(db)
     assert kube.verdict(unwatched, db) is None
 
 
 def test_updates_are_judged_when_they_write_the_spec(kube: Cluster, policy: str, watched: str) -> None:
     kube.create(watched, restricted_database(watched, "updated"))
-    privileged = _case(restricted_database(watched), REFUSED_CASES["host-pid"][0], "updated")["spec"]
+    privileged = with_mutation(restricted_database(watched), REFUSED_CASES["host-pid"][0], "updated")["spec"]
     with pytest.raises(client.ApiException) as refused:
         kube.patch(watched, "updated", {"spec": {"workloads": privileged["workloads"]}})
     assert refused_field(refused.value) == "spec.workloads[1].template.template.spec.hostPID"

@@ -1,5 +1,6 @@
 """Ownership, not labels (issue 14, item 6), on the real control plane: a child is trusted, read or deleted only when
-its controller ownerReference is the resource (a pod: its Job). Objects of someone else carrying the operator's
+its controller ownerReference is the resource (a migration pod: its Job; a workload pod: its ReplicaSet, whose
+controller is the resource's Deployment). Objects of someone else carrying the operator's
 labels, or holding a name it wants, are reported (Stalled, NameConflict) and left exactly as they were: same uid,
 same resourceVersion. The unit side is tests/unit/test_ownership.py."""
 
@@ -44,7 +45,9 @@ def _identity(obj: Any) -> tuple[str, str]:
 def _stalled(kube: Kube, name: str, reason: str, timeout: float = 120) -> str:
     db = kube.wait_condition(name, names.COND_STALLED, reason=reason, timeout=timeout)
     stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
-    assert any(e.reason == reason and e.type == "Warning" for e in kube.events(name))
+    # Kopf posts Events from a queue of its own: the Event may follow the status write by a moment
+    wait_for(lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(name)), 30,
+             f"a Warning Event {reason} on {name}")
     return str(stalled["message"])
 
 
@@ -156,3 +159,31 @@ def test_relabelled_foreign_children_survive_the_resources_deletion(kube: Kube, 
         raise AssertionError(f"a relabelled foreign child was deleted: {exc.status} {exc.reason}") from None
     wait_for(lambda: [j.metadata.name for j in kube.jobs(db)] == ["payments-migrate"], 60,
              "its own Jobs gone, the foreign one kept")
+
+
+def test_forged_workload_pods_do_not_hold_a_deploy_back(kube: Kube, operator: OperatorProcess,
+                                                        db_secret: str) -> None:
+    """Pods made by hand with the api workload's labels of release 1, one with no owner and one controlled by a
+    ConfigMap of someone else: not pods of the resource's Deployment (their controller is not its ReplicaSet), so
+    "no pod of release 1 left" holds while they run, and the upgrade to 2 completes, contract included."""
+    db = "divbase"
+    install(kube)
+    theirs = kube.core.create_namespaced_config_map(kube.namespace, {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "someone-elses"}, "data": {}})
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "someone-elses", "uid": theirs.metadata.uid,
+             "controller": True}
+    labels = names.child_labels(db, **{names.LABEL_WORKLOAD: "api", names.LABEL_VERSION: "1"})
+    for name, refs in (("forged-bare", []), ("forged-controlled", [owner])):
+        kube.core.create_namespaced_pod(kube.namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "ownerReferences": refs},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "api", "image": "busybox", "command": ["sleep", "3600"]}]}})
+    wait_for(lambda: all(kube.core.read_namespaced_pod(n, kube.namespace).status.phase == "Running"
+                         for n in ("forged-bare", "forged-controlled")), 60, "the forged pods running")
+    kube.patch_db(db, {"spec": {"version": "2"}})
+    ready = kube.wait_condition(db, names.COND_READY, timeout=240)
+    assert ready["status"]["currentVersion"] == "2"
+    assert ready["status"]["rollout"]["steps"]["contract"]["phase"] == "Succeeded"
+    forged = {p.metadata.name: p for p in kube.workload_pods(db) if p.metadata.name.startswith("forged-")}
+    assert sorted(forged) == ["forged-bare", "forged-controlled"], "still there, still labelled release 1"
+    assert all(p.status.phase == "Running" and not p.metadata.deletion_timestamp for p in forged.values())

@@ -234,13 +234,14 @@ MUST = [
     ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
     ("create", "configmaps", ""), ("patch", "configmaps", ""), ("watch", "configmaps", ""),
     ("get", "pods", "log"),  # the lock-wait line of a running migration pod's log tail
+    ("watch", "replicasets.apps", ""), ("get", "replicasets.apps", ""),
 ]
 MUST_NOT = [
     ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"),
     ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
     ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
-    ("deletecollection", "jobs.batch", ""),
+    ("deletecollection", "jobs.batch", ""), ("delete", "replicasets.apps", ""), ("patch", "replicasets.apps", ""),
     ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
     ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),

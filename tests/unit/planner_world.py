@@ -22,6 +22,7 @@ from divbase_operator.observed import (
     ForeignChild,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     configmap_from_body,
 )
 from divbase_operator.planner import (
@@ -73,6 +74,8 @@ class World:
     finished: dict[str, JobObs] = dataclasses.field(default_factory=dict)  # every Job that finished, even deleted
     name_conflicts: list[ForeignChild] = dataclasses.field(default_factory=list)  # found by name outside the watch
     lock_waits: dict[str, LockWait] = dataclasses.field(default_factory=dict)  # what running pods' logs show
+    replicasets: dict[str, ReplicaSetObs] = dataclasses.field(default_factory=dict)  # by uid: one per Deployment
+    # and version, as the Deployment controller makes them; workload pods name theirs as their controller
 
     def observe(self) -> Observed:
         return Observed(
@@ -81,6 +84,7 @@ class World:
             jobs=tuple(self.jobs.values()), deployments=tuple(self.deployments.values()), pods=tuple(self.pods),
             configmaps=tuple(configmap_from_body(body) for body in self.configmaps.values()),
             name_conflicts=tuple(self.name_conflicts), lock_waits=dict(self.lock_waits),
+            replicasets=tuple(self.replicasets.values()),
         )
 
     def reconcile(self, persist: bool = True) -> Decision:
@@ -179,8 +183,15 @@ class World:
             self.deployments[name] = dataclasses.replace(
                 d, observed_generation=d.generation, status_replicas=d.replicas, updated_replicas=d.replicas,
                 available_replicas=d.replicas, progress_deadline_exceeded=False)
-            self.pods += [PodObs(name=f"{name}-{i}", job_name=None, workload=d.workload, version=d.version,
-                                 phase="Running") for i in range(d.replicas)]
+            self.pods += [dataclasses.replace(self.workload_pod(d), name=f"{name}-{i}") for i in range(d.replicas)]
+
+    def workload_pod(self, d: DeploymentObs) -> PodObs:
+        """A Running pod of `d` at its version, controlled by the ReplicaSet of that version (made if new)."""
+        rs = ReplicaSetObs(name=f"{d.name}-{d.version}", uid=f"rs-uid-{d.name}-{d.version}", deployment=d.name,
+                           deployment_uid=d.uid)
+        self.replicasets.setdefault(str(rs.uid), rs)
+        return PodObs(name=f"{d.name}-pod", job_name=None, workload=d.workload, version=d.version, phase="Running",
+                      replicaset=rs.name, replicaset_uid=rs.uid)
 
     def finish_terminating(self) -> None:
         """Terminating workload pods are gone."""
@@ -205,8 +216,7 @@ class World:
         """New pods come up but old ones are still there: the rollout is in flight."""
         for name, d in list(self.deployments.items()):
             self.deployments[name] = dataclasses.replace(d, observed_generation=d.generation, updated_replicas=1)
-            self.pods.append(PodObs(name=f"{name}-new", job_name=None, workload=d.workload, version=d.version,
-                                    phase="Running"))
+            self.pods.append(dataclasses.replace(self.workload_pod(d), name=f"{name}-new"))
 
     def expire_deadline(self) -> None:
         for name, d in list(self.deployments.items()):

@@ -149,7 +149,7 @@ def test_the_plugin_approves_the_published_plan(capsys: pytest.CaptureFixture[st
         f"2@{digest.split(':')[1][:12]}"
 
 
-@pytest.mark.parametrize("tamper", ["sql", "missing", "no-sql"])
+@pytest.mark.parametrize("tamper", ["sql", "missing", "no-sql", "says-truncated", "sql-and-says-truncated"])
 def test_the_plugin_refuses_a_plan_configmap_changed_after_publishing(tamper: str,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     _, obj, configmap = _awaiting()
@@ -158,6 +158,11 @@ def test_the_plugin_refuses_a_plan_configmap_changed_after_publishing(tamper: st
         changed["data"][names.PLAN_DATA_SQL] = "SELECT 1; -- looks harmless\n"
     elif tamper == "no-sql":
         del changed["data"][names.PLAN_DATA_SQL]
+    elif tamper.endswith("says-truncated"):  # only status says the SQL was left out: the flag here is anyone's
+        changed["data"][names.PLAN_DATA_TRUNCATED] = "true"
+        changed["data"][names.PLAN_DATA_SQL] = "-- too large to publish, trust me\n"
+        if tamper.startswith("sql-"):
+            changed["data"][names.PLAN_DATA_SQL] = "DROP TABLE user_credentials;\n"
     client = PlanClient(obj, None if tamper == "missing" else changed)
     assert plugin.run(["approve-contract", "db"], client=client) == 1
     assert client.patches == []
@@ -176,10 +181,23 @@ def test_a_plan_too_large_to_publish_is_approved_by_digest_with_a_note(capsys: p
     world.reconcile()
     [configmap] = world.configmaps.values()
     assert configmap["data"][names.PLAN_DATA_TRUNCATED] == "true"
+    assert world.status["contractPlan"]["truncated"] is True, "status says so: the plugin believes only status"
     obj = {"metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"}, "spec": world.spec,
            "status": world.status}
     assert plugin.run(["approve-contract", "db"], client=PlanClient(obj, configmap)) == 0
     assert "too large to publish, so it was not checked here" in capsys.readouterr().out
+
+
+def test_status_records_whether_the_published_plan_carries_its_sql() -> None:
+    world, _, configmap = _awaiting()
+    assert world.status["contractPlan"]["truncated"] is False
+    assert configmap["data"][names.PLAN_DATA_TRUNCATED] == "false"
+    world.configmaps[configmap["metadata"]["name"]]["data"][names.PLAN_DATA_TRUNCATED] = "true"
+    assert _republished(world.reconcile()), "a changed flag is a changed ConfigMap: published again, with its SQL"
+    assert world.status["contractPlan"]["truncated"] is False
+    del world.status["contractPlan"]["truncated"]  # recorded by an operator that did not say: taken from the
+    assert not _republished(world.reconcile())  # ConfigMap while it is as published (its fingerprint in status)
+    assert world.status["contractPlan"]["truncated"] is False
 
 
 # --- the operator republishes a plan ConfigMap someone changed ------------------------------------------------------
@@ -230,6 +248,7 @@ def test_without_the_plan_pod_the_republished_configmap_names_the_digest_and_the
     data = apply.body["data"]
     digest = world.status["contractPlan"]["digest"]
     assert data[names.PLAN_DATA_TRUNCATED] == "true" and data["digest"] == digest
+    assert world.status["contractPlan"]["truncated"] is True
     assert digest in data[names.PLAN_DATA_SQL] and "divbase-migrate plan contract --release 2 --sql" in \
         data[names.PLAN_DATA_SQL]
     assert not _republished(world.reconcile())

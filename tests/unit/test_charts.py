@@ -20,7 +20,13 @@ import pytest
 import yaml
 from divbase_migrations import release_version
 from divbase_operator import names
-from divbase_operator.spec import parse_spec
+from divbase_operator.spec import (
+    ALLOWED_PROFILE_TYPES,
+    ALLOWED_SELINUX_TYPES,
+    HOST_HANDLERS,
+    SAFE_SYSCTLS,
+    parse_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
@@ -236,6 +242,7 @@ OPERATOR_VERBS = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get"},  # a running migration pod's log tail, for the runner contract's lock-wait line
+    ("apps", "replicasets"): {"get", "list", "watch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -621,7 +628,13 @@ PRIVILEGED_FIELDS = (".spec.hostNetwork:", ".spec.hostPID:", ".spec.hostIPC:", "
                      ".spec.securityContext.seccompProfile.type:", ".spec.securityContext.appArmorProfile.type:",
                      ".metadata.annotations[", "].securityContext.privileged:",
                      "].securityContext.capabilities.add:", "].securityContext.seccompProfile.type:",
-                     "].securityContext.appArmorProfile.type:", "].ports[", "].hostPort:")
+                     "].securityContext.appArmorProfile.type:", "].ports[", "].hostPort:",
+                     ".spec.securityContext.seLinuxOptions.type:", ".spec.securityContext.seLinuxOptions.user:",
+                     ".spec.securityContext.seLinuxOptions.role:", ".spec.securityContext.windowsOptions.hostProcess:",
+                     ".spec.securityContext.sysctls[", "].securityContext.procMount:",
+                     "].securityContext.seLinuxOptions.type:", "].securityContext.seLinuxOptions.user:",
+                     "].securityContext.seLinuxOptions.role:", "].securityContext.windowsOptions.hostProcess:",
+                     "variables.hostHandlers[n / 2]", "variables.handlerKinds[n % 2] + '.host:")
 
 
 def _admission_policy(*args: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -650,6 +663,11 @@ def test_admission_policy_is_rendered_by_default() -> None:
     assert [f for f in PRIVILEGED_FIELDS if f not in messages] == []
     variables = {v["name"]: v["expression"] for v in spec["variables"]}
     assert variables["kinds"] == "['initContainers', 'containers', 'ephemeralContainers']"
+    assert variables["safeSysctls"].replace("\n", " ").count("'") == 2 * len(SAFE_SYSCTLS), "the operator's list"
+    assert all(f"'{name}'" in variables["safeSysctls"] for name in SAFE_SYSCTLS)
+    assert variables["seLinuxTypes"] == repr(list(ALLOWED_SELINUX_TYPES))
+    assert variables["profileTypes"] == repr(list(ALLOWED_PROFILE_TYPES))
+    assert variables["hostHandlers"] == repr(list(HOST_HANDLERS))
     assert binding["spec"]["validationActions"] == ["Deny"]
     assert "matchResources" not in binding["spec"], "every namespace, as the operator watches every namespace"
 

@@ -17,6 +17,7 @@ from divbase_operator.observed import (
     ForeignChild,
     JobObs,
     PodObs,
+    ReplicaSetObs,
     configmap_from_body,
     deployment_from_body,
     foreign_child,
@@ -36,6 +37,7 @@ from divbase_operator.planner import (
     owned_jobs,
     owned_pods,
     plan_deletion,
+    workload_chain_lookup,
 )
 from planner_world import T0, World, base_spec
 
@@ -242,9 +244,112 @@ def test_a_jobs_pods_are_matched_by_the_jobs_uid_not_their_label() -> None:
                              owner_uid="j-1")
     forged = PodObs(name="p2", job_name="db-expand-1", workload=None, version="2", phase="Running", owner_uid="j-9")
     unowned = dataclasses.replace(forged, name="p3", owner_uid=None)
-    workload_pod = PodObs(name="p4", job_name=None, workload="api", version="2", phase="Running")
-    trusted = owned_pods((named_elsewhere, forged, unowned, workload_pod), (ours,))
-    assert [(p.name, p.job_name) for p in trusted] == [("p1", "db-expand-1"), ("p4", None)]
+    trusted = owned_pods((named_elsewhere, forged, unowned), (ours,))
+    assert [(p.name, p.job_name) for p in trusted] == [("p1", "db-expand-1")]
+
+
+# --- workload pods: through their ReplicaSet, to the resource's Deployment (issue 14, item 6) ----------------------
+OUR_DEPLOYMENT = DeploymentObs(name="db-api", workload="api", version="1", spec_hash=None, images=("x:1",),
+                               generation=1, observed_generation=1, replicas=1, status_replicas=1, updated_replicas=1,
+                               available_replicas=1, owner_uid="uid-1", uid="d-1")
+
+
+def _workload_pod(name: str, rs: str | None, version: str = "1", **changes: object) -> PodObs:
+    pod = PodObs(name=name, job_name=None, workload="api", version=version, phase="Running", replicaset=rs,
+                 replicaset_uid=f"{rs}-uid" if rs else None)
+    return dataclasses.replace(pod, **changes)  # type: ignore[arg-type]
+
+
+def test_a_workload_pod_counts_only_through_a_replicaset_of_the_resources_deployment() -> None:
+    sets = (ReplicaSetObs("db-api-1", "db-api-1-uid", deployment="db-api", deployment_uid="d-1"),
+            ReplicaSetObs("db-api-x", "db-api-x-uid", deployment="db-api", deployment_uid="d-earlier"),
+            ReplicaSetObs("theirs", "theirs-uid", deployment="payments-api", deployment_uid="d-9"),
+            ReplicaSetObs("loose", "loose-uid"),
+            ReplicaSetObs("gone", "gone-uid", orphaned=True))
+    pods = (_workload_pod("ours", "db-api-1"), _workload_pod("other-deployment", "db-api-x"),
+            _workload_pod("their-replicaset", "theirs"), _workload_pod("uncontrolled-replicaset", "loose"),
+            _workload_pod("orphaned", "gone"), _workload_pod("no-controller", None),
+            _workload_pod("unknown-replicaset", "never-seen"),
+            _workload_pod("a-job-too", "db-api-1", owner_uid="j-9"))
+    trusted = owned_pods(pods, (), sets, (OUR_DEPLOYMENT,))
+    assert [p.name for p in trusted] == ["ours", "orphaned"]
+    assert owned_pods(pods, (), sets, ()) == (pods[4],), "no Deployment of ours: only what is being deleted"
+
+
+def test_what_the_watches_cannot_place_is_read_by_name() -> None:
+    known = {"rs-uid": ReplicaSetObs("db-api-1", "rs-uid", deployment="db-api", deployment_uid="d-1"),
+             "foreign-uid": ReplicaSetObs("x", "foreign-uid", deployment="payments-api", deployment_uid="d-9"),
+             "gone-uid": ReplicaSetObs("y", "gone-uid", deployment="db-api", deployment_uid="d-0", orphaned=True)}
+    lookup = lambda pod, seen=frozenset(): workload_chain_lookup(pod, known, {"d-1"}, set(seen))  # noqa: E731
+    assert lookup(_workload_pod("p", "db-api-1", replicaset_uid="rs-uid")) is None, "the watch decides"
+    assert lookup(_workload_pod("p", "db-api-2")) == ("ReplicaSet", "db-api-2", "db-api-2-uid")
+    assert lookup(_workload_pod("p", "x", replicaset_uid="foreign-uid")) == ("Deployment", "payments-api", "d-9")
+    assert lookup(_workload_pod("p", "x", replicaset_uid="foreign-uid"), {"d-9"}) is None, "watched: it exists"
+    assert lookup(_workload_pod("p", "y", replicaset_uid="gone-uid")) is None
+    for pod in (_workload_pod("p", None), _workload_pod("p", "db-api-2", workload=None),
+                _workload_pod("p", "db-api-2", job_name="db-expand-1")):
+        assert lookup(pod) is None, pod
+
+
+def test_the_reconciler_places_workload_pods_by_reading_their_owners() -> None:
+    """A pod of a ReplicaSet the watch has not shown yet is read by name; a ReplicaSet or Deployment that is gone
+    (or has another uid) makes the pod orphaned, and it counts until the garbage collector has deleted it."""
+    world = _upgrading()
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()  # release 2 runs; no pod of release 1 is left
+    rs = {"metadata": {"name": "db-api-1", "uid": "db-api-1-uid", "ownerReferences": [
+        {"kind": "Deployment", "name": "db-api", "uid": "deploy-uid-db-api", "controller": True}]}}
+    cases = {
+        "ours, not watched yet": ({("ReplicaSet", "db-api-1"): rs}, True),
+        "its ReplicaSet is gone": ({}, True),
+        "its ReplicaSet has another uid": ({("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1",
+                                                                                       "uid": "new"}}}, True),
+        "its ReplicaSet's Deployment is gone": ({("ReplicaSet", "db-api-1"): _controlled(rs, "payments-api")}, True),
+        "someone else's": ({("ReplicaSet", "db-api-1"): _controlled(rs, "payments-api"),
+                            ("Deployment", "payments-api"): {"metadata": {"name": "payments-api", "uid": "d-9"}}},
+                           False),
+        "no controller": ({("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1", "uid": "db-api-1-uid"}}},
+                          False),
+    }
+    for case, (existing, holds_back) in cases.items():
+        old = _workload_pod("old", "db-api-1", version="1")
+        api = _Api(existing)
+        _reconcile(dataclasses.replace(world, pods=[*world.pods, old]), api)
+        [patch] = [p for c, p in api.calls if c == "patch_status"] or [{}]
+        contract = (patch.get("rollout") or {}).get("steps", {}).get("contract", {})  # type: ignore[union-attr]
+        assert ("get", ("ReplicaSet", "db-api-1")) in api.calls, case
+        assert (not contract.get("job")) == holds_back, (case, patch)
+        assert len([c for c in api.calls if c[0] == "get" and c[1][0] != "Job"]) <= 2, "one read per link"
+
+
+def _controlled(rs: dict, deployment: str) -> dict:
+    ref = {"kind": "Deployment", "name": deployment, "uid": "d-9", "controller": True}
+    return {"metadata": {**rs["metadata"], "ownerReferences": [ref]}}
+
+
+def test_a_forged_pod_with_a_workloads_labels_does_not_hold_a_deploy_back() -> None:
+    world = _upgrading()
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+    forged = [_workload_pod("no-owner", None), _workload_pod("their-replicaset", "theirs")]
+    world.replicasets["theirs-uid"] = ReplicaSetObs("theirs", "theirs-uid", deployment="x", deployment_uid="d-9")
+    world.deployments["x"] = dataclasses.replace(OUR_DEPLOYMENT, name="x", owner_uid="uid-2", uid="d-9")
+    world.pods += forged
+    world.reconcile()
+    assert world.status["rollout"]["steps"]["deploy"]["phase"] == "Succeeded"
+    assert world.active_job("contract"), "the contract starts: the forged pods are not pods of release 1"
+    held = _upgrading()  # a real pod of release 1, still terminating, does hold it back
+    held.reconcile()
+    held.finish_job("expand")
+    held.reconcile()
+    held.complete_rollouts(terminating=True)
+    held.reconcile()
+    assert held.status["rollout"]["steps"]["deploy"]["phase"] != "Succeeded"
+    assert [p.name for p in held.pods if p.deleting], "the test has an old pod"
 
 
 def _planning() -> World:
@@ -390,7 +495,8 @@ def _reconcile(world: World, api: _Api) -> None:
                                             "generation": world.generation, "finalizers": [names.FINALIZER]},
                                "spec": world.spec, "status": world.status})
     sources = Sources(databases=lambda key: snap, jobs=lambda key: tuple(world.jobs.values()),
-                      deployments=lambda key: tuple(world.deployments.values()), pods=lambda key: tuple(world.pods))
+                      deployments=lambda key: tuple(world.deployments.values()), pods=lambda key: tuple(world.pods),
+                      replicasets=lambda key: tuple(world.replicasets.values()))
     reconciler = Reconciler(api=api, sources=sources, post_event=lambda ref, e: None,  # type: ignore[arg-type]
                             clock=lambda: world.now)
 

@@ -10,7 +10,7 @@ from divbase_operator import main, names
 from divbase_operator.observed import JOB_ACTIVE
 from divbase_operator.planner import ApplyDeployment, CreateJob, EmitEvent, decide
 from divbase_operator.policy import Policy
-from divbase_operator.spec import parse_spec, privileged_errors
+from divbase_operator.spec import SAFE_SYSCTLS, parse_spec, privileged_errors
 from planner_world import T0, World, base_spec
 
 
@@ -78,6 +78,32 @@ PRIVILEGED = [
      f"{POD}.containers[0].securityContext.appArmorProfile.type"),
     (_with_pod(metadata={"annotations": {"container.apparmor.security.beta.kubernetes.io/api": "unconfined"}}),
      "spec.workloads[0].template.template.metadata.annotations[container.apparmor.security.beta.kubernetes.io/api]"),
+    # the rest of Pod Security baseline (k8s.io/pod-security-admission/policy, issue 14 item 2)
+    (_with_pod({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+     f"{POD}.securityContext.seLinuxOptions.type"),
+    (_with_pod(container={"securityContext": {"seLinuxOptions": {"user": "system_u"}}}),
+     f"{POD}.containers[0].securityContext.seLinuxOptions.user"),
+    (_with_pod({"securityContext": {"seLinuxOptions": {"role": "system_r"}}}),
+     f"{POD}.securityContext.seLinuxOptions.role"),
+    (_with_pod({"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"},
+                                                {"name": "kernel.msgmax", "value": "1"}]}}),
+     f"{POD}.securityContext.sysctls[1].name"),
+    (_with_pod(container={"securityContext": {"procMount": "Unmasked"}}),
+     f"{POD}.containers[0].securityContext.procMount"),
+    (_with_pod({"securityContext": {"windowsOptions": {"hostProcess": True}}}),
+     f"{POD}.securityContext.windowsOptions.hostProcess"),
+    (_with_pod(container={"securityContext": {"windowsOptions": {"hostProcess": True}}}),
+     f"{POD}.containers[0].securityContext.windowsOptions.hostProcess"),
+    (_with_pod(container={"securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+     f"{POD}.containers[0].securityContext.seccompProfile.type"),
+    (_with_pod({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+     f"{POD}.securityContext.appArmorProfile.type"),
+    (_with_pod(container={"livenessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}}}),
+     f"{POD}.containers[0].livenessProbe.httpGet.host"),
+    (_with_pod(container={"lifecycle": {"preStop": {"tcpSocket": {"host": "metadata", "port": 80}}}}),
+     f"{POD}.containers[0].lifecycle.preStop.tcpSocket.host"),
+    (_with_pod({"ephemeralContainers": [{"name": "debug", "securityContext": {"procMount": "Unmasked"}}]}),
+     f"{POD}.ephemeralContainers[0].securityContext.procMount"),
 ]
 
 
@@ -109,6 +135,25 @@ def test_what_restricted_allows_is_allowed_and_odd_shapes_do_not_crash() -> None
                            container={"securityContext": {"capabilities": {"add": "SYS_ADMIN"}}, "ports": [7]})):
         decision = _decide(World(spec=spec), Policy())
         assert _condition(decision.status, names.COND_STALLED)["status"] == "False", decision.status
+
+
+@pytest.mark.parametrize("spec", [
+    _with_pod({"securityContext": {"seLinuxOptions": {"type": "container_t", "level": "s0:c123,c456"},
+                                   "sysctls": [{"name": n, "value": "1"} for n in sorted(SAFE_SYSCTLS)],
+                                   "windowsOptions": {"hostProcess": False},
+                                   "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"},
+                                   "appArmorProfile": {"type": "RuntimeDefault"}}},
+              container={"securityContext": {"procMount": "Default", "seLinuxOptions": {"type": ""}},
+                         "readinessProbe": {"httpGet": {"path": "/", "port": 80, "host": ""}},
+                         "lifecycle": {"preStop": {"sleep": {"seconds": 2}}}},
+              metadata={"annotations": {"container.apparmor.security.beta.kubernetes.io/api": "localhost/p",
+                                        "note": "unconfined"}}),
+    _with_pod(container={"startupProbe": {"tcpSocket": {"port": 80}}, "livenessProbe": {"exec": {"command": ["x"]}}}),
+], ids=["every-baseline-field-at-an-allowed-value", "probes-on-the-pod"])
+def test_what_baseline_allows_is_allowed(spec: dict[str, Any]) -> None:
+    parsed, errors = parse_spec(spec)
+    assert parsed is not None and not errors
+    assert privileged_errors(parsed) == []
 
 
 # --- allow-lists of image repositories and ServiceAccounts ---------------------------------------------------------

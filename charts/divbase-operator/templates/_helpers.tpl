@@ -79,6 +79,11 @@ for the lock-wait line of a running migration pod's log tail (docs/runner-contra
   resources: ["pods/log"]
   verbs: ["get"]
 {{- end }}
+# The workloads' ReplicaSets: a workload pod counts only when its ReplicaSet's controller is the resource's
+# Deployment (watched by label; one not yet seen is read by name).
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["get", "list", "watch"]
 # The SQL of a Manual contract, published for review (server-side apply; garbage-collected with the resource),
 # watched (by label) so that a change by anyone else is undone at once.
 - apiGroups: [""]
