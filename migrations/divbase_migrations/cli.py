@@ -77,6 +77,9 @@ environment:
   {ENV_MIGRATE_CONFIG}  default for --config: another Alembic project's alembic.ini
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
+CONFIG_HELP = (f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's packaged "
+               f"revisions); its env.py, expand/contract branches and releases.toml are used")
+MANIFEST_HELP = "release manifest (default: releases.toml beside --config, else the packaged one)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
 _COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases", "revision")
 _WORDS = (*_COMMANDS, *BRANCHES)  # what a refused command line may repeat: the rest are values
@@ -129,14 +132,16 @@ def digest_arg(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's "
-                        "packaged revisions); its env.py, expand/contract branches and releases.toml are used")
-    p.add_argument("--manifest", type=Path, default=None,
-                   help="release manifest (default: releases.toml beside --config, else the packaged one)")
+        description="Expand/contract schema migrations of DivBase, one release at a time. --config, --manifest and "
+                    "--termination-log may come before or after the command.", epilog=EXIT_CODES)
+    p.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    p.add_argument("--manifest", type=Path, default=None, help=MANIFEST_HELP)
     p.add_argument("--termination-log", type=Path, default=None, help=TERMINATION_HELP)
-    common = argparse.ArgumentParser(add_help=False)  # also accepted after the subcommand, as Jobs pass it
+    # the same options after the subcommand (as Jobs pass --termination-log, as a developer types `revision
+    # --config ...`); given in both places, the one after the subcommand wins
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    common.add_argument("--manifest", type=Path, default=argparse.SUPPRESS, help=MANIFEST_HELP)
     common.add_argument("--termination-log", type=Path, default=argparse.SUPPRESS, help=TERMINATION_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     codes: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}

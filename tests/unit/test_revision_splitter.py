@@ -299,9 +299,19 @@ def test_revision_help_documents_every_flag() -> None:
 
     sub = next(a for a in parser()._actions if a.dest == "command").choices["revision"]
     flags = [a for a in sub._actions if a.option_strings and a.dest != "help"]
-    assert {f.option_strings[0] for f in flags} >= {"--termination-log", "-m", "--release", "--rename", "--models"}
+    assert {f.option_strings[0] for f in flags} == {"--config", "--manifest", "--termination-log", "-m", "--release",
+                                                    "--rename", "--models"}
     assert all(f.help for f in flags), [f.option_strings for f in flags if not f.help]
+    shown = sub.format_help()
+    assert all(f.option_strings[0] in shown for f in flags)
+    assert all(f"{name} " in shown for name in ("DIVBASE_MIGRATE_CONFIG", "DIVBASE_DATABASE_URL", "DIVBASE_RELEASE"))
     docs = (Path(__file__).resolve().parents[2] / "docs" / "migrations.md").read_text()
-    assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m "))
+    assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m ", "--config", "--manifest"))
+    # the global options work after the subcommand too, the later one winning
+    after = parser().parse_args(["--config", "a.ini", "revision", "--config", "b.ini", "--manifest", "m.toml",
+                                 "-m", "x"])
+    assert (after.config, after.manifest) == (Path("b.ini"), Path("m.toml"))
+    before = parser().parse_args(["--config", "a.ini", "revision", "-m", "x"])
+    assert (before.config, before.manifest, before.termination_log) == (Path("a.ini"), None, None)
     with pytest.raises(SystemExit):
         parser().parse_args(["revision", "-m", "x", "--rename", "no-dot"])
