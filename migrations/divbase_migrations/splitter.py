@@ -754,8 +754,9 @@ class _Splitter:
                     if twins:
                         self.todo(EXPAND, "rename_column", f"{table}.{dropped_col}",
                                   f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
-                                  f"if that is a rename, run again with --rename {table}.{dropped_col}:{twins[0]}; if "
-                                  f"not, delete this line (the drop stays in the contract)")
+                                  f"if that is a rename, run again with "
+                                  + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins) +
+                                  "; if not, delete this line (the drop stays in the contract)")
             for op in entry.adds.values():
                 self.add_column(table, op)
             for op in entry.drops.values():

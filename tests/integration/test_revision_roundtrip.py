@@ -6,6 +6,8 @@ each run twice (every step is re-runnable)."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,12 +245,16 @@ def test_cli_writes_the_pair_and_the_manifest_and_leaves_todos_to_lint(database_
     same = cli(database_url, project, "revision", "-m", "nothing", "--release", RELEASE, tmp=tmp_path)
     assert same.code == 2 and "nothing to generate" in same.output, same.output  # env.py's models: no change
     (tmp_path / "changed_models.py").write_text(MODELS)
-    made = cli(database_url, project, "revision", "-m", "Team role", "--release", RELEASE,
-               "--models", "changed_models:models", tmp=tmp_path, PYTHONPATH=str(tmp_path))
+    # --config after the subcommand, as a developer types it
+    made = run(database_url, "revision", "--config", str(project / "alembic.ini"), "-m", "Team role", "--release",
+               RELEASE, "--models", "changed_models:models", term=tmp_path / "term.json", PYTHONPATH=str(tmp_path))
     assert made.code == 0, made.output
     assert made.summary["expand"] == "e0006_team_role" and made.summary["contract"] == "c0005_team_role"
     assert "add_column user.team_role" in made.stdout and "drop_column user.organisation_role" in made.stdout
-    assert "TODO      rename_column user.organisation_role" in made.stdout
+    assert ("TODO      rename_column user.organisation_role: if it is a rename, pass "
+            "--rename user.organisation_role:team_role;") in made.stdout
+    logged = [json.loads(line) for line in made.stderr.splitlines()]
+    assert [e for e in logged if e["logger"].startswith("alembic")] == [], made.stderr  # no info lines of Alembic's
     versions = sorted(p.name for p in (project / "alembic" / "versions").glob("*team_role*"))
     assert [n.split("_", 1)[1] for n in versions] == ["team_role_contract.py", "team_role_expand.py"]
     manifest = (project / "releases.toml").read_text()
@@ -260,6 +266,20 @@ def test_cli_writes_the_pair_and_the_manifest_and_leaves_todos_to_lint(database_
     assert linted.code == 6 and "DIVBASE-TODO" in linted.stdout, linted.output
     again = cli(database_url, project, "revision", "-m", "Team role", "--release", "4", tmp=tmp_path)
     assert again.code == 2 and "not the newest" in again.output, again.output
+
+    # it was a rename: do what the command printed (undo the run, then the command line it gives)
+    lines = made.stdout.splitlines()
+    hint = next(i for i, line in enumerate(lines) if line.startswith("rename?"))
+    for path in versions:
+        (project / "alembic" / "versions" / path).unlink()
+    shutil.copy(PACKAGE / "releases.toml", project / "releases.toml")
+    words = shlex.split(lines[hint + 1])
+    assert words[0] == "divbase-migrate" and words[-2:] == ["--rename", "user.organisation_role:team_role"], words
+    renamed = run(database_url, *words[1:], term=tmp_path / "term.json", PYTHONPATH=str(tmp_path))
+    assert renamed.code == 0 and renamed.summary["todos"] == 0, renamed.output
+    assert "rename_column user.organisation_role->team_role" in renamed.stdout, renamed.output
+    linted = cli(None, project, "lint", tmp=tmp_path)
+    assert linted.code == 0, linted.output
 
 
 def test_reproduces_the_example_releases_from_the_baseline(database_url: str, tmp_path: Path,

@@ -248,6 +248,9 @@ def test_undeclared_rename_is_a_todo_and_a_declared_one_must_exist() -> None:
                         drop("user", sa.Column("name", sa.String(100)))))
     assert ("rename_column", "user.name", "todo") in where(result)
     assert "--rename user.name:title" in result.expand.upgrade_code()
+    both = run(modify("user", add("user", sa.Column("title", sa.String(100))),
+                      add("user", sa.Column("alias", sa.String(100))), drop("user", sa.Column("name", sa.String(100)))))
+    assert "--rename user.name:title or --rename user.name:alias" in both.expand.upgrade_code()
     with pytest.raises(SplitError, match="does not report"):
         run(renames=[Rename("user", "a", "b")])
     with pytest.raises(SplitError):
