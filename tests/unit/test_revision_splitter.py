@@ -199,6 +199,29 @@ def test_dropped_column_table_and_index_go_to_contract_with_downgrades() -> None
     compiles(result)
 
 
+def test_dropped_foreign_key_and_unique_constraint_go_to_contract_re_runnable() -> None:
+    """DROP CONSTRAINT IF EXISTS (a retried contract finds it gone); the downgrade adds each back unless present."""
+    md = sa.MetaData()
+    sa.Table("user", md, sa.Column("id", sa.Integer, primary_key=True))
+    note = sa.Table("note", md, sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE",
+                                                                   name="note_user_id_fkey")),
+                    sa.Column("slug", sa.String(20)), sa.UniqueConstraint("slug", name="uq_note_slug"))
+    fk = next(iter(note.foreign_key_constraints))
+    unique = next(c for c in note.constraints if isinstance(c, sa.UniqueConstraint))
+    result = run(modify("note", ops.DropConstraintOp.from_constraint(fk), ops.DropConstraintOp.from_constraint(unique)))
+    assert where(result) == {("drop_constraint", "note_user_id_fkey", CONTRACT),
+                             ("drop_constraint", "uq_note_slug", CONTRACT)}
+    assert result.expand.empty
+    up, down = result.contract.upgrade_code(), result.contract.downgrade_code()
+    assert "DROP CONSTRAINT IF EXISTS note_user_id_fkey" in up and "DROP CONSTRAINT IF EXISTS uq_note_slug" in up
+    readd = result.contract.constants
+    assert 'FOREIGN KEY(user_id) REFERENCES "user" (id) ON DELETE CASCADE;' in readd["READD_NOTE_USER_ID_FKEY"]
+    assert "IF NOT EXISTS" in readd["READD_UQ_NOTE_SLUG"] and "UNIQUE (slug)" in readd["READD_UQ_NOTE_SLUG"]
+    assert "op.execute(READD_NOTE_USER_ID_FKEY)" in down
+    compiles(result)
+
+
 def test_dropped_not_null_column_comes_back_nullable_with_a_not_valid_check() -> None:
     result = run(modify("user", drop("user", sa.Column("email", sa.String(200), nullable=False))))
     down = result.contract.downgrade_code() + "".join(result.contract.constants.values())
