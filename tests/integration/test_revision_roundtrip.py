@@ -634,6 +634,35 @@ def test_server_default_dropped_and_changed(database_url: str, project: Path, tm
     assert "SET DEFAULT 'unknown'" in files["expand"]
 
 
+
+def test_relaxed_not_null_and_comment(database_url: str, project: Path, tmp_path: Path) -> None:
+    """queue_status.reason_for_users may be NULL (expand: release 4 always gives one anyway) and gets a comment."""
+    def change(md: sa.MetaData) -> None:
+        reason = md.tables["queue_status"].c.reason_for_users
+        reason.nullable = True
+        reason.comment = "shown to users while the queue is closed"
+
+    def old_queries(conn: sa.Connection) -> None:  # the queue's one row
+        release_4(conn)
+        conn.execute(sa.text("UPDATE queue_status SET reason_for_users = 'maintenance' WHERE id = 1"))
+
+    def new_queries(conn: sa.Connection) -> None:
+        conn.execute(sa.text("UPDATE queue_status SET reason_for_users = NULL WHERE id = 1"))
+        assert conn.execute(sa.text("SELECT reason_for_users FROM queue_status WHERE id = 1")).scalar_one() is None
+
+    def contracted(conn: sa.Connection) -> None:
+        assert conn.execute(sa.text("SELECT col_description('queue_status'::regclass, attnum) FROM pg_attribute "
+                                    "WHERE attrelid = 'queue_status'::regclass AND attname = 'reason_for_users'")
+                            ).scalar_one() == "shown to users while the queue is closed"
+
+    def forget_reasonless(conn: sa.Connection) -> None:  # the downgrade makes the column NOT NULL again
+        conn.execute(sa.text("UPDATE queue_status SET reason_for_users = '' WHERE reason_for_users IS NULL"))
+
+    files = roundtrip(database_url, project, tmp_path, change, old_queries=old_queries, new_queries=new_queries,
+                      check_contracted=contracted, before_downgrade=forget_reasonless)
+    assert "nullable=True" in files["expand"] and "comment=" in files["expand"]
+    assert "def upgrade() -> None:\n    pass" in files["contract"]
+
 MODELS = '''
 import sqlalchemy as sa
 from divbase_migrations.example_models import head_metadata
