@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -77,6 +78,9 @@ environment:
   {ENV_MIGRATE_CONFIG}  default for --config: another Alembic project's alembic.ini
 """
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
+CONFIG_HELP = (f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's packaged "
+               f"revisions); its env.py, expand/contract branches and releases.toml are used")
+MANIFEST_HELP = "release manifest (default: releases.toml beside --config, else the packaged one)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
 _COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases", "revision")
 _WORDS = (*_COMMANDS, *BRANCHES)  # what a refused command line may repeat: the rest are values
@@ -129,14 +133,16 @@ def digest_arg(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Expand/contract schema migrations of DivBase, one release at a time.", epilog=EXIT_CODES)
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's "
-                        "packaged revisions); its env.py, expand/contract branches and releases.toml are used")
-    p.add_argument("--manifest", type=Path, default=None,
-                   help="release manifest (default: releases.toml beside --config, else the packaged one)")
+        description="Expand/contract schema migrations of DivBase, one release at a time. --config, --manifest and "
+                    "--termination-log may come before or after the command.", epilog=EXIT_CODES)
+    p.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    p.add_argument("--manifest", type=Path, default=None, help=MANIFEST_HELP)
     p.add_argument("--termination-log", type=Path, default=None, help=TERMINATION_HELP)
-    common = argparse.ArgumentParser(add_help=False)  # also accepted after the subcommand, as Jobs pass it
+    # the same options after the subcommand (as Jobs pass --termination-log, as a developer types `revision
+    # --config ...`); given in both places, the one after the subcommand wins
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=CONFIG_HELP)
+    common.add_argument("--manifest", type=Path, default=argparse.SUPPRESS, help=MANIFEST_HELP)
     common.add_argument("--termination-log", type=Path, default=argparse.SUPPRESS, help=TERMINATION_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     codes: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}
@@ -309,9 +315,40 @@ def _lock_holder(url: Any) -> dict[str, Any] | None:
         return lock_holder(conn)
 
 
+_RENAME_HINT = re.compile(r"--rename ([\w$]+\.[\w$]+:[\w$]+)")
+
+
+def _rename_columns(hint: str) -> set[str]:
+    """`t.old:new` -> {"t.old", "t.new"}."""
+    old, new = hint.split(":")
+    return {old, f"{old.split('.')[0]}.{new}"}
+
+
+def _rerun_with_renames(args: argparse.Namespace, release: str, renames: Sequence[str]) -> str:
+    """The command line that generates the pair again with `renames` declared (besides those given)."""
+    words = ["divbase-migrate"]
+    if args.config is not None:
+        words += ["--config", str(args.config)]
+    if args.manifest is not None:
+        words += ["--manifest", str(args.manifest)]
+    words += ["revision", "-m", args.message, "--release", release]
+    if args.models:
+        words += ["--models", args.models]
+    for rename in [*(f"{r.table}.{r.old}:{r.new}" for r in args.rename), *renames]:
+        words += ["--rename", rename]
+    return shlex.join(words)
+
+
 def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     release = _require_release(args)
-    made = generate(url, args.message, release, args.rename, args.models, args.manifest)
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # its per-revision info lines (the scratch upgrade) are noise here
+    try:
+        made = generate(url, args.message, release, args.rename, args.models, args.manifest)
+    finally:
+        alembic_log.setLevel(level)
+
     def shown(path: Path) -> Path:  # relative to the working directory when under it
         return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
@@ -322,11 +359,27 @@ def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             if placement.branch == branch:
                 note = f" ({placement.note})" if placement.note else ""
                 print(f"          {placement.kind} {placement.target}{note}")
+    renames: list[str] = []  # undeclared possible renames: the --rename each would take
     for placement in made.split.placements:
-        if placement.branch == "todo":
+        if placement.branch != "todo":
+            continue
+        hints = _RENAME_HINT.findall(placement.note)
+        if hints:
+            options = " or ".join(f"--rename {h}" for h in hints)
+            print(f"TODO      {placement.kind} {placement.target}: if it is a rename, pass {options}; "
+                  f"if not, delete its {TODO_MARKER} line")
+            taken = set().union(*(_rename_columns(r) for r in renames))
+            free = [h for h in hints if not _rename_columns(h) & taken]
+            if free:  # a column takes part in one rename: the first candidate no other hint took
+                renames.append(free[0])
+        else:
             print(f"TODO      {placement.kind} {placement.target}: see the {TODO_MARKER} line")
     print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
           f"({shown(made.manifest)})")
+    if renames:
+        print(f"rename?   undo this run (delete {shown(made.expand_path)} and {shown(made.contract_path)}, restore "
+              f"{shown(made.manifest)} as it was), then run:\n"
+              f"          {_rerun_with_renames(args, release, renames)}")
     summary.data.update(outcome="ok", expand=made.expand_id, contract=made.contract_id,
                         todos=len(made.split.todos))
     if made.split.todos:

@@ -532,6 +532,18 @@ class _Splitter:
         self.place("validate_foreign_key", name, CONTRACT)
 
     def drop_constraint(self, op: ops.DropConstraintOp) -> None:
+        """DROP CONSTRAINT IF EXISTS (a re-run finds it gone); the downgrade adds it back unless it is there."""
+        if op.constraint_name and op.constraint_type in ("unique", "foreignkey") and op._reverse is not None:
+            table, name = op.table_name, op.constraint_name
+            added = str(sa.schema.AddConstraint(op.reverse().to_constraint()).compile(dialect=_DIALECT))
+            prefix = f"ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} "
+            if added.startswith(prefix):
+                readd = self.contract.constant(f"readd_{name}", guarded_constraint(name, table,
+                                                                                   added[len(prefix):]))
+                drop = f"ALTER TABLE {q(table)} DROP CONSTRAINT IF EXISTS {q(name)}"
+                self.block(CONTRACT, 35, [f"op.execute({lit(drop)})"], [f"op.execute({readd})"])
+                self.place("drop_constraint", name, CONTRACT)
+                return
         if op.constraint_type == "unique" or op.constraint_type == "foreignkey" or op.constraint_type is None:
             reverse = op.reverse() if op._reverse is not None else None
             self.block(CONTRACT, 35, self.render(op), self.render(reverse) if reverse is not None else [])
@@ -754,8 +766,9 @@ class _Splitter:
                     if twins:
                         self.todo(EXPAND, "rename_column", f"{table}.{dropped_col}",
                                   f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
-                                  f"if that is a rename, run again with --rename {table}.{dropped_col}:{twins[0]}; if "
-                                  f"not, delete this line (the drop stays in the contract)")
+                                  f"if that is a rename, run again with "
+                                  + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins) +
+                                  "; if not, delete this line (the drop stays in the contract)")
             for op in entry.adds.values():
                 self.add_column(table, op)
             for op in entry.drops.values():

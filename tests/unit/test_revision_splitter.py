@@ -199,6 +199,29 @@ def test_dropped_column_table_and_index_go_to_contract_with_downgrades() -> None
     compiles(result)
 
 
+def test_dropped_foreign_key_and_unique_constraint_go_to_contract_re_runnable() -> None:
+    """DROP CONSTRAINT IF EXISTS (a retried contract finds it gone); the downgrade adds each back unless present."""
+    md = sa.MetaData()
+    sa.Table("user", md, sa.Column("id", sa.Integer, primary_key=True))
+    note = sa.Table("note", md, sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE",
+                                                                   name="note_user_id_fkey")),
+                    sa.Column("slug", sa.String(20)), sa.UniqueConstraint("slug", name="uq_note_slug"))
+    fk = next(iter(note.foreign_key_constraints))
+    unique = next(c for c in note.constraints if isinstance(c, sa.UniqueConstraint))
+    result = run(modify("note", ops.DropConstraintOp.from_constraint(fk), ops.DropConstraintOp.from_constraint(unique)))
+    assert where(result) == {("drop_constraint", "note_user_id_fkey", CONTRACT),
+                             ("drop_constraint", "uq_note_slug", CONTRACT)}
+    assert result.expand.empty
+    up, down = result.contract.upgrade_code(), result.contract.downgrade_code()
+    assert "DROP CONSTRAINT IF EXISTS note_user_id_fkey" in up and "DROP CONSTRAINT IF EXISTS uq_note_slug" in up
+    readd = result.contract.constants
+    assert 'FOREIGN KEY(user_id) REFERENCES "user" (id) ON DELETE CASCADE;' in readd["READD_NOTE_USER_ID_FKEY"]
+    assert "IF NOT EXISTS" in readd["READD_UQ_NOTE_SLUG"] and "UNIQUE (slug)" in readd["READD_UQ_NOTE_SLUG"]
+    assert "op.execute(READD_NOTE_USER_ID_FKEY)" in down
+    compiles(result)
+
+
 def test_dropped_not_null_column_comes_back_nullable_with_a_not_valid_check() -> None:
     result = run(modify("user", drop("user", sa.Column("email", sa.String(200), nullable=False))))
     down = result.contract.downgrade_code() + "".join(result.contract.constants.values())
@@ -248,6 +271,9 @@ def test_undeclared_rename_is_a_todo_and_a_declared_one_must_exist() -> None:
                         drop("user", sa.Column("name", sa.String(100)))))
     assert ("rename_column", "user.name", "todo") in where(result)
     assert "--rename user.name:title" in result.expand.upgrade_code()
+    both = run(modify("user", add("user", sa.Column("title", sa.String(100))),
+                      add("user", sa.Column("alias", sa.String(100))), drop("user", sa.Column("name", sa.String(100)))))
+    assert "--rename user.name:title or --rename user.name:alias" in both.expand.upgrade_code()
     with pytest.raises(SplitError, match="does not report"):
         run(renames=[Rename("user", "a", "b")])
     with pytest.raises(SplitError):
@@ -299,9 +325,19 @@ def test_revision_help_documents_every_flag() -> None:
 
     sub = next(a for a in parser()._actions if a.dest == "command").choices["revision"]
     flags = [a for a in sub._actions if a.option_strings and a.dest != "help"]
-    assert {f.option_strings[0] for f in flags} >= {"--termination-log", "-m", "--release", "--rename", "--models"}
+    assert {f.option_strings[0] for f in flags} == {"--config", "--manifest", "--termination-log", "-m", "--release",
+                                                    "--rename", "--models"}
     assert all(f.help for f in flags), [f.option_strings for f in flags if not f.help]
+    shown = sub.format_help()
+    assert all(f.option_strings[0] in shown for f in flags)
+    assert all(f"{name} " in shown for name in ("DIVBASE_MIGRATE_CONFIG", "DIVBASE_DATABASE_URL", "DIVBASE_RELEASE"))
     docs = (Path(__file__).resolve().parents[2] / "docs" / "migrations.md").read_text()
-    assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m "))
+    assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m ", "--config", "--manifest"))
+    # the global options work after the subcommand too, the later one winning
+    after = parser().parse_args(["--config", "a.ini", "revision", "--config", "b.ini", "--manifest", "m.toml",
+                                 "-m", "x"])
+    assert (after.config, after.manifest) == (Path("b.ini"), Path("m.toml"))
+    before = parser().parse_args(["--config", "a.ini", "revision", "-m", "x"])
+    assert (before.config, before.manifest, before.termination_log) == (Path("a.ini"), None, None)
     with pytest.raises(SystemExit):
         parser().parse_args(["revision", "-m", "x", "--rename", "no-dot"])
