@@ -325,7 +325,8 @@ def watch_reopens(log: str) -> set[str]:
 
 
 WATCHED = {f"{names.PLURAL}.{names.VERSION}.{names.GROUP}", "jobs.v1.batch", "deployments.v1.apps", "pods.v1",
-           "configmaps.v1"}  # configmaps: the contract plan it republishes when changed (docs/security.md)
+           "configmaps.v1",  # the contract plan it republishes when changed (docs/security.md)
+           "replicasets.v1.apps"}  # a workload pod counts only through its ReplicaSet's Deployment (ownership)
 
 
 def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
