@@ -228,6 +228,15 @@ def owned_jobs(jobs: tuple[JobObs, ...], uid: str) -> tuple[JobObs, ...]:
     return tuple(j for j in jobs if j.owner_uid == uid)
 
 
+def job_counts(job: JobObs) -> bool:
+    """Whether the planner counts a Job of ours. A finished Job being deleted (ttlSecondsAfterFinished, in the
+    foreground) still holds its result and its name: it is recorded, never created again. A running one being
+    deleted (by hand, in the foreground: its pods are being killed) counts as gone, as after any other deletion: no
+    step waits for it, and its own step asks for it again under the same name (AlreadyExists until it is gone);
+    an old pod still running and the new one serialise on the runner's advisory lock."""
+    return not job.deleting or job.state != JOB_ACTIVE
+
+
 def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...]) -> tuple[PodObs, ...]:
     """The pods the planner reads: a migration pod only when its controller ownerReference is one of `jobs` (by uid;
     its job-name label is anyone's to set), named after that Job; workload pods as they are."""
@@ -303,13 +312,11 @@ class _Planner:
         self.actions: list[Action] = []
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
-        # a finished Job being deleted (ttlSecondsAfterFinished, in the foreground) still holds its result and its
-        # name: only a running one that is being deleted counts as gone (its pods are being killed)
         # Children count only when this resource is their controller (owner reference), whatever their labels say:
         # a relabelled Job, Deployment or ConfigMap of someone else is neither changed, counted nor deleted, and a
         # Job's pods count only when that Job is their controller (a forged pod's termination message is not read)
         owned = owned_jobs(obs.jobs, obs.uid)
-        self.jobs = {j.name: j for j in owned if not j.deleting or j.state != JOB_ACTIVE}
+        self.jobs = {j.name: j for j in owned if job_counts(j)}
         self.pods = owned_pods(obs.pods, owned)
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
         self.configmaps = {c.name: c for c in obs.configmaps if c.owner_uid == obs.uid}

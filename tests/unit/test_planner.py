@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from divbase_operator import names
-from divbase_operator.observed import JOB_FAILED, PodObs
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, PodObs
 from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
 from planner_world import World, base_spec, workload
 
@@ -684,6 +684,52 @@ def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: 
         assert world.condition(names.COND_STALLED)["status"] == "True"
     world.ttl_gone()
     assert not actions_of(world.reconcile(), CreateJob)
+
+
+@pytest.mark.parametrize("propagation", ["Foreground", "Background", "Orphan"])
+def test_a_running_job_deleted_by_hand_is_created_again_under_its_name(propagation: str):
+    """docs/operator.md, "Job deleted": a migration Job deleted while it runs is created again under the same name,
+    however it was deleted. Deleted in the foreground it stays visible, still active, with a deletionTimestamp, until
+    its pods are gone: it counts as gone all the same (its pods are being killed), so it is asked for again at once
+    (AlreadyExists until it is gone) and created as soon as it is."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    [first] = actions_of(world.reconcile(), CreateJob)
+    name = first.body["metadata"]["name"]
+    world.delete_job(name, propagation)
+    [again] = actions_of(world.reconcile(), CreateJob)
+    assert again.body["metadata"]["name"] == name
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Running"
+    assert world.status["activeJob"] == name
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_JOB_RUNNING
+    world.ttl_gone()
+    if propagation == "Foreground":  # refused as AlreadyExists while the old one was there: now it is created
+        assert name not in world.jobs
+        [created] = actions_of(world.reconcile(), CreateJob)
+        assert created.body["metadata"]["name"] == name
+    assert world.jobs[name].state == JOB_ACTIVE and not world.jobs[name].deleting
+    world.finish_job("expand")
+    world.reconcile()
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize("propagation", ["Foreground", "Background", "Orphan"])
+def test_a_job_deleted_while_it_runs_holds_no_new_release_back(propagation: str):
+    """One Job at a time counts the Jobs that run, not one being deleted: a new spec.version starts its rollout at
+    once, however the old Job was deleted (an old pod still running serialises with the new Job on the runner's
+    advisory lock), where a running Job makes it wait
+    (test_spec_change_during_expand_finishes_running_job_then_converges)."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    [first] = actions_of(world.reconcile(), CreateJob)
+    world.delete_job(first.body["metadata"]["name"], propagation)
+    world.set_spec(version="3")
+    [expand] = actions_of(world.reconcile(), CreateJob)
+    assert expand.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_EXPAND
+    assert expand.body["metadata"]["labels"][names.LABEL_VERSION] == "3"
+    assert world.status["rollout"]["toVersion"] == "3"
+    assert world.status["history"][0]["toVersion"] == "2" and world.status["history"][0]["result"] == "Superseded"
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_JOB_RUNNING
 
 
 def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails():
