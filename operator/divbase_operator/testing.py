@@ -271,8 +271,21 @@ class Timeline:
         return self._seen(kind, event, where)[0]
 
     def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        """When the last matching event was seen; never seen fails the test, as for `first`."""
-        return self._seen(kind, event, where)[-1]
+        """When the last matching event was seen; never seen fails the test, as for `first`. For DELETED it is when
+        the last of the matching objects went: each one the watch saw (listed, added or changed) must have been
+        seen deleted last, or the test fails naming the ones that were not (a deletion missed or still to come
+        would otherwise leave an earlier one standing as "the last old pod gone")."""
+        times = self._seen(kind, event, where)
+        if event == "DELETED":
+            latest: dict[str, str] = {}
+            for _, e, k, n, labels, status in sorted(list(self.entries), key=lambda entry: entry[0]):
+                if k == kind and where(n, labels, status):
+                    latest[n] = e
+            standing = sorted(n for n, e in latest.items() if e != "DELETED")
+            if standing:
+                raise AssertionError(f"the watch saw no DELETED event of {kind} {', '.join(standing)} (matching the "
+                                     f"lookup, seen before), so the last deletion is not known:\n{self.dump()}")
+        return times[-1]
 
     def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
         times = self.times(kind, event, where)
