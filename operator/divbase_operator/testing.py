@@ -152,6 +152,15 @@ class Kube:
         return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
                         >= generation and db, timeout, f"{name} generation {generation} observed by the operator")
 
+    def decided_again(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        """The positive signal a negative check waits for after an annotation (approval, retry): annotations bump no
+        generation, and an unchanged decision writes nothing, so nothing shows the operator has seen them. Pausing
+        and resuming does: once the resumed generation is observed, the operator has decided, unpaused, on a state
+        that holds every annotation set before (and acted on it: actions come before the status write). Returns the
+        resource as that decision left it."""
+        self.patch_db_seen(name, {"spec": {"paused": True}}, timeout)
+        return self.patch_db_seen(name, {"spec": {"paused": False}}, timeout)
+
     def annotate_db(self, name: str, key: str, value: str) -> None:
         self.patch_db(name, {"metadata": {"annotations": {key: value}}})
 
