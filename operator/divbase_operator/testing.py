@@ -106,6 +106,50 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
 
 
+class OutputLines:
+    """A process's output read line by line in a thread, so a test waits for the line it expects (a positive signal)
+    instead of sleeping and then asserting that the process is still there."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._next = 0  # expect() looks after the line it found last
+        self._changed = threading.Condition()
+        self._ended = False
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def expect(self, text: str, timeout: float) -> int:
+        """Waits for a line containing `text` after those already expected; returns its index. Fails when the output
+        ends first (the process exited) or at `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((i for i in range(self._next, len(self.lines)) if text in self.lines[i]), None)
+                if found is not None:
+                    self._next = found + 1
+                    return found
+                remaining = deadline - time.monotonic()
+                if self._ended or remaining <= 0:
+                    raise AssertionError(f"{'the output ended' if self._ended else f'{timeout:.0f}s passed'} "
+                                         f"without a line containing {text!r}: {self.lines}")
+                self._changed.wait(remaining)
+
+    def ended(self, timeout: float) -> list[str]:
+        """All lines, once the output has ended (within `timeout`)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._ended, timeout):
+                raise AssertionError(f"the output did not end within {timeout:.0f}s: {self.lines}")
+            return list(self.lines)
+
+
 def install_crd(api_client: client.ApiClient) -> None:
     """`kubectl apply -f crds/` (idempotent), then wait until the apiserver serves the resource."""
     body = yaml.safe_load(CRD_FILE.read_text())
