@@ -6,7 +6,8 @@ the planner remembers lives in `status.rollout` and in deterministic Job names, 
 up where it stopped; it never moves a workload to a release whose expand Job has not succeeded.
 
 Rules that keep it deterministic:
-- a migration Job of ours that is still running is always waited for, whatever the spec says now;
+- a migration Job of ours that is still running is always waited for, whatever the spec says now (one being
+  deleted is gone already: `job_counts`);
 - a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history as
   Superseded, or Failed when one of its steps had failed);
 - a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job, also once
