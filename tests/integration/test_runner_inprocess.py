@@ -62,6 +62,10 @@ def holder(database_url: str) -> Iterator[Connection]:
         conn.rollback()
 
 
+def backend_pid(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
 def lock_is_free(url: str) -> bool:
     with engine(url).connect() as conn:
         free = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
@@ -116,8 +120,9 @@ def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url:
     with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
         outcome = make_runner(database_url, waits=waits).run("expand", "2")
     assert waits.delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]  # doubling from 0.1 s, capped at 1 s
-    said = [r.getMessage() for r in caplog.records]
-    assert said.count("another divbase-migrate holds the lock; waiting") == 1, "said once, not at every poll"
+    said = [r for r in caplog.records if r.getMessage() == "another divbase-migrate holds the lock; waiting"]
+    assert len(said) == 1, "said once, not at every poll"
+    assert said[0].holder["pid"] == backend_pid(holder)  # type: ignore[attr-defined]  # who holds it, by pid
     assert outcome.after.expand == MANIFEST.release("2").expand
     assert lock_is_free(database_url)
 
@@ -126,7 +131,8 @@ def test_a_runner_gives_up_on_the_migration_lock_at_its_bound(database_url: str,
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     waits = Waits()
     settings = Settings(wait_timeout_ms=0)
-    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms"):
+    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms "
+                                          f"\\(pid {backend_pid(holder)}, "):  # and who: its holder's pid first
         make_runner(database_url, settings, waits).run("expand", "1")
     assert waits.delays == []
     assert log_rows(database_url) == []
