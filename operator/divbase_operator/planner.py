@@ -591,8 +591,7 @@ class _Planner:
             old["finishedAt"] = self.ts
             failed = any(rec.get("phase") in (FAILED, ROLLING_BACK, ROLLED_BACK) for rec in old["steps"].values())
             old["result"] = names.RESULT_FAILED if failed else names.RESULT_SUPERSEDED
-            old.pop("currentStep", None)
-            self._append_history(old)
+            self._append_history(old)  # the history keeps what it names; the record itself is replaced below
         expanded, contracted = schema.get("expandedTo"), schema.get("contractedTo")
         steps = {
             names.STEP_EXPAND: {"phase": SKIPPED if expanded and version_key(expanded) >= version_key(target)
