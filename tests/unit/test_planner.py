@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from divbase_operator import names
-from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, PodObs
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, ForeignChild, PodObs
 from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
 from planner_world import World, base_spec, workload
 
@@ -863,6 +863,38 @@ def test_a_deployment_deleted_while_expand_runs_comes_back_at_the_running_releas
     [apply] = actions_of(decision, ApplyDeployment)
     assert apply.body["metadata"]["name"] == "db-worker"
     assert apply.body["metadata"]["labels"][names.LABEL_VERSION] == "1"
+
+
+def test_a_deployment_deleted_while_expand_runs_is_not_applied_over_a_namesake():
+    """The deleted Deployment's name is held by an object of someone else's by then (outside the watch: the
+    reconciler finds it by name, name_conflicts): nothing is applied over it, and the conflict is named."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    del world.deployments["db-worker"]
+    world.name_conflicts.append(ForeignChild("Deployment", "db-worker", "has no owner"))
+    decision = world.reconcile()
+    assert not actions_of(decision, ApplyDeployment)
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_NAME_CONFLICT
+    assert "Deployment db-worker has no owner" in world.condition(names.COND_STALLED)["message"]
+
+
+def test_the_rollout_succeeded_event_names_where_it_came_from():
+    """`release V rolled out (from <origin>)`: the release it replaced, or `empty` for a first install (a database
+    that was migrated already says which release it found there: test_adoption.py)."""
+    world = World(spec=base_spec("1"))
+    world.install("1")
+    succeeded = [e.message for d in world.log for e in events(d, names.EVENT_ROLLOUT_SUCCEEDED)]
+    assert succeeded == ["release 1 rolled out (from empty)"]
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+    world.reconcile()
+    world.finish_job("contract")
+    [event] = events(world.reconcile(), names.EVENT_ROLLOUT_SUCCEEDED)
+    assert event.message == "release 2 rolled out (from 1)"
 
 
 def test_the_phase_stays_while_a_new_version_waits_for_the_running_job():
