@@ -3,14 +3,17 @@
 mutmut 3 expects its sources under `src/` (it derives module names from paths), so the packages and the tests are
 staged in build/mutation/ with this repository's pyproject.toml plus a [tool.mutmut] section, and mutmut runs there
 on exactly the functions scripts/mutation.toml names. The run fails (exit 1) when a mutant survives that is not
-listed as equivalent there with a reason, when a function got no mutant (a stale name), or when a listed
-equivalent no longer exists. Not part of `make test`: it takes minutes.
+listed as equivalent there, by its name and its diff, with a reason; when a function got no mutant (a stale name);
+or when a listed equivalent is stale: no longer generated, killed by a test, or its name now shows another diff
+(mutmut numbers mutants by position, so a function's change renumbers them). Not part of `make test`: it takes
+minutes.
 
     .venv/bin/python scripts/mutation.py [--max-children 2] [--gate "retry token"] [--keep]"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -56,7 +59,23 @@ class Gate:
                     None)
 
 
-def load_scope(only: list[str]) -> tuple[dict[str, Any], list[Gate], dict[str, str]]:
+@dataclass(frozen=True)
+class Equivalent:
+    """A survivor explained: it holds only for the mutant of that name whose diff is `diff`."""
+
+    mutant: str
+    diff: str
+    why: str
+
+
+def same_diff(a: str, b: str) -> bool:
+    """Diffs compared line by line, whitespace runs aside (mutmut's output is indented as the source)."""
+    def lines(diff: str) -> list[str]:
+        return [" ".join(line.split()) for line in diff.splitlines() if line.strip()]
+    return lines(a) == lines(b)
+
+
+def load_scope(only: list[str]) -> tuple[dict[str, Any], list[Gate], dict[str, Equivalent]]:
     scope = tomllib.loads(SCOPE.read_text())
     gates = [Gate(g["name"], g["module"], list(g["functions"])) for g in scope["gate"]]
     if only:
@@ -64,7 +83,14 @@ def load_scope(only: list[str]) -> tuple[dict[str, Any], list[Gate], dict[str, s
         if unknown:
             sys.exit(f"unknown gate(s) {sorted(unknown)}; known: {[g.name for g in gates]}")
         gates = [g for g in gates if g.name in only]
-    return scope, gates, dict(scope.get("equivalent", {}))
+    equivalent: dict[str, Equivalent] = {}
+    for entry in scope.get("equivalent", []):
+        if not isinstance(entry, dict) or set(entry) != {"mutant", "diff", "why"} or not entry["diff"].strip():
+            sys.exit(f"{SCOPE}: each [[equivalent]] needs exactly mutant, diff (non-empty) and why: {entry}")
+        if entry["mutant"] in equivalent:
+            sys.exit(f"{SCOPE}: {entry['mutant']} is listed twice")
+        equivalent[entry["mutant"]] = Equivalent(entry["mutant"], entry["diff"].strip("\n"), entry["why"])
+    return scope, gates, equivalent
 
 
 def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str | None) -> None:
@@ -125,30 +151,56 @@ def collect(gates: list[Gate]) -> None:
                 gate.mutants[mutant] = STATUS.get(code, "suspicious") if code is not None else "not checked"
 
 
+@functools.cache
 def diff_of(mutant: str) -> str:
     out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=STAGE, capture_output=True,
                          text=True, check=False).stdout
-    return "\n".join(line for line in out.splitlines() if line.startswith(("+", "-")) and
+    diff = "\n".join(line for line in out.splitlines() if line.startswith(("+", "-")) and
                      not line.startswith(("+++", "---")))
+    if not diff:
+        sys.exit(f"`mutmut show {mutant}` printed no diff (run kept? see --keep)")
+    return diff
 
 
-def report(gates: list[Gate], equivalent: dict[str, str], seconds: float, max_children: int,
+def stale_equivalents(gates: list[Gate], equivalent: dict[str, Equivalent]) -> tuple[set[str], list[str]]:
+    """(survivors the list explains, problems): an entry explains a survivor only when name and diff both match;
+    an entry whose name shows another diff, whose mutant is killed, or that is no longer generated is stale."""
+    status = {m: s for g in gates for m, s in g.mutants.items()}
+    explained, problems = set(), []
+    for name, entry in sorted(equivalent.items()):
+        gate = next((g for g in gates if g.owns(name)), None)
+        if gate is None:
+            continue  # a gate not run this time (--gate)
+        if name not in status:
+            problems.append(f"listed as equivalent but not generated any more: {name}")
+        elif not same_diff(diff_of(name), entry.diff):
+            function = gate.owns(name)
+            now = [m for m, s in gate.mutants.items() if gate.owns(m) == function and same_diff(diff_of(m), entry.diff)]
+            problems.append(f"listed as equivalent, but {name} is now another mutant (names are positional):\n"
+                            f"  listed:\n    {entry.diff.strip().replace(chr(10), chr(10) + '    ')}\n"
+                            f"  now:\n    {diff_of(name).replace(chr(10), chr(10) + '    ')}\n"
+                            f"  the listed diff is now {', '.join(now) if now else 'no mutant'}"
+                            + (f" ({', '.join(status[m] for m in now)})" if now else ""))
+        elif status[name] in (KILLED, TIMEOUT):
+            problems.append(f"listed as equivalent but a test kills it now ({status[name]}): drop {name}")
+        else:
+            explained.add(name)
+    return explained, problems
+
+
+def report(gates: list[Gate], equivalent: dict[str, Equivalent], seconds: float, max_children: int,
            out: Path) -> list[str]:
     """Writes the report; returns the problems that fail the run."""
-    problems: list[str] = []
     rows, sections, figures = [], [], {}
-    every = {m for g in gates for m in g.mutants}
-    for name in sorted(set(equivalent) - every):
-        if any(g.owns(name) for g in gates):
-            problems.append(f"listed as equivalent but not generated any more: {name}")
+    explained_names, problems = stale_equivalents(gates, equivalent)
     for gate in gates:
         counts = Counter(gate.mutants.values())
         missing = [f for f in gate.functions if not any(gate.owns(m) == f for m in gate.mutants)]
         problems += [f"{gate.name}: no mutant of {gate.module}.{f} (renamed or removed?)" for f in missing]
         alive = sorted((m for m, s in gate.mutants.items() if s not in (KILLED, TIMEOUT)),
                        key=lambda m: (gate.owns(m) or "", int(m.rpartition("_")[2])))
-        explained = [m for m in alive if m in equivalent]
-        unexplained = [m for m in alive if m not in equivalent]
+        explained = [m for m in alive if m in explained_names]
+        unexplained = [m for m in alive if m not in explained_names]
         problems += [f"{gate.name}: {m} {gate.mutants[m]}" for m in unexplained]
         figures[gate.name] = {"mutants": len(gate.mutants), "killed": counts[KILLED], "timeout": counts[TIMEOUT],
                               "survived": len(alive), "no_tests": counts[NO_TESTS], "equivalent": len(explained),
@@ -156,7 +208,9 @@ def report(gates: list[Gate], equivalent: dict[str, str], seconds: float, max_ch
         rows.append(f"| {gate.name} | {len(gate.mutants)} | {counts[KILLED]} | {counts[TIMEOUT]} | {len(alive)} | "
                     f"{counts[NO_TESTS]} | {len(explained)} | {len(unexplained)} |")
         for mutant in alive:
-            why = equivalent.get(mutant, f"**NOT EXPLAINED** ({gate.mutants[mutant]})")
+            why = equivalent[mutant].why if mutant in explained_names else \
+                f"**NOT EXPLAINED** ({gate.mutants[mutant]}" + \
+                (", listed as equivalent with another diff)" if mutant in equivalent else ")")
             sections.append(f"#### `{mutant}`\n\n{why}\n\n```diff\n{diff_of(mutant)}\n```\n")
     total = {k: sum(f[k] for f in figures.values()) for k in next(iter(figures.values()), {})}
     lines = [
@@ -165,7 +219,8 @@ def report(gates: list[Gate], equivalent: dict[str, str], seconds: float, max_ch
         "mutmut 3 over the decision functions named in `scripts/mutation.toml`, judged by `tests/unit` and the "
         "in-process PostgreSQL tests of the runner (`tests/integration/test_runner_inprocess.py`). Killed: a test "
         "failed; timeout: the mutant hung (also detected); survived: every test passed; equivalent: a survivor that "
-        "cannot change what the function decides, with the reason below (from `scripts/mutation.toml`). Generated by "
+        "cannot change what the function decides, with the reason below (from `scripts/mutation.toml`, where each is "
+        "listed by its name and its diff). Generated by "
         "`scripts/mutation.py`, which keeps the hand-written part at the end (before/after figures, what was done).",
         "",
         f"Run: {time.strftime('%Y-%m-%d')}, {seconds:.0f} s with {max_children} worker(s).",

@@ -6,7 +6,8 @@ the planner remembers lives in `status.rollout` and in deterministic Job names, 
 up where it stopped; it never moves a workload to a release whose expand Job has not succeeded.
 
 Rules that keep it deterministic:
-- a migration Job of ours that is still running is always waited for, whatever the spec says now;
+- a migration Job of ours that is still running is always waited for, whatever the spec says now (one being
+  deleted is gone already: `job_counts`);
 - a new `spec.version` starts a new rollout only once no Job runs (the old one goes to history as
   Superseded, or Failed when one of its steps had failed);
 - a failed step stays failed (Stalled) until the retry annotation changes or the spec changes the Job, also once
@@ -236,6 +237,15 @@ def owned_jobs(jobs: tuple[JobObs, ...], uid: str) -> tuple[JobObs, ...]:
     return tuple(j for j in jobs if j.owner_uid == uid)
 
 
+def job_counts(job: JobObs) -> bool:
+    """Whether the planner counts a Job of ours. A finished Job being deleted (ttlSecondsAfterFinished, in the
+    foreground) still holds its result and its name: it is recorded, never created again. A running one being
+    deleted (by hand, in the foreground: its pods are being killed) counts as gone, as after any other deletion: no
+    step waits for it, and its own step asks for it again under the same name (AlreadyExists until it is gone);
+    an old pod still running and the new one serialise on the runner's advisory lock."""
+    return not job.deleting or job.state != JOB_ACTIVE
+
+
 def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...], replicasets: tuple[ReplicaSetObs, ...] = (),
                deployments: tuple[DeploymentObs, ...] = ()) -> tuple[PodObs, ...]:
     """The pods the planner reads, by ownership (labels are anyone's to set): a migration pod only when its
@@ -340,13 +350,11 @@ class _Planner:
         self.actions: list[Action] = []
         self.requeue_after: float | None = None
         self.owner = Owner(obs.name, obs.namespace, obs.uid)
-        # a finished Job being deleted (ttlSecondsAfterFinished, in the foreground) still holds its result and its
-        # name: only a running one that is being deleted counts as gone (its pods are being killed)
         # Children count only when this resource is their controller (owner reference), whatever their labels say:
         # a relabelled Job, Deployment or ConfigMap of someone else is neither changed, counted nor deleted, and a
         # Job's pods count only when that Job is their controller (a forged pod's termination message is not read)
         owned = owned_jobs(obs.jobs, obs.uid)
-        self.jobs = {j.name: j for j in owned if not j.deleting or j.state != JOB_ACTIVE}
+        self.jobs = {j.name: j for j in owned if job_counts(j)}
         self.deployments = tuple(d for d in obs.deployments if d.owner_uid == obs.uid)
         self.pods = owned_pods(obs.pods, owned, obs.replicasets, self.deployments)
         self.configmaps = {c.name: c for c in obs.configmaps if c.owner_uid == obs.uid}
@@ -622,8 +630,7 @@ class _Planner:
             old["finishedAt"] = self.ts
             failed = any(rec.get("phase") in (FAILED, ROLLING_BACK, ROLLED_BACK) for rec in old["steps"].values())
             old["result"] = names.RESULT_FAILED if failed else names.RESULT_SUPERSEDED
-            old.pop("currentStep", None)
-            self._append_history(old)
+            self._append_history(old)  # the history keeps what it names; the record itself is replaced below
         expanded, contracted = schema.get("expandedTo"), schema.get("contractedTo")
         steps = {
             names.STEP_EXPAND: {"phase": SKIPPED if expanded and version_key(expanded) >= version_key(target)

@@ -106,6 +106,50 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
 
 
+class OutputLines:
+    """A process's output read line by line in a thread, so a test waits for the line it expects (a positive signal)
+    instead of sleeping and then asserting that the process is still there."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._next = 0  # expect() looks after the line it found last
+        self._changed = threading.Condition()
+        self._ended = False
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def expect(self, text: str, timeout: float) -> int:
+        """Waits for a line containing `text` after those already expected; returns its index. Fails when the output
+        ends first (the process exited) or at `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = next((i for i in range(self._next, len(self.lines)) if text in self.lines[i]), None)
+                if found is not None:
+                    self._next = found + 1
+                    return found
+                remaining = deadline - time.monotonic()
+                if self._ended or remaining <= 0:
+                    raise AssertionError(f"{'the output ended' if self._ended else f'{timeout:.0f}s passed'} "
+                                         f"without a line containing {text!r}: {self.lines}")
+                self._changed.wait(remaining)
+
+    def ended(self, timeout: float) -> list[str]:
+        """All lines, once the output has ended (within `timeout`)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._ended, timeout):
+                raise AssertionError(f"the output did not end within {timeout:.0f}s: {self.lines}")
+            return list(self.lines)
+
+
 def install_crd(api_client: client.ApiClient) -> None:
     """`kubectl apply -f crds/` (idempotent), then wait until the apiserver serves the resource."""
     body = yaml.safe_load(CRD_FILE.read_text())
@@ -151,6 +195,15 @@ class Kube:
         generation = self.patch_db(name, patch)["metadata"]["generation"]
         return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
                         >= generation and db, timeout, f"{name} generation {generation} observed by the operator")
+
+    def decided_again(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        """The positive signal a negative check waits for after an annotation (approval, retry): annotations bump no
+        generation, and an unchanged decision writes nothing, so nothing shows the operator has seen them. Pausing
+        and resuming does: once the resumed generation is observed, the operator has decided, unpaused, on a state
+        that holds every annotation set before (and acted on it: actions come before the status write). Returns the
+        resource as that decision left it."""
+        self.patch_db_seen(name, {"spec": {"paused": True}}, timeout)
+        return self.patch_db_seen(name, {"spec": {"paused": False}}, timeout)
 
     def annotate_db(self, name: str, key: str, value: str) -> None:
         self.patch_db(name, {"metadata": {"annotations": {key: value}}})
@@ -271,8 +324,21 @@ class Timeline:
         return self._seen(kind, event, where)[0]
 
     def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
-        """When the last matching event was seen; never seen fails the test, as for `first`."""
-        return self._seen(kind, event, where)[-1]
+        """When the last matching event was seen; never seen fails the test, as for `first`. For DELETED it is when
+        the last of the matching objects went: each one the watch saw (listed, added or changed) must have been
+        seen deleted last, or the test fails naming the ones that were not (a deletion missed or still to come
+        would otherwise leave an earlier one standing as "the last old pod gone")."""
+        times = self._seen(kind, event, where)
+        if event == "DELETED":
+            latest: dict[str, str] = {}
+            for _, e, k, n, labels, status in sorted(list(self.entries), key=lambda entry: entry[0]):
+                if k == kind and where(n, labels, status):
+                    latest[n] = e
+            standing = sorted(n for n, e in latest.items() if e != "DELETED")
+            if standing:
+                raise AssertionError(f"the watch saw no DELETED event of {kind} {', '.join(standing)} (matching the "
+                                     f"lookup, seen before), so the last deletion is not known:\n{self.dump()}")
+        return times[-1]
 
     def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
         times = self.times(kind, event, where)

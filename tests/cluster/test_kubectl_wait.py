@@ -9,13 +9,13 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from divbase_operator import names
 from divbase_operator.kube import status_patch
-from divbase_operator.testing import REPO
+from divbase_operator.kubectl_plugin import WATCH_CHUNK_SECONDS
+from divbase_operator.testing import REPO, OutputLines
 from kubernetes import client
 
 sys.path.insert(0, str(REPO / "tests" / "unit"))
@@ -59,12 +59,9 @@ class Resource:
         self.publish()
 
 
-def _still_waiting(proc: subprocess.Popen[str], seconds: float = 1.5) -> bool:
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return True
-    return False
+# The bound on a wait that the watch must end: under the plugin's re-read interval, so only the watch can deliver
+# the change in time (a later poll would come too late), and far under every --timeout below but the last.
+DELIVERED = WATCH_CHUNK_SECONDS / 2
 
 
 def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_client: Any) -> None:
@@ -82,12 +79,14 @@ def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_clien
     out, err = ready.communicate(timeout=60)
     assert ready.returncode == 0 and "condition met: Ready (release 1)" in out, err
 
-    # an upgrade: the old Ready is of the previous generation, so the wait waits for the new one
+    # an upgrade: the old Ready is of the previous generation, so the wait waits for the new one. Its progress lines
+    # are the signals: each says what it saw and that it had not ended there (a verdict is its last line)
     db.set_spec(version="2")
     waiting = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "2m")
-    assert _still_waiting(waiting), waiting.communicate()
+    progress = OutputLines(waiting.stdout)
+    progress.expect("Ready (not yet observed)", DELIVERED)  # the Ready of generation 1, not taken for generation 2
     db.step()
-    assert _still_waiting(waiting)
+    progress.expect("Expanding", DELIVERED)  # still waiting: it saw the expand start
     wide = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb", "db",
                            "-o", "wide"], capture_output=True, text=True, timeout=30)
     header, row = wide.stdout.splitlines()
@@ -99,31 +98,30 @@ def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_clien
     assert "MESSAGE" not in narrow.stdout and "STEP" not in narrow.stdout, narrow.stdout
     db.step(lambda: world.finish_job("expand"))
     db.step(world.complete_rollouts)
-    started = time.monotonic()
     db.step(lambda: world.finish_job("contract"))
-    out, err = waiting.communicate(timeout=30)
-    assert waiting.returncode == 0, (out, err)
-    assert time.monotonic() - started < 10, "the watch delivered the change, not a later poll"
-    assert "Expanding" in out and "condition met: Ready (release 2)" in out
+    lines = progress.ended(DELIVERED)  # the watch delivered the change (the bound is under the re-read interval)
+    assert waiting.wait(DELIVERED) == 0, (lines, waiting.stderr.read() if waiting.stderr else "")
+    assert lines[-1] == "divbasedatabase/db condition met: Ready (release 2)", lines  # its one verdict, last
 
-    # a refused downgrade is Stalled: the wait fails at once with the reason, not at its timeout
+    # a refused downgrade is Stalled: the wait fails at once with the reason, not at its timeout (--timeout 1h: had
+    # it waited for that, the bound on its output's end would fail the test)
     db.set_spec(version="1")
-    failing = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "5m")
-    assert _still_waiting(failing)
-    started = time.monotonic()
+    failing = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "1h")
+    progress = OutputLines(failing.stdout)
+    progress.expect("Ready (not yet observed)", DELIVERED)  # the new generation is seen, still waiting
     db.step()
-    out, err = failing.communicate(timeout=30)
-    assert failing.returncode == 3, (out, err)
-    assert time.monotonic() - started < 10
+    progress.ended(DELIVERED)
+    assert failing.wait(DELIVERED) == 3, progress.lines
+    err = failing.stderr.read() if failing.stderr else ""
     assert "failed (DowngradeRefused)" in err and "spec.version 1 is older than the running release 2" in err
 
-    # nothing reports on a new generation: the wait gives up at its timeout with exit code 4
+    # nothing reports on a new generation: the wait gives up at its timeout with exit code 4, having seen that the
+    # operator has not observed it (how long it waits is judged on a fake clock: tests/unit/test_kubectl_wait_cli.py)
     db.set_spec(version="3")
-    started = time.monotonic()
     timing_out = _plugin(cluster.kubeconfig, namespace, "wait", "db", "--timeout", "3s")
-    out, err = timing_out.communicate(timeout=30)
+    out, err = timing_out.communicate(timeout=DELIVERED)
     assert timing_out.returncode == 4 and "timed out after 3s" in err, (out, err)
-    assert 3 <= time.monotonic() - started < 15
+    assert "(last seen: Failed (not yet observed)" in err, err
 
 
 def _read_lines(stream: Any, into: queue.Queue[str]) -> None:

@@ -272,7 +272,7 @@ def test_restart_component_restarts_the_apiserver_in_place(cluster_factory: Call
         core.create_namespaced_config_map(
             "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="survives"), data={"k": "v"})
         )
-        seconds = lc.restart_component("kube-apiserver", grace=3)  # SIGKILLed then: it waits for open watches
+        lc.restart_component("kube-apiserver", grace=3)  # SIGKILLed then: it waits for open watches
         after = lc._read_pids()
         assert after["kube-apiserver"] != before["kube-apiserver"]
         assert {k: v for k, v in after.items() if k != "kube-apiserver"} == {
@@ -281,7 +281,6 @@ def test_restart_component_restarts_the_apiserver_in_place(cluster_factory: Call
         assert not _is_ours(before["kube-apiserver"], lc)
         assert lc.status()["up"], lc.status()
         assert core.read_namespaced_config_map("survives", "default").data == {"k": "v"}
-    assert 0 < seconds < 30
     assert "kube-apiserver restarted" in (lc.log_dir / "kube-apiserver.log").read_text(errors="replace")
     with pytest.raises(ClusterError, match="not started by this LocalCluster"):
         lc.restart_component("kwok")

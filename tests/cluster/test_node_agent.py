@@ -601,8 +601,13 @@ def test_agent_sigkill_resumes_its_pods(cluster_factory: Callable[..., LocalClus
         assert process_alive(web_pid) and _http_ok(info, web_ip)
         if layout is not None:
             assert layout.pod_netns(web_ip) in netns.names()
-        assert "GET / HTTP/1.1" in core.read_namespaced_pod_log(after.metadata.name, "default")
-        time.sleep(3)  # probes keep running under the new agent: still Ready, still no restart
+        answered = '"GET / HTTP/1.1" 200'  # python -m http.server's log line for each answered probe (or request)
+        probes = core.read_namespaced_pod_log(after.metadata.name, "default").count(answered)
+        assert probes
+        # probes keep running under the new agent (periodSeconds 1; the test sends no request meanwhile): three more
+        # answered, then it is still Ready, still without a restart
+        wait_for("three more readiness probes answered", lambda: core.read_namespaced_pod_log(
+            after.metadata.name, "default").count(answered) >= probes + 3, 30)
         again = read_pod(core, "default", after.metadata.name)
         assert condition(again, "Ready").status == "True" and again.status.container_statuses[0].restart_count == 0
 
@@ -782,13 +787,10 @@ def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, nam
         return pod if states and states["main"].running and states["done"].terminated else None
 
     pod = wait_for("main running, done terminated", main_runs_done_ended, 60)
-    started = time.monotonic()
     out = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--",
                    "sh", "-c", 'echo "$GREETING from $PWD"; echo oops >&2; exit 3')
-    took = time.monotonic() - started
     assert (out.returncode, out.stdout) == (3, f"hello from {pod_dir(cluster, pod)}\n"), out.stderr
     assert out.stderr == "oops\ncommand terminated with exit code 3\n"
-    assert took < 10, took
     ok = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--", "echo", "hi")
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, "hi\n", "")
     text = "".join(f"line {i} of what kubectl reads from its stdin\n" for i in range(5000))  # ~230 KB

@@ -114,7 +114,9 @@ def test_manual_contract_without_a_reviewable_plan_stalls(kube: Kube, operator: 
         stalled["message"]
     assert db["status"]["currentVersion"] == "2"  # the new release serves; only the contract waits
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")  # approving an unseen plan does nothing
-    kube.annotate_db(DB, "test/nudge", "1")
+    db = kube.decided_again(DB)
+    assert next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)["message"] == \
+        stalled["message"]
     assert ("contract", "2") not in steps(kube) and ("plan", "2") in steps(kube)
 
 

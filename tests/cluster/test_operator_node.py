@@ -277,7 +277,9 @@ def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProces
     assert configmap.metadata.owner_references[0].uid == db["metadata"]["uid"]
     assert ("plan", "2") in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")  # the wrong version approves nothing
-    kube.annotate_db(DB, "test/nudge", "x")
+    waiting = kube.decided_again(DB)
+    assert next(c for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY)["reason"] == \
+        names.REASON_AWAITING_APPROVAL
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2@0123456789ab")  # another plan: refused, said so
     refused = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED, timeout=60)

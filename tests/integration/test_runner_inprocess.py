@@ -13,11 +13,15 @@ from collections.abc import Callable, Iterator
 import pytest
 from divbase_data import assert_unchanged, state
 from divbase_migrations import revisions, runner
+from divbase_migrations.compat import read_applied
+from divbase_migrations.contract import plan_digest
+from divbase_migrations.plan import plan_sql
 from divbase_migrations.releases import Applied, BehindBaseline
 from divbase_migrations.runner import (
     ADVISORY_LOCK_KEY,
     LockTimeout,
     MigrationFailed,
+    PlanMismatch,
     PreconditionFailed,
     Runner,
     SchemaDrift,
@@ -59,12 +63,27 @@ def holder(database_url: str) -> Iterator[Connection]:
         conn.rollback()
 
 
+def backend_pid(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
 def lock_is_free(url: str) -> bool:
     with engine(url).connect() as conn:
         free = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
         if free:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
         return free
+
+
+def applied_now(url: str) -> Applied:
+    with engine(url).connect() as conn:
+        return read_applied(conn, MANIFEST)
+
+
+def approved_digest(url: str, step: str, version: str) -> str:
+    """The digest `divbase-migrate plan <step> --release <version> --sql` prints from where the database is now
+    (the plan a person reviews and approves)."""
+    return plan_digest(plan_sql(MANIFEST, step, MANIFEST.release(version), applied_now(url))[1])
 
 
 def log_rows(url: str) -> list[tuple[str, str, str, int]]:
@@ -102,8 +121,9 @@ def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url:
     with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
         outcome = make_runner(database_url, waits=waits).run("expand", "2")
     assert waits.delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]  # doubling from 0.1 s, capped at 1 s
-    said = [r.getMessage() for r in caplog.records]
-    assert said.count("another divbase-migrate holds the lock; waiting") == 1, "said once, not at every poll"
+    said = [r for r in caplog.records if r.getMessage() == "another divbase-migrate holds the lock; waiting"]
+    assert len(said) == 1, "said once, not at every poll"
+    assert said[0].holder["pid"] == backend_pid(holder)  # type: ignore[attr-defined]  # who holds it, by pid
     assert outcome.after.expand == MANIFEST.release("2").expand
     assert lock_is_free(database_url)
 
@@ -112,7 +132,8 @@ def test_a_runner_gives_up_on_the_migration_lock_at_its_bound(database_url: str,
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     waits = Waits()
     settings = Settings(wait_timeout_ms=0)
-    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms"):
+    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms "
+                                          f"\\(pid {backend_pid(holder)}, "):  # and who: its holder's pid first
         make_runner(database_url, settings, waits).run("expand", "1")
     assert waits.delays == []
     assert log_rows(database_url) == []
@@ -277,3 +298,59 @@ def test_the_runner_reads_the_database_with_its_own_manifest(database_url: str) 
     with pytest.raises(BehindBaseline, match=f"at revision {older} \\(an older trunk revision\\).*finish that "
                                              f"history first"):
         Runner(make_url(database_url), manifest, FAST, sleep=Waits()).run("expand", "1")
+
+
+# --- the approval digest (`--expect-digest`): the SQL about to run must be the approved plan's, or nothing runs -------
+# (test_expect_digest.py runs the same through divbase-migrate; these call the runner, where a mutant is seen)
+OTHER_DIGEST = "sha256:" + "ab" * 32
+
+
+def test_the_approved_plan_runs_and_says_so(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    make_runner(database_url).run("expand", "2")
+    digest = approved_digest(database_url, "contract", "2")
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        outcome = make_runner(database_url).run("contract", "2", expect_digest=digest)
+    assert outcome.applied == ["c0002_user_display_name"]
+    [checked] = [r for r in caplog.records if r.getMessage() == "the SQL is the approved plan"]
+    assert checked.digest == digest  # type: ignore[attr-defined]
+
+
+def test_another_digest_is_refused_before_anything_is_applied(database_url: str) -> None:
+    make_runner(database_url).run("expand", "2")
+    digest = approved_digest(database_url, "contract", "2")
+    before = applied_now(database_url)
+    rows = log_rows(database_url)
+    with pytest.raises(PlanMismatch) as refused:
+        make_runner(database_url).run("contract", "2", expect_digest=OTHER_DIGEST)
+    assert str(refused.value) == (
+        f"the contract of release 2 would run SQL {digest[:19]}, not the approved plan {OTHER_DIGEST[:19]}: the "
+        "image or the database changed since the plan was reviewed. Nothing was applied; make a new plan and approve "
+        "that one")
+    assert refused.value.exit_code == runner.EXIT_PRECONDITION
+    assert applied_now(database_url) == before and log_rows(database_url) == rows
+    assert lock_is_free(database_url)
+
+
+def test_a_plan_made_before_the_database_moved_is_refused(database_url: str) -> None:
+    """Approved with release 3's contract planned from release 3's expand; someone then contracts release 2 by hand:
+    release 3's contract would run less SQL than approved. The plan from where the database is now runs."""
+    make_runner(database_url).run("expand", "3")
+    stale = approved_digest(database_url, "contract", "3")
+    make_runner(database_url).run("contract", "2")
+    before = applied_now(database_url)
+    with pytest.raises(PlanMismatch, match="not the approved plan"):
+        make_runner(database_url).run("contract", "3", expect_digest=stale)
+    assert applied_now(database_url) == before
+    fresh = approved_digest(database_url, "contract", "3")
+    assert fresh != stale
+    assert make_runner(database_url).run("contract", "3", expect_digest=fresh).after.contract \
+        == MANIFEST.release("3").contract
+
+
+def test_a_digest_is_checked_only_when_the_step_would_apply_something(database_url: str) -> None:
+    """Nothing left to run runs no SQL, approved or not: a repeated contract Job with any digest is a no-op; and a
+    step run without a digest is not checked at all."""
+    make_runner(database_url).run("expand", "2")
+    assert make_runner(database_url).run("contract", "2").applied == ["c0002_user_display_name"]
+    again = make_runner(database_url).run("contract", "2", expect_digest=OTHER_DIGEST)
+    assert again.applied == [] and again.before == again.after

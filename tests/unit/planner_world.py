@@ -141,12 +141,17 @@ class World:
 
     # -- what controllers and pods would do -----------------------------------------------------------------------
     def active_job(self, step: str | None = None) -> JobObs:
-        active = [j for j in self.jobs.values() if j.state == JOB_ACTIVE and (step is None or j.step == step)]
+        """The one running Job (of `step`) that is not being deleted."""
+        active = [j for j in self.jobs.values()
+                  if j.state == JOB_ACTIVE and not j.deleting and (step is None or j.step == step)]
         assert len(active) == 1, f"expected one active {step} job, found {active}"
         return active[0]
 
-    def finish_job(self, step: str, ok: bool = True, exit_code: int = 0, message: str = "") -> JobObs:
-        job = self.active_job(step)
+    def finish_job(self, step: str, ok: bool = True, exit_code: int = 0, message: str = "",
+                   name: str | None = None) -> JobObs:
+        """The running Job of `step` (or the one named `name`, e.g. one being deleted) ends."""
+        job = self.jobs[name] if name is not None else self.active_job(step)
+        assert job.state == JOB_ACTIVE, job
         ts = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         done = dataclasses.replace(job, state=JOB_SUCCEEDED if ok else JOB_FAILED, finished_at=ts,
                                    reason=None if ok else "BackoffLimitExceeded",
@@ -206,8 +211,22 @@ class World:
         self.pods = [dataclasses.replace(p, deleting=True) if p.job_name and self.jobs[p.job_name].deleting else p
                      for p in self.pods]
 
+    def delete_job(self, name: str, propagation: str = "Foreground") -> None:
+        """Someone deletes a Job (`kubectl delete job`). Foreground: the Job stays visible, deletionTimestamp set and
+        still active, while the garbage collector deletes its pods first (`ttl_gone` ends that). Background: the Job
+        is gone at once and its pods are being deleted. Orphan: the Job is gone, its pods run on, owned by nobody."""
+        job = self.jobs[name]
+        if propagation == "Foreground":
+            self.jobs[name] = dataclasses.replace(job, deleting=True)
+        else:
+            del self.jobs[name]
+        self.pods = [p if p.job_name != name else
+                     dataclasses.replace(p, owner_uid=None) if propagation == "Orphan" else
+                     dataclasses.replace(p, deleting=True) for p in self.pods]
+
     def ttl_gone(self) -> None:
-        """Jobs being deleted, and their pods, are gone (whether or not a status write recorded their result)."""
+        """Jobs being deleted, and their pods, are gone (whether or not a status write recorded their result): the
+        TTL controller's deletions and any other foreground one."""
         gone = {name for name, job in self.jobs.items() if job.deleting}
         self.jobs = {name: job for name, job in self.jobs.items() if name not in gone}
         self.pods = [p for p in self.pods if p.job_name not in gone]

@@ -162,10 +162,14 @@ def test_a_stopped_container_ends_its_commands(tmp_path: Path) -> None:
     alive = threading.Event()
     alive.set()
     req = ExecRequest("ns", "p", "c", ("sleep", "60"), stdout=True)
-    session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, set(), alive),  # type: ignore[arg-type]
+    tracked: set[int] = set()
+    session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, tracked, alive),  # type: ignore[arg-type]
                                                   threading.Event()).run)
     session.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not tracked:  # the command runs (its process group handed to the agent): then the container stops
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
     alive.clear()
     session.join(timeout=10)
     assert json.loads(client.output(1))["details"]["causes"][0]["message"] == "137"

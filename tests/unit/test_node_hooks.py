@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -82,10 +81,9 @@ def test_hook_run_records_errors_and_a_sleep_ends_when_the_container_exits() -> 
 
     run = hooks.HookRun("PreStop").start(fail)
     assert run.done.wait(5) and run.error == "OSError: exit code 3"
-    started = time.monotonic()
     run = hooks.HookRun("PreStop").start(lambda r: r.sleep(30))
     run.kill()
-    assert run.done.wait(5) and time.monotonic() - started < 5
+    assert run.done.wait(5), "the 30 s sleep did not end with the container"
     assert "terminated before sleep hook finished" in run.error
     run = hooks.HookRun("PreStop").start(lambda r: r.sleep(0.1))
     assert run.done.wait(5) and run.error == ""

@@ -20,6 +20,21 @@ def _run(tmp_path: Path, argv: list[str]) -> tuple[ShimProcess, Path]:
     return proc, log
 
 
+def _commands(pgid: int) -> list[str]:
+    """The command names (/proc comm) of the live members of a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(name)
+    return found
+
+
 def _wait_exited(proc: ShimProcess, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not proc.exited():
@@ -46,7 +61,9 @@ def test_sigterm_to_the_group_reaches_the_command_and_the_shim_records_it(tmp_pa
         assert time.monotonic() < deadline
         time.sleep(0.02)
     background = int((tmp_path / "bg").read_text())
-    time.sleep(0.2)
+    while sorted(_commands(proc.pid)).count("sleep") < 2:  # both sleeps run: the shell waits on the second
+        assert time.monotonic() < deadline, _commands(proc.pid)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGTERM)
     _wait_exited(proc)
     ended = proc.finish()

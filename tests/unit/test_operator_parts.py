@@ -289,6 +289,25 @@ def test_a_timeline_lookup_of_an_event_never_seen_fails_instead_of_returning_inf
         timeline.first("Pod", "ADDED", old_pod)
 
 
+def test_the_last_deletion_is_known_only_once_every_pod_it_is_about_was_seen_deleted():
+    """`last(DELETED)` of old pods is when the last of them went: an old pod seen but never seen deleted (a missed
+    event, or one still terminating) fails the lookup instead of leaving an earlier deletion as the last."""
+    timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
+    old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
+    v1 = {names.LABEL_VERSION: "1"}
+    timeline.entries += [(0.0, "ADDED", "Pod", "api-0", v1, {}), (0.0, "ADDED", "Pod", "api-1", v1, {}),
+                         (0.5, "ADDED", "Pod", "api-2", {names.LABEL_VERSION: "2"}, {}),
+                         (1.0, "MODIFIED", "Pod", "api-0", v1, {}), (2.0, "DELETED", "Pod", "api-0", v1, {})]
+    with pytest.raises(AssertionError, match="the watch saw no DELETED event of Pod api-1 "):
+        timeline.last("Pod", "DELETED", old_pod)
+    assert timeline.last("Pod", "MODIFIED", old_pod) == 1.0  # other events: the last one seen
+    timeline.entries.append((3.0, "DELETED", "Pod", "api-1", v1, {}))
+    assert timeline.last("Pod", "DELETED", old_pod) == 3.0
+    timeline.entries.append((4.0, "ADDED", "Pod", "api-1", v1, {}))  # a pod of that name again: not gone
+    with pytest.raises(AssertionError, match="no DELETED event of Pod api-1 "):
+        timeline.last("Pod", "DELETED", old_pod)
+
+
 # --- Pod Security `restricted` defaults (issue 14, item 2) --------------------------------------------------------
 def _pod(body: dict) -> dict:
     return body["spec"]["template"]["spec"]

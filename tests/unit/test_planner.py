@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from divbase_operator import names
-from divbase_operator.observed import JOB_FAILED, PodObs
+from divbase_operator.observed import JOB_ACTIVE, JOB_FAILED, ForeignChild, PodObs
 from divbase_operator.planner import ApplyConfigMap, ApplyDeployment, CreateJob, DeleteDeployment, EmitEvent
 from planner_world import World, base_spec, workload
 
@@ -686,6 +686,52 @@ def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: 
     assert not actions_of(world.reconcile(), CreateJob)
 
 
+@pytest.mark.parametrize("propagation", ["Foreground", "Background", "Orphan"])
+def test_a_running_job_deleted_by_hand_is_created_again_under_its_name(propagation: str):
+    """docs/operator.md, "Job deleted": a migration Job deleted while it runs is created again under the same name,
+    however it was deleted. Deleted in the foreground it stays visible, still active, with a deletionTimestamp, until
+    its pods are gone: it counts as gone all the same (its pods are being killed), so it is asked for again at once
+    (AlreadyExists until it is gone) and created as soon as it is."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    [first] = actions_of(world.reconcile(), CreateJob)
+    name = first.body["metadata"]["name"]
+    world.delete_job(name, propagation)
+    [again] = actions_of(world.reconcile(), CreateJob)
+    assert again.body["metadata"]["name"] == name
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Running"
+    assert world.status["activeJob"] == name
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_JOB_RUNNING
+    world.ttl_gone()
+    if propagation == "Foreground":  # refused as AlreadyExists while the old one was there: now it is created
+        assert name not in world.jobs
+        [created] = actions_of(world.reconcile(), CreateJob)
+        assert created.body["metadata"]["name"] == name
+    assert world.jobs[name].state == JOB_ACTIVE and not world.jobs[name].deleting
+    world.finish_job("expand")
+    world.reconcile()
+    assert world.status["rollout"]["steps"]["expand"]["phase"] == "Succeeded"
+
+
+@pytest.mark.parametrize("propagation", ["Foreground", "Background", "Orphan"])
+def test_a_job_deleted_while_it_runs_holds_no_new_release_back(propagation: str):
+    """One Job at a time counts the Jobs that run, not one being deleted: a new spec.version starts its rollout at
+    once, however the old Job was deleted (an old pod still running serialises with the new Job on the runner's
+    advisory lock), where a running Job makes it wait
+    (test_spec_change_during_expand_finishes_running_job_then_converges)."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    [first] = actions_of(world.reconcile(), CreateJob)
+    world.delete_job(first.body["metadata"]["name"], propagation)
+    world.set_spec(version="3")
+    [expand] = actions_of(world.reconcile(), CreateJob)
+    assert expand.body["metadata"]["labels"][names.LABEL_STEP] == names.STEP_EXPAND
+    assert expand.body["metadata"]["labels"][names.LABEL_VERSION] == "3"
+    assert world.status["rollout"]["toVersion"] == "3"
+    assert world.status["history"][0]["toVersion"] == "2" and world.status["history"][0]["result"] == "Superseded"
+    assert world.condition(names.COND_READY)["reason"] == names.REASON_JOB_RUNNING
+
+
 def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails():
     """The token is new when the failure is first seen: the same reconcile records the failure and starts the
     retry Job (no Stalled in between), once."""
@@ -817,6 +863,38 @@ def test_a_deployment_deleted_while_expand_runs_comes_back_at_the_running_releas
     [apply] = actions_of(decision, ApplyDeployment)
     assert apply.body["metadata"]["name"] == "db-worker"
     assert apply.body["metadata"]["labels"][names.LABEL_VERSION] == "1"
+
+
+def test_a_deployment_deleted_while_expand_runs_is_not_applied_over_a_namesake():
+    """The deleted Deployment's name is held by an object of someone else's by then (outside the watch: the
+    reconciler finds it by name, name_conflicts): nothing is applied over it, and the conflict is named."""
+    world = ready_world("1")
+    world.set_spec(version="2")
+    world.reconcile()
+    del world.deployments["db-worker"]
+    world.name_conflicts.append(ForeignChild("Deployment", "db-worker", "has no owner"))
+    decision = world.reconcile()
+    assert not actions_of(decision, ApplyDeployment)
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_NAME_CONFLICT
+    assert "Deployment db-worker has no owner" in world.condition(names.COND_STALLED)["message"]
+
+
+def test_the_rollout_succeeded_event_names_where_it_came_from():
+    """`release V rolled out (from <origin>)`: the release it replaced, or `empty` for a first install (a database
+    that was migrated already says which release it found there: test_adoption.py)."""
+    world = World(spec=base_spec("1"))
+    world.install("1")
+    succeeded = [e.message for d in world.log for e in events(d, names.EVENT_ROLLOUT_SUCCEEDED)]
+    assert succeeded == ["release 1 rolled out (from empty)"]
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+    world.reconcile()
+    world.finish_job("contract")
+    [event] = events(world.reconcile(), names.EVENT_ROLLOUT_SUCCEEDED)
+    assert event.message == "release 2 rolled out (from 1)"
 
 
 def test_the_phase_stays_while_a_new_version_waits_for_the_running_job():

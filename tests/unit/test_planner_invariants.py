@@ -58,13 +58,18 @@ def _check(world: World, decision: Decision, before: Before) -> None:
     applies = [a for a in decision.actions if isinstance(a, ApplyDeployment)]
     deletes = [a for a in decision.actions if isinstance(a, DeleteDeployment)]
     status = decision.status
-    # one migration at a time, and never beside another running Job of ours (plan Jobs included)
+    # one migration at a time, and never beside another running Job of ours (plan Jobs included); a Job deleted
+    # while it runs is gone as soon as its deletion is seen (docs/operator.md: created again under its name, its
+    # old pod serialised on the advisory lock), so only a running Job not being deleted holds a Job back, and only
+    # such a one may be asked for again while it is still there (AlreadyExists)
     assert len(creates) <= 1
     for create in creates:
         name = create.body["metadata"]["name"]
-        others = [j for j in before.jobs.values() if j.state == JOB_ACTIVE and j.name != name]
+        others = [j for j in before.jobs.values() if j.state == JOB_ACTIVE and not j.deleting and j.name != name]
         assert not others, f"created {name} while {others} runs"
-        assert name not in before.jobs, f"created {name} again while it is there ({before.jobs[name]})"
+        there = before.jobs.get(name)
+        assert there is None or (there.deleting and there.state == JOB_ACTIVE), \
+            f"created {name} again while it is there ({there})"
     # a step that failed runs again only for a retry token not used before; a finished step never does
     old = before.status.get("rollout")
     if old and (status.get("rollout") or {}).get("startedAt") == old.get("startedAt"):
@@ -105,12 +110,13 @@ def _check(world: World, decision: Decision, before: Before) -> None:
 
 
 def _finish_some_job(world: World, rng: random.Random) -> None:
-    job = next(j for j in world.jobs.values() if j.state == JOB_ACTIVE)
+    """A running Job ends, also one being deleted in the foreground (its pod ended before it was killed)."""
+    job = rng.choice([j for j in world.jobs.values() if j.state == JOB_ACTIVE])
     ok = rng.random() < 0.8
-    if job.step == names.STEP_PLAN and ok:
+    if job.step == names.STEP_PLAN and ok and not job.deleting:
         done = world.finish_plan()
     else:
-        done = world.finish_job(job.step, ok=ok, exit_code=rng.choice([1, 3, 4]), message="boom")
+        done = world.finish_job(job.step, ok=ok, exit_code=rng.choice([1, 3, 4]), message="boom", name=job.name)
     if rng.random() < 0.3:  # the Job's condition seen before its pod's terminated status (separate watches)
         world.pods = [dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None,
                                           finished_at=None) if p.job_name == done.name else p for p in world.pods]
@@ -137,8 +143,10 @@ def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
         world.expire_deadline()
     elif roll < 0.58:  # finished Jobs reach their TTL: first deleted in the foreground, then gone
         world.ttl_expire()
-    elif roll < 0.6:
+    elif roll < 0.6:  # Jobs being deleted (by their TTL or by hand) are gone with their pods
         world.ttl_gone()
+    elif active and roll < 0.62:  # someone deletes a running Job in the foreground: still active while it goes
+        world.delete_job(rng.choice(active).name)
     elif roll < 0.66:
         current = ladder.index(world.spec["version"])
         world.set_spec(version=ladder[max(0, min(len(ladder) - 2, current + rng.choice([1, 1, 2, -1])))])
@@ -183,11 +191,12 @@ def test_random_walk_converges_once_the_world_behaves(seed: int, ladder: str) ->
     world.annotations[names.ANNOTATION_RETRY] = "final"
     for _ in range(30):
         world.reconcile()
+        world.ttl_gone()
         for job in [j for j in world.jobs.values() if j.state == JOB_ACTIVE]:
             if job.step == names.STEP_PLAN:
                 world.finish_plan()
             else:
-                world.finish_job(job.step)
+                world.finish_job(job.step, name=job.name)
         world.complete_rollouts()
         world.now += timedelta(seconds=60)
         if world.status.get("phase") == names.PHASE_READY:
