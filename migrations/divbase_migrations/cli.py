@@ -157,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
         release_arg(sp)
         sp.add_argument("--lock-timeout", type=duration_ms, default=5_000, help="per statement (default 5s)")
         sp.add_argument("--statement-timeout", type=duration_ms, default=0, help="per statement (default: none)")
-        sp.add_argument("--lock-retries", type=int, default=8, help="retries of a revision after a lock timeout")
+        sp.add_argument("--lock-retries", type=int, default=8,
+                        help="retries of a revision after a lock timeout or a deadlock")
         sp.add_argument("--wait-timeout", type=duration_ms, default=600_000,
                         help="how long to wait for another runner (default 10m)")
         if step == CONTRACT:

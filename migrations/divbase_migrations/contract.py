@@ -74,7 +74,8 @@ EXIT_MEANINGS: Final = {
     EXIT_USAGE: "bad input: unknown release (a version that is no release), bad option, bad database settings, "
                 "corrupt manifest, an alembic_version revision neither in the revisions nor in the baseline's history",
     EXIT_UNAVAILABLE: "the database is unreachable, refused the credentials, or dropped the connection",
-    EXIT_TIMEOUT: "timed out: a lock not granted after every retry, another runner's lock, or statement_timeout",
+    EXIT_TIMEOUT: "timed out: a lock not granted (or a deadlock) after every retry, another runner's lock, or "
+                  "statement_timeout",
     EXIT_PRECONDITION: "the database cannot take this step or serve this release: contract before expand, a "
                        "downgrade past a contract, a schema drifted from the baseline, a revision older than the "
                        "baseline, SQL other than --expect-digest's; `check` exits with this when the release "

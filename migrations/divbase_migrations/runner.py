@@ -4,7 +4,8 @@
   the one that waited re-reads the schema and usually finds nothing left to do.
 - Every revision runs in its own transaction, on its own connection, with `lock_timeout` set: a revision blocked
   by a long lock is rolled back and retried with backoff, up to a bound, instead of queueing every other query
-  behind its ACCESS EXCLUSIVE request.
+  behind its ACCESS EXCLUSIVE request. A revision PostgreSQL picks as a deadlock's victim (the application took
+  the same locks in the other order) was rolled back whole too, and is retried the same way.
 - Alembic records each applied revision in `alembic_version`; we also append it, in the same transaction, to
   `divbase_migration_log` (which release and step applied it, attempts, duration), so "applied exactly once" can
   be checked afterwards."""
@@ -100,6 +101,11 @@ class LockTimeout(StepError):
     exit_code = EXIT_TIMEOUT
 
 
+class Deadlock(LockTimeout):
+    """PostgreSQL chose this revision's transaction as a deadlock's victim (its locks and the application's,
+    taken in opposite orders): it was rolled back whole, so it is retried like a lock timeout."""
+
+
 class StatementTimeout(StepError):
     exit_code = EXIT_TIMEOUT
 
@@ -155,6 +161,8 @@ def classify(exc: BaseException) -> StepError:
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(orig, psycopg.errors.LockNotAvailable):
         return LockTimeout("a lock was not granted within lock_timeout")
+    if isinstance(orig, psycopg.errors.DeadlockDetected):
+        return Deadlock("deadlocked with another session and was rolled back")
     if isinstance(orig, psycopg.errors.QueryCanceled):
         return StatementTimeout("a statement ran longer than statement_timeout and was cancelled")
     sqlstate = getattr(orig, "sqlstate", None)
@@ -363,7 +371,8 @@ class Runner:
         return retries
 
     def _apply(self, revision: str, step: str, release: Release) -> int:
-        """Apply one revision, retrying lock timeouts with capped exponential backoff; returns the retries used."""
+        """Apply one revision, retrying lock timeouts and deadlocks with capped exponential backoff; returns the
+        retries used."""
         def upgrade(attempt: int, started: float) -> None:
             with self.engine.connect() as conn:
                 cfg = alembic_config(connection=conn, on_version_apply=self._recorder(step, release, attempt, started))
@@ -372,8 +381,9 @@ class Runner:
         return self._retrying(f"revision {revision}", upgrade, {"revision": revision})
 
     def _retrying(self, what: str, attempt_once: Callable[[int, float], None], context: dict[str, Any]) -> int:
-        """Run `attempt_once(attempt, started)`, retrying a lock timeout with capped, jittered exponential backoff
-        up to the bound; any other failure, or the last timeout, is raised naming `what`. Returns retries used."""
+        """Run `attempt_once(attempt, started)`, retrying a lock timeout or a deadlock with capped, jittered
+        exponential backoff up to the bound; any other failure, or the last timeout, is raised naming `what`.
+        Returns retries used."""
         attempt = 0
         while True:
             attempt += 1
@@ -386,7 +396,9 @@ class Runner:
             except DBAPIError as exc:
                 error = classify(exc)
                 if not isinstance(error, LockTimeout) or attempt > self.settings.lock_retries:
-                    if isinstance(error, LockTimeout):
+                    if isinstance(error, Deadlock):
+                        error = Deadlock(f"{what}: deadlocked with another session, {attempt} attempts")
+                    elif isinstance(error, LockTimeout):
                         error = LockTimeout(f"{what}: a lock was not granted within "
                                             f"{self.settings.lock_timeout_ms} ms, {attempt} attempts")
                     else:
@@ -394,7 +406,8 @@ class Runner:
                     raise error from None
                 delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
-                log.warning("lock timeout; rolled back, will retry", extra={
+                log.warning("deadlock; rolled back, will retry" if isinstance(error, Deadlock)
+                            else "lock timeout; rolled back, will retry", extra={
                     **context, "attempt": attempt, "retry_in_s": round(delay, 2),
                     "lock_timeout_ms": self.settings.lock_timeout_ms})
                 self.sleep(delay)

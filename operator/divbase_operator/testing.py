@@ -266,12 +266,18 @@ class Kube:
 @dataclass
 class Timeline:
     """Watches pods, Jobs (and Deployments, if asked) of one namespace in threads and keeps
-    (monotonic time, event, kind, name, labels, status) for every event."""
+    (resourceVersion, event, kind, name, labels, status) for every event.
+
+    Events are ordered by the resourceVersion each one carries, not by when a watch thread received it: every
+    stream is delayed on its own (a busy machine delivered a Job's completion after the pod the operator created
+    because of it). One etcd serves the local control plane, so the resourceVersions of all kinds are its single
+    revision counter, in write order. (Kubernetes calls them opaque to clients in general; this is a test of our
+    own cluster, whose store we know.)"""
 
     api_client: client.ApiClient
     namespace: str
     kinds: tuple[str, ...] = ("Pod", "Job")
-    entries: list[tuple[float, str, str, str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    entries: list[tuple[int, str, str, str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -296,7 +302,7 @@ class Timeline:
                     obj = event["object"]
                     resource_version = obj.metadata.resource_version
                     status = obj.status.to_dict() if obj.status else {}
-                    self.entries.append((time.monotonic(), event["type"], kind, obj.metadata.name,
+                    self.entries.append((int(resource_version), event["type"], kind, obj.metadata.name,
                                          dict(obj.metadata.labels or {}), status))
                     if self._stop.is_set():
                         break
@@ -313,17 +319,17 @@ class Timeline:
         for thread in self._threads:
             thread.join(timeout=10)
 
-    def times(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
-        """When each matching event was seen, oldest first; empty when none was."""
+    def times(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[int]:
+        """When each matching event was written (its resourceVersion), oldest first; empty when none was seen."""
         return sorted(t for t, e, k, n, labels, status in list(self.entries)
                       if k == kind and e == event and where(n, labels, status))
 
-    def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
+    def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> int:
         """When the first matching event was seen. Never seen fails the test (AssertionError) instead of returning
         an infinity that would make any ordering built on it hold."""
         return self._seen(kind, event, where)[0]
 
-    def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> float:
+    def last(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> int:
         """When the last matching event was seen; never seen fails the test, as for `first`. For DELETED it is when
         the last of the matching objects went: each one the watch saw (listed, added or changed) must have been
         seen deleted last, or the test fails naming the ones that were not (a deletion missed or still to come
@@ -340,7 +346,7 @@ class Timeline:
                                      f"lookup, seen before), so the last deletion is not known:\n{self.dump()}")
         return times[-1]
 
-    def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[float]:
+    def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[int]:
         times = self.times(kind, event, where)
         if not times:
             raise AssertionError(f"the watch saw no {event} event of a {kind} matching the lookup "
@@ -348,5 +354,5 @@ class Timeline:
         return times
 
     def dump(self) -> str:
-        return "\n".join(json.dumps([round(t, 3), e, k, n, labels.get(names.LABEL_VERSION)])
-                         for t, e, k, n, labels, _ in self.entries)
+        return "\n".join(json.dumps([rv, e, k, n, labels.get(names.LABEL_VERSION)])
+                         for rv, e, k, n, labels, _ in sorted(list(self.entries), key=lambda entry: entry[0]))

@@ -8,17 +8,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from divbase_data import assert_unchanged, state
 from divbase_migrations import revisions, runner
 from divbase_migrations.compat import read_applied
-from divbase_migrations.contract import plan_digest
+from divbase_migrations.contract import EXIT_TIMEOUT, plan_digest
 from divbase_migrations.plan import plan_sql
 from divbase_migrations.releases import Applied, BehindBaseline
 from divbase_migrations.runner import (
     ADVISORY_LOCK_KEY,
+    Deadlock,
     LockTimeout,
     MigrationFailed,
     PlanMismatch,
@@ -35,6 +38,7 @@ from sqlalchemy.engine import make_url
 MANIFEST = revisions.load()
 REVISION_3 = "e0003_skip_reason"  # the first of release 3's expand revisions: a backfill of skipped_vcf_files
 FAST = Settings(lock_timeout_ms=100, lock_retries=3, backoff_base_s=1.0, backoff_cap_s=3.0, wait_timeout_ms=60_000)
+PATIENT = dataclasses.replace(FAST, lock_timeout_ms=30_000)  # lock waits outlast PostgreSQL's deadlock check (1 s)
 
 
 class Waits:
@@ -165,6 +169,64 @@ def test_a_blocked_revision_fails_after_its_retries_and_applies_nothing(database
     holder.rollback()
     assert REVISION_3 not in [r[0] for r in log_rows(database_url)]
     assert make_runner(database_url).run("expand", "1").after.expand == MANIFEST.release("2").expand
+    assert lock_is_free(database_url)
+
+
+class DeadlockOnce:
+    """Another session that deadlocks with the runner's first attempt at release 3's contract (c0003_skip_reason,
+    one transaction: ALTER TABLE skipped_vcf_files, then alembic_version's row): it holds alembic_version, waits
+    until the runner, holding skipped_vcf_files, queues behind it, then asks for skipped_vcf_files itself. Its
+    deadlock_timeout is long, so the runner's own check (1 s) finds the cycle: the runner is the victim."""
+
+    def __init__(self, url: str, holder: Connection) -> None:
+        self.url, self.holder = url, holder
+        holder.execute(text("SET deadlock_timeout = '60s'"))
+        holder.execute(text("LOCK TABLE alembic_version IN EXCLUSIVE MODE"))
+        self.thread = threading.Thread(target=self._close_the_cycle)
+        self.thread.start()
+
+    def _close_the_cycle(self) -> None:
+        with engine(self.url).connect() as watcher:
+            for _ in range(1200):  # at most a minute
+                if watcher.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                                        "AND relation = 'alembic_version'::regclass")).scalar_one():
+                    break
+                watcher.rollback()
+                time.sleep(0.05)
+        self.holder.execute(text("LOCK TABLE skipped_vcf_files IN ACCESS EXCLUSIVE MODE"))  # the cycle
+
+    def release(self) -> None:
+        """Called once the runner was rolled back: our second lock was granted then; give both back."""
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+        self.holder.rollback()
+
+
+def test_a_revision_chosen_as_a_deadlock_victim_is_retried(database_url: str, holder: Connection,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    make_runner(database_url).run("expand", "3")
+    make_runner(database_url).run("contract", "2")  # release 3's contract is then c0003_skip_reason alone
+    other = DeadlockOnce(database_url, holder)
+    waits = Waits({1: other.release})
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        outcome = make_runner(database_url, PATIENT, waits).run("contract", "3")
+    assert outcome.retries == 1 and outcome.applied == ["c0003_skip_reason"]
+    assert ("c0003_skip_reason", "3", "contract", 2) in log_rows(database_url)
+    [said] = [r for r in caplog.records if r.getMessage() == "deadlock; rolled back, will retry"]
+    assert said.revision == "c0003_skip_reason" and said.attempt == 1
+    assert lock_is_free(database_url)
+
+
+def test_a_deadlock_on_the_last_attempt_fails_the_step_naming_it(database_url: str, holder: Connection) -> None:
+    make_runner(database_url).run("expand", "3")
+    make_runner(database_url).run("contract", "2")  # release 3's contract is then c0003_skip_reason alone
+    other = DeadlockOnce(database_url, holder)
+    with pytest.raises(Deadlock) as failure:
+        make_runner(database_url, dataclasses.replace(PATIENT, lock_retries=0)).run("contract", "3")
+    other.release()
+    assert str(failure.value) == "revision c0003_skip_reason: deadlocked with another session, 1 attempts"
+    assert failure.value.exit_code == EXIT_TIMEOUT
+    assert "c0003_skip_reason" not in [r[0] for r in log_rows(database_url)]
     assert lock_is_free(database_url)
 
 

@@ -277,11 +277,11 @@ def test_a_rejected_object_stalls_with_the_apiservers_message_and_one_event() ->
 
 def test_a_timeline_lookup_of_an_event_never_seen_fails_instead_of_returning_infinity():
     timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
-    timeline.entries += [(2.0, "DELETED", "Pod", "api-1", {names.LABEL_VERSION: "1"}, {}),
-                         (1.0, "DELETED", "Pod", "api-0", {names.LABEL_VERSION: "1"}, {}),
-                         (3.0, "ADDED", "Job", "db-contract-x", {}, {})]
+    timeline.entries += [(30, "DELETED", "Pod", "api-1", {names.LABEL_VERSION: "1"}, {}),
+                         (20, "DELETED", "Pod", "api-0", {names.LABEL_VERSION: "1"}, {}),
+                         (40, "ADDED", "Job", "db-contract-x", {}, {})]
     old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
-    assert (timeline.first("Pod", "DELETED", old_pod), timeline.last("Pod", "DELETED", old_pod)) == (1.0, 2.0)
+    assert (timeline.first("Pod", "DELETED", old_pod), timeline.last("Pod", "DELETED", old_pod)) == (20, 30)
     assert timeline.times("Pod", "ADDED", old_pod) == []
     with pytest.raises(AssertionError, match="the watch saw no DELETED event of a Job"):
         timeline.last("Job", "DELETED", lambda n, labels, s: True)
@@ -295,15 +295,15 @@ def test_the_last_deletion_is_known_only_once_every_pod_it_is_about_was_seen_del
     timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
     old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
     v1 = {names.LABEL_VERSION: "1"}
-    timeline.entries += [(0.0, "ADDED", "Pod", "api-0", v1, {}), (0.0, "ADDED", "Pod", "api-1", v1, {}),
-                         (0.5, "ADDED", "Pod", "api-2", {names.LABEL_VERSION: "2"}, {}),
-                         (1.0, "MODIFIED", "Pod", "api-0", v1, {}), (2.0, "DELETED", "Pod", "api-0", v1, {})]
+    timeline.entries += [(10, "ADDED", "Pod", "api-0", v1, {}), (10, "ADDED", "Pod", "api-1", v1, {}),
+                         (15, "ADDED", "Pod", "api-2", {names.LABEL_VERSION: "2"}, {}),
+                         (20, "MODIFIED", "Pod", "api-0", v1, {}), (30, "DELETED", "Pod", "api-0", v1, {})]
     with pytest.raises(AssertionError, match="the watch saw no DELETED event of Pod api-1 "):
         timeline.last("Pod", "DELETED", old_pod)
-    assert timeline.last("Pod", "MODIFIED", old_pod) == 1.0  # other events: the last one seen
-    timeline.entries.append((3.0, "DELETED", "Pod", "api-1", v1, {}))
-    assert timeline.last("Pod", "DELETED", old_pod) == 3.0
-    timeline.entries.append((4.0, "ADDED", "Pod", "api-1", v1, {}))  # a pod of that name again: not gone
+    assert timeline.last("Pod", "MODIFIED", old_pod) == 20  # other events: the last one seen
+    timeline.entries.append((40, "DELETED", "Pod", "api-1", v1, {}))
+    assert timeline.last("Pod", "DELETED", old_pod) == 40
+    timeline.entries.append((50, "ADDED", "Pod", "api-1", v1, {}))  # a pod of that name again: not gone
     with pytest.raises(AssertionError, match="no DELETED event of Pod api-1 "):
         timeline.last("Pod", "DELETED", old_pod)
 

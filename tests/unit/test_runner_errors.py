@@ -9,6 +9,7 @@ import pytest
 from divbase_migrations.contract import EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNAVAILABLE
 from divbase_migrations.runner import (
     DatabaseUnavailable,
+    Deadlock,
     LockTimeout,
     MigrationFailed,
     StatementTimeout,
@@ -28,6 +29,9 @@ def with_sqlstate(base: type[psycopg.Error], sqlstate: str | None) -> type[psyco
 @pytest.mark.parametrize(("error", "kind", "code", "message"), [
     (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), LockTimeout, EXIT_TIMEOUT,
      "a lock was not granted within lock_timeout"),
+    (psycopg.errors.DeadlockDetected("deadlock detected\nDETAIL:  Process 7 waits for ShareLock on transaction 9; "
+                                     'blocked by process 8.\nProcess 8: INSERT INTO "user" ...'), Deadlock,
+     EXIT_TIMEOUT, "deadlocked with another session and was rolled back"),
     (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), StatementTimeout, EXIT_TIMEOUT,
      "a statement ran longer than statement_timeout and was cancelled"),
     (psycopg.OperationalError("connection refused\n\tIs the server running?"), DatabaseUnavailable, EXIT_UNAVAILABLE,
