@@ -144,13 +144,17 @@ def test_a_runner_gives_up_on_the_migration_lock_at_its_bound(database_url: str,
 
 
 def test_a_blocked_revision_is_retried_with_capped_backoff(database_url: str, holder: Connection,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     make_runner(database_url).run("expand", "2")  # past the baseline: the revision itself meets the lock
     monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the jitter's upper bound
     holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
     waits = Waits({2: holder.rollback})  # our lock goes away during the runner's second backoff
-    outcome = make_runner(database_url, waits=waits).run("expand", "3")
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        outcome = make_runner(database_url, waits=waits).run("expand", "3")
     assert waits.delays == [1.0, 2.0]  # doubling from 1 s
+    said = [(r.getMessage(), r.attempt) for r in caplog.records if "will retry" in r.getMessage()]
+    assert said == [("lock timeout; rolled back, will retry", 1), ("lock timeout; rolled back, will retry", 2)]
     assert outcome.retries == 2 and outcome.applied == [REVISION_3, "e0004_task_history_user_index"]
     assert (REVISION_3, "3", "expand", 3) in log_rows(database_url)
     assert lock_is_free(database_url)
