@@ -193,8 +193,9 @@ def with_restricted_defaults(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str,
                      restricted: bool = True) -> dict[str, Any]:
-    """The workload's Deployment at `version`: containers without an image get the workload's image (or
-    spec.image) at the release, so every DivBase container moves only when the rollout moves it. `restricted`:
+    """The workload's Deployment at `version`: containers and init containers without an image get the workload's
+    image (or spec.image) at the release, so every DivBase container moves only when the rollout moves it (an init
+    container that waits for the database or warms a cache runs the release it starts). `restricted`:
     the template gets Pod Security `restricted`'s defaults where it sets nothing (off only when the operator
     allows privileged workloads, whose templates are then taken as written)."""
     template = copy.deepcopy(workload.template)
@@ -206,7 +207,8 @@ def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, versi
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
     if restricted:
         pod_template["spec"] = with_restricted_defaults(pod_template.get("spec") or {})
-    for container in (pod_template.get("spec") or {}).get("containers") or []:
+    pod_spec = pod_template.get("spec") or {}
+    for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
         if isinstance(container, dict) and not container.get("image"):
             container["image"] = spec.workload_image(workload, version)
     template["selector"] = {"matchLabels": selector}

@@ -104,7 +104,8 @@ def spec_schema() -> dict[str, Any]:
                                 "properties": {"containers": {
                                     "type": "array", "minItems": 1,
                                     "description": "Containers; an empty `image` gets the release image (the "
-                                                   "workload's `image`, else spec.image, tagged spec.version).",
+                                                   "workload's `image`, else spec.image, tagged spec.version), "
+                                                   "as it does in initContainers.",
                                     "items": _free("A container."),
                                 }},
                             },

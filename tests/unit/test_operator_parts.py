@@ -120,6 +120,20 @@ def test_each_workload_may_have_its_own_image_tagged_with_the_version_as_written
     assert container["image"] == f"{DIVBASE}-fastapi:v0.1.0a9"
 
 
+def test_init_containers_without_an_image_run_the_release_too():
+    """A worker that waits for its broker in an init container of DivBase's image moves with the release; one with
+    its own image keeps it."""
+    template = workload("worker")["template"]
+    template["template"]["spec"]["initContainers"] = [{"name": "wait-for-broker", "command": ["divbase-wait"]},
+                                                      {"name": "fetch", "image": "busybox:1.36"}]
+    spec = spec_of(workloads=[{"name": "worker", "image": f"{DIVBASE}-worker", "template": template}])
+    for version in ("v0.1.0a9", "v0.1.0a10"):
+        pod = build_deployment(OWNER, spec, spec.workloads[0], version)["spec"]["template"]["spec"]
+        assert [c["image"] for c in pod["initContainers"]] == [f"{DIVBASE}-worker:{version}", "busybox:1.36"]
+        assert [c["image"] for c in pod["containers"]] == [f"{DIVBASE}-worker:{version}"]
+    assert "image" not in template["template"]["spec"]["initContainers"][0]  # the spec itself is not changed
+
+
 def test_migration_jobs_may_have_their_own_image():
     spec = spec_of(migrationJob={"image": "registry.example/divbase-migrations"})
     for step in ("expand", "contract", "plan"):
