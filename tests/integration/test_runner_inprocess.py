@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from divbase_data import assert_unchanged, state
@@ -129,6 +130,73 @@ def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url:
     assert len(said) == 1, "said once, not at every poll"
     assert said[0].holder["pid"] == backend_pid(holder)  # type: ignore[attr-defined]  # who holds it, by pid
     assert outcome.after.expand == MANIFEST.release("2").expand
+    assert lock_is_free(database_url)
+
+
+WAITING, ACQUIRED = "another divbase-migrate holds the lock; waiting", "got the migration lock"
+
+
+def lock_log(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int | None, str]]:
+    """The runner's lock-wait lines (the contract's `lock_wait` / `lock_acquired`): message, holder pid, since."""
+    return [(r.getMessage(), (getattr(r, "holder", None) or {}).get("pid"), getattr(r, "waiting_since", None))
+            for r in caplog.records if r.getMessage() in (WAITING, ACQUIRED)]
+
+
+def test_a_lock_wait_is_logged_once_per_holder_and_ended_by_lock_acquired(
+        database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the operator reads of a waiting runner's log: one line per holder (the next holder again, with the same
+    `since`), `since` in UTC whatever the machine's zone, and `lock_acquired` only after a wait."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+            make_runner(database_url).run("expand", "1")  # the lock is free: nothing said of it
+        assert lock_log(caplog) == []
+        with engine(database_url).connect() as second:
+            holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+
+            def hand_over() -> None:  # while the runner sleeps, the holder lets go and another session takes it
+                holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+                second.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+
+            release = lambda: second.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})  # noqa: E731
+            waits = Waits({2: hand_over, 4: release})
+            started = datetime.now(UTC).replace(microsecond=0)
+            with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+                make_runner(database_url, waits=waits).run("expand", "2")
+            said = lock_log(caplog)
+            since = said[0][2]
+            assert said == [(WAITING, backend_pid(holder), since), (WAITING, backend_pid(second), since),
+                            (ACQUIRED, None, since)]
+            when = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            assert started <= when <= datetime.now(UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert lock_is_free(database_url)
+
+
+def test_a_lock_wait_whose_holder_is_not_known_yet_is_logged_then_named(
+        database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder can let go between the runner's try and its look at pg_locks (the next one not in yet): the wait
+    is logged at once without a holder, and again when one is seen."""
+    looked: list[int] = []
+    real = runner.lock_holder
+
+    def lock_holder(conn: Connection) -> dict | None:
+        looked.append(1)
+        return None if len(looked) == 1 else real(conn)
+
+    monkeypatch.setattr(runner, "lock_holder", lock_holder)
+    holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+    release = lambda: holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})  # noqa: E731
+    with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
+        make_runner(database_url, waits=Waits({3: release})).run("expand", "2")
+    said = lock_log(caplog)
+    assert [(message, pid) for message, pid, _ in said] == [(WAITING, None), (WAITING, backend_pid(holder)),
+                                                            (ACQUIRED, None)]
     assert lock_is_free(database_url)
 
 
