@@ -8,7 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pytest_bin="$1"; shift
-own_clusters=(tests/cluster/test_docs_run.py tests/cluster/test_pod_network.py tests/cluster/test_flux_e2e.py)
+own_clusters=(tests/cluster/test_docs_run.py tests/cluster/test_pod_network.py tests/cluster/test_flux_e2e.py
+              tests/cluster/test_argocd_e2e.py)
 side_log="$(mktemp)"
 trap 'rm -f "$side_log"' EXIT
 started=$SECONDS
