@@ -14,8 +14,8 @@ first start.
 
 The destination `https://kubernetes.default.svc` ("in-cluster") is the cluster the controller runs in; Argo CD
 builds its client with rest.InClusterConfig(), which a process outside a pod does not have. The controller runs
-with Argo CD's own switch for that, ARGOCD_FAKE_IN_CLUSTER=true (what `argocd admin app` and the CLI's core mode
-set): "in-cluster" is then the cluster of $KUBECONFIG, the local cluster's admin kubeconfig.
+with Argo CD's own switch for that, ARGOCD_FAKE_IN_CLUSTER=true (what `argocd admin app get-reconcile-results` and
+the CLI's core mode set): "in-cluster" is then the cluster of $KUBECONFIG, the local cluster's admin kubeconfig.
 
     with ArgoCD(cluster, workdir, namespace, cm={...}) as argocd:
         ...  # create Applications in `namespace`; argocd.logs() on failure
