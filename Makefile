@@ -27,7 +27,7 @@ venv: $(BIN)/.installed ## Create the virtual environment with the test extras.
 localcluster: venv ## Build (or reuse from cache) the Kubernetes binaries of the local control plane.
 	$(BIN)/divbase-localcluster build
 
-conformance: venv ## Build (or reuse from cache) Argo CD's health evaluator, kstatus and kube-score from their Go modules.
+conformance: venv ## Build (or reuse from cache) Argo CD's health evaluator and controllers, kstatus, kube-score and Flux's controllers from their Go modules.
 	$(BIN)/python -m divbase_localcluster.conformance
 
 lint: venv ## ruff over the whole tree.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages the suite needs when they are missing, so `make test` works on a fresh machine.
-# PostgreSQL, iproute2 and nftables come from Debian's packages; Go must already be on PATH (it builds the local control plane).
+# PostgreSQL, iproute2, nftables and redis-server come from Debian's packages; Go must already be on PATH (it builds the local control plane).
 set -euo pipefail
 
 need=()
@@ -12,6 +12,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # the local cluster's pod network (`up --pod-network`): namespaces and veth pairs, kube-proxy's nftables mode
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# Argo CD's application controller needs a Redis (tests/cluster/test_argocd_e2e.py runs one on loopback)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # `make test`: the cluster tests on the session's cluster in one session, and beside it (they mostly wait on the
 # control plane) a side run: first the cluster tests that start clusters of their own (the docs' scenarios, the pod
-# network) and Flux's end to end (its own session cluster: it takes ~3 min, which the side run has to spare and the
-# cluster session has not), then the unit tests, the PostgreSQL 15 tests, then the server-dependent ones again on PostgreSQL 18. The
+# network) and Flux's and Argo CD's end to end (their own session cluster: ~3 min and ~1.5-2 min, which the side run
+# has to spare and the cluster session has not), then the unit tests, the PostgreSQL 15 tests, then the server-dependent ones again on PostgreSQL 18. The
 # side run's output follows the cluster session's; any failure fails the whole.
 #   scripts/test-all.sh PYTEST [PYTEST_ARGS...]     (the Makefile passes .venv/bin/pytest and $(PYTEST_ARGS))
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pytest_bin="$1"; shift
-own_clusters=(tests/cluster/test_docs_run.py tests/cluster/test_pod_network.py tests/cluster/test_flux_e2e.py)
+own_clusters=(tests/cluster/test_docs_run.py tests/cluster/test_pod_network.py tests/cluster/test_flux_e2e.py
+              tests/cluster/test_argocd_e2e.py)
 side_log="$(mktemp)"
 trap 'rm -f "$side_log"' EXIT
 started=$SECONDS

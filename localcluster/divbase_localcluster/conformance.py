@@ -2,6 +2,9 @@
 
 - `argocd-health` (gitops/conformance/argocd): Argo CD's application-controller health path - argocd-cm parsed by
   Argo CD's SettingsManager, gitops-engine's health.GetResourceHealth with util/lua's overrides - over JSON lines.
+- `argocd-controllers` (the same module, cmd/argocd-controllers): Argo CD's own application controller and repo
+  server in one binary, run against the local control plane by divbase_localcluster.argocd
+  (tests/cluster/test_argocd_e2e.py).
 - `kstatus` (gitops/conformance/kstatus): status.Compute of sigs.k8s.io/cli-utils and of Flux's fork, and Flux's
   CEL status reader for a Kustomization's healthCheckExprs.
 - `kube-score` (gitops/conformance/kubescore): zegl/kube-score's own command, built from its module as a Go tool
@@ -9,9 +12,10 @@
 - `source-controller`, `kustomize-controller` (gitops/conformance/flux): Flux's own controllers, tools of one
   module, run against the local control plane by divbase_localcluster.flux (tests/cluster/test_flux_e2e.py).
 
-Each is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries live
-under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go)>/`, next to the local control
-plane's cache, so a warm run only checks that the file exists and a change of the sources builds a fresh one.
+Each directory is its own Go module (Argo CD pins other Kubernetes versions than the local control plane). Binaries
+live under `$DIVBASE_CACHE_DIR/conformance/<name>-<12 hex of sha256(go.mod, go.sum, *.go, cmd/*/*.go)>/`, next to
+the local control plane's cache, so a warm run only checks that the file exists and a change of the sources builds
+a fresh one.
 
     python -m divbase_localcluster.conformance [--force] [NAME...]
 """
@@ -30,15 +34,18 @@ from pathlib import Path
 
 from .build import BuildError, _go_env, _run, cache_root
 
-CHECKERS = {"argocd-health": "argocd", "kstatus": "kstatus", "kube-score": "kubescore",
-            "source-controller": "flux", "kustomize-controller": "flux"}  # binary -> gitops/conformance/
+# binary -> its module's directory under gitops/conformance/
+CHECKERS = {"argocd-health": "argocd", "argocd-controllers": "argocd", "kstatus": "kstatus",
+            "kube-score": "kubescore", "source-controller": "flux", "kustomize-controller": "flux"}
 # what `go build` builds in that directory: the module's own main package, or a tool its go.mod names
-PACKAGES = {"kube-score": "github.com/zegl/kube-score/cmd/kube-score",
+PACKAGES = {"argocd-controllers": "./cmd/argocd-controllers",
+            "kube-score": "github.com/zegl/kube-score/cmd/kube-score",
             "source-controller": "github.com/fluxcd/source-controller",
             "kustomize-controller": "github.com/fluxcd/kustomize-controller"}
 # files a binary needs beside it, copied from its module at build time (so a run needs no module cache): the
-# controllers' own CRDs, installed by divbase_localcluster.flux
-SHIPPED = {"source-controller": ("github.com/fluxcd/source-controller", "config/crd/bases"),
+# controllers' own CRDs, installed by divbase_localcluster.flux and divbase_localcluster.argocd
+SHIPPED = {"argocd-controllers": ("github.com/argoproj/argo-cd/v3", "manifests/crds"),
+           "source-controller": ("github.com/fluxcd/source-controller", "config/crd/bases"),
            "kustomize-controller": ("github.com/fluxcd/kustomize-controller", "config/crd/bases")}
 
 
@@ -53,8 +60,8 @@ def source_dir(name: str) -> Path:
 def cache_key(name: str) -> str:
     h = hashlib.sha256()
     src = source_dir(name)
-    for path in sorted([src / "go.mod", src / "go.sum", *src.glob("*.go")]):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted([src / "go.mod", src / "go.sum", *src.glob("*.go"), *src.glob("cmd/*/*.go")]):
+        h.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes() + b"\0")
     return f"{name}-{h.hexdigest()[:12]}"
 
 

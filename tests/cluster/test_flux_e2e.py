@@ -31,10 +31,11 @@ EXAMPLE = ROOT / "docs" / "examples" / "flux-kustomization.yaml"
 SOURCE_NAME, OPERATOR_KS, RELEASE_KS = "divbase-deploy", "divbase-operator", "divbase-prod"  # the example's names
 
 
-def _render(tools: Tools, namespace: str, app_ns: str, version: str) -> dict[str, str]:
+def _render(tools: Tools, namespace: str, app_ns: str, version: str, operator_release: str = FLUX_OPERATOR
+            ) -> dict[str, str]:  # fmt: skip
     """The repository's files, as the example describes them: the operator's chart rendered into ./operator, the
-    release's into ./prod (Flux generates each directory's kustomization.yaml)."""
-    operator = tools.run("helm", "template", FLUX_OPERATOR, str(OPERATOR_CHART), "-n", namespace, "--include-crds",
+    release's into ./prod (Flux generates each directory's kustomization.yaml; Argo CD reads a directory as is)."""
+    operator = tools.run("helm", "template", operator_release, str(OPERATOR_CHART), "-n", namespace, "--include-crds",
                          "--set", f"watchNamespaces={{{app_ns}}}",
                          "--set", "image.repository=divbase-operator").stdout  # fmt: skip
     release = tools.run("helm", "template", RELEASE, str(RELEASE_CHART), "-n", app_ns,

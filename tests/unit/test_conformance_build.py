@@ -29,6 +29,10 @@ def test_cache_key_follows_the_module_sources(tmp_path: Path, monkeypatch: pytes
     assert conformance.cache_key("kstatus") != first
     (src / "extra.go").write_text("package main")
     assert len({first, conformance.cache_key("kstatus")}) == 2
+    second = conformance.cache_key("kstatus")
+    (src / "cmd" / "tool").mkdir(parents=True)  # a second command of the module (argocd: cmd/argocd-controllers)
+    (src / "cmd" / "tool" / "main.go").write_text("package main")
+    assert conformance.cache_key("kstatus") not in (first, second)
     assert conformance.binary("kstatus").parent.parent == tmp_path / "cache" / "conformance"
 
 
