@@ -25,25 +25,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from . import build, conformance
+from . import conformance
 from .cluster import ClusterInfo, free_port
+from .controllers import LocalControllers, http_ok
 
 BINARY = "argocd-controllers"
 CRDS = ("application-crd.yaml", "appproject-crd.yaml")  # not ApplicationSet: its controller is not run
 COMPONENTS = ("redis", "repo-server", "application-controller")
-CRD_TIMEOUT = 60.0
-READY_TIMEOUT = 90.0  # seconds for every component to answer after its start
-STOP_GRACE = 15.0
 PART_OF = {"app.kubernetes.io/part-of": "argocd"}  # Argo CD's settings manager reads only labelled ConfigMaps/Secrets
 
 
@@ -56,48 +47,23 @@ def crd_files() -> list[Path]:
     return [shipped / name for name in CRDS]
 
 
-class ArgoCD:
+class ArgoCD(LocalControllers):
     """Installs the CRDs and settings, starts Redis, the repo server and the application controller, waits until
     each answers; stops them on exit (the objects stay: the namespace is the caller's)."""
 
+    components = COMPONENTS
+    error = ArgoCDError
+
     def __init__(self, cluster: ClusterInfo, workdir: Path, namespace: str, cm: dict[str, str] | None = None,
                  app_resync_seconds: int = 120) -> None:  # fmt: skip
-        self.cluster, self.workdir, self.namespace = cluster, workdir, namespace
+        super().__init__(cluster, workdir)
+        self.namespace = namespace
         self.cm = dict(cm or {})
         self.app_resync_seconds = app_resync_seconds
-        self.kubectl = str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl")
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
 
-    def log(self, name: str) -> Path:
-        return self.workdir / f"{name}.log"
-
-    def logs(self, tail: int = 40) -> str:
-        out = []
-        for name in COMPONENTS:
-            lines = self.log(name).read_text(errors="replace").splitlines() if self.log(name).is_file() else []
-            out.append(f"--- {name} (last {tail} lines) ---\n" + "\n".join(lines[-tail:]))
-        return "\n".join(out)
-
-    def _kubectl(self, *args: str, stdin: str | None = None) -> str:
-        proc = subprocess.run([self.kubectl, f"--kubeconfig={self.cluster.kubeconfig}", *args], input=stdin,
-                              capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
-        if proc.returncode != 0:
-            # stderr of kubectl names objects, never a Secret's data
-            raise ArgoCDError(f"kubectl {args[0]}: {proc.stderr.strip()}")
-        return proc.stdout
-
     def _install(self) -> None:
-        files = [a for f in crd_files() for a in ("-f", str(f))]
-        self._kubectl("apply", "--server-side", "--force-conflicts", *files)
-        # polled rather than `kubectl wait`, which fails at once on a CRD whose status is not written yet
-        deadline = time.monotonic() + CRD_TIMEOUT
-        while not all(any(c["type"] == "Established" and c["status"] == "True"
-                          for c in (crd.get("status") or {}).get("conditions") or [])
-                      for crd in json.loads(self._kubectl("get", "-o", "json", *files))["items"]):  # fmt: skip
-            if time.monotonic() > deadline:
-                raise ArgoCDError(f"Argo CD's CRDs not Established after {CRD_TIMEOUT:.0f} s")
-            time.sleep(0.2)
+        self.install_crds(crd_files())
         labels = {**PART_OF}
         objects = [
             {"apiVersion": "v1", "kind": "ConfigMap",
@@ -110,8 +76,8 @@ class ArgoCD:
              "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}],
                       "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}},
         ]  # fmt: skip
-        self._kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                              "items": objects}))  # fmt: skip
+        self.run_kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                                "items": objects}))  # fmt: skip
 
     def _env(self) -> dict[str, str]:
         tmp = self.workdir / "tmp"
@@ -122,11 +88,6 @@ class ArgoCD:
                 "ARGOCD_GPG_ENABLED": "false",
                 "ARGOCD_ASK_PASS_SOCK": str(self.workdir / "askpass.sock")}  # fmt: skip
 
-    def _start(self, name: str, argv: list[str]) -> None:
-        with self.log(name).open("ab") as log:
-            self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                                cwd=self.workdir, start_new_session=True)  # fmt: skip
-
     def _redis_ready(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.ports["redis"]), timeout=2) as s:
@@ -135,69 +96,31 @@ class ArgoCD:
         except OSError:
             return False
 
-    def _http_ready(self, port: int, path: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def _ready(self, name: str) -> bool:
-        if name == "redis":
-            return self._redis_ready()
-        if name == "repo-server":  # ?full=true: it dials its own gRPC port and asks the gRPC health service
-            return self._http_ready(self.ports["repo-server-metrics"], "/healthz?full=true")
-        return self._http_ready(self.ports["controller-metrics"], "/healthz")  # served once its informers synced
-
-    def _wait(self, name: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self._ready(name):
-            if self.procs[name].poll() is not None:
-                raise ArgoCDError(f"{name} exited with {self.procs[name].returncode}\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise ArgoCDError(f"{name} not ready after {READY_TIMEOUT:.0f} s\n{self.logs()}")
-            time.sleep(0.2)
-
-    def __enter__(self) -> Self:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def _start_all(self) -> None:
         binary = str(conformance.build(BINARY, verbose=False))
         self._install()
         for key in ("redis", "repo-server", "repo-server-metrics", "controller-metrics"):
             self.ports[key] = free_port()
         redis = f"127.0.0.1:{self.ports['redis']}"
-        try:
-            self._start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.ports["redis"]),
-                                  "--save", "", "--appendonly", "no", "--dir", str(self.workdir)])  # fmt: skip
-            self._wait("redis")
-            self._start("repo-server", [binary, "repo-server", "--address", "127.0.0.1",
-                                        "--port", str(self.ports["repo-server"]), "--disable-tls",
-                                        "--metrics-address", "127.0.0.1",
-                                        "--metrics-port", str(self.ports["repo-server-metrics"]),
-                                        "--redis", redis, "--logformat", "text"])  # fmt: skip
-            self._wait("repo-server")
-            self._start("application-controller", [
-                binary, "application-controller", "--namespace", self.namespace,
-                "--repo-server", f"127.0.0.1:{self.ports['repo-server']}", "--repo-server-plaintext",
-                "--redis", redis, "--metrics-port", str(self.ports["controller-metrics"]),
-                # status.resources[].health in the Application (Argo CD 3 keeps it only in Redis by default)
-                "--persist-resource-health", f"--app-resync={self.app_resync_seconds}",
-                "--logformat", "text"])  # fmt: skip
-            self._wait("application-controller")
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def _stop(self) -> None:
-        for name in reversed(COMPONENTS):  # the controller first, Redis last
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=STOP_GRACE)
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._stop()
+        env = self._env()
+        self.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.ports["redis"]),
+                             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)], env)  # fmt: skip
+        self.wait_ready("redis", self._redis_ready)
+        self.start("repo-server", [binary, "repo-server", "--address", "127.0.0.1",
+                                   "--port", str(self.ports["repo-server"]), "--disable-tls",
+                                   "--metrics-address", "127.0.0.1",
+                                   "--metrics-port", str(self.ports["repo-server-metrics"]),
+                                   "--redis", redis, "--logformat", "text"], env)  # fmt: skip
+        # ?full=true: it dials its own gRPC port and asks the gRPC health service
+        self.wait_ready("repo-server", lambda: http_ok(
+            f"http://127.0.0.1:{self.ports['repo-server-metrics']}/healthz?full=true"))
+        self.start("application-controller", [
+            binary, "application-controller", "--namespace", self.namespace,
+            "--repo-server", f"127.0.0.1:{self.ports['repo-server']}", "--repo-server-plaintext",
+            "--redis", redis, "--metrics-port", str(self.ports["controller-metrics"]),
+            # status.resources[].health in the Application (Argo CD 3 keeps it only in Redis by default)
+            "--persist-resource-health", f"--app-resync={self.app_resync_seconds}",
+            "--logformat", "text"], env)  # fmt: skip
+        # /healthz is served once its informers synced
+        self.wait_ready("application-controller", lambda: http_ok(
+            f"http://127.0.0.1:{self.ports['controller-metrics']}/healthz"))

@@ -25,8 +25,8 @@ from divbase_localcluster.cluster import ClusterInfo
 from divbase_localcluster.gitserver import GitServer
 from divbase_operator import names
 from kubernetes import client
-from test_flux_e2e import _render
-from test_helm_e2e import OPERATOR_CHART, ROOT, Tools, db_ready_at, migrate_check, needs_pod_network
+from test_flux_e2e import _render, app_namespace, remove_release_then_operator
+from test_helm_e2e import ROOT, Tools, db_ready_at, migrate_check, needs_pod_network
 
 ARGO_OPERATOR = "argocd-divbase-operator"  # not the Helm or Flux e2e's release name: cluster-scoped names differ
 RELEASE = "divbase"  # the example chart's release: DivBaseDatabase `divbase` (db_ready_at reads that name)
@@ -120,11 +120,7 @@ def test_argocd_syncs_the_operator_and_its_health_follows_the_rollout(
     tools = Tools(cluster)
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
-    app_ns = f"{namespace}-app"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
-                             string_data={"url": cluster.for_pods(database_url)})  # fmt: skip
-    core.create_namespaced_secret(app_ns, secret)
+    app_ns = app_namespace(cluster, core, namespace, database_url)
     cm = yaml.safe_load(HEALTH_PATCH.read_text())["data"]  # the patch users merge into argocd-cm, as it is
     argo = Argo(custom, namespace)
     with GitServer(tmp_path / "git") as git:
@@ -226,10 +222,4 @@ def _remove(tools: Tools, custom: client.CustomObjectsApi, namespace: str, app_n
         except client.ApiException as e:
             if e.status != 404:
                 raise
-    tools.run("kubectl", "-n", app_ns, "delete", "dbdb", "--all", "--wait=true", "--timeout=90s", check=False,
-              timeout=120)  # fmt: skip
-    manifest = tmp_path / "operator-to-delete.yaml"
-    manifest.write_text(tools.run("helm", "template", ARGO_OPERATOR, str(OPERATOR_CHART), "-n", namespace,
-                                  "--set", f"watchNamespaces={{{app_ns}}}").stdout)  # fmt: skip
-    tools.run("kubectl", "delete", "-f", str(manifest), "--ignore-not-found", "--wait=true", check=False, timeout=120)
-    tools.run("kubectl", "delete", "namespace", app_ns, "--wait=false", check=False)
+    remove_release_then_operator(tools, namespace, app_ns, ARGO_OPERATOR, tmp_path)

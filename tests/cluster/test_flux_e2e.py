@@ -116,6 +116,17 @@ def _follow(flux: Flux, custom: client.CustomObjectsApi, app_ns: str, revision: 
     raise AssertionError(f"{what}: {RELEASE_KS} not Ready at {revision} in {ROLLOUT_TIMEOUT:.0f} s: {seen}")
 
 
+def app_namespace(cluster: ClusterInfo, core: client.CoreV1Api, namespace: str, database_url: str) -> str:
+    """The release's namespace, with the database Secret out of band (a Secret in Git is what SOPS is for, not
+    these tests)."""
+    app_ns = f"{namespace}-app"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
+                             string_data={"url": cluster.for_pods(database_url)})  # fmt: skip
+    core.create_namespaced_secret(app_ns, secret)
+    return app_ns
+
+
 def test_flux_delivers_the_operator_and_rolls_out_a_commit(
     cluster: ClusterInfo, namespace: str, api_client: Any, database_url: str, tmp_path: Path
 ) -> None:
@@ -123,12 +134,7 @@ def test_flux_delivers_the_operator_and_rolls_out_a_commit(
     tools = Tools(cluster)
     core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
-    app_ns = f"{namespace}-app"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
-    # the database Secret out of band: a Secret in Git is what SOPS is for, not this test
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
-                             string_data={"url": cluster.for_pods(database_url)})  # fmt: skip
-    core.create_namespaced_secret(app_ns, secret)
+    app_ns = app_namespace(cluster, core, namespace, database_url)
     flux = Flux(custom, namespace)
     with GitServer(tmp_path / "git") as git, FluxControllers(cluster, tmp_path / "flux") as controllers:
         repo = git.create("divbase")
@@ -196,10 +202,17 @@ def _remove(tools: Tools, custom: client.CustomObjectsApi, namespace: str, app_n
         except client.ApiException as e:
             if e.status != 404:
                 raise
+    remove_release_then_operator(tools, namespace, app_ns, FLUX_OPERATOR, tmp_path)
+
+
+def remove_release_then_operator(tools: Tools, namespace: str, app_ns: str, operator_release: str,
+                                 tmp_path: Path) -> None:  # fmt: skip
+    """Once the GitOps tool lets go: the release while the operator runs (its finalizer needs it), then the
+    operator's objects but not the CRD the other tests share, then the release's namespace."""
     tools.run("kubectl", "-n", app_ns, "delete", "dbdb", "--all", "--wait=true", "--timeout=90s", check=False,
               timeout=120)  # fmt: skip
     manifest = tmp_path / "operator-to-delete.yaml"
-    manifest.write_text(tools.run("helm", "template", FLUX_OPERATOR, str(OPERATOR_CHART), "-n", namespace,
+    manifest.write_text(tools.run("helm", "template", operator_release, str(OPERATOR_CHART), "-n", namespace,
                                   "--set", f"watchNamespaces={{{app_ns}}}").stdout)  # fmt: skip
     tools.run("kubectl", "delete", "-f", str(manifest), "--ignore-not-found", "--wait=true", check=False, timeout=120)
     tools.run("kubectl", "delete", "namespace", app_ns, "--wait=false", check=False)
