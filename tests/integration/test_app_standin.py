@@ -10,10 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from divbase_app.settings import Settings
 from divbase_migrations.compat import IncompatibleSchema
 from divbase_migrations.testing.postgres import free_port
 from fastapi.testclient import TestClient
-from migrate_helpers import engine, run
+from migrate_helpers import engine, run, wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -36,14 +34,6 @@ def migrate(url: str, tmp_path: Path, *steps: tuple[str, str]) -> None:
 
 def client(url: str, release: str) -> TestClient:
     return TestClient(create_app(Settings(release, make_url(url), "127.0.0.1", 0)))
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def test_releases_share_data_across_an_expand(database_url: str, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from divbase_migrations.runner import (
     Settings,
     StatementTimeout,
 )
-from migrate_helpers import engine
+from migrate_helpers import engine, wait_until
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -259,12 +259,13 @@ class DeadlockOnce:
 
     def _close_the_cycle(self) -> None:
         with engine(self.url).connect() as watcher:
-            for _ in range(1200):  # at most a minute
-                if watcher.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted "
-                                        "AND relation = 'alembic_version'::regclass")).scalar_one():
-                    break
+            def queued() -> int:
+                waiting = watcher.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                                               "AND relation = 'alembic_version'::regclass")).scalar_one()
                 watcher.rollback()
-                time.sleep(0.05)
+                return int(waiting)
+
+            wait_until(queued, "the runner queued behind alembic_version", timeout=60)
         self.holder.execute(text("LOCK TABLE skipped_vcf_files IN ACCESS EXCLUSIVE MODE"))  # the cycle
 
     def release(self) -> None:

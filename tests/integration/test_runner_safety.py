@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 import zlib
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from divbase_data import assert_unchanged, state
 from divbase_migrations import cli, contract, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_migrations.testing.postgres import PostgresServer, free_port
-from migrate_helpers import engine, finish, run, start
+from migrate_helpers import engine, finish, run, start, wait_until
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
@@ -30,13 +28,6 @@ def heads(url: str) -> list[str]:
         if not inspect(conn).has_table("alembic_version"):
             return []
         return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def waiting_runners(url: str) -> int:
@@ -52,7 +43,7 @@ def test_two_concurrent_expands_apply_once(database_url: str, tmp_path: Path) ->
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})  # both runners must queue
     procs = [start(database_url, "expand", "--release", "4", term=tmp_path / f"t{i}") for i in range(2)]
     try:
-        wait_until(lambda: waiting_runners(database_url) == 2)
+        wait_until(lambda: waiting_runners(database_url) == 2, "both runners waiting for the lock")
     finally:
         holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
         holder.close()
@@ -109,7 +100,7 @@ def test_a_runner_that_got_the_lock_after_waiting_says_so(database_url: str, tmp
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     proc = start(database_url, "expand", "--release", "1", term=tmp_path / "t")
     try:
-        wait_until(lambda: waiting_runners(database_url) == 1)
+        wait_until(lambda: waiting_runners(database_url) == 1, "the runner waiting for the lock")
     finally:
         holder.close()
     result = finish(proc, tmp_path / "t")
@@ -144,9 +135,9 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
     proc = start(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
                  term=tmp_path / "b")
     try:
-        wait_until(lambda: bool(blocked_waits(database_url)))  # the runner is queued behind our lock ...
+        wait_until(lambda: bool(blocked_waits(database_url)), "the runner queued behind our lock")
         first = blocked_waits(database_url)
-        wait_until(lambda: bool(blocked_waits(database_url) - first))  # ... timed out, and waits again
+        wait_until(lambda: bool(blocked_waits(database_url) - first), "the runner timed out and waiting again")
     finally:
         holder.rollback()
         holder.close()

@@ -249,6 +249,16 @@ class World:
     def condition(self, kind: str) -> dict[str, Any]:
         return next(c for c in self.status["conditions"] if c["type"] == kind)
 
+    def finish_upgrade(self) -> Decision:
+        """From an upgrade's running expand Job to its end: expand succeeds, the workloads roll out, the contract
+        succeeds. Returns the last decision."""
+        self.finish_job("expand")
+        self.reconcile()
+        self.complete_rollouts()
+        self.reconcile()
+        self.finish_job("contract")
+        return self.reconcile()
+
     def install(self, version: str = "1") -> None:
         """Drive a first install to Ready."""
         self.reconcile()

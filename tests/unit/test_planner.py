@@ -806,12 +806,7 @@ def test_a_retry_token_of_an_earlier_rollout_does_not_retry_the_next_one():
     world.reconcile()
     world.annotations[names.ANNOTATION_RETRY] = "r1"
     world.reconcile()
-    world.finish_job("expand")
-    world.reconcile()
-    world.complete_rollouts()
-    world.reconcile()
-    world.finish_job("contract")
-    world.reconcile()
+    world.finish_upgrade()
     assert world.status["phase"] == names.PHASE_READY
     world.set_spec(version="3")  # the annotation still says r1
     world.reconcile()
@@ -888,12 +883,7 @@ def test_the_rollout_succeeded_event_names_where_it_came_from():
     assert succeeded == ["release 1 rolled out (from empty)"]
     world.set_spec(version="2")
     world.reconcile()
-    world.finish_job("expand")
-    world.reconcile()
-    world.complete_rollouts()
-    world.reconcile()
-    world.finish_job("contract")
-    [event] = events(world.reconcile(), names.EVENT_ROLLOUT_SUCCEEDED)
+    [event] = events(world.finish_upgrade(), names.EVENT_ROLLOUT_SUCCEEDED)
     assert event.message == "release 2 rolled out (from 1)"
 
 
