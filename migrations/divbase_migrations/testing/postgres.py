@@ -2,10 +2,13 @@
 
 Uses Debian's server binaries (`/usr/lib/postgresql/<major>/bin`, the newest installed, or `$PG_BINDIR`). Passwords
 are checked (scram-sha-256 over TCP), so tests can prove that a wrong password fails cleanly. initdb refuses to run
-as root: under root the server runs as the `postgres` system user that Debian's package creates."""
+as root: under root the server runs as the `postgres` system user that Debian's package creates, from a copy of the
+server's installation when that user cannot reach the binaries where they are (a checkout in a 0700 directory, such
+as `mktemp -d` makes, holding the PostgreSQL 18 wheel in its .venv)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import secrets
@@ -35,6 +38,42 @@ def find_bindir() -> Path:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     raise PostgresError("no PostgreSQL server binaries found (install Debian's `postgresql` or set PG_BINDIR)")
+
+
+def reachable_bindir(bindir: Path, demote: Callable[[], None]) -> Path:
+    """`bindir`, or a copy of its installation (bin/, lib/, share/) that the demoted user can execute.
+
+    The copy (with a wheel's `<package>.libs`, which its binaries find by a relative RPATH) goes to a root-owned
+    0755 directory in the temporary directory, named after the installation's path and initdb's size and time, so
+    the runs of one checkout share it; it is made under another name and renamed, so two runs starting together
+    both find a whole copy."""
+    try:
+        subprocess.run([str(bindir / "initdb"), "--version"], capture_output=True, preexec_fn=demote, timeout=60,
+                       check=True)
+        return bindir
+    except PermissionError:
+        pass
+    install = bindir.parent
+    base, pieces = install, [install]
+    libs = install.parent.parent / f"{install.parent.name}.libs"  # a wheel's libraries, its RPATH relative to bin/
+    if libs.is_dir():
+        base, pieces = install.parent.parent, [install, libs]
+    stat = (bindir / "initdb").stat()
+    key = hashlib.sha256(f"{install.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"divbase-pginstall-{key}"
+    if not (target / bindir.relative_to(base) / "initdb").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+        for piece in pieces:
+            shutil.copytree(piece, staging / "copy" / piece.relative_to(base), symlinks=True)
+        for directory in [staging / "copy", *(staging / "copy").rglob("*")]:
+            if directory.is_dir():
+                directory.chmod(0o755)
+        try:
+            os.rename(staging / "copy", target)
+        except OSError:  # another run renamed its copy first
+            shutil.rmtree(staging / "copy", ignore_errors=True)
+        staging.rmdir()
+    return target / bindir.relative_to(base)
 
 
 def free_port() -> int:
@@ -69,6 +108,7 @@ class PostgresServer:
                 os.setuid(entry.pw_uid)
 
             self._demote = demote
+            self.bindir = reachable_bindir(self.bindir, demote)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def start(self) -> PostgresServer:
