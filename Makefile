@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export DIVBASE_CACHE_DIR ?= $(HOME)/.cache/divbase
 PYTEST_ARGS ?=
 
-.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster conformance demo clean mutation
+.PHONY: help test unit integration integration-pg18 cluster lint venv system-deps localcluster conformance demo clean mutation shape
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -70,6 +70,13 @@ $(BIN)/.mutation-installed: $(BIN)/.installed
 
 mutation: system-deps $(BIN)/.mutation-installed ## mutmut over the gates' decision functions (minutes; report: bench/results/mutation.md).
 	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+
+$(BIN)/.shape-installed: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test,shape]'
+	@touch $@
+
+shape: $(BIN)/.shape-installed ## The code's shape in figures: sizes, complexity, import cycles, repeated helpers (bench/results/shape.json).
+	$(BIN)/python bench/shape.py --label $(or $(SHAPE_LABEL),now) --out bench/results/shape.json
 
 demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load through a Service, operator vs today and a Helm hook.
 	$(BIN)/python -m divbase_app.demo
