@@ -127,31 +127,8 @@ def build(force: bool = False, verbose: bool = True) -> Binaries:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and not bins.missing():
             return bins
-        log = out / "build.log"
-        src = go_source_dir()
-        timings: dict[str, float] = {}
         total = time.monotonic()
-        if force or MULTICALL in bins.missing():
-            if verbose:
-                print(f"building Kubernetes {K8S_VERSION} components into {bins.bin_dir} (log {log})", file=sys.stderr)
-            tmp = bins.bin_dir / f".{MULTICALL}.tmp"
-            cmd = ["go", "build", "-trimpath", f"-ldflags={_version_ldflags()}", "-o", str(tmp), "."]
-            timings[MULTICALL] = run_logged(cmd, log, go_env(), src)
-            tmp.replace(bins[MULTICALL])
-        for name in K8S_COMPONENTS:
-            link = bins[name]
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(MULTICALL)
-        for name, pkg in TOOLS.items():
-            if force or name in bins.missing():
-                if verbose:
-                    print(f"building {pkg}", file=sys.stderr)
-                gobin = out / f".gobin-{name}"
-                cmd = ["go", "install", "-trimpath", f"-ldflags=-s -w {TOOL_LDFLAGS.get(name, '')}".strip(), pkg]
-                timings[name] = run_logged(cmd, log, go_env(gobin), src)
-                (gobin / name).replace(bins[name])
-                shutil.rmtree(gobin, ignore_errors=True)
+        timings = _build_missing(bins, out / "build.log", force, verbose)
         if force or KWOK_STAGES in bins.missing():
             kwok.write_stages(out / KWOK_STAGES, KWOK_VERSION)
         timings["total"] = round(time.monotonic() - total, 1)
@@ -161,6 +138,41 @@ def build(force: bool = False, verbose: bool = True) -> Binaries:
         if verbose:
             print(f"built in {timings['total']} s: {timings}", file=sys.stderr)
         return bins
+
+
+def _build_missing(bins: Binaries, log: Path, force: bool, verbose: bool) -> dict[str, float]:
+    """Build the multicall binary and the tools that are missing (all with `force`), link the components to it;
+    seconds each build took."""
+    src = go_source_dir()
+    timings: dict[str, float] = {}
+    if force or MULTICALL in bins.missing():
+        if verbose:
+            print(f"building Kubernetes {K8S_VERSION} components into {bins.bin_dir} (log {log})", file=sys.stderr)
+        tmp = bins.bin_dir / f".{MULTICALL}.tmp"
+        cmd = ["go", "build", "-trimpath", f"-ldflags={_version_ldflags()}", "-o", str(tmp), "."]
+        timings[MULTICALL] = run_logged(cmd, log, go_env(), src)
+        tmp.replace(bins[MULTICALL])
+    for name in K8S_COMPONENTS:
+        link = bins[name]
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(MULTICALL)
+    for name, pkg in TOOLS.items():
+        if force or name in bins.missing():
+            if verbose:
+                print(f"building {pkg}", file=sys.stderr)
+            timings[name] = _install_tool(name, pkg, bins, log, src)
+    return timings
+
+
+def _install_tool(name: str, pkg: str, bins: Binaries, log: Path, src: Path) -> float:
+    """`go install` one pinned tool into a private GOBIN, then move it into the bin directory."""
+    gobin = bins.bin_dir.parent / f".gobin-{name}"
+    cmd = ["go", "install", "-trimpath", f"-ldflags=-s -w {TOOL_LDFLAGS.get(name, '')}".strip(), pkg]
+    seconds = run_logged(cmd, log, go_env(gobin), src)
+    (gobin / name).replace(bins[name])
+    shutil.rmtree(gobin, ignore_errors=True)
+    return seconds
 
 
 def record_timing(kind: str, values: dict[str, float], where: Path | None = None) -> None:
