@@ -8,7 +8,7 @@ whole cgroup). What a restarted agent needs to carry on is saved in `<pod dir>/s
 
 The worker reaches its node only through `PodHost` (node/host.py). The pieces without pod state live elsewhere:
 command line and environment (launch.py), volumes (volumes.py), probe and hook I/O (handlers.py), probe verdicts
-(probes.py), the status (podstatus.py), the stop sequence's rules (hooks.py).
+(probes.py), the status (podstatus.py), the stop sequence (stopping.py), what the API gives the pod (podinputs.py).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 
 from ..podnet import netns
 from ..podnet import node as podnet_node
-from . import handlers, hooks, launch, podspec, podstate, podstatus, probes, serviceaccount, servicelinks, volumes
+from . import handlers, hooks, launch, podspec, podstate, podstatus, probes, stopping
 from .api import STRATEGIC, ApiError
 from .container import Container, fresh_probes
 from .execserver import ExecTarget
 from .host import PodHost
-from .serviceaccount import ServiceAccountToken
+from .podinputs import PodInputs
 from .shimproc import ShimProcess, is_alive
 from .timefmt import now_rfc3339, parse_rfc3339
 
@@ -67,7 +67,7 @@ class PodWorker:
         self.unsupported: list[str] = []
         self.volumes_ready = False
         self.volume_retry_at = 0.0
-        self.sa_token: ServiceAccountToken | None = None  # None: no API access (automount false) or not yet
+        self.inputs = PodInputs(host, self.ns, self.key, self.dir)  # the ServiceAccount token, Secrets, ConfigMaps
         self.sa_ready = False
         self.sa_retry_at = 0.0
         self.sa_attempts = 0
@@ -86,6 +86,7 @@ class PodWorker:
             Container(c, True, skip=c.get("restartPolicy") == "Always") for c in spec.get("initContainers") or []
         ]
         self.containers = [Container(c, False) for c in spec.get("containers") or []]
+        self.stopper = stopping.Stopper(self.key, self._event, self._in_pod, self._grace)
         self.thread = threading.Thread(target=self.run, name=f"pod-{self.key}", daemon=True)
 
     # -- inputs from the watch ------------------------------------------------------------------------------
@@ -118,8 +119,7 @@ class PodWorker:
             log.exception("pod %s: worker crashed; killing its processes", self.key)
             self._kill_all(0)
         finally:
-            if self.sa_token is not None:
-                self.sa_token.remove()
+            self.inputs.remove_token()
             self._release_address()
             podstate.remove(self.dir)  # ended normally: nothing to resume (a SIGKILLed agent never gets here)
             if self.on_done is not None:
@@ -179,7 +179,7 @@ class PodWorker:
     def _snapshot(self) -> podstate.PodState:
         return podstate.PodState(
             uid=self.uid, ip=self.ip, netns=self.netns, start_time=self.start_time, phase=self.phase,
-            pod_reason=self.pod_reason, transitions=dict(self.transitions), has_token=self.sa_token is not None,
+            pod_reason=self.pod_reason, transitions=dict(self.transitions), has_token=self.inputs.token is not None,
             containers=[podstate.ContainerState(
                 name=c.name, pid=c.proc.pid if c.proc else 0, ticks=c.proc.ticks if c.proc else 0,
                 restart_count=c.restart_count, running_since=c.running_since, ever_started=c.ever_started,
@@ -209,9 +209,7 @@ class PodWorker:
         self.unsupported = podspec.unsupported_fields(self.pod)
         self.volumes_ready = self.sa_ready = True  # as they were: a Secret deleted since must not stop the pod
         if record.has_token:
-            self.sa_token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount",
-                                                self.host.pod_api_server)  # fmt: skip
-            self.sa_token.resume()
+            self.inputs.resume_token(self.pod)
         self.terminal = self.phase in TERMINAL
         saved = {s.name: s for s in record.containers}
         now, wall = time.monotonic(), time.time()
@@ -353,18 +351,22 @@ class PodWorker:
         if not self.sa_ready:
             if now < self.sa_retry_at:
                 return False
-            if not self._setup_service_account():
+            error = self.inputs.setup_token(self.pod)
+            if error:
+                self._not_created(error)
                 # the Node authorizer learns of a new binding from its own watch: the first refusals may be lag
                 self.sa_attempts += 1
                 self.sa_retry_at = now + (0.5 if self.sa_attempts <= 4 else CONFIG_RETRY)
                 return False
             self.sa_ready = True
-        elif self.sa_token is not None:
-            self.sa_token.maybe_refresh(now)
+        else:
+            self.inputs.refresh_token(now)
         if not self.volumes_ready:
             if now < self.volume_retry_at:
                 return False
-            if not self._materialize_volumes():
+            error = self.inputs.materialize_volumes(self.pod)
+            if error:
+                self._not_created(error)
                 self.volume_retry_at = now + CONFIG_RETRY
                 return False
             self.volumes_ready = True
@@ -386,8 +388,7 @@ class PodWorker:
     def _go_terminal(self) -> None:
         self._kill_all(0)
         self.terminal = True
-        if self.sa_token is not None:
-            self.sa_token.remove()
+        self.inputs.remove_token()
         self._release_address()  # the status keeps showing it; no process uses it any more
         log.info("pod %s: %s", self.key, self.phase)
 
@@ -400,7 +401,7 @@ class PodWorker:
         if c.running:
             self._reap(c, policy)
             if c.running:
-                self._advance_hooks(c, now)
+                self.stopper.advance(c, now)
             return
         if c.terminated is not None or now < c.next_start:
             return
@@ -422,9 +423,9 @@ class PodWorker:
             event = pulled.message if pulled.reason == "ErrImagePull" else None
             self._wait(c, pulled.reason, pulled.message, 10, event)  # the map is read again when it changes
             return
-        links = self._service_links()
+        links = self.inputs.service_links(self.pod)
         try:
-            env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._base_env(links))
+            env = self.inputs.container_env(self.pod, self.ip, c.spec, links)
         except podspec.ConfigError as e:
             self._wait(c, "CreateContainerConfigError", str(e), CONFIG_RETRY, f"Error: {e}")
             return
@@ -536,78 +537,7 @@ class PodWorker:
         c.waiting = ("CrashLoopBackOff", msg)
         self._event("Warning", "BackOff", "Back-off restarting failed container", c)
 
-    # -- stopping: preStop, SIGTERM, SIGKILL (the rules are in hooks.py) ----------------------------------------
-    def _signal(self, c: Container, sig: signal.Signals) -> None:
-        if c.proc is not None:
-            c.proc.signal_group(sig)
-
-    def kill_container(self, c: Container, grace: float, reason: str) -> None:
-        """Start stopping a container as the kubelet's killContainer does: the Killing event, its preStop hook (if
-        any, and only with a grace period above 0) for at most `grace` seconds, then SIGTERM, and SIGKILL once what
-        is left of the grace period has passed (at least 2 s). `_advance_hooks` moves it along."""
-        if c.proc is None or c.stop_started is not None:
-            return
-        self._event("Normal", "Killing", f"Stopping container {c.name}" + (f": {reason}" if reason else ""), c)
-        now = time.monotonic()
-        c.kill_reason = reason
-        c.stop_started, c.stop_end = now, now + grace
-        pre = hooks.handler(c.spec, "preStop")
-        if pre is not None and grace > 0:
-            log.info("pod %s: container %s: running its preStop hook (grace period %.0fs)", self.key, c.name, grace)
-            c.prestop = handlers.start_hook(self._in_pod(), "PreStop", pre, c.spec, c.proc_env, timeout=grace)
-            return
-        self._sigterm(c, now)
-
-    def _sigterm(self, c: Container, now: float) -> None:
-        assert c.stop_started is not None
-        elapsed = now - c.stop_started if c.prestop is not None else None
-        window = hooks.stop_window(c.stop_end - c.stop_started, elapsed)
-        self._signal(c, signal.SIGTERM)
-        c.kill_deadline = now + window
-
-    def _cut(self, c: Container, end: float, now: float) -> None:
-        """A shorter grace period arrived (a later delete): the preStop hook may run only until `end`; a SIGTERM
-        already sent is followed by SIGKILL at `end`, but not within 2 s of now (the kubelet stops it again)."""
-        if c.stop_started is None or end >= c.stop_end:
-            return
-        c.stop_end = end
-        if c.kill_deadline is not None:
-            c.kill_deadline = min(c.kill_deadline, max(end, now + hooks.MIN_GRACE))
-
-    def _advance_hooks(self, c: Container, now: float) -> None:
-        """A running container: postStart finished (a failure kills the container)? preStop done or out of time
-        (then SIGTERM)? Past the kill deadline (then SIGKILL)?"""
-        self._poststart_done(c)
-        self._prestop_done(c)
-        pre = c.prestop
-        prestop_over = pre is None or pre.done.is_set() or now >= c.stop_end
-        if c.stop_started is not None and c.kill_deadline is None and prestop_over:
-            if pre is not None and not pre.done.is_set():
-                log.info("pod %s: container %s: preStop hook not completed in the grace period", self.key, c.name)
-            self._sigterm(c, now)
-        if c.kill_deadline is not None and now >= c.kill_deadline:
-            self._signal(c, signal.SIGKILL)
-
-    def _poststart_done(self, c: Container) -> None:
-        post = c.poststart
-        if post is None or not post.done.is_set():
-            return
-        c.poststart = None
-        if post.error and c.stop_started is None:
-            log.warning("pod %s: container %s: postStart hook failed: %s", self.key, c.name, post.error)
-            # like the kubelet: no details in the Event (they may carry secrets)
-            self._event("Warning", "FailedPostStartHook", "PostStartHook failed", c)
-            self.kill_container(c, self._grace(), "FailedPostStartHook")
-
-    def _prestop_done(self, c: Container) -> None:
-        pre = c.prestop
-        if pre is None or not pre.done.is_set() or pre.reported:
-            return
-        pre.reported = True
-        if pre.error:
-            log.warning("pod %s: container %s: preStop hook failed: %s", self.key, c.name, pre.error)
-            self._event("Warning", "FailedPreStopHook", "PreStopHook failed", c)
-
+    # -- stopping (the sequence is in stopping.py) --------------------------------------------------------------
     def _kill_all(self, grace: float) -> None:
         """Stop every running container (preStop hooks, SIGTERM, SIGKILL when its grace is over), reap them all.
 
@@ -618,10 +548,11 @@ class PodWorker:
         started = time.monotonic()
         for c in live:
             if grace > 0:
-                self.kill_container(c, grace, "")
-                self._cut(c, started + grace, started)  # one already stopping (liveness) gets no longer than this
+                self.stopper.kill(c, grace, "")
+                # one already stopping (liveness) gets no longer than this
+                self.stopper.cut(c, started + grace, started)
             else:
-                self._signal(c, signal.SIGKILL)
+                stopping.send(c, signal.SIGKILL)
         while any(c.running for c in live):
             now = time.monotonic()
             new_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
@@ -633,13 +564,13 @@ class PodWorker:
     def _stop_tick(self, c: Container, end: float | None, now: float) -> None:
         """One pass of `_kill_all` over a container: a new grace period's `end`, a force delete, its exit, hooks."""
         if end is not None:
-            self._cut(c, end, now)
+            self.stopper.cut(c, end, now)
         if self._vanished:
-            self._signal(c, signal.SIGKILL)
+            stopping.send(c, signal.SIGKILL)
         if c.running:
             self._reap(c, "Never")
         if c.running:
-            self._advance_hooks(c, now)
+            self.stopper.advance(c, now)
 
     def _terminate_and_delete(self) -> None:
         """The kubelet's part of a graceful delete: stop the containers, report final status, remove the pod."""
@@ -689,104 +620,22 @@ class PodWorker:
             if verdict.started:
                 c.started = True
             if verdict.kill:
-                self.kill_container(c, probes.kill_grace(st, self._grace()), verdict.kill)
+                self.stopper.kill(c, probes.kill_grace(st, self._grace()), verdict.kill)
                 return
         if "readinessProbe" not in c.probes:
             c.ready = c.started
 
     def _probe_env(self, c: Container) -> dict[str, str]:
         """An exec probe's environment: the container's variables resolved now, with its service links as created."""
-        env = podspec.container_env(self._pod_with_ips(), c.spec, self._lookup, base=self._base_env(c.links))
+        env = self.inputs.container_env(self.pod, self.ip, c.spec, c.links)
         return {"PATH": c.resolved.path if c.resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
 
-    # -- inputs: ServiceAccount token, Secrets, ConfigMaps, volumes ---------------------------------------------
-    def _setup_service_account(self) -> bool:
-        """API access unless automount is off (pod, then ServiceAccount); a refused TokenRequest keeps the
-        containers in ContainerCreating with the kubelet's message, retried like a missing Secret."""
-        spec = self.pod.get("spec", {})
-        sa_name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-        account = None
-        if spec.get("automountServiceAccountToken") is None:
-            try:  # the Node authorizer lets a node read the ServiceAccounts of its pods
-                account = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa_name}")
-            except ApiError as e:
-                log.info("pod %s: cannot read ServiceAccount %s (%s); going by its volumes", self.key, sa_name, e)
-        if not serviceaccount.wants_token(self.pod, account):
-            return True
-        token = ServiceAccountToken(self.api, self.pod, self.dir / "serviceaccount", self.host.pod_api_server)
-        try:
-            token.setup()
-        except (ApiError, OSError) as e:
-            detail = e.message if isinstance(e, ApiError) else str(e)
-            volume = next((v["name"] for v in spec.get("volumes") or []
-                           if v["name"].startswith("kube-api-access-")), "kube-api-access")  # fmt: skip
-            msg = f'MountVolume.SetUp failed for volume "{volume}" : failed to fetch token: {detail}'
-            log.warning("pod %s: %s", self.key, msg)
-            self._not_created(msg)
-            return False
-        self.sa_token = token
-        log.info("pod %s: API access as ServiceAccount %s (%s)", self.key, sa_name, token.kubeconfig)
-        return True
-
+    # -- inputs from the API (podinputs.py) --------------------------------------------------------------------
     def _not_created(self, message: str) -> None:
         """A pod-level input is missing: containers that never started wait in ContainerCreating with `message`."""
         for c in self.all_containers():
             if not c.ever_started:
                 c.waiting = ("ContainerCreating", message)
-
-    def _sa_env(self) -> dict[str, str]:
-        return self.sa_token.env() if self.sa_token is not None else {}
-
-    def _service_links(self) -> dict[str, str]:
-        """The service variables as of now (a kubelet, too, never updates them in a running container).
-
-        The kubelet reads Services from its informer cache: before the first sync it refuses to create containers
-        of API pods (CreateContainerConfigError "services have not yet been read at least once"), after it uses
-        whatever the cache holds, however stale, and never fails. Here every creation lists afresh, so a failed
-        list is the stale-cache case: logged, and the container starts without links; KUBERNETES_SERVICE_HOST/PORT
-        still come from the ServiceAccount variables when the pod has a token.
-        """
-        enabled = servicelinks.links_enabled(self.pod)
-        services: list[dict[str, Any]] = []
-        try:
-            for path, query in servicelinks.requests(self.ns, enabled):
-                services += self.api.request("GET", path, query=query).get("items") or []
-        except ApiError as e:
-            log.warning("pod %s: cannot list Services for its environment variables (%s); starting without them",
-                        self.key, e.message[:300])  # fmt: skip
-            return {}
-        return servicelinks.service_env(services, self.ns, enabled)
-
-    def _base_env(self, links: dict[str, str]) -> dict[str, str]:
-        """Service links and ServiceAccount variables; without a pod network KUBERNETES_SERVICE_* name the
-        apiserver's loopback address (see servicelinks.base_env)."""
-        apiserver = None if self.host.network is not None else self.host.pod_api_server
-        return servicelinks.base_env(links, self._sa_env(), apiserver)
-
-    def _lookup(self, kind: str, name: str) -> dict[str, str] | None:
-        plural = "secrets" if kind == "Secret" else "configmaps"
-        try:
-            obj = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/{plural}/{name}")
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise podspec.ConfigError(f'cannot read {kind.lower()} "{name}": {e}') from None
-        return podspec.secret_data(obj) if kind == "Secret" else podspec.configmap_data(obj)
-
-    def _materialize_volumes(self) -> bool:
-        """The pod's volumes under its directory (node/volumes.py); False (and why, as the containers' waiting
-        message) while a Secret or ConfigMap they need is missing."""
-        error = volumes.materialize(self.pod.get("spec", {}).get("volumes") or [], self.dir / "volumes", self._lookup)
-        if error:
-            self._not_created(error)
-        return not error
-
-    def _pod_with_ips(self) -> dict[str, Any]:
-        """The pod as the downward API sees it: with the IPs this agent assigned (maybe not yet in the API)."""
-        pod = dict(self.pod)
-        pod["status"] = {**pod.get("status", {}), "podIP": self.ip, "podIPs": [{"ip": self.ip}],
-                         "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}]}  # fmt: skip
-        return pod
 
     # -- status (rendered by podstatus.py) --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
