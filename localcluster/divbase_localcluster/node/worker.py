@@ -16,29 +16,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from ..podnet import netns
 from ..podnet import node as podnet_node
-from . import handlers, hooks, launch, podspec, podstate, podstatus, probes, stopping
+from . import handlers, podspec, podstate, podstatus, stopping
 from .api import STRATEGIC, ApiError
 from .container import Container, fresh_probes
 from .execserver import ExecTarget
 from .host import PodHost
 from .podinputs import PodInputs
+from .runner import CONFIG_RETRY, ContainerRunner
 from .shimproc import ShimProcess, is_alive
 from .timefmt import now_rfc3339, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between steps of a live pod (processes are polled, not waited for)
-CONFIG_RETRY = 3.0  # seconds between attempts to resolve a missing Secret/ConfigMap
-BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 10.0, 60.0  # restart back-off (kubelet: 10 s .. 5 min)
 TERMINAL = ("Succeeded", "Failed")
 
 
@@ -86,7 +83,8 @@ class PodWorker:
             Container(c, True, skip=c.get("restartPolicy") == "Always") for c in spec.get("initContainers") or []
         ]
         self.containers = [Container(c, False) for c in spec.get("containers") or []]
-        self.stopper = stopping.Stopper(self.key, self._event, self._in_pod, self._grace)
+        self.stopper = stopping.Stopper(self.key, self.event, self.in_pod, self.grace)
+        self.runner = ContainerRunner(self)
         self.thread = threading.Thread(target=self.run, name=f"pod-{self.key}", daemon=True)
 
     # -- inputs from the watch ------------------------------------------------------------------------------
@@ -108,7 +106,7 @@ class PodWorker:
     def container(self, name: str) -> Container | None:
         return next((c for c in self.all_containers() if c.name == name), None)
 
-    def _event(self, etype: str, reason: str, message: str, c: Container | None = None) -> None:
+    def event(self, etype: str, reason: str, message: str, c: Container | None = None) -> None:
         self.host.events(self.pod, etype, reason, message, c)
 
     # -- main loop --------------------------------------------------------------------------------------------
@@ -147,7 +145,7 @@ class PodWorker:
     def _ended(self) -> bool:
         """The agent stops, the pod vanished or is being deleted: stop its processes (and delete it); True then."""
         if self.host.stopping.is_set():
-            self._kill_all(min(3.0, self._grace()))
+            self._kill_all(min(3.0, self.grace()))
         elif self._vanished:
             log.info("pod %s: gone from the API; killing its processes", self.key)
             self._kill_all(0)
@@ -226,7 +224,7 @@ class PodWorker:
         if not st.pid:
             c.next_start = now + c.backoff if c.last_terminated else now
             return False
-        c.proc, c.pid = ShimProcess(st.pid, st.ticks, self._exit_file(c)), st.pid
+        c.proc, c.pid = ShimProcess(st.pid, st.ticks, self.runner.exit_file(c)), st.pid
         if not is_alive(st.pid, st.ticks):
             return False  # ended while no agent ran: the next step reaps it
         self.host.processes.register(st.pid)
@@ -263,7 +261,7 @@ class PodWorker:
         except netns.NetworkError as e:
             msg = f"Failed to create pod sandbox: {e}"
             log.warning("pod %s: %s", self.key, msg)
-            self._event("Warning", "FailedCreatePodSandBox", msg)
+            self.event("Warning", "FailedCreatePodSandBox", msg)
             self.net_retry_at = time.monotonic() + CONFIG_RETRY
             return False
 
@@ -279,7 +277,7 @@ class PodWorker:
             self.host.ips.release(self.ip)
 
     @contextlib.contextmanager
-    def _in_pod_netns(self) -> Iterator[dict[str, Any]]:
+    def in_pod_netns(self) -> Iterator[dict[str, Any]]:
         """Popen keyword arguments that start a process in the pod's network namespace (none without one)."""
         if self.netns is None:
             yield {}
@@ -290,8 +288,8 @@ class PodWorker:
         finally:
             close()
 
-    def _in_pod(self) -> handlers.InPod:
-        return handlers.InPod(self.ip, self.dir, self._in_pod_netns, self.host.connect, self.host.processes)
+    def in_pod(self) -> handlers.InPod:
+        return handlers.InPod(self.ip, self.dir, self.in_pod_netns, self.host.connect, self.host.processes)
 
     def exec_target(self, name: str) -> ExecTarget | None:
         """What `kubectl exec` runs a command with: the running container's environment (as it was started), the pod
@@ -300,7 +298,7 @@ class PodWorker:
         proc = c.proc if c is not None else None
         if c is None or proc is None:
             return None
-        return ExecTarget(env=dict(c.proc_env), cwd=self.dir, popen_kwargs=self._in_pod_netns,
+        return ExecTarget(env=dict(c.proc_env), cwd=self.dir, popen_kwargs=self.in_pod_netns,
                           alive=lambda: c.proc is proc, track=self.host.processes.register,
                           untrack=self.host.processes.unregister)  # fmt: skip
 
@@ -309,7 +307,7 @@ class PodWorker:
         c = self.container(name)
         return c is not None and c.proc is not None and not c.proc.exited()
 
-    def _grace(self) -> float:
+    def grace(self) -> float:
         meta, spec = self.pod["metadata"], self.pod.get("spec", {})
         grace = meta.get("deletionGracePeriodSeconds")
         if grace is None:
@@ -323,7 +321,7 @@ class PodWorker:
             return
         deadline = self.pod.get("spec", {}).get("activeDeadlineSeconds")
         if deadline is not None and self._age() > float(deadline):
-            self._kill_all(self._grace())
+            self._kill_all(self.grace())
             self.pod_reason = ("DeadlineExceeded", f"Pod was active on the node longer than the specified "
                                                   f"deadline of {deadline} seconds")  # fmt: skip
             self.phase = "Failed"
@@ -334,10 +332,10 @@ class PodWorker:
             self._drive_init(policy, now)
         if self._init_done():
             for c in self.containers:
-                self._drive(c, policy, now)
+                self.runner.drive(c, policy, now)
             for c in self.containers:
                 if c.running:
-                    self._probe(c, time.monotonic())
+                    self.runner.probe(c, time.monotonic())
         self.phase = podstatus.phase(self.init_containers, self.containers, policy)
         if self.phase in TERMINAL:
             self._go_terminal()
@@ -377,7 +375,7 @@ class PodWorker:
         become ContainerCreating."""
         c = next((c for c in self.init_containers if not (c.succeeded or c.skip)), None)
         if c is not None:
-            self._drive(c, "OnFailure" if policy == "Always" else policy, now)
+            self.runner.drive(c, "OnFailure" if policy == "Always" else policy, now)
         if self._init_done():
             for c in self.containers:
                 c.waiting = ("ContainerCreating", "")
@@ -394,148 +392,6 @@ class PodWorker:
 
     def _init_done(self) -> bool:
         return podstatus.init_done(self.init_containers)
-
-    # -- containers -------------------------------------------------------------------------------------------
-    def _drive(self, c: Container, policy: str, now: float) -> None:
-        """Reap an exited process, kill one past its kill deadline, start one that is due."""
-        if c.running:
-            self._reap(c, policy)
-            if c.running:
-                self.stopper.advance(c, now)
-            return
-        if c.terminated is not None or now < c.next_start:
-            return
-        self._start(c)
-
-    def _wait(self, c: Container, reason: str, message: str, retry: float, event: str | None = None) -> None:
-        """The container cannot start yet: report it Waiting, try again in `retry` seconds; `event` is posted as a
-        Warning the first time the reason appears."""
-        if event is not None and c.waiting[0] != reason:
-            self._event("Warning", "Failed", event, c)
-        c.waiting = (reason, message)
-        c.next_start = time.monotonic() + retry
-
-    def _start(self, c: Container) -> None:
-        image = str(c.spec.get("image", ""))
-        pulled = self.host.images.pull(image)
-        resolved = pulled.resolved
-        if resolved is None:
-            event = pulled.message if pulled.reason == "ErrImagePull" else None
-            self._wait(c, pulled.reason, pulled.message, 10, event)  # the map is read again when it changes
-            return
-        links = self.inputs.service_links(self.pod)
-        try:
-            env = self.inputs.container_env(self.pod, self.ip, c.spec, links)
-        except podspec.ConfigError as e:
-            self._wait(c, "CreateContainerConfigError", str(e), CONFIG_RETRY, f"Error: {e}")
-            return
-        term_file = self.dir / "termination" / c.name
-        argv = launch.command_line(c.spec, resolved, env, term_file)
-        if not argv:
-            msg = (f"no command specified: container {c.name!r} has no `command` and image map entry "
-                   f"{resolved.entry!r} defines no entrypoint/cmd for {image}")  # fmt: skip
-            self._wait(c, "CreateContainerError", msg, 3600, f"Error: {msg}")
-            return
-        child_env = launch.process_env(resolved, env, self.dir, self.name, term_file)
-        term_file.write_bytes(b"")
-        if c.last_terminated is not None:
-            c.restart_count += 1  # like the kubelet: counted when the next container is created
-        log_path = self._spawn(c, argv, child_env)
-        if log_path is not None:
-            c.image_id, c.resolved, c.links = pulled.image_id, resolved, links  # imageID: `repository@sha256:...`
-            log.info("pod %s: container %s started (pid %d, image map entry %s, log %s)",
-                     self.key, c.name, c.pid, resolved.entry, log_path)  # fmt: skip
-            self._started(c)
-
-    def _spawn(self, c: Container, argv: list[str], child_env: dict[str, str]) -> Path | None:
-        """Start the container's shim, its output appended to the returned logs/<container>/<restart count>.log; a
-        command that cannot be started ends the container at once (containerd: StartError, exit code 128): None."""
-        log_dir = self.dir / "logs" / c.name
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{c.restart_count}.log"
-        started_at = now_rfc3339()
-        try:
-            with log_path.open("ab") as out, self._in_pod_netns() as in_netns:
-                proc = ShimProcess.start(argv, self._exit_file(c), cwd=self.dir, env=child_env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         **in_netns)  # fmt: skip
-        except OSError as e:
-            msg = f'failed to start container process: exec: "{argv[0]}": {e.strerror or e}'
-            log.warning("pod %s: container %s: %s", self.key, c.name, msg)
-            self._event("Warning", "Failed", f"Error: {msg}", c)
-            self._exited(c, {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": started_at,
-                             "finishedAt": now_rfc3339()})  # fmt: skip
-            return None
-        c.proc, c.pid, c.proc_env = proc, proc.pid, child_env
-        self.host.processes.register(proc.pid)
-        c.running_since, c.started_mono, c.ever_started = started_at, time.monotonic(), True
-        return log_path
-
-    def _started(self, c: Container) -> None:
-        """A fresh run: no kill pending, not ready, probes from their initial delays, postStart (if any) running."""
-        c.kill_deadline, c.kill_reason = None, ""
-        c.ready = False
-        c.started = "startupProbe" not in c.spec
-        c.probes = fresh_probes(c.spec, c.started_mono, c.started_mono)
-        self._event("Normal", "Started", f"Started container {c.name}", c)
-        post = hooks.handler(c.spec, "postStart")
-        if post is not None:  # like the kubelet: not Running (no probes) until postStart returns
-            c.poststart = handlers.start_hook(self._in_pod(), "PostStart", post, c.spec, c.proc_env, timeout=None)
-
-    def _exit_file(self, c: Container) -> Path:
-        return self.dir / "termination" / f"{c.name}.exit"
-
-    def _reap(self, c: Container, policy: str) -> None:
-        """If the container's shim exited: kill what is left of its group, record the exit, decide."""
-        assert c.proc is not None
-        if not c.proc.exited():
-            return
-        ended = c.proc.finish()
-        self.host.processes.unregister(c.pid)
-        c.proc = None
-        exit_code = ended.exit_code
-        log.info("pod %s: container %s exited with code %d", self.key, c.name, exit_code)
-        if ended.error:  # the command could not be started (containerd: StartError, exit code 128)
-            log.warning("pod %s: container %s: %s", self.key, c.name, ended.error)
-            self._event("Warning", "Failed", f"Error: {ended.error}", c)
-        term = {
-            "exitCode": exit_code,
-            "reason": "StartError" if ended.error else "Completed" if exit_code == 0 else "Error",
-            "startedAt": c.running_since,
-            "finishedAt": now_rfc3339(),
-            "containerID": f"local://{c.pid}",
-        }
-        message = ended.error or launch.termination_message(
-            self.dir / "termination" / c.name, self.dir / "logs" / c.name / f"{c.restart_count}.log", exit_code,
-            c.spec.get("terminationMessagePolicy"))  # fmt: skip
-        if message:
-            term["message"] = message
-        restart = (exit_code != 0 and policy in ("Always", "OnFailure")) or (policy == "Always" and not c.init)
-        if c.started_mono and time.monotonic() - c.started_mono > BACKOFF_RESET:
-            c.backoff = 0.0
-        self._exited(c, term, restart=restart)
-
-    def _exited(self, c: Container, term: dict[str, Any], restart: bool | None = None) -> None:
-        if restart is None:
-            policy = self.pod.get("spec", {}).get("restartPolicy", "Always")
-            restart = policy in ("Always", "OnFailure")
-        c.ready = c.started = False
-        c.probes = {}
-        c.kill_deadline = c.stop_started = None
-        for run in (c.prestop, c.poststart):
-            if run is not None:
-                run.kill()
-        c.prestop = c.poststart = None
-        if not restart or self.pod["metadata"].get("deletionTimestamp") or self.host.stopping.is_set():
-            c.terminated = term
-            return
-        c.last_terminated = term
-        c.backoff = BACKOFF_START if not c.backoff else min(BACKOFF_MAX, c.backoff * 2)
-        c.next_start = time.monotonic() + c.backoff
-        msg = (f"back-off {c.backoff:.0f}s restarting failed container={c.name} "
-               f"pod={self.name}_{self.ns}({self.uid})")  # fmt: skip
-        c.waiting = ("CrashLoopBackOff", msg)
-        self._event("Warning", "BackOff", "Back-off restarting failed container", c)
 
     # -- stopping (the sequence is in stopping.py) --------------------------------------------------------------
     def _kill_all(self, grace: float) -> None:
@@ -568,14 +424,14 @@ class PodWorker:
         if self._vanished:
             stopping.send(c, signal.SIGKILL)
         if c.running:
-            self._reap(c, "Never")
+            self.runner.reap(c, "Never")
         if c.running:
             self.stopper.advance(c, now)
 
     def _terminate_and_delete(self) -> None:
         """The kubelet's part of a graceful delete: stop the containers, report final status, remove the pod."""
         if not self.terminal:
-            grace = self._grace()
+            grace = self.grace()
             log.info("pod %s: deleting, grace period %.0fs", self.key, grace)
             self._kill_all(grace)
             for c in self.all_containers():
@@ -600,35 +456,6 @@ class PodWorker:
         except ApiError as e:
             if e.status not in (404, 409):
                 log.warning("pod %s: final delete failed: %s", self.key, e)
-
-    # -- probes (verdicts in probes.py, I/O in handlers.py) -----------------------------------------------------
-    def _probe(self, c: Container, now: float) -> None:
-        if c.stop_started is not None or c.poststart is not None:
-            return
-        for kind in probes.ORDER:
-            st = c.probes.get(kind)
-            if st is None or not probes.due(kind, st, c.started, now):
-                continue
-            st.next_at = now + st.period
-            ok, detail = handlers.probe(self._in_pod(), st.spec, c.spec, lambda: self._probe_env(c))
-            verdict = probes.judge(kind, st, ok, detail)
-            st.successes, st.failures = verdict.successes, verdict.failures
-            if verdict.event:
-                self._event("Warning", "Unhealthy", verdict.event, c)
-            if verdict.ready is not None:
-                c.ready = verdict.ready
-            if verdict.started:
-                c.started = True
-            if verdict.kill:
-                self.stopper.kill(c, probes.kill_grace(st, self._grace()), verdict.kill)
-                return
-        if "readinessProbe" not in c.probes:
-            c.ready = c.started
-
-    def _probe_env(self, c: Container) -> dict[str, str]:
-        """An exec probe's environment: the container's variables resolved now, with its service links as created."""
-        env = self.inputs.container_env(self.pod, self.ip, c.spec, c.links)
-        return {"PATH": c.resolved.path if c.resolved else "/usr/bin:/bin", "HOME": str(self.dir), **env}
 
     # -- inputs from the API (podinputs.py) --------------------------------------------------------------------
     def _not_created(self, message: str) -> None:
