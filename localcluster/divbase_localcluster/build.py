@@ -19,6 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kwok
+from .goenv import BuildError, go_env, go_source_dir, run_logged
+
+__all__ = ["BuildError", "go_source_dir"]  # re-exported: callers know them as build.BuildError, build.go_source_dir
+
 K8S_VERSION = "v1.36.3"
 HELM_VERSION = "v3.22.0"
 KWOK_VERSION = "v0.8.0"
@@ -29,24 +34,12 @@ TOOLS = {"helm": f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", "kwok": f"sigs.k8s.
 # stamp helm's real version (its Makefile does this; plain `go install` would report only "v3.22")
 TOOL_LDFLAGS = {"helm": f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"}
 GO_SOURCES = ("go.mod", "go.sum", "main.go")
-KWOK_STAGES = "kwok-stages.yaml"  # kwok's default stages, copied from its module source (see kwok.py)
+KWOK_STAGES = kwok.STAGES_NAME  # kwok's default stages, copied from its module source
 
 
 def cache_root() -> Path:
     """`$DIVBASE_CACHE_DIR` (default ~/.cache/divbase): one place for binaries, clusters and timings."""
     return Path(os.environ.get("DIVBASE_CACHE_DIR") or Path.home() / ".cache" / "divbase")
-
-
-def go_source_dir() -> Path:
-    """The Go module (localcluster/) sits next to this package in the source tree."""
-    src = Path(__file__).resolve().parent.parent
-    if not (src / "go.mod").is_file():
-        raise BuildError(f"Go sources of the local control plane not found at {src} (need an editable install)")
-    return src
-
-
-class BuildError(RuntimeError):
-    """The binaries could not be built; the message carries the failing command and its output tail."""
 
 
 @dataclass(frozen=True)
@@ -110,32 +103,10 @@ def _version_ldflags() -> str:
 
 
 def _go_json(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=go_source_dir(), env=_go_env(), check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=go_source_dir(), env=go_env(), check=False)
     if out.returncode != 0:
         raise BuildError(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout)
-
-
-def _go_env(gobin: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # never stamp VCS info (the module sits inside the project's git tree) and use the local toolchain
-    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -buildvcs=false").strip()
-    env.setdefault("GOTOOLCHAIN", "local")
-    if gobin is not None:
-        env["GOBIN"] = str(gobin)
-    return env
-
-
-def _run(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> float:
-    start = time.monotonic()
-    with log.open("ab") as f:
-        f.write(f"$ {' '.join(cmd)}\n".encode())
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-4000:]
-        raise BuildError(f"{' '.join(cmd)} exited {proc.returncode}; log {log}:\n{tail}")
-    return round(time.monotonic() - start, 1)
 
 
 def build(force: bool = False, verbose: bool = True) -> Binaries:
@@ -156,35 +127,10 @@ def build(force: bool = False, verbose: bool = True) -> Binaries:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and not bins.missing():
             return bins
-        log = out / "build.log"
-        src = go_source_dir()
-        timings: dict[str, float] = {}
         total = time.monotonic()
-        if force or MULTICALL in bins.missing():
-            if verbose:
-                print(f"building Kubernetes {K8S_VERSION} components into {bins.bin_dir} (log {log})", file=sys.stderr)
-            tmp = bins.bin_dir / f".{MULTICALL}.tmp"
-            cmd = ["go", "build", "-trimpath", f"-ldflags={_version_ldflags()}", "-o", str(tmp), "."]
-            timings[MULTICALL] = _run(cmd, log, _go_env(), src)
-            tmp.replace(bins[MULTICALL])
-        for name in K8S_COMPONENTS:
-            link = bins[name]
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(MULTICALL)
-        for name, pkg in TOOLS.items():
-            if force or name in bins.missing():
-                if verbose:
-                    print(f"building {pkg}", file=sys.stderr)
-                gobin = out / f".gobin-{name}"
-                cmd = ["go", "install", "-trimpath", f"-ldflags=-s -w {TOOL_LDFLAGS.get(name, '')}".strip(), pkg]
-                timings[name] = _run(cmd, log, _go_env(gobin), src)
-                (gobin / name).replace(bins[name])
-                shutil.rmtree(gobin, ignore_errors=True)
+        timings = _build_missing(bins, out / "build.log", force, verbose)
         if force or KWOK_STAGES in bins.missing():
-            from .kwok import write_stages
-
-            write_stages(out / KWOK_STAGES)
+            kwok.write_stages(out / KWOK_STAGES, KWOK_VERSION)
         timings["total"] = round(time.monotonic() - total, 1)
         record_timing("build", timings, out)
         if bins.missing():
@@ -192,6 +138,41 @@ def build(force: bool = False, verbose: bool = True) -> Binaries:
         if verbose:
             print(f"built in {timings['total']} s: {timings}", file=sys.stderr)
         return bins
+
+
+def _build_missing(bins: Binaries, log: Path, force: bool, verbose: bool) -> dict[str, float]:
+    """Build the multicall binary and the tools that are missing (all with `force`), link the components to it;
+    seconds each build took."""
+    src = go_source_dir()
+    timings: dict[str, float] = {}
+    if force or MULTICALL in bins.missing():
+        if verbose:
+            print(f"building Kubernetes {K8S_VERSION} components into {bins.bin_dir} (log {log})", file=sys.stderr)
+        tmp = bins.bin_dir / f".{MULTICALL}.tmp"
+        cmd = ["go", "build", "-trimpath", f"-ldflags={_version_ldflags()}", "-o", str(tmp), "."]
+        timings[MULTICALL] = run_logged(cmd, log, go_env(), src)
+        tmp.replace(bins[MULTICALL])
+    for name in K8S_COMPONENTS:
+        link = bins[name]
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(MULTICALL)
+    for name, pkg in TOOLS.items():
+        if force or name in bins.missing():
+            if verbose:
+                print(f"building {pkg}", file=sys.stderr)
+            timings[name] = _install_tool(name, pkg, bins, log, src)
+    return timings
+
+
+def _install_tool(name: str, pkg: str, bins: Binaries, log: Path, src: Path) -> float:
+    """`go install` one pinned tool into a private GOBIN, then move it into the bin directory."""
+    gobin = bins.bin_dir.parent / f".gobin-{name}"
+    cmd = ["go", "install", "-trimpath", f"-ldflags=-s -w {TOOL_LDFLAGS.get(name, '')}".strip(), pkg]
+    seconds = run_logged(cmd, log, go_env(gobin), src)
+    (gobin / name).replace(bins[name])
+    shutil.rmtree(gobin, ignore_errors=True)
+    return seconds
 
 
 def record_timing(kind: str, values: dict[str, float], where: Path | None = None) -> None:

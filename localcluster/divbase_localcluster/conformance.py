@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from .build import BuildError, _go_env, _run, cache_root
+from .build import cache_root
+from .goenv import BuildError, go_env, run_logged
 
 # binary -> its module's directory under gitops/conformance/
 CHECKERS = {"argocd-health": "argocd", "argocd-controllers": "argocd", "kstatus": "kstatus",
@@ -86,12 +87,12 @@ def build(name: str, force: bool = False, verbose: bool = True) -> Path:
         log = out.parent / "build.log"
         if verbose:
             print(f"building {name} from {source_dir(name)} into {out} (log {log})", file=sys.stderr)
-        env = _go_env()
+        env = go_env()
         # the module's go.sum is committed; -mod=mod lets a fresh machine fill the module cache through the proxy
         env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
         tmp = out.with_name(f".{name}.tmp")
-        seconds = _run(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")], log,
-                       env, source_dir(name))  # fmt: skip
+        seconds = run_logged(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")],
+                             log, env, source_dir(name))  # fmt: skip
         if name in SHIPPED:
             _ship(name, out.parent / "shipped", env)
         tmp.replace(out)
@@ -110,7 +111,7 @@ def shipped(name: str) -> Path:
         with (dest.parent / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not dest.is_dir():
-                env = _go_env()
+                env = go_env()
                 env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
                 _ship(name, dest, env)
     return dest

@@ -18,9 +18,9 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from . import build
+from .goenv import go_env, go_source_dir
 
 ANNOTATION = "kwok.x-k8s.io/node"
 LABEL = {"type": "kwok"}
@@ -32,17 +32,27 @@ STAGE_FILES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
-STAGES_NAME = build.KWOK_STAGES
+STAGES_NAME = "kwok-stages.yaml"  # next to the build's bin directory (build.py writes it)
 
 
-def write_stages(dest: Path) -> Path:
-    """Concatenate kwok's default stages (the ones `kwokctl` would load) from its module source into `dest`.
+class Binaries(Protocol):
+    """What `argv` needs of build.Binaries (kwok does not import build: build imports kwok)."""
+
+    @property
+    def bin_dir(self) -> Path: ...
+
+    def __getitem__(self, name: str) -> Path: ...
+
+
+def write_stages(dest: Path, version: str) -> Path:
+    """Concatenate kwok's default stages (the ones `kwokctl` would load) from its module source (sigs.k8s.io/kwok at
+    `version`) into `dest`.
 
     The standalone `kwok` binary ships no stages: without a config it refuses to start ("no stages found").
     """
     out = subprocess.run(
-        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{build.KWOK_VERSION}"],
-        capture_output=True, text=True, check=True, cwd=build.go_source_dir(), env=build._go_env(),
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{version}"],
+        capture_output=True, text=True, check=True, cwd=go_source_dir(), env=go_env(),
     )  # fmt: skip
     stage_dir = Path(json.loads(out.stdout)["Dir"]) / "kustomize" / "stage"
     docs = [(stage_dir / f).read_text().strip() for f in STAGE_FILES]
@@ -50,7 +60,7 @@ def write_stages(dest: Path) -> Path:
     return dest
 
 
-def argv(bins: build.Binaries, kubeconfig: Path) -> list[str]:
+def argv(bins: Binaries, kubeconfig: Path) -> list[str]:
     """Command line of the kwok controller for one cluster (no server port: nothing here needs logs/exec)."""
     return [
         str(bins["kwok"]),

@@ -30,11 +30,14 @@ from ..podnet.layout import KUBERNETES_SERVICE_IP, Layout
 from ..podnet.netns import NetworkError, Sockets
 from . import podstate
 from .api import STRATEGIC, Api, ApiError
+from .container import Container
 from .execserver import ExecRequestError, ExecServer, ExecTarget
+from .host import PodHost, ProcessGroups
 from .images import ImageResolver
 from .logserver import LogServer
 from .shimproc import kill_group
-from .worker import Container, PodWorker, now_rfc3339
+from .timefmt import now_rfc3339
+from .worker import PodWorker
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +139,7 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self.finished: dict[str, float] = {}  # uid -> when its worker ended: later events about it are stale
         self.workers_lock = threading.Lock()
-        self.pgids: set[int] = set()
-        self.pgids_lock = threading.Lock()
+        self.processes = ProcessGroups()
         self.events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
         self.recent_events: dict[tuple[str, str, str, str], float] = {}  # repeats within a minute are dropped
         self.node_uid = ""
@@ -147,6 +149,9 @@ class NodeAgent:
             cert, key, ca = log_tls
             self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping,
                                         exec_handler=ExecServer(self.exec_target, self.stopping).serve)
+        self.host = PodHost(api=api, pods_dir=state_dir / "pods", images=images, ips=self.ips, network=network,
+                            pod_api_server=self.pod_api_server, events=self.event, connect=self.connect,
+                            processes=self.processes, stopping=self.stopping)  # fmt: skip
 
     def connect(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
         """A TCP connection as the kubelet makes it for probes and httpGet hooks: from the node, so to a pod IP
@@ -160,34 +165,24 @@ class NodeAgent:
         """Where pods find the apiserver: the `kubernetes` Service with a pod network, else the host's loopback."""
         return f"https://{KUBERNETES_SERVICE_IP}:443" if self.network else self.api.server
 
+    def _worker(self, namespace: str, pod: str) -> PodWorker | None:
+        with self.workers_lock:
+            return next((w for w in self.workers.values() if w.key == f"{namespace}/{pod}"), None)
+
     def container_running(self, namespace: str, pod: str, container: str) -> bool:
         """Whether the container's process runs now (a followed log may still grow)."""
-        with self.workers_lock:
-            worker = next((w for w in self.workers.values() if w.key == f"{namespace}/{pod}"), None)
-        if worker is None:
-            return False
-        c = next((c for c in worker.all_containers() if c.name == container), None)
-        return c is not None and c.proc is not None and not c.proc.exited()
+        worker = self._worker(namespace, pod)
+        return worker is not None and worker.container_running(container)
 
     def exec_target(self, namespace: str, pod: str, container: str) -> ExecTarget:
         """Where `kubectl exec` runs, or the kubelet's refusal (pod unknown here: 404; container not running: 500)."""
-        with self.workers_lock:
-            worker = next((w for w in self.workers.values() if w.key == f"{namespace}/{pod}"), None)
+        worker = self._worker(namespace, pod)
         if worker is None:
             raise ExecRequestError(404, "pod does not exist")
         target = worker.exec_target(container)
         if target is None:
             raise ExecRequestError(500, f'container not found ("{container}")')
         return target
-
-    # -- process groups (the safety net at shutdown) ----------------------------------------------------------
-    def register_pgid(self, pgid: int) -> None:
-        with self.pgids_lock:
-            self.pgids.add(pgid)
-
-    def unregister_pgid(self, pgid: int) -> None:
-        with self.pgids_lock:
-            self.pgids.discard(pgid)
 
     def worker_done(self, worker: PodWorker) -> None:
         with self.workers_lock:
@@ -364,7 +359,7 @@ class NodeAgent:
             if worker is None:
                 if self.stopping.is_set() or uid in self.finished:
                     return
-                worker = PodWorker(self, pod, adopt=adopt)
+                worker = PodWorker(self.host, pod, adopt=adopt, on_done=self.worker_done)
                 self.workers[uid] = worker
                 worker.thread.start()
                 return
@@ -392,35 +387,10 @@ class NodeAgent:
         first, backoff = True, 0.5
         while not self.stopping.is_set():
             try:
-                listed = self.api.request("GET", "/api/v1/pods", query=self._pods_query(), timeout=30)
-                rv = listed["metadata"]["resourceVersion"]
-                seen = set()
-                for pod in listed.get("items") or []:
-                    seen.add(pod["metadata"]["uid"])
-                    self._dispatch(pod, adopt=first)
-                if first:
-                    self._clean_orphans(seen)
+                rv = self._list_pods(adopt=first)
                 first = False
-                with self.workers_lock:
-                    gone = [w for uid, w in self.workers.items() if uid not in seen]
-                for w in gone:
-                    w.vanish()
                 while not self.stopping.is_set():
-                    for ev in self.api.watch("/api/v1/pods", {**self._pods_query(), "resourceVersion": rv},
-                                             timeout_seconds=WATCH_TIMEOUT):  # fmt: skip
-                        if self.stopping.is_set():
-                            return
-                        obj = ev.get("object") or {}
-                        if ev.get("type") == "ERROR":
-                            raise ApiError(int(obj.get("code") or 0), str(obj.get("message", "watch error")))
-                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
-                        if ev["type"] in ("ADDED", "MODIFIED"):
-                            self._dispatch(obj)
-                        elif ev["type"] == "DELETED":
-                            with self.workers_lock:
-                                w = self.workers.get(obj["metadata"]["uid"])
-                            if w is not None:
-                                w.vanish()
+                    rv = self._watch_pods(rv)
                     backoff = 0.5  # a clean server-side timeout: watch again from rv
             except ApiError as e:
                 if e.status == 410:
@@ -431,6 +401,43 @@ class NodeAgent:
                 log.exception("pod watch failed (retrying in %.1fs)", backoff)
             self.stopping.wait(backoff)
             backoff = min(WATCH_BACKOFF_MAX, backoff * 2)
+
+    def _list_pods(self, adopt: bool) -> str:
+        """List the node's pods and hand each to its worker; workers of pods not listed any more vanish. The first
+        list adopts pods bound before this agent started and cleans up after those deleted meanwhile. Returns the
+        list's resourceVersion."""
+        listed = self.api.request("GET", "/api/v1/pods", query=self._pods_query(), timeout=30)
+        seen = set()
+        for pod in listed.get("items") or []:
+            seen.add(pod["metadata"]["uid"])
+            self._dispatch(pod, adopt=adopt)
+        if adopt:
+            self._clean_orphans(seen)
+        with self.workers_lock:
+            gone = [w for uid, w in self.workers.items() if uid not in seen]
+        for w in gone:
+            w.vanish()
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _watch_pods(self, rv: str) -> str:
+        """One watch request from `rv` until the server ends it (or the agent stops); returns the last
+        resourceVersion seen. An ERROR event raises (410: the caller lists again)."""
+        for ev in self.api.watch("/api/v1/pods", {**self._pods_query(), "resourceVersion": rv},
+                                 timeout_seconds=WATCH_TIMEOUT):  # fmt: skip
+            if self.stopping.is_set():
+                break
+            obj = ev.get("object") or {}
+            if ev.get("type") == "ERROR":
+                raise ApiError(int(obj.get("code") or 0), str(obj.get("message", "watch error")))
+            rv = obj.get("metadata", {}).get("resourceVersion", rv)
+            if ev["type"] in ("ADDED", "MODIFIED"):
+                self._dispatch(obj)
+            elif ev["type"] == "DELETED":
+                with self.workers_lock:
+                    w = self.workers.get(obj["metadata"]["uid"])
+                if w is not None:
+                    w.vanish()
+        return rv
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -466,13 +473,9 @@ class NodeAgent:
         deadline = time.monotonic() + STOP_GRACE + 2
         for w in workers:
             w.thread.join(timeout=max(0.1, deadline - time.monotonic()))
-        with self.pgids_lock:
-            left = list(self.pgids)
-        for pgid in left:  # a worker that did not finish in time: its processes must not outlive us
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+        left = self.processes.kill_all()  # a worker that did not finish in time: its processes must not outlive us
         if self.log_server is not None:
             self.log_server.close()
         with contextlib.suppress(ApiError):
             self.post_node_status(ready=False)
-        log.info("stopped (%d pod workers, %d process groups killed late)", len(workers), len(left))
+        log.info("stopped (%d pod workers, %d process groups killed late)", len(workers), left)

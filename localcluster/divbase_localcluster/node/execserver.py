@@ -260,36 +260,49 @@ class ExecSession:
 
     def handle(self, frame: spdy.Frame) -> None:
         if frame.kind == spdy.SYN_STREAM:
-            self.last_stream = max(self.last_stream, frame.stream_id)
-            kind = (frame.headers.get("streamtype") or [""])[0]
-            if kind not in self.req.streams() or kind in self.streams:
-                log.warning("exec: unexpected stream type %r", kind)
-                self.send(lambda w: w.rst_stream(frame.stream_id, spdy.REFUSED_STREAM))
-                return
-            self.streams[kind] = frame.stream_id
-            self.send(lambda w: w.syn_reply(frame.stream_id))
-            if frame.fin:
-                self._end_of(kind)
-            if set(self.streams) == self.req.streams():
-                self.ready.set()
+            self._on_syn_stream(frame)
         elif frame.kind == spdy.DATA:
-            kind = next((k for k, sid in self.streams.items() if sid == frame.stream_id), "")
-            if kind == "stdin" and frame.data:
-                self._stdin_put(frame.data)
-            elif kind == "resize":
-                self._resize(frame.data)
-            if frame.fin:
-                self._end_of(kind)
+            self._on_data(frame)
         elif frame.kind == spdy.RST_STREAM:
-            self.reset.add(frame.stream_id)
-            kind = next((k for k, sid in self.streams.items() if sid == frame.stream_id), "")
-            if kind == "stdin":
-                self._stdin_put(None)
-            elif kind == "error":  # the client cannot learn the outcome: it is going away
-                self._gone()
+            self._on_rst_stream(frame)
         elif frame.kind == spdy.PING:
             self.send(lambda w: w.ping(frame.value))
         elif frame.kind == spdy.GOAWAY:
+            self._gone()
+
+    def _kind_of(self, stream_id: int) -> str:
+        return next((k for k, sid in self.streams.items() if sid == stream_id), "")
+
+    def _on_syn_stream(self, frame: spdy.Frame) -> None:
+        """The client opens one of the streams the request announced (each once); all open: the command may start."""
+        self.last_stream = max(self.last_stream, frame.stream_id)
+        kind = (frame.headers.get("streamtype") or [""])[0]
+        if kind not in self.req.streams() or kind in self.streams:
+            log.warning("exec: unexpected stream type %r", kind)
+            self.send(lambda w: w.rst_stream(frame.stream_id, spdy.REFUSED_STREAM))
+            return
+        self.streams[kind] = frame.stream_id
+        self.send(lambda w: w.syn_reply(frame.stream_id))
+        if frame.fin:
+            self._end_of(kind)
+        if set(self.streams) == self.req.streams():
+            self.ready.set()
+
+    def _on_data(self, frame: spdy.Frame) -> None:
+        kind = self._kind_of(frame.stream_id)
+        if kind == "stdin" and frame.data:
+            self._stdin_put(frame.data)
+        elif kind == "resize":
+            self._resize(frame.data)
+        if frame.fin:
+            self._end_of(kind)
+
+    def _on_rst_stream(self, frame: spdy.Frame) -> None:
+        self.reset.add(frame.stream_id)
+        kind = self._kind_of(frame.stream_id)
+        if kind == "stdin":
+            self._stdin_put(None)
+        elif kind == "error":  # the client cannot learn the outcome: it is going away
             self._gone()
 
     def _end_of(self, kind: str) -> None:
@@ -384,17 +397,7 @@ class ExecSession:
     def supervise(self, proc: subprocess.Popen[bytes]) -> None:
         """Pump until the command exited and its output ended; kill it if the client, the container or the agent
         goes first; then report how it ended."""
-        pumps = []
-        if self.master is not None:
-            pumps.append(self._thread(self.pump, self.master, "stdout"))
-            if self.req.stdin:
-                self._thread(self.feed, self.master, False)
-        else:
-            for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-                if pipe is not None:
-                    pumps.append(self._thread(self.pump, pipe.fileno(), kind))
-            if proc.stdin is not None:
-                self._thread(self.feed, proc.stdin.fileno(), True)
+        pumps = self._start_io(proc)
         self._thread(lambda: (proc.wait(), self.wake.set()))
         killed = ""
         while proc.poll() is None or any(p.is_alive() for p in pumps):
@@ -402,8 +405,7 @@ class ExecSession:
             self.wake.clear()
             if killed:
                 continue
-            killed = ("the client went away" if self.gone.is_set() else "the agent stops" if self.stopping.is_set()
-                      else "" if self.target.alive() else "the container stopped")  # fmt: skip
+            killed = self._kill_reason()
             if killed:
                 log.info("exec in %s/%s/%s: killed: %s", self.req.namespace, self.req.pod, self.req.container,
                          killed)  # fmt: skip
@@ -411,6 +413,28 @@ class ExecSession:
                     os.killpg(proc.pid, signal.SIGKILL)
         if not self.gone.is_set():
             self.finish(exit_status(proc.returncode))
+
+    def _start_io(self, proc: subprocess.Popen[bytes]) -> list[threading.Thread]:
+        """Threads pumping the command's output to the client (returned: the session waits for them) and the
+        client's stdin to the command: through the terminal with a tty, else through the pipes."""
+        if self.master is not None:
+            pumps = [self._thread(self.pump, self.master, "stdout")]
+            if self.req.stdin:
+                self._thread(self.feed, self.master, False)
+            return pumps
+        pumps = [self._thread(self.pump, pipe.fileno(), kind)
+                 for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)) if pipe is not None]  # fmt: skip
+        if proc.stdin is not None:
+            self._thread(self.feed, proc.stdin.fileno(), True)
+        return pumps
+
+    def _kill_reason(self) -> str:
+        """Why the command must die now ("": it may go on)."""
+        if self.gone.is_set():
+            return "the client went away"
+        if self.stopping.is_set():
+            return "the agent stops"
+        return "" if self.target.alive() else "the container stopped"
 
     def _thread(self, target: Callable[..., Any], *args: Any) -> threading.Thread:
         t = threading.Thread(target=target, args=args, name="exec-io", daemon=True)

@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -76,6 +77,24 @@ def _check_template(text: str, where: str) -> None:
             raise ValueError(f"{where}: unknown placeholder {{{name}}} (known: {', '.join(sorted(PLACEHOLDERS))})")
 
 
+def _entry(item: dict[str, Any], where: str) -> Entry:
+    """One validated images.yaml entry (`where` names it in errors): globs to match, templates with known
+    placeholders only."""
+    match = item.get("match")
+    match = [match] if isinstance(match, str) else match
+    if not match or not all(isinstance(m, str) for m in match):
+        raise ValueError(f"{where}: `match` must be a glob or a list of globs")
+    texts = {key: [str(v) for v in item.get(key) or []] for key in ("path", "entrypoint", "cmd")}
+    env = {str(k): str(v) for k, v in (item.get("env") or {}).items()}
+    for key, values in texts.items():
+        for v in values:
+            _check_template(v, f"{where}.{key}")
+    for k, v in env.items():
+        _check_template(v, f"{where}.env.{k}")
+    return Entry(name=str(item.get("name") or match[0]), match=tuple(match), path=tuple(texts["path"]), env=env,
+                 entrypoint=tuple(texts["entrypoint"]), cmd=tuple(texts["cmd"]))  # fmt: skip
+
+
 class ImageMap:
     """Loaded, validated images.yaml; `resolve(image)` returns None for an image no entry matches."""
 
@@ -89,28 +108,7 @@ class ImageMap:
         raw = doc.get("images")
         if not isinstance(raw, list):
             raise ValueError(f"{path}: expected a top-level `images:` list")
-        entries = []
-        for i, item in enumerate(raw):
-            where = f"{path}: images[{i}]"
-            match = item.get("match")
-            match = [match] if isinstance(match, str) else match
-            if not match or not all(isinstance(m, str) for m in match):
-                raise ValueError(f"{where}: `match` must be a glob or a list of globs")
-            texts = {
-                "path": [str(p) for p in item.get("path") or []],
-                "entrypoint": [str(a) for a in item.get("entrypoint") or []],
-                "cmd": [str(a) for a in item.get("cmd") or []],
-            }
-            env = {str(k): str(v) for k, v in (item.get("env") or {}).items()}
-            for key, values in texts.items():
-                for v in values:
-                    _check_template(v, f"{where}.{key}")
-            for k, v in env.items():
-                _check_template(v, f"{where}.env.{k}")
-            entries.append(Entry(
-                name=str(item.get("name") or match[0]), match=tuple(match), path=tuple(texts["path"]), env=env,
-                entrypoint=tuple(texts["entrypoint"]), cmd=tuple(texts["cmd"]),
-            ))  # fmt: skip
+        entries = [_entry(item, f"{path}: images[{i}]") for i, item in enumerate(raw)]
         return cls(entries, venv_bin or str(Path(sys.executable).parent))
 
     def resolve(self, image: str) -> Resolved | None:

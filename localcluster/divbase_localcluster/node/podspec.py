@@ -91,40 +91,51 @@ def container_env(
     """The container's env in kubelet order: `base` (the service variables a kubelet adds), envFrom sources, then
     `env` (each value expanded with the vars defined before it). Raises ConfigError with a kubelet-like message for
     a missing non-optional reference."""
-    ns = pod["metadata"]["namespace"]
     env: dict[str, str] = dict(base or {})
     for src in container.get("envFrom") or []:
-        prefix = src.get("prefix", "")
-        for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-            ref = src.get(key)
-            if ref:
-                data = _source(lookup, kind, ref.get("name", ""), bool(ref.get("optional")))
-                env.update({prefix + k: v for k, v in (data or {}).items()})
+        env.update(_env_from(lookup, src))
     for var in container.get("env") or []:
         name = var["name"]
         if "valueFrom" not in var:
             env[name] = expand(var.get("value", ""), env)
             continue
-        vf = var["valueFrom"]
-        if "fieldRef" in vf:
-            env[name] = field_value(pod, vf["fieldRef"]["fieldPath"])
-            continue
-        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-            ref = vf.get(key)
-            if ref is None:
-                continue
-            optional = bool(ref.get("optional"))
-            data = _source(lookup, kind, ref.get("name", ""), optional)
-            if data is None:
-                break
-            if ref["key"] not in data:
-                if optional:
-                    break
-                raise ConfigError(f"couldn't find key {ref['key']} in {kind} {ns}/{ref.get('name', '')}")
-            env[name] = data[ref["key"]]
-            break
-        # resourceFieldRef and unknown sources are reported by unsupported_fields and left unset
+        value = _value_from(pod, lookup, var["valueFrom"])
+        if value is not None:
+            env[name] = value
     return env
+
+
+def _env_from(lookup: Lookup, src: dict[str, Any]) -> dict[str, str]:
+    """The variables of one envFrom source (a Secret and/or a ConfigMap), with its prefix."""
+    prefix, env = src.get("prefix", ""), {}
+    for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+        ref = src.get(key)
+        if ref:
+            data = _source(lookup, kind, ref.get("name", ""), bool(ref.get("optional")))
+            env.update({prefix + k: v for k, v in (data or {}).items()})
+    return env
+
+
+def _value_from(pod: dict[str, Any], lookup: Lookup, vf: dict[str, Any]) -> str | None:
+    """The value of an env var's valueFrom; None leaves it unset (an optional reference that is missing;
+    resourceFieldRef and unknown sources, which unsupported_fields reports)."""
+    if "fieldRef" in vf:
+        return field_value(pod, vf["fieldRef"]["fieldPath"])
+    for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+        ref = vf.get(key)
+        if ref is None:
+            continue
+        optional = bool(ref.get("optional"))
+        data = _source(lookup, kind, ref.get("name", ""), optional)
+        if data is None:
+            return None
+        if ref["key"] not in data:
+            if optional:
+                return None
+            ns = pod["metadata"]["namespace"]
+            raise ConfigError(f"couldn't find key {ref['key']} in {kind} {ns}/{ref.get('name', '')}")
+        return data[ref["key"]]
+    return None
 
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:
@@ -151,27 +162,40 @@ def unsupported_fields(pod: dict[str, Any]) -> list[str]:
         found += [f"spec.volumes[{i}].{k}" for k in sorted(kinds - SUPPORTED_VOLUMES)]
     for group in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(group) or []):
-            at = f"spec.{group}[{i}]"
-            if group == "initContainers" and c.get("restartPolicy") == "Always":
-                found.append(f"{at}.restartPolicy")
-            if c.get("workingDir"):
-                found.append(f"{at}.workingDir")
-            found += [f"{at}.lifecycle.{k}" for k in hooks.unsupported_handler_fields(c.get("lifecycle") or {})]
-            if c.get("volumeDevices"):
-                found.append(f"{at}.volumeDevices")
-            found += [f"{at}.ports[{j}].hostPort" for j, p in enumerate(c.get("ports") or []) if p.get("hostPort")]
-            for j, var in enumerate(c.get("env") or []):
-                vf = var.get("valueFrom") or {}
-                found += [f"{at}.env[{j}].valueFrom.{k}" for k in vf
-                          if k not in ("fieldRef", "secretKeyRef", "configMapKeyRef")]  # fmt: skip
-                fr = vf.get("fieldRef")
-                if fr:
-                    try:
-                        field_value(pod, fr.get("fieldPath", ""))
-                    except ConfigError:
-                        found.append(f"{at}.env[{j}].valueFrom.fieldRef.fieldPath")
-            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-                p = c.get(probe) or {}
-                found += [f"{at}.{probe}.{k}" for k in ("grpc",) if k in p]
-            found += [f"{at}.{k}" for k in sorted(set(c) - IGNORED_CONTAINER_FIELDS)]
+            found += _container_fields(pod, c, f"spec.{group}[{i}]", init=group == "initContainers")
+    return found
+
+
+def _container_fields(pod: dict[str, Any], c: dict[str, Any], at: str, init: bool) -> list[str]:
+    """unsupported_fields of one container at path `at`."""
+    found = ["restartPolicy"] if init and c.get("restartPolicy") == "Always" else []
+    found += ["workingDir"] if c.get("workingDir") else []
+    found += [f"lifecycle.{k}" for k in hooks.unsupported_handler_fields(c.get("lifecycle") or {})]
+    found += ["volumeDevices"] if c.get("volumeDevices") else []
+    found += [f"ports[{j}].hostPort" for j, p in enumerate(c.get("ports") or []) if p.get("hostPort")]
+    found += _unsupported_env(pod, c.get("env") or [])
+    found += _unsupported_probes(c)
+    found += sorted(set(c) - IGNORED_CONTAINER_FIELDS)
+    return [f"{at}.{k}" for k in found]
+
+
+def _unsupported_probes(c: dict[str, Any]) -> list[str]:
+    return [f"{probe}.grpc" for probe in ("readinessProbe", "livenessProbe", "startupProbe")
+            if "grpc" in (c.get(probe) or {})]  # fmt: skip
+
+
+def _unsupported_env(pod: dict[str, Any], env: list[dict[str, Any]]) -> list[str]:
+    return [f"env[{j}].valueFrom.{k}" for j, var in enumerate(env)
+            for k in _unsupported_value_from(pod, var.get("valueFrom") or {})]  # fmt: skip
+
+
+def _unsupported_value_from(pod: dict[str, Any], vf: dict[str, Any]) -> list[str]:
+    """Paths (relative to valueFrom) container_env cannot resolve: other sources, fieldRef paths it does not know."""
+    found = [k for k in vf if k not in ("fieldRef", "secretKeyRef", "configMapKeyRef")]
+    fr = vf.get("fieldRef")
+    if fr:
+        try:
+            field_value(pod, fr.get("fieldPath", ""))
+        except ConfigError:
+            found.append("fieldRef.fieldPath")
     return found
