@@ -632,15 +632,16 @@ class _Splitter:
             return
         column, new_default = op.column_name, op.modify_server_default
         target = f"{table}.{column}"
-        old = default_sql(op.existing_server_default)
         alter = f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
         if new_default is not None:
             up = f"{alter} SET DEFAULT {default_sql(new_default)}"
+            old = default_sql(op.existing_server_default)
             down = f"{alter} " + (f"SET DEFAULT {old}" if old else "DROP DEFAULT")
             # committed alone (release 3): SET DEFAULT's ACCESS EXCLUSIVE lock must not last through a backfill
             self.block(EXPAND, 35, [f"op.execute({lit(up)})"], [f"op.execute({lit(down)})"], autocommit=True)
             self.place("set_default", target, EXPAND)
         elif op.existing_server_default is not None:
+            old = default_sql(op.existing_server_default)
             self.block(CONTRACT, 45, [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
                        [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"])
             self.place("drop_default", target, CONTRACT)
