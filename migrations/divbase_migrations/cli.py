@@ -64,7 +64,7 @@ from .releases import (
 from .releases import pending as pending_revisions
 from .revisions import ENV_CONFIG, load
 from .runner import Runner, Settings, StepError, classify, lock_holder, make_engine
-from .splitter import TODO_MARKER, Rename, SplitError
+from .splitter import TODO_MARKER, Placement, Rename, SplitError
 
 log = logging.getLogger("divbase_migrations.cli")
 
@@ -256,6 +256,7 @@ def _termination_flag(argv: Sequence[str]) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and always write the summary (the exit code and the error are what the operator reads)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser().parse_args(argv)
@@ -275,11 +276,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact = Redactor.for_url(url)
     logs.configure(redact)
     summary = Summary(args.command, getattr(args, "release", None), redact)
-    code = EXIT_FAILED
+    code = _run_caught(args, url, config_error, summary)
+    if code != EXIT_OK and summary.data.get("error"):
+        log.error(summary.data["error"], extra={"exit_code": code})
+        if args.command in ("check",):
+            print(redact(f"{summary.data['error']}"))
+    summary.write(termination_path(args.termination_log), code)
+    return code
+
+
+def _run_caught(args: argparse.Namespace, url: Any, config_error: ConfigError | None, summary: Summary) -> int:
+    """`run`, each error turned into its exit code and the summary's `error` (bad database settings only fail the
+    commands that connect)."""
     try:
         if config_error is not None and args.command not in ("lint", "releases", "plan"):
             raise config_error
-        code = run(args, url, summary)
+        return run(args, url, summary)
     except (ConfigError, ManifestError, UnknownRelease, GenerateError, SplitError) as exc:
         code, summary.data["error"] = EXIT_USAGE, str(exc)
     except RevisionError as exc:  # alembic_version holds an unknown revision (2) or one older than the baseline (5)
@@ -292,11 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the summary must still be written; the traceback goes to the (masked) log
         log.exception("unexpected error")
         code, summary.data["error"] = EXIT_FAILED, f"{type(exc).__name__}: {exc}"
-    if code != EXIT_OK and summary.data.get("error"):
-        log.error(summary.data["error"], extra={"exit_code": code})
-        if args.command in ("check",):
-            print(redact(f"{summary.data['error']}"))
-    summary.write(termination_path(args.termination_log), code)
     return code
 
 
@@ -340,6 +347,26 @@ def _rerun_with_renames(args: argparse.Namespace, release: str, renames: Sequenc
     return shlex.join(words)
 
 
+def _print_todos(placements: Sequence[Placement]) -> list[str]:
+    """Print each TODO; return the --rename that each undeclared possible rename would take (one per column)."""
+    renames: list[str] = []
+    for placement in placements:
+        if placement.branch != "todo":
+            continue
+        hints = _RENAME_HINT.findall(placement.note)
+        if hints:
+            options = " or ".join(f"--rename {h}" for h in hints)
+            print(f"TODO      {placement.kind} {placement.target}: if it is a rename, pass {options}; "
+                  f"if not, delete its {TODO_MARKER} line")
+            taken = set().union(*(_rename_columns(r) for r in renames))
+            free = [h for h in hints if not _rename_columns(h) & taken]
+            if free:  # a column takes part in one rename: the first candidate no other hint took
+                renames.append(free[0])
+        else:
+            print(f"TODO      {placement.kind} {placement.target}: see the {TODO_MARKER} line")
+    return renames
+
+
 def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     release = _require_release(args)
     alembic_log = logging.getLogger("alembic")
@@ -360,21 +387,7 @@ def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
             if placement.branch == branch:
                 note = f" ({placement.note})" if placement.note else ""
                 print(f"          {placement.kind} {placement.target}{note}")
-    renames: list[str] = []  # undeclared possible renames: the --rename each would take
-    for placement in made.split.placements:
-        if placement.branch != "todo":
-            continue
-        hints = _RENAME_HINT.findall(placement.note)
-        if hints:
-            options = " or ".join(f"--rename {h}" for h in hints)
-            print(f"TODO      {placement.kind} {placement.target}: if it is a rename, pass {options}; "
-                  f"if not, delete its {TODO_MARKER} line")
-            taken = set().union(*(_rename_columns(r) for r in renames))
-            free = [h for h in hints if not _rename_columns(h) & taken]
-            if free:  # a column takes part in one rename: the first candidate no other hint took
-                renames.append(free[0])
-        else:
-            print(f"TODO      {placement.kind} {placement.target}: see the {TODO_MARKER} line")
+    renames = _print_todos(made.split.placements)
     print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
           f"({shown(made.manifest)})")
     if renames:
@@ -390,38 +403,15 @@ def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
 
 
 def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
+    """Run one command. Lint needs neither manifest nor database; releases and plan need no database (plan reads
+    one when it is configured); the others refuse to start without one."""
     if args.command == "lint":
-        findings = lint(args.paths or None)
-        for finding in findings:
-            print(finding)
-        summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
-        if findings:
-            summary.data["error"] = (f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
-                                     f"left by `revision`): {findings[0]}")
-            return EXIT_LINT
-        print("lint: expand revisions only add or backfill")
-        return EXIT_OK
+        return _lint(args, summary)
     manifest = load(args.manifest)
     if args.command == "releases":
-        print(json.dumps({"releases": [vars(r) for r in manifest.releases],
-                          "chains": {EXPAND: manifest.chains.expand, CONTRACT: manifest.chains.contract}}, indent=2))
-        summary.data["outcome"] = "ok"
-        return EXIT_OK
+        return _releases(manifest, summary)
     if args.command == "plan":
-        release = manifest.release(_require_release(args))
-        if args.from_release:
-            start = manifest.release(args.from_release)
-            applied = Applied(start.expand if args.step == EXPAND else release.expand, start.contract)
-        elif url is not None:
-            applied = _read_applied(url, manifest)
-        else:
-            applied = Applied(None, None)
-        todo, sql = plan_sql(manifest, args.step, release, applied)
-        print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
-              f"{len(todo)} revision(s) from {applied.as_dict()}")
-        print(sql, end="")
-        summary.data.update(outcome="ok", step=args.step, revisions=list(todo), **plan_payload(sql))
-        return EXIT_OK
+        return _plan(args, url, manifest, summary)
     if url is None:
         raise ConfigError(f"no database configured: set {ENV_URL} or {', '.join(ENV_PARTS.values())}")
     # which variables were read, never their values (any of them may be a Secret's key: see database.py)
@@ -430,30 +420,82 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     if args.command == "revision":
         return _revision(args, url, summary)
     if args.command == "status":
-        applied = _read_applied(url, manifest)
-        status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
-                                  "latest_release": manifest.latest().version,
-                                  "lock_holder": _lock_holder(url)}  # a runner migrating now (or waited for)
-        target = manifest.release(args.release) if args.release else manifest.latest()
-        status["pending"] = {
-            "release": target.version,
-            EXPAND: list(pending_revisions(manifest.chains, EXPAND, applied.expand, target.expand)),
-            CONTRACT: list(pending_revisions(manifest.chains, CONTRACT, applied.contract, target.contract)),
-        }
-        print(json.dumps(status, indent=2))
-        summary.data.update(outcome="ok", to=applied.as_dict())
-        return EXIT_OK
+        return _status(args, url, manifest, summary)
     if args.command == "check":
-        release = manifest.release(_require_release(args))
+        return _check(args, url, manifest, summary)
+    return _migrate(args, url, manifest, summary)
+
+
+def _lint(args: argparse.Namespace, summary: Summary) -> int:
+    findings = lint(args.paths or None)
+    for finding in findings:
+        print(finding)
+    summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
+    if findings:
+        summary.data["error"] = (f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
+                                 f"left by `revision`): {findings[0]}")
+        return EXIT_LINT
+    print("lint: expand revisions only add or backfill")
+    return EXIT_OK
+
+
+def _releases(manifest: Manifest, summary: Summary) -> int:
+    print(json.dumps({"releases": [vars(r) for r in manifest.releases],
+                      "chains": {EXPAND: manifest.chains.expand, CONTRACT: manifest.chains.contract}}, indent=2))
+    summary.data["outcome"] = "ok"
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summary) -> int:
+    """The SQL of a step, from --from-release (offline), else from the database when one is configured, else from
+    an empty database."""
+    release = manifest.release(_require_release(args))
+    if args.from_release:
+        start = manifest.release(args.from_release)
+        applied = Applied(start.expand if args.step == EXPAND else release.expand, start.contract)
+    elif url is not None:
         applied = _read_applied(url, manifest)
-        verdict = compatibility(manifest, release, applied)
-        summary.data.update(to=applied.as_dict())
-        if not verdict.ok:
-            summary.data.update(outcome="incompatible", error=verdict.reason)
-            return EXIT_PRECONDITION
-        summary.data["outcome"] = "ok"
-        print(verdict.reason)
-        return EXIT_OK
+    else:
+        applied = Applied(None, None)
+    todo, sql = plan_sql(manifest, args.step, release, applied)
+    print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
+          f"{len(todo)} revision(s) from {applied.as_dict()}")
+    print(sql, end="")
+    summary.data.update(outcome="ok", step=args.step, revisions=list(todo), **plan_payload(sql))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summary) -> int:
+    applied = _read_applied(url, manifest)
+    status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
+                              "latest_release": manifest.latest().version,
+                              "lock_holder": _lock_holder(url)}  # a runner migrating now (or waited for)
+    target = manifest.release(args.release) if args.release else manifest.latest()
+    status["pending"] = {
+        "release": target.version,
+        EXPAND: list(pending_revisions(manifest.chains, EXPAND, applied.expand, target.expand)),
+        CONTRACT: list(pending_revisions(manifest.chains, CONTRACT, applied.contract, target.contract)),
+    }
+    print(json.dumps(status, indent=2))
+    summary.data.update(outcome="ok", to=applied.as_dict())
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summary) -> int:
+    release = manifest.release(_require_release(args))
+    applied = _read_applied(url, manifest)
+    verdict = compatibility(manifest, release, applied)
+    summary.data.update(to=applied.as_dict())
+    if not verdict.ok:
+        summary.data.update(outcome="incompatible", error=verdict.reason)
+        return EXIT_PRECONDITION
+    summary.data["outcome"] = "ok"
+    print(verdict.reason)
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summary) -> int:
+    """expand or contract: the Runner takes the lock, applies the step's revisions and says what it did."""
     step = args.command
     release_version = _require_release(args)
     manifest.release(release_version)  # unknown release: exit 2 before connecting
@@ -471,7 +513,6 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
                             "applied": outcome.applied, "to": outcome.after.as_dict()})
     return EXIT_OK
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -157,33 +157,53 @@ def _revision(value: Any) -> bool:
 def _check_key(key: str, value: Any) -> str | None:
     """Why `value` is not what the contract says `key` holds (never quoting it), or None."""
     if key in _STRING_KEYS:
-        if not isinstance(value, str):
-            return f"`{key}` is {_type_name(value)}, not a string"
-        if key == SUMMARY_DIGEST and not DIGEST_PATTERN.fullmatch(value):
-            return f"`{key}` is not sha256:<64 lowercase hex digits>"
-        return None
+        return _check_string(key, value)
     if key in _INT_KEYS:
-        return None if isinstance(value, int) and not isinstance(value, bool) else \
-            f"`{key}` is {_type_name(value)}, not an integer"
+        return None if _is_int(value) else f"`{key}` is {_type_name(value)}, not an integer"
     if key == SUMMARY_DURATION:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else f"`{key}` is {_type_name(value)}, not a finite number"
+        return None if _is_finite_number(value) else f"`{key}` is {_type_name(value)}, not a finite number"
     if key == SUMMARY_SQL_TRUNCATED:
         return None if isinstance(value, bool) else f"`{key}` is {_type_name(value)}, not a boolean"
     if key in _LIST_KEYS:
-        if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
-            return f"`{key}` is not an array of at most {MAX_LIST_ITEMS} strings"
-        if key == SUMMARY_FINDINGS:
-            ok = all(isinstance(item, str) for item in value)
-        else:
-            ok = all(_revision(item) for item in value)
-        return None if ok else f"`{key}` holds an item that is not a revision id (a printable string of at most " \
-                               f"{MAX_REVISION_CHARS} characters)"
+        return _check_list(key, value)
     if key in _REVISION_MAP_KEYS:
-        ok = isinstance(value, dict) and len(value) <= 8 and all(
-            _revision(k) and (v is None or _revision(v)) for k, v in value.items())
-        return None if ok else f"`{key}` is not an object of branch -> revision id or null"
+        return None if _is_revision_map(value) else f"`{key}` is not an object of branch -> revision id or null"
     return None
+
+
+def _is_int(value: Any) -> bool:
+    """An integer that is not a bool (JSON's true is no exit code)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_revision_map(value: Any) -> bool:
+    """A small object of branch -> revision id or null (`from`, `to`)."""
+    return isinstance(value, dict) and len(value) <= 8 and all(
+        _revision(k) and (v is None or _revision(v)) for k, v in value.items())
+
+
+def _check_string(key: str, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"`{key}` is {_type_name(value)}, not a string"
+    if key == SUMMARY_DIGEST and not DIGEST_PATTERN.fullmatch(value):
+        return f"`{key}` is not sha256:<64 lowercase hex digits>"
+    return None
+
+
+def _check_list(key: str, value: Any) -> str | None:
+    """A bounded array: of strings (findings) or of revision ids (the rest)."""
+    if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+        return f"`{key}` is not an array of at most {MAX_LIST_ITEMS} strings"
+    if key == SUMMARY_FINDINGS:
+        ok = all(isinstance(item, str) for item in value)
+    else:
+        ok = all(_revision(item) for item in value)
+    return None if ok else f"`{key}` holds an item that is not a revision id (a printable string of at most " \
+                           f"{MAX_REVISION_CHARS} characters)"
 
 
 def read_summary(message: str | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -311,13 +331,18 @@ def read_lock_wait(log_tail: str | None) -> LockWait | None:
             continue
         if entry[LOG_EVENT] == EVENT_LOCK_ACQUIRED:
             return None
-        holder = entry.get(LOCK_HOLDER) if isinstance(entry.get(LOCK_HOLDER), dict) else {}
-        pid = holder.get(HOLDER_PID)
-        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
-        application = holder.get(HOLDER_APPLICATION)
-        application = printable(application, MAX_APPLICATION_CHARS) or None if isinstance(application, str) else None
-        return LockWait(pid, application, _log_time(holder.get(HOLDER_SINCE)), _log_time(entry.get(LOCK_WAIT_SINCE)))
+        return _lock_wait(entry)
     return None
+
+
+def _lock_wait(entry: dict[str, Any]) -> LockWait:
+    """The contract's fields of a `lock_wait` line, each of its type or None (written by an untrusted image)."""
+    holder = entry.get(LOCK_HOLDER) if isinstance(entry.get(LOCK_HOLDER), dict) else {}
+    pid = holder.get(HOLDER_PID)
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
+    application = holder.get(HOLDER_APPLICATION)
+    application = printable(application, MAX_APPLICATION_CHARS) or None if isinstance(application, str) else None
+    return LockWait(pid, application, _log_time(holder.get(HOLDER_SINCE)), _log_time(entry.get(LOCK_WAIT_SINCE)))
 
 
 def plan_digest(sql: str) -> str:

@@ -14,9 +14,10 @@ import importlib
 import re
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,26 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
     for path in paths:
         if path.exists():
             raise GenerateError(f"{path} exists already: choose another message")
+    found = _compare_on_scratch(url, script, metadata)
+    changes: list[EnumChange] = enum_changes(found.enums, found.metadata)
+    result = split(found.upgrade_ops, renames, changes, existing_enums=found.enums, metadata=found.metadata)
+    if not result.placements:
+        raise GenerateError("the models and the migrated schema agree: nothing to generate")
+    heads = {branch: chains.of(branch)[-1] for branch in (EXPAND, CONTRACT)}
+    texts = {
+        EXPAND: render_revision(result, EXPAND, expand_id, heads[EXPAND], chains, message, release, now, None),
+        CONTRACT: render_revision(result, CONTRACT, contract_id, heads[CONTRACT], chains, message, release, now,
+                                  expand_id),
+    }
+    _check_parses(texts)
+    _write_pair(paths, texts, manifest_path, partial(update_manifest, release=release, expand_id=expand_id,
+                                                     contract_id=contract_id, message=message,
+                                                     exists=existing is not None))
+    return Generated(paths[0], paths[1], expand_id, contract_id, result, manifest_path)
 
+
+def _compare_on_scratch(url: URL, script: ScriptDirectory, metadata: sa.MetaData | None) -> Comparison:
+    """Autogenerate's comparison of the models with a scratch database upgraded to the heads (then dropped)."""
     with ScratchDatabase(url) as scratch_url:
         engine = sa.create_engine(scratch_url, poolclass=sa.pool.NullPool)
         try:
@@ -171,37 +191,34 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
                 conn.rollback()
         finally:
             engine.dispose()
+    return found
 
-    changes: list[EnumChange] = enum_changes(found.enums, found.metadata)
-    result = split(found.upgrade_ops, renames, changes, existing_enums=found.enums, metadata=found.metadata)
-    if not result.placements:
-        raise GenerateError("the models and the migrated schema agree: nothing to generate")
-    heads = {branch: chains.of(branch)[-1] for branch in (EXPAND, CONTRACT)}
-    texts = {
-        EXPAND: render_revision(result, EXPAND, expand_id, heads[EXPAND], chains, message, release, now, None),
-        CONTRACT: render_revision(result, CONTRACT, contract_id, heads[CONTRACT], chains, message, release, now,
-                                  expand_id),
-    }
+
+def _check_parses(texts: dict[str, str]) -> None:
     for branch, text in texts.items():
         try:
             ast.parse(text)
         except SyntaxError as exc:  # a bug of the generator: show what it wrote
             raise GenerateError(f"the generated {branch} revision does not parse ({exc}):\n{text}") from None
+
+
+def _write_pair(paths: tuple[Path, Path], texts: dict[str, str], manifest_path: Path,
+                updated: Callable[[str], str]) -> None:
+    """Write both revisions and the manifest (`updated` of its text), then read them back as a project; on any error
+    leave the files as they were (no half-written pair)."""
     old_manifest = manifest_path.read_text()
     written: list[Path] = []
     try:
         for path, branch in zip(paths, (EXPAND, CONTRACT), strict=True):
             path.write_text(texts[branch])
             written.append(path)
-        manifest_path.write_text(update_manifest(old_manifest, release, expand_id, contract_id, message,
-                                                 existing is not None))
+        manifest_path.write_text(updated(old_manifest))
         load_manifest(chains_from(ScriptDirectory.from_config(alembic_config())), manifest_path)
     except Exception:
         for path in written:
             path.unlink(missing_ok=True)
         manifest_path.write_text(old_manifest)
         raise
-    return Generated(paths[0], paths[1], expand_id, contract_id, result, manifest_path)
 
 
 def update_manifest(text: str, release: str, expand_id: str, contract_id: str, message: str, exists: bool) -> str:
@@ -236,26 +253,37 @@ def _literal(sql: str) -> str:
     return '"""\n' + sql + '\n"""'
 
 
+def _placed_list(result: Split, branch: str) -> str:
+    placed = [p for p in result.placements if p.branch == branch]
+    return "\n".join(f"- {p.kind} {p.target}" + (f" ({p.note})" if p.note else "") for p in placed) or "- nothing"
+
+
+def _import_lines(imports: set[str], code: str) -> list[str]:
+    """The revision's imports: sqlalchemy and the renderer's extra imports only when `code` uses them."""
+    used = sorted(i for i in imports if i.split()[-1] + "." in code)
+    lines = ["from __future__ import annotations", "", "from collections.abc import Sequence", ""]
+    if "sa." in code:
+        lines.append("import sqlalchemy as sa")
+    lines.append("from alembic import op")
+    lines.extend(used)
+    return lines
+
+
 def render_revision(result: Split, branch: str, revision: str, down: str, chains: releases_mod.Chains, message: str,
                     release: str, now: datetime, depends_on: str | None) -> str:
+    """The revision file of `branch`: a docstring listing what was placed there, the imports its code uses, its
+    SQL constants, upgrade() and downgrade(). The first revision of a branch carries the branch's label."""
     body = result.expand if branch == EXPAND else result.contract
     first = down == chains.baseline
     labels = (branch,) if first else None
-    placed = [p for p in result.placements if p.branch == branch]
-    what = "\n".join(f"- {p.kind} {p.target}" + (f" ({p.note})" if p.note else "") for p in placed) or "- nothing"
+    what = _placed_list(result, branch)
     role = ("Old code keeps working: this only adds, relaxes and backfills." if branch == EXPAND else
             "Runs once no pod of the release before remains: removals and tightening.")
     todo_note = (f"\n\n{len(body.todos)} change(s) could not be placed safely: the marked TODO lines below say what "
                  f"to write by hand; `divbase-migrate lint` refuses this file until they are gone."
                  if body.todos else "")
     upgrade, downgrade = body.upgrade_code(), body.downgrade_code()
-    code = upgrade + downgrade + "".join(body.constants.values())
-    imports = sorted(i for i in body.imports if i.split()[-1] + "." in code)
-    header_imports = ["from __future__ import annotations", "", "from collections.abc import Sequence", ""]
-    if "sa." in code:
-        header_imports.append("import sqlalchemy as sa")
-    header_imports.append("from alembic import op")
-    header_imports.extend(imports)
+    header_imports = _import_lines(body.imports, upgrade + downgrade + "".join(body.constants.values()))
     constants = "".join(f"{name} = {_literal(sql)}\n\n" for name, sql in body.constants.items())
     return (f'"""{message} ({branch}, release {release}), generated by `divbase-migrate revision`.\n\n'
             f"Revision ID: {revision}\nRevises: {down}\nCreate Date: {now.isoformat(' ')}\n\n"

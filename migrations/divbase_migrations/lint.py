@@ -151,7 +151,9 @@ def place(headers: dict[str, Header], chains: Chains) -> dict[str, str | None]:
 
 
 def lint_file(path: Path, branch: str | None) -> list[Finding]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    """The findings of one revision file on `branch`: TODO markers in every branch, forbidden operations in expand."""
+    text = path.read_text()
+    tree = ast.parse(text, filename=str(path))
     module_strings = _module_strings(tree)
     revision = module_strings.get("revision")
     if revision is None:
@@ -162,62 +164,90 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
         return [Finding(path, 1, "revision", f"revision {revision!r} is on neither branch: give the first revision "
                                              f"of a branch branch_labels = ('expand',) or ('contract',), and "
                                              f"every later one a down_revision on that branch")]
-    todos = [Finding(path, number, TODO_MARKER, line.split(TODO_MARKER, 1)[1].lstrip(": ").strip() +
-                     " (left by `divbase-migrate revision`: write it by hand, then delete the marker)")
-             for number, line in enumerate(path.read_text().splitlines(), start=1) if TODO_MARKER in line]
+    todos = _todos(path, text)
     if branch != EXPAND:
         return todos
     upgrade = _upgrade(tree)
     if upgrade is None:
         return [*todos, Finding(path, 1, "upgrade", "no upgrade() function")]
+    return [*todos, *_expand_findings(path, upgrade, module_strings, text.splitlines())]
+
+
+def _todos(path: Path, text: str) -> list[Finding]:
+    """A finding for each TODO_MARKER line `divbase-migrate revision` left."""
+    return [Finding(path, number, TODO_MARKER, line.split(TODO_MARKER, 1)[1].lstrip(": ").strip() +
+                    " (left by `divbase-migrate revision`: write it by hand, then delete the marker)")
+            for number, line in enumerate(text.splitlines(), start=1) if TODO_MARKER in line]
+
+
+def _expand_findings(path: Path, upgrade: ast.FunctionDef, module_strings: dict[str, str],
+                     lines: list[str]) -> list[Finding]:
+    """What an expand revision's upgrade() must not do, unless its line carries an allow marker with a reason."""
     created = {_const(_arg(call, 0, "table_name")) for name, call in _op_calls(upgrade) if name == "create_table"}
-    findings: list[Finding] = list(todos)
-
-    lines = path.read_text().splitlines()
-
-    def add(call: ast.Call, op: str, problem: str) -> None:
-        allow = ALLOW.search(lines[call.lineno - 1])
-        if allow and allow.group(1).strip():
-            return
-        if allow:
-            problem += " (an allow marker needs a reason)"
-        findings.append(Finding(path, call.lineno, op, problem))
-
+    findings: list[Finding] = []
     for name, call in _op_calls(upgrade):
         table = _const(_arg(call, 0 if name != "create_index" else 1, "table_name"))
-        existing = table not in created
-        if name in DROP_OPS:
-            add(call, f"op.{name}", "expand revisions must not drop; move it to the contract branch")
-        elif name in RENAME_OPS:
-            add(call, f"op.{name}", "expand revisions must not rename; add the new name, backfill, drop the old "
-                                    "in a contract")
-        elif name == "alter_column":
-            if _kw(call, "new_column_name") is not None:
-                add(call, "op.alter_column", "renames a column; add a new column and backfill instead")
-            if _kw(call, "type_") is not None:
-                add(call, "op.alter_column", "changes a column type; add a new column and backfill instead")
-            if _const(_kw(call, "nullable")) is False:
-                add(call, "op.alter_column", "makes a column NOT NULL; add CHECK (...) NOT VALID here and "
-                                             "VALIDATE + SET NOT NULL in a contract")
-        elif name == "add_column" and existing:
-            column = _arg(call, 1, "column")
-            if isinstance(column, ast.Call):
-                nullable = _const(_kw(column, "nullable"))
-                has_default = _kw(column, "server_default") is not None
-                if nullable is False and not has_default:
-                    add(call, "op.add_column", f"adds a NOT NULL column without a server default to existing "
-                                               f"table {table!r}")
-        elif name == "create_index" and existing and _const(_kw(call, "postgresql_concurrently")) is not True:
-            add(call, "op.create_index", f"builds an index on existing table {table!r} without "
-                                         f"postgresql_concurrently=True (blocks writes)")
-        elif name == "execute":
-            for sql in _string_values(_arg(call, 0, "sqltext"), module_strings):
-                for pattern, problem in SQL_RULES:
-                    match = pattern.search(sql)
-                    if match:
-                        detail = problem.format(*(g or "" for g in match.groups())).strip()
-                        add(call, "op.execute", f"SQL {detail}: {match.group(0).strip()!r}")
+        for op, problem in _expand_problems(name, call, table, table not in created, module_strings):
+            finding = _unless_allowed(path, lines, call, op, problem)
+            if finding is not None:
+                findings.append(finding)
     return findings
+
+
+def _unless_allowed(path: Path, lines: list[str], call: ast.Call, op: str, problem: str) -> Finding | None:
+    """None when the call's first line allows it with a reason; a marker without one is named in the finding."""
+    allow = ALLOW.search(lines[call.lineno - 1])
+    if allow and allow.group(1).strip():
+        return None
+    if allow:
+        problem += " (an allow marker needs a reason)"
+    return Finding(path, call.lineno, op, problem)
+
+
+def _expand_problems(name: str, call: ast.Call, table: object, existing: bool,
+                     module_strings: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(operation, problem) for each rule one op.<name>(...) call of an expand revision breaks."""
+    if name in DROP_OPS:
+        yield f"op.{name}", "expand revisions must not drop; move it to the contract branch"
+    elif name in RENAME_OPS:
+        yield f"op.{name}", "expand revisions must not rename; add the new name, backfill, drop the old in a contract"
+    elif name == "alter_column":
+        yield from (("op.alter_column", problem) for problem in _alter_column_problems(call))
+    elif name == "add_column" and existing:
+        if _adds_not_null_without_default(call):
+            yield "op.add_column", f"adds a NOT NULL column without a server default to existing table {table!r}"
+    elif name == "create_index" and existing and _const(_kw(call, "postgresql_concurrently")) is not True:
+        yield "op.create_index", (f"builds an index on existing table {table!r} without "
+                                  f"postgresql_concurrently=True (blocks writes)")
+    elif name == "execute":
+        yield from (("op.execute", problem) for problem in _sql_problems(call, module_strings))
+
+
+def _alter_column_problems(call: ast.Call) -> Iterator[str]:
+    if _kw(call, "new_column_name") is not None:
+        yield "renames a column; add a new column and backfill instead"
+    if _kw(call, "type_") is not None:
+        yield "changes a column type; add a new column and backfill instead"
+    if _const(_kw(call, "nullable")) is False:
+        yield "makes a column NOT NULL; add CHECK (...) NOT VALID here and VALIDATE + SET NOT NULL in a contract"
+
+
+def _adds_not_null_without_default(call: ast.Call) -> bool:
+    """op.add_column(table, sa.Column(..., nullable=False)) without server_default: old code's inserts fail."""
+    column = _arg(call, 1, "column")
+    if not isinstance(column, ast.Call):
+        return False
+    return _const(_kw(column, "nullable")) is False and _kw(column, "server_default") is None
+
+
+def _sql_problems(call: ast.Call, module_strings: dict[str, str]) -> Iterator[str]:
+    """SQL_RULES over the literal SQL an op.execute runs."""
+    for sql in _string_values(_arg(call, 0, "sqltext"), module_strings):
+        for pattern, problem in SQL_RULES:
+            match = pattern.search(sql)
+            if match:
+                detail = problem.format(*(g or "" for g in match.groups())).strip()
+                yield f"SQL {detail}: {match.group(0).strip()!r}"
 
 
 def lint(paths: Iterable[Path] | None = None) -> list[Finding]:

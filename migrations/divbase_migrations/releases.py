@@ -131,39 +131,48 @@ def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
     if not isinstance(entries, list) or not entries:
         raise ManifestError(f"{path}: needs at least one [[release]] table")
     releases: list[Release] = []
-    last_index = {EXPAND: -1, CONTRACT: -1}
+    last_index = {EXPAND: -1, CONTRACT: -1}  # per branch: the previous release's place in the chain
     for number, entry in enumerate(entries, start=1):
-        where = f"{path.name}: release #{number}"
-        if not isinstance(entry, dict):
-            raise ManifestError(f"{where}: must be a table")
-        version = entry.get("version")
-        if not isinstance(version, str) or not version.strip():
-            raise ManifestError(f"{where}: `version` must be a non-empty string")
-        where = f"{path.name}: release {version!r}"
-        if any(same_release(r.version, version) for r in releases):
-            raise ManifestError(f"{where}: listed twice")
-        if releases and _out_of_order(releases[-1].version, version):
-            raise ManifestError(f"{where}: listed after {releases[-1].version!r}, an older release comes first")
-        revisions = {}
-        for branch in BRANCHES:
-            revision = entry.get(branch)
-            if not isinstance(revision, str) or not revision:
-                raise ManifestError(f"{where}: `{branch}` must name a revision")
-            chain = chains.of(branch)
-            if revision not in chain:
-                first = (f" (the project has no expand/contract revisions yet: write the first pair with "
-                         f"`divbase-migrate revision -m MESSAGE --release {version}`, or name the baseline "
-                         f"{chain[0]!r})" if len(chain) == 1 else "")
-                raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} "
-                                    f"branch{first}")
-            index = chain.index(revision)
-            if index < last_index[branch]:
-                raise ManifestError(f"{where}: `{branch}` = {revision!r} is older than the previous release's")
-            last_index[branch] = index
-            revisions[branch] = revision
-        summary = entry.get("summary", "")
-        releases.append(Release(version, revisions[EXPAND], revisions[CONTRACT], str(summary)))
+        releases.append(_release(entry, f"{path.name}: release #{number}", path, releases, chains, last_index))
     return Manifest(tuple(releases), chains, _baseline(data.get("baseline"), chains, path))
+
+
+def _release(entry: object, where: str, path: Path, releases: list[Release], chains: Chains,
+             last_index: dict[str, int]) -> Release:
+    """One [[release]] table: a new version, listed after the older ones, each branch at or past the previous."""
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: must be a table")
+    version = entry.get("version")
+    if not isinstance(version, str) or not version.strip():
+        raise ManifestError(f"{where}: `version` must be a non-empty string")
+    where = f"{path.name}: release {version!r}"
+    if any(same_release(r.version, version) for r in releases):
+        raise ManifestError(f"{where}: listed twice")
+    if releases and _out_of_order(releases[-1].version, version):
+        raise ManifestError(f"{where}: listed after {releases[-1].version!r}, an older release comes first")
+    revisions = {branch: _branch_revision(entry, branch, where, version, chains, last_index) for branch in BRANCHES}
+    summary = entry.get("summary", "")
+    return Release(version, revisions[EXPAND], revisions[CONTRACT], str(summary))
+
+
+def _branch_revision(entry: dict[str, object], branch: str, where: str, version: str, chains: Chains,
+                     last_index: dict[str, int]) -> str:
+    """The release's revision of `branch`: one of the branch's chain, not older than the previous release's."""
+    revision = entry.get(branch)
+    if not isinstance(revision, str) or not revision:
+        raise ManifestError(f"{where}: `{branch}` must name a revision")
+    chain = chains.of(branch)
+    if revision not in chain:
+        first = (f" (the project has no expand/contract revisions yet: write the first pair with "
+                 f"`divbase-migrate revision -m MESSAGE --release {version}`, or name the baseline "
+                 f"{chain[0]!r})" if len(chain) == 1 else "")
+        raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} "
+                            f"branch{first}")
+    index = chain.index(revision)
+    if index < last_index[branch]:
+        raise ManifestError(f"{where}: `{branch}` = {revision!r} is older than the previous release's")
+    last_index[branch] = index
+    return revision
 
 
 def _baseline(raw: object, chains: Chains, path: Path) -> Baseline | None:

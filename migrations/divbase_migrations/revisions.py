@@ -79,23 +79,7 @@ def chains_from(script: ScriptDirectory) -> Chains:
     result: dict[str, tuple[str, ...]] = {}
     forks: dict[str, str | None] = {}
     for branch in BRANCHES:
-        try:
-            head = script.get_revision(f"{branch}@head")
-        except Exception as exc:  # alembic raises several kinds for an unknown label or several heads
-            raise ManifestError(f"the {branch} branch must have exactly one head (a revision with "
-                                f"branch_labels = ({branch!r},) starts it): {exc}") from None
-        chain: list[str] = []
-        revision = head
-        while revision is not None:
-            if branch not in (revision.branch_labels or ()):
-                break  # left the branch: this is the trunk revision it forks from
-            chain.append(revision.revision)
-            downs = _as_tuple(revision.down_revision)  # dependencies (`depends_on`) are not part of the chain
-            if len(downs) > 1:
-                raise ManifestError(f"revision {revision.revision} merges {downs}: branches must stay linear")
-            revision = script.get_revision(downs[0]) if downs else None
-        forks[branch] = revision.revision if revision is not None else None
-        result[branch] = tuple(reversed(chain))
+        result[branch], forks[branch] = _branch_chain(script, branch)
     if forks["expand"] != forks["contract"]:
         raise ManifestError(f"the expand branch forks from {forks['expand']} but the contract branch from "
                             f"{forks['contract']}: both must start at the same baseline")
@@ -107,6 +91,27 @@ def chains_from(script: ScriptDirectory) -> Chains:
                             f"history): every revision after the baseline goes on one of the two branches")
     lead = (baseline,) if baseline else ()
     return Chains(expand=lead + result["expand"], contract=lead + result["contract"], baseline=baseline)
+
+
+def _branch_chain(script: ScriptDirectory, branch: str) -> tuple[tuple[str, ...], str | None]:
+    """(the branch's revisions oldest first, the trunk revision it forks from): walked down from its one head
+    while the revisions carry its label; a merge on the way is refused."""
+    try:
+        head = script.get_revision(f"{branch}@head")
+    except Exception as exc:  # alembic raises several kinds for an unknown label or several heads
+        raise ManifestError(f"the {branch} branch must have exactly one head (a revision with "
+                            f"branch_labels = ({branch!r},) starts it): {exc}") from None
+    chain: list[str] = []
+    revision = head
+    while revision is not None:
+        if branch not in (revision.branch_labels or ()):
+            break  # left the branch: this is the trunk revision it forks from
+        chain.append(revision.revision)
+        downs = _as_tuple(revision.down_revision)  # dependencies (`depends_on`) are not part of the chain
+        if len(downs) > 1:
+            raise ManifestError(f"revision {revision.revision} merges {downs}: branches must stay linear")
+        revision = script.get_revision(downs[0]) if downs else None
+    return tuple(reversed(chain)), (revision.revision if revision is not None else None)
 
 
 def load(manifest_path: Path | None = None) -> Manifest:

@@ -12,7 +12,7 @@ in pg_constraint (nullability is compared per column)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +60,7 @@ def take(connection: Connection, exclude_tables: Iterable[str] = (), schema: str
     def rows(sql: str, **params: Any) -> list[Any]:
         return list(connection.execute(text(sql), {"schema": schema, **params}))
 
-    tables: dict[str, Any] = {}
-    for oid, name in rows(_TABLES):
-        if name in excluded:
-            continue
-        tables[name] = {
-            "columns": {col: {"type": type_, "nullable": not notnull, "default": default,
-                              **({"identity": identity} if identity else {}),
-                              **({"generated": generated} if generated else {})}
-                        for col, type_, notnull, default, identity, generated in rows(_COLUMNS, oid=oid)},
-            "constraints": {con: {"definition": definition, **({} if valid else {"valid": False})}
-                            for con, definition, valid in rows(_CONSTRAINTS, oid=oid)},
-            "indexes": {idx: {"definition": definition, **({} if valid else {"valid": False})}
-                        for idx, definition, valid in rows(_INDEXES, oid=oid)},
-            "triggers": {trg: definition for trg, definition in rows(_TRIGGERS, oid=oid)},
-        }
+    tables = {name: _table(rows, oid) for oid, name in rows(_TABLES) if name not in excluded}
     sequences = {name: {"type": type_, **({"owned_by": owner} if owner else {})}
                  for name, type_, owner in rows(_SEQUENCES)
                  if name not in FOREIGN_SEQUENCES and (owner or "").strip('"') not in excluded}
@@ -85,6 +71,28 @@ def take(connection: Connection, exclude_tables: Iterable[str] = (), schema: str
         "sequences": sequences,
         "functions": {name: digest for name, digest in rows(_FUNCTIONS)},
     }
+
+
+def _table(rows: Callable[..., list[Any]], oid: int) -> dict[str, Any]:
+    """One table's columns, constraints, indexes and triggers. The rare keys (identity, generated, an invalid
+    constraint or index) are written only when present: the snapshots on disk are compared key by key."""
+    return {
+        "columns": {col: _column(type_, notnull, default, identity, generated)
+                    for col, type_, notnull, default, identity, generated in rows(_COLUMNS, oid=oid)},
+        "constraints": {con: _definition(definition, valid) for con, definition, valid in rows(_CONSTRAINTS, oid=oid)},
+        "indexes": {idx: _definition(definition, valid) for idx, definition, valid in rows(_INDEXES, oid=oid)},
+        "triggers": {trg: definition for trg, definition in rows(_TRIGGERS, oid=oid)},
+    }
+
+
+def _column(type_: str, notnull: bool, default: str | None, identity: str, generated: str) -> dict[str, Any]:
+    return {"type": type_, "nullable": not notnull, "default": default,
+            **({"identity": identity} if identity else {}),
+            **({"generated": generated} if generated else {})}
+
+
+def _definition(definition: str, valid: bool) -> dict[str, Any]:
+    return {"definition": definition, **({} if valid else {"valid": False})}
 
 
 def diff(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

@@ -210,17 +210,26 @@ def type_change(old: Any, new: Any) -> str:
     or 'rewrite' (a different type: the table is rewritten, and old code may write what the new type refuses)."""
     old_t = old if isinstance(old, sa.types.TypeEngine) else sa.types.NullType()
     new_t = new if isinstance(new, sa.types.TypeEngine) else sa.types.NullType()
-    if isinstance(old_t, sa.String) and isinstance(new_t, sa.String) and not isinstance(old_t, sa.Enum) \
-            and not isinstance(new_t, sa.Enum):
+    if _plain_string(old_t) and _plain_string(new_t):
         old_len, new_len = old_t.length, new_t.length
         if new_len is None or (old_len is not None and new_len >= old_len):
             return "widen"
         return "narrow"
-    if isinstance(old_t, sa.Numeric) and isinstance(new_t, sa.Numeric) and not isinstance(old_t, sa.Float) \
-            and type(old_t._type_affinity) is type(new_t._type_affinity) and old_t.scale == new_t.scale \
-            and isinstance(old_t, sa.Numeric) and old_t.precision and (new_t.precision or 0) >= old_t.precision:
+    if _numeric_widens(old_t, new_t):
         return "widen"
     return "rewrite"
+
+
+def _plain_string(type_: sa.types.TypeEngine[Any]) -> bool:
+    """A string type that is not an enum (SQLAlchemy's Enum is a String)."""
+    return isinstance(type_, sa.String) and not isinstance(type_, sa.Enum)
+
+
+def _numeric_widens(old_t: sa.types.TypeEngine[Any], new_t: sa.types.TypeEngine[Any]) -> bool:
+    """NUMERIC(p, s) to the same kind with the same scale and at least its precision (not a float)."""
+    return (isinstance(old_t, sa.Numeric) and isinstance(new_t, sa.Numeric) and not isinstance(old_t, sa.Float)
+            and type(old_t._type_affinity) is type(new_t._type_affinity) and old_t.scale == new_t.scale
+            and bool(old_t.precision) and (new_t.precision or 0) >= old_t.precision)
 
 
 def ddl_type(type_: Any) -> str:
@@ -378,6 +387,14 @@ def _int_pk(table: sa.Table | None) -> str | None:
     if len(pk) == 1 and isinstance(pk[0].type, sa.Integer):
         return pk[0].name
     return None
+
+
+def _neighbours(labels: Sequence[str], label: str, present: Sequence[str]) -> tuple[str | None, str | None]:
+    """The nearest labels before and after `label` in `labels` that the type has already (None: there is none)."""
+    i = labels.index(label)
+    after = next((x for x in reversed(labels[:i]) if x in present), None)
+    before = next((x for x in labels[i + 1:] if x in present), None)
+    return after, before
 
 
 class _Splitter:
@@ -559,6 +576,7 @@ class _Splitter:
                   f"it until the contract)")
 
     def alter_column(self, table: str, op: ops.AlterColumnOp) -> None:
+        """One column's changes, each placed on its own: type, server default, nullability, comment."""
         column = op.column_name
         target = f"{table}.{column}"
         if op.modify_name:
@@ -567,56 +585,66 @@ class _Splitter:
             return
         existing_type = op.existing_type
         if op.modify_type is not None:
-            kind = type_change(existing_type, op.modify_type)
-            if kind == "rewrite":
-                self.todo(EXPAND, "alter_type", target,
-                          f"{target}: {existing_type} -> {op.modify_type} rewrites {table!r} and old code may write "
-                          f"what the new type refuses: add a new column, keep it in sync with a trigger, backfill in "
-                          f"batches, switch the code, drop the old column in a contract (--rename shows the pattern)")
-            else:
-                branch = EXPAND if kind == "widen" else CONTRACT
-                allow = "  # divbase-lint: allow widening: no rewrite, old values all fit" if kind == "widen" else ""
-                up = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
-                      f"type_={self._type(op.modify_type)}){allow}")
-                down = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(op.modify_type)}, "
-                        f"type_={self._type(existing_type)})")
-                self.block(branch, 25 if branch == EXPAND else 55, [up], [down])
-                self.place("alter_type", target, branch, kind)
+            self._alter_type(table, op)
             existing_type = op.modify_type
-        default_set = op.modify_server_default is not False
-        new_default = op.modify_server_default if default_set else None
-        if default_set and new_default is not None:
-            sql = default_sql(new_default)
-            old = default_sql(op.existing_server_default)
-            up = f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)} SET DEFAULT {sql}"
-            down = (f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)} " +
-                    (f"SET DEFAULT {old}" if old else "DROP DEFAULT"))
-            # committed alone (release 3): SET DEFAULT's ACCESS EXCLUSIVE lock must not last through a backfill
-            self.block(EXPAND, 35, [f"op.execute({lit(up)})"], [f"op.execute({lit(down)})"], autocommit=True)
-            self.place("set_default", target, EXPAND)
-        elif default_set and op.existing_server_default is not None:
-            old = default_sql(op.existing_server_default)
-            alter = f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
-            self.block(CONTRACT, 45, [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
-                       [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"])
-            self.place("drop_default", target, CONTRACT)
+        self._alter_default(table, op)
         if op.modify_nullable is True:
-            self.block(EXPAND, 25, [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)},"
-                                    f" nullable=True)"],
-                       [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
-                        f"nullable=False)"])
+            self._alter(EXPAND, table, column, existing_type, "nullable=True", "nullable=False")
             self.place("drop_not_null", target, EXPAND)
         elif op.modify_nullable is False:
             backfill = None
-            if default_set and new_default is not None:
+            if op.modify_server_default is not False and op.modify_server_default is not None:
                 backfill = f"{q(column)} = DEFAULT"
             self.not_null(table, column, existing_type, backfill)
         if op.modify_comment is not False and op.modify_comment is not None:
-            self.block(EXPAND, 25, [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)},"
-                                    f" comment={op.modify_comment!r})"],
-                       [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
-                        f"comment={op.existing_comment!r})"])
+            self._alter(EXPAND, table, column, existing_type, f"comment={op.modify_comment!r}",
+                        f"comment={op.existing_comment!r}")
             self.place("comment", target, EXPAND)
+
+    def _alter(self, branch: str, table: str, column: str, type_: Any, up: str, down: str) -> None:
+        """An op.alter_column pair (phase 25) that changes one keyword and its downgrade that changes it back."""
+        self.block(branch, 25, [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {up})"],
+                   [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {down})"])
+
+    def _alter_type(self, table: str, op: ops.AlterColumnOp) -> None:
+        """Widened: expand; narrowed: contract; another type: a TODO (a rewrite old code may not survive)."""
+        column, existing_type = op.column_name, op.existing_type
+        target = f"{table}.{column}"
+        kind = type_change(existing_type, op.modify_type)
+        if kind == "rewrite":
+            self.todo(EXPAND, "alter_type", target,
+                      f"{target}: {existing_type} -> {op.modify_type} rewrites {table!r} and old code may write "
+                      f"what the new type refuses: add a new column, keep it in sync with a trigger, backfill in "
+                      f"batches, switch the code, drop the old column in a contract (--rename shows the pattern)")
+            return
+        branch = EXPAND if kind == "widen" else CONTRACT
+        allow = "  # divbase-lint: allow widening: no rewrite, old values all fit" if kind == "widen" else ""
+        up = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
+              f"type_={self._type(op.modify_type)}){allow}")
+        down = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(op.modify_type)}, "
+                f"type_={self._type(existing_type)})")
+        self.block(branch, 25 if branch == EXPAND else 55, [up], [down])
+        self.place("alter_type", target, branch, kind)
+
+    def _alter_default(self, table: str, op: ops.AlterColumnOp) -> None:
+        """A default set or changed: expand, committed alone; a default dropped: contract."""
+        if op.modify_server_default is False:
+            return
+        column, new_default = op.column_name, op.modify_server_default
+        target = f"{table}.{column}"
+        alter = f"ALTER TABLE {q(table)} ALTER COLUMN {q(column)}"
+        if new_default is not None:
+            up = f"{alter} SET DEFAULT {default_sql(new_default)}"
+            old = default_sql(op.existing_server_default)
+            down = f"{alter} " + (f"SET DEFAULT {old}" if old else "DROP DEFAULT")
+            # committed alone (release 3): SET DEFAULT's ACCESS EXCLUSIVE lock must not last through a backfill
+            self.block(EXPAND, 35, [f"op.execute({lit(up)})"], [f"op.execute({lit(down)})"], autocommit=True)
+            self.place("set_default", target, EXPAND)
+        elif op.existing_server_default is not None:
+            old = default_sql(op.existing_server_default)
+            self.block(CONTRACT, 45, [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
+                       [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"])
+            self.place("drop_default", target, CONTRACT)
 
     def not_null(self, table: str, column: str, type_: Any, backfill: str | None) -> None:
         """Expand: (backfill NULL rows in batches,) CHECK NOT VALID; contract: VALIDATE, SET NOT NULL, drop check."""
@@ -693,28 +721,32 @@ class _Splitter:
         return lines
 
     def enum(self, change: EnumChange) -> None:
+        """New labels: expand (each placed where the models have it); dropped labels: a TODO (rows need a map)."""
         added = [label for label in change.after if label not in change.before]
         removed = [label for label in change.before if label not in change.after]
         if added:
-            present = list(change.before)
-            lines = []
-            for label in added:
-                i = change.after.index(label)
-                after = next((x for x in reversed(change.after[:i]) if x in present), None)
-                before = next((x for x in change.after[i + 1:] if x in present), None)
-                where = f" AFTER '{after}'" if after else (f" BEFORE '{before}'" if before else "")
-                sql = f"ALTER TYPE {q(change.name)} ADD VALUE IF NOT EXISTS '{label}'{where}"
-                lines.append(f"op.execute({lit(sql)})")
-                present.insert(present.index(after) + 1 if after else (present.index(before) if before else 0), label)
-                self.place("add_enum_value", f"{change.name}.{label}", EXPAND)
-            swap = self.expand.constant(f"restore_{change.name}", enum_swap(
-                change.name, [x for x in present if x not in added], change.columns, added))
-            self.block(EXPAND, 10, lines, [f"op.execute({swap})  # refuses while a row holds a new label"],
-                       autocommit=True)
+            self._add_labels(change, added)
         if removed:
             self.todo(CONTRACT, "drop_enum_value", f"{change.name}: {', '.join(removed)}",
                       f"enum {change.name} loses {', '.join(removed)}: rows holding them need a mapping; then swap "
                       f"the type (see the example release 4's contract, c0004_announcement_caution)")
+
+    def _add_labels(self, change: EnumChange, added: list[str]) -> None:
+        """ADD VALUE ... AFTER/BEFORE a label already there, outside a transaction; the downgrade swaps the type
+        back to the old labels (PostgreSQL cannot drop one)."""
+        present = list(change.before)
+        lines = []
+        for label in added:
+            after, before = _neighbours(change.after, label, present)
+            where = f" AFTER '{after}'" if after else (f" BEFORE '{before}'" if before else "")
+            sql = f"ALTER TYPE {q(change.name)} ADD VALUE IF NOT EXISTS '{label}'{where}"
+            lines.append(f"op.execute({lit(sql)})")
+            present.insert(present.index(after) + 1 if after else (present.index(before) if before else 0), label)
+            self.place("add_enum_value", f"{change.name}.{label}", EXPAND)
+        swap = self.expand.constant(f"restore_{change.name}", enum_swap(
+            change.name, [x for x in present if x not in added], change.columns, added))
+        self.block(EXPAND, 10, lines, [f"op.execute({swap})  # refuses while a row holds a new label"],
+                   autocommit=True)
 
     def _type(self, type_: Any) -> str:
         from alembic.autogenerate.render import _repr_type
@@ -723,6 +755,8 @@ class _Splitter:
 
     # -- all ---------------------------------------------------------------------------------------------------------
     def run(self, upgrade_ops: ops.UpgradeOps, renames: Sequence[Rename], enum_changes: Sequence[EnumChange]) -> Split:
+        """Place every operation, in an order that keeps the output stable: enum labels, whole tables, declared
+        renames, then each existing table's columns and other changes; the phases order the revision's steps."""
         top, tables = _flatten(upgrade_ops)
         created = {op.table_name for op in top if isinstance(op, ops.CreateTableOp)}
         dropped = {op.table_name for op in top if isinstance(op, ops.DropTableOp)}
@@ -730,65 +764,89 @@ class _Splitter:
             self.enum(EnumChange(change.name, change.before, change.after,
                                  tuple(c for c in change.columns if c[0] not in created)))
         for op in top:
-            if isinstance(op, ops.CreateTableOp):
-                entry = tables.pop(op.table_name, _Table())
-                indexes = [o for o in entry.other if isinstance(o, ops.CreateIndexOp)]
-                self.create_table(op, indexes)
-                for other in entry.other:
-                    if not isinstance(other, ops.CreateIndexOp):
-                        self.todo(EXPAND, type(other).__name__, op.table_name, f"unexpected {other!r} on new table")
-            elif isinstance(op, ops.DropTableOp):
-                entry = tables.pop(op.table_name, _Table())
-                self.drop_table(op, [o for o in entry.other if isinstance(o, ops.DropIndexOp)])
-            elif isinstance(op, ops.CreateIndexOp):
-                self.create_index(op)
-            elif isinstance(op, ops.DropIndexOp):
-                self.drop_index(op)
-            else:
-                self.todo(EXPAND, type(op).__name__, "?", f"autogenerate reported {type(op).__name__}: not placed")
+            self._top_level(op, tables)
         if created and dropped:
             self.todo(EXPAND, "rename_table", f"{sorted(dropped)} -> {sorted(created)}",
                       f"tables {sorted(dropped)} dropped and {sorted(created)} created: if this is a rename, write "
                       f"it by hand (a view or a sync trigger), the generator cannot prove one")
         for rename in renames:
-            entry = tables.get(rename.table)
-            add = entry.adds.pop(rename.new, None) if entry else None
-            drop = entry.drops.pop(rename.old, None) if entry else None
-            if add is None or drop is None:
-                raise SplitError(f"--rename {rename.table}.{rename.old}:{rename.new}: autogenerate does not report "
-                                 f"{rename.old!r} dropped and {rename.new!r} added on {rename.table!r}")
-            self.rename(rename, add, drop)
+            self._declared_rename(rename, tables)
         for table, entry in tables.items():
-            if entry.adds and entry.drops:
-                for dropped_col, dop in entry.drops.items():
-                    twins = [n for n, a in entry.adds.items()
-                             if ddl_type(a.column.type) == ddl_type(dop.to_column().type)]
-                    if twins:
-                        self.todo(EXPAND, "rename_column", f"{table}.{dropped_col}",
-                                  f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
-                                  f"if that is a rename, run again with "
-                                  + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins) +
-                                  "; if not, delete this line (the drop stays in the contract)")
-            for op in entry.adds.values():
-                self.add_column(table, op)
-            for op in entry.drops.values():
-                self.drop_column(table, op)
-            for op in entry.other:
-                if isinstance(op, ops.AlterColumnOp):
-                    self.alter_column(table, op)
-                elif isinstance(op, ops.CreateIndexOp):
-                    self.create_index(op)
-                elif isinstance(op, ops.DropIndexOp):
-                    self.drop_index(op)
-                elif isinstance(op, ops.CreateForeignKeyOp):
-                    self.create_fk(op)
-                elif isinstance(op, ops.DropConstraintOp):
-                    self.drop_constraint(op)
-                elif isinstance(op, ops.AddConstraintOp):
-                    self.add_constraint(op)
-                else:
-                    self.todo(EXPAND, type(op).__name__, table, f"autogenerate reported {type(op).__name__} on "
-                                                                f"{table}: not placed")
+            self._possible_renames(table, entry)
+            self._table_ops(table, entry)
+        return self._assemble()
+
+    def _top_level(self, op: ops.MigrateOperation, tables: dict[str, _Table]) -> None:
+        """An operation outside any table's ModifyTableOps: a whole table (with its indexes) or an index."""
+        if isinstance(op, ops.CreateTableOp):
+            entry = tables.pop(op.table_name, _Table())
+            indexes = [o for o in entry.other if isinstance(o, ops.CreateIndexOp)]
+            self.create_table(op, indexes)
+            for other in entry.other:
+                if not isinstance(other, ops.CreateIndexOp):
+                    self.todo(EXPAND, type(other).__name__, op.table_name, f"unexpected {other!r} on new table")
+        elif isinstance(op, ops.DropTableOp):
+            entry = tables.pop(op.table_name, _Table())
+            self.drop_table(op, [o for o in entry.other if isinstance(o, ops.DropIndexOp)])
+        elif isinstance(op, ops.CreateIndexOp):
+            self.create_index(op)
+        elif isinstance(op, ops.DropIndexOp):
+            self.drop_index(op)
+        else:
+            self.todo(EXPAND, type(op).__name__, "?", f"autogenerate reported {type(op).__name__}: not placed")
+
+    def _declared_rename(self, rename: Rename, tables: dict[str, _Table]) -> None:
+        """Take the drop and the add a `--rename` pairs out of its table's ops; refuse one autogenerate did not see."""
+        entry = tables.get(rename.table)
+        add = entry.adds.pop(rename.new, None) if entry else None
+        drop = entry.drops.pop(rename.old, None) if entry else None
+        if add is None or drop is None:
+            raise SplitError(f"--rename {rename.table}.{rename.old}:{rename.new}: autogenerate does not report "
+                             f"{rename.old!r} dropped and {rename.new!r} added on {rename.table!r}")
+        self.rename(rename, add, drop)
+
+    def _possible_renames(self, table: str, entry: _Table) -> None:
+        """A TODO for each dropped column with an added twin of the same type: it may be an undeclared rename."""
+        if not (entry.adds and entry.drops):
+            return
+        for dropped_col, dop in entry.drops.items():
+            twins = [n for n, a in entry.adds.items() if ddl_type(a.column.type) == ddl_type(dop.to_column().type)]
+            if twins:
+                self.todo(EXPAND, "rename_column", f"{table}.{dropped_col}",
+                          f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
+                          f"if that is a rename, run again with "
+                          + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins) +
+                          "; if not, delete this line (the drop stays in the contract)")
+
+    def _table_ops(self, table: str, entry: _Table) -> None:
+        """An existing table's changes: added columns, dropped columns, then the rest in autogenerate's order."""
+        for add in entry.adds.values():
+            self.add_column(table, add)
+        for drop in entry.drops.values():
+            self.drop_column(table, drop)
+        for op in entry.other:
+            self._table_op(table, op)
+
+    def _table_op(self, table: str, op: ops.MigrateOperation) -> None:
+        # CreateForeignKeyOp is an AddConstraintOp: it is tested first
+        if isinstance(op, ops.AlterColumnOp):
+            self.alter_column(table, op)
+        elif isinstance(op, ops.CreateIndexOp):
+            self.create_index(op)
+        elif isinstance(op, ops.DropIndexOp):
+            self.drop_index(op)
+        elif isinstance(op, ops.CreateForeignKeyOp):
+            self.create_fk(op)
+        elif isinstance(op, ops.DropConstraintOp):
+            self.drop_constraint(op)
+        elif isinstance(op, ops.AddConstraintOp):
+            self.add_constraint(op)
+        else:
+            self.todo(EXPAND, type(op).__name__, table, f"autogenerate reported {type(op).__name__} on "
+                                                        f"{table}: not placed")
+
+    def _assemble(self) -> Split:
+        """Each branch's body: its TODOs first, then its blocks by phase; the imports the rendered code needs."""
         for branch in (EXPAND, CONTRACT):
             body = self.body(branch)
             for text in self.todo_text[branch]:
@@ -797,7 +855,6 @@ class _Splitter:
                 body.blocks.extend(self.phases[key])
             body.imports |= self.render.imports
         return Split(self.expand, self.contract, self.placements)
-
 
 def split(upgrade_ops: ops.UpgradeOps, renames: Sequence[Rename] = (), enum_changes: Sequence[EnumChange] = (),
           existing_enums: Iterable[str] = (), metadata: sa.MetaData | None = None) -> Split:
