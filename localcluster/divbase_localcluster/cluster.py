@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from divbase_testsupport import free_port
 
 from . import build
 from .certs import APISERVER_KUBELET_CLIENT_CN, CertPair, LocalPKI
@@ -123,13 +123,6 @@ class ClusterInfo:
             check=check,
             timeout=timeout,
         )
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the kernel picks it; tiny race accepted, see `up` retries)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: str) -> Path:

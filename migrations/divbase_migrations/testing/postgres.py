@@ -10,13 +10,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from divbase_testsupport import free_port
 from sqlalchemy.engine import URL
 
 SUPERUSER = "postgres"
@@ -35,12 +35,6 @@ def find_bindir() -> Path:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     raise PostgresError("no PostgreSQL server binaries found (install Debian's `postgresql` or set PG_BINDIR)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
