@@ -414,9 +414,6 @@ def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: An
                                            api_client: Any, tmp_path: Path) -> None:
     """Status written as the planner writes it (no operator runs here), then the plugin's reads and patches go
     through the real apiserver: merge patches with a resourceVersion precondition, 404 and 403 as one line."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests" / "unit"))
     from test_kstatus import PHASES
 
     world = PHASES["awaiting-manual"][0]()

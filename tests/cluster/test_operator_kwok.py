@@ -5,7 +5,6 @@ run in the PostgreSQL integration tests."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +13,13 @@ from typing import Any
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_operator import names
-from divbase_operator.testing import REPO, Kube, OperatorProcess, Timeline, install_crd
+from divbase_operator.testing import Kube, OperatorProcess, Timeline, install_crd
 from divbase_testsupport import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(REPO / "bench"))
-from common import KWOK_PLACEMENT, kwok_spec, make_namespace
+from bench.common import KWOK_PLACEMENT, kwok_spec, make_namespace
 
 DB = "divbase"
 
