@@ -57,7 +57,7 @@ import os
 from kubernetes import config
 from divbase_operator.kube import KubeApi
 api = KubeApi(config.new_client_from_config(config_file=os.environ['KUBECONFIG']))
-items = api._call('GET', os.environ['STUB_PATH'])['items']
+items = api.call('GET', os.environ['STUB_PATH'])['items']
 """,
     "kubernetes-typed (CustomObjectsApi)": """
 import os
