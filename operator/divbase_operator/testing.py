@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from divbase_operator import names
+from divbase_operator.kube import KubeApi
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -143,10 +144,16 @@ def install_crd(api_client: client.ApiClient) -> None:
 
 @dataclass
 class Kube:
+    """A test's view of one namespace. The DivBaseDatabase goes through the operator's own KubeApi (plain JSON, as
+    the operator and the kubectl plugin send it); children are read with kubernetes' typed APIs, whose model
+    objects the tests read attribute by attribute."""
+
     api_client: client.ApiClient
     namespace: str
 
     def __post_init__(self) -> None:
+        self.api = KubeApi(self.api_client)
+        self.databases = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{self.namespace}/{names.PLURAL}"
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
@@ -155,16 +162,14 @@ class Kube:
     # -- the custom resource --------------------------------------------------------------------------------------
     def create_db(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": spec}
-        return self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace,
-                                                           names.PLURAL, body)
+        return self.api.call("POST", self.databases, body=body)
 
     def get_db(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                        name)
+        return self.api.call("GET", f"{self.databases}/{name}")
 
     def patch_db(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                          name, patch)
+        return self.api.call("PATCH", f"{self.databases}/{name}", body=patch,
+                             content_type="application/merge-patch+json")
 
     def patch_db_seen(self, name: str, patch: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         """Patch the spec, then wait until the operator has reconciled that generation (status.observedGeneration):
