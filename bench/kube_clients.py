@@ -79,7 +79,8 @@ OUR_CLIENTS = {  # (file, where the client starts, where it ends: None for the n
     "kubectl plugin Client": ("operator/divbase_operator/kubectl_plugin.py", "class Client:", None),
     "tests' Kube": ("operator/divbase_operator/testing.py", "class Kube:", None),
     "node agent Api": ("localcluster/divbase_localcluster/node/api.py", "class Api:", None),
-    "LocalCluster HTTP": ("localcluster/divbase_localcluster/cluster.py", "    def _ssl", "    # -- lifecycle"),
+    "LocalCluster HTTP (on the node Api)": ("localcluster/divbase_localcluster/cluster.py", "    def _api(",
+                                            "    # -- lifecycle"),
 }
 LIBRARIES = {"kubernetes": ["kubernetes"], "lightkube": ["lightkube", "lightkube.models", "lightkube.resources"],
              "httpx2 (lightkube's HTTP)": ["httpx2", "httpcore2"]}
