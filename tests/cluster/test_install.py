@@ -18,6 +18,7 @@ import pytest
 import yaml
 from divbase_migrations import contract
 from divbase_operator import names
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,10 +267,9 @@ def _user_roles(tools: Tools, namespace: str, elsewhere: str) -> None:
     for user, role in (("alice", "edit"), ("carol", "admin"), ("bob", "view")):
         tools.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
                       "-n", namespace)
-    deadline = time.monotonic() + 60  # the aggregation controller fills the default roles asynchronously
-    while not (tools.can_i("alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace)):
-        assert time.monotonic() < deadline, "the chart's roles were not aggregated into edit and view"
-        time.sleep(0.5)
+    # the aggregation controller fills the default roles asynchronously
+    wait_for("the chart's roles aggregated into edit and view", lambda: tools.can_i(
+        "alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace), 60, interval=0.5)
     for user in ("alice", "carol"):
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
             assert tools.can_i(user, verb, resource, namespace), f"{user} cannot {verb} {resource}"
@@ -350,7 +350,6 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
     single forbidden call beyond Kopf's optional observers. The step's runner reports a lock wait in its log (a
     stand-in that writes the runner contract's line, then waits for a file): the operator reads it (pods/log)."""
     from divbase_operator.testing import Kube, OperatorProcess
-    from divbase_testsupport import wait_for
 
     sa_user = _apply_rbac(tools, other_namespace, "op", "--set", f"watchNamespaces={{{namespace}}}")
     kubeconfig = _token_kubeconfig(tools, cluster, other_namespace, sa_user, tmp_path / "operator.kubeconfig")
