@@ -7,23 +7,20 @@ Two hand-offs per rollout, both measured by one watching client in this process 
 Baseline, in the same run and cluster: a controller that polls once a second (what a timer-based operator or a
 `kubectl wait` loop in a pipeline does) making the same expand -> deploy hand-off. Target: p99 < 250 ms.
 
-    .venv/bin/python bench/handoff.py [--rollouts 20]
+    .venv/bin/python -m bench.handoff [--rollouts 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-from kubernetes import client
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import job_complete, kwok_cluster, make_namespace, operator_with_ready_database
 from divbase_operator import names
 from divbase_operator.testing import Timeline
-from report import summary, svg_cdf, write
+from kubernetes import client
+
+from bench.common import job_complete, kwok_cluster, make_namespace, operator_with_ready_database
+from bench.report import summary, svg_cdf, write
 
 
 def operator_handoffs(api: client.ApiClient, kubeconfig: str, rollouts: int) -> tuple[list[float], list[float]]:

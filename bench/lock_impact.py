@@ -20,8 +20,8 @@ connection, in a tight loop) while one phase migrates a fresh copy of the same d
 
 The figure is the longest single write (a stall) in flight during each migration, and its ratio to the baseline.
 
-    .venv/bin/python bench/lock_impact.py [--rows 1000000] [--writers 4] [--out bench/results]
-    .venv/bin/python bench/lock_impact.py --rows 20000 --out /tmp/lock-impact   # smoke run, under a minute
+    .venv/bin/python -m bench.lock_impact [--rows 1000000] [--writers 4] [--out bench/results]
+    .venv/bin/python -m bench.lock_impact --rows 20000 --out /tmp/lock-impact   # smoke run, under a minute
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ from psycopg import sql as pgsql
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import URL
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report
-from report import percentile, summary, svg_cdf
+from bench import report
+from bench.report import percentile, summary, svg_cdf
 
 REPO = Path(__file__).resolve().parents[1]
 MIGRATE = Path(sys.executable).parent / "divbase-migrate"

@@ -10,25 +10,22 @@ watching client in this process timestamps everything with one clock:
 Overhead = rollout - (expand + deployment + contract): the operator's reaction at each hand-off, its status writes
 and its own planning. Reported as p50/p99 over the rollouts, and as a ratio to the rollout in the same run.
 
-    .venv/bin/python bench/overhead.py [--rollouts 12]
+    .venv/bin/python -m bench.overhead [--rollouts 12]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import job_complete, kwok_cluster, operator_with_ready_database
 from divbase_operator import names
 from divbase_operator.testing import Timeline
-from report import summary, svg_cdf, write
+from kubernetes import client, watch
+
+from bench.common import job_complete, kwok_cluster, operator_with_ready_database
+from bench.report import summary, svg_cdf, write
 
 NAMESPACE, DB = "bench-overhead", "db"
 

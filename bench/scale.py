@@ -11,7 +11,7 @@ with how many resources it reached, and the size's remaining phases are skipped.
 Also recorded per phase, to tell who limits throughput: CPU seconds of every control-plane component and of the
 operator, and the count of client-side throttling waits in each component's log.
 
-    .venv/bin/python bench/scale.py [--sizes 200 1000] [--phase-timeout 600]
+    .venv/bin/python -m bench.scale [--sizes 200 1000] [--phase-timeout 600]
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import kwok_cluster, kwok_spec, make_namespace
 from divbase_localcluster.cluster import ClusterInfo
 from divbase_operator import names
 from divbase_operator.testing import Kube, OperatorProcess
-from report import svg_cdf, write
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import kwok_cluster, kwok_spec, make_namespace
+from bench.report import svg_cdf, write
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Writes only the operator makes (controllers write the status subresources of Jobs and Deployments instead).

@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY migrations/ migrations/
 COPY localcluster/divbase_localcluster/ localcluster/divbase_localcluster/
+COPY testsupport/ testsupport/
 # The project wheel without extras: SQLAlchemy, Alembic, psycopg and the divbase_migrations package.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade "pip>=24" \

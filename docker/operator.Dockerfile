@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY migrations/ migrations/
 COPY localcluster/divbase_localcluster/ localcluster/divbase_localcluster/
+COPY testsupport/ testsupport/
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade "pip>=24" \
  && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \

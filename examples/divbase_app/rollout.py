@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from divbase_operator import names
-from divbase_operator.testing import Kube, wait_for
+from divbase_operator.testing import Kube
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 from .loadgen import LoadGenerator, ensure_service
@@ -96,7 +97,7 @@ def _run_under_load(api_client: client.ApiClient, namespace: str, service: str, 
     load = LoadGenerator(target).start()
     restarts = _Restarts(client.CoreV1Api(api_client), namespace, selector)
     try:
-        wait_for(lambda: load.snapshot()["ok"] >= 20, 60, "the API answering before the rollout")
+        wait_for("the API answering before the rollout", lambda: load.snapshot()["ok"] >= 20, 60)
         started = time.monotonic()
         action()
         seconds = time.monotonic() - started
@@ -179,8 +180,8 @@ def _migrate_to_head(batch: client.BatchV1Api, namespace: str, version: str, nam
                "name": "migrate", "image": f"divbase:{version}", "env": _db_env(),
                "command": ["sh", "-c", MIGRATE_TO_HEAD]}]}}}}
     batch.create_namespaced_job(namespace, job)
-    wait_for(lambda: (batch.read_namespaced_job(name, namespace).status.succeeded or 0) >= 1, 180,
-             f"Job {name} complete")
+    wait_for(f"Job {name} complete",
+             lambda: (batch.read_namespaced_job(name, namespace).status.succeeded or 0) >= 1, 180)
 
 
 def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2,
@@ -190,7 +191,7 @@ def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, re
     if name == HOOK:
         _migrate_to_head(client.BatchV1Api(api_client), namespace, version, f"pre-install-{version}")
     apps.create_namespaced_deployment(namespace, legacy_deployment(namespace, version, replicas, name))
-    wait_for(lambda: _available(apps, namespace, replicas, name), 180, f"{name} available")
+    wait_for(f"{name} available", lambda: _available(apps, namespace, replicas, name), 180)
 
 
 def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str,
@@ -201,8 +202,8 @@ def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, p
     def action() -> None:
         progress("scale legacy-api to 0")
         apps.patch_namespaced_deployment_scale(LEGACY, namespace, {"spec": {"replicas": 0}})
-        wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector=f"app={LEGACY}").items, 120,
-                 "old pods gone")
+        wait_for("old pods gone",
+                 lambda: not core.list_namespaced_pod(namespace, label_selector=f"app={LEGACY}").items, 120)
         progress(f"migrate to head of release {version}")
         _migrate_to_head(batch, namespace, version, f"migrate-{version}")
         progress(f"start release {version}")
@@ -211,7 +212,7 @@ def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, p
         for container in deployment.spec.template.spec.init_containers + deployment.spec.template.spec.containers:
             container.image = f"divbase:{version}"
         apps.replace_namespaced_deployment(LEGACY, namespace, deployment)
-        wait_for(lambda: _available(apps, namespace, replicas), 180, "legacy-api available again")
+        wait_for("legacy-api available again", lambda: _available(apps, namespace, replicas), 180)
 
     return _run_under_load(api_client, namespace, LEGACY, f"app={LEGACY}", node_netns, action, progress)
 
@@ -228,6 +229,6 @@ def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progre
         progress(f"rolling update to release {version}")
         apps.patch_namespaced_deployment(HOOK, namespace, {"spec": {"template": {"spec": {"containers": [
             {"name": "api", "image": f"divbase:{version}"}]}}}})
-        wait_for(lambda: _available(apps, namespace, replicas, HOOK), 180, f"{HOOK} rolled out")
+        wait_for(f"{HOOK} rolled out", lambda: _available(apps, namespace, replicas, HOOK), 180)
 
     return _run_under_load(api_client, namespace, HOOK, f"app={HOOK}", node_netns, action, progress)

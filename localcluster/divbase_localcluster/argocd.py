@@ -28,8 +28,10 @@ import secrets
 import socket
 from pathlib import Path
 
+from divbase_testsupport import free_port
+
 from . import conformance
-from .cluster import ClusterInfo, free_port
+from .cluster import ClusterInfo
 from .controllers import LocalControllers, http_ok
 
 BINARY = "argocd-controllers"

@@ -17,8 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -31,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from divbase_testsupport import free_port
 
 from . import build
 from .certs import APISERVER_KUBELET_CLIENT_CN, CertPair, LocalPKI
+from .node.api import Api, ApiError
 from .podnet import kubeproxy, netns
 from .podnet import node as podnet_node
 from .podnet.layout import KUBERNETES_SERVICE_IP, SERVICE_CIDR, Layout
@@ -123,13 +123,6 @@ class ClusterInfo:
             check=check,
             timeout=timeout,
         )
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (the kernel picks it; tiny race accepted, see `up` retries)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, client: CertPair, user: str) -> Path:
@@ -294,39 +287,27 @@ class LocalCluster:
         marker = str(self.state_dir)
         return {name: _pid_alive(pid, marker) for name, pid in self._read_pids().items()}
 
-    # -- HTTP against the apiserver (stdlib only, so `status` needs no client library) -------------------------
-    def _ssl(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
-        ctx.load_cert_chain(str(self.pki_dir / "admin.crt"), str(self.pki_dir / "admin.key"))
-        return ctx
-
-    def _opener(self) -> urllib.request.OpenerDirector:
-        # no proxies: everything is on 127.0.0.1, whatever HTTPS_PROXY the environment has
-        return urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=self._ssl())
-        )
+    # -- HTTP against the apiserver: the node agent's client, as cluster admin ------------------------------------
+    def _api(self, server: str) -> Api:
+        return Api.with_certificate(server, self.pki_dir / "ca.crt", self.pki_dir / "admin.crt",
+                                    self.pki_dir / "admin.key")
 
     def _get(self, server: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        """(status, body); (0, b"") when the apiserver cannot be reached."""
         try:
-            with self._opener().open(urllib.request.Request(server + path), timeout=timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except (OSError, ssl.SSLError):
-            return 0, b""
+            return 200, json.dumps(self._api(server).request("GET", path, timeout=timeout)).encode()
+        except ApiError as e:
+            return e.status, json.dumps(e.body).encode() if e.status else b""
 
     def _post(self, server: str, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        req = urllib.request.Request(
-            server + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
+        """(201, body) once created, else the apiserver's (status, body); one that cannot be reached raises
+        ApiError."""
         try:
-            with self._opener().open(req, timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+            return 201, json.dumps(self._api(server).request("POST", path, body, timeout=10)).encode()
+        except ApiError as e:
+            if not e.status:
+                raise
+            return e.status, json.dumps(e.body).encode()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def up(

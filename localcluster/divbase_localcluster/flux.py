@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from divbase_testsupport import free_port
+
 from . import conformance
-from .cluster import ClusterInfo, free_port
+from .cluster import ClusterInfo
 from .controllers import LocalControllers, http_ok
 
 CONTROLLERS = ("source-controller", "kustomize-controller")

@@ -7,7 +7,6 @@ import selectors
 import socket
 import ssl
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -17,19 +16,6 @@ from kubernetes import client
 
 if TYPE_CHECKING:
     from .cluster import ClusterInfo
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy (returned), or fail naming what was awaited and the last
-    value seen. Tests wait; the operator itself never polls."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def gone(read: Callable[[], object]) -> bool:

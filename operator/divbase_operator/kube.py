@@ -9,7 +9,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kubernetes import client, config
@@ -63,8 +63,10 @@ class KubeApi:
         self._client = api_client or client.ApiClient()
         self.lease_owner = lease_owner  # ownerReferences every Lease write carries (leader.pod_owner_references)
 
-    def _call(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
-              content_type: str = "application/json") -> dict[str, Any]:
+    def call(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
+             content_type: str = "application/json") -> dict[str, Any]:
+        """One JSON request, synchronously: each async call below runs it in a worker thread, and the kubectl
+        plugin (a command, no event loop) calls it directly. A non-2xx answer raises ApiException."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
         request = self._client.param_serialize(method, path, query_params=list((query or {}).items()),
                                                header_params=headers, body=body, auth_settings=["BearerToken"])
@@ -84,6 +86,37 @@ class KubeApi:
             raise ApiException(http_resp=response)
         return data[-limit:].decode(errors="replace") if data else ""
 
+    def stream(self, path: str, query: dict[str, str], timeout: float) -> Iterator[dict[str, Any]]:
+        """A watch's events ({type, object}), synchronously, until the apiserver ends it or `timeout` seconds pass:
+        the kubectl plugin's `wait`. As kubernetes' Watch does, an ERROR event raises ApiException with its code
+        (410: the version is too old) and a non-2xx answer raises ApiException."""
+        request = self._client.param_serialize("GET", path, query_params=[*query.items(), ("watch", "true")],
+                                               header_params={"Accept": "application/json"},
+                                               auth_settings=["BearerToken"])
+        response = self._client.call_api(*request, _request_timeout=timeout)
+        try:
+            if not 200 <= response.status <= 299:
+                response.read()
+                raise ApiException(http_resp=response)
+            buffer = b""
+            for chunk in response.response.stream(amt=None, decode_content=False):
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for line in lines:
+                    try:
+                        event = json.loads(line) if line.strip() else None
+                    except ValueError:
+                        event = None
+                    if not isinstance(event, dict):
+                        continue
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiException(status=status.get("code"),
+                                           reason=f"{status.get('reason')}: {status.get('message')}")
+                    yield event
+        finally:
+            response.response.close()
+            response.response.release_conn()
+
     async def read_pod_log(self, namespace: str, name: str, container: str, tail_lines: int, limit_bytes: int) -> str:
         """The last `tail_lines` lines of a container's log, at most `limit_bytes` (the kubelet cuts it too). Only
         the runner contract's lock-wait line is taken from it (reconciler): nothing of it is stored or shown."""
@@ -93,7 +126,7 @@ class KubeApi:
 
     async def _request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
                        content_type: str = "application/json") -> dict[str, Any]:
-        return await asyncio.to_thread(self._call, method, path, query, body, content_type)
+        return await asyncio.to_thread(self.call, method, path, query, body, content_type)
 
     async def create_job(self, body: dict[str, Any]) -> bool:
         """Returns False when the Job already exists: deterministic names make that a success."""

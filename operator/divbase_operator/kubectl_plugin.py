@@ -580,10 +580,13 @@ def describe_api_error(exc: Any, verb: str, name: str, namespace: str) -> str:
 
 
 class Client:
-    """The three API calls the plugin makes, on one DivBaseDatabase."""
+    """The plugin's API calls on one DivBaseDatabase, through the operator's own client (KubeApi: plain JSON
+    requests on kubernetes' ApiClient, which keeps the kubeconfig's auth and TLS)."""
 
     def __init__(self, context: str | None, namespace: str | None, kubeconfig: str | None) -> None:
-        from kubernetes import client, config
+        from kubernetes import config
+
+        from .kube import KubeApi
 
         try:
             contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
@@ -594,53 +597,45 @@ class Client:
         except (config.ConfigException, OSError) as exc:
             raise PluginError(f"cannot load kubeconfig: {_one_line(str(exc))}") from None
         self.namespace = namespace or ((chosen or {}).get("context") or {}).get("namespace") or "default"
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self.api = KubeApi(api_client)
+        self.databases = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{self.namespace}/{names.PLURAL}"
 
     def get(self, name: str) -> dict[str, Any]:
-        return self._call("get", name, lambda: self.custom.get_namespaced_custom_object(
-            names.GROUP, names.VERSION, self.namespace, names.PLURAL, name))
+        return self._call("get", name, lambda: self.api.call("GET", f"{self.databases}/{name}"))
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("patch", name, lambda: self.custom.patch_namespaced_custom_object(
-            names.GROUP, names.VERSION, self.namespace, names.PLURAL, name, body))
+        return self._call("patch", name, lambda: self.api.call("PATCH", f"{self.databases}/{name}", body=body,
+                                                               content_type="application/merge-patch+json"))
 
     def watch(self, name: str, resource_version: str | None, timeout: float) -> Iterator[dict[str, Any] | None]:
         """New versions of the resource after `resource_version` for up to `timeout` seconds; None when it is
         deleted. Ends early when the apiserver ends the watch (or the version is too old): the caller reads
         again."""
-        from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        stream = watch.Watch()
         seconds = max(1, int(timeout))
+        query = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(seconds),
+                 **({"resourceVersion": resource_version} if resource_version else {})}
         try:
-            for event in stream.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
-                                       self.namespace, names.PLURAL, field_selector=f"metadata.name={name}",
-                                       resource_version=resource_version, timeout_seconds=seconds,
-                                       _request_timeout=seconds + 10):
+            for event in self.api.stream(self.databases, query, timeout=seconds + 10):
                 if event.get("type") == "DELETED":
                     yield None
                     return
                 if event.get("type") in ("ADDED", "MODIFIED") and isinstance(event.get("object"), dict):
                     yield event["object"]
-                elif event.get("type") == "ERROR":
-                    return
         except ApiException as exc:
             if exc.status != 410:  # 410 Gone: the version is too old, the caller reads a fresh one
                 raise PluginError(describe_api_error(exc, "watch", name, self.namespace)) from None
         except HTTPError:
             return  # a dropped or timed-out connection: the caller reads again and re-opens the watch
-        finally:
-            stream.stop()
 
     def get_configmap(self, name: str) -> dict[str, Any] | None:
         """The ConfigMap's data, or None when there is none by that name."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            found = self.core.read_namespaced_config_map(name, self.namespace)
+            found = self.api.call("GET", f"/api/v1/namespaces/{self.namespace}/configmaps/{name}")
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -648,7 +643,7 @@ class Client:
                 raise PluginError(f"forbidden: you may not get configmap {name!r} in namespace {self.namespace!r}, "
                                   f"which holds the SQL you are approving") from None
             raise PluginError(f"get configmap {name!r} failed: {exc.status} {exc.reason}") from None
-        return {"data": dict(found.data or {})}
+        return {"data": dict(found.get("data") or {})}
 
     def _call(self, verb: str, name: str, fn: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException

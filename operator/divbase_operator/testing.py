@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,21 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from divbase_testsupport import free_port, wait_for
 from kubernetes import client, utils, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from divbase_operator import names
+from divbase_operator.kube import KubeApi
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 CRD_FILE = REPO / "crds" / "divbasedatabases.divbase.io.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class OperatorProcess:
@@ -89,23 +84,6 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Bounded wait for a test; the operator itself never polls."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
-
-
 class OutputLines:
     """A process's output read line by line in a thread, so a test waits for the line it expects (a positive signal)
     instead of sleeping and then asserting that the process is still there."""
@@ -159,17 +137,23 @@ def install_crd(api_client: client.ApiClient) -> None:
         if not all(e.status == 409 for e in exc.api_exceptions):
             raise
     ext = client.ApiextensionsV1Api(api_client)
-    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+    wait_for("CRD established", lambda: any(c.type == "Established" and c.status == "True"
                          for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
-                         or []), 60, "CRD established")
+                         or []), 60)
 
 
 @dataclass
 class Kube:
+    """A test's view of one namespace. The DivBaseDatabase goes through the operator's own KubeApi (plain JSON, as
+    the operator and the kubectl plugin send it); children are read with kubernetes' typed APIs, whose model
+    objects the tests read attribute by attribute."""
+
     api_client: client.ApiClient
     namespace: str
 
     def __post_init__(self) -> None:
+        self.api = KubeApi(self.api_client)
+        self.databases = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{self.namespace}/{names.PLURAL}"
         self.custom = client.CustomObjectsApi(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
@@ -178,23 +162,22 @@ class Kube:
     # -- the custom resource --------------------------------------------------------------------------------------
     def create_db(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": spec}
-        return self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace,
-                                                           names.PLURAL, body)
+        return self.api.call("POST", self.databases, body=body)
 
     def get_db(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                        name)
+        return self.api.call("GET", f"{self.databases}/{name}")
 
     def patch_db(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                          name, patch)
+        return self.api.call("PATCH", f"{self.databases}/{name}", body=patch,
+                             content_type="application/merge-patch+json")
 
     def patch_db_seen(self, name: str, patch: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         """Patch the spec, then wait until the operator has reconciled that generation (status.observedGeneration):
         the positive signal a negative check waits for before asserting that nothing happened."""
         generation = self.patch_db(name, patch)["metadata"]["generation"]
-        return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
-                        >= generation and db, timeout, f"{name} generation {generation} observed by the operator")
+        return wait_for(f"{name} generation {generation} observed by the operator",
+                        lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
+                        >= generation and db, timeout)
 
     def decided_again(self, name: str, timeout: float = 60) -> dict[str, Any]:
         """The positive signal a negative check waits for after an annotation (approval, retry): annotations bump no
@@ -220,11 +203,11 @@ class Kube:
             ok = (cond and cond["status"] == status and (reason is None or cond.get("reason") == reason)
                   and db["status"].get("observedGeneration") == db["metadata"]["generation"])
             return db if ok else None
-        return wait_for(check, timeout, f"{name} condition {kind}={status} reason={reason}")
+        return wait_for(f"{name} condition {kind}={status} reason={reason}", check, timeout)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-        return wait_for(lambda: (db := self.get_db(name)).get("status", {}).get("phase") == phase and db,
-                        timeout, f"{name} phase {phase}")
+        return wait_for(f"{name} phase {phase}",
+                        lambda: (db := self.get_db(name)).get("status", {}).get("phase") == phase and db, timeout)
 
     # -- children ---------------------------------------------------------------------------------------------------
     def selector(self, name: str, **extra: str) -> str:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from divbase_operator import names
 from divbase_operator.spec import parse_spec, privileged_errors
+from divbase_testsupport import wait_for
 from kubernetes import client
 from workload_templates import ALLOWED_CASES, COMBINED, REFUSED_CASES, restricted_database, with_mutation
 
@@ -136,10 +137,7 @@ def policy(kube: Cluster, watched: str) -> Iterator[str]:
     kube.run(kube.kubectl_bin, "apply", "-f", "-", stdin=manifest)
     # the apiserver enforces a new policy after a short delay (its informers): retry a known-bad create, bounded
     probe = {**stored, "metadata": {"name": "probe", "namespace": watched}}
-    deadline = time.monotonic() + 60
-    while kube.verdict(watched, probe) is None:
-        assert time.monotonic() < deadline, "the policy is not enforced 60 s after it was created"
-        time.sleep(0.5)
+    wait_for("the policy enforced", lambda: kube.verdict(watched, probe) is not None, 60, interval=0.5)
     yield docs[0]["metadata"]["name"]
     kube.run(kube.kubectl_bin, "delete", "--ignore-not-found", "-f", "-", stdin=manifest)
     deadline = time.monotonic() + 60

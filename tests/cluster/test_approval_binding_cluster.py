@@ -17,7 +17,8 @@ import yaml
 from divbase_localcluster.cluster import image_map_default
 from divbase_migrations import contract
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, install_crd, wait_for
+from divbase_operator.testing import Kube, OperatorProcess, install_crd
+from divbase_testsupport import wait_for
 from sqlalchemy import create_engine, text
 from test_operator_node import DB, install, migrate_check
 
@@ -101,7 +102,7 @@ def forced_contract(kube: Kube, image: str, digest: str) -> int:
                 if status.state.terminated is not None:
                     return int(status.state.terminated.exit_code)
         return None
-    return int(wait_for(lambda: (code := exit_code()) is not None and str(code), 120, f"Job {name} finished"))
+    return int(wait_for(f"Job {name} finished", lambda: (code := exit_code()) is not None and str(code), 120))
 
 
 def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, database_url: str,
@@ -167,10 +168,11 @@ def test_patched_plan_configmap_is_republished_and_not_approvable(kube: Kube, op
     assert names.ANNOTATION_APPROVE_CONTRACT not in annotations, "nothing was approved"
     # the operator publishes the plan it recorded again, and says so
     operator.start()
-    wait_for(lambda: kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace).data["plan.sql"]
-             == original, 60, "the plan published again")
-    wait_for(lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_PLAN_REPUBLISHED and e.type == "Warning"],
-             30, "a PlanRepublished Warning event")
+    wait_for("the plan published again",
+             lambda: kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace).data["plan.sql"]
+             == original, 60)
+    wait_for("a PlanRepublished Warning event", lambda: [
+        e for e in kube.events(DB) if e.reason == names.EVENT_PLAN_REPUBLISHED and e.type == "Warning"], 30)
     assert kube.get_db(DB)["status"]["contractPlan"]["digest"] == plan["digest"], "the plan itself did not change"
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     approved = plugin(cluster, kube.namespace, "approve-contract", DB)

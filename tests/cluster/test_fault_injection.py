@@ -33,7 +33,8 @@ from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_localcluster.testing import FreezableProxy, apiserver_tls
 from divbase_migrations.testing.postgres import PostgresServer
 from divbase_operator import names
-from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, install_crd, wait_for
+from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, install_crd
+from divbase_testsupport import wait_for
 from sqlalchemy import Connection, Engine, create_engine, pool, text
 
 DB = "divbase"
@@ -128,7 +129,7 @@ def install(kube: Kube, database_url: str, **extra: Any) -> None:
 
 
 def expand_job(kube: Kube) -> str:
-    jobs = wait_for(lambda: kube.jobs_by_step(DB).get(("expand", TARGET)), 120, "the expand Job of release 2")
+    jobs = wait_for("the expand Job of release 2", lambda: kube.jobs_by_step(DB).get(("expand", TARGET)), 120)
     assert len(jobs) == 1, jobs
     return jobs[0]
 
@@ -147,8 +148,7 @@ def start_blocked_expand(kube: Kube, database_url: str) -> tuple[TableLock, str]
     lock = TableLock(database_url)
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     job = expand_job(kube)
-    wait_for(lambda: blocked_runners(database_url) >= 1, 120, "the expand runner waiting for the lock on user",
-             interval=0.5)
+    wait_for("the expand runner waiting for the lock on user", lambda: blocked_runners(database_url) >= 1, 120, 0.5)
     return lock, job
 
 
@@ -182,11 +182,9 @@ def test_migration_pod_deleted_mid_run(kube: Kube, operator: OperatorProcess, db
         first = [p.metadata.name for p in job_pods(kube, job)]
         assert len(first) == 1, first
         kube.core.delete_namespaced_pod(first[0], kube.namespace)
-        wait_for(lambda: not any(p.metadata.name in first for p in job_pods(kube, job)), 60, "the first pod gone")
-        wait_for(lambda: [p for p in job_pods(kube, job) if p.metadata.name not in first], 120,
-                 "a replacement pod")
-        wait_for(lambda: blocked_runners(db_secret) >= 1, 120, "the replacement runner waiting for the lock",
-                 interval=0.5)
+        wait_for("the first pod gone", lambda: not any(p.metadata.name in first for p in job_pods(kube, job)), 60)
+        wait_for("a replacement pod", lambda: [p for p in job_pods(kube, job) if p.metadata.name not in first], 120)
+        wait_for("the replacement runner waiting for the lock", lambda: blocked_runners(db_secret) >= 1, 120, 0.5)
     finally:
         lock.release()
     assert_converged(kube, db_secret)
@@ -204,9 +202,9 @@ def test_job_deleted_while_running(kube: Kube, operator: OperatorProcess, db_sec
     try:
         uid = kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid
         kube.batch.delete_namespaced_job(job, kube.namespace, propagation_policy=propagation)
-        wait_for(lambda: kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid != uid, 120,
-                 "the operator recreating the Job")
-        wait_for(lambda: [p for p in job_pods(kube, job) if controller_uid(p) != uid], 120, "a pod of the new Job")
+        wait_for("the operator recreating the Job",
+                 lambda: kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid != uid, 120)
+        wait_for("a pod of the new Job", lambda: [p for p in job_pods(kube, job) if controller_uid(p) != uid], 120)
     finally:
         lock.release()
     assert_converged(kube, db_secret)
@@ -219,13 +217,13 @@ def test_job_deleted_after_success_is_not_rerun(kube: Kube, operator: OperatorPr
     install(kube, db_secret)
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     job = expand_job(kube)
-    wait_for(lambda: (kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded or 0) >= 1, 180,
-             "the expand Job succeeded")
+    wait_for("the expand Job succeeded",
+             lambda: (kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded or 0) >= 1, 180)
     kube.batch.delete_namespaced_job(job, kube.namespace, propagation_policy="Background")
     assert_converged(kube, db_secret)
     for name in [n for names_ in kube.jobs_by_step(DB).values() for n in names_]:
         kube.batch.delete_namespaced_job(name, kube.namespace, propagation_policy="Background")
-    wait_for(lambda: not kube.jobs(DB), 60, "every Job gone")
+    wait_for("every Job gone", lambda: not kube.jobs(DB), 60)
     # a spec change that moves no Job: once the operator has reconciled it, it had every chance to (wrongly)
     # recreate a Job
     kube.patch_db_seen(DB, {"spec": {"contract": {"policy": "Delayed", "delaySeconds": 1}}})
@@ -243,7 +241,7 @@ def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, d
         postgres_server.restart()
     finally:
         lock.release()
-    wait_for(lambda: accepts_connections(db_secret), 60, "PostgreSQL accepting connections again", interval=0.5)
+    wait_for("PostgreSQL accepting connections again", lambda: accepts_connections(db_secret), 60, 0.5)
 
     def settled() -> dict[str, Any] | None:
         db = kube.get_db(DB)
@@ -252,7 +250,7 @@ def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, d
             db["status"].get("currentVersion") == TARGET
         return db if done or conds.get(names.COND_STALLED, {}).get("status") == "True" else None
 
-    db = wait_for(settled, 300, "Ready at release 2 or Stalled")
+    db = wait_for("Ready at release 2 or Stalled", settled, 300)
     retried = db["status"].get("currentVersion") != TARGET
     if retried:  # the Job used up its retries while the server was down: the documented way on is a retry
         kube.annotate_db(DB, names.ANNOTATION_RETRY, "after-postgres-restart")
@@ -277,7 +275,7 @@ def test_secret_removed_and_restored_during_expand(kube: Kube, operator: Operato
         ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
         assert SECRET in ready["message"], ready
         kube.create_secret(SECRET, {"url": pod_database_url})
-        wait_for(lambda: blocked_runners(db_secret) >= 1, 120, "the new runner waiting for the lock", interval=0.5)
+        wait_for("the new runner waiting for the lock", lambda: blocked_runners(db_secret) >= 1, 120, 0.5)
     finally:
         lock.release()
         kube.create_secret(SECRET, {"url": pod_database_url})
@@ -304,8 +302,8 @@ def test_operator_killed_right_after_approval(kube: Kube, operator: OperatorProc
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     kube.wait_phase(DB, names.PHASE_AWAITING_CONTRACT, timeout=240)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, TARGET)
-    wait_for(lambda: kube.get_db(DB)["status"].get("phase") != names.PHASE_AWAITING_CONTRACT
-             or kube.jobs_by_step(DB).get(("contract", TARGET)), 60, "the approval seen", interval=0.05)
+    wait_for("the approval seen", lambda: kube.get_db(DB)["status"].get("phase") != names.PHASE_AWAITING_CONTRACT
+             or kube.jobs_by_step(DB).get(("contract", TARGET)), 60, 0.05)
     operator.kill()
     operator.start()
     assert_converged(kube, db_secret)
@@ -389,7 +387,7 @@ def test_silent_watch_is_reopened(kube: Kube, proxied_operator: ProxiedOperator,
     log_offset = len(operator.logs())
     frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
     # the log is read once the expand is seen recorded: a re-open that made it possible is in it by then
-    seen = wait_for(lambda: expanded(kube) and operator.logs()[log_offset:], 120, "the operator recording the expand")
+    seen = wait_for("the operator recording the expand", lambda: expanded(kube) and operator.logs()[log_offset:], 120)
     noticed = time.monotonic() - frozen_at
     # order, not speed: the Job's and pods' watches were re-opened before the expand was recorded
     assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(seen)
@@ -412,13 +410,13 @@ def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: P
     log_offset = len(operator.logs())
     frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
     job = expand_job(kube)
-    wait_for(lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60,
-             "the expand Job succeeded")
+    wait_for("the expand Job succeeded",
+             lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60)
     # the streams that bring the Job's success had events just before the freeze: not re-opened yet when it
     # succeeded (the Deployments' stream, quiet since the install, may have been: it carries nothing new)
     at_success = operator.logs()[log_offset:]
     assert not watch_reopens(at_success) & {"jobs.v1.batch", "pods.v1"}
-    seen = wait_for(lambda: expanded(kube) and operator.logs()[log_offset:], 180, "the operator recording the expand")
+    seen = wait_for("the operator recording the expand", lambda: expanded(kube) and operator.logs()[log_offset:], 180)
     noticed = time.monotonic() - frozen_at
     # order, not speed: Job succeeded -> the Job's and pods' watches re-opened -> expand recorded
     assert {"jobs.v1.batch", "pods.v1"} <= watch_reopens(seen)
@@ -441,7 +439,7 @@ def test_every_connection_silent(kube: Kube, proxied_operator: ProxiedOperator, 
     finally:
         lock.release()
     # two watch client timeouts (15 s each), then a read timeout per frozen pooled connection the reconciler meets
-    wait_for(lambda: expanded(kube), 240, "the operator recording the expand")
+    wait_for("the operator recording the expand", lambda: expanded(kube), 240)
     noticed = time.monotonic() - frozen_at
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH

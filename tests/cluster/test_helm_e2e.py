@@ -23,9 +23,10 @@ import yaml
 from divbase_localcluster import build
 from divbase_localcluster.cluster import ClusterInfo
 from divbase_localcluster.podnet.netns import missing_requirements
-from divbase_localcluster.testing import http_get_pod, wait_for
+from divbase_localcluster.testing import http_get_pod
 from divbase_operator import names
 from divbase_operator.testing import VENV_BIN
+from divbase_testsupport import wait_for
 from kubernetes import client, config
 from sqlalchemy.engine import make_url
 

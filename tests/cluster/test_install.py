@@ -18,6 +18,7 @@ import pytest
 import yaml
 from divbase_migrations import contract
 from divbase_operator import names
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,10 +267,9 @@ def _user_roles(tools: Tools, namespace: str, elsewhere: str) -> None:
     for user, role in (("alice", "edit"), ("carol", "admin"), ("bob", "view")):
         tools.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
                       "-n", namespace)
-    deadline = time.monotonic() + 60  # the aggregation controller fills the default roles asynchronously
-    while not (tools.can_i("alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace)):
-        assert time.monotonic() < deadline, "the chart's roles were not aggregated into edit and view"
-        time.sleep(0.5)
+    # the aggregation controller fills the default roles asynchronously
+    wait_for("the chart's roles aggregated into edit and view", lambda: tools.can_i(
+        "alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace), 60, interval=0.5)
     for user in ("alice", "carol"):
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
             assert tools.can_i(user, verb, resource, namespace), f"{user} cannot {verb} {resource}"
@@ -349,7 +349,7 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
     `namespace`), takes a resource through its first step and its deletion (finalizer, Job cleanup) without a
     single forbidden call beyond Kopf's optional observers. The step's runner reports a lock wait in its log (a
     stand-in that writes the runner contract's line, then waits for a file): the operator reads it (pods/log)."""
-    from divbase_operator.testing import Kube, OperatorProcess, wait_for
+    from divbase_operator.testing import Kube, OperatorProcess
 
     sa_user = _apply_rbac(tools, other_namespace, "op", "--set", f"watchNamespaces={{{namespace}}}")
     kubeconfig = _token_kubeconfig(tools, cluster, other_namespace, sa_user, tmp_path / "operator.kubeconfig")
@@ -366,14 +366,14 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                               "workloads": [{"name": "api", "template": {"replicas": 1, "template": {"spec": {
                                   "containers": [{"name": "api", "command": ["sleep", "3600"]}]}}}}],
                               "migrationJob": {"backoffLimit": 0, "command": ["sh", "-c", runner]}})
-        db = wait_for(lambda: (lambda d: d if (d.get("status") or {}).get("phase") else None)(kube.get_db("db")),
-                      90, "the operator writes status")
+        db = wait_for("the operator writes status",
+                      lambda: (lambda d: d if (d.get("status") or {}).get("phase") else None)(kube.get_db("db")), 90)
         print(f"first status {time.monotonic() - started:.1f}s after the operator started")
         assert names.FINALIZER in db["metadata"]["finalizers"]  # patch on divbasedatabases
         assert db["status"]["phase"] == names.PHASE_EXPANDING
-        wait_for(lambda: kube.jobs("db"), 30, "the expand Job")  # create on jobs
-        wait_for(lambda: [e for e in kube.events("db") if e.reason == names.EVENT_JOB_CREATED], 30,
-                 "an Event from the operator")  # create on events
+        wait_for("the expand Job", lambda: kube.jobs("db"), 30)  # create on jobs
+        wait_for("an Event from the operator",
+                 lambda: [e for e in kube.events("db") if e.reason == names.EVENT_JOB_CREATED], 30)  # create on events
         waiting = kube.wait_condition("db", names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
                                       timeout=60)  # get on pods/log
         assert "held by pid 4242 (application psql) since 2026-11-25T12:00:41Z" in next(
@@ -389,9 +389,9 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
                 return exc.status == 404
             return False
 
-        wait_for(gone, 60, "the finalizer released")  # delete owned jobs and deployments by name, finalizers
-        wait_for(lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30,
-                 "the Jobs deleted")
+        wait_for("the finalizer released", gone, 60)  # delete owned jobs and deployments by name, finalizers
+        wait_for("the Jobs deleted",
+                 lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30)
     finally:
         operator.stop()
     optional = [text.format(server=cluster.server.removeprefix("https://")) for text in KOPF_OPTIONAL]
@@ -413,9 +413,6 @@ def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: An
                                            api_client: Any, tmp_path: Path) -> None:
     """Status written as the planner writes it (no operator runs here), then the plugin's reads and patches go
     through the real apiserver: merge patches with a resourceVersion precondition, 404 and 403 as one line."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests" / "unit"))
     from test_kstatus import PHASES
 
     world = PHASES["awaiting-manual"][0]()

@@ -15,10 +15,8 @@ from typing import Any
 from divbase_operator import names
 from divbase_operator.kube import status_patch
 from divbase_operator.kubectl_plugin import WATCH_CHUNK_SECONDS
-from divbase_operator.testing import REPO, OutputLines
+from divbase_operator.testing import OutputLines
 from kubernetes import client
-
-sys.path.insert(0, str(REPO / "tests" / "unit"))
 from planner_world import World, base_spec
 
 

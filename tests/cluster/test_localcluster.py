@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from divbase_localcluster import build
 from divbase_localcluster.cluster import DEFAULT_NODE_NAME, ClusterError, ClusterInfo, LocalCluster
-from divbase_localcluster.testing import gone, wait_for
+from divbase_localcluster.testing import gone
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 

@@ -22,7 +22,8 @@ from divbase_app.rollout import database_spec
 from divbase_migrations import contract
 from divbase_migrations.testing.postgres import PostgresServer
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, wait_for
+from divbase_operator.testing import Kube, OperatorProcess
+from divbase_testsupport import wait_for
 from kubernetes import client
 from sqlalchemy.engine import make_url
 
@@ -188,7 +189,7 @@ def leak_run(api_client: Any, cluster: Any, crd: None, postgres_server: Postgres
             kube.create_db(case.name, {"version": case.version, "image": "divbase", "database": {"secretRef": ref},
                                        "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 180}})
         operator.start()
-        failures = wait_for(lambda: _reached(kube), 300, "every case Stalled with its runner's exit code")
+        failures = wait_for("every case Stalled with its runner's exit code", lambda: _reached(kube), 300)
         serialize = client.ApiClient().sanitize_for_serialization
         traces = {"metrics": operator.metrics(), "operator log": operator.logs(),
                   "events": _text(serialize(core.list_namespaced_event(namespace).items)),

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_localcluster.podnet.layout import Layout
-from divbase_localcluster.testing import gone, http_get_pod, wait_for
+from divbase_localcluster.testing import gone, http_get_pod
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 SECRET_VALUE = "s3cret-Value-never-logged-7f3a"

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from divbase_localcluster.cluster import ClusterInfo
-from divbase_localcluster.testing import gone, wait_for
+from divbase_localcluster.testing import gone
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 # SIGTERM trap: note the time and whether the preStop marker was already there, then exit

@@ -5,7 +5,6 @@ run in the PostgreSQL integration tests."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +13,13 @@ from typing import Any
 import pytest
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_operator import names
-from divbase_operator.testing import REPO, Kube, OperatorProcess, Timeline, install_crd, wait_for
+from divbase_operator.testing import Kube, OperatorProcess, Timeline, install_crd
+from divbase_testsupport import wait_for
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, str(REPO / "bench"))
-from common import KWOK_PLACEMENT, kwok_spec, make_namespace
+from bench.common import KWOK_PLACEMENT, kwok_spec, make_namespace
 
 DB = "divbase"
 
@@ -129,10 +128,10 @@ def test_killed_operator_resumes_without_repeating_a_step(kube: Kube, operator: 
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     kube.patch_db(DB, {"spec": {"version": "2"}})
     if kill_after == "expand Job created":
-        wait_for(lambda: ("expand", "2") in steps(kube), 60, "expand Job of release 2")
+        wait_for("expand Job of release 2", lambda: ("expand", "2") in steps(kube), 60)
     else:
-        wait_for(lambda: any(d.metadata.labels.get(names.LABEL_VERSION) == "2" for d in kube.deployments(DB)), 60,
-                 "a Deployment at release 2")
+        wait_for("a Deployment at release 2",
+                 lambda: any(d.metadata.labels.get(names.LABEL_VERSION) == "2" for d in kube.deployments(DB)), 60)
     operator.kill()
     operator.start()
     kube.wait_condition(DB, names.COND_READY, timeout=120)
@@ -153,9 +152,10 @@ def test_deleting_the_resource_removes_its_children(kube: Kube, operator: Operat
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     assert kube.deployments(DB) and kube.jobs(DB)
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
-    wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                                   names.PLURAL)["items"], 60, "resource gone")
-    wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
+    wait_for("resource gone",
+             lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
+                                                                   names.PLURAL)["items"], 60)
+    wait_for("children gone", lambda: not kube.deployments(DB) and not kube.jobs(DB), 60)
 
 
 def test_a_foreign_deployment_is_reported_before_anything_runs(kube: Kube, operator: OperatorProcess) -> None:
@@ -190,7 +190,7 @@ def test_deleting_mid_expand_waits_for_the_running_job(kube: Kube, operator: Ope
     deleted resource shows phase Terminating and keeps the Job until the Job controller ended it, then goes."""
     spec = kwok_spec("1", migrationJob={"nodeSelector": {"type": "nowhere"}, "activeDeadlineSeconds": 8})
     kube.create_db(DB, spec)
-    wait_for(lambda: kube.get_db(DB).get("status", {}).get("activeJob"), 60, "the expand Job running")
+    wait_for("the expand Job running", lambda: kube.get_db(DB).get("status", {}).get("activeJob"), 60)
     [job] = kube.jobs(DB)
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
     db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_TERMINATING, timeout=30)
@@ -207,7 +207,7 @@ def test_deleting_mid_expand_waits_for_the_running_job(kube: Kube, operator: Ope
             return exc.status == 404
         return False
 
-    wait_for(gone, 60, "the resource deleted once its Job ended")
+    wait_for("the resource deleted once its Job ended", gone, 60)
     ended = kube.batch.read_namespaced_job(job.metadata.name, kube.namespace) if kube.jobs(DB) else None
     if ended is not None:  # deleted in the background: if still there, it ended by its deadline first
         assert any(c.reason == "DeadlineExceeded" for c in ended.status.conditions or [])

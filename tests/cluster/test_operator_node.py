@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
 from divbase_operator import names
-from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, Timeline, free_port, wait_for
+from divbase_operator.testing import VENV_BIN, Kube, OperatorProcess, Timeline
+from divbase_testsupport import free_port, wait_for
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import NullPool, create_engine, text
@@ -217,8 +218,8 @@ def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(kube: Kube, ope
             waiting = db["status"]["rollout"]["steps"]["expand"]["lockWait"]
             assert (waiting["holderPid"], waiting["holderApplication"]) == (pid, "hand-run-migration"), waiting
             assert waiting["since"] in ready["message"] and waiting["holderSince"] in ready["message"]
-            [event] = wait_for(lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT], 30,
-                               "a MigrationLockWait Event")
+            [event] = wait_for("a MigrationLockWait Event",
+                               lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT], 30)
             assert event.type == "Normal" and f"held by pid {pid} (application hand-run-migration" in event.message
         finally:
             holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
@@ -255,8 +256,8 @@ def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_sec
     db = kube.wait_condition(DB, names.COND_STALLED, timeout=180, reason=names.REASON_ROLLED_BACK)
     assert db["status"]["lastFailure"]["step"] == "deploy"
     assert {d.spec.template.metadata.labels[names.LABEL_VERSION] for d in kube.deployments(DB)} == {"1"}
-    wait_for(lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"}, 60,
-             "only release 1 pods")
+    wait_for("only release 1 pods",
+             lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"}, 60)
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     assert migrate_check(db_secret, "1").returncode == 0, "the expanded schema still serves release 1"
 
@@ -329,7 +330,8 @@ def test_deleting_the_resource_removes_children_not_the_database(kube: Kube, ope
                                                                  db_secret: str) -> None:
     install(kube)
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
-    wait_for(lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                                   names.PLURAL)["items"], 60, "resource gone")
-    wait_for(lambda: not kube.deployments(DB) and not kube.jobs(DB), 60, "children gone")
+    wait_for("resource gone",
+             lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
+                                                                   names.PLURAL)["items"], 60)
+    wait_for("children gone", lambda: not kube.deployments(DB) and not kube.jobs(DB), 60)
     assert migrate_check(db_secret, "1").returncode == 0, "the database is untouched"

@@ -18,7 +18,8 @@ from divbase_localcluster import build
 from divbase_localcluster.cluster import ClusterInfo, LocalCluster
 from divbase_localcluster.podnet import netns
 from divbase_localcluster.podnet.layout import KUBERNETES_SERVICE_IP, Layout
-from divbase_localcluster.testing import http_get_from_node, wait_for
+from divbase_localcluster.testing import http_get_from_node
+from divbase_testsupport import wait_for
 from kubernetes import client
 
 pytestmark = pytest.mark.skipif(bool(netns.missing_requirements()),

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import pytest
 from divbase_operator.builders import Owner, build_deployment, build_job
 from divbase_operator.spec import DatabaseSpec, parse_spec, privileged_errors
+from divbase_testsupport import wait_for
 from kubernetes import client
 from workload_templates import ALLOWED_CASES, COMBINED, REFUSED_CASES, plain_database, with_mutation
 
@@ -34,15 +34,10 @@ BASELINE = {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kube
 def _enforcing(api_client: Any, namespace: str, labels: dict[str, str]) -> str:
     core = client.CoreV1Api(api_client)
     core.patch_namespace(namespace, {"metadata": {"labels": labels}})
-    deadline = time.monotonic() + 60  # pods need the namespace's `default` ServiceAccount, made by a controller
-    while True:
-        try:
-            core.read_namespaced_service_account("default", namespace)
-            return namespace
-        except client.ApiException as e:
-            if e.status != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
+    # pods need the namespace's `default` ServiceAccount, made by a controller (404 until then)
+    wait_for("the namespace's default ServiceAccount", lambda: core.read_namespaced_service_account("default",
+                                                                                                   namespace), 60)
+    return namespace
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from divbase_operator import names
-from divbase_operator.testing import Kube, OperatorProcess, wait_for
+from divbase_operator.testing import Kube, OperatorProcess
+from divbase_testsupport import wait_for
 from kubernetes import client
 from test_fault_injection import DB, ONE_JOB_EACH, TARGET, assert_converged, install, step_job_counts
 
@@ -47,7 +48,7 @@ def the_leader(pair: tuple[OperatorProcess, ...], timeout: float = 60) -> Operat
     def one() -> OperatorProcess | None:
         views = [leads(proc) for proc in pair]
         return pair[views.index(True)] if views.count(True) == 1 and None not in views else None
-    return wait_for(one, timeout, "exactly one replica leading")
+    return wait_for("exactly one replica leading", one, timeout)
 
 
 def lease_holder(api_client: Any, namespace: str) -> str:
@@ -70,7 +71,7 @@ def test_two_replicas_one_acts_the_other_takes_over_and_each_step_runs_once(
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     kube.wait_phase(DB, names.PHASE_DEPLOYING, timeout=240)
     leader.kill()
-    wait_for(lambda: leads(standby), 60, "the standby taking over")
+    wait_for("the standby taking over", lambda: leads(standby), 60)
     assert lease_holder(api_client, kube.namespace) not in ("", first_holder)
     assert_converged(kube, db_secret)
     assert step_job_counts(kube) == ONE_JOB_EACH
@@ -82,7 +83,7 @@ def test_two_replicas_one_acts_the_other_takes_over_and_each_step_runs_once(
     second_holder = lease_holder(api_client, kube.namespace)
     standby.stop()
     assert lease_holder(api_client, kube.namespace) != second_holder, "the stopping leader kept the Lease"
-    wait_for(lambda: leads(leader), 30, "the restarted replica taking over")
+    wait_for("the restarted replica taking over", lambda: leads(leader), 30)
     kube.patch_db(DB, {"spec": {"version": "3"}})
     db = kube.wait_condition(DB, names.COND_READY, timeout=300)
     assert db["status"]["currentVersion"] == "3"

@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +53,3 @@ def run(url: str | None, *args: str, term: Path, timeout: float = 120, **extra: 
 def engine(url: str) -> Engine:
     """A connection per use, so a test never holds a pooled session the runner would wait for."""
     return create_engine(url, poolclass=pool.NullPool)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Poll `condition` (every 50 ms) until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)

@@ -19,9 +19,9 @@ from divbase_app import queries
 from divbase_app.api import create_app
 from divbase_app.settings import Settings
 from divbase_migrations.compat import IncompatibleSchema
-from divbase_migrations.testing.postgres import free_port
+from divbase_testsupport import free_port, wait_for
 from fastapi.testclient import TestClient
-from migrate_helpers import engine, run, wait_until
+from migrate_helpers import engine, run
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
@@ -152,7 +152,8 @@ def test_a_claim_that_loses_the_race_takes_the_next_task(database_url: str, tmp_
     worker = threading.Thread(target=lambda: got.append(_claim(db)))
     worker.start()
     try:
-        wait_until(lambda: _waiting_on_a_lock(db) == 1, "the worker waiting for the rival's claim of the same task")
+        wait_for("the worker waiting for the rival's claim of the same task", lambda: _waiting_on_a_lock(db) == 1, 30,
+                 interval=0.05)
     finally:
         rival.commit()
         rival.close()
@@ -214,9 +215,9 @@ def test_api_drains_on_sigterm(database_url: str, tmp_path: Path) -> None:
             return False
 
     try:
-        wait_until(ready, "the API ready")
+        wait_for("the API ready", ready, 30, interval=0.05)
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: _get(f"{base}/readyz")[0] == 503, "out of rotation after SIGTERM")
+        wait_for("out of rotation after SIGTERM", lambda: _get(f"{base}/readyz")[0] == 503, 30, interval=0.05)
         assert json.loads(_get(f"{base}/version")[1]) == {"release": "1"}  # ... yet still serving
         # drained, shut down cleanly, then ended by the TERM it got (uvicorn re-raises it): not killed, not crashed
         assert proc.wait(timeout=20) == -signal.SIGTERM, (tmp_path / "api.log").read_text()

@@ -7,23 +7,17 @@ CLI runs as a Job runs it, against a real PostgreSQL where the marker names a re
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from divbase_migrations import contract
 from divbase_migrations.testing.postgres import PostgresServer
+from divbase_testsupport import free_port
 from migrate_helpers import run
 
 MARK = "zq7marker"
 ROLE, PASSWORD, DATABASE = f"{MARK}_user", f"{MARK}-pw", f"{MARK}_db"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ from divbase_migrations.runner import (
     Settings,
     StatementTimeout,
 )
-from migrate_helpers import engine, wait_until
+from divbase_testsupport import wait_for
+from migrate_helpers import engine
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -265,7 +266,7 @@ class DeadlockOnce:
                 watcher.rollback()
                 return int(waiting)
 
-            wait_until(queued, "the runner queued behind alembic_version", timeout=60)
+            wait_for("the runner queued behind alembic_version", queued, 60, interval=0.05)
         self.holder.execute(text("LOCK TABLE skipped_vcf_files IN ACCESS EXCLUSIVE MODE"))  # the cycle
 
     def release(self) -> None:

@@ -14,8 +14,9 @@ import pytest
 from divbase_data import assert_unchanged, state
 from divbase_migrations import cli, contract, revisions
 from divbase_migrations.runner import ADVISORY_LOCK_KEY
-from divbase_migrations.testing.postgres import PostgresServer, free_port
-from migrate_helpers import engine, finish, run, start, wait_until
+from divbase_migrations.testing.postgres import PostgresServer
+from divbase_testsupport import free_port, wait_for
+from migrate_helpers import engine, finish, run, start
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
@@ -43,7 +44,7 @@ def test_two_concurrent_expands_apply_once(database_url: str, tmp_path: Path) ->
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})  # both runners must queue
     procs = [start(database_url, "expand", "--release", "4", term=tmp_path / f"t{i}") for i in range(2)]
     try:
-        wait_until(lambda: waiting_runners(database_url) == 2, "both runners waiting for the lock")
+        wait_for("both runners waiting for the lock", lambda: waiting_runners(database_url) == 2, 30, interval=0.05)
     finally:
         holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
         holder.close()
@@ -100,7 +101,7 @@ def test_a_runner_that_got_the_lock_after_waiting_says_so(database_url: str, tmp
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     proc = start(database_url, "expand", "--release", "1", term=tmp_path / "t")
     try:
-        wait_until(lambda: waiting_runners(database_url) == 1, "the runner waiting for the lock")
+        wait_for("the runner waiting for the lock", lambda: waiting_runners(database_url) == 1, 30, interval=0.05)
     finally:
         holder.close()
     result = finish(proc, tmp_path / "t")
@@ -135,9 +136,10 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
     proc = start(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
                  term=tmp_path / "b")
     try:
-        wait_until(lambda: bool(blocked_waits(database_url)), "the runner queued behind our lock")
+        wait_for("the runner queued behind our lock", lambda: bool(blocked_waits(database_url)), 30, interval=0.05)
         first = blocked_waits(database_url)
-        wait_until(lambda: bool(blocked_waits(database_url) - first), "the runner timed out and waiting again")
+        wait_for("the runner timed out and waiting again", lambda: bool(blocked_waits(database_url) - first), 30,
+                 interval=0.05)
     finally:
         holder.rollback()
         holder.close()

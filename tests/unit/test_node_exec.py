@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from divbase_localcluster.node.execserver import (
     negotiate,
     parse_exec,
 )
+from divbase_testsupport import wait_for
 
 
 def test_the_apiservers_request_is_read_with_the_kubelets_names() -> None:
@@ -144,11 +144,8 @@ def test_the_command_dies_with_the_session(tmp_path: Path) -> None:
     session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, tracked),  # type: ignore[arg-type]
                                                   threading.Event()).run)
     session.start()
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "pid").is_file() or not (tmp_path / "pid").read_text().strip():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    pid = int((tmp_path / "pid").read_text())
+    pid = int(wait_for("the command's pid", lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text()
+                       .strip(), 10, interval=0.05))
     client.close()  # the apiserver hung up
     session.join(timeout=10)
     assert not session.is_alive()
@@ -166,10 +163,8 @@ def test_a_stopped_container_ends_its_commands(tmp_path: Path) -> None:
     session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, tracked, alive),  # type: ignore[arg-type]
                                                   threading.Event()).run)
     session.start()
-    deadline = time.monotonic() + 10
-    while not tracked:  # the command runs (its process group handed to the agent): then the container stops
-        assert time.monotonic() < deadline, "the command never started"
-        time.sleep(0.02)
+    # the command runs (its process group handed to the agent): then the container stops
+    wait_for("the command started", lambda: tracked, 10, interval=0.02)
     alive.clear()
     session.join(timeout=10)
     assert json.loads(client.output(1))["details"]["causes"][0]["message"] == "137"

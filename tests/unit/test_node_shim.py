@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from divbase_localcluster.node import podstate
 from divbase_localcluster.node.shimproc import ShimProcess, is_alive, read_exit, start_ticks
+from divbase_testsupport import wait_for
 
 
 def _run(tmp_path: Path, argv: list[str]) -> tuple[ShimProcess, Path]:
@@ -36,10 +36,7 @@ def _commands(pgid: int) -> list[str]:
 
 
 def _wait_exited(proc: ShimProcess, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not proc.exited():
-        assert time.monotonic() < deadline, "shim did not exit"
-        time.sleep(0.02)
+    wait_for("the shim exited", proc.exited, timeout, interval=0.02)
 
 
 def test_exit_code_output_and_exit_file(tmp_path: Path) -> None:
@@ -56,14 +53,10 @@ def test_sigterm_to_the_group_reaches_the_command_and_the_shim_records_it(tmp_pa
     writes 143 and kills the leftovers of the group."""
     script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; sleep 300 & echo $! > bg; sleep 300"
     proc, log = _run(tmp_path, ["sh", "-c", script])
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "bg").exists() or not (tmp_path / "bg").read_text().strip():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    background = int((tmp_path / "bg").read_text())
-    while sorted(_commands(proc.pid)).count("sleep") < 2:  # both sleeps run: the shell waits on the second
-        assert time.monotonic() < deadline, _commands(proc.pid)
-        time.sleep(0.02)
+    background = int(wait_for("the background sleep's pid", lambda: (tmp_path / "bg").exists()
+                              and (tmp_path / "bg").read_text().strip(), 10, interval=0.02))
+    wait_for("both sleeps running (the shell waits on the second)",
+             lambda: sorted(_commands(proc.pid)).count("sleep") >= 2, 10, interval=0.02)
     os.killpg(proc.pid, signal.SIGTERM)
     _wait_exited(proc)
     ended = proc.finish()

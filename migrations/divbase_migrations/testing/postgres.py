@@ -13,13 +13,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from divbase_testsupport import free_port
 from sqlalchemy.engine import URL
 
 SUPERUSER = "postgres"
@@ -74,12 +74,6 @@ def reachable_bindir(bindir: Path, demote: Callable[[], None]) -> Path:
             shutil.rmtree(staging / "copy", ignore_errors=True)
         staging.rmdir()
     return target / bindir.relative_to(base)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PostgresServer:
