@@ -76,7 +76,7 @@ $(BIN)/.shape-installed: $(BIN)/.installed
 	@touch $@
 
 shape: $(BIN)/.shape-installed ## The code's shape in figures: sizes, complexity, import cycles, repeated helpers (bench/results/shape.json).
-	$(BIN)/python bench/shape.py --label $(or $(SHAPE_LABEL),now) --out bench/results/shape.json
+	$(BIN)/python -m bench.shape --label $(or $(SHAPE_LABEL),now) --out bench/results/shape.json
 
 demo: system-deps venv localcluster ## The demo: release 1 -> 2 under load through a Service, operator vs today and a Helm hook.
 	$(BIN)/python -m divbase_app.demo

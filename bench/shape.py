@@ -6,7 +6,7 @@ are radon's (`pip install radon`: the `shape` extra); import cycles are found fr
 statements (a cycle is a strongly connected group of modules within one package); the formatter figure is what
 `ruff format --check` would change.
 
-    .venv/bin/python bench/shape.py [--label before] [--out bench/results/shape.json]
+    .venv/bin/python -m bench.shape [--label before] [--out bench/results/shape.json]
 """
 
 from __future__ import annotations
