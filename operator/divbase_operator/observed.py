@@ -7,6 +7,7 @@ little memory per object."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from divbase_migrations.contract import MAX_SUMMARY_CHARS
@@ -15,10 +16,20 @@ from divbase_migrations.contract import read_summary as read_summary
 
 from . import names
 from .builders import plan_data_fingerprint
+from .conditions import get_condition
 
-JOB_ACTIVE = "Active"
-JOB_SUCCEEDED = "Succeeded"
-JOB_FAILED = "Failed"
+
+class JobState(StrEnum):
+    """A Job's state as the planner reads it (not a step's state, not the resource's phase)."""
+
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+JOB_ACTIVE = JobState.ACTIVE
+JOB_SUCCEEDED = JobState.SUCCEEDED
+JOB_FAILED = JobState.FAILED
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class JobObs:
     name: str
     step: str
     version: str
-    state: str  # Active | Succeeded | Failed
+    state: JobState
     created_at: str | None = None
     finished_at: str | None = None
     reason: str | None = None  # Job condition reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...
@@ -172,10 +183,7 @@ def foreign_child(body: dict[str, Any], kind: str, database: str, uid: str) -> F
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond
-    return None
+    return get_condition(status.get("conditions") or [], kind)
 
 
 @dataclass(frozen=True)
