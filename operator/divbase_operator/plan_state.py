@@ -11,6 +11,7 @@ from divbase_migrations.contract import MESSAGE_PROBLEM, SUMMARY_ERROR, describe
 
 from . import names
 from .builders import Owner
+from .conditions import get_condition
 from .decision import Action, EmitEvent, Observed, Outcome, Result
 from .observed import (
     JOB_ACTIVE,
@@ -169,7 +170,7 @@ class PlanState:
               failed: str | None = None) -> None:
         """Stalled with `reason`; a Warning Event (`event_reason`) only when the message is new, and with it the
         outcome `failed` (the step that failed), so a repeated reconcile of the same failure counts it once."""
-        previous = next((c for c in self.status.conditions or [] if c.get("type") == names.COND_STALLED), None)
+        previous = get_condition(self.status.conditions or [], names.COND_STALLED)
         repeated = bool(previous and previous.get("status") == "True" and previous.get("message") == message)
         self.stalled = (reason, message)
         if event_reason and not repeated:

@@ -24,7 +24,7 @@ from typing import Any
 from divbase_migrations.contract import printable
 
 from . import names
-from .conditions import Readiness, set_condition
+from .conditions import Readiness, get_condition, set_condition
 from .contract_gate import approval_verdict as approval_verdict
 from .decision import ROLLOUT as ROLLOUT
 from .decision import (
@@ -188,8 +188,8 @@ def foreign_lookup_needed(status: dict[str, Any], version: Any) -> bool:
     workloads, and while a foreign one holds the resource up. Not during the migration steps in between, nor once
     the workloads exist: every reconcile would cost a read per workload."""
     conditions = status.get("conditions") or []
-    if any(c.get("type") == names.COND_STALLED and c.get("status") == "True"
-           and c.get("reason") == names.REASON_FOREIGN_DEPLOYMENT for c in conditions):
+    stalled = get_condition(conditions, names.COND_STALLED) or {}
+    if stalled.get("status") == "True" and stalled.get("reason") == names.REASON_FOREIGN_DEPLOYMENT:
         return True
     raw = status.get("rollout")
     if not raw:
@@ -485,7 +485,7 @@ def _refused(decision: Decision, previous: dict[str, Any], reason: str, text: st
     status["conditions"] = Readiness.is_stalled(reason, text).apply(status.get("conditions") or [], generation,
                                                                     iso(now))
     status["phase"] = names.PHASE_FAILED
-    before = next((c for c in previous.get("conditions") or [] if c.get("type") == names.COND_STALLED), {})
+    before = get_condition(previous.get("conditions") or [], names.COND_STALLED) or {}
     events: list[Action] = []
     if before.get("status") != "True" or before.get("message") != text:
         events.append(EmitEvent("Warning", reason, text))
