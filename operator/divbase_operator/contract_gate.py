@@ -32,16 +32,15 @@ from .status import ContractPlan, Rollout, StepRecord, StepState
 
 # The parts of a plan's summary the approval rests on: any problem with one of them fails the plan.
 PLAN_KEYS = (MESSAGE_PROBLEM, SUMMARY_DIGEST, SUMMARY_REVISIONS, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED)
-MANUAL, DELAYED = "Manual", "Delayed"
 
 
 def contract_allowed(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRecord) -> bool:
     """True when the contract may start; else the step waits (state Waiting) and the progress says for what."""
     if rec.job:
         return True  # already started: the approval was given when it began
-    if spec.contract.policy == MANUAL:
+    if spec.contract.policy == names.CONTRACT_MANUAL:
         return _approved(st, spec, rollout, rec)
-    if spec.contract.policy == DELAYED:
+    if spec.contract.policy == names.CONTRACT_DELAYED:
         return _delay_over(st, spec, rollout, rec)
     return True
 
@@ -85,7 +84,7 @@ def approved_plan(st: PlanState, spec: DatabaseSpec, rollout: Rollout, step: str
     """The plan a Manual contract was approved against: its Job passes the digest to the runner
     (`--expect-digest`), which runs exactly that SQL or nothing, and runs the image the plan pod ran, by
     digest, when its runtime reported one. None for every other step or policy."""
-    if step != names.STEP_CONTRACT or spec.contract.policy != MANUAL or rollout.from_version is None:
+    if step != names.STEP_CONTRACT or spec.contract.policy != names.CONTRACT_MANUAL or rollout.from_version is None:
         return None
     plan = st.status.contract_plan
     if plan is None or plan.version != rollout.to_version or not isinstance(plan.digest, str):

@@ -160,7 +160,7 @@ def spec_schema() -> dict[str, Any]:
         "properties": {
             "policy": _str("Auto: at once. Manual: when annotation "
                            f"`{names.ANNOTATION_APPROVE_CONTRACT}` names the version. Delayed: delaySeconds after "
-                           "the deploy finished.", enum=["Auto", "Manual", "Delayed"], default="Auto"),
+                           "the deploy finished.", enum=list(names.CONTRACT_POLICIES), default=names.CONTRACT_AUTO),
             "delaySeconds": _int("Delay for policy Delayed.", 0),
         },
         "x-kubernetes-validations": [

@@ -18,7 +18,7 @@ from divbase_migrations.contract import (
 from . import contract_gate, names
 from .builders import JobTemplate
 from .decision import CreateJob, Result
-from .observed import JOB_ACTIVE, JOB_SUCCEEDED, JobObs
+from .observed import JOB_ACTIVE, JOB_SUCCEEDED, POD_FAILED, POD_RUNNING, POD_UNFINISHED, JobObs
 from .plan_state import PlanState, attempts_left, pod_error, truncate
 from .spec import DatabaseSpec, version_key
 from .status import Attempt, Failure, LockWaitRecord, Rollout, SchemaState, StepRecord, StepState
@@ -189,7 +189,7 @@ def _record_failure(st: PlanState, version: str, step: str, rec: StepRecord, job
     rec.state = StepState.FAILED
     error, exit_code = st.runner_error(job)
     error = error or job.message  # Kubernetes' own words only when no pod of the Job said anything
-    attempts = max(job.failed, sum(1 for p in st.job_pods(job.name) if p.phase == "Failed"))
+    attempts = max(job.failed, sum(1 for p in st.job_pods(job.name) if p.phase == POD_FAILED))
     failure = Failure(step=step, version=version, job=job.name, reason=printable(job.reason, 64) or "Failed",
                       exit_code=exit_code, message=truncate(error or "the Job failed without a message"),
                       time=rec.finished_at, attempts=attempts or None)
@@ -230,7 +230,7 @@ def _record_attempts(st: PlanState, spec: DatabaseSpec, step: str, rec: StepReco
     message) with a Warning Event, once per pod, while the Job controller starts the next one."""
     attempts = list(rec.attempts or [])
     seen = {a.pod for a in attempts}
-    failed = sorted((p for p in st.job_pods(job.name) if p.phase == "Failed" and p.name not in seen),
+    failed = sorted((p for p in st.job_pods(job.name) if p.phase == POD_FAILED and p.name not in seen),
                     key=lambda p: (p.finished_at or "", p.created_at or "", p.name))
     limit = _backoff_limit(spec, job)
     for pod in failed:
@@ -250,7 +250,7 @@ def _attempt_progress(st: PlanState, spec: DatabaseSpec, step: str, rec: StepRec
     """`expand Job X is running (pod P since T)`, and after failed attempts which attempt this is, how the
     last one failed and how many retries are left. No durations: a message that changed with the clock would
     rewrite the status on every reconcile."""
-    running = [p for p in st.job_pods(job.name) if p.phase in ("Pending", "Running") and not p.deleting]
+    running = [p for p in st.job_pods(job.name) if p.phase in POD_UNFINISHED and not p.deleting]
     pod = max(running, key=lambda p: (p.created_at or "", p.name)) if running else None
     where = f" (pod {pod.name} {pod.phase.lower()} since {pod.created_at})" if pod and pod.created_at else ""
     failed = int(rec.failed_attempts or 0)
@@ -267,7 +267,7 @@ def _lock_wait(st: PlanState, step: str, rec: StepRecord, job: JobObs, version: 
     the pod's log tail for the runner contract's lock-wait line (log_pods) and tells us what it found. A wait
     is recorded in the step (`lockWait`), with one Normal Event per pod and holder; the progress message (None
     when no pod of the Job waits) names the holder and since when, never anything else of the log."""
-    running = sorted((p for p in st.job_pods(job.name) if p.phase == "Running" and not p.deleting),
+    running = sorted((p for p in st.job_pods(job.name) if p.phase == POD_RUNNING and not p.deleting),
                      key=lambda p: (p.created_at or "", p.name))
     st.log_pods.extend(p.name for p in running)
     found = [(p, st.obs.lock_waits[p.name]) for p in running if p.name in st.obs.lock_waits]

@@ -36,6 +36,7 @@ from .status import Attempt, DatabaseStatus, HistoryEntry, HistoryStep, Rollout,
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 STEP_ORDER = (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
+UNFINISHED = "Running"  # `history`: the result shown for the rollout in progress (the operator records none)
 
 # Exit codes. 2 is argparse's (bad command line).
 EXIT_OK = 0
@@ -355,7 +356,7 @@ def _unfinished(obj: dict[str, Any]) -> HistoryEntry | None:
     elif status.phase == names.PHASE_PAUSED:
         result = names.PHASE_PAUSED
     else:
-        result = "Running"
+        result = UNFINISHED
     return HistoryEntry(from_version=rollout.from_version, found_version=rollout.found_version,
                         to_version=rollout.to_version, result=result, started_at=rollout.started_at,
                         steps={step: HistoryStep(rec.state, None) for step, rec in rollout.steps.items()})
@@ -392,16 +393,11 @@ def _one_line(text: str, limit: int = 200) -> str:
 def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, Any], str]:
     """The merge patch approving a contract, and what to tell the user. Refuses when nothing waits, unless an
     explicit --version pre-approves the contract of the rollout in progress (so a pipeline can approve early)."""
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    meta, status = obj.get("metadata") or {}, _status(obj)
     where = f"divbasedatabase {meta.get('name')!r} in namespace {meta.get('namespace')!r}"
     waiting = awaiting_approval(obj)
-    rollout = status.get("rollout") or {}
-    contract = (rollout.get("steps") or {}).get(names.STEP_CONTRACT) or {}
     if waiting is None:
-        pending = not rollout.get("finishedAt") and contract.get("phase") == "Pending" and not contract.get("job")
-        if not (version and pending and same_release(version, rollout.get("toVersion") or "")):
-            raise PluginError(f"nothing waits for contract approval on {where} (phase {status.get('phase', '-')})")
-        version = rollout["toVersion"]
+        version = _pre_approvable(status, version, where)
         message = f"pre-approved the contract of release {version} on {where}"
     else:
         if version and not same_release(version, waiting):
@@ -409,16 +405,28 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
         version = waiting
         message = f"approved the contract of release {version} on {where}"
     value = version
-    plan = status.get("contractPlan") or {}
-    if waiting is not None and plan.get("version") == version and plan.get("digest"):
+    plan = status.contract_plan
+    if waiting is not None and plan is not None and plan.version == version and plan.digest:
         # approve exactly the plan published for review: if it changes before the contract starts, the operator
         # refuses this approval instead of running SQL nobody saw
-        digest = str(plan["digest"]).split(":", 1)[-1][:12]
+        digest = str(plan.digest).split(":", 1)[-1][:12]
         value = f"{version}@{digest}"
-        message += f" (plan {digest}, ConfigMap {plan.get('configMap')})"
+        message += f" (plan {digest}, ConfigMap {plan.config_map or None})"
     body = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
                          "annotations": {names.ANNOTATION_APPROVE_CONTRACT: value}}}
     return body, message
+
+
+def _pre_approvable(status: DatabaseStatus, version: str | None, where: str) -> str:
+    """The release whose contract `--version` may approve before it waits: the rollout in progress, its contract
+    not started yet. Refused (PluginError) otherwise."""
+    rollout = status.rollout
+    contract = rollout.steps.get(names.STEP_CONTRACT) if rollout is not None else None
+    pending = rollout is not None and not rollout.finished_at and contract is not None \
+        and contract.state == StepState.PENDING and not contract.job
+    if rollout is None or not (version and pending and same_release(version, rollout.to_version or "")):
+        raise PluginError(f"nothing waits for contract approval on {where} (phase {status.phase or '-'})")
+    return rollout.to_version
 
 
 def plan_to_approve(obj: dict[str, Any], version: str | None) -> dict[str, Any] | None:

@@ -27,6 +27,10 @@ class JobState(StrEnum):
     FAILED = "Failed"
 
 
+# A pod's phase (status.phase), as Kubernetes writes it: the planner reads only these three.
+POD_PENDING, POD_RUNNING, POD_FAILED = "Pending", "Running", "Failed"
+POD_UNFINISHED = (POD_PENDING, POD_RUNNING)
+
 JOB_ACTIVE = JobState.ACTIVE
 JOB_SUCCEEDED = JobState.SUCCEEDED
 JOB_FAILED = JobState.FAILED

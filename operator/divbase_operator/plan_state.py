@@ -16,6 +16,7 @@ from .decision import Action, EmitEvent, Observed, Outcome, Result
 from .observed import (
     JOB_ACTIVE,
     JOB_FAILED,
+    POD_UNFINISHED,
     ConfigMapObs,
     DeploymentObs,
     ForeignChild,
@@ -219,7 +220,7 @@ class PlanState:
         if job.state != JOB_FAILED:
             return False
         unfinished = [p for p in self.job_pods(job.name) if not p.deleting and p.exit_code is None
-                      and p.phase in ("Pending", "Running")]
+                      and p.phase in POD_UNFINISHED]
         if not unfinished:
             return False
         finished = parse_time(job.finished_at) or self.now

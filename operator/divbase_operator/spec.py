@@ -13,8 +13,10 @@ from typing import Any
 from divbase_migrations import contract, release_version
 from packaging.version import Version
 
+from . import names
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-CONTRACT_POLICIES = ("Auto", "Manual", "Delayed")
+CONTRACT_POLICIES = names.CONTRACT_POLICIES
 DB_PART_KEYS = tuple(contract.ENV_DB_PARTS)  # host, port, database, user, password
 
 
@@ -62,7 +64,7 @@ class MigrationJobSettings:
 
 @dataclass(frozen=True)
 class ContractPolicy:
-    policy: str = "Auto"
+    policy: str = names.CONTRACT_AUTO
     delay_seconds: int = 0
 
 
@@ -160,13 +162,13 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
     )
 
     contract_raw = raw.get("contract") or {}
-    policy = contract_raw.get("policy", "Auto")
+    policy = contract_raw.get("policy", names.CONTRACT_AUTO)
     if policy not in CONTRACT_POLICIES:
         errors.append(SpecError("contract.policy", f"must be one of {', '.join(CONTRACT_POLICIES)}, got {policy!r}"))
     delay = _int(contract_raw, "delaySeconds", None, "contract", errors)
-    if policy == "Delayed" and delay is None:
+    if policy == names.CONTRACT_DELAYED and delay is None:
         errors.append(SpecError("contract.delaySeconds", "is required when contract.policy is Delayed"))
-    if policy != "Delayed" and delay:
+    if policy != names.CONTRACT_DELAYED and delay:
         errors.append(SpecError("contract.delaySeconds", f"only applies to policy Delayed, not {policy!r}"))
 
     if errors or database is None:
