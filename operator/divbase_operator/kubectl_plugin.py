@@ -500,19 +500,28 @@ def wait_verdict(obj: dict[str, Any]) -> Verdict | None:
     generation = meta.get("generation")
     if generation is None or status.get("observedGeneration") != generation:
         return None
-    ready = _condition(obj, names.COND_READY) or {}
-    if ready.get("status") == "True" and ready.get("observedGeneration", generation) == generation:
+    if _true_now(obj, names.COND_READY, generation):
         return Verdict(EXIT_OK, f"{where} condition met: Ready (release {status.get('currentVersion') or '?'})")
-    stalled = _condition(obj, names.COND_STALLED) or {}
-    if stalled.get("status") == "True" and stalled.get("observedGeneration", generation) == generation \
-            and not retry_pending(obj):
-        lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
-                 *_failure_lines(_status(obj))]
-        command = next_command(obj)
-        if command:
-            lines.append(f"Next: fix the cause, then: {command}")
-        return Verdict(EXIT_FAILED, "\n".join(lines))
+    if _true_now(obj, names.COND_STALLED, generation) and not retry_pending(obj):
+        return Verdict(EXIT_FAILED, _stalled_report(obj, where))
     return None
+
+
+def _true_now(obj: dict[str, Any], kind: str, generation: int) -> bool:
+    """Condition `kind` is True for `generation` (a condition without observedGeneration counts as current)."""
+    cond = _condition(obj, kind) or {}
+    return cond.get("status") == "True" and cond.get("observedGeneration", generation) == generation
+
+
+def _stalled_report(obj: dict[str, Any], where: str) -> str:
+    """Why the wait failed: the Stalled condition, the last failure, and what to run after fixing the cause."""
+    stalled = _condition(obj, names.COND_STALLED) or {}
+    lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
+             *_failure_lines(_status(obj))]
+    command = next_command(obj)
+    if command:
+        lines.append(f"Next: fix the cause, then: {command}")
+    return "\n".join(lines)
 
 
 def progress_line(obj: dict[str, Any]) -> str:
