@@ -171,7 +171,7 @@ class Rollout(Record):
     image: str | None = field(default=None, metadata=_wire("image", always=True))
     started_at: str | None = field(default=None, metadata=_wire("startedAt", always=True))
     retry_token: str = field(default="", metadata=_wire("retryToken", always=True))
-    steps: dict[str, StepRecord] = field(default=None, metadata=_wire("steps", always=True))
+    steps: dict[str, StepRecord] = field(default_factory=dict, metadata=_wire("steps", always=True))
     # a first rollout on a migrated database: what expand found
     found_version: str | None = field(default=None, metadata=_wire("foundVersion"))
     finished_at: str | None = field(default=None, metadata=_wire("finishedAt"))
@@ -179,10 +179,6 @@ class Rollout(Record):
     current_step: str | None = field(default=None, metadata=_wire("currentStep"))
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.steps is None:
-            self.steps = {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rollout:
@@ -231,7 +227,7 @@ class ContractPlan(Record):
     version: str = field(default="", metadata=_wire("version", always=True))
     job: str = field(default="", metadata=_wire("job", always=True))
     digest: str = field(default="", metadata=_wire("digest", always=True))
-    revisions: list[Any] = field(default=None, metadata=_wire("revisions", always=True))
+    revisions: list[Any] = field(default_factory=list, metadata=_wire("revisions", always=True))
     config_map: str = field(default="", metadata=_wire("configMap", always=True))
     # fingerprint of the ConfigMap data published (None: not recorded)
     published: str | None = field(default=None, metadata=_wire("published"))
@@ -241,10 +237,6 @@ class ContractPlan(Record):
     image: str | None = field(default=None, metadata=_wire("image"))
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.revisions is None:
-            self.revisions = []
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContractPlan:
@@ -276,13 +268,9 @@ class HistoryEntry(Record):
     result: str | None = field(default=None, metadata=_wire("result", always=True))
     started_at: str | None = field(default=None, metadata=_wire("startedAt", always=True))
     finished_at: str | None = field(default=None, metadata=_wire("finishedAt", always=True))
-    steps: dict[str, HistoryStep] = field(default=None, metadata=_wire("steps", always=True))
+    steps: dict[str, HistoryStep] = field(default_factory=dict, metadata=_wire("steps", always=True))
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.steps is None:
-            self.steps = {}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
