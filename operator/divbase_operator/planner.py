@@ -23,22 +23,14 @@ from typing import Any
 
 from divbase_migrations.contract import printable
 
+# `x as x`: re-exported, the reconciler and tests import the Decision's parts, the ownership filters and
+# approval_verdict from the planner
 from . import names
 from .conditions import Readiness, get_condition, set_condition
 from .contract_gate import approval_verdict as approval_verdict
-from .decision import ROLLOUT as ROLLOUT
-from .decision import (
-    Action,
-    ApplyConfigMap,
-    ApplyDeployment,
-    CreateJob,
-    Decision,
-    DeleteDeployment,
-    EmitEvent,
-    Observed,
-    Outcome,
-    Result,
-)
+from .decision import ROLLOUT, Action, ApplyConfigMap, ApplyDeployment, CreateJob, Decision, EmitEvent, Observed, Result
+from .decision import DeleteDeployment as DeleteDeployment
+from .decision import Outcome as Outcome
 from .job_steps import describe_lock_holder as describe_lock_holder
 from .job_steps import job_step, sync_recorded_jobs
 from .observed import JOB_ACTIVE, ForeignChild, ForeignDeployment, JobObs, PodObs, ReplicaSetObs
@@ -50,11 +42,6 @@ from .policy import Policy
 from .spec import DatabaseSpec, parse_spec, privileged_errors, version_key
 from .status import DONE_STATES, FAILED_STATES, HistoryEntry, HistoryStep, Rollout, StepRecord, StepState
 from .workloads import converged, deploy_step, foreign_deployments, hold_workloads, steady
-
-__all__ = [
-    "Action", "ApplyConfigMap", "ApplyDeployment", "CreateJob", "Decision", "DeleteDeployment", "EmitEvent",
-    "Observed", "Outcome", "Result", "decide",
-]
 
 
 def decide(obs: Observed, now: datetime, policy: Policy | None = None) -> Decision:
