@@ -333,6 +333,11 @@ def controller_uid(meta: dict[str, Any], kind: str) -> str | None:
     return controller_ref(meta, kind)[1]
 
 
+def _count(fields: dict[str, Any], key: str) -> int:
+    """A count Kubernetes omits while it is zero."""
+    return int(fields.get(key) or 0)
+
+
 def _deadline_exceeded(progressing: dict[str, Any] | None) -> bool:
     """The Deployment's Progressing condition says it exceeded its progressDeadlineSeconds."""
     return bool(progressing and progressing.get("status") == "False"
@@ -354,12 +359,12 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
         version=labels.get(names.LABEL_VERSION),
         spec_hash=annotations.get(names.ANNOTATION_SPEC_HASH),
         images=tuple(c.get("image", "") for c in containers),
-        generation=int(meta.get("generation") or 0),
-        observed_generation=int(status.get("observedGeneration") or 0),
+        generation=_count(meta, "generation"),
+        observed_generation=_count(status, "observedGeneration"),
         replicas=int(spec.get("replicas", 1)),
-        status_replicas=int(status.get("replicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        available_replicas=int(status.get("availableReplicas") or 0),
+        status_replicas=_count(status, "replicas"),
+        updated_replicas=_count(status, "updatedReplicas"),
+        available_replicas=_count(status, "availableReplicas"),
         progress_deadline_exceeded=_deadline_exceeded(progressing),
         controller_uid=controller.get("uid") if controller else None,
         controller=_describe_controller(controller, labels.get(names.LABEL_DATABASE, "")) if controller else None,

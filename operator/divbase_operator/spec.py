@@ -142,8 +142,27 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
     database = _parse_database(raw.get("database"), errors)
     workloads = _parse_workloads(raw.get("workloads"), errors)
 
-    job_raw = raw.get("migrationJob") or {}
-    job = MigrationJobSettings(
+    job = _parse_migration_job(raw.get("migrationJob") or {}, errors)
+    contract_policy = _parse_contract(raw.get("contract") or {}, errors)
+
+    if errors or database is None:
+        return None, errors
+    assert isinstance(version, str) and isinstance(image, str)
+    return DatabaseSpec(
+        version=version,
+        image=image,
+        database=database,
+        workloads=tuple(workloads),
+        migration_job=job,
+        contract=contract_policy,
+        paused=bool(raw.get("paused", False)),
+        rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
+    ), []
+
+
+def _parse_migration_job(job_raw: dict[str, Any], errors: list[SpecError]) -> MigrationJobSettings:
+    """spec.migrationJob with its defaults; each bad field adds a SpecError (parse_spec then returns no spec)."""
+    return MigrationJobSettings(
         service_account_name=job_raw.get("serviceAccountName"),
         automount_service_account_token=bool(job_raw.get("automountServiceAccountToken", False)),
         resources=job_raw.get("resources"),
@@ -161,7 +180,9 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         args=_strings(job_raw.get("args"), "migrationJob.args", errors) or (),
     )
 
-    contract_raw = raw.get("contract") or {}
+
+def _parse_contract(contract_raw: dict[str, Any], errors: list[SpecError]) -> ContractPolicy:
+    """spec.contract: the policy, and delaySeconds only (and always) for Delayed."""
     policy = contract_raw.get("policy", names.CONTRACT_AUTO)
     if policy not in CONTRACT_POLICIES:
         errors.append(SpecError("contract.policy", f"must be one of {', '.join(CONTRACT_POLICIES)}, got {policy!r}"))
@@ -170,20 +191,7 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         errors.append(SpecError("contract.delaySeconds", "is required when contract.policy is Delayed"))
     if policy != names.CONTRACT_DELAYED and delay:
         errors.append(SpecError("contract.delaySeconds", f"only applies to policy Delayed, not {policy!r}"))
-
-    if errors or database is None:
-        return None, errors
-    assert isinstance(version, str) and isinstance(image, str)
-    return DatabaseSpec(
-        version=version,
-        image=image,
-        database=database,
-        workloads=tuple(workloads),
-        migration_job=job,
-        contract=ContractPolicy(policy=policy, delay_seconds=delay or 0),
-        paused=bool(raw.get("paused", False)),
-        rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
-    ), []
+    return ContractPolicy(policy=policy, delay_seconds=delay or 0)
 
 
 def _check_image(image: Any, path: str, errors: list[SpecError]) -> bool:
