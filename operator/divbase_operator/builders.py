@@ -114,54 +114,80 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: Approve
 
 
 def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str,
-               approved: ApprovedPlan | None = None) -> str:
-    """Hash of everything that makes one migration attempt different from another (the approved plan included)."""
+               approved: ApprovedPlan | None = None, pod: dict[str, Any] | None = None) -> str:
+    """Hash of everything that makes one migration attempt different from another (the approved plan included).
+    `pod`: the step's pod spec when the caller built it already (it is the costly part)."""
     settings = spec.migration_job
+    pod = pod if pod is not None else _job_pod_spec(spec, step, version, approved)
     return names.short_hash({
-        "step": step, "version": version, "pod": _job_pod_spec(spec, step, version, approved),
+        "step": step, "version": version, "pod": pod,
         "retry": retry_token, "limits": [settings.backoff_limit, settings.active_deadline_seconds],
     })
 
 
 def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
                        approved: ApprovedPlan | None = None) -> str:
-    return names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, approved))
+    return JobTemplate.of(owner, spec, step, version, retry_token, approved).name
 
 
 def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
               approved: ApprovedPlan | None = None) -> dict[str, Any]:
     """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `approved`: the
     plan a Manual contract was approved against (its SQL's digest, and the image the plan pod ran)."""
-    settings = spec.migration_job
-    labels = names.child_labels(owner.name, **{names.LABEL_STEP: step, names.LABEL_VERSION: version})
-    job_spec: dict[str, Any] = {
-        "backoffLimit": settings.backoff_limit,
-        "activeDeadlineSeconds": settings.active_deadline_seconds,
-        "podFailurePolicy": {"rules": [
-            {"action": "FailJob",
-             "onExitCodes": {"containerName": names.MIGRATION_CONTAINER, "operator": "In",
-                             "values": list(NON_RETRYABLE_EXIT_CODES)}},
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        ]},
-        "template": {
-            "metadata": {"labels": dict(labels)},
-            "spec": _job_pod_spec(spec, step, version, approved),
-        },
-    }
-    if settings.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": migration_job_name(owner, spec, step, version, retry_token, approved),
-            "namespace": owner.namespace,
-            "labels": labels,
-            "annotations": {names.ANNOTATION_RETRY_TOKEN: retry_token},
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": job_spec,
-    }
+    return JobTemplate.of(owner, spec, step, version, retry_token, approved).body()
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """One step's migration Job with its pod spec built once: its name (which hashes the pod spec) and its body
+    come from the same build, so a reconcile that names a Job and then creates it builds the pod spec once."""
+
+    owner: Owner
+    spec: DatabaseSpec
+    step: str
+    version: str
+    retry_token: str
+    pod: dict[str, Any]
+    name: str
+
+    @classmethod
+    def of(cls, owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
+           approved: ApprovedPlan | None = None) -> JobTemplate:
+        pod = _job_pod_spec(spec, step, version, approved)
+        name = names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, approved, pod))
+        return cls(owner, spec, step, version, retry_token, pod, name)
+
+    def body(self) -> dict[str, Any]:
+        settings = self.spec.migration_job
+        labels = names.child_labels(self.owner.name, **{names.LABEL_STEP: self.step, names.LABEL_VERSION: self.version})
+        job_spec: dict[str, Any] = {
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": settings.active_deadline_seconds,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob",
+                 "onExitCodes": {"containerName": names.MIGRATION_CONTAINER, "operator": "In",
+                                 "values": list(NON_RETRYABLE_EXIT_CODES)}},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": copy.deepcopy(self.pod),
+            },
+        }
+        if settings.ttl_seconds_after_finished is not None:
+            job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.owner.namespace,
+                "labels": labels,
+                "annotations": {names.ANNOTATION_RETRY_TOKEN: self.retry_token},
+                "ownerReferences": [self.owner.reference()],
+            },
+            "spec": job_spec,
+        }
 
 
 def with_restricted_defaults(pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -6,12 +6,14 @@ enums, CEL rules), with a message that names the field; the operator reports the
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
 from divbase_migrations import release_version
 
 from . import names
+from .status import StepState
 
 DNS_LABEL_REGEX = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -158,7 +160,7 @@ def spec_schema() -> dict[str, Any]:
         "properties": {
             "policy": _str("Auto: at once. Manual: when annotation "
                            f"`{names.ANNOTATION_APPROVE_CONTRACT}` names the version. Delayed: delaySeconds after "
-                           "the deploy finished.", enum=["Auto", "Manual", "Delayed"], default="Auto"),
+                           "the deploy finished.", enum=list(names.CONTRACT_POLICIES), default=names.CONTRACT_AUTO),
             "delaySeconds": _int("Delay for policy Delayed.", 0),
         },
         "x-kubernetes-validations": [
@@ -210,6 +212,126 @@ def spec_schema() -> dict[str, Any]:
     }
 
 
+# The status records below declare every field the operator writes (status.py is their model): the apiserver prunes
+# an undeclared field of a structural schema, so a field written but not declared here would be lost.
+def _obj(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "description": description, "properties": properties}
+
+
+def _time(description: str, nullable: bool = False) -> dict[str, Any]:
+    return _str(f"{description} (RFC 3339, UTC).", **({"nullable": True} if nullable else {}))
+
+
+def _count(description: str, nullable: bool = False) -> dict[str, Any]:
+    return {"type": "integer", "format": "int64", "description": description,
+            **({"nullable": True} if nullable else {})}
+
+
+def _steps(description: str, step: dict[str, Any]) -> dict[str, Any]:
+    # a copy each: one dict shared would be dumped as YAML anchors and aliases
+    return _obj(description, {s: copy.deepcopy(step) for s in (names.STEP_EXPAND, names.STEP_DEPLOY,
+                                                                 names.STEP_CONTRACT)})
+
+
+def _step_record() -> dict[str, Any]:
+    attempt = _obj("A failed pod of the step's Job.", {
+        "pod": _str("The pod."),
+        "exitCode": _count("Its exit code.", nullable=True),
+        "finishedAt": _time("When it ended"),
+        "message": _str("The runner's error (or why there is no summary)."),
+    })
+    lock_wait = _obj("The migration lock the Job's pod waits for: who holds it, since when.", {
+        "pod": _str("The waiting pod."),
+        "holderPid": _count("The holder's backend pid."),
+        "holderApplication": _str("The holder's application_name."),
+        "holderSince": _str("When the holder connected."),
+        "since": _str("Since when the pod waits."),
+    })
+    return _obj("One step of the rollout.", {
+        "phase": _str("The step's state.", enum=[s.value for s in StepState]),
+        "job": _str("The step's migration Job."),
+        "startedAt": _time("When the step started"),
+        "finishedAt": _time("When the step ended"),
+        "message": _str("How the step ended, or why it failed."),
+        "attempts": {"type": "array", "description": "Failed attempts (pods) of the running Job, oldest first.",
+                     "items": attempt},
+        "failedAttempts": _count("How many of the Job's pods failed."),
+        "lockWait": lock_wait,
+    })
+
+
+def _rollout() -> dict[str, Any]:
+    return _obj("The rollout in progress or the last one: versions, steps with Jobs and timings.", {
+        "fromVersion": _str("The release it started from (null: none ran).", nullable=True),
+        "toVersion": _str("The release it rolls out."),
+        "image": _str("The release's image.", nullable=True),
+        "startedAt": _time("When it started", nullable=True),
+        "retryToken": _str("The divbase.io/retry value last acted on."),
+        "steps": _steps("Each step's record.", _step_record()),
+        "foundVersion": _str("A first rollout on a migrated database: the release its expand found there."),
+        "finishedAt": _time("When it ended"),
+        "result": _str("How it ended.", enum=[names.RESULT_SUCCEEDED, names.RESULT_FAILED,
+                                              names.RESULT_SUPERSEDED]),
+        "currentStep": _str("The step an unfinished rollout is in."),
+    })
+
+
+def _failure() -> dict[str, Any]:
+    return _obj("The last failure: step, Job, exit code, and the runner's own error from its termination message "
+                "(the Job's condition message only when no pod said anything).", {
+                    "step": _str("The step that failed."),
+                    "version": _str("The release it was for."),
+                    "job": _str("Its Job (null for the deploy step).", nullable=True),
+                    "reason": _str("Why, in one word (the Job's condition reason, or ProgressDeadlineExceeded)."),
+                    "exitCode": _count("The last pod's exit code.", nullable=True),
+                    "message": _str("The runner's error."),
+                    "time": _time("When it failed", nullable=True),
+                    "attempts": _count("How many pods of the Job failed."),
+                })
+
+
+def _contract_plan() -> dict[str, Any]:
+    return _obj("The reviewed plan of a Manual contract: version, plan Job, sha256 digest of its SQL, revisions, the "
+                "ConfigMap holding the SQL, and whether the SQL was left out of it (truncated: too large to publish). "
+                "Approve with annotation divbase.io/approve-contract=<version>@<digest prefix>.", {
+                    "version": _str("The release whose contract it plans."),
+                    "job": _str("The plan Job."),
+                    "digest": _str("sha256:<hex> of the SQL."),
+                    "revisions": {"type": "array", "items": {"type": "string"},
+                                  "description": "The revisions the contract applies."},
+                    "configMap": _str("The ConfigMap holding the SQL."),
+                    "published": _str("Fingerprint of what the operator published in the ConfigMap."),
+                    "truncated": _bool("The SQL was left out of the ConfigMap (too large, or lost)."),
+                    "image": _str("The image the plan pod ran, by digest: the contract runs that one."),
+                })
+
+
+def _history_entry() -> dict[str, Any]:
+    step = _obj("A step of a finished rollout.", {
+        "phase": _str("The step's state.", nullable=True),
+        "seconds": {"type": "number", "nullable": True, "description": "How long the step took."},
+        "job": _str("The step's migration Job."),
+    })
+    return _obj("A finished rollout.", {
+        "fromVersion": _str("The release it started from.", nullable=True),
+        "foundVersion": _str("The release its expand found in the database."),
+        "toVersion": _str("The release it rolled out."),
+        "result": _str("How it ended.", nullable=True),
+        "startedAt": _time("When it started", nullable=True),
+        "finishedAt": _time("When it ended", nullable=True),
+        "steps": _steps("Each step's state and duration.", step),
+    })
+
+
+def _schema_state() -> dict[str, Any]:
+    return _obj("Releases whose expand and contract steps were applied, and the revisions reported.", {
+        "expandedTo": _str("The newest release whose expand ran."),
+        "contractedTo": _str("The newest release whose contract ran."),
+        "revisions": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "Branch -> revision the database is at, as the runner reported."},
+    })
+
+
 def status_schema() -> dict[str, Any]:
     condition = {
         "type": "object",
@@ -233,16 +355,12 @@ def status_schema() -> dict[str, Any]:
             "currentVersion": _str("The release every workload runs.", nullable=True),
             "targetVersion": _str("spec.version as last seen."),
             "activeJob": _str("The migration Job running now."),
-            "schema": _free("Releases whose expand and contract steps were applied, and the revisions reported."),
-            "rollout": _free("The rollout in progress or the last one: versions, steps with Jobs and timings."),
-            "lastFailure": _free("The last failure: step, Job, exit code, and the runner's own error from its "
-                                 "termination message (the Job's condition message only when no pod said anything)."),
-            "contractPlan": _free("The reviewed plan of a Manual contract: version, plan Job, sha256 digest of its "
-                                  "SQL, revisions, the ConfigMap holding the SQL, and whether the SQL was left out "
-                                  "of it (truncated: too large to publish). Approve with annotation "
-                                  "divbase.io/approve-contract=<version>@<digest prefix>."),
+            "schema": _schema_state(),
+            "rollout": _rollout(),
+            "lastFailure": _failure(),
+            "contractPlan": _contract_plan(),
             "history": {"type": "array", "description": "Recent rollouts, newest first, with step timings.",
-                        "items": _free("A rollout.")},
+                        "items": _history_entry()},
             "conditions": {"type": "array", "items": condition, "x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["type"],
                            "description": "Ready, Reconciling, Stalled and one per step."},

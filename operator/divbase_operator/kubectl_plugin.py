@@ -31,9 +31,12 @@ from divbase_migrations.contract import plan_digest
 from divbase_migrations.release_version import same_release
 
 from . import names
+from .conditions import get_condition
+from .status import Attempt, DatabaseStatus, HistoryEntry, HistoryStep, Rollout, StepRecord, StepState
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 STEP_ORDER = (names.STEP_EXPAND, names.STEP_DEPLOY, names.STEP_CONTRACT)
+UNFINISHED = "Running"  # `history`: the result shown for the rollout in progress (the operator records none)
 
 # Exit codes. 2 is argparse's (bad command line).
 EXIT_OK = 0
@@ -88,9 +91,9 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours // 24}d{hours % 24}h"
 
 
-def step_duration(rec: dict[str, Any], now: datetime) -> float | None:
+def step_duration(rec: StepRecord | Rollout | HistoryEntry, now: datetime) -> float | None:
     """Finished steps: start to end. A running step: start to now, so a stuck step shows how long it is stuck."""
-    start, end = parse_time(rec.get("startedAt")), parse_time(rec.get("finishedAt"))
+    start, end = parse_time(rec.started_at), parse_time(rec.finished_at)
     if start is None:
         return None
     return ((end or now) - start).total_seconds()
@@ -106,18 +109,24 @@ def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in _conditions(obj) if c.get("type") == kind), None)
+    return get_condition(_conditions(obj), kind)
+
+
+def _status(obj: dict[str, Any]) -> DatabaseStatus:
+    """The resource's status in the operator's own model (status.py), so the plugin reads what the planner wrote."""
+    return DatabaseStatus.from_dict(obj.get("status"))
 
 
 def awaiting_approval(obj: dict[str, Any]) -> str | None:
     """The version whose contract waits for a manual approval, or None."""
-    status = obj.get("status") or {}
-    rollout = status.get("rollout") or {}
-    contract = (rollout.get("steps") or {}).get(names.STEP_CONTRACT) or {}
+    status = _status(obj)
+    rollout = status.rollout
+    contract = rollout.steps.get(names.STEP_CONTRACT) if rollout is not None else None
     ready = _condition(obj, names.COND_READY) or {}
     manual = ready.get("reason") == names.REASON_AWAITING_APPROVAL
-    if manual and (status.get("phase") == names.PHASE_AWAITING_CONTRACT or contract.get("phase") == "Waiting"):
-        return rollout.get("toVersion") or status.get("targetVersion")
+    waiting = contract is not None and contract.state == StepState.WAITING
+    if manual and (status.phase == names.PHASE_AWAITING_CONTRACT or waiting):
+        return (rollout.to_version if rollout is not None else None) or status.target_version
     return None
 
 
@@ -128,18 +137,17 @@ def is_stalled(obj: dict[str, Any]) -> bool:
 
 def _stalled_at(obj: dict[str, Any]) -> datetime | None:
     """When the rollout stopped: the recorded failure's time, else when Stalled turned True."""
-    failure = (obj.get("status") or {}).get("lastFailure") or {}
+    failure = _status(obj).last_failure
     cond = _condition(obj, names.COND_STALLED) or {}
-    return parse_time(failure.get("time")) or parse_time(cond.get("lastTransitionTime"))
+    return parse_time(failure.time if failure else None) or parse_time(cond.get("lastTransitionTime"))
 
 
 def retry_pending(obj: dict[str, Any]) -> bool:
     """A retry annotation the operator has not acted on yet: the Stalled condition is about to go away."""
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-    rollout = status.get("rollout") or {}
+    meta, rollout = obj.get("metadata") or {}, _status(obj).rollout
     token = (meta.get("annotations") or {}).get(names.ANNOTATION_RETRY, "")
     reason = (_condition(obj, names.COND_STALLED) or {}).get("reason")
-    return bool(token and rollout and not rollout.get("finishedAt") and token != rollout.get("retryToken", "")
+    return bool(token and rollout is not None and not rollout.finished_at and token != rollout.retry_token
                 and reason in RETRYABLE_REASONS)
 
 
@@ -154,33 +162,33 @@ def next_command(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _failure_lines(status: dict[str, Any]) -> list[str]:
-    failure = status.get("lastFailure")
-    if not failure:
+def _failure_lines(status: DatabaseStatus) -> list[str]:
+    failure = status.last_failure
+    if failure is None:
         return []
     details = ", ".join(part for part in (
-        f"Job {failure['job']}" if failure.get("job") else "",
-        f"exit code {failure['exitCode']}" if failure.get("exitCode") is not None else "",
-        failure.get("reason") or "",
+        f"Job {failure.job}" if failure.job else "",
+        f"exit code {failure.exit_code}" if failure.exit_code is not None else "",
+        failure.reason or "",
     ) if part)
-    return [f"Last failure: {failure.get('step', '?')} of release {failure.get('version', '?')}"
-            f"{f' ({details})' if details else ''} at {failure.get('time', '?')}",
-            f"  {_one_line(failure.get('message') or '')}"]
+    return [f"Last failure: {failure.step or '?'} of release {failure.version or '?'}"
+            f"{f' ({details})' if details else ''} at {failure.time or '?'}",
+            f"  {_one_line(failure.message or '')}"]
 
 
 def _rollout_progress(obj: dict[str, Any], now: datetime) -> str:
     """`running for 1m03s`, or what stopped it: a failed rollout is not running."""
-    status = obj.get("status") or {}
-    rollout = status.get("rollout") or {}
+    status = _status(obj)
+    rollout = status.rollout or Rollout()
     span = step_duration(rollout, now)
-    if rollout.get("finishedAt"):
-        return f"{rollout.get('result', 'finished')} after {format_duration(span)}"
+    if rollout.finished_at:
+        return f"{rollout.result or 'finished'} after {format_duration(span)}"
     if is_stalled(obj):
-        start, stopped = parse_time(rollout.get("startedAt")), _stalled_at(obj)
+        start, stopped = parse_time(rollout.started_at), _stalled_at(obj)
         took = format_duration((stopped - start).total_seconds()) if start and stopped else "-"
         when = stopped.strftime(TIME_FORMAT) if stopped else "?"
         return f"failed after {took} (at {when}); waiting for a retry or a new spec.version"
-    if status.get("phase") == names.PHASE_PAUSED:
+    if status.phase == names.PHASE_PAUSED:
         return f"paused (spec.paused), {format_duration(span)} since it started"
     if awaiting_approval(obj):
         return f"waiting for contract approval, {format_duration(span)} since it started"
@@ -191,164 +199,190 @@ def format_status(obj: dict[str, Any], now: datetime | None = None) -> str:
     """Everything `kubectl describe` would make you dig for: where the rollout is, how long each step took,
     which Job ran it and, after a failure, the Job's own error message."""
     now = now or datetime.now(UTC)
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    name, namespace = meta.get("name", "?"), meta.get("namespace", "?")
+    status = _status(obj)
+    lines = _identity_lines(obj, status)
+    if status.rollout is not None:
+        lines += _rollout_lines(obj, status.rollout, now)
+    lines += _failure_lines(status)
+    lines += _schema_lines(status)
+    lines += _condition_lines(obj)
+    lines += _next_lines(obj, status)
+    return "\n".join(lines)
+
+
+def _identity_lines(obj: dict[str, Any], status: DatabaseStatus) -> list[str]:
+    """Name, phase, versions, generation, and whether anything holds the rollout (paused, a Job running)."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     lines = [
-        f"Name:        {name}",
-        f"Namespace:   {namespace}",
-        f"Phase:       {status.get('phase') or 'Unknown (no status yet: is divbase-operator running?)'}",
-        f"Version:     {spec.get('version', '-')} (spec)  current: {status.get('currentVersion') or '-'}  "
-        f"target: {status.get('targetVersion') or '-'}",
+        f"Name:        {meta.get('name', '?')}",
+        f"Namespace:   {meta.get('namespace', '?')}",
+        f"Phase:       {status.phase or 'Unknown (no status yet: is divbase-operator running?)'}",
+        f"Version:     {spec.get('version', '-')} (spec)  current: {status.current_version or '-'}  "
+        f"target: {status.target_version or '-'}",
     ]
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    generation, observed = meta.get("generation"), status.observed_generation
     if generation is not None:
         note = "" if observed == generation else "  (the operator has not seen the latest spec yet)"
         lines.append(f"Generation:  {generation} (observed {observed if observed is not None else '-'}){note}")
     if spec.get("paused"):
         lines.append("Paused:      yes (spec.paused): no step starts until it is false")
-    if status.get("activeJob"):
-        lines.append(f"Active Job:  {status['activeJob']}")
-    rollout = status.get("rollout")
-    if rollout:
-        started = rollout.get("startedAt") or "-"
-        lines.append(f"Rollout:     {rollout_from(rollout)} -> {rollout.get('toVersion')}"
-                     f"  image {rollout.get('image', '-')}")
-        lines.append(f"             started {started}, {_rollout_progress(obj, now)}")
-        steps = rollout.get("steps") or {}
-        rows = [("STEP", "PHASE", "DURATION", "JOB", "MESSAGE")]
-        for step in STEP_ORDER:
-            rec = steps.get(step)
-            if rec is None:
-                continue
-            rows.append((step, rec.get("phase", "-"), format_duration(step_duration(rec, now)), rec.get("job") or "-",
-                         _one_line(rec.get("message") or _attempts_note(rec))))
-        lines.append("Steps:")
-        lines.extend(table(rows))
-    lines.extend(_failure_lines(status))
-    schema = status.get("schema") or {}
-    if schema:
-        lines.append(f"Schema:      expanded to {schema.get('expandedTo') or '-'}, contracted to "
-                     f"{schema.get('contractedTo') or '-'}")
+    if status.active_job:
+        lines.append(f"Active Job:  {status.active_job}")
+    return lines
+
+
+def _rollout_lines(obj: dict[str, Any], rollout: Rollout, now: datetime) -> list[str]:
+    """The rollout's versions, image, progress, and a table of its steps."""
+    lines = [f"Rollout:     {rollout_from(rollout)} -> {rollout.to_version}"
+             f"  image {rollout.image if rollout.image is not None else '-'}",
+             f"             started {rollout.started_at or '-'}, {_rollout_progress(obj, now)}"]
+    rows = [("STEP", "PHASE", "DURATION", "JOB", "MESSAGE")]
+    for step in STEP_ORDER:
+        rec = rollout.steps.get(step)
+        if rec is not None:
+            rows.append((step, rec.state if rec.state is not None else "-",
+                         format_duration(step_duration(rec, now)), rec.job or "-",
+                         _one_line(rec.message or _attempts_note(rec))))
+    return [*lines, "Steps:", *table(rows)]
+
+
+def _schema_lines(status: DatabaseStatus) -> list[str]:
+    schema = status.schema
+    if schema is None or not schema.to_dict():
+        return []
+    return [f"Schema:      expanded to {schema.expanded_to or '-'}, contracted to {schema.contracted_to or '-'}"]
+
+
+def _condition_lines(obj: dict[str, Any]) -> list[str]:
     conditions = _conditions(obj)
-    if conditions:
-        rows = [("TYPE", "STATUS", "REASON", "MESSAGE")]
-        rows += [(c.get("type", ""), c.get("status", ""), c.get("reason", ""), _one_line(c.get("message") or ""))
-                 for c in conditions]
-        lines.append("Conditions:")
-        lines.extend(table(rows))
+    if not conditions:
+        return []
+    rows = [("TYPE", "STATUS", "REASON", "MESSAGE")]
+    rows += [(c.get("type", ""), c.get("status", ""), c.get("reason", ""), _one_line(c.get("message") or ""))
+             for c in conditions]
+    return ["Conditions:", *table(rows)]
+
+
+def _next_lines(obj: dict[str, Any], status: DatabaseStatus) -> list[str]:
+    """What to do next: review and approve a waiting contract's plan, or retry after fixing a failure."""
     waiting = awaiting_approval(obj)
     if waiting:
-        plan = (obj.get("status") or {}).get("contractPlan") or {}
-        if plan.get("version") == waiting:
-            count = len(plan.get("revisions") or [])
-            lines.append(f"Plan:        {plan.get('digest')} ({count} revision(s)); the SQL: "
-                         f"kubectl get configmap {plan.get('configMap')} -n {namespace} "
+        lines = []
+        plan = status.contract_plan
+        if plan is not None and plan.version == waiting:
+            namespace = (obj.get("metadata") or {}).get("namespace", "?")
+            lines.append(f"Plan:        {plan.digest or None} ({len(plan.revisions or [])} revision(s)); the SQL: "
+                         f"kubectl get configmap {plan.config_map or None} -n {namespace} "
                          f"-o jsonpath='{{.data.plan\\.sql}}'")
         lines.append(f"Next:        {next_command(obj)}   (the contract of release {waiting} waits for approval)")
-    elif is_stalled(obj):
-        lines.append(f"Next:        fix the cause, then: {next_command(obj)}")
-    return "\n".join(lines)
+        return lines
+    if is_stalled(obj):
+        return [f"Next:        fix the cause, then: {next_command(obj)}"]
+    return []
 
 
-def _attempts_note(rec: dict[str, Any]) -> str:
+def _attempts_note(rec: StepRecord) -> str:
     """A running step's failed attempts: how many, and how the last one failed."""
-    failed = rec.get("failedAttempts")
+    failed = rec.failed_attempts
     if not failed:
         return ""
-    last = (rec.get("attempts") or [{}])[-1]
-    return f"{failed} failed attempt(s); last: exit code {last.get('exitCode')}: {last.get('message', '')}"
+    last = rec.attempts[-1] if rec.attempts else Attempt()
+    return f"{failed} failed attempt(s); last: exit code {last.exit_code}: {last.message}"
 
 
-def rollout_from(rollout: dict[str, Any], empty: str = "(empty database)", found: str = "found in the database") -> str:
+def rollout_from(rollout: Rollout | HistoryEntry, empty: str = "(empty database)",
+                 found: str = "found in the database") -> str:
     """The release a rollout started from; a first install says what it found in the database, if anything."""
-    if rollout.get("fromVersion"):
-        return str(rollout["fromVersion"])
-    if rollout.get("foundVersion"):
-        return f"{rollout['foundVersion']} ({found})"
+    if rollout.from_version:
+        return str(rollout.from_version)
+    if rollout.found_version:
+        return f"{rollout.found_version} ({found})"
     return empty
 
 
 def status_document(obj: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """`status -o json|yaml`: what `status` prints, as data a script can read (durations in seconds)."""
     now = now or datetime.now(UTC)
-    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, _status(obj)
     ready = _condition(obj, names.COND_READY) or {}
     generation = meta.get("generation")
-    doc: dict[str, Any] = {
+    return {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
         "generation": generation,
-        "observedGeneration": status.get("observedGeneration"),
-        "phase": status.get("phase"),
-        "ready": ready.get("status") == "True" and status.get("observedGeneration") == generation,
+        "observedGeneration": status.observed_generation,
+        "phase": status.phase,
+        "ready": ready.get("status") == "True" and status.observed_generation == generation,
         "stalled": is_stalled(obj),
         "message": ready.get("message") or "",
         "version": spec.get("version"),
-        "currentVersion": status.get("currentVersion"),
-        "targetVersion": status.get("targetVersion"),
-        "activeJob": status.get("activeJob"),
-        "rollout": None,
-        "lastFailure": status.get("lastFailure"),
-        "schema": status.get("schema") or {},
+        "currentVersion": status.current_version,
+        "targetVersion": status.target_version,
+        "activeJob": status.active_job,
+        "rollout": _rollout_document(obj, status.rollout, now) if status.rollout is not None else None,
+        "lastFailure": status.last_failure.to_dict() if status.last_failure is not None else None,
+        "schema": status.schema.to_dict() if status.schema is not None else {},
         "conditions": _conditions(obj),
         "awaitingApproval": awaiting_approval(obj),
         "next": next_command(obj),
     }
-    rollout = status.get("rollout")
-    if rollout:
-        steps = rollout.get("steps") or {}
-        doc["rollout"] = {
-            "fromVersion": rollout.get("fromVersion"),
-            "foundVersion": rollout.get("foundVersion"),
-            "toVersion": rollout.get("toVersion"),
-            "image": rollout.get("image"),
-            "startedAt": rollout.get("startedAt"),
-            "finishedAt": rollout.get("finishedAt"),
-            "result": rollout.get("result"),
-            "currentStep": rollout.get("currentStep"),
-            "progress": _rollout_progress(obj, now),
-            "seconds": step_duration(rollout, now),
-            "steps": [{"step": step, **{k: v for k, v in steps[step].items()},
-                       "seconds": step_duration(steps[step], now)} for step in STEP_ORDER if step in steps],
-        }
-    return doc
 
 
-def _unfinished(obj: dict[str, Any]) -> dict[str, Any] | None:
+def _rollout_document(obj: dict[str, Any], rollout: Rollout, now: datetime) -> dict[str, Any]:
+    return {
+        "fromVersion": rollout.from_version,
+        "foundVersion": rollout.found_version,
+        "toVersion": rollout.to_version,
+        "image": rollout.image,
+        "startedAt": rollout.started_at,
+        "finishedAt": rollout.finished_at,
+        "result": rollout.result,
+        "currentStep": rollout.current_step,
+        "progress": _rollout_progress(obj, now),
+        "seconds": step_duration(rollout, now),
+        "steps": [{"step": step, **rollout.steps[step].to_dict(), "seconds": step_duration(rollout.steps[step], now)}
+                  for step in STEP_ORDER if step in rollout.steps],
+    }
+
+
+def _unfinished(obj: dict[str, Any]) -> HistoryEntry | None:
     """The rollout in progress (or stopped by a failure) as a history entry: history only keeps finished ones."""
-    status = obj.get("status") or {}
-    rollout = status.get("rollout")
-    if not rollout or rollout.get("finishedAt"):
+    status = _status(obj)
+    rollout = status.rollout
+    if rollout is None or rollout.finished_at:
         return None
     if is_stalled(obj):
         result = names.RESULT_FAILED
-    elif status.get("phase") == names.PHASE_PAUSED:
+    elif status.phase == names.PHASE_PAUSED:
         result = names.PHASE_PAUSED
     else:
-        result = "Running"
-    steps = {step: {"phase": rec.get("phase"), "seconds": None} for step, rec in (rollout.get("steps") or {}).items()}
-    return {**rollout, "result": result, "steps": steps}
+        result = UNFINISHED
+    return HistoryEntry(from_version=rollout.from_version, found_version=rollout.found_version,
+                        to_version=rollout.to_version, result=result, started_at=rollout.started_at,
+                        steps={step: HistoryStep(rec.state, None) for step, rec in rollout.steps.items()})
 
 
 def format_history(obj: dict[str, Any]) -> str:
-    status = obj.get("status") or {}
     unfinished = _unfinished(obj)
-    history = ([unfinished] if unfinished else []) + list(status.get("history") or [])
+    history = ([unfinished] if unfinished else []) + list(_status(obj).history or [])
     meta = obj.get("metadata") or {}
     if not history:
         return f"No rollouts recorded for {meta.get('namespace', '?')}/{meta.get('name', '?')} yet."
     rows = [("FROM", "TO", "RESULT", "STARTED", "DURATION", *(s.upper() for s in STEP_ORDER))]
-    for entry in history:
-        steps = entry.get("steps") or {}
-        cells = []
-        for step in STEP_ORDER:
-            rec = steps.get(step) or {}
-            phase = rec.get("phase") or "-"
-            cells.append(phase if rec.get("seconds") is None else f"{phase} {format_duration(rec['seconds'])}")
-        rows.append((rollout_from(entry, "(empty)", "found"), entry.get("toVersion") or "?", entry.get("result") or "?",
-                     entry.get("startedAt") or "-", format_duration(step_duration(entry, datetime.now(UTC))
-                                                                    if entry.get("finishedAt") else None), *cells))
+    rows += [_history_row(entry, datetime.now(UTC)) for entry in history]
     return "\n".join(table(rows, indent=""))
+
+
+def _history_row(entry: HistoryEntry, now: datetime) -> tuple[str, ...]:
+    duration = format_duration(step_duration(entry, now) if entry.finished_at else None)
+    return (rollout_from(entry, "(empty)", "found"), entry.to_version or "?", entry.result or "?",
+            entry.started_at or "-", duration, *(_history_cell(entry.steps.get(step)) for step in STEP_ORDER))
+
+
+def _history_cell(rec: HistoryStep | None) -> str:
+    """A step's state, with its duration when it finished."""
+    state = (rec.state if rec is not None else None) or "-"
+    return state if rec is None or rec.seconds is None else f"{state} {format_duration(rec.seconds)}"
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -359,16 +393,11 @@ def _one_line(text: str, limit: int = 200) -> str:
 def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, Any], str]:
     """The merge patch approving a contract, and what to tell the user. Refuses when nothing waits, unless an
     explicit --version pre-approves the contract of the rollout in progress (so a pipeline can approve early)."""
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    meta, status = obj.get("metadata") or {}, _status(obj)
     where = f"divbasedatabase {meta.get('name')!r} in namespace {meta.get('namespace')!r}"
     waiting = awaiting_approval(obj)
-    rollout = status.get("rollout") or {}
-    contract = (rollout.get("steps") or {}).get(names.STEP_CONTRACT) or {}
     if waiting is None:
-        pending = not rollout.get("finishedAt") and contract.get("phase") == "Pending" and not contract.get("job")
-        if not (version and pending and same_release(version, rollout.get("toVersion") or "")):
-            raise PluginError(f"nothing waits for contract approval on {where} (phase {status.get('phase', '-')})")
-        version = rollout["toVersion"]
+        version = _pre_approvable(status, version, where)
         message = f"pre-approved the contract of release {version} on {where}"
     else:
         if version and not same_release(version, waiting):
@@ -376,16 +405,28 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
         version = waiting
         message = f"approved the contract of release {version} on {where}"
     value = version
-    plan = status.get("contractPlan") or {}
-    if waiting is not None and plan.get("version") == version and plan.get("digest"):
+    plan = status.contract_plan
+    if waiting is not None and plan is not None and plan.version == version and plan.digest:
         # approve exactly the plan published for review: if it changes before the contract starts, the operator
         # refuses this approval instead of running SQL nobody saw
-        digest = str(plan["digest"]).split(":", 1)[-1][:12]
+        digest = str(plan.digest).split(":", 1)[-1][:12]
         value = f"{version}@{digest}"
-        message += f" (plan {digest}, ConfigMap {plan.get('configMap')})"
+        message += f" (plan {digest}, ConfigMap {plan.config_map or None})"
     body = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
                          "annotations": {names.ANNOTATION_APPROVE_CONTRACT: value}}}
     return body, message
+
+
+def _pre_approvable(status: DatabaseStatus, version: str | None, where: str) -> str:
+    """The release whose contract `--version` may approve before it waits: the rollout in progress, its contract
+    not started yet. Refused (PluginError) otherwise."""
+    rollout = status.rollout
+    contract = rollout.steps.get(names.STEP_CONTRACT) if rollout is not None else None
+    pending = rollout is not None and not rollout.finished_at and contract is not None \
+        and contract.state == StepState.PENDING and not contract.job
+    if rollout is None or not (version and pending and same_release(version, rollout.to_version or "")):
+        raise PluginError(f"nothing waits for contract approval on {where} (phase {status.phase or '-'})")
+    return rollout.to_version
 
 
 def plan_to_approve(obj: dict[str, Any], version: str | None) -> dict[str, Any] | None:
@@ -459,19 +500,28 @@ def wait_verdict(obj: dict[str, Any]) -> Verdict | None:
     generation = meta.get("generation")
     if generation is None or status.get("observedGeneration") != generation:
         return None
-    ready = _condition(obj, names.COND_READY) or {}
-    if ready.get("status") == "True" and ready.get("observedGeneration", generation) == generation:
+    if _true_now(obj, names.COND_READY, generation):
         return Verdict(EXIT_OK, f"{where} condition met: Ready (release {status.get('currentVersion') or '?'})")
-    stalled = _condition(obj, names.COND_STALLED) or {}
-    if stalled.get("status") == "True" and stalled.get("observedGeneration", generation) == generation \
-            and not retry_pending(obj):
-        lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
-                 *_failure_lines(status)]
-        command = next_command(obj)
-        if command:
-            lines.append(f"Next: fix the cause, then: {command}")
-        return Verdict(EXIT_FAILED, "\n".join(lines))
+    if _true_now(obj, names.COND_STALLED, generation) and not retry_pending(obj):
+        return Verdict(EXIT_FAILED, _stalled_report(obj, where))
     return None
+
+
+def _true_now(obj: dict[str, Any], kind: str, generation: int) -> bool:
+    """Condition `kind` is True for `generation` (a condition without observedGeneration counts as current)."""
+    cond = _condition(obj, kind) or {}
+    return cond.get("status") == "True" and cond.get("observedGeneration", generation) == generation
+
+
+def _stalled_report(obj: dict[str, Any], where: str) -> str:
+    """Why the wait failed: the Stalled condition, the last failure, and what to run after fixing the cause."""
+    stalled = _condition(obj, names.COND_STALLED) or {}
+    lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
+             *_failure_lines(_status(obj))]
+    command = next_command(obj)
+    if command:
+        lines.append(f"Next: fix the cause, then: {command}")
+    return "\n".join(lines)
 
 
 def progress_line(obj: dict[str, Any]) -> str:

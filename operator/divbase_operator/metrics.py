@@ -1,7 +1,8 @@
 """Prometheus metrics, derived from the planner's decisions so that what is counted is what was decided.
 
-Rollout and step counters follow the Events the planner emits (each marks a transition), durations come from the
-rollout record, and the phase gauge mirrors status.phase. Served on the operator's metrics port."""
+Rollout and step counters follow the outcomes the planner decided (Decision.outcomes: each marks a transition,
+once; never parsed from Event text), durations come from the rollout record, and the phase gauge mirrors
+status.phase. Served on the operator's metrics port."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from . import names
-from .planner import Decision, EmitEvent
+from .decision import ROLLOUT, Decision, Outcome, Result
+from .status import HistoryEntry, StepState
 
 REGISTRY = CollectorRegistry()
 _awaiting: dict[tuple[str, str], float] = {}
@@ -43,9 +45,14 @@ LEADER = Gauge("divbase_operator_leader", "1 while this replica is the one that 
 
 
 def record_decision(key: tuple[str, str], decision: Decision, seconds: float, now_ts: float) -> None:
-    namespace, database = key
     RECONCILE_SECONDS.observe(seconds)
-    phase = decision.status.get("phase", names.PHASE_PENDING)
+    _record_phase(key, decision.status.get("phase", names.PHASE_PENDING), now_ts)
+    for outcome in decision.outcomes:
+        _count(key, outcome, decision)
+
+
+def _record_phase(key: tuple[str, str], phase: str, now_ts: float) -> None:
+    namespace, database = key
     previous = _phase.get(key)
     if previous != phase:
         if previous is not None:
@@ -57,23 +64,28 @@ def record_decision(key: tuple[str, str], decision: Decision, seconds: float, no
     else:
         _awaiting.pop(key, None)
         AWAITING_SINCE.labels(namespace, database).set(0)
-    for action in decision.actions:
-        if not isinstance(action, EmitEvent):
-            continue
-        if action.reason == names.EVENT_ROLLOUT_STARTED:
-            ROLLOUTS_STARTED.labels(namespace, database).inc()
-        elif action.reason == names.EVENT_ROLLOUT_SUCCEEDED:
-            ROLLOUTS_SUCCEEDED.labels(namespace, database).inc()
-            latest = (decision.status.get("history") or [{}])[0]
-            for step, rec in (latest.get("steps") or {}).items():
-                if rec.get("seconds") is not None and rec.get("phase") == "Succeeded":
-                    STEP_DURATION.labels(step).observe(rec["seconds"])
-        elif action.reason == names.EVENT_JOB_FAILED:
-            ROLLOUTS_FAILED.labels(namespace, database, action.message.split(" ", 1)[0]).inc()
-        elif action.reason in (names.EVENT_ROLLBACK, names.REASON_PROGRESS_DEADLINE):
-            ROLLOUTS_FAILED.labels(namespace, database, names.STEP_DEPLOY).inc()
-        elif action.reason == names.EVENT_RETRY:
-            JOB_RETRIES.labels(namespace, database).inc()
+
+
+def _count(key: tuple[str, str], outcome: Outcome, decision: Decision) -> None:
+    if outcome.result == Result.RETRIED:
+        JOB_RETRIES.labels(*key).inc()
+    elif outcome.result == Result.FAILED:
+        ROLLOUTS_FAILED.labels(*key, outcome.step).inc()
+    elif outcome.step == ROLLOUT and outcome.result == Result.STARTED:
+        ROLLOUTS_STARTED.labels(*key).inc()
+    elif outcome.step == ROLLOUT and outcome.result == Result.SUCCEEDED:
+        ROLLOUTS_SUCCEEDED.labels(*key).inc()
+        _observe_step_durations(decision)
+
+
+def _observe_step_durations(decision: Decision) -> None:
+    """The steps of the rollout that just succeeded: the newest history entry."""
+    history = decision.status.get("history") or []
+    if not history:
+        return
+    for step, rec in HistoryEntry.from_dict(history[0]).steps.items():
+        if rec.seconds is not None and rec.state == StepState.SUCCEEDED:
+            STEP_DURATION.labels(step).observe(rec.seconds)
 
 
 def record_error(key: tuple[str, str]) -> None:

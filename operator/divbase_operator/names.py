@@ -44,6 +44,11 @@ STEP_DEPLOY: Final = "deploy"
 STEP_CONTRACT: Final = contract.STEP_CONTRACT
 JOB_STEPS: Final = contract.MIGRATION_STEPS
 STEP_PLAN: Final = contract.STEP_PLAN  # the read-only Job that renders a Manual contract's SQL for review
+# spec.contract.policy: when a rollout's contract may start (contract_gate.py)
+CONTRACT_AUTO: Final = "Auto"  # at once
+CONTRACT_MANUAL: Final = "Manual"  # once approved, against a plan rendered for review
+CONTRACT_DELAYED: Final = "Delayed"  # delaySeconds after the deploy finished
+CONTRACT_POLICIES: Final = (CONTRACT_AUTO, CONTRACT_MANUAL, CONTRACT_DELAYED)
 PLAN_DIGEST_MIN: Final = 8  # hex digits of the plan's sha256 an approval must name at least
 PLAN_DATA_SQL: Final = "plan.sql"  # the plan ConfigMap's key with the SQL (sha256 of it is the plan's digest)
 PLAN_DATA_TRUNCATED: Final = "truncated"  # "true" when the SQL was too large to publish (plan.sql is a note then)

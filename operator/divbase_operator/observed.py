@@ -7,6 +7,7 @@ little memory per object."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from divbase_migrations.contract import MAX_SUMMARY_CHARS
@@ -15,10 +16,24 @@ from divbase_migrations.contract import read_summary as read_summary
 
 from . import names
 from .builders import plan_data_fingerprint
+from .conditions import get_condition
 
-JOB_ACTIVE = "Active"
-JOB_SUCCEEDED = "Succeeded"
-JOB_FAILED = "Failed"
+
+class JobState(StrEnum):
+    """A Job's state as the planner reads it (not a step's state, not the resource's phase)."""
+
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# A pod's phase (status.phase), as Kubernetes writes it: the planner reads only these three.
+POD_PENDING, POD_RUNNING, POD_FAILED = "Pending", "Running", "Failed"
+POD_UNFINISHED = (POD_PENDING, POD_RUNNING)
+
+JOB_ACTIVE = JobState.ACTIVE
+JOB_SUCCEEDED = JobState.SUCCEEDED
+JOB_FAILED = JobState.FAILED
 
 
 @dataclass(frozen=True)
@@ -26,7 +41,7 @@ class JobObs:
     name: str
     step: str
     version: str
-    state: str  # Active | Succeeded | Failed
+    state: JobState
     created_at: str | None = None
     finished_at: str | None = None
     reason: str | None = None  # Job condition reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...
@@ -172,10 +187,7 @@ def foreign_child(body: dict[str, Any], kind: str, database: str, uid: str) -> F
 
 
 def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond
-    return None
+    return get_condition(status.get("conditions") or [], kind)
 
 
 @dataclass(frozen=True)
@@ -212,27 +224,29 @@ def _tail(message: Any) -> str | None:
     return message[-MAX_SUMMARY_CHARS:] if isinstance(message, str) else None
 
 
+def _job_state(status: dict[str, Any]) -> tuple[JobState, dict[str, Any]]:
+    """The Job's state and the condition that says so (empty while it runs)."""
+    for state, kind in ((JOB_SUCCEEDED, "Complete"), (JOB_FAILED, "Failed")):
+        cond = _condition(status, kind)
+        if cond and cond.get("status") == "True":
+            return state, cond
+    return JOB_ACTIVE, {}
+
+
 def job_from_body(body: dict[str, Any]) -> JobObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
-    complete = _condition(status, "Complete")
-    failed = _condition(status, "Failed")
-    if complete and complete.get("status") == "True":
-        state, cond = JOB_SUCCEEDED, complete
-    elif failed and failed.get("status") == "True":
-        state, cond = JOB_FAILED, failed
-    else:
-        state, cond = JOB_ACTIVE, None
+    state, cond = _job_state(status)
     return JobObs(
         name=meta.get("name", ""),
         step=labels.get(names.LABEL_STEP, ""),
         version=labels.get(names.LABEL_VERSION, ""),
         state=state,
         created_at=meta.get("creationTimestamp"),
-        finished_at=(status.get("completionTime") or (cond or {}).get("lastTransitionTime")) if cond else None,
-        reason=(cond or {}).get("reason"),
-        message=(cond or {}).get("message"),
+        finished_at=(status.get("completionTime") or cond.get("lastTransitionTime")) if cond else None,
+        reason=cond.get("reason"),
+        message=cond.get("message"),
         deleting=bool(meta.get("deletionTimestamp")),
         failed=int(status.get("failed") or 0),
         backoff_limit=(body.get("spec") or {}).get("backoffLimit"),
@@ -244,25 +258,38 @@ def job_from_body(body: dict[str, Any]) -> JobObs:
     )
 
 
+@dataclass(frozen=True)
+class _MainContainer:
+    """What a pod's first (main) container reports: migration and workload pods are judged by it."""
+
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    exit_code: int | None = None
+    termination: str | None = None
+    finished: str | None = None
+    image_id: str | None = None
+
+    @classmethod
+    def of(cls, status: dict[str, Any]) -> _MainContainer:
+        statuses = status.get("containerStatuses") or []
+        if not statuses:
+            return cls()
+        cs = statuses[0]
+        state, last = cs.get("state") or {}, cs.get("lastState") or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or last.get("terminated") or {}
+        return cls(waiting_reason=waiting.get("reason"), waiting_message=waiting.get("message"),
+                   exit_code=_int_or_none(terminated.get("exitCode")) if terminated else None,
+                   termination=_tail(terminated.get("message")) if terminated else None,
+                   finished=terminated.get("finishedAt") if terminated else None,
+                   image_id=cs.get("imageID") if isinstance(cs.get("imageID"), str) else None)
+
+
 def pod_from_body(body: dict[str, Any]) -> PodObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
-    waiting_reason = waiting_message = termination = finished = image_id = None
-    exit_code = None
-    for cs in status.get("containerStatuses") or []:
-        image_id = cs.get("imageID") if isinstance(cs.get("imageID"), str) else None
-        state = cs.get("state") or {}
-        last = cs.get("lastState") or {}
-        if state.get("waiting"):
-            waiting_reason = state["waiting"].get("reason")
-            waiting_message = state["waiting"].get("message")
-        terminated = state.get("terminated") or last.get("terminated")
-        if terminated:
-            exit_code = _int_or_none(terminated.get("exitCode"))
-            termination = _tail(terminated.get("message"))
-            finished = terminated.get("finishedAt")
-        break  # migration and workload pods are judged by their first (main) container
+    main = _MainContainer.of(status)
     replicaset, replicaset_uid = controller_ref(meta, "ReplicaSet")
     return PodObs(
         name=meta.get("name", ""),
@@ -272,12 +299,12 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
         phase=status.get("phase") or "Pending",
         deleting=bool(meta.get("deletionTimestamp")),
         created_at=meta.get("creationTimestamp"),
-        waiting_reason=waiting_reason,
-        waiting_message=waiting_message,
-        exit_code=exit_code,
-        termination_message=termination,
-        finished_at=finished,
-        image_id=image_id[:512] if image_id else None,
+        waiting_reason=main.waiting_reason,
+        waiting_message=main.waiting_message,
+        exit_code=main.exit_code,
+        termination_message=main.termination,
+        finished_at=main.finished,
+        image_id=main.image_id[:512] if main.image_id else None,
         owner_uid=controller_uid(meta, "Job"),
         replicaset=replicaset,
         replicaset_uid=replicaset_uid,
@@ -306,6 +333,17 @@ def controller_uid(meta: dict[str, Any], kind: str) -> str | None:
     return controller_ref(meta, kind)[1]
 
 
+def _count(fields: dict[str, Any], key: str) -> int:
+    """A count Kubernetes omits while it is zero."""
+    return int(fields.get(key) or 0)
+
+
+def _deadline_exceeded(progressing: dict[str, Any] | None) -> bool:
+    """The Deployment's Progressing condition says it exceeded its progressDeadlineSeconds."""
+    return bool(progressing and progressing.get("status") == "False"
+                and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE)
+
+
 def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -321,16 +359,13 @@ def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:
         version=labels.get(names.LABEL_VERSION),
         spec_hash=annotations.get(names.ANNOTATION_SPEC_HASH),
         images=tuple(c.get("image", "") for c in containers),
-        generation=int(meta.get("generation") or 0),
-        observed_generation=int(status.get("observedGeneration") or 0),
+        generation=_count(meta, "generation"),
+        observed_generation=_count(status, "observedGeneration"),
         replicas=int(spec.get("replicas", 1)),
-        status_replicas=int(status.get("replicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        available_replicas=int(status.get("availableReplicas") or 0),
-        progress_deadline_exceeded=bool(
-            progressing and progressing.get("status") == "False"
-            and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
-        ),
+        status_replicas=_count(status, "replicas"),
+        updated_replicas=_count(status, "updatedReplicas"),
+        available_replicas=_count(status, "availableReplicas"),
+        progress_deadline_exceeded=_deadline_exceeded(progressing),
         controller_uid=controller.get("uid") if controller else None,
         controller=_describe_controller(controller, labels.get(names.LABEL_DATABASE, "")) if controller else None,
         owner_uid=controller_uid(meta, names.KIND),

@@ -242,9 +242,32 @@ class Reconciler:
             snap.finalizers.append(names.FINALIZER)
             snap.resource_version = updated["metadata"]["resourceVersion"]
         started = time.monotonic()
+        observed = await self._observe(key, state, snap)
+        now = self.clock()
+        decision = decide(observed, now, self.policy)
+        conflicts = await self._name_conflicts(snap, decision, observed)
+        if conflicts:  # decided again knowing who holds those names: nothing is created over them
+            observed = dataclasses.replace(observed, name_conflicts=conflicts)
+            decision = decide(observed, now, self.policy)
+        decision = await self._carry_out(snap, decision)
+        patch = status_patch(snap.status, decision.status)
+        if patch:
+            self._guard()
+            updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
+            fresh = Snapshot.from_body(updated)
+            state.written = (snap.resource_version, fresh)
+        if decision.requeue_after is not None:
+            self._schedule(key, decision.requeue_after + 0.5)
+        self._probe_logs(key, state, decision.log_pods)
+        if self.on_decision:
+            self.on_decision(key, decision, time.monotonic() - started)
+
+    async def _observe(self, key: Key, state: _State, snap: Snapshot) -> Observed:
+        """What the planner is shown: the resource and its children from the watches, and what had to be read by
+        name (foreign Deployments, ReplicaSets the watches cannot place) or from log tails (lock waits)."""
         deployments = tuple(self.sources.deployments(key))
         pods = tuple(self.sources.pods(key))
-        observed = Observed(
+        return Observed(
             name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
             annotations=snap.annotations, spec=snap.spec, status=snap.status,
             jobs=tuple(self.sources.jobs(key)), deployments=deployments,
@@ -253,12 +276,10 @@ class Reconciler:
             lock_waits={pod: wait for pod, wait in state.lock_waits.items() if pod in state.log_pods},
             replicasets=await self._replicasets(snap, pods, tuple(self.sources.replicasets(key)), deployments),
         )
-        now = self.clock()
-        decision = decide(observed, now, self.policy)
-        conflicts = await self._name_conflicts(snap, decision, observed)
-        if conflicts:  # decided again knowing who holds those names: nothing is created over them
-            observed = dataclasses.replace(observed, name_conflicts=conflicts)
-            decision = decide(observed, now, self.policy)
+
+    async def _carry_out(self, snap: Snapshot, decision: Decision) -> Decision:
+        """The decision's actions in order. An object the apiserver refuses (invalid, or owned by other field
+        managers) stops the rest: the decision becomes the refusal's (Stalled), whose Events are emitted."""
         body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
             "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
         for action in decision.actions:
@@ -278,17 +299,7 @@ class Reconciler:
                     self._guard()
                     await self._act(snap, body_ref, event)
                 break
-        patch = status_patch(snap.status, decision.status)
-        if patch:
-            self._guard()
-            updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
-            fresh = Snapshot.from_body(updated)
-            state.written = (snap.resource_version, fresh)
-        if decision.requeue_after is not None:
-            self._schedule(key, decision.requeue_after + 0.5)
-        self._probe_logs(key, state, decision.log_pods)
-        if self.on_decision:
-            self.on_decision(key, decision, time.monotonic() - started)
+        return decision
 
     # -- lock waits: a running migration pod's log tail ---------------------------------------------------------
     def _probe_logs(self, key: Key, state: _State, pods: tuple[str, ...]) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 from divbase_migrations import contract, release_version
 from packaging.version import Version
 
+from . import names
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-CONTRACT_POLICIES = ("Auto", "Manual", "Delayed")
+CONTRACT_POLICIES = names.CONTRACT_POLICIES
 DB_PART_KEYS = tuple(contract.ENV_DB_PARTS)  # host, port, database, user, password
 
 
@@ -62,7 +64,7 @@ class MigrationJobSettings:
 
 @dataclass(frozen=True)
 class ContractPolicy:
-    policy: str = "Auto"
+    policy: str = names.CONTRACT_AUTO
     delay_seconds: int = 0
 
 
@@ -140,8 +142,27 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
     database = _parse_database(raw.get("database"), errors)
     workloads = _parse_workloads(raw.get("workloads"), errors)
 
-    job_raw = raw.get("migrationJob") or {}
-    job = MigrationJobSettings(
+    job = _parse_migration_job(raw.get("migrationJob") or {}, errors)
+    contract_policy = _parse_contract(raw.get("contract") or {}, errors)
+
+    if errors or database is None:
+        return None, errors
+    assert isinstance(version, str) and isinstance(image, str)
+    return DatabaseSpec(
+        version=version,
+        image=image,
+        database=database,
+        workloads=tuple(workloads),
+        migration_job=job,
+        contract=contract_policy,
+        paused=bool(raw.get("paused", False)),
+        rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
+    ), []
+
+
+def _parse_migration_job(job_raw: dict[str, Any], errors: list[SpecError]) -> MigrationJobSettings:
+    """spec.migrationJob with its defaults; each bad field adds a SpecError (parse_spec then returns no spec)."""
+    return MigrationJobSettings(
         service_account_name=job_raw.get("serviceAccountName"),
         automount_service_account_token=bool(job_raw.get("automountServiceAccountToken", False)),
         resources=job_raw.get("resources"),
@@ -159,29 +180,18 @@ def parse_spec(raw: dict[str, Any] | None) -> tuple[DatabaseSpec | None, list[Sp
         args=_strings(job_raw.get("args"), "migrationJob.args", errors) or (),
     )
 
-    contract_raw = raw.get("contract") or {}
-    policy = contract_raw.get("policy", "Auto")
+
+def _parse_contract(contract_raw: dict[str, Any], errors: list[SpecError]) -> ContractPolicy:
+    """spec.contract: the policy, and delaySeconds only (and always) for Delayed."""
+    policy = contract_raw.get("policy", names.CONTRACT_AUTO)
     if policy not in CONTRACT_POLICIES:
         errors.append(SpecError("contract.policy", f"must be one of {', '.join(CONTRACT_POLICIES)}, got {policy!r}"))
     delay = _int(contract_raw, "delaySeconds", None, "contract", errors)
-    if policy == "Delayed" and delay is None:
+    if policy == names.CONTRACT_DELAYED and delay is None:
         errors.append(SpecError("contract.delaySeconds", "is required when contract.policy is Delayed"))
-    if policy != "Delayed" and delay:
+    if policy != names.CONTRACT_DELAYED and delay:
         errors.append(SpecError("contract.delaySeconds", f"only applies to policy Delayed, not {policy!r}"))
-
-    if errors or database is None:
-        return None, errors
-    assert isinstance(version, str) and isinstance(image, str)
-    return DatabaseSpec(
-        version=version,
-        image=image,
-        database=database,
-        workloads=tuple(workloads),
-        migration_job=job,
-        contract=ContractPolicy(policy=policy, delay_seconds=delay or 0),
-        paused=bool(raw.get("paused", False)),
-        rollback_on_failure=bool((raw.get("rollback") or {}).get("onDeployFailure", True)),
-    ), []
+    return ContractPolicy(policy=policy, delay_seconds=delay or 0)
 
 
 def _check_image(image: Any, path: str, errors: list[SpecError]) -> bool:

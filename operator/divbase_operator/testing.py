@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from divbase_operator import names
+from divbase_operator.conditions import get_condition
 from divbase_operator.kube import KubeApi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,13 +194,13 @@ class Kube:
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         status = self.get_db(name).get("status") or {}
-        return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+        return get_condition(status.get("conditions") or [], kind)
 
     def wait_condition(self, name: str, kind: str, status: str = "True", timeout: float = 120,
                        reason: str | None = None) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             db = self.get_db(name)
-            cond = next((c for c in (db.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+            cond = get_condition((db.get("status") or {}).get("conditions") or [], kind)
             ok = (cond and cond["status"] == status and (reason is None or cond.get("reason") == reason)
                   and db["status"].get("observedGeneration") == db["metadata"]["generation"])
             return db if ok else None

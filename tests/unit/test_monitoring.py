@@ -65,3 +65,61 @@ def test_one_phase_series_per_resource_and_none_after_deletion() -> None:
         assert series() == {phase: 1.0}
     metrics.forget(key)
     assert series() == {}
+
+
+def _failed_steps(key: tuple[str, str]) -> dict[str, float]:
+    return {s.labels["step"]: s.value for family in REGISTRY.collect() if family.name == "divbase_rollouts_failed"
+            for s in family.samples if s.name.endswith("_total")
+            and (s.labels["namespace"], s.labels["database"]) == key}
+
+
+def test_a_failed_contract_plan_job_counts_as_a_plan_failure_not_a_contract_failure() -> None:
+    """The plan Job of a Manual contract only renders the SQL: its failure is step `plan`. The contract never ran,
+    so `divbase_rollouts_failed_total{step="contract"}` must not move (it did while metrics parsed Event text,
+    whose first word for a plan Job is `contract`)."""
+    from divbase_operator import metrics, names
+    from planner_world import World, base_spec
+
+    world = World(spec=base_spec("1", contract={"policy": "Manual"}))
+    world.install("1")
+    world.plan_sql = None  # the plan Job fails (its runner reports why)
+    world.set_spec(version="2")
+    world.reconcile()
+    world.finish_job("expand")
+    world.reconcile()
+    world.complete_rollouts()
+    key = ("ns", "plan-fails")
+    for _ in range(3):  # the plan Job is created, fails, and the Stalled status is reconciled again (counted once)
+        metrics.record_decision(key, world.reconcile(), 0.01, 0.0)
+    assert world.condition(names.COND_STALLED)["reason"] == names.REASON_JOB_FAILED
+    assert "contract plan Job" in world.condition(names.COND_STALLED)["message"]
+    assert _failed_steps(key) == {names.STEP_PLAN: 1.0}
+    metrics.forget(key)
+
+
+def test_rollouts_and_failed_steps_are_counted_from_the_decisions_outcomes() -> None:
+    from divbase_operator import metrics, names
+    from planner_world import World, base_spec
+
+    def value(name: str, key: tuple[str, str], **labels: str) -> float:
+        return sum(s.value for family in REGISTRY.collect() for s in family.samples if s.name == name
+                   and (s.labels.get("namespace"), s.labels.get("database")) == key
+                   and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    key = ("ns", "outcomes")
+    world = World(spec=base_spec("1"))
+    world.install("1")
+    for decision in world.log:
+        metrics.record_decision(key, decision, 0.01, 0.0)
+    assert value("divbase_rollouts_started_total", key) == 1.0
+    assert value("divbase_rollouts_succeeded_total", key) == 1.0
+    world.set_spec(version="2")
+    metrics.record_decision(key, world.reconcile(), 0.01, 0.0)
+    world.finish_job("expand", ok=False, exit_code=2)
+    metrics.record_decision(key, world.reconcile(), 0.01, 0.0)
+    assert value("divbase_rollouts_started_total", key) == 2.0
+    assert value("divbase_rollouts_failed_total", key, step=names.STEP_EXPAND) == 1.0
+    world.annotations[names.ANNOTATION_RETRY] = "again"
+    metrics.record_decision(key, world.reconcile(), 0.01, 0.0)
+    assert value("divbase_job_retries_total", key) == 1.0
+    metrics.forget(key)

@@ -25,7 +25,38 @@ LADDERS = {
     "numbers": ["1", "2", "3", "4", "5", "6"],
     "divbase": ["0.1.0a9", "v0.1.0a10", "0.1.0b1", "v0.1.0rc1", "0.1.0", "v0.2.0a1", "v0.10.0"],
 }
-STATUS_FIELDS = set(status_schema()["properties"])  # the apiserver prunes any other top-level status field
+STATUS_SCHEMA = status_schema()
+STATUS_FIELDS = set(STATUS_SCHEMA["properties"])  # the apiserver prunes any other top-level status field
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "integer": int,
+                                                  "number": (int, float), "boolean": bool}
+
+
+def schema_problems(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """Where `value` strays from the CRD's structural schema: a field it does not declare (the apiserver prunes it,
+    so the operator would lose it), a null where it is not nullable, a value of another type or outside its enum
+    (the apiserver rejects the status update)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if value is None:
+        return [] if schema.get("nullable") else [f"{path} is null"]
+    kind = schema.get("type")
+    if kind and (not isinstance(value, JSON_TYPES[kind]) or (kind != "boolean" and isinstance(value, bool))):
+        return [f"{path} is {type(value).__name__}, not {kind}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{path}: {value!r} is not one of {schema['enum']}"]
+    problems: list[str] = []
+    if kind == "array":
+        for i, item in enumerate(value):
+            problems += schema_problems(item, schema["items"], f"{path}[{i}]")
+    elif kind == "object" and "properties" in schema:
+        for key, item in value.items():
+            declared = schema["properties"].get(key)
+            problems += schema_problems(item, declared, f"{path}.{key}") if declared else [f"{path}.{key} is not "
+                                                                                           f"declared (pruned)"]
+    elif kind == "object" and "additionalProperties" in schema:
+        for key, item in value.items():
+            problems += schema_problems(item, schema["additionalProperties"], f"{path}.{key}")
+    return problems
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 
 
@@ -106,6 +137,7 @@ def _check(world: World, decision: Decision, before: Before) -> None:
         assert status["currentVersion"] == world.spec["version"]
     assert status["phase"] in names.PHASES
     assert set(status) <= STATUS_FIELDS, f"status fields the CRD would prune: {set(status) - STATUS_FIELDS}"
+    assert not schema_problems(status, STATUS_SCHEMA), schema_problems(status, STATUS_SCHEMA)
     assert len(status.get("history") or []) <= names.HISTORY_LIMIT
 
 
