@@ -30,8 +30,9 @@ localcluster: venv ## Build (or reuse from cache) the Kubernetes binaries of the
 conformance: venv ## Build (or reuse from cache) Argo CD's health evaluator and controllers, kstatus, kube-score and Flux's controllers from their Go modules.
 	$(BIN)/python -m divbase_localcluster.conformance
 
-lint: venv ## ruff over the whole tree.
+lint: venv ## ruff over the whole tree: its linter, and its formatter in check mode (`ruff format .` applies it).
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 unit: venv conformance ## Unit tests only (no PostgreSQL, no cluster; Argo CD's and kstatus' own code).
 	scripts/run-pytest.sh $(BIN)/pytest tests/unit $(PYTEST_ARGS)

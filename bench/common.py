@@ -36,13 +36,18 @@ def kwok_cluster(kwok_nodes: int = 2) -> Iterator[tuple[ClusterInfo, client.ApiC
 def make_namespace(api: client.ApiClient, name: str) -> None:
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    core.create_namespaced_secret(name, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
-                                                        string_data={"url": "postgresql://bench@127.0.0.1/x"}))
+    core.create_namespaced_secret(
+        name,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="divbase-db"), string_data={"url": "postgresql://bench@127.0.0.1/x"}
+        ),
+    )
 
 
 @contextlib.contextmanager
-def operator_with_ready_database(api: client.ApiClient, kubeconfig: str, namespace: str,
-                                 name: str = "db") -> Iterator[Kube]:  # fmt: skip
+def operator_with_ready_database(
+    api: client.ApiClient, kubeconfig: str, namespace: str, name: str = "db"
+) -> Iterator[Kube]:
     """A namespace, the operator watching it, and DivBaseDatabase `name` at release 1, Ready, on kwok nodes."""
     make_namespace(api, namespace)
     kube = Kube(api, namespace)
@@ -69,7 +74,16 @@ def kwok_spec(version: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:
         "image": "divbase",
         "database": {"secretRef": {"name": "divbase-db"}},
         "migrationJob": dict(KWOK_PLACEMENT),
-        "workloads": [{"name": "api", "template": {"replicas": replicas, "template": {"spec": {
-            **KWOK_PLACEMENT, "containers": [{"name": "api", "command": ["divbase-api"]}]}}}}],
+        "workloads": [
+            {
+                "name": "api",
+                "template": {
+                    "replicas": replicas,
+                    "template": {
+                        "spec": {**KWOK_PLACEMENT, "containers": [{"name": "api", "command": ["divbase-api"]}]}
+                    },
+                },
+            }
+        ],
         **extra,
     }

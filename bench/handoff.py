@@ -37,14 +37,21 @@ def operator_handoffs(api: client.ApiClient, kubeconfig: str, rollouts: int) -> 
         v, old = str(version), str(version - 1)
 
         def job(step: str, status_ok: bool, v: str = v):
-            return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and
-                                              labels.get(names.LABEL_VERSION) == v and
-                                              (not status_ok or job_complete(status)))
+            return lambda n, labels, status: (
+                labels.get(names.LABEL_STEP) == step
+                and labels.get(names.LABEL_VERSION) == v
+                and (not status_ok or job_complete(status))
+            )
 
         done = timeline.first("Job", "MODIFIED", job("expand", True))
         moved = timeline.first("Deployment", "MODIFIED", lambda n, labels, s, v=v: labels.get(names.LABEL_VERSION) == v)
-        gone = timeline.last("Pod", "DELETED", lambda n, labels, s, old=old: bool(labels.get(names.LABEL_WORKLOAD))
-                             and labels.get(names.LABEL_VERSION) == old)
+        gone = timeline.last(
+            "Pod",
+            "DELETED",
+            lambda n, labels, s, old=old: (
+                bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) == old
+            ),
+        )
         contract = timeline.first("Job", "ADDED", job("contract", False))
         expand_to_deploy.append(moved - done)
         deploy_to_contract.append(contract - gone)
@@ -59,11 +66,20 @@ def polling_baseline(api: client.ApiClient, rollouts: int, interval: float = 1.0
     from common import KWOK_PLACEMENT
 
     labels = {"app": "polled"}
-    apps.create_namespaced_deployment(ns, {
-        "metadata": {"name": "polled", "labels": {**labels, names.LABEL_VERSION: "1"}},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {**KWOK_PLACEMENT, "containers": [{"name": "c", "image": "divbase:1"}]}}}})
+    apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": "polled", "labels": {**labels, names.LABEL_VERSION: "1"}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {**KWOK_PLACEMENT, "containers": [{"name": "c", "image": "divbase:1"}]},
+                },
+            },
+        },
+    )
     timeline = Timeline(api, ns, kinds=("Job", "Deployment")).start()
     time.sleep(1)
     for version in range(2, rollouts + 2):
@@ -74,17 +90,23 @@ def polling_baseline(api: client.ApiClient, rollouts: int, interval: float = 1.0
         while time.monotonic() < deadline:  # the polling controller under comparison
             job = batch.read_namespaced_job(job_name, ns)
             if any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or []):
-                apps.patch_namespaced_deployment("polled", ns, {"metadata": {"labels": {
-                    names.LABEL_VERSION: str(version)}}, "spec": {"template": {"spec": {"containers": [
-                        {"name": "c", "image": f"divbase:{version}"}]}}}})
+                apps.patch_namespaced_deployment(
+                    "polled",
+                    ns,
+                    {
+                        "metadata": {"labels": {names.LABEL_VERSION: str(version)}},
+                        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": f"divbase:{version}"}]}}},
+                    },
+                )
                 break
             time.sleep(interval)
     timeline.stop()
     latencies = []
     for version in range(2, rollouts + 2):
         done = timeline.first("Job", "MODIFIED", lambda n, labels, s, v=version: n == f"expand-{v}" and job_complete(s))
-        moved = timeline.first("Deployment", "MODIFIED",
-                               lambda n, labels, s, v=version: labels.get(names.LABEL_VERSION) == str(v))
+        moved = timeline.first(
+            "Deployment", "MODIFIED", lambda n, labels, s, v=version: labels.get(names.LABEL_VERSION) == str(v)
+        )
         latencies.append(moved - done)
     return latencies
 
@@ -96,25 +118,45 @@ def main() -> None:
     with kwok_cluster() as (info, api):
         expand_deploy, deploy_contract = operator_handoffs(api, str(info.kubeconfig), args.rollouts)
         baseline = polling_baseline(api, args.rollouts)
-    ms = {k: [round(v * 1000, 1) for v in vals] for k, vals in
-          {"operator expand->deploy": expand_deploy, "operator deploy->contract": deploy_contract,
-           "1 s polling expand->deploy (baseline)": baseline}.items()}
+    ms = {
+        k: [round(v * 1000, 1) for v in vals]
+        for k, vals in {
+            "operator expand->deploy": expand_deploy,
+            "operator deploy->contract": deploy_contract,
+            "1 s polling expand->deploy (baseline)": baseline,
+        }.items()
+    }
     stats = {k: summary(v) for k, v in ms.items()}
     base = stats["1 s polling expand->deploy (baseline)"]
-    lines = ["# Hand-off latency", "", f"{args.rollouts} rollouts on kwok nodes; milliseconds from a step's end "
-             "(as seen by a watching client) to the next action.", "",
-             "| hand-off | p50 ms | p99 ms | max ms | p50 vs baseline | p99 vs baseline |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Hand-off latency",
+        "",
+        f"{args.rollouts} rollouts on kwok nodes; milliseconds from a step's end "
+        "(as seen by a watching client) to the next action.",
+        "",
+        "| hand-off | p50 ms | p99 ms | max ms | p50 vs baseline | p99 vs baseline |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, s in stats.items():
-        lines.append(f"| {name} | {s['p50']:.0f} | {s['p99']:.0f} | {s['max']:.0f} | "
-                     f"{s['p50'] / base['p50']:.3f} | {s['p99'] / base['p99']:.3f} |")
+        lines.append(
+            f"| {name} | {s['p50']:.0f} | {s['p99']:.0f} | {s['max']:.0f} | "
+            f"{s['p50'] / base['p50']:.3f} | {s['p99'] / base['p99']:.3f} |"
+        )
     target = max(stats["operator expand->deploy"]["p99"], stats["operator deploy->contract"]["p99"])
-    lines += ["", "kwok completes a Job within milliseconds of its creation, so the 1 s poller finds it done on "
-              "its next poll: its figures sit near the interval.",
-              "", f"Target p99 < 250 ms: {'met' if target < 250 else 'NOT met'} (worst operator p99 {target:.0f} ms).",
-              ""]
-    write("handoff", {"rollouts": args.rollouts, "milliseconds": ms, "stats": stats}, "\n".join(lines),
-          svg_cdf(ms, "milliseconds"))
+    lines += [
+        "",
+        "kwok completes a Job within milliseconds of its creation, so the 1 s poller finds it done on "
+        "its next poll: its figures sit near the interval.",
+        "",
+        f"Target p99 < 250 ms: {'met' if target < 250 else 'NOT met'} (worst operator p99 {target:.0f} ms).",
+        "",
+    ]
+    write(
+        "handoff",
+        {"rollouts": args.rollouts, "milliseconds": ms, "stats": stats},
+        "\n".join(lines),
+        svg_cdf(ms, "milliseconds"),
+    )
 
 
 if __name__ == "__main__":

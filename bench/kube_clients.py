@@ -79,22 +79,40 @@ OUR_CLIENTS = {  # (file, where the client starts, where it ends: None for the n
     "kubectl plugin Client": ("operator/divbase_operator/kubectl_plugin.py", "class Client:", None),
     "tests' Kube": ("operator/divbase_operator/testing.py", "class Kube:", None),
     "node agent Api": ("localcluster/divbase_localcluster/node/api.py", "class Api:", None),
-    "LocalCluster HTTP (on the node Api)": ("localcluster/divbase_localcluster/cluster.py", "    def _api(",
-                                            "    # -- lifecycle"),
+    "LocalCluster HTTP (on the node Api)": (
+        "localcluster/divbase_localcluster/cluster.py",
+        "    def _api(",
+        "    # -- lifecycle",
+    ),
 }
-LIBRARIES = {"kubernetes": ["kubernetes"], "lightkube": ["lightkube", "lightkube.models", "lightkube.resources"],
-             "httpx2 (lightkube's HTTP)": ["httpx2", "httpcore2"]}
+LIBRARIES = {
+    "kubernetes": ["kubernetes"],
+    "lightkube": ["lightkube", "lightkube.models", "lightkube.resources"],
+    "httpx2 (lightkube's HTTP)": ["httpx2", "httpcore2"],
+}
 
 
 class Stub(BaseHTTPRequestHandler):
     """Answers the one list call with ITEMS DivBaseDatabases."""
 
     def do_GET(self) -> None:
-        items = [{"apiVersion": names.API_VERSION, "kind": names.KIND,
-                  "metadata": {"name": f"db-{i}", "namespace": NAMESPACE, "resourceVersion": str(i)},
-                  "spec": {"version": "1"}} for i in range(ITEMS)]
-        body = json.dumps({"apiVersion": names.API_VERSION, "kind": f"{names.KIND}List",
-                           "metadata": {"resourceVersion": "99"}, "items": items}).encode()
+        items = [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "metadata": {"name": f"db-{i}", "namespace": NAMESPACE, "resourceVersion": str(i)},
+                "spec": {"version": "1"},
+            }
+            for i in range(ITEMS)
+        ]
+        body = json.dumps(
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": f"{names.KIND}List",
+                "metadata": {"resourceVersion": "99"},
+                "items": items,
+            }
+        ).encode()
         self.send_response(200 if self.path.split("?")[0] == PATH else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -112,11 +130,20 @@ def stub_apiserver() -> Iterator[tuple[int, Path]]:
     port = server.server_address[1]
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "stub",
-            "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-            "users": [{"name": "stub", "user": {"token": "bench"}}],
-            "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": NAMESPACE}}]}))
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "stub",
+                    "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                    "users": [{"name": "stub", "user": {"token": "bench"}}],
+                    "contexts": [
+                        {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": NAMESPACE}}
+                    ],
+                }
+            )
+        )
         try:
             yield port, kubeconfig
         finally:
@@ -126,8 +153,13 @@ def stub_apiserver() -> Iterator[tuple[int, Path]]:
 def sample(code: str, port: int, kubeconfig: Path) -> int:
     """VmRSS (KiB) of a fresh interpreter after `code` ran; it must have listed ITEMS objects."""
     script = f"{RSS}{code}\nassert len(items) == {ITEMS}, len(items)\nprint(rss_kib())\n"
-    env = {"STUB_PORT": str(port), "STUB_PATH": PATH, "STUB_VERSION": names.VERSION, "KUBECONFIG": str(kubeconfig),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "STUB_PORT": str(port),
+        "STUB_PATH": PATH,
+        "STUB_VERSION": names.VERSION,
+        "KUBECONFIG": str(kubeconfig),
+        "PATH": "/usr/bin:/bin",
+    }
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
@@ -139,9 +171,14 @@ def our_lines(path: str, start: str, end: str | None) -> int:
     `end` (default: the next top-level statement)."""
     lines = (REPO / path).read_text().splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(start))
-    last = next((i for i in range(first + 1, len(lines))
-                 if (lines[i].startswith(end) if end else lines[i][:1].strip() and lines[i][0] not in ")]}")),
-                len(lines))
+    last = next(
+        (
+            i
+            for i in range(first + 1, len(lines))
+            if (lines[i].startswith(end) if end else lines[i][:1].strip() and lines[i][0] not in ")]}")
+        ),
+        len(lines),
+    )
     return sum(1 for line in lines[first:last] if line.strip())
 
 
@@ -153,8 +190,11 @@ def library_size(packages: list[str]) -> dict[str, float] | None:
             return None
         for location in spec.submodule_search_locations:
             files.update(Path(location).rglob("*.py"))
-    return {"python_files": len(files), "lines": sum(len(f.read_bytes().splitlines()) for f in files),
-            "kib": round(sum(f.stat().st_size for f in files) / 1024)}
+    return {
+        "python_files": len(files),
+        "lines": sum(len(f.read_bytes().splitlines()) for f in files),
+        "kib": round(sum(f.stat().st_size for f in files) / 1024),
+    }
 
 
 def main() -> None:
@@ -180,26 +220,43 @@ def main() -> None:
     ours = {name: our_lines(path, start, end) for name, (path, start, end) in OUR_CLIENTS.items()}
     libraries = {name: library_size(packages) for name, packages in LIBRARIES.items()}
 
-    md = ["# Kubernetes clients: memory and code size", "",
-          f"RSS of a fresh interpreter after importing the client and listing {ITEMS} DivBaseDatabases from a stub "
-          f"apiserver, median of {args.samples}; the baseline does the same list with the standard library alone "
-          "(same run).", "",
-          "| client | RSS MiB | vs baseline | vs KubeApi |", "| --- | ---: | ---: | ---: |"]
+    md = [
+        "# Kubernetes clients: memory and code size",
+        "",
+        f"RSS of a fresh interpreter after importing the client and listing {ITEMS} DivBaseDatabases from a stub "
+        f"apiserver, median of {args.samples}; the baseline does the same list with the standard library alone "
+        "(same run).",
+        "",
+        "| client | RSS MiB | vs baseline | vs KubeApi |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name, entry in rss.items():
         if "median_mib" in entry:
-            md.append(f"| {name} | {entry['median_mib']} | {entry['vs_baseline']} | "
-                      f"{round(entry['median_mib'] / kubeapi, 2)} |")
+            md.append(
+                f"| {name} | {entry['median_mib']} | {entry['vs_baseline']} | "
+                f"{round(entry['median_mib'] / kubeapi, 2)} |"
+            )
         else:
             md.append(f"| {name} | - | - | {entry['error']} |")
     md += ["", "Our own client code (non-blank lines):", "", "| client | lines |", "| --- | ---: |"]
     md += [f"| {name} | {lines} |" for name, lines in ours.items()]
-    md += ["", "Libraries installed (Python files):", "", "| library | files | lines | KiB |",
-           "| --- | ---: | ---: | ---: |"]
+    md += [
+        "",
+        "Libraries installed (Python files):",
+        "",
+        "| library | files | lines | KiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name, size in libraries.items():
-        md.append(f"| {name} | " + (f"{size['python_files']} | {size['lines']} | {size['kib']} |" if size
-                                    else "not installed | | |"))
-    report.write("kube_clients", {"items_listed": ITEMS, "samples": args.samples, "rss": rss, "our_client_lines": ours,
-                                  "libraries": libraries}, "\n".join(md) + "\n")
+        md.append(
+            f"| {name} | "
+            + (f"{size['python_files']} | {size['lines']} | {size['kib']} |" if size else "not installed | | |")
+        )
+    report.write(
+        "kube_clients",
+        {"items_listed": ITEMS, "samples": args.samples, "rss": rss, "our_client_lines": ours, "libraries": libraries},
+        "\n".join(md) + "\n",
+    )
 
 
 if __name__ == "__main__":

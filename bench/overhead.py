@@ -50,16 +50,23 @@ class ReadyWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             stream = watch.Watch()
-            for event in stream.stream(self.custom.list_namespaced_custom_object, names.GROUP, names.VERSION,
-                                       NAMESPACE, names.PLURAL, timeout_seconds=5):  # fmt: skip
+            for event in stream.stream(
+                self.custom.list_namespaced_custom_object,
+                names.GROUP,
+                names.VERSION,
+                NAMESPACE,
+                names.PLURAL,
+                timeout_seconds=5,
+            ):
                 self._seen(event["object"], time.monotonic())
                 if self._stop.is_set():
                     break
 
     def _seen(self, db: dict[str, Any], at: float) -> None:
         status = db.get("status") or {}
-        ready = any(c.get("type") == names.COND_READY and c.get("status") == "True"
-                    for c in status.get("conditions") or [])  # fmt: skip
+        ready = any(
+            c.get("type") == names.COND_READY and c.get("status") == "True" for c in status.get("conditions") or []
+        )
         current = status.get("observedGeneration") == db["metadata"]["generation"]
         if ready and current and status.get("currentVersion"):
             self.ready_at.setdefault(status["currentVersion"], at)
@@ -85,18 +92,32 @@ def _one(timeline: Timeline, ready_at: float, patched_at: float, v: str) -> dict
     old = str(int(v) - 1)
 
     def job(step: str, done: bool) -> Any:
-        return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and labels.get(names.LABEL_VERSION) == v
-                                          and (not done or job_complete(status)))  # fmt: skip
+        return lambda n, labels, status: (
+            labels.get(names.LABEL_STEP) == step
+            and labels.get(names.LABEL_VERSION) == v
+            and (not done or job_complete(status))
+        )
 
-    runs = {step: timeline.first("Job", "MODIFIED", job(step, True)) - timeline.first("Job", "ADDED", job(step, False))
-            for step in ("expand", "contract")}  # fmt: skip
+    runs = {
+        step: timeline.first("Job", "MODIFIED", job(step, True)) - timeline.first("Job", "ADDED", job(step, False))
+        for step in ("expand", "contract")
+    }
     moved = timeline.first("Deployment", "MODIFIED", lambda n, labels, s: labels.get(names.LABEL_VERSION) == v)
-    gone = timeline.last("Pod", "DELETED", lambda n, labels, s: bool(labels.get(names.LABEL_WORKLOAD))
-                         and labels.get(names.LABEL_VERSION) == old)  # fmt: skip
+    gone = timeline.last(
+        "Pod",
+        "DELETED",
+        lambda n, labels, s: bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) == old,
+    )
     rollout = ready_at - patched_at
     floor = runs["expand"] + (gone - moved) + runs["contract"]
-    return {"rollout": rollout, "expand_job": runs["expand"], "deployment": gone - moved,
-            "contract_job": runs["contract"], "floor": floor, "overhead": rollout - floor}
+    return {
+        "rollout": rollout,
+        "expand_job": runs["expand"],
+        "deployment": gone - moved,
+        "contract_job": runs["contract"],
+        "floor": floor,
+        "overhead": rollout - floor,
+    }
 
 
 def main() -> None:
@@ -108,19 +129,32 @@ def main() -> None:
     ms = {k: [round(r[k] * 1000, 1) for r in rows] for k in rows[0]}
     stats = {k: summary(v) for k, v in ms.items()}
     share = summary([r["overhead"] / r["rollout"] for r in rows])
-    lines = ["# Operator overhead per rollout", "",
-             f"{args.rollouts} rollouts on kwok nodes (expand, deploy, contract each); milliseconds as seen by one "
-             "watching client. Overhead = rollout - (expand Job run + Deployment rollout + contract Job run).", "",
-             "| | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "# Operator overhead per rollout",
+        "",
+        f"{args.rollouts} rollouts on kwok nodes (expand, deploy, contract each); milliseconds as seen by one "
+        "watching client. Overhead = rollout - (expand Job run + Deployment rollout + contract Job run).",
+        "",
+        "| | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name, s in stats.items():
         lines.append(f"| {name.replace('_', ' ')} | {s['p50']:.0f} | {s['p99']:.0f} | {s['max']:.0f} |")
-    lines += ["", f"Overhead as a share of the rollout (the baseline, same run): p50 {share['p50']:.2f}, "
-              f"p99 {share['p99']:.2f}.", "",
-              "The operator acts on watch events, so its overhead is its four hand-offs (patch -> expand Job, "
-              "expand done -> Deployments, old pods gone -> contract Job, contract done -> Ready) plus the status "
-              "writes; bench/results/handoff.md measures two of those hand-offs alone.", ""]
-    write("overhead", {"rollouts": args.rollouts, "milliseconds": ms, "stats": stats, "overhead_share": share},
-          "\n".join(lines), svg_cdf({"overhead": ms["overhead"], "rollout": ms["rollout"]}, "milliseconds"))
+    lines += [
+        "",
+        f"Overhead as a share of the rollout (the baseline, same run): p50 {share['p50']:.2f}, p99 {share['p99']:.2f}.",
+        "",
+        "The operator acts on watch events, so its overhead is its four hand-offs (patch -> expand Job, "
+        "expand done -> Deployments, old pods gone -> contract Job, contract done -> Ready) plus the status "
+        "writes; bench/results/handoff.md measures two of those hand-offs alone.",
+        "",
+    ]
+    write(
+        "overhead",
+        {"rollouts": args.rollouts, "milliseconds": ms, "stats": stats, "overhead_share": share},
+        "\n".join(lines),
+        svg_cdf({"overhead": ms["overhead"], "rollout": ms["rollout"]}, "milliseconds"),
+    )
 
 
 if __name__ == "__main__":

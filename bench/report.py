@@ -25,9 +25,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
-            "p99": percentile(values, 99), "max": max(values) if values else math.nan,
-            "mean": sum(values) / len(values) if values else math.nan}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else math.nan,
+        "mean": sum(values) / len(values) if values else math.nan,
+    }
 
 
 def svg_cdf(series: dict[str, list[float]], xlabel: str, width: int = 640, height: int = 320) -> str:
@@ -42,10 +47,12 @@ def svg_cdf(series: dict[str, list[float]], xlabel: str, width: int = 640, heigh
     def y(p: float) -> float:
         return pad_t + plot_h * (1 - p)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
-             f'<line x1="{pad_l}" y1="{y(0)}" x2="{pad_l + plot_w}" y2="{y(0)}" stroke="black"/>',
-             f'<line x1="{pad_l}" y1="{y(0)}" x2="{pad_l}" y2="{y(1)}" stroke="black"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+        f'<line x1="{pad_l}" y1="{y(0)}" x2="{pad_l + plot_w}" y2="{y(0)}" stroke="black"/>',
+        f'<line x1="{pad_l}" y1="{y(0)}" x2="{pad_l}" y2="{y(1)}" stroke="black"/>',
+    ]
     for i in range(6):
         value = xmax * i / 5
         parts.append(f'<text x="{x(value):.1f}" y="{y(0) + 16}" text-anchor="middle">{value:.3g}</text>')
@@ -56,16 +63,22 @@ def svg_cdf(series: dict[str, list[float]], xlabel: str, width: int = 640, heigh
         ordered = sorted(values)
         points = " ".join(f"{x(v):.1f},{y((k + 1) / len(ordered)):.1f}" for k, v in enumerate(ordered))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
-        parts.append(f'<text x="{pad_l + plot_w - 8}" y="{y(0) - 10 - 16 * index}" text-anchor="end" '
-                     f'fill="{color}">{name}</text>')
+        parts.append(
+            f'<text x="{pad_l + plot_w - 8}" y="{y(0) - 10 - 16 * index}" text-anchor="end" '
+            f'fill="{color}">{name}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
 
 def write(name: str, data: dict[str, Any], markdown: str, svg: str | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}, **data}
+    data = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        **data,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     if svg:
         (RESULTS / f"{name}.svg").write_text(svg)

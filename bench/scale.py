@@ -36,8 +36,12 @@ from bench.report import svg_cdf, write
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Writes only the operator makes (controllers write the status subresources of Jobs and Deployments instead).
-OPERATOR_WRITES = {("POST", "jobs", ""), ("PATCH", "deployments", ""), ("PATCH", "divbasedatabases", ""),
-                   ("PATCH", "divbasedatabases", "status")}
+OPERATOR_WRITES = {
+    ("POST", "jobs", ""),
+    ("PATCH", "deployments", ""),
+    ("PATCH", "divbasedatabases", ""),
+    ("PATCH", "divbasedatabases", "status"),
+}
 THROTTLED = "client-side throttling"  # "Waited before sending request ... reason=client-side throttling"
 PODS_PER_NODE = 110  # kwok.node_body's capacity
 POLL_SECONDS = 2.0
@@ -105,8 +109,7 @@ def operator_metric(operator: OperatorProcess, name: str) -> float:
 
 
 def ready_names(kube: Kube) -> set[str]:
-    items = kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                      names.PLURAL)["items"]
+    items = kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL)["items"]
     ready = set()
     for item in items:
         status = item.get("status") or {}
@@ -116,8 +119,9 @@ def ready_names(kube: Kube) -> set[str]:
     return ready
 
 
-def run_phase(info: ClusterInfo, kube: Kube, operator: OperatorProcess, size: int, version: str,
-              timeout: float) -> dict[str, Any]:
+def run_phase(
+    info: ClusterInfo, kube: Kube, operator: OperatorProcess, size: int, version: str, timeout: float
+) -> dict[str, Any]:
     """Create (version 1) or move (later versions) all `size` resources, then wait (bounded) until all are Ready."""
     pid = operator.proc.pid  # type: ignore[union-attr]
     writes0, events0 = operator_writes(info), operator_events(kube)
@@ -148,16 +152,20 @@ def run_phase(info: ClusterInfo, kube: Kube, operator: OperatorProcess, size: in
     done = len(ready_at) == size
     cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 1) for name in cpu1}
     result = {
-        "completed": done, "ready": len(ready_at),
-        "seconds_to_all_ready": elapsed if done else None, "seconds_waited": elapsed,
+        "completed": done,
+        "ready": len(ready_at),
+        "seconds_to_all_ready": elapsed if done else None,
+        "seconds_waited": elapsed,
         "seconds_to_submit": submitted,
-        "operator_cpu_seconds": cpu["operator"], "operator_cores": cpu["operator"] / elapsed,
+        "operator_cpu_seconds": cpu["operator"],
+        "operator_cores": cpu["operator"] / elapsed,
         "operator_cpu_ms_per_rollout": 1000 * cpu["operator"] / max(len(ready_at), 1),
-        "rss_mib_after": rss, "peak_rss_mib_so_far": peak,
+        "rss_mib_after": rss,
+        "peak_rss_mib_so_far": peak,
         "api_writes_per_rollout": (operator_writes(info) - writes0) / size,
         "events_per_rollout": (operator_events(kube) - events0) / size,
-        "reconciles_per_rollout": (operator_metric(operator, "divbase_reconcile_duration_seconds_count")
-                                   - reconciles0) / size,
+        "reconciles_per_rollout": (operator_metric(operator, "divbase_reconcile_duration_seconds_count") - reconciles0)
+        / size,
         "reconcile_errors": operator_metric(operator, "divbase_reconcile_errors_total") - errors0,
         "component_cpu_seconds": cpu,
         "component_cores": {name: round(seconds / elapsed, 3) for name, seconds in cpu.items()},
@@ -166,10 +174,13 @@ def run_phase(info: ClusterInfo, kube: Kube, operator: OperatorProcess, size: in
         "progress": progress,
     }
     state = f"{elapsed:.1f}s" if done else f"NOT all Ready after {elapsed:.0f}s: {len(ready_at)}/{size}"
-    print(f"{size} v{version}: {state}, operator cpu {cpu['operator']:.1f}s ({result['operator_cores']:.2f} "
-          f"cores), peak rss {peak:.0f} MiB, {result['api_writes_per_rollout']:.1f} writes + "
-          f"{result['events_per_rollout']:.1f} events / rollout, cores {result['component_cores']}, "
-          f"throttled {result['throttled_waits']}", flush=True)
+    print(
+        f"{size} v{version}: {state}, operator cpu {cpu['operator']:.1f}s ({result['operator_cores']:.2f} "
+        f"cores), peak rss {peak:.0f} MiB, {result['api_writes_per_rollout']:.1f} writes + "
+        f"{result['events_per_rollout']:.1f} events / rollout, cores {result['component_cores']}, "
+        f"throttled {result['throttled_waits']}",
+        flush=True,
+    )
     return result
 
 
@@ -190,8 +201,13 @@ def run_size(size: int, idle_seconds: float, phase_timeout: float) -> dict[str, 
             time.sleep(idle_seconds)
             cpu1, rss_empty, _ = process_stats(pid)
             idle_empty = (cpu1 - cpu0) / idle_seconds
-            results: dict[str, Any] = {"size": size, "kwok_nodes": nodes, "phase_timeout": phase_timeout,
-                                       "rss_mib_no_resources": rss_empty, "idle_cpu_no_resources": idle_empty}
+            results: dict[str, Any] = {
+                "size": size,
+                "kwok_nodes": nodes,
+                "phase_timeout": phase_timeout,
+                "rss_mib_no_resources": rss_empty,
+                "idle_cpu_no_resources": idle_empty,
+            }
             for phase, version in (("install", "1"), ("upgrade", "2")):
                 results[phase] = run_phase(info, kube, operator, size, version, phase_timeout)
                 if not results[phase]["completed"]:
@@ -223,14 +239,19 @@ def ratio(value: float | None, base: float | None) -> float | None:
 
 def markdown(runs: list[dict[str, Any]]) -> str:
     base = runs[0]
-    lines = ["# Scale", "", "Resources created at once on kwok nodes (pods simulated), then all moved to the next "
-             f"release. Figures for the operator process; ratios (x) against the first size ({base['size']}: "
-             "per resource) and against the operator idling with no resource, both measured in the same run.", "",
-             "| resources | install: s to all Ready | upgrade: s to all Ready | s per resource vs "
-             f"{base['size']} (install / upgrade) | peak RSS MiB | RSS vs no resources | operator CPU ms / rollout "
-             f"(upgrade) | vs {base['size']} | operator cores busy (upgrade) | API writes / rollout (install / "
-             "upgrade) | + Events / rollout | idle CPU % | idle CPU vs no resources |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Scale",
+        "",
+        "Resources created at once on kwok nodes (pods simulated), then all moved to the next "
+        f"release. Figures for the operator process; ratios (x) against the first size ({base['size']}: "
+        "per resource) and against the operator idling with no resource, both measured in the same run.",
+        "",
+        "| resources | install: s to all Ready | upgrade: s to all Ready | s per resource vs "
+        f"{base['size']} (install / upgrade) | peak RSS MiB | RSS vs no resources | operator CPU ms / rollout "
+        f"(upgrade) | vs {base['size']} | operator cores busy (upgrade) | API writes / rollout (install / "
+        "upgrade) | + Events / rollout | idle CPU % | idle CPU vs no resources |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for run in runs:
         inst, upg = run.get("install") or {}, run.get("upgrade") or {}
 
@@ -252,23 +273,35 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             f"{fmt(upg.get('operator_cores'), '.2f')} | {fmt(inst.get('api_writes_per_rollout'))} / "
             f"{fmt(upg.get('api_writes_per_rollout'))} | {fmt(inst.get('events_per_rollout'))} / "
             f"{fmt(upg.get('events_per_rollout'))} | {100 * idle:.2f} | "
-            f"{idle / max(run['idle_cpu_no_resources'], 1e-4):.2f} |")
+            f"{idle / max(run['idle_cpu_no_resources'], 1e-4):.2f} |"
+        )
     biggest = runs[-1]
-    lines += ["", f"Target peak RSS < 150 MiB at {biggest['size']}: "
-              f"{'met' if biggest['peak_rss_mib'] < 150 else 'NOT met'} ({biggest['peak_rss_mib']:.0f} MiB).", "",
-              "Who was busy (cores, average over the phase; 2 means both cores of the machine) and client-side "
-              "throttling waits logged during the phase (at default verbosity client-go logs only waits over 1 s):", "",
-              "| resources | phase | operator | kube-apiserver | etcd | kube-controller-manager | kube-scheduler | "
-              "kwok | throttling waits |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += [
+        "",
+        f"Target peak RSS < 150 MiB at {biggest['size']}: "
+        f"{'met' if biggest['peak_rss_mib'] < 150 else 'NOT met'} ({biggest['peak_rss_mib']:.0f} MiB).",
+        "",
+        "Who was busy (cores, average over the phase; 2 means both cores of the machine) and client-side "
+        "throttling waits logged during the phase (at default verbosity client-go logs only waits over 1 s):",
+        "",
+        "| resources | phase | operator | kube-apiserver | etcd | kube-controller-manager | kube-scheduler | "
+        "kwok | throttling waits |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for run in runs:
         for phase in ("install", "upgrade"):
             if phase not in run:
                 continue
             cores = run[phase]["component_cores"]
             waits = ", ".join(f"{k} {v}" for k, v in run[phase]["throttled_waits"].items() if v) or "none"
-            lines.append(f"| {run['size']} | {phase} | " + " | ".join(
-                fmt(cores.get(c), ".2f") for c in ("operator", "kube-apiserver", "etcd", "kube-controller-manager",
-                                                   "kube-scheduler", "kwok")) + f" | {waits} |")
+            lines.append(
+                f"| {run['size']} | {phase} | "
+                + " | ".join(
+                    fmt(cores.get(c), ".2f")
+                    for c in ("operator", "kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+                )
+                + f" | {waits} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -280,11 +313,18 @@ def main() -> None:
     parser.add_argument("--phase-timeout", type=float, default=600, help="bound on each wait for all Ready (s)")
     args = parser.parse_args()
     runs = [run_size(size, args.idle_seconds, args.phase_timeout) for size in args.sizes]
-    series = {f"{run['size']} {phase}": run[phase]["seconds_to_ready_each"]
-              for run in runs for phase in ("install", "upgrade") if run.get(phase, {}).get("seconds_to_ready_each")}
+    series = {
+        f"{run['size']} {phase}": run[phase]["seconds_to_ready_each"]
+        for run in runs
+        for phase in ("install", "upgrade")
+        if run.get(phase, {}).get("seconds_to_ready_each")
+    }
     svg = svg_cdf(series, "seconds from the first create / patch until the resource is Ready") if series else None
-    tree = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
-                          capture_output=True, text=True).stdout.strip()
+    tree = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     write("scale", {"runs": runs, "sizes": args.sizes, "source": tree}, markdown(runs), svg)
 
 

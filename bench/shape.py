@@ -106,8 +106,9 @@ def cycles(package: str, root: Path) -> list[list[str]]:
 
 
 def radon_json(command: str, paths: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "radon", command, "-j", *paths], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "radon", command, "-j", *paths], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -135,13 +136,15 @@ def definitions(paths: list[Path]) -> dict[str, list[str]]:
 
 def sys_path_edits(paths: list[Path]) -> list[str]:
     pattern = re.compile(r"sys\.path\.(insert|append)")
-    return [f"{p.relative_to(ROOT)}" for base in paths for p in sorted(base.rglob("*.py"))
-            if pattern.search(p.read_text())]
+    return [
+        f"{p.relative_to(ROOT)}" for base in paths for p in sorted(base.rglob("*.py")) if pattern.search(p.read_text())
+    ]
 
 
 def unformatted() -> int:
-    result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "format", "--check", "."], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ruff"), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True
+    )
     found = re.search(r"(\d+) files? would be reformatted", result.stdout + result.stderr)
     return int(found.group(1)) if found else 0
 
@@ -160,8 +163,9 @@ def measure() -> dict[str, Any]:
         "worst_functions": complex_functions[:10],
         "modules_mi_below_10": {f: v for f, v in sorted(mi.items(), key=lambda kv: kv[1]) if v < 10},
         "import_cycles": {p: cycles(p, root) for p, root in PACKAGES.items()},
-        "helper_definitions": definitions([ROOT / d for d in ("operator", "localcluster", "migrations", "tests",
-                                                                "bench", "examples")]),
+        "helper_definitions": definitions(
+            [ROOT / d for d in ("operator", "localcluster", "migrations", "tests", "bench", "examples")]
+        ),
         "sys_path_edits": sys_path_edits([ROOT / "tests", ROOT / "bench"]),
         "files_ruff_format_would_change": unformatted(),
     }

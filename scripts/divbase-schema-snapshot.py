@@ -29,13 +29,13 @@ from sqlalchemy import create_engine, pool, text
 DEFAULT_COMMIT = "4438d7921b9dc2f71ec2279494f44988a3989358"
 VERSIONS = "packages/divbase-api/src/divbase_api/migrations/versions"
 OUT_DIR = Path(__file__).resolve().parents[1] / "migrations" / "divbase_migrations" / "baseline"
-ENV_PY = '''
+ENV_PY = """
 from alembic import context
 connection = context.config.attributes["connection"]
 context.configure(connection=connection)
 with context.begin_transaction():
     context.run_migrations()
-'''
+"""
 # What Celery's database result backend creates on its first task (DivBase's worker runs it).
 CELERY_DDL = """
 CREATE SEQUENCE IF NOT EXISTS task_id_sequence;
@@ -84,11 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         export_revisions(args.divbase, commit, Path(tmp) / "alembic")
         head, snapshot = build(Path(tmp) / "alembic", server)
     out = args.out or OUT_DIR / f"{head}.json"
-    schema_snapshot.dump(snapshot, out, source={
-        "repository": "ScilifelabDataCentre/divbase", "commit": commit, "alembic_head": head,
-        "built_by": "scripts/divbase-schema-snapshot.py"})
-    print(f"{out}: {len(snapshot['tables'])} tables, {len(snapshot['enums'])} enums (DivBase {commit[:8]}, "
-          f"head {head})")
+    schema_snapshot.dump(
+        snapshot,
+        out,
+        source={
+            "repository": "ScilifelabDataCentre/divbase",
+            "commit": commit,
+            "alembic_head": head,
+            "built_by": "scripts/divbase-schema-snapshot.py",
+        },
+    )
+    print(
+        f"{out}: {len(snapshot['tables'])} tables, {len(snapshot['enums'])} enums (DivBase {commit[:8]}, head {head})"
+    )
     return 0
 
 

@@ -31,15 +31,29 @@ REPO = Path(__file__).resolve().parents[1]
 SCOPE = REPO / "scripts" / "mutation.toml"
 STAGE = REPO / "build" / "mutation"
 RESULTS = REPO / "bench" / "results"
-PACKAGES = {"divbase_operator": REPO / "operator" / "divbase_operator",
-            "divbase_migrations": REPO / "migrations" / "divbase_migrations"}
+PACKAGES = {
+    "divbase_operator": REPO / "operator" / "divbase_operator",
+    "divbase_migrations": REPO / "migrations" / "divbase_migrations",
+}
 LEFT_OUT = {".git", "build", "tests", "pyproject.toml"}  # staged by this script, or not for tests
 KEEP = "<!-- kept by scripts/mutation.py: hand-written below -->"
 SEPARATOR = "ǁ"  # mutmut's separator in the mangled names of methods
 # mutmut's exit codes of a mutant's test run, as its `results` command names them
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = "killed", "survived", "no tests", "timeout"
-STATUS = {1: KILLED, 3: KILLED, 0: SURVIVED, 5: NO_TESTS, 33: NO_TESTS, 34: "skipped", 36: TIMEOUT, 37: KILLED,
-          -24: TIMEOUT, 24: TIMEOUT, 152: TIMEOUT, 255: TIMEOUT}
+STATUS = {
+    1: KILLED,
+    3: KILLED,
+    0: SURVIVED,
+    5: NO_TESTS,
+    33: NO_TESTS,
+    34: "skipped",
+    36: TIMEOUT,
+    37: KILLED,
+    -24: TIMEOUT,
+    24: TIMEOUT,
+    152: TIMEOUT,
+    255: TIMEOUT,
+}
 
 
 @dataclass
@@ -55,8 +69,7 @@ class Gate:
         return f"{self.module}.{mangled}__mutmut_*"
 
     def owns(self, mutant: str) -> str | None:
-        return next((f for f in self.functions if re.fullmatch(re.escape(self.pattern(f)[:-1]) + r"\d+", mutant)),
-                    None)
+        return next((f for f in self.functions if re.fullmatch(re.escape(self.pattern(f)[:-1]) + r"\d+", mutant)), None)
 
 
 @dataclass(frozen=True)
@@ -70,8 +83,10 @@ class Equivalent:
 
 def same_diff(a: str, b: str) -> bool:
     """Diffs compared line by line, whitespace runs aside (mutmut's output is indented as the source)."""
+
     def lines(diff: str) -> list[str]:
         return [" ".join(line.split()) for line in diff.splitlines() if line.strip()]
+
     return lines(a) == lines(b)
 
 
@@ -121,10 +136,10 @@ def stage(tests: list[str], gates: list[Gate], skip_lines: list[str], rev: str |
     only = [f"src/{m.replace('.', '/')}.py" for m in modules]
     section = (
         "\n[tool.mutmut]\n"
-        "source_paths = [\"src\"]\n"
+        'source_paths = ["src"]\n'
         f"only_mutate = {json.dumps(only)}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
-        "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\"]\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
         "use_git_change_detection = false\n"
         f"do_not_mutate_patterns = {json.dumps(skip_lines)}\n"
     )
@@ -135,8 +150,14 @@ def run_mutmut(gates: list[Gate], max_children: int, log_path: Path) -> None:
     patterns = [g.pattern(f) for g in gates for f in g.functions]
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *patterns]
     with log_path.open("w") as log:
-        proc = subprocess.run(command, cwd=STAGE, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, check=False)
+        proc = subprocess.run(
+            command,
+            cwd=STAGE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            check=False,
+        )
     if proc.returncode != 0:
         sys.stdout.write(log_path.read_text()[-4000:])
         sys.exit(f"mutmut run failed (exit {proc.returncode}); log: {log_path}")
@@ -153,10 +174,12 @@ def collect(gates: list[Gate]) -> None:
 
 @functools.cache
 def diff_of(mutant: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=STAGE, capture_output=True,
-                         text=True, check=False).stdout
-    diff = "\n".join(line for line in out.splitlines() if line.startswith(("+", "-")) and
-                     not line.startswith(("+++", "---")))
+    out = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", mutant], cwd=STAGE, capture_output=True, text=True, check=False
+    ).stdout
+    diff = "\n".join(
+        line for line in out.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
+    )
     if not diff:
         sys.exit(f"`mutmut show {mutant}` printed no diff (run kept? see --keep)")
     return diff
@@ -176,11 +199,13 @@ def stale_equivalents(gates: list[Gate], equivalent: dict[str, Equivalent]) -> t
         elif not same_diff(diff_of(name), entry.diff):
             function = gate.owns(name)
             now = [m for m, s in gate.mutants.items() if gate.owns(m) == function and same_diff(diff_of(m), entry.diff)]
-            problems.append(f"listed as equivalent, but {name} is now another mutant (names are positional):\n"
-                            f"  listed:\n    {entry.diff.strip().replace(chr(10), chr(10) + '    ')}\n"
-                            f"  now:\n    {diff_of(name).replace(chr(10), chr(10) + '    ')}\n"
-                            f"  the listed diff is now {', '.join(now) if now else 'no mutant'}"
-                            + (f" ({', '.join(status[m] for m in now)})" if now else ""))
+            problems.append(
+                f"listed as equivalent, but {name} is now another mutant (names are positional):\n"
+                f"  listed:\n    {entry.diff.strip().replace(chr(10), chr(10) + '    ')}\n"
+                f"  now:\n    {diff_of(name).replace(chr(10), chr(10) + '    ')}\n"
+                f"  the listed diff is now {', '.join(now) if now else 'no mutant'}"
+                + (f" ({', '.join(status[m] for m in now)})" if now else "")
+            )
         elif status[name] in (KILLED, TIMEOUT):
             problems.append(f"listed as equivalent but a test kills it now ({status[name]}): drop {name}")
         else:
@@ -188,8 +213,9 @@ def stale_equivalents(gates: list[Gate], equivalent: dict[str, Equivalent]) -> t
     return explained, problems
 
 
-def report(gates: list[Gate], equivalent: dict[str, Equivalent], seconds: float, max_children: int,
-           out: Path) -> list[str]:
+def report(
+    gates: list[Gate], equivalent: dict[str, Equivalent], seconds: float, max_children: int, out: Path
+) -> list[str]:
     """Writes the report; returns the problems that fail the run."""
     rows, sections, figures = [], [], {}
     explained_names, problems = stale_equivalents(gates, equivalent)
@@ -197,20 +223,33 @@ def report(gates: list[Gate], equivalent: dict[str, Equivalent], seconds: float,
         counts = Counter(gate.mutants.values())
         missing = [f for f in gate.functions if not any(gate.owns(m) == f for m in gate.mutants)]
         problems += [f"{gate.name}: no mutant of {gate.module}.{f} (renamed or removed?)" for f in missing]
-        alive = sorted((m for m, s in gate.mutants.items() if s not in (KILLED, TIMEOUT)),
-                       key=lambda m: (gate.owns(m) or "", int(m.rpartition("_")[2])))
+        alive = sorted(
+            (m for m, s in gate.mutants.items() if s not in (KILLED, TIMEOUT)),
+            key=lambda m: (gate.owns(m) or "", int(m.rpartition("_")[2])),
+        )
         explained = [m for m in alive if m in explained_names]
         unexplained = [m for m in alive if m not in explained_names]
         problems += [f"{gate.name}: {m} {gate.mutants[m]}" for m in unexplained]
-        figures[gate.name] = {"mutants": len(gate.mutants), "killed": counts[KILLED], "timeout": counts[TIMEOUT],
-                              "survived": len(alive), "no_tests": counts[NO_TESTS], "equivalent": len(explained),
-                              "unexplained": len(unexplained)}
-        rows.append(f"| {gate.name} | {len(gate.mutants)} | {counts[KILLED]} | {counts[TIMEOUT]} | {len(alive)} | "
-                    f"{counts[NO_TESTS]} | {len(explained)} | {len(unexplained)} |")
+        figures[gate.name] = {
+            "mutants": len(gate.mutants),
+            "killed": counts[KILLED],
+            "timeout": counts[TIMEOUT],
+            "survived": len(alive),
+            "no_tests": counts[NO_TESTS],
+            "equivalent": len(explained),
+            "unexplained": len(unexplained),
+        }
+        rows.append(
+            f"| {gate.name} | {len(gate.mutants)} | {counts[KILLED]} | {counts[TIMEOUT]} | {len(alive)} | "
+            f"{counts[NO_TESTS]} | {len(explained)} | {len(unexplained)} |"
+        )
         for mutant in alive:
-            why = equivalent[mutant].why if mutant in explained_names else \
-                f"**NOT EXPLAINED** ({gate.mutants[mutant]}" + \
-                (", listed as equivalent with another diff)" if mutant in equivalent else ")")
+            why = (
+                equivalent[mutant].why
+                if mutant in explained_names
+                else f"**NOT EXPLAINED** ({gate.mutants[mutant]}"
+                + (", listed as equivalent with another diff)" if mutant in equivalent else ")")
+            )
             sections.append(f"#### `{mutant}`\n\n{why}\n\n```diff\n{diff_of(mutant)}\n```\n")
     total = {k: sum(f[k] for f in figures.values()) for k in next(iter(figures.values()), {})}
     lines = [
@@ -241,8 +280,10 @@ def report(gates: list[Gate], equivalent: dict[str, Equivalent], seconds: float,
     if (out / "mutation.md").exists() and f"\n{KEEP}\n" in (out / "mutation.md").read_text():
         kept = (out / "mutation.md").read_text().partition(f"\n{KEEP}\n")[2]
     (out / "mutation.md").write_text("\n".join(lines).rstrip() + f"\n\n{KEEP}\n" + kept)
-    (out / "mutation.json").write_text(json.dumps({"gates": figures, "total": total, "seconds": round(seconds),
-                                                       "workers": max_children}, indent=2) + "\n")
+    (out / "mutation.json").write_text(
+        json.dumps({"gates": figures, "total": total, "seconds": round(seconds), "workers": max_children}, indent=2)
+        + "\n"
+    )
     return problems
 
 
@@ -252,12 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gate", action="append", default=[], help="only this gate (repeatable)")
     parser.add_argument("--tests", nargs="+", help="judge with these tests instead of the scope's")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where mutation.md and mutation.json go")
-    parser.add_argument("--rev", help="mutate and test this git revision instead of the work tree (e.g. main); its "
-                        "tests import the work tree's localcluster and app packages (not staged: they find their "
-                        "Go module and data next to themselves)")
+    parser.add_argument(
+        "--rev",
+        help="mutate and test this git revision instead of the work tree (e.g. main); its "
+        "tests import the work tree's localcluster and app packages (not staged: they find their "
+        "Go module and data next to themselves)",
+    )
     parser.add_argument("--ignore", action="append", default=[], help="a test file to leave out (repeatable)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only write the report again from the last run kept (after editing [equivalent])")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only write the report again from the last run kept (after editing [equivalent])",
+    )
     parser.add_argument("--keep", action="store_true", help="keep build/mutation for `mutmut show`/`browse`")
     args = parser.parse_args(argv)
     scope, gates, equivalent = load_scope(args.gate)
@@ -267,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         skip_lines = [str(p) for p in scope.get("do_not_mutate_patterns", [])]
         stage(tests + [f"--ignore={path}" for path in args.ignore], gates, skip_lines, args.rev)
         run_mutmut(gates, args.max_children, STAGE / "mutmut.log")
-        (STAGE / "run.json").write_text(json.dumps({"seconds": time.monotonic() - started,
-                                                    "workers": args.max_children}))
+        (STAGE / "run.json").write_text(
+            json.dumps({"seconds": time.monotonic() - started, "workers": args.max_children})
+        )
     elif not (STAGE / "run.json").exists():
         sys.exit("--report-only needs the results of a run made with --keep (build/mutation)")
     run = json.loads((STAGE / "run.json").read_text())

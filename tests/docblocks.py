@@ -62,8 +62,10 @@ def blocks(path: Path) -> list[Block]:
 
 def scenario(paths: list[Path], name: str) -> str:
     """The scenario's blocks as one script, each headed by where it comes from (bash's errors then point there)."""
-    chosen = sorted((b for path in paths for b in blocks(path) if b.scenario == name),
-                    key=lambda b: (b.step, paths.index(b.path), b.line))
+    chosen = sorted(
+        (b for path in paths for b in blocks(path) if b.scenario == name),
+        key=lambda b: (b.step, paths.index(b.path), b.line),
+    )
     if not chosen:
         raise DocError(f"no block of scenario {name!r} in {', '.join(map(str, paths))}")
     return "".join(f"# --- {b.path.name}:{b.line}\n{b.code}" for b in chosen)

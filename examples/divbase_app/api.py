@@ -41,8 +41,13 @@ class NewAnnouncement(BaseModel):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine: Engine = create_engine(settings.database_url, pool_size=5, max_overflow=5, pool_pre_ping=True,
-                                   connect_args={"connect_timeout": 5, "application_name": "divbase-api"})
+    engine: Engine = create_engine(
+        settings.database_url,
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "application_name": "divbase-api"},
+    )
     release = settings.release_number
 
     @asynccontextmanager
@@ -117,8 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/announcements")
     def announce(body: NewAnnouncement) -> dict[str, Any]:
         with engine.begin() as conn:
-            return {"level": queries.announce(conn, release, body.heading, body.message),
-                    "release": settings.release}
+            return {"level": queries.announce(conn, release, body.heading, body.message), "release": settings.release}
 
     @app.get("/announcements")
     def announcements() -> list[dict[str, str]]:
@@ -164,6 +168,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = from_env()
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5
+    )
     DrainingServer(config, app, float(os.environ.get("DIVBASE_DRAIN_SECONDS", "0"))).run()

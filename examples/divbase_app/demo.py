@@ -43,13 +43,17 @@ def _by_release(counts: dict[str, int]) -> str:
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    head = ("| | requests | failed | failed on pods of release | unavailable s | longest gap s | rollout s | restarts "
-            "| served by release |")
+    head = (
+        "| | requests | failed | failed on pods of release | unavailable s | longest gap s | rollout s | restarts "
+        "| served by release |"
+    )
     lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|---|"]  # figures right-aligned, as README shows them
     for label, f in rows.items():
-        lines.append(f"| {label} | {f['requests']} | {f['failed']} | {_by_release(f['failed_by_release'])} | "
-                     f"{f['unavailable_s']:.2f} | {f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | "
-                     f"{_by_release(f['served_by_release'])} |")
+        lines.append(
+            f"| {label} | {f['requests']} | {f['failed']} | {_by_release(f['failed_by_release'])} | "
+            f"{f['unavailable_s']:.2f} | {f['longest_gap_s']:.2f} | {f['rollout_s']:.1f} | {f['restarts']} | "
+            f"{_by_release(f['served_by_release'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -60,33 +64,45 @@ def _database_secret(api: client.ApiClient, info: ClusterInfo, pg: PostgresServe
     Kube(api, namespace).create_secret(rollout.SECRET, {"url": info.for_pods(url)})
 
 
-def _operator_rollout(clock: Clock, kube: Kube, info: ClusterInfo, from_version: str, to_version: str,
-                      replicas: int, prestop_sleep: int) -> dict[str, Any]:  # fmt: skip
+def _operator_rollout(
+    clock: Clock, kube: Kube, info: ClusterInfo, from_version: str, to_version: str, replicas: int, prestop_sleep: int
+) -> dict[str, Any]:
     kube.create_db(NAME, rollout.database_spec(from_version, replicas, prestop_sleep))
-    clock.say(f"DivBaseDatabase {kube.namespace}/{NAME} created at release {from_version}: expand, contract, then "
-              f"workloads (API preStop sleep: {prestop_sleep or 'none'})")
+    clock.say(
+        f"DivBaseDatabase {kube.namespace}/{NAME} created at release {from_version}: expand, contract, then "
+        f"workloads (API preStop sleep: {prestop_sleep or 'none'})"
+    )
     kube.wait_condition(NAME, names.COND_READY, timeout=300)
     clock.say(f"release {from_version} Ready; API pods serving. Rolling to {to_version} under load:")
-    figures = rollout.gated_rollout(kube, NAME, to_version, lambda line: clock.say("  " + line),
-                                    info.node_netns or "")  # fmt: skip
+    figures = rollout.gated_rollout(kube, NAME, to_version, lambda line: clock.say("  " + line), info.node_netns or "")
     for step, step_info in kube.get_db(NAME)["status"]["history"][0]["steps"].items():
         job = f" (Job {step_info['job']})" if step_info.get("job") else ""
         clock.say(f"  {step}: {step_info.get('seconds')} s{job}")
     return figures
 
 
-def run(clock: Clock, api: client.ApiClient, info: ClusterInfo, pg: PostgresServer, work: Path,
-        from_version: str, to_version: str, replicas: int) -> dict[str, dict[str, Any]]:
+def run(
+    clock: Clock,
+    api: client.ApiClient,
+    info: ClusterInfo,
+    pg: PostgresServer,
+    work: Path,
+    from_version: str,
+    to_version: str,
+    replicas: int,
+) -> dict[str, dict[str, Any]]:
     install_crd(api)
     for namespace in ("divbase", "divbase-noprestop"):
         _database_secret(api, info, pg, namespace)
-    operator = OperatorProcess(str(info.kubeconfig), "divbase", work / "operator.log",
-                               extra_args=("-n", "divbase-noprestop"))  # fmt: skip
+    operator = OperatorProcess(
+        str(info.kubeconfig), "divbase", work / "operator.log", extra_args=("-n", "divbase-noprestop")
+    )
     operator.start()
     try:
         clock.say("operator started (log: %s)" % (work / "operator.log"))
-        gated = _operator_rollout(clock, Kube(api, "divbase"), info, from_version, to_version, replicas,
-                                  rollout.PRESTOP_SLEEP)  # fmt: skip
+        gated = _operator_rollout(
+            clock, Kube(api, "divbase"), info, from_version, to_version, replicas, rollout.PRESTOP_SLEEP
+        )
         clock.say("the same with API pods that have no preStop sleep (what it is there for):")
         bare = _operator_rollout(clock, Kube(api, "divbase-noprestop"), info, from_version, to_version, replicas, 0)
     finally:
@@ -100,13 +116,19 @@ def run(clock: Clock, api: client.ApiClient, info: ClusterInfo, pg: PostgresServ
     rollout.deploy_legacy(api, "divbase-legacy", from_version, replicas)
     baseline = rollout.stop_the_world(api, "divbase-legacy", to_version, say, info.node_netns or "", replicas)
 
-    clock.say(f"and a chart's Helm pre-upgrade hook (migrate to head, then a rolling update), release {from_version} "
-              f"-> {to_version}:")
+    clock.say(
+        f"and a chart's Helm pre-upgrade hook (migrate to head, then a rolling update), release {from_version} "
+        f"-> {to_version}:"
+    )
     _database_secret(api, info, pg, "divbase-hook")
     rollout.deploy_legacy(api, "divbase-hook", from_version, replicas, name=rollout.HOOK)
     hook = rollout.helm_hook(api, "divbase-hook", to_version, say, info.node_netns or "", replicas)
-    return {"operator (expand, deploy, contract)": gated, "operator, API pods without preStop sleep": bare,
-            "stop the world (today)": baseline, "Helm pre-upgrade hook (migrate, then rolling update)": hook}
+    return {
+        "operator (expand, deploy, contract)": gated,
+        "operator, API pods without preStop sleep": bare,
+        "stop the world (today)": baseline,
+        "Helm pre-upgrade hook (migrate, then rolling update)": hook,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,14 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     clock.say(f"PostgreSQL on 127.0.0.1:{pg.port}")
     try:
         info = cluster.up(node=True, pod_network=True)  # the load goes through a Service: kube-proxy
-        clock.say(f"control plane up with node {info.node_name}, pod network in {info.node_netns} "
-                  f"(KUBECONFIG={info.kubeconfig})")
+        clock.say(
+            f"control plane up with node {info.node_name}, pod network in {info.node_netns} "
+            f"(KUBECONFIG={info.kubeconfig})"
+        )
         api = info.api_client()
         results = run(clock, api, info, pg, work, args.from_version, args.to_version, args.replicas)
     except BaseException as exc:
         clock.say(f"demo failed: {exc!r}")
-        clock.say(f"kept for a look: {work} (operator.log, the cluster's logs under cluster/logs) and "
-                  f"{pg.log_file}")
+        clock.say(f"kept for a look: {work} (operator.log, the cluster's logs under cluster/logs) and {pg.log_file}")
         if not args.keep:
             cluster.down(remove_state=False)
             pg.stop(remove=False)
@@ -144,11 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     gated, bare, baseline, hook = results.values()
-    print(f"\nFailed requests: {gated['failed']} with the operator ({bare['failed']} if the API pods have no preStop "
-          f"sleep), {baseline['failed']} stopping the world "
-          f"({baseline['unavailable_s']:.1f} s without service), {hook['failed']} with a Helm pre-upgrade hook "
-          f"({hook['failed_by_release'].get(args.from_version, 0)} on release {args.from_version} pods, whose schema "
-          f"the hook contracted under them).")
+    print(
+        f"\nFailed requests: {gated['failed']} with the operator ({bare['failed']} if the API pods have no preStop "
+        f"sleep), {baseline['failed']} stopping the world "
+        f"({baseline['unavailable_s']:.1f} s without service), {hook['failed']} with a Helm pre-upgrade hook "
+        f"({hook['failed_by_release'].get(args.from_version, 0)} on release {args.from_version} pods, whose schema "
+        f"the hook contracted under them)."
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     if gated["failed"]:

@@ -34,8 +34,9 @@ class ServiceTarget:
     port: int
 
 
-def ensure_service(api_client: client.ApiClient, namespace: str, name: str, selector: str, port: int,
-                   node_netns: str) -> ServiceTarget:  # fmt: skip
+def ensure_service(
+    api_client: client.ApiClient, namespace: str, name: str, selector: str, port: int, node_netns: str
+) -> ServiceTarget:
     """A ClusterIP Service `name` for the pods of an equality `selector` ("k=v,k2=v2"), created if missing."""
     core = client.CoreV1Api(api_client)
     labels = dict(term.split("=", 1) for term in selector.split(","))
@@ -44,8 +45,10 @@ def ensure_service(api_client: client.ApiClient, namespace: str, name: str, sele
     except client.ApiException as exc:
         if exc.status != 404:
             raise
-        service = core.create_namespaced_service(namespace, {
-            "metadata": {"name": name}, "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port}]}})
+        service = core.create_namespaced_service(
+            namespace,
+            {"metadata": {"name": name}, "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port}]}},
+        )
     return ServiceTarget(node_netns, service.spec.cluster_ip, port)
 
 
@@ -91,10 +94,16 @@ class Stats:
         unavailable = self.unavailable_s
         if self._failing_since is not None:  # still failing at the end
             unavailable += time.monotonic() - self._failing_since
-        return {"requests": self.ok + self.failed, "ok": self.ok, "failed": self.failed,
-                "failure_reasons": dict(self.reasons), "served_by_release": dict(self.served_by_release),
-                "failed_by_release": dict(self.failed_by_release),
-                "longest_gap_s": round(self.longest_gap_s, 3), "unavailable_s": round(unavailable, 3)}
+        return {
+            "requests": self.ok + self.failed,
+            "ok": self.ok,
+            "failed": self.failed,
+            "failure_reasons": dict(self.reasons),
+            "served_by_release": dict(self.served_by_release),
+            "failed_by_release": dict(self.failed_by_release),
+            "longest_gap_s": round(self.longest_gap_s, 3),
+            "unavailable_s": round(unavailable, 3),
+        }
 
 
 class LoadGenerator:
@@ -130,8 +139,12 @@ class LoadGenerator:
         conn = http.client.HTTPConnection(self.target.ip, self.target.port, timeout=self.timeout)
         try:
             conn.sock = self._sockets.connect((self.target.ip, self.target.port), self.timeout)
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Content-Type": "application/json"})
+            conn.request(
+                method,
+                path,
+                body=json.dumps(body) if body is not None else None,
+                headers={"Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             data = response.read()
             if not 200 <= response.status < 300:

@@ -21,24 +21,35 @@ def name_column(release: int) -> str:
 
 def create_user(conn: Connection, release: int, name: str) -> int:
     column = name_column(release)
-    return int(conn.execute(text(
-        f'INSERT INTO "user" (email, {column}, hashed_password, is_admin, is_active, is_deleted, email_verified, '
-        "organisation, organisation_role) VALUES (:e, :n, '!', false, true, false, false, 'stand-in', 'tester') "
-        "RETURNING id"), {"e": f"{uuid.uuid4().hex}@example.org", "n": name}).scalar_one())
+    return int(
+        conn.execute(
+            text(
+                f'INSERT INTO "user" (email, {column}, hashed_password, is_admin, is_active, is_deleted, '
+                "email_verified, organisation, organisation_role) "
+                "VALUES (:e, :n, '!', false, true, false, false, 'stand-in', 'tester') "
+                "RETURNING id"
+            ),
+            {"e": f"{uuid.uuid4().hex}@example.org", "n": name},
+        ).scalar_one()
+    )
 
 
 def get_user(conn: Connection, release: int, user_id: int) -> dict[str, Any] | None:
-    row = conn.execute(text(f'SELECT id, email, {name_column(release)} FROM "user" WHERE id = :i'),
-                       {"i": user_id}).first()
+    row = conn.execute(
+        text(f'SELECT id, email, {name_column(release)} FROM "user" WHERE id = :i'), {"i": user_id}
+    ).first()
     return None if row is None else {"id": row[0], "email": row[1], "name": row[2]}
 
 
 def project(conn: Connection, name: str) -> int:
     """The project of that name, created on first use (concurrent requests may race: the unique name decides)."""
-    conn.execute(text(
-        "INSERT INTO project (name, bucket_name, is_active, is_deleted, storage_quota_bytes, storage_used_bytes) "
-        "VALUES (:n, :b, true, false, 10737418240, 0) ON CONFLICT (name) DO NOTHING"),
-        {"n": name, "b": f"divbase-{name}"})
+    conn.execute(
+        text(
+            "INSERT INTO project (name, bucket_name, is_active, is_deleted, storage_quota_bytes, storage_used_bytes) "
+            "VALUES (:n, :b, true, false, 10737418240, 0) ON CONFLICT (name) DO NOTHING"
+        ),
+        {"n": name, "b": f"divbase-{name}"},
+    )
     return int(conn.execute(text("SELECT id FROM project WHERE name = :n"), {"n": name}).scalar_one())
 
 
@@ -52,19 +63,25 @@ def skip_vcf(conn: Connection, release: int, project_id: int, reason: str | None
         raise ReasonRequired(f"release {release} records a reason for every skipped VCF file")
     params = {"k": f"{uuid.uuid4().hex}.vcf.gz", "p": project_id, "v": uuid.uuid4().hex, "r": reason}
     if reason is None:  # releases 1 and 2 leave the column out: NULL, or release 3's default once it expanded
-        sql = ("INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id) VALUES (:k, :p, :v) "
-               "RETURNING id, vcf_file_s3_key, skip_reason")
+        sql = (
+            "INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id) VALUES (:k, :p, :v) "
+            "RETURNING id, vcf_file_s3_key, skip_reason"
+        )
     else:
-        sql = ("INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id, skip_reason) "
-               "VALUES (:k, :p, :v, :r) RETURNING id, vcf_file_s3_key, skip_reason")
+        sql = (
+            "INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id, skip_reason) "
+            "VALUES (:k, :p, :v, :r) RETURNING id, vcf_file_s3_key, skip_reason"
+        )
     row = conn.execute(text(sql), params).one()
     return {"id": row[0], "file": row[1], "reason": row[2]}
 
 
 def announce(conn: Connection, release: int, heading: str, message: str | None) -> str:
     level = WARNING_LEVEL[release]
-    conn.execute(text("INSERT INTO announcement (heading, message, level, target) VALUES (:h, :m, :l, 'BOTH')"),
-                 {"h": heading, "m": message, "l": level})
+    conn.execute(
+        text("INSERT INTO announcement (heading, message, level, target) VALUES (:h, :m, :l, 'BOTH')"),
+        {"h": heading, "m": message, "l": level},
+    )
     return level
 
 
@@ -76,8 +93,9 @@ def announcements(conn: Connection, release: int) -> list[dict[str, str]]:
     if release >= 4:
         rows = conn.execute(text("SELECT heading, level::text FROM announcement ORDER BY id DESC LIMIT 20")).all()
         return [{"heading": h, "level": "CAUTION" if lv == "WARNING" else lv} for h, lv in rows]
-    rows = conn.execute(text("SELECT heading, level::text FROM announcement WHERE level::text <> 'CAUTION' "
-                             "ORDER BY id DESC LIMIT 20")).all()
+    rows = conn.execute(
+        text("SELECT heading, level::text FROM announcement WHERE level::text <> 'CAUTION' ORDER BY id DESC LIMIT 20")
+    ).all()
     return [{"heading": h, "level": lv} for h, lv in rows]
 
 
@@ -118,8 +136,12 @@ def claim_task(conn: Connection) -> str | None:
 
 def user_tasks(conn: Connection, user_id: int) -> list[dict[str, Any]]:
     """A user's task history, newest first (release 3's index on (user_id, created_at) serves it without a sort)."""
-    rows = conn.execute(text(
-        "SELECT th.task_id, s.started_at IS NOT NULL FROM task_history AS th "
-        "LEFT JOIN task_started_at AS s ON s.task_id = th.task_id "
-        "WHERE th.user_id = :u ORDER BY th.created_at DESC LIMIT 50"), {"u": user_id}).all()
+    rows = conn.execute(
+        text(
+            "SELECT th.task_id, s.started_at IS NOT NULL FROM task_history AS th "
+            "LEFT JOIN task_started_at AS s ON s.task_id = th.task_id "
+            "WHERE th.user_id = :u ORDER BY th.created_at DESC LIMIT 50"
+        ),
+        {"u": user_id},
+    ).all()
     return [{"task_id": t, "started": bool(started)} for t, started in rows]

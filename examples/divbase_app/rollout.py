@@ -41,8 +41,12 @@ def api_pod_spec(image: str | None = None, prestop_sleep: int = PRESTOP_SLEEP) -
         "command": ["divbase-api"],
         "env": _db_env(),
         "ports": [{"name": "http", "containerPort": API_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1,
-                           "failureThreshold": 1, "timeoutSeconds": 2},
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+            "timeoutSeconds": 2,
+        },
     }
     if prestop_sleep:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": prestop_sleep}}}
@@ -54,20 +58,38 @@ def api_pod_spec(image: str | None = None, prestop_sleep: int = PRESTOP_SLEEP) -
 def workloads(replicas: int = 2, prestop_sleep: int = PRESTOP_SLEEP) -> list[dict[str, Any]]:
     """The DivBaseDatabase's gated workloads: the API (rolling, never below `replicas` ready) and a worker."""
     return [
-        {"name": "api", "template": {
-            "replicas": replicas, "progressDeadlineSeconds": 120,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"spec": api_pod_spec(prestop_sleep=prestop_sleep)}}},
-        {"name": "worker", "template": {"replicas": 1, "template": {"spec": {
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{"name": "worker", "command": ["divbase-worker"], "env": _db_env()}]}}}},
+        {
+            "name": "api",
+            "template": {
+                "replicas": replicas,
+                "progressDeadlineSeconds": 120,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {"spec": api_pod_spec(prestop_sleep=prestop_sleep)},
+            },
+        },
+        {
+            "name": "worker",
+            "template": {
+                "replicas": 1,
+                "template": {
+                    "spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [{"name": "worker", "command": ["divbase-worker"], "env": _db_env()}],
+                    }
+                },
+            },
+        },
     ]
 
 
 def database_spec(version: str, replicas: int = 2, prestop_sleep: int = PRESTOP_SLEEP) -> dict[str, Any]:
-    return {"version": version, "image": "divbase", "database": {"secretRef": {"name": SECRET}},
-            "workloads": workloads(replicas, prestop_sleep),
-            "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300}}
+    return {
+        "version": version,
+        "image": "divbase",
+        "database": {"secretRef": {"name": SECRET}},
+        "workloads": workloads(replicas, prestop_sleep),
+        "migrationJob": {"backoffLimit": 1, "activeDeadlineSeconds": 300},
+    }
 
 
 class _Restarts:
@@ -80,9 +102,11 @@ class _Restarts:
     def sample(self) -> None:
         for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items:
             deleting = pod.metadata.deletion_timestamp is not None  # exit 143 after SIGTERM is no failure
-            count = sum((s.restart_count or 0) + int(not deleting and bool(s.state and s.state.terminated
-                                                                           and s.state.terminated.exit_code))
-                        for s in pod.status.container_statuses or [])
+            count = sum(
+                (s.restart_count or 0)
+                + int(not deleting and bool(s.state and s.state.terminated and s.state.terminated.exit_code))
+                for s in pod.status.container_statuses or []
+            )
             self.seen[pod.metadata.name] = max(self.seen.get(pod.metadata.name, 0), count)
 
     @property
@@ -90,8 +114,16 @@ class _Restarts:
         return sum(self.seen.values())
 
 
-def _run_under_load(api_client: client.ApiClient, namespace: str, service: str, selector: str, node_netns: str,
-                    action: Callable[[], None], progress: Progress, settle: float = 3.0) -> dict[str, Any]:
+def _run_under_load(
+    api_client: client.ApiClient,
+    namespace: str,
+    service: str,
+    selector: str,
+    node_netns: str,
+    action: Callable[[], None],
+    progress: Progress,
+    settle: float = 3.0,
+) -> dict[str, Any]:
     """The load through Service `service` (made for `selector` if missing) before, during and after `action`."""
     target = ensure_service(api_client, namespace, service, selector, API_PORT, node_netns)
     load = LoadGenerator(target).start()
@@ -112,8 +144,9 @@ def _run_under_load(api_client: client.ApiClient, namespace: str, service: str, 
     return figures
 
 
-def gated_rollout(kube: Kube, name: str, version: str, progress: Progress, node_netns: str,
-                  timeout: float = 300) -> dict[str, Any]:  # fmt: skip
+def gated_rollout(
+    kube: Kube, name: str, version: str, progress: Progress, node_netns: str, timeout: float = 300
+) -> dict[str, Any]:
     """Move a Ready DivBaseDatabase to `version` under load; report each phase as the operator enters it."""
     selector = kube.selector(name, **{names.LABEL_WORKLOAD: "api"})
 
@@ -154,38 +187,73 @@ def legacy_deployment(namespace: str, version: str, replicas: int, name: str = L
     spec = api_pod_spec(f"divbase:{version}")
     labels = {"app": name}
     deployment: dict[str, Any] = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace,
-                                                                    "labels": labels},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels}, "spec": spec}}}
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
+    }
     if name == HOOK:
-        deployment["spec"]["strategy"] = {"type": "RollingUpdate",
-                                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        deployment["spec"]["strategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
     else:
-        spec["initContainers"] = [{"name": "db-migrator", "image": f"divbase:{version}", "env": _db_env(),
-                                   "command": ["sh", "-c", MIGRATE_TO_HEAD]}]
+        spec["initContainers"] = [
+            {
+                "name": "db-migrator",
+                "image": f"divbase:{version}",
+                "env": _db_env(),
+                "command": ["sh", "-c", MIGRATE_TO_HEAD],
+            }
+        ]
     return deployment
 
 
 def _available(apps: client.AppsV1Api, namespace: str, replicas: int, name: str = LEGACY) -> bool:
     d = apps.read_namespaced_deployment(name, namespace)
-    return (d.status.observed_generation == d.metadata.generation and (d.status.available_replicas or 0) == replicas
-            and (d.status.updated_replicas or 0) == replicas)
+    return (
+        d.status.observed_generation == d.metadata.generation
+        and (d.status.available_replicas or 0) == replicas
+        and (d.status.updated_replicas or 0) == replicas
+    )
 
 
 def _migrate_to_head(batch: client.BatchV1Api, namespace: str, version: str, name: str) -> None:
     """A Job running release `version`'s migrations to head, as DivBase's db-migrator and a Helm hook do."""
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-               "name": "migrate", "image": f"divbase:{version}", "env": _db_env(),
-               "command": ["sh", "-c", MIGRATE_TO_HEAD]}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "migrate",
+                            "image": f"divbase:{version}",
+                            "env": _db_env(),
+                            "command": ["sh", "-c", MIGRATE_TO_HEAD],
+                        }
+                    ],
+                }
+            },
+        },
+    }
     batch.create_namespaced_job(namespace, job)
-    wait_for(f"Job {name} complete",
-             lambda: (batch.read_namespaced_job(name, namespace).status.succeeded or 0) >= 1, 180)
+    wait_for(
+        f"Job {name} complete", lambda: (batch.read_namespaced_job(name, namespace).status.succeeded or 0) >= 1, 180
+    )
 
 
-def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2,
-                  name: str = LEGACY) -> None:
+def deploy_legacy(
+    api_client: client.ApiClient, namespace: str, version: str, replicas: int = 2, name: str = LEGACY
+) -> None:
     """Release `version` installed and serving; for HOOK its pre-install hook Job migrates first."""
     apps = client.AppsV1Api(api_client)
     if name == HOOK:
@@ -194,16 +262,18 @@ def deploy_legacy(api_client: client.ApiClient, namespace: str, version: str, re
     wait_for(f"{name} available", lambda: _available(apps, namespace, replicas, name), 180)
 
 
-def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str,
-                   replicas: int = 2) -> dict[str, Any]:  # fmt: skip
+def stop_the_world(
+    api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str, replicas: int = 2
+) -> dict[str, Any]:
     """Scale to zero, migrate to head with a Job, start the new release; the same load runs throughout."""
     apps, core, batch = client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.BatchV1Api(api_client)
 
     def action() -> None:
         progress("scale legacy-api to 0")
         apps.patch_namespaced_deployment_scale(LEGACY, namespace, {"spec": {"replicas": 0}})
-        wait_for("old pods gone",
-                 lambda: not core.list_namespaced_pod(namespace, label_selector=f"app={LEGACY}").items, 120)
+        wait_for(
+            "old pods gone", lambda: not core.list_namespaced_pod(namespace, label_selector=f"app={LEGACY}").items, 120
+        )
         progress(f"migrate to head of release {version}")
         _migrate_to_head(batch, namespace, version, f"migrate-{version}")
         progress(f"start release {version}")
@@ -217,8 +287,9 @@ def stop_the_world(api_client: client.ApiClient, namespace: str, version: str, p
     return _run_under_load(api_client, namespace, LEGACY, f"app={LEGACY}", node_netns, action, progress)
 
 
-def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str,
-              replicas: int = 2) -> dict[str, Any]:  # fmt: skip
+def helm_hook(
+    api_client: client.ApiClient, namespace: str, version: str, progress: Progress, node_netns: str, replicas: int = 2
+) -> dict[str, Any]:
     """`helm upgrade` of a chart with a pre-upgrade hook: the hook Job migrates to head (the old release still
     serving, against a schema whose contract has already removed what it reads), then the rolling update."""
     apps, batch = client.AppsV1Api(api_client), client.BatchV1Api(api_client)
@@ -227,8 +298,11 @@ def helm_hook(api_client: client.ApiClient, namespace: str, version: str, progre
         progress(f"pre-upgrade hook: migrate to head of release {version} while the old release serves")
         _migrate_to_head(batch, namespace, version, f"pre-upgrade-{version}")
         progress(f"rolling update to release {version}")
-        apps.patch_namespaced_deployment(HOOK, namespace, {"spec": {"template": {"spec": {"containers": [
-            {"name": "api", "image": f"divbase:{version}"}]}}}})
+        apps.patch_namespaced_deployment(
+            HOOK,
+            namespace,
+            {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": f"divbase:{version}"}]}}}},
+        )
         wait_for(f"{HOOK} rolled out", lambda: _available(apps, namespace, replicas, HOOK), 180)
 
     return _run_under_load(api_client, namespace, HOOK, f"app={HOOK}", node_netns, action, progress)

@@ -16,8 +16,10 @@ RELEASES = ("1", "2", "3", "4")
 def release_number(release: str) -> int:
     """The example release as a number; anything else is refused, so a pod never runs with a guessed code path."""
     if release not in RELEASES:
-        raise ValueError(f"DIVBASE_RELEASE={release!r}: this stand-in serves the example releases "
-                         f"{', '.join(RELEASES)} only (DivBase's own releases run DivBase's image)")
+        raise ValueError(
+            f"DIVBASE_RELEASE={release!r}: this stand-in serves the example releases "
+            f"{', '.join(RELEASES)} only (DivBase's own releases run DivBase's image)"
+        )
     return int(release)
 
 
@@ -43,7 +45,11 @@ def from_env() -> Settings:
     url = database_url_from_env(required=True)
     assert url is not None
     try:
-        return Settings(release=release, database_url=url, host=os.environ.get("POD_IP") or "0.0.0.0",
-                        port=int(os.environ.get("PORT", "8080")))
+        return Settings(
+            release=release,
+            database_url=url,
+            host=os.environ.get("POD_IP") or "0.0.0.0",
+            port=int(os.environ.get("PORT", "8080")),
+        )
     except ValueError as exc:
         raise SystemExit(str(exc)) from None

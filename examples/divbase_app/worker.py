@@ -20,8 +20,12 @@ log = logging.getLogger("divbase_app.worker")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = from_env()
-    engine = create_engine(settings.database_url, pool_size=1, pool_pre_ping=True,
-                           connect_args={"connect_timeout": 5, "application_name": "divbase-worker"})
+    engine = create_engine(
+        settings.database_url,
+        pool_size=1,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "application_name": "divbase-worker"},
+    )
     require_compatible(engine, settings.release)  # raises IncompatibleSchema: the pod fails, visibly
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

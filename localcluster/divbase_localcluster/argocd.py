@@ -56,8 +56,14 @@ class ArgoCD(LocalControllers):
     components = COMPONENTS
     error = ArgoCDError
 
-    def __init__(self, cluster: ClusterInfo, workdir: Path, namespace: str, cm: dict[str, str] | None = None,
-                 app_resync_seconds: int = 120) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cluster: ClusterInfo,
+        workdir: Path,
+        namespace: str,
+        cm: dict[str, str] | None = None,
+        app_resync_seconds: int = 120,
+    ) -> None:
         super().__init__(cluster, workdir)
         self.namespace = namespace
         self.cm = dict(cm or {})
@@ -68,27 +74,51 @@ class ArgoCD(LocalControllers):
         self.install_crds(crd_files())
         labels = {**PART_OF}
         objects = [
-            {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": "argocd-cm", "namespace": self.namespace, "labels": labels}, "data": self.cm},
-            {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": "argocd-secret", "namespace": self.namespace, "labels": labels},
-             "stringData": {"server.secretkey": secrets.token_urlsafe(32)}},
-            {"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
-             "metadata": {"name": "default", "namespace": self.namespace},
-             "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}],
-                      "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}},
-        ]  # fmt: skip
-        self.run_kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                                "items": objects}))  # fmt: skip
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cm", "namespace": self.namespace, "labels": labels},
+                "data": self.cm,
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": "argocd-secret", "namespace": self.namespace, "labels": labels},
+                "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
+            },
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "AppProject",
+                "metadata": {"name": "default", "namespace": self.namespace},
+                "spec": {
+                    "sourceRepos": ["*"],
+                    "destinations": [{"server": "*", "namespace": "*"}],
+                    "clusterResourceWhitelist": [{"group": "*", "kind": "*"}],
+                },
+            },
+        ]
+        self.run_kubectl(
+            "apply",
+            "--server-side",
+            "-f",
+            "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
 
     def _env(self) -> dict[str, str]:
         tmp = self.workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        return {"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "TMPDIR": str(tmp),
-                "KUBECONFIG": str(self.cluster.kubeconfig), "ARGOCD_FAKE_IN_CLUSTER": "true",
-                # no GnuPG keyring (commits are not verified); the askpass socket not at the shared /tmp default
-                "ARGOCD_GPG_ENABLED": "false",
-                "ARGOCD_ASK_PASS_SOCK": str(self.workdir / "askpass.sock")}  # fmt: skip
+        return {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(tmp),
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "ARGOCD_FAKE_IN_CLUSTER": "true",
+            # no GnuPG keyring (commits are not verified); the askpass socket not at the shared /tmp default
+            "ARGOCD_GPG_ENABLED": "false",
+            "ARGOCD_ASK_PASS_SOCK": str(self.workdir / "askpass.sock"),
+        }
 
     def _redis_ready(self) -> bool:
         try:
@@ -105,24 +135,72 @@ class ArgoCD(LocalControllers):
             self.ports[key] = free_port()
         redis = f"127.0.0.1:{self.ports['redis']}"
         env = self._env()
-        self.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.ports["redis"]),
-                             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)], env)  # fmt: skip
+        self.start(
+            "redis",
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.ports["redis"]),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            env,
+        )
         self.wait_ready("redis", self._redis_ready)
-        self.start("repo-server", [binary, "repo-server", "--address", "127.0.0.1",
-                                   "--port", str(self.ports["repo-server"]), "--disable-tls",
-                                   "--metrics-address", "127.0.0.1",
-                                   "--metrics-port", str(self.ports["repo-server-metrics"]),
-                                   "--redis", redis, "--logformat", "text"], env)  # fmt: skip
+        self.start(
+            "repo-server",
+            [
+                binary,
+                "repo-server",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.ports["repo-server"]),
+                "--disable-tls",
+                "--metrics-address",
+                "127.0.0.1",
+                "--metrics-port",
+                str(self.ports["repo-server-metrics"]),
+                "--redis",
+                redis,
+                "--logformat",
+                "text",
+            ],
+            env,
+        )
         # ?full=true: it dials its own gRPC port and asks the gRPC health service
-        self.wait_ready("repo-server", lambda: http_ok(
-            f"http://127.0.0.1:{self.ports['repo-server-metrics']}/healthz?full=true"))
-        self.start("application-controller", [
-            binary, "application-controller", "--namespace", self.namespace,
-            "--repo-server", f"127.0.0.1:{self.ports['repo-server']}", "--repo-server-plaintext",
-            "--redis", redis, "--metrics-port", str(self.ports["controller-metrics"]),
-            # status.resources[].health in the Application (Argo CD 3 keeps it only in Redis by default)
-            "--persist-resource-health", f"--app-resync={self.app_resync_seconds}",
-            "--logformat", "text"], env)  # fmt: skip
+        self.wait_ready(
+            "repo-server", lambda: http_ok(f"http://127.0.0.1:{self.ports['repo-server-metrics']}/healthz?full=true")
+        )
+        self.start(
+            "application-controller",
+            [
+                binary,
+                "application-controller",
+                "--namespace",
+                self.namespace,
+                "--repo-server",
+                f"127.0.0.1:{self.ports['repo-server']}",
+                "--repo-server-plaintext",
+                "--redis",
+                redis,
+                "--metrics-port",
+                str(self.ports["controller-metrics"]),
+                # status.resources[].health in the Application (Argo CD 3 keeps it only in Redis by default)
+                "--persist-resource-health",
+                f"--app-resync={self.app_resync_seconds}",
+                "--logformat",
+                "text",
+            ],
+            env,
+        )
         # /healthz is served once its informers synced
-        self.wait_ready("application-controller", lambda: http_ok(
-            f"http://127.0.0.1:{self.ports['controller-metrics']}/healthz"))
+        self.wait_ready(
+            "application-controller", lambda: http_ok(f"http://127.0.0.1:{self.ports['controller-metrics']}/healthz")
+        )

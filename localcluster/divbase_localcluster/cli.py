@@ -26,8 +26,9 @@ POSTGRES_DATABASE = "divbase"
 
 
 def _state(args: argparse.Namespace) -> LocalCluster:
-    return LocalCluster(args.state_dir or default_state_dir(), node_name=getattr(args, "node_name", None)
-                        or "divbase-node-0")  # fmt: skip
+    return LocalCluster(
+        args.state_dir or default_state_dir(), node_name=getattr(args, "node_name", None) or "divbase-node-0"
+    )
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -43,15 +44,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = _state(args)
     network = {"on": True, "off": False, "auto": None}[args.pod_network]
-    info = cluster.up(node=not args.no_node, kwok_nodes=args.kwok, timeout=args.timeout,
-                      image_map=args.image_map, pod_network=network)  # fmt: skip
+    info = cluster.up(
+        node=not args.no_node, kwok_nodes=args.kwok, timeout=args.timeout, image_map=args.image_map, pod_network=network
+    )
     print(f"cluster {build.K8S_VERSION} ready in {info.seconds_to_ready:.1f} s at {info.server}", file=sys.stderr)
     print(f"  ready at (s): {info.phase_seconds}; logs in {info.log_dir}", file=sys.stderr)
     if info.node_name:
         print(f"node {info.node_name} Ready (agent log {info.log_dir / 'node-agent.log'})", file=sys.stderr)
     if info.pod_network:
-        print(f"pod network in netns {info.node_netns}; pods reach the host's 127.0.0.1:<port> at "
-              f"{info.host_address}:<port>", file=sys.stderr)  # fmt: skip
+        print(
+            f"pod network in netns {info.node_netns}; pods reach the host's 127.0.0.1:<port> at "
+            f"{info.host_address}:<port>",
+            file=sys.stderr,
+        )
     if info.kwok_nodes:
         print(f"{len(info.kwok_nodes)} kwok nodes: {', '.join(info.kwok_nodes[:5])}...", file=sys.stderr)
     print(exports(info, scripts_dir()))
@@ -68,8 +73,9 @@ def exports(info: ClusterInfo, scripts: Path | None) -> str:
     venv's scripts (kubectl finds the `kubectl-divbase` plugin on PATH)."""
     bin_dir = info.bin_dir or build.binaries().bin_dir
     path = [str(bin_dir), *([str(scripts)] if scripts else [])]
-    return "\n".join([f"export KUBECONFIG={shlex.quote(str(info.kubeconfig))}",
-                      f"export PATH={shlex.quote(':'.join(path))}:\"$PATH\""])
+    return "\n".join(
+        [f"export KUBECONFIG={shlex.quote(str(info.kubeconfig))}", f'export PATH={shlex.quote(":".join(path))}:"$PATH"']
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -115,8 +121,10 @@ def cmd_postgres(args: argparse.Namespace) -> int:
     saved = json.loads(record.read_text()) if record.is_file() else None
     if args.action == "status":
         running = bool(saved) and Path(saved["dir"], "data", "postmaster.pid").is_file()
-        print(f"{'running' if running else 'not running'}" + (f": 127.0.0.1:{saved['port']}, {saved['dir']}"
-                                                             if saved else ""))
+        print(
+            f"{'running' if running else 'not running'}"
+            + (f": 127.0.0.1:{saved['port']}, {saved['dir']}" if saved else "")
+        )
         return 0 if running else 1
     if args.action == "down":
         if not saved:
@@ -146,8 +154,11 @@ def cmd_postgres(args: argparse.Namespace) -> int:
     record.touch(mode=0o600)
     record.write_text(json.dumps({"dir": str(server.base_dir), "port": server.port, "url": text}))
     os.chmod(record, 0o600)
-    print(f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port}, data in {server.base_dir}, log "
-          f"{server.log_file}; stop it with: divbase-localcluster postgres down", file=sys.stderr)
+    print(
+        f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port}, data in {server.base_dir}, log "
+        f"{server.log_file}; stop it with: divbase-localcluster postgres down",
+        file=sys.stderr,
+    )
     _print_urls(args, text)
     return 0
 
@@ -184,9 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--kwok", type=int, default=0, metavar="N", help="also run kwok with N fake nodes")
             p.add_argument("--image-map", type=Path, default=None, help="image map for the node agent")
             p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
-            p.add_argument("--pod-network", choices=["off", "on", "auto"], default="auto",
-                           help="pods in their own network namespaces with kube-proxy (default auto: when this "
-                                "machine can, else pods share the host's loopback; on: fail if it cannot)")
+            p.add_argument(
+                "--pod-network",
+                choices=["off", "on", "auto"],
+                default="auto",
+                help="pods in their own network namespaces with kube-proxy (default auto: when this "
+                "machine can, else pods share the host's loopback; on: fail if it cannot)",
+            )
         if name == "down":
             p.add_argument("--keep-state", action="store_true", help="stop processes but keep logs and data")
         if name == "status":

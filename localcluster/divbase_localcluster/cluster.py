@@ -44,8 +44,16 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Client-side rate limit of controller-manager and scheduler (defaults 20/30 and 50/100 requests/s): at the
 # defaults the Job controller alone throttled a 50-resource scale bench to 31 s (20 s with these). kwok has none.
 CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
-STOP_ORDER = ("node-agent", "kube-proxy", "pod-network", "kwok", "kube-scheduler", "kube-controller-manager",
-              "kube-apiserver", "etcd")
+STOP_ORDER = (
+    "node-agent",
+    "kube-proxy",
+    "pod-network",
+    "kwok",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 
 
 class ClusterError(RuntimeError):
@@ -289,8 +297,9 @@ class LocalCluster:
 
     # -- HTTP against the apiserver: the node agent's client, as cluster admin ------------------------------------
     def _api(self, server: str) -> Api:
-        return Api.with_certificate(server, self.pki_dir / "ca.crt", self.pki_dir / "admin.crt",
-                                    self.pki_dir / "admin.key")
+        return Api.with_certificate(
+            server, self.pki_dir / "ca.crt", self.pki_dir / "admin.crt", self.pki_dir / "admin.key"
+        )
 
     def _get(self, server: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         """(status, body); (0, b"") when the apiserver cannot be reached."""
@@ -381,8 +390,11 @@ class LocalCluster:
         if missing and wanted:
             raise ClusterError("cannot make a pod network here, missing: " + "; ".join(missing))
         if missing:
-            print("divbase-localcluster: no pod network (pods share the host's loopback instead), missing: "
-                  + "; ".join(missing), file=sys.stderr)  # fmt: skip
+            print(
+                "divbase-localcluster: no pod network (pods share the host's loopback instead), missing: "
+                + "; ".join(missing),
+                file=sys.stderr,
+            )
         return not missing
 
     def _node_agent_argv(self, image_map: Path | None) -> list[str]:
@@ -392,12 +404,18 @@ class LocalCluster:
         if not image_map.is_file():
             raise ClusterError(f"image map {image_map} not found (needed by the node agent); use --no-node")
         return [
-            sys.executable, "-m", "divbase_localcluster.node",
-            "--kubeconfig", str(self.state_dir / f"node-{self.node_name}.kubeconfig"),
-            "--node-name", self.node_name,
-            "--state-dir", str(self.state_dir / "node"),
-            "--image-map", str(image_map),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "divbase_localcluster.node",
+            "--kubeconfig",
+            str(self.state_dir / f"node-{self.node_name}.kubeconfig"),
+            "--node-name",
+            self.node_name,
+            "--state-dir",
+            str(self.state_dir / "node"),
+            "--image-map",
+            str(image_map),
+        ]
 
     def _start(
         self,
@@ -414,40 +432,83 @@ class LocalCluster:
         # pods reach the apiserver as the `kubernetes` Service, whose endpoint is the node address (the gateway)
         advertise = layout.gateway if network else "127.0.0.1"
         pki = LocalPKI(self.pki_dir)
-        serving = pki.issue("apiserver", "kube-apiserver", server=True, client=False,
-                            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                                 "kubernetes.default.svc.cluster.local"),
-                            ips=("127.0.0.1", KUBERNETES_SERVICE_IP, layout.gateway))  # fmt: skip
+        serving = pki.issue(
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            client=False,
+            dns=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ips=("127.0.0.1", KUBERNETES_SERVICE_IP, layout.gateway),
+        )
         sa = pki.service_account_keypair()
         admin = pki.issue("admin", "divbase-admin", ("system:masters",))
         kcm = pki.issue("kube-controller-manager", "system:kube-controller-manager")
         sched = pki.issue("kube-scheduler", "system:kube-scheduler")
         node_cert = pki.issue(f"node-{self.node_name}", f"system:node:{self.node_name}", ("system:nodes",))
         kubeconfig = write_kubeconfig(self.state_dir / "admin.kubeconfig", server, pki.ca.cert, admin, "admin")
-        kcm_kc = write_kubeconfig(self.state_dir / "kube-controller-manager.kubeconfig", server, pki.ca.cert, kcm,
-                                  "system:kube-controller-manager")  # fmt: skip
-        sched_kc = write_kubeconfig(self.state_dir / "kube-scheduler.kubeconfig", server, pki.ca.cert, sched,
-                                    "system:kube-scheduler")  # fmt: skip
-        node_kc = write_kubeconfig(self.state_dir / f"node-{self.node_name}.kubeconfig", server, pki.ca.cert,
-                                   node_cert, f"system:node:{self.node_name}")  # fmt: skip
+        kcm_kc = write_kubeconfig(
+            self.state_dir / "kube-controller-manager.kubeconfig",
+            server,
+            pki.ca.cert,
+            kcm,
+            "system:kube-controller-manager",
+        )
+        sched_kc = write_kubeconfig(
+            self.state_dir / "kube-scheduler.kubeconfig", server, pki.ca.cert, sched, "system:kube-scheduler"
+        )
+        node_kc = write_kubeconfig(
+            self.state_dir / f"node-{self.node_name}.kubeconfig",
+            server,
+            pki.ca.cert,
+            node_cert,
+            f"system:node:{self.node_name}",
+        )
         # `kubectl logs`: the apiserver dials the node agent's log endpoint with this client certificate and checks
         # the agent's serving certificate (127.0.0.1, its InternalIP) against the cluster's CA
         kubelet_client = pki.issue("apiserver-kubelet-client", APISERVER_KUBELET_CLIENT_CN)
-        node_serving = pki.issue(f"node-{self.node_name}-serving", f"system:node:{self.node_name}",
-                                 ("system:nodes",), server=True, client=False, ips=("127.0.0.1",))
+        node_serving = pki.issue(
+            f"node-{self.node_name}-serving",
+            f"system:node:{self.node_name}",
+            ("system:nodes",),
+            server=True,
+            client=False,
+            ips=("127.0.0.1",),
+        )
         if node_agent_argv is not None:
-            node_agent_argv = [*node_agent_argv, "--tls-cert-file", str(node_serving.cert),
-                               "--tls-private-key-file", str(node_serving.key), "--client-ca-file", str(pki.ca.cert)]
+            node_agent_argv = [
+                *node_agent_argv,
+                "--tls-cert-file",
+                str(node_serving.cert),
+                "--tls-private-key-file",
+                str(node_serving.key),
+                "--client-ca-file",
+                str(pki.ca.cert),
+            ]
 
         etcd_url, peer_url = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd-peer']}"
-        self._spawn("etcd", [
-            str(bins["etcd"]), "--name=default", f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}", "--initial-cluster-state=new",
-            "--unsafe-no-fsync=true",  # throwaway data: skip fsync, much faster writes
-            "--log-level=warn", "--quota-backend-bytes=2147483648",
-        ])  # fmt: skip
+        self._spawn(
+            "etcd",
+            [
+                str(bins["etcd"]),
+                "--name=default",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",  # throwaway data: skip fsync, much faster writes
+                "--log-level=warn",
+                "--quota-backend-bytes=2147483648",
+            ],
+        )
         _wait(  # the apiserver would start anyway, but with a burst of dial errors in its log
             "etcd /health",
             lambda: self._check_all() or _http_ok(f"{etcd_url}/health"),
@@ -455,51 +516,86 @@ class LocalCluster:
             interval=0.05,
             on_fail=lambda: self._log_tail("etcd"),
         )
-        self._spawn("kube-apiserver", [
-            str(bins["kube-apiserver"]),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", f"--advertise-address={advertise}", f"--secure-port={ports['apiserver']}",
-            f"--cert-dir={self.state_dir / 'apiserver'}",
-            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
-            f"--client-ca-file={pki.ca.cert}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",  # in addition to the default plugin set
-            f"--service-account-issuer={SA_ISSUER}",
-            f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--enable-priority-and-fairness=false",  # fewer moving parts; nothing here competes for seats
-            "--allow-privileged=true", "--profiling=false",
-            # without a pod network nothing could reach the `kubernetes` Service, and 127.0.0.1 is not a valid
-            # endpoint address; with one, the lease reconciler publishes the gateway, as on any cluster
-            f"--endpoint-reconciler-type={'lease' if network else 'none'}",
-            f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
-            f"--kubelet-certificate-authority={pki.ca.cert}", "--kubelet-preferred-address-types=InternalIP",
-        ])  # fmt: skip
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bins["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--advertise-address={advertise}",
+                f"--secure-port={ports['apiserver']}",
+                f"--cert-dir={self.state_dir / 'apiserver'}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={pki.ca.cert}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",  # in addition to the default plugin set
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={sa.cert}",
+                f"--service-account-signing-key-file={sa.key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--enable-priority-and-fairness=false",  # fewer moving parts; nothing here competes for seats
+                "--allow-privileged=true",
+                "--profiling=false",
+                # without a pod network nothing could reach the `kubernetes` Service, and 127.0.0.1 is not a valid
+                # endpoint address; with one, the lease reconciler publishes the gateway, as on any cluster
+                f"--endpoint-reconciler-type={'lease' if network else 'none'}",
+                f"--kubelet-client-certificate={kubelet_client.cert}",
+                f"--kubelet-client-key={kubelet_client.key}",
+                f"--kubelet-certificate-authority={pki.ca.cert}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ],
+        )
         phases = {"etcd": round(time.monotonic() - started, 2)}
         if network:
             podnet_node.remove_all(layout)  # what a crashed run left
             podnet_node.create_node(layout, ports["apiserver"])
-            self._spawn("pod-network", [sys.executable, "-m", "divbase_localcluster.podnet", "forward",
-                                        "--state-dir", str(self.state_dir), "--api-port", str(ports["apiserver"])])
+            self._spawn(
+                "pod-network",
+                [
+                    sys.executable,
+                    "-m",
+                    "divbase_localcluster.podnet",
+                    "forward",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--api-port",
+                    str(ports["apiserver"]),
+                ],
+            )
         self._wait_ready(server, timeout, started)
         phases["apiserver"] = round(time.monotonic() - started, 2)
-        self._spawn("kube-controller-manager", [
-            str(bins["kube-controller-manager"]),
-            f"--kubeconfig={kcm_kc}", "--secure-port=0", "--leader-elect=false",
-            f"--service-account-private-key-file={sa.key}", f"--root-ca-file={pki.ca.cert}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={pki.ca.cert}", f"--cluster-signing-key-file={pki.ca.key}",
-            # default set minus what needs a cloud or node CIDRs (no cloud provider, no pod network here)
-            "--controllers=*,-node-ipam-controller,-persistentvolume-attach-detach-controller",
-            "--allocate-node-cidrs=false", "--configure-cloud-routes=false",
-            "--profiling=false",
-            *CLIENT_RATE,
-        ])  # fmt: skip
-        self._spawn("kube-scheduler", [
-            str(bins["kube-scheduler"]),
-            f"--kubeconfig={sched_kc}", "--secure-port=0", "--leader-elect=false", "--profiling=false",
-            *CLIENT_RATE,
-        ])  # fmt: skip
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bins["kube-controller-manager"]),
+                f"--kubeconfig={kcm_kc}",
+                "--secure-port=0",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={sa.key}",
+                f"--root-ca-file={pki.ca.cert}",
+                "--use-service-account-credentials=true",
+                f"--cluster-signing-cert-file={pki.ca.cert}",
+                f"--cluster-signing-key-file={pki.ca.key}",
+                # default set minus what needs a cloud or node CIDRs (no cloud provider, no pod network here)
+                "--controllers=*,-node-ipam-controller,-persistentvolume-attach-detach-controller",
+                "--allocate-node-cidrs=false",
+                "--configure-cloud-routes=false",
+                "--profiling=false",
+                *CLIENT_RATE,
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins["kube-scheduler"]),
+                f"--kubeconfig={sched_kc}",
+                "--secure-port=0",
+                "--leader-elect=false",
+                "--profiling=false",
+                *CLIENT_RATE,
+            ],
+        )
         _wait(
             "the `default` ServiceAccount (controller-manager up)",
             lambda: (
@@ -512,11 +608,18 @@ class LocalCluster:
         phases["controller-manager"] = round(time.monotonic() - started, 2)
         info = ClusterInfo(
             phase_seconds=phases,
-            state_dir=self.state_dir, kubeconfig=kubeconfig, server=server, ca_file=pki.ca.cert,
+            state_dir=self.state_dir,
+            kubeconfig=kubeconfig,
+            server=server,
+            ca_file=pki.ca.cert,
             log_dir=self.log_dir,
-            node_kubeconfig=node_kc, ports=ports, bin_dir=bins.bin_dir,
-            pod_network=network, host_address=advertise, node_netns=layout.node_netns if network else None,
-        )  # fmt: skip
+            node_kubeconfig=node_kc,
+            ports=ports,
+            bin_dir=bins.bin_dir,
+            pod_network=network,
+            host_address=advertise,
+            node_netns=layout.node_netns if network else None,
+        )
 
         if node_agent_argv is not None:
             (self.state_dir / "node").mkdir(exist_ok=True)
@@ -549,13 +652,19 @@ class LocalCluster:
         info.seconds_to_ready = round(time.monotonic() - started, 2)
         return info
 
-    def _start_kube_proxy(self, bins: build.Binaries, pki: LocalPKI, layout: Layout, api_port: int, timeout: float,
-                          started: float) -> None:  # fmt: skip
+    def _start_kube_proxy(
+        self, bins: build.Binaries, pki: LocalPKI, layout: Layout, api_port: int, timeout: float, started: float
+    ) -> None:
         """kube-proxy in the node namespace, talking to the apiserver through the forwarder (the gateway's
         address is in the serving certificate); up waits until it has synced its rules (/healthz 200)."""
         cert = pki.issue("kube-proxy", "system:kube-proxy")  # bound to system:node-proxier by default
-        kc = write_kubeconfig(self.state_dir / "kube-proxy.kubeconfig", f"https://{layout.gateway}:{api_port}",
-                              pki.ca.cert, cert, "system:kube-proxy")  # fmt: skip
+        kc = write_kubeconfig(
+            self.state_dir / "kube-proxy.kubeconfig",
+            f"https://{layout.gateway}:{api_port}",
+            pki.ca.cert,
+            cert,
+            "system:kube-proxy",
+        )
         cfg = self.state_dir / "kube-proxy.yaml"
         cfg.write_text(yaml.safe_dump(kubeproxy.config(layout, kc, self.node_name), sort_keys=False))
         self._spawn("kube-proxy", kubeproxy.argv(bins["kube-proxy"], layout, cfg))
@@ -598,8 +707,12 @@ class LocalCluster:
         namespaces (also after `down`, which must have removed them)."""
         alive = self.alive()
         netns_names = [n for n in netns.names() if self.layout.owns(n)]
-        result: dict[str, Any] = {"state_dir": str(self.state_dir), "processes": alive, "readyz": False,
-                                  "netns": netns_names}
+        result: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "processes": alive,
+            "readyz": False,
+            "netns": netns_names,
+        }
         if self.info_file.exists():
             info = self.info()
             result["kubeconfig"] = str(info.kubeconfig)
@@ -638,9 +751,14 @@ class LocalCluster:
         self._reap(name)
         return result
 
-    def restart_component(self, name: str, grace: float = 10.0, timeout: float = 60.0,
-                          sig: signal.Signals = signal.SIGTERM,
-                          while_down: Callable[[], None] | None = None) -> float:  # fmt: skip
+    def restart_component(
+        self,
+        name: str,
+        grace: float = 10.0,
+        timeout: float = 60.0,
+        sig: signal.Signals = signal.SIGTERM,
+        while_down: Callable[[], None] | None = None,
+    ) -> float:
         """Stop one component (SIGTERM, SIGKILL after `grace`) and start it again with the same command line, so
         tests can inject the faults a real cluster sees (an apiserver rolled, a node agent restarted) without
         tearing down the rest. Returns the seconds from the stop signal until the component is healthy again:
@@ -660,8 +778,12 @@ class LocalCluster:
                     os.killpg(pid, signal.SIGKILL)
             else:
                 self._stop_one(name, pid, grace)
-            _wait(f"{name} (pid {pid}) to exit", lambda: not _pid_alive(pid, str(self.state_dir)), timeout=10,
-                  interval=0.05)
+            _wait(
+                f"{name} (pid {pid}) to exit",
+                lambda: not _pid_alive(pid, str(self.state_dir)),
+                timeout=10,
+                interval=0.05,
+            )
             self._reap(name)
         if while_down is not None:
             while_down()

@@ -36,18 +36,28 @@ from .build import cache_root
 from .goenv import BuildError, go_env, run_logged
 
 # binary -> its module's directory under gitops/conformance/
-CHECKERS = {"argocd-health": "argocd", "argocd-controllers": "argocd", "kstatus": "kstatus",
-            "kube-score": "kubescore", "source-controller": "flux", "kustomize-controller": "flux"}
+CHECKERS = {
+    "argocd-health": "argocd",
+    "argocd-controllers": "argocd",
+    "kstatus": "kstatus",
+    "kube-score": "kubescore",
+    "source-controller": "flux",
+    "kustomize-controller": "flux",
+}
 # what `go build` builds in that directory: the module's own main package, or a tool its go.mod names
-PACKAGES = {"argocd-controllers": "./cmd/argocd-controllers",
-            "kube-score": "github.com/zegl/kube-score/cmd/kube-score",
-            "source-controller": "github.com/fluxcd/source-controller",
-            "kustomize-controller": "github.com/fluxcd/kustomize-controller"}
+PACKAGES = {
+    "argocd-controllers": "./cmd/argocd-controllers",
+    "kube-score": "github.com/zegl/kube-score/cmd/kube-score",
+    "source-controller": "github.com/fluxcd/source-controller",
+    "kustomize-controller": "github.com/fluxcd/kustomize-controller",
+}
 # files a binary needs beside it, copied from its module at build time (so a run needs no module cache): the
 # controllers' own CRDs, installed by divbase_localcluster.flux and divbase_localcluster.argocd
-SHIPPED = {"argocd-controllers": ("github.com/argoproj/argo-cd/v3", "manifests/crds"),
-           "source-controller": ("github.com/fluxcd/source-controller", "config/crd/bases"),
-           "kustomize-controller": ("github.com/fluxcd/kustomize-controller", "config/crd/bases")}
+SHIPPED = {
+    "argocd-controllers": ("github.com/argoproj/argo-cd/v3", "manifests/crds"),
+    "source-controller": ("github.com/fluxcd/source-controller", "config/crd/bases"),
+    "kustomize-controller": ("github.com/fluxcd/kustomize-controller", "config/crd/bases"),
+}
 
 
 def source_dir(name: str) -> Path:
@@ -91,14 +101,19 @@ def build(name: str, force: bool = False, verbose: bool = True) -> Path:
         # the module's go.sum is committed; -mod=mod lets a fresh machine fill the module cache through the proxy
         env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
         tmp = out.with_name(f".{name}.tmp")
-        seconds = run_logged(["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")],
-                             log, env, source_dir(name))  # fmt: skip
+        seconds = run_logged(
+            ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), PACKAGES.get(name, ".")],
+            log,
+            env,
+            source_dir(name),
+        )
         if name in SHIPPED:
             _ship(name, out.parent / "shipped", env)
         tmp.replace(out)
         timings = out.parent / "timings.json"
-        timings.write_text(json.dumps({"build_seconds": seconds,
-                                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+        timings.write_text(
+            json.dumps({"build_seconds": seconds, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
+        )
         if verbose:
             print(f"built {name} in {seconds} s", file=sys.stderr)
         return out
@@ -119,8 +134,14 @@ def shipped(name: str) -> Path:
 
 def _ship(name: str, dest: Path, env: dict[str, str]) -> None:
     module, subdir = SHIPPED[name]
-    proc = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", module], cwd=source_dir(name), env=env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", module],
+        cwd=source_dir(name),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     src = Path(proc.stdout.strip()) / subdir
     if proc.returncode != 0 or not src.is_dir():
         raise BuildError(f"{module}'s {subdir} not found (go list: {proc.stderr.strip() or proc.stdout.strip()})")
@@ -134,11 +155,15 @@ def _ship(name: str, dest: Path, env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m divbase_localcluster.conformance", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m divbase_localcluster.conformance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when the cache has the binary")
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"what to build (default: all of {', '.join(CHECKERS)})")  # fmt: skip
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"what to build (default: all of {', '.join(CHECKERS)})"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(CHECKERS)
     if unknown:

@@ -54,8 +54,14 @@ class LocalControllers:
         return "\n".join(out)
 
     def run_kubectl(self, *args: str, stdin: str | None = None) -> str:
-        proc = subprocess.run([self.kubectl, f"--kubeconfig={self.cluster.kubeconfig}", *args], input=stdin,
-                              capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+        proc = subprocess.run(
+            [self.kubectl, f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
         if proc.returncode != 0:
             # kubectl's stderr names objects, never a Secret's data
             raise self.error(f"kubectl {args[0]}: {proc.stderr.strip()}")
@@ -67,17 +73,22 @@ class LocalControllers:
         args = [a for f in files for a in ("-f", str(f))]
         self.run_kubectl("apply", "--server-side", "--force-conflicts", *args)
         deadline = time.monotonic() + CRD_TIMEOUT
-        while not all(any(c["type"] == "Established" and c["status"] == "True"
-                          for c in (crd.get("status") or {}).get("conditions") or [])
-                      for crd in json.loads(self.run_kubectl("get", "-o", "json", *args))["items"]):  # fmt: skip
+        while not all(
+            any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (crd.get("status") or {}).get("conditions") or []
+            )
+            for crd in json.loads(self.run_kubectl("get", "-o", "json", *args))["items"]
+        ):
             if time.monotonic() > deadline:
                 raise self.error(f"CRDs not Established after {CRD_TIMEOUT:.0f} s: {', '.join(f.name for f in files)}")
             time.sleep(0.2)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         with self.log(name).open("ab") as log:
-            self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                                cwd=self.workdir, start_new_session=True)  # fmt: skip
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
+            )
 
     def wait_ready(self, name: str, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -42,20 +42,32 @@ class FluxControllers(LocalControllers):
 
     def _args(self, name: str) -> list[str]:
         self.health[name] = free_port()
-        common = ["--enable-leader-election=false", "--watch-all-namespaces=true", "--log-level=debug",
-                  f"--metrics-addr=127.0.0.1:{free_port()}",
-                  f"--health-addr=127.0.0.1:{self.health[name]}"]  # fmt: skip
+        common = [
+            "--enable-leader-election=false",
+            "--watch-all-namespaces=true",
+            "--log-level=debug",
+            f"--metrics-addr=127.0.0.1:{free_port()}",
+            f"--health-addr=127.0.0.1:{self.health[name]}",
+        ]
         if name == "source-controller":
             storage = free_port()
             (self.workdir / "storage").mkdir(parents=True, exist_ok=True)
-            return [*common, f"--storage-path={self.workdir / 'storage'}", f"--storage-addr=127.0.0.1:{storage}",
-                    f"--storage-adv-addr=127.0.0.1:{storage}"]  # fmt: skip
+            return [
+                *common,
+                f"--storage-path={self.workdir / 'storage'}",
+                f"--storage-addr=127.0.0.1:{storage}",
+                f"--storage-adv-addr=127.0.0.1:{storage}",
+            ]
         return [*common, "--no-remote-bases=true"]
 
     def _start_all(self) -> None:
         self.install_crds(crd_files())
-        env = {"KUBECONFIG": str(self.cluster.kubeconfig), "RUNTIME_NAMESPACE": "flux-system",
-               "PATH": "/usr/bin:/bin", "HOME": str(self.workdir)}  # fmt: skip
+        env = {
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "RUNTIME_NAMESPACE": "flux-system",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.workdir),
+        }
         for name in CONTROLLERS:
             self.start(name, [str(conformance.build(name, verbose=False)), *self._args(name)], env)
         for name in CONTROLLERS:

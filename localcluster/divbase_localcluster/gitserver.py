@@ -23,9 +23,14 @@ from types import TracebackType
 from typing import Self
 
 BACKEND = "/usr/lib/git-core/git-http-backend"
-_GIT_ENV = {"GIT_AUTHOR_NAME": "divbase-localcluster", "GIT_AUTHOR_EMAIL": "localcluster@divbase.invalid",
-            "GIT_COMMITTER_NAME": "divbase-localcluster", "GIT_COMMITTER_EMAIL": "localcluster@divbase.invalid",
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}  # fmt: skip
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "divbase-localcluster",
+    "GIT_AUTHOR_EMAIL": "localcluster@divbase.invalid",
+    "GIT_COMMITTER_NAME": "divbase-localcluster",
+    "GIT_COMMITTER_EMAIL": "localcluster@divbase.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -80,13 +85,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(self.server.root),
-               "GIT_HTTP_EXPORT_ALL": "1", "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1",
-               "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
-               "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
-               "REMOTE_ADDR": self.client_address[0], "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-               "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-               "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_ADDR": self.client_address[0],
+            "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
         proc = subprocess.run([BACKEND], input=body, env=env, capture_output=True, timeout=60, check=False)
         head, _, payload = proc.stdout.partition(b"\r\n\r\n")
         if not _:

@@ -52,8 +52,12 @@ def write_stages(dest: Path, version: str) -> Path:
     """
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{version}"],
-        capture_output=True, text=True, check=True, cwd=go_source_dir(), env=go_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=go_source_dir(),
+        env=go_env(),
+    )
     stage_dir = Path(json.loads(out.stdout)["Dir"]) / "kustomize" / "stage"
     docs = [(stage_dir / f).read_text().strip() for f in STAGE_FILES]
     dest.write_text("\n---\n".join(docs) + "\n")
@@ -80,13 +84,20 @@ def node_body(name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {**LABEL, "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/role": "agent", "node-role.kubernetes.io/agent": ""},
+            "labels": {
+                **LABEL,
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/role": "agent",
+                "node-role.kubernetes.io/agent": "",
+            },
         },
         "spec": {"taints": [TAINT]},
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                   "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
-    }  # fmt: skip
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
 
 
 def create_nodes(

@@ -85,8 +85,7 @@ class FreezableProxy:
         if watches_only and self.tls is None:
             raise ValueError("telling watches apart needs a proxy that terminates TLS (tls=apiserver_tls(...))")
         with self._lock:
-            chosen = {c for c in self._live
-                      if not watches_only or WATCH_REQUEST.search(self._requests.get(c, b""))}
+            chosen = {c for c in self._live if not watches_only or WATCH_REQUEST.search(self._requests.get(c, b""))}
             self._frozen |= chosen
             return len(chosen)
 

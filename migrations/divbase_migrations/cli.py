@@ -68,18 +68,23 @@ from .splitter import TODO_MARKER, Placement, Rename, SplitError
 
 log = logging.getLogger("divbase_migrations.cli")
 
-EXIT_CODES = "exit codes (docs/runner-contract.md):\n" + "".join(
-    f"  {code}  {meaning}\n" for code, meaning in EXIT_MEANINGS.items()) + f"""
+EXIT_CODES = (
+    "exit codes (docs/runner-contract.md):\n"
+    + "".join(f"  {code}  {meaning}\n" for code, meaning in EXIT_MEANINGS.items())
+    + f"""
 environment:
   {ENV_DATABASE_URL}  postgresql://user:password@host:port/db (or the parts below)
-  {', '.join(ENV_DB_PARTS.values())}
+  {", ".join(ENV_DB_PARTS.values())}
   {ENV_RELEASE}  default for --release
   {ENV_TERMINATION_LOG}  default for --termination-log (else {TERMINATION_LOG_PATH} when writable)
   {ENV_MIGRATE_CONFIG}  default for --config: another Alembic project's alembic.ini
 """
+)
 TERMINATION_HELP = "write a one-line JSON summary here (Kubernetes shows it in the pod status)"
-CONFIG_HELP = (f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's packaged "
-               f"revisions); its env.py, expand/contract branches and releases.toml are used")
+CONFIG_HELP = (
+    f"alembic.ini of the project to migrate (default: ${ENV_MIGRATE_CONFIG}, else DivBase's packaged "
+    f"revisions); its env.py, expand/contract branches and releases.toml are used"
+)
 MANIFEST_HELP = "release manifest (default: releases.toml beside --config, else the packaged one)"
 TERMINATION_DEFAULT = Path(TERMINATION_LOG_PATH)
 _COMMANDS = ("expand", "contract", "status", "check", "plan", "lint", "releases", "revision")
@@ -132,9 +137,12 @@ def digest_arg(text: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="divbase-migrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="divbase-migrate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Expand/contract schema migrations of DivBase, one release at a time. --config, --manifest and "
-                    "--termination-log may come before or after the command.", epilog=EXIT_CODES)
+        "--termination-log may come before or after the command.",
+        epilog=EXIT_CODES,
+    )
     p.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
     p.add_argument("--manifest", type=Path, default=None, help=MANIFEST_HELP)
     p.add_argument("--termination-log", type=Path, default=None, help=TERMINATION_HELP)
@@ -148,59 +156,103 @@ def parser() -> argparse.ArgumentParser:
     codes: dict[str, Any] = {"epilog": EXIT_CODES, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
     def release_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--release", "--version", dest="release", default=os.environ.get(ENV_RELEASE),
-                        help="DivBase release (default: $DIVBASE_RELEASE)")
+        sp.add_argument(
+            "--release",
+            "--version",
+            dest="release",
+            default=os.environ.get(ENV_RELEASE),
+            help="DivBase release (default: $DIVBASE_RELEASE)",
+        )
 
-    for step, text in ((EXPAND, "apply the release's expand revisions (additive; old code keeps working)"),
-                       (CONTRACT, "apply the release's contract revisions (removals; after the rollout)")):
+    for step, text in (
+        (EXPAND, "apply the release's expand revisions (additive; old code keeps working)"),
+        (CONTRACT, "apply the release's contract revisions (removals; after the rollout)"),
+    ):
         sp = sub.add_parser(step, help=text, description=text, parents=[common], **codes)
         release_arg(sp)
         sp.add_argument("--lock-timeout", type=duration_ms, default=5_000, help="per statement (default 5s)")
         sp.add_argument("--statement-timeout", type=duration_ms, default=0, help="per statement (default: none)")
-        sp.add_argument("--lock-retries", type=int, default=8,
-                        help="retries of a revision after a lock timeout or a deadlock")
-        sp.add_argument("--wait-timeout", type=duration_ms, default=600_000,
-                        help="how long to wait for another runner (default 10m)")
+        sp.add_argument(
+            "--lock-retries", type=int, default=8, help="retries of a revision after a lock timeout or a deadlock"
+        )
+        sp.add_argument(
+            "--wait-timeout",
+            type=duration_ms,
+            default=600_000,
+            help="how long to wait for another runner (default 10m)",
+        )
         if step == CONTRACT:
-            sp.add_argument(ARG_EXPECT_DIGEST, dest="expect_digest", type=digest_arg, default=None,
-                            metavar="sha256:HEX",
-                            help="apply only if the SQL about to run is this approved plan (the digest `plan "
-                                 "contract --sql` reports); otherwise exit 5 and apply nothing")
-    sp = sub.add_parser("status", parents=[common], **codes,
-                        help="JSON: applied revisions, pending revisions, releases the database serves")
+            sp.add_argument(
+                ARG_EXPECT_DIGEST,
+                dest="expect_digest",
+                type=digest_arg,
+                default=None,
+                metavar="sha256:HEX",
+                help="apply only if the SQL about to run is this approved plan (the digest `plan "
+                "contract --sql` reports); otherwise exit 5 and apply nothing",
+            )
+    sp = sub.add_parser(
+        "status",
+        parents=[common],
+        **codes,
+        help="JSON: applied revisions, pending revisions, releases the database serves",
+    )
     release_arg(sp)
-    sp = sub.add_parser("check", parents=[common], **codes,
-                        help="exit 0 if code of the release can run against the database (else 5)")
+    sp = sub.add_parser(
+        "check", parents=[common], **codes, help="exit 0 if code of the release can run against the database (else 5)"
+    )
     release_arg(sp)
     sp = sub.add_parser("plan", parents=[common], **codes, help="print the SQL a step would run, without running it")
     sp.add_argument("step", choices=BRANCHES)
     release_arg(sp)
     sp.add_argument("--sql", action="store_true", help="print SQL (the only format so far)")
     sp.add_argument("--from-release", help="plan from where this release left the schema, not from the database")
-    sp = sub.add_parser("lint", parents=[common], **codes,
-                        help="refuse expand revisions that drop, rename, retype or block writes")
-    sp.add_argument("paths", nargs="*", type=Path, help="revision files or directories (default: ours)")
-    sub.add_parser("releases", parents=[common], **codes,
-                   help="JSON: the releases this image knows and their revisions")
-    text = ("generate an expand revision and a contract revision from the models' differences with the schema at "
-            "the head of both branches, and point the release at them in the manifest")
     sp = sub.add_parser(
-        "revision", parents=[common], help=text, **codes,
+        "lint", parents=[common], **codes, help="refuse expand revisions that drop, rename, retype or block writes"
+    )
+    sp.add_argument("paths", nargs="*", type=Path, help="revision files or directories (default: ours)")
+    sub.add_parser(
+        "releases", parents=[common], **codes, help="JSON: the releases this image knows and their revisions"
+    )
+    text = (
+        "generate an expand revision and a contract revision from the models' differences with the schema at "
+        "the head of both branches, and point the release at them in the manifest"
+    )
+    sp = sub.add_parser(
+        "revision",
+        parents=[common],
+        help=text,
+        **codes,
         description=text + ". A scratch database is created on the server of $DIVBASE_DATABASE_URL (or the "
         "DIVBASE_DB_* parts; the user needs CREATEDB), upgraded to both heads, compared by Alembic's autogenerate "
         "through the project's env.py, and dropped. What cannot be placed safely is written as a `# DIVBASE-TODO` "
-        "line that `divbase-migrate lint` refuses. See docs/migrations.md.")
-    sp.add_argument("-m", "--message", required=True,
-                    help="what the change does; its slug names the files (YYYY-MM-DD_<slug>_expand.py, "
-                         "..._contract.py) and the revision ids (e<NNNN>_<slug>, c<NNNN>_<slug>)")
+        "line that `divbase-migrate lint` refuses. See docs/migrations.md.",
+    )
+    sp.add_argument(
+        "-m",
+        "--message",
+        required=True,
+        help="what the change does; its slug names the files (YYYY-MM-DD_<slug>_expand.py, "
+        "..._contract.py) and the revision ids (e<NNNN>_<slug>, c<NNNN>_<slug>)",
+    )
     release_arg(sp)
-    sp.add_argument("--rename", action="append", default=[], metavar="TABLE.OLD:NEW", type=_rename_arg,
-                    help="a column renamed in the models (repeatable): generated as a new column kept in sync by a "
-                         "trigger and backfilled in batches (expand), the old column dropped in the contract; "
-                         "without it a dropped-and-added pair is left as a TODO")
-    sp.add_argument("--models", metavar="MODULE:ATTRIBUTE", default=None,
-                    help="the target models: a MetaData, a declarative base or a function returning one (default: "
-                         "the target_metadata of the project's env.py)")
+    sp.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="TABLE.OLD:NEW",
+        type=_rename_arg,
+        help="a column renamed in the models (repeatable): generated as a new column kept in sync by a "
+        "trigger and backfilled in batches (expand), the old column dropped in the contract; "
+        "without it a dropped-and-added pair is left as a TODO",
+    )
+    sp.add_argument(
+        "--models",
+        metavar="MODULE:ATTRIBUTE",
+        default=None,
+        help="the target models: a MetaData, a declarative base or a function returning one (default: "
+        "the target_metadata of the project's env.py)",
+    )
     return p
 
 
@@ -242,7 +294,6 @@ def termination_path(flag: Path | None) -> Path | None:
     if TERMINATION_DEFAULT.exists() and os.access(TERMINATION_DEFAULT, os.W_OK):
         return TERMINATION_DEFAULT
     return None
-
 
 
 def _termination_flag(argv: Sequence[str]) -> Path | None:
@@ -356,8 +407,10 @@ def _print_todos(placements: Sequence[Placement]) -> list[str]:
         hints = _RENAME_HINT.findall(placement.note)
         if hints:
             options = " or ".join(f"--rename {h}" for h in hints)
-            print(f"TODO      {placement.kind} {placement.target}: if it is a rename, pass {options}; "
-                  f"if not, delete its {TODO_MARKER} line")
+            print(
+                f"TODO      {placement.kind} {placement.target}: if it is a rename, pass {options}; "
+                f"if not, delete its {TODO_MARKER} line"
+            )
             taken = set().union(*(_rename_columns(r) for r in renames))
             free = [h for h in hints if not _rename_columns(h) & taken]
             if free:  # a column takes part in one rename: the first candidate no other hint took
@@ -380,25 +433,32 @@ def _revision(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     def shown(path: Path) -> Path:  # relative to the working directory when under it
         return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
-    for branch, path, revision in ((EXPAND, made.expand_path, made.expand_id),
-                                   (CONTRACT, made.contract_path, made.contract_id)):
+    for branch, path, revision in (
+        (EXPAND, made.expand_path, made.expand_id),
+        (CONTRACT, made.contract_path, made.contract_id),
+    ):
         print(f"{branch:8}  {revision}  {shown(path)}")
         for placement in made.split.placements:
             if placement.branch == branch:
                 note = f" ({placement.note})" if placement.note else ""
                 print(f"          {placement.kind} {placement.target}{note}")
     renames = _print_todos(made.split.placements)
-    print(f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
-          f"({shown(made.manifest)})")
+    print(
+        f"manifest  release {release}: expand = {made.expand_id}, contract = {made.contract_id}  "
+        f"({shown(made.manifest)})"
+    )
     if renames:
-        print(f"rename?   undo this run (delete {shown(made.expand_path)} and {shown(made.contract_path)}, restore "
-              f"{shown(made.manifest)} as it was), then run:\n"
-              f"          {_rerun_with_renames(args, release, renames)}")
-    summary.data.update(outcome="ok", expand=made.expand_id, contract=made.contract_id,
-                        todos=len(made.split.todos))
+        print(
+            f"rename?   undo this run (delete {shown(made.expand_path)} and {shown(made.contract_path)}, restore "
+            f"{shown(made.manifest)} as it was), then run:\n"
+            f"          {_rerun_with_renames(args, release, renames)}"
+        )
+    summary.data.update(outcome="ok", expand=made.expand_id, contract=made.contract_id, todos=len(made.split.todos))
     if made.split.todos:
-        print(f"{len(made.split.todos)} change(s) left as {TODO_MARKER}: `divbase-migrate lint` refuses the files "
-              f"until they are written by hand")
+        print(
+            f"{len(made.split.todos)} change(s) left as {TODO_MARKER}: `divbase-migrate lint` refuses the files "
+            f"until they are written by hand"
+        )
     return EXIT_OK
 
 
@@ -415,8 +475,14 @@ def run(args: argparse.Namespace, url: Any, summary: Summary) -> int:
     if url is None:
         raise ConfigError(f"no database configured: set {ENV_URL} or {', '.join(ENV_PARTS.values())}")
     # which variables were read, never their values (any of them may be a Secret's key: see database.py)
-    log.info("database", extra={"settings": [ENV_URL] if os.environ.get(ENV_URL) else
-                                sorted(name for name in ENV_PARTS.values() if os.environ.get(name))})
+    log.info(
+        "database",
+        extra={
+            "settings": [ENV_URL]
+            if os.environ.get(ENV_URL)
+            else sorted(name for name in ENV_PARTS.values() if os.environ.get(name))
+        },
+    )
     if args.command == "revision":
         return _revision(args, url, summary)
     if args.command == "status":
@@ -432,16 +498,25 @@ def _lint(args: argparse.Namespace, summary: Summary) -> int:
         print(finding)
     summary.data.update(outcome="failed" if findings else "ok", findings=[str(f) for f in findings])
     if findings:
-        summary.data["error"] = (f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
-                                 f"left by `revision`): {findings[0]}")
+        summary.data["error"] = (
+            f"{len(findings)} finding(s) (forbidden operations in expand revisions, TODOs "
+            f"left by `revision`): {findings[0]}"
+        )
         return EXIT_LINT
     print("lint: expand revisions only add or backfill")
     return EXIT_OK
 
 
 def _releases(manifest: Manifest, summary: Summary) -> int:
-    print(json.dumps({"releases": [vars(r) for r in manifest.releases],
-                      "chains": {EXPAND: manifest.chains.expand, CONTRACT: manifest.chains.contract}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "releases": [vars(r) for r in manifest.releases],
+                "chains": {EXPAND: manifest.chains.expand, CONTRACT: manifest.chains.contract},
+            },
+            indent=2,
+        )
+    )
     summary.data["outcome"] = "ok"
     return EXIT_OK
 
@@ -458,8 +533,10 @@ def _plan(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summa
     else:
         applied = Applied(None, None)
     todo, sql = plan_sql(manifest, args.step, release, applied)
-    print(f"-- divbase-migrate plan {args.step} --release {release.version}: "
-          f"{len(todo)} revision(s) from {applied.as_dict()}")
+    print(
+        f"-- divbase-migrate plan {args.step} --release {release.version}: "
+        f"{len(todo)} revision(s) from {applied.as_dict()}"
+    )
     print(sql, end="")
     summary.data.update(outcome="ok", step=args.step, revisions=list(todo), **plan_payload(sql))
     return EXIT_OK
@@ -467,9 +544,12 @@ def _plan(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summa
 
 def _status(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Summary) -> int:
     applied = _read_applied(url, manifest)
-    status: dict[str, Any] = {"applied": applied.as_dict(), "servable_releases": servable(manifest, applied),
-                              "latest_release": manifest.latest().version,
-                              "lock_holder": _lock_holder(url)}  # a runner migrating now (or waited for)
+    status: dict[str, Any] = {
+        "applied": applied.as_dict(),
+        "servable_releases": servable(manifest, applied),
+        "latest_release": manifest.latest().version,
+        "lock_holder": _lock_holder(url),
+    }  # a runner migrating now (or waited for)
     target = manifest.release(args.release) if args.release else manifest.latest()
     status["pending"] = {
         "release": target.version,
@@ -500,19 +580,39 @@ def _migrate(args: argparse.Namespace, url: Any, manifest: Manifest, summary: Su
     release_version = _require_release(args)
     manifest.release(release_version)  # unknown release: exit 2 before connecting
     if len(manifest.chains.expand) == len(manifest.chains.contract) == 1:  # a trunk-only project, before its pair
-        log.info("no expand/contract revisions yet: this step applies at most the trunk up to its head; "
-                 "`divbase-migrate revision -m MESSAGE --release V` writes the first pair",
-                 extra={"baseline": manifest.chains.baseline})
-    settings = Settings(lock_timeout_ms=args.lock_timeout, statement_timeout_ms=args.statement_timeout,
-                        lock_retries=args.lock_retries, wait_timeout_ms=args.wait_timeout)
+        log.info(
+            "no expand/contract revisions yet: this step applies at most the trunk up to its head; "
+            "`divbase-migrate revision -m MESSAGE --release V` writes the first pair",
+            extra={"baseline": manifest.chains.baseline},
+        )
+    settings = Settings(
+        lock_timeout_ms=args.lock_timeout,
+        statement_timeout_ms=args.statement_timeout,
+        lock_retries=args.lock_retries,
+        wait_timeout_ms=args.wait_timeout,
+    )
     outcome = Runner(url, manifest, settings).run(step, release_version, getattr(args, "expect_digest", None))
     found = servable(manifest, outcome.before)  # oldest first: the last is the newest release it served
-    summary.data.update(outcome="applied" if outcome.changed else "noop", **{"from": outcome.before.as_dict()},
-                        to=outcome.after.as_dict(), found=found[-1] if found else None, applied=outcome.applied,
-                        retries=outcome.retries)
-    log.info("done", extra={"step": step, "release": release_version, "outcome": summary.data["outcome"],
-                            "applied": outcome.applied, "to": outcome.after.as_dict()})
+    summary.data.update(
+        outcome="applied" if outcome.changed else "noop",
+        **{"from": outcome.before.as_dict()},
+        to=outcome.after.as_dict(),
+        found=found[-1] if found else None,
+        applied=outcome.applied,
+        retries=outcome.retries,
+    )
+    log.info(
+        "done",
+        extra={
+            "step": step,
+            "release": release_version,
+            "outcome": summary.data["outcome"],
+            "applied": outcome.applied,
+            "to": outcome.after.as_dict(),
+        },
+    )
     return EXIT_OK
+
 
 if __name__ == "__main__":
     sys.exit(main())

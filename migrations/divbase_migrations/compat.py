@@ -35,8 +35,10 @@ def read_logged_branches(connection: Connection, revisions: list[str]) -> dict[s
     """The branch divbase-migrate recorded for each of `revisions` when it applied them (a newer release's)."""
     if not revisions or not inspect(connection).has_table("divbase_migration_log"):
         return {}
-    rows = connection.execute(text("SELECT DISTINCT revision, branch FROM divbase_migration_log "
-                                   "WHERE revision = ANY(:revisions)"), {"revisions": revisions})
+    rows = connection.execute(
+        text("SELECT DISTINCT revision, branch FROM divbase_migration_log WHERE revision = ANY(:revisions)"),
+        {"revisions": revisions},
+    )
     return {revision: branch for revision, branch in rows}
 
 
@@ -55,8 +57,9 @@ def check(connection: Connection, release: str, manifest: Manifest | None = None
     return compatibility(manifest, manifest.release(release), read_applied(connection, manifest))
 
 
-def require_compatible(database: str | URL | Engine | Connection, release: str,
-                       manifest: Manifest | None = None) -> Verdict:
+def require_compatible(
+    database: str | URL | Engine | Connection, release: str, manifest: Manifest | None = None
+) -> Verdict:
     """Raise IncompatibleSchema unless code of `release` can run against `database` now."""
     if isinstance(database, Connection):
         verdict = _read_verdict(database, release, manifest)

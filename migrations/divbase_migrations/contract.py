@@ -31,8 +31,13 @@ DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")  # a plan's digest, a
 ARG_EXPECT_DIGEST: Final = "--expect-digest"  # contract: run only the SQL of this approved plan (else exit 5)
 
 
-def step_args(step: str, release: str, lock_timeout_seconds: int | None = None,
-              statement_timeout_seconds: int | None = None, expect_digest: str | None = None) -> list[str]:
+def step_args(
+    step: str,
+    release: str,
+    lock_timeout_seconds: int | None = None,
+    statement_timeout_seconds: int | None = None,
+    expect_digest: str | None = None,
+) -> list[str]:
     """The argument vector of one step, after the command (and any fixed arguments the resource adds).
 
     Timeouts go to expand and contract only. The plan reads one row (`alembic_version`) and renders SQL offline,
@@ -72,14 +77,14 @@ EXIT_MEANINGS: Final = {
     EXIT_OK: "success (also: nothing to do)",
     EXIT_FAILED: "a migration failed (its transaction was rolled back) or an unexpected error",
     EXIT_USAGE: "bad input: unknown release (a version that is no release), bad option, bad database settings, "
-                "corrupt manifest, an alembic_version revision neither in the revisions nor in the baseline's history",
+    "corrupt manifest, an alembic_version revision neither in the revisions nor in the baseline's history",
     EXIT_UNAVAILABLE: "the database is unreachable, refused the credentials, or dropped the connection",
     EXIT_TIMEOUT: "timed out: a lock not granted (or a deadlock) after every retry, another runner's lock, or "
-                  "statement_timeout",
+    "statement_timeout",
     EXIT_PRECONDITION: "the database cannot take this step or serve this release: contract before expand, a "
-                       "downgrade past a contract, a schema drifted from the baseline, a revision older than the "
-                       "baseline, SQL other than --expect-digest's; `check` exits with this when the release "
-                       "cannot run",
+    "downgrade past a contract, a schema drifted from the baseline, a revision older than the "
+    "baseline, SQL other than --expect-digest's; `check` exits with this when the release "
+    "cannot run",
     EXIT_LINT: "lint found a forbidden operation in an expand revision, or a TODO `revision` left",
 }
 # No retry can fix these (the same input meets the same refusal): the Job fails at once (podFailurePolicy).
@@ -94,8 +99,13 @@ ENV_DB_NAME: Final = "DIVBASE_DB_NAME"
 ENV_DB_USER: Final = "DIVBASE_DB_USER"
 ENV_DB_PASSWORD: Final = "DIVBASE_DB_PASSWORD"
 # The Secret's parts (spec.database.secretRef.keys) and the variable each one becomes, when there is no URL.
-ENV_DB_PARTS: Final = {"host": ENV_DB_HOST, "port": ENV_DB_PORT, "database": ENV_DB_NAME, "user": ENV_DB_USER,
-                       "password": ENV_DB_PASSWORD}
+ENV_DB_PARTS: Final = {
+    "host": ENV_DB_HOST,
+    "port": ENV_DB_PORT,
+    "database": ENV_DB_NAME,
+    "user": ENV_DB_USER,
+    "password": ENV_DB_PASSWORD,
+}
 ENV_RELEASE: Final = "DIVBASE_RELEASE"  # the release, as in --release (the operator sets both)
 ENV_TERMINATION_LOG: Final = "DIVBASE_TERMINATION_LOG"  # where to write the summary, if set (else the path below)
 ENV_MIGRATE_CONFIG: Final = "DIVBASE_MIGRATE_CONFIG"  # divbase-migrate: the project's alembic.ini, as --config
@@ -123,9 +133,23 @@ SUMMARY_SQL_Z: Final = "sql_z"  # plan: the SQL, zlib-compressed and base64-enco
 SUMMARY_SQL_TRUNCATED: Final = "sql_truncated"  # plan: true when the SQL did not fit (only the digest is there)
 SUMMARY_FINDINGS: Final = "findings"  # lint
 SUMMARY_KEYS: Final = (
-    SUMMARY_COMMAND, SUMMARY_RELEASE, SUMMARY_OUTCOME, SUMMARY_EXIT_CODE, SUMMARY_DURATION, SUMMARY_ERROR,
-    SUMMARY_FROM, SUMMARY_TO, SUMMARY_FOUND, SUMMARY_APPLIED, SUMMARY_RETRIES, SUMMARY_STEP, SUMMARY_REVISIONS,
-    SUMMARY_DIGEST, SUMMARY_SQL_Z, SUMMARY_SQL_TRUNCATED, SUMMARY_FINDINGS,
+    SUMMARY_COMMAND,
+    SUMMARY_RELEASE,
+    SUMMARY_OUTCOME,
+    SUMMARY_EXIT_CODE,
+    SUMMARY_DURATION,
+    SUMMARY_ERROR,
+    SUMMARY_FROM,
+    SUMMARY_TO,
+    SUMMARY_FOUND,
+    SUMMARY_APPLIED,
+    SUMMARY_RETRIES,
+    SUMMARY_STEP,
+    SUMMARY_REVISIONS,
+    SUMMARY_DIGEST,
+    SUMMARY_SQL_Z,
+    SUMMARY_SQL_TRUNCATED,
+    SUMMARY_FINDINGS,
 )
 OUTCOMES: Final = ("ok", "applied", "noop", "failed", "incompatible")
 PLAN_INLINE_BYTES: Final = 3000  # compressed plan SQL carried in the summary (leaves room for the rest of it)
@@ -137,8 +161,15 @@ MAX_SUMMARY_CHARS: Final = 4 * MAX_TERMINATION_BYTES  # the tail of a terminatio
 MAX_PLAN_SQL_BYTES: Final = 256 * 1024  # decompressed plan SQL accepted (bounded before it is decompressed)
 MAX_REVISION_CHARS: Final = 128  # a revision id in `from`/`to`/`applied`/`revisions`
 MAX_LIST_ITEMS: Final = 500  # revisions or findings in one summary
-_STRING_KEYS: Final = (SUMMARY_COMMAND, SUMMARY_RELEASE, SUMMARY_OUTCOME, SUMMARY_ERROR, SUMMARY_STEP,
-                       SUMMARY_DIGEST, SUMMARY_SQL_Z)
+_STRING_KEYS: Final = (
+    SUMMARY_COMMAND,
+    SUMMARY_RELEASE,
+    SUMMARY_OUTCOME,
+    SUMMARY_ERROR,
+    SUMMARY_STEP,
+    SUMMARY_DIGEST,
+    SUMMARY_SQL_Z,
+)
 _INT_KEYS: Final = (SUMMARY_EXIT_CODE, SUMMARY_RETRIES)
 _LIST_KEYS: Final = (SUMMARY_APPLIED, SUMMARY_REVISIONS, SUMMARY_FINDINGS)
 _REVISION_MAP_KEYS: Final = (SUMMARY_FROM, SUMMARY_TO)
@@ -146,8 +177,13 @@ MESSAGE_PROBLEM: Final = ""  # the key of a problem with the message as a whole 
 
 
 def _type_name(value: Any) -> str:
-    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean",
-                                         int: "integer", float: "number"}.get(type(value), type(value).__name__)
+    return (
+        "null"
+        if value is None
+        else {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
+            type(value), type(value).__name__
+        )
+    )
 
 
 def _revision(value: Any) -> bool:
@@ -182,8 +218,11 @@ def _is_finite_number(value: Any) -> bool:
 
 def _is_revision_map(value: Any) -> bool:
     """A small object of branch -> revision id or null (`from`, `to`)."""
-    return isinstance(value, dict) and len(value) <= 8 and all(
-        _revision(k) and (v is None or _revision(v)) for k, v in value.items())
+    return (
+        isinstance(value, dict)
+        and len(value) <= 8
+        and all(_revision(k) and (v is None or _revision(v)) for k, v in value.items())
+    )
 
 
 def _check_string(key: str, value: Any) -> str | None:
@@ -202,8 +241,12 @@ def _check_list(key: str, value: Any) -> str | None:
         ok = all(isinstance(item, str) for item in value)
     else:
         ok = all(_revision(item) for item in value)
-    return None if ok else f"`{key}` holds an item that is not a revision id (a printable string of at most " \
-                           f"{MAX_REVISION_CHARS} characters)"
+    return (
+        None
+        if ok
+        else f"`{key}` holds an item that is not a revision id (a printable string of at most "
+        f"{MAX_REVISION_CHARS} characters)"
+    )
 
 
 def read_summary(message: str | None) -> tuple[dict[str, Any], dict[str, str]]:

@@ -58,8 +58,14 @@ def database_url_from_env(environ: Mapping[str, str] | None = None, required: bo
     port = parts["port"]
     if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(f"{ENV_PARTS['port']}: must be a port number (1-65535)")  # never the value: see above
-    return URL.create("postgresql+psycopg", username=parts["username"], password=parts["password"],
-                      host=parts["host"], port=int(port) if port else None, database=parts["database"])
+    return URL.create(
+        "postgresql+psycopg",
+        username=parts["username"],
+        password=parts["password"],
+        host=parts["host"],
+        port=int(port) if port else None,
+        database=parts["database"],
+    )
 
 
 def mask_url(url: URL | None) -> str:
@@ -79,8 +85,11 @@ class Redactor:
     def __init__(self, secrets: Iterable[str | None] = (), tokens: Iterable[str | None] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 2}, key=len, reverse=True)
         words = sorted({t for t in tokens if t and len(t) >= 2} - set(self.secrets), key=len, reverse=True)
-        self._tokens = re.compile(r"(?<![\w-])(?<!\w\.)(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])(?!\.\w)") \
-            if words else None
+        self._tokens = (
+            re.compile(r"(?<![\w-])(?<!\w\.)(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])(?!\.\w)")
+            if words
+            else None
+        )
 
     @classmethod
     def for_url(cls, url: URL | None, environ: Mapping[str, str] | None = None) -> Redactor:

@@ -35,6 +35,7 @@ def head_metadata() -> MetaData:
     task_history = metadata.tables["task_history"]
     Index("ix_task_history_user_id_created_at", task_history.c.user_id, task_history.c.created_at)
     # Release 4: announcement level WARNING replaced by CAUTION.
-    metadata.tables["announcement"].c.level.type = Enum("INFO", "SUCCESS", "CAUTION", "DANGER",
-                                                        name="announcementlevel")
+    metadata.tables["announcement"].c.level.type = Enum(
+        "INFO", "SUCCESS", "CAUTION", "DANGER", name="announcementlevel"
+    )
     return metadata

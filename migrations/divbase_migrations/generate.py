@@ -86,9 +86,11 @@ def slugify(message: str, limit: int = 40) -> str:
 
 def next_ids(chains: releases_mod.Chains, slug: str) -> tuple[str, str]:
     """e<NNNN>_<slug> and c<NNNN>_<slug>, one past the highest number used on each branch."""
+
     def number(chain: Sequence[str], prefix: str) -> int:
         used = [int(m.group(1)) for r in chain if (m := re.fullmatch(prefix + r"(\d{4})_.*", r))]
         return max(used, default=1) + 1
+
     return f"e{number(chains.expand, 'e'):04d}_{slug}", f"c{number(chains.contract, 'c'):04d}_{slug}"
 
 
@@ -99,8 +101,9 @@ class Comparison:
     metadata: sa.MetaData
 
 
-def compare(cfg_factory: Any, script: ScriptDirectory, connection: sa.Connection,
-            metadata: sa.MetaData | None) -> Comparison:
+def compare(
+    cfg_factory: Any, script: ScriptDirectory, connection: sa.Connection, metadata: sa.MetaData | None
+) -> Comparison:
     """Run the project's env.py on `connection` (so its include_object and compare options apply) and autogenerate
     the differences between that database and `metadata` (default: env.py's target_metadata)."""
     result: dict[str, Any] = {}
@@ -139,9 +142,15 @@ class ScratchDatabase:
         self.admin.dispose()
 
 
-def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (),
-             models: str | sa.MetaData | None = None, manifest_path: Path | None = None,
-             today: datetime | None = None) -> Generated:
+def generate(
+    url: URL,
+    message: str,
+    release: str,
+    renames: Sequence[Rename] = (),
+    models: str | sa.MetaData | None = None,
+    manifest_path: Path | None = None,
+    today: datetime | None = None,
+) -> Generated:
     """Write the pair and update the manifest (see the module); `models` is a `module:attribute` or a MetaData."""
     metadata = load_models(models) if isinstance(models, str) else models
     manifest_path = manifest_path or default_manifest()
@@ -150,8 +159,10 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
     manifest = load_manifest(chains, manifest_path)
     existing = next((r for r in manifest.releases if same_release(r.version, release)), None)
     if existing is not None and existing is not manifest.latest():
-        raise GenerateError(f"release {release!r} is not the newest in {manifest_path.name} "
-                            f"({manifest.latest().version} is): new revisions go to the newest release or a new one")
+        raise GenerateError(
+            f"release {release!r} is not the newest in {manifest_path.name} "
+            f"({manifest.latest().version} is): new revisions go to the newest release or a new one"
+        )
     slug = slugify(message)
     expand_id, contract_id = next_ids(chains, slug)
     now = (today or datetime.now(UTC)).replace(microsecond=0)
@@ -168,13 +179,24 @@ def generate(url: URL, message: str, release: str, renames: Sequence[Rename] = (
     heads = {branch: chains.of(branch)[-1] for branch in (EXPAND, CONTRACT)}
     texts = {
         EXPAND: render_revision(result, EXPAND, expand_id, heads[EXPAND], chains, message, release, now, None),
-        CONTRACT: render_revision(result, CONTRACT, contract_id, heads[CONTRACT], chains, message, release, now,
-                                  expand_id),
+        CONTRACT: render_revision(
+            result, CONTRACT, contract_id, heads[CONTRACT], chains, message, release, now, expand_id
+        ),
     }
     _check_parses(texts)
-    _write_pair(paths, texts, manifest_path, partial(update_manifest, release=release, expand_id=expand_id,
-                                                     contract_id=contract_id, message=message,
-                                                     exists=existing is not None))
+    _write_pair(
+        paths,
+        texts,
+        manifest_path,
+        partial(
+            update_manifest,
+            release=release,
+            expand_id=expand_id,
+            contract_id=contract_id,
+            message=message,
+            exists=existing is not None,
+        ),
+    )
     return Generated(paths[0], paths[1], expand_id, contract_id, result, manifest_path)
 
 
@@ -202,8 +224,9 @@ def _check_parses(texts: dict[str, str]) -> None:
             raise GenerateError(f"the generated {branch} revision does not parse ({exc}):\n{text}") from None
 
 
-def _write_pair(paths: tuple[Path, Path], texts: dict[str, str], manifest_path: Path,
-                updated: Callable[[str], str]) -> None:
+def _write_pair(
+    paths: tuple[Path, Path], texts: dict[str, str], manifest_path: Path, updated: Callable[[str], str]
+) -> None:
     """Write both revisions and the manifest (`updated` of its text), then read them back as a project; on any error
     leave the files as they were (no half-written pair)."""
     old_manifest = manifest_path.read_text()
@@ -226,8 +249,10 @@ def update_manifest(text: str, release: str, expand_id: str, contract_id: str, m
     at the end (releases are listed oldest first)."""
     if not exists:
         summary = message.replace("\\", "\\\\").replace('"', '\\"')
-        return text.rstrip("\n") + (f'\n\n[[release]]\nversion = "{release}"\nexpand = "{expand_id}"\n'
-                                    f'contract = "{contract_id}"\nsummary = "{summary}"\n')
+        return text.rstrip("\n") + (
+            f'\n\n[[release]]\nversion = "{release}"\nexpand = "{expand_id}"\n'
+            f'contract = "{contract_id}"\nsummary = "{summary}"\n'
+        )
     starts = [m.start() for m in re.finditer(r"(?m)^\[\[release\]\]\s*$", text)]
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else len(text)
@@ -269,30 +294,46 @@ def _import_lines(imports: set[str], code: str) -> list[str]:
     return lines
 
 
-def render_revision(result: Split, branch: str, revision: str, down: str, chains: releases_mod.Chains, message: str,
-                    release: str, now: datetime, depends_on: str | None) -> str:
+def render_revision(
+    result: Split,
+    branch: str,
+    revision: str,
+    down: str,
+    chains: releases_mod.Chains,
+    message: str,
+    release: str,
+    now: datetime,
+    depends_on: str | None,
+) -> str:
     """The revision file of `branch`: a docstring listing what was placed there, the imports its code uses, its
     SQL constants, upgrade() and downgrade(). The first revision of a branch carries the branch's label."""
     body = result.expand if branch == EXPAND else result.contract
     first = down == chains.baseline
     labels = (branch,) if first else None
     what = _placed_list(result, branch)
-    role = ("Old code keeps working: this only adds, relaxes and backfills." if branch == EXPAND else
-            "Runs once no pod of the release before remains: removals and tightening.")
-    todo_note = (f"\n\n{len(body.todos)} change(s) could not be placed safely: the marked TODO lines below say what "
-                 f"to write by hand; `divbase-migrate lint` refuses this file until they are gone."
-                 if body.todos else "")
+    role = (
+        "Old code keeps working: this only adds, relaxes and backfills."
+        if branch == EXPAND
+        else "Runs once no pod of the release before remains: removals and tightening."
+    )
+    todo_note = (
+        f"\n\n{len(body.todos)} change(s) could not be placed safely: the marked TODO lines below say what "
+        f"to write by hand; `divbase-migrate lint` refuses this file until they are gone."
+        if body.todos
+        else ""
+    )
     upgrade, downgrade = body.upgrade_code(), body.downgrade_code()
     header_imports = _import_lines(body.imports, upgrade + downgrade + "".join(body.constants.values()))
     constants = "".join(f"{name} = {_literal(sql)}\n\n" for name, sql in body.constants.items())
-    return (f'"""{message} ({branch}, release {release}), generated by `divbase-migrate revision`.\n\n'
-            f"Revision ID: {revision}\nRevises: {down}\nCreate Date: {now.isoformat(' ')}\n\n"
-            f"{role} Generated from the models' differences with the schema at the head of both branches:\n"
-            f"{what}{todo_note}\n\"\"\"\n\n"
-            + "\n".join(header_imports) + "\n\n"
-            f"revision: str = {_py(revision)}\n"
-            f"down_revision: str | Sequence[str] | None = {_py(down)}\n"
-            f"branch_labels: str | Sequence[str] | None = {_py(labels)}\n"
-            f"depends_on: str | Sequence[str] | None = {_py(depends_on)}\n\n"
-            + (f"{constants}" if constants else "") +
-            f"\ndef upgrade() -> None:\n{upgrade}\n\n\ndef downgrade() -> None:\n{downgrade}\n")
+    return (
+        f'"""{message} ({branch}, release {release}), generated by `divbase-migrate revision`.\n\n'
+        f"Revision ID: {revision}\nRevises: {down}\nCreate Date: {now.isoformat(' ')}\n\n"
+        f"{role} Generated from the models' differences with the schema at the head of both branches:\n"
+        f'{what}{todo_note}\n"""\n\n' + "\n".join(header_imports) + "\n\n"
+        f"revision: str = {_py(revision)}\n"
+        f"down_revision: str | Sequence[str] | None = {_py(down)}\n"
+        f"branch_labels: str | Sequence[str] | None = {_py(labels)}\n"
+        f"depends_on: str | Sequence[str] | None = {_py(depends_on)}\n\n"
+        + (f"{constants}" if constants else "")
+        + f"\ndef upgrade() -> None:\n{upgrade}\n\n\ndef downgrade() -> None:\n{downgrade}\n"
+    )

@@ -58,8 +58,11 @@ def _module_strings(tree: ast.Module) -> dict[str, str]:
     """Module-level string constants (`revision`, SQL passed to op.execute by name), first assignment wins."""
     found: dict[str, str] = {}
     for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        )
         if isinstance(target, ast.Name) and target.id not in found:
             value = _const(node.value)
             if isinstance(value, str):
@@ -73,8 +76,12 @@ def _upgrade(tree: ast.Module) -> ast.FunctionDef | None:
 
 def _op_calls(func: ast.AST) -> Iterator[tuple[str, ast.Call]]:
     for node in ast.walk(func):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "op"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "op"
+        ):
             yield node.func.attr, node
 
 
@@ -114,8 +121,11 @@ def _header(tree: ast.Module) -> Header:
     strings = _module_strings(tree)
     labels: tuple[str, ...] = ()
     for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        )
         if isinstance(target, ast.Name) and target.id == "branch_labels" and node.value is not None:
             try:
                 value = ast.literal_eval(node.value)
@@ -157,13 +167,20 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
     module_strings = _module_strings(tree)
     revision = module_strings.get("revision")
     if revision is None:
-        return [Finding(path, 1, "revision", "no `revision = \"...\"` found")]
+        return [Finding(path, 1, "revision", 'no `revision = "..."` found')]
     if branch == TRUNK:
         return []  # the baseline: DivBase's own history, not a step of ours
     if branch is None:
-        return [Finding(path, 1, "revision", f"revision {revision!r} is on neither branch: give the first revision "
-                                             f"of a branch branch_labels = ('expand',) or ('contract',), and "
-                                             f"every later one a down_revision on that branch")]
+        return [
+            Finding(
+                path,
+                1,
+                "revision",
+                f"revision {revision!r} is on neither branch: give the first revision "
+                f"of a branch branch_labels = ('expand',) or ('contract',), and "
+                f"every later one a down_revision on that branch",
+            )
+        ]
     todos = _todos(path, text)
     if branch != EXPAND:
         return todos
@@ -175,13 +192,22 @@ def lint_file(path: Path, branch: str | None) -> list[Finding]:
 
 def _todos(path: Path, text: str) -> list[Finding]:
     """A finding for each TODO_MARKER line `divbase-migrate revision` left."""
-    return [Finding(path, number, TODO_MARKER, line.split(TODO_MARKER, 1)[1].lstrip(": ").strip() +
-                    " (left by `divbase-migrate revision`: write it by hand, then delete the marker)")
-            for number, line in enumerate(text.splitlines(), start=1) if TODO_MARKER in line]
+    return [
+        Finding(
+            path,
+            number,
+            TODO_MARKER,
+            line.split(TODO_MARKER, 1)[1].lstrip(": ").strip()
+            + " (left by `divbase-migrate revision`: write it by hand, then delete the marker)",
+        )
+        for number, line in enumerate(text.splitlines(), start=1)
+        if TODO_MARKER in line
+    ]
 
 
-def _expand_findings(path: Path, upgrade: ast.FunctionDef, module_strings: dict[str, str],
-                     lines: list[str]) -> list[Finding]:
+def _expand_findings(
+    path: Path, upgrade: ast.FunctionDef, module_strings: dict[str, str], lines: list[str]
+) -> list[Finding]:
     """What an expand revision's upgrade() must not do, unless its line carries an allow marker with a reason."""
     created = {_const(_arg(call, 0, "table_name")) for name, call in _op_calls(upgrade) if name == "create_table"}
     findings: list[Finding] = []
@@ -204,8 +230,9 @@ def _unless_allowed(path: Path, lines: list[str], call: ast.Call, op: str, probl
     return Finding(path, call.lineno, op, problem)
 
 
-def _expand_problems(name: str, call: ast.Call, table: object, existing: bool,
-                     module_strings: dict[str, str]) -> Iterator[tuple[str, str]]:
+def _expand_problems(
+    name: str, call: ast.Call, table: object, existing: bool, module_strings: dict[str, str]
+) -> Iterator[tuple[str, str]]:
     """(operation, problem) for each rule one op.<name>(...) call of an expand revision breaks."""
     if name in DROP_OPS:
         yield f"op.{name}", "expand revisions must not drop; move it to the contract branch"
@@ -217,8 +244,10 @@ def _expand_problems(name: str, call: ast.Call, table: object, existing: bool,
         if _adds_not_null_without_default(call):
             yield "op.add_column", f"adds a NOT NULL column without a server default to existing table {table!r}"
     elif name == "create_index" and existing and _const(_kw(call, "postgresql_concurrently")) is not True:
-        yield "op.create_index", (f"builds an index on existing table {table!r} without "
-                                  f"postgresql_concurrently=True (blocks writes)")
+        yield (
+            "op.create_index",
+            (f"builds an index on existing table {table!r} without postgresql_concurrently=True (blocks writes)"),
+        )
     elif name == "execute":
         yield from (("op.execute", problem) for problem in _sql_problems(call, module_strings))
 
@@ -252,11 +281,13 @@ def _sql_problems(call: ast.Call, module_strings: dict[str, str]) -> Iterator[st
 
 def lint(paths: Iterable[Path] | None = None) -> list[Finding]:
     versions = Path(script_directory().versions) if paths is None else VERSIONS_DIR
-    files = sorted(versions.glob("*.py")) if paths is None else [
-        f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
+    files = (
+        sorted(versions.glob("*.py"))
+        if paths is None
+        else [f for p in paths for f in (sorted(p.glob("*.py")) if p.is_dir() else [p])]
+    )
     trees = {path: ast.parse(path.read_text(), filename=str(path)) for path in files}
     headers = {path: _header(tree) for path, tree in trees.items()}
     chains = chains_from(script_directory())
     placed = place({h.revision: h for h in headers.values() if h.revision}, chains)
-    return [finding for path in files
-            for finding in lint_file(path, placed.get(headers[path].revision or "", None))]
+    return [finding for path in files for finding in lint_file(path, placed.get(headers[path].revision or "", None))]

@@ -44,8 +44,9 @@ class Timestamped:
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
-                                                 onupdate=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 # Enums are stored by member name, as SQLAlchemy does for `Enum(PyEnum)`; the labels below are those names.
@@ -83,8 +84,9 @@ class AnnouncementLevel(enum.Enum):
 
 
 # Left behind by revision 86ef3d9ea91b, which dropped task_history.status but not its type: a real database has it.
-TASK_STATUS = ENUM("PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED", name="taskstatus",
-                   metadata=Base.metadata)
+TASK_STATUS = ENUM(
+    "PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED", name="taskstatus", metadata=Base.metadata
+)
 
 
 class Project(Timestamped, Base):
@@ -203,8 +205,7 @@ class Announcement(Timestamped, Base):
 
     heading: Mapped[str] = mapped_column(String(200), index=True)
     message: Mapped[str | None] = mapped_column(String(1000))
-    target: Mapped[AnnouncementTarget] = mapped_column(Enum(AnnouncementTarget, name="announcementtarget"),
-                                                       index=True)
+    target: Mapped[AnnouncementTarget] = mapped_column(Enum(AnnouncementTarget, name="announcementtarget"), index=True)
     level: Mapped[AnnouncementLevel] = mapped_column(Enum(AnnouncementLevel, name="announcementlevel"), index=True)
     auto_expire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -24,8 +24,10 @@ def plan_sql(manifest: Manifest, step: str, release: Release, applied: Applied) 
     for revision in todo:
         module = script.get_revision(revision).module
         out.write(f"-- {step} revision {revision} (release {release.version})\nBEGIN;\n")
-        ctx = MigrationContext.configure(dialect_name="postgresql", opts={
-            "as_sql": True, "output_buffer": out, "literal_binds": True, "transaction_per_migration": True})
+        ctx = MigrationContext.configure(
+            dialect_name="postgresql",
+            opts={"as_sql": True, "output_buffer": out, "literal_binds": True, "transaction_per_migration": True},
+        )
         with Operations.context(ctx):
             module.upgrade()
         out.write("COMMIT;\n\n")

@@ -54,14 +54,18 @@ def check(text: object) -> Version:
     if len(text) > MAX_LENGTH:
         raise InvalidRelease(f"{text!r} is longer than {MAX_LENGTH} characters")
     if version.local is not None:
-        raise InvalidRelease(f"{text!r} has a local label ('+{version.local}'): '+' cannot be part of an image "
-                             "tag or a Kubernetes label value")
+        raise InvalidRelease(
+            f"{text!r} has a local label ('+{version.local}'): '+' cannot be part of an image "
+            "tag or a Kubernetes label value"
+        )
     if version.epoch:
         raise InvalidRelease(f"{text!r} has an epoch ('{version.epoch}!'), which cannot be part of an image tag")
     if not _STRICT.match(text):
         spelled = ("v" if text[:1] in "vV" else "") + str(version)
-        raise InvalidRelease(f"{text!r} is PEP 440 but not in the accepted spelling (lower case; numbered a, b, "
-                             f"rc, post, dev): write it e.g. as {spelled!r}")
+        raise InvalidRelease(
+            f"{text!r} is PEP 440 but not in the accepted spelling (lower case; numbered a, b, "
+            f"rc, post, dev): write it e.g. as {spelled!r}"
+        )
     return version
 
 

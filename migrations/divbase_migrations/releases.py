@@ -42,7 +42,8 @@ class UnknownRevision(RevisionError):
         super().__init__(
             f"alembic_version holds {revision!r}: not a revision of this image's migrations, not in DivBase's history, "
             f"and divbase_migration_log has no record of it (a newer release's revision is recorded there when "
-            f"divbase-migrate applies it); nothing was changed")
+            f"divbase-migrate applies it); nothing was changed"
+        )
         self.revision = revision
 
 
@@ -52,8 +53,10 @@ class BehindBaseline(RevisionError):
     exit_code = EXIT_PRECONDITION
 
     def __init__(self, revision: str, description: str, baseline: str, hint: str) -> None:
-        super().__init__(f"the database is at revision {revision} ({description}), older than the baseline "
-                         f"{baseline} this image starts from: {hint}; nothing was changed")
+        super().__init__(
+            f"the database is at revision {revision} ({description}), older than the baseline "
+            f"{baseline} this image starts from: {hint}; nothing was changed"
+        )
         self.revision = revision
 
 
@@ -137,8 +140,9 @@ def load_manifest(chains: Chains, path: Path = MANIFEST) -> Manifest:
     return Manifest(tuple(releases), chains, _baseline(data.get("baseline"), chains, path))
 
 
-def _release(entry: object, where: str, path: Path, releases: list[Release], chains: Chains,
-             last_index: dict[str, int]) -> Release:
+def _release(
+    entry: object, where: str, path: Path, releases: list[Release], chains: Chains, last_index: dict[str, int]
+) -> Release:
     """One [[release]] table: a new version, listed after the older ones, each branch at or past the previous."""
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: must be a table")
@@ -155,19 +159,23 @@ def _release(entry: object, where: str, path: Path, releases: list[Release], cha
     return Release(version, revisions[EXPAND], revisions[CONTRACT], str(summary))
 
 
-def _branch_revision(entry: dict[str, object], branch: str, where: str, version: str, chains: Chains,
-                     last_index: dict[str, int]) -> str:
+def _branch_revision(
+    entry: dict[str, object], branch: str, where: str, version: str, chains: Chains, last_index: dict[str, int]
+) -> str:
     """The release's revision of `branch`: one of the branch's chain, not older than the previous release's."""
     revision = entry.get(branch)
     if not isinstance(revision, str) or not revision:
         raise ManifestError(f"{where}: `{branch}` must name a revision")
     chain = chains.of(branch)
     if revision not in chain:
-        first = (f" (the project has no expand/contract revisions yet: write the first pair with "
-                 f"`divbase-migrate revision -m MESSAGE --release {version}`, or name the baseline "
-                 f"{chain[0]!r})" if len(chain) == 1 else "")
-        raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} "
-                            f"branch{first}")
+        first = (
+            f" (the project has no expand/contract revisions yet: write the first pair with "
+            f"`divbase-migrate revision -m MESSAGE --release {version}`, or name the baseline "
+            f"{chain[0]!r})"
+            if len(chain) == 1
+            else ""
+        )
+        raise ManifestError(f"{where}: `{branch}` = {revision!r} is not a revision of the {branch} branch{first}")
     index = chain.index(revision)
     if index < last_index[branch]:
         raise ManifestError(f"{where}: `{branch}` = {revision!r} is older than the previous release's")
@@ -252,19 +260,32 @@ def compatibility(manifest: Manifest, release: Release, applied: Applied) -> Ver
     need = chains.expand.index(release.expand)
     tolerate = chains.contract.index(release.contract)
     if contract.unknown:
-        return Verdict(False, f"contract revision {applied.contract} (from a newer release) may have removed what "
-                              f"release {release.version} uses")
+        return Verdict(
+            False,
+            f"contract revision {applied.contract} (from a newer release) may have removed what "
+            f"release {release.version} uses",
+        )
     if contract.index > tolerate:
-        return Verdict(False, f"contract revision {applied.contract} removed what release {release.version} uses "
-                              f"(it tolerates up to {release.contract}); downgrades past a contract are not supported")
+        return Verdict(
+            False,
+            f"contract revision {applied.contract} removed what release {release.version} uses "
+            f"(it tolerates up to {release.contract}); downgrades past a contract are not supported",
+        )
     if expand.index < need:
-        missing = chains.expand[expand.index + 1: need + 1]
-        return Verdict(False, f"release {release.version} needs expand revision {release.expand}; the database is at "
-                              f"{applied.expand or 'nothing'} (run `divbase-migrate expand --release "
-                              f"{release.version}`)", missing)
+        missing = chains.expand[expand.index + 1 : need + 1]
+        return Verdict(
+            False,
+            f"release {release.version} needs expand revision {release.expand}; the database is at "
+            f"{applied.expand or 'nothing'} (run `divbase-migrate expand --release "
+            f"{release.version}`)",
+            missing,
+        )
     newer = " (plus expand revisions of a newer release, which only add)" if expand.unknown else ""
-    return Verdict(True, f"release {release.version} can run: expand at {applied.expand}, contract at "
-                         f"{applied.contract or 'nothing'}{newer}")
+    return Verdict(
+        True,
+        f"release {release.version} can run: expand at {applied.expand}, contract at "
+        f"{applied.contract or 'nothing'}{newer}",
+    )
 
 
 def servable(manifest: Manifest, applied: Applied) -> list[str]:
@@ -276,4 +297,4 @@ def pending(chains: Chains, branch: str, applied: str | None, target: str) -> tu
     chain = chains.of(branch)
     current = Position.of(chains, branch, applied)
     end = chain.index(target)
-    return chain[current.index + 1: end + 1] if current.index < end else ()
+    return chain[current.index + 1 : end + 1] if current.index < end else ()

@@ -81,14 +81,18 @@ def chains_from(script: ScriptDirectory) -> Chains:
     for branch in BRANCHES:
         result[branch], forks[branch] = _branch_chain(script, branch)
     if forks["expand"] != forks["contract"]:
-        raise ManifestError(f"the expand branch forks from {forks['expand']} but the contract branch from "
-                            f"{forks['contract']}: both must start at the same baseline")
+        raise ManifestError(
+            f"the expand branch forks from {forks['expand']} but the contract branch from "
+            f"{forks['contract']}: both must start at the same baseline"
+        )
     baseline = forks["expand"]
     members = set(result["expand"]) | set(result["contract"])
     stray = [h for h in script.get_heads() if h not in members]
     if stray:
-        raise ManifestError(f"heads {stray} belong to neither branch (no `expand` or `contract` label in their "
-                            f"history): every revision after the baseline goes on one of the two branches")
+        raise ManifestError(
+            f"heads {stray} belong to neither branch (no `expand` or `contract` label in their "
+            f"history): every revision after the baseline goes on one of the two branches"
+        )
     lead = (baseline,) if baseline else ()
     return Chains(expand=lead + result["expand"], contract=lead + result["contract"], baseline=baseline)
 
@@ -99,8 +103,10 @@ def _branch_chain(script: ScriptDirectory, branch: str) -> tuple[tuple[str, ...]
     try:
         head = script.get_revision(f"{branch}@head")
     except Exception as exc:  # alembic raises several kinds for an unknown label or several heads
-        raise ManifestError(f"the {branch} branch must have exactly one head (a revision with "
-                            f"branch_labels = ({branch!r},) starts it): {exc}") from None
+        raise ManifestError(
+            f"the {branch} branch must have exactly one head (a revision with "
+            f"branch_labels = ({branch!r},) starts it): {exc}"
+        ) from None
     chain: list[str] = []
     revision = head
     while revision is not None:
@@ -122,8 +128,13 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
-def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirectory | None = None,
-                       logged: Mapping[str, str] | None = None, baseline: Baseline | None = None) -> Applied:
+def applied_from_heads(
+    heads: Sequence[str],
+    chains: Chains,
+    script: ScriptDirectory | None = None,
+    logged: Mapping[str, str] | None = None,
+    baseline: Baseline | None = None,
+) -> Applied:
     """The newest applied revision of each branch, from the rows of `alembic_version`.
 
     Alembic keeps only heads, and a contract revision's `depends_on` absorbs the expand head it depends on (the
@@ -166,8 +177,9 @@ def applied_from_heads(heads: Sequence[str], chains: Chains, script: ScriptDirec
     return Applied(newest(EXPAND), newest(CONTRACT))
 
 
-def _older_than_baseline(revision: str, chains: Chains, script: ScriptDirectory,
-                         baseline: Baseline | None) -> BehindBaseline | None:
+def _older_than_baseline(
+    revision: str, chains: Chains, script: ScriptDirectory, baseline: Baseline | None
+) -> BehindBaseline | None:
     """BehindBaseline when `revision` is on the trunk below the baseline: named in the manifest's history, or an
     ancestor of the baseline in the script directory (compared by full id: Alembic would resolve a prefix)."""
     if chains.baseline is None:
@@ -178,6 +190,7 @@ def _older_than_baseline(revision: str, chains: Chains, script: ScriptDirectory,
     below = {r.revision: r for r in script.walk_revisions(base="base", head=chains.baseline)}
     if revision in below and revision != chains.baseline:
         description = (below[revision].doc or "").strip().splitlines()
-        return BehindBaseline(revision, description[0] if description else "an older trunk revision",
-                              fork.revision, fork.upgrade_hint)
+        return BehindBaseline(
+            revision, description[0] if description else "an older trunk revision", fork.revision, fork.upgrade_hint
+        )
     return None

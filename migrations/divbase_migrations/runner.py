@@ -87,11 +87,13 @@ class SchemaDrift(PreconditionFailed):
     SHOWN = 25
 
     def __init__(self, baseline: str, differences: list[str]) -> None:
-        shown = differences[:self.SHOWN]
+        shown = differences[: self.SHOWN]
         more = f"; and {len(differences) - len(shown)} more" if len(differences) > len(shown) else ""
-        super().__init__(f"the database is at the baseline {baseline} but its schema differs from it in "
-                         f"{len(differences)} place(s), so nothing was applied: {'; '.join(shown)}{more}. Make the "
-                         f"schema match (or regenerate the baseline snapshot if the baseline itself changed)")
+        super().__init__(
+            f"the database is at the baseline {baseline} but its schema differs from it in "
+            f"{len(differences)} place(s), so nothing was applied: {'; '.join(shown)}{more}. Make the "
+            f"schema match (or regenerate the baseline snapshot if the baseline itself changed)"
+        )
         self.differences = differences
 
 
@@ -149,11 +151,15 @@ class Outcome:
 
 def make_engine(url: URL, settings: Settings) -> Engine:
     options = f"-c lock_timeout={settings.lock_timeout_ms} -c statement_timeout={settings.statement_timeout_ms}"
-    return create_engine(url, poolclass=pool.NullPool, connect_args={
-        "connect_timeout": settings.connect_timeout_s,
-        "options": options,
-        "application_name": "divbase-migrate",
-    })
+    return create_engine(
+        url,
+        poolclass=pool.NullPool,
+        connect_args={
+            "connect_timeout": settings.connect_timeout_s,
+            "options": options,
+            "application_name": "divbase-migrate",
+        },
+    )
 
 
 def classify(exc: BaseException) -> StepError:
@@ -213,8 +219,8 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
 _CONNECT_FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("password authentication failed",), "the server refused the credentials (password authentication failed)"),
     (("no pg_hba.conf entry",), "the server's pg_hba.conf admits no such connection"),
-    (("role \"", "does not exist"), "the user named in the settings does not exist"),
-    (("database \"", "does not exist"), "the database named in the settings does not exist"),
+    (('role "', "does not exist"), "the user named in the settings does not exist"),
+    (('database "', "does not exist"), "the database named in the settings does not exist"),
     (("failed to resolve host",), "the host name does not resolve"),
     (("could not translate host name",), "the host name does not resolve"),
     (("connection refused",), "the server refused the connection (is it running, is the port right?)"),
@@ -255,8 +261,13 @@ def _runner_name() -> str:
 
 
 class Runner:
-    def __init__(self, url: URL, manifest: Manifest, settings: Settings | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: URL,
+        manifest: Manifest,
+        settings: Settings | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url = url
         self.manifest = manifest
         self.settings = settings or Settings()
@@ -290,22 +301,27 @@ class Runner:
         shown: Any = ()  # the holder's pid last logged (nothing logged yet)
         while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar():
             if time.monotonic() >= deadline:
-                raise LockTimeout(f"another divbase-migrate held the migration lock for more than "
-                                  f"{self.settings.wait_timeout_ms} ms ({describe_holder(lock_holder(conn))})")
+                raise LockTimeout(
+                    f"another divbase-migrate held the migration lock for more than "
+                    f"{self.settings.wait_timeout_ms} ms ({describe_holder(lock_holder(conn))})"
+                )
             holder = lock_holder(conn)
             pid = holder.get("pid") if holder else None
             if pid != shown and (pid is not None or waiting_since is None):  # not again for a moment between holders
                 waiting_since = waiting_since or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                log.info("another divbase-migrate holds the lock; waiting",
-                         extra={"wait_ms": self.settings.wait_timeout_ms, **lock_wait_fields(holder, waiting_since)})
+                log.info(
+                    "another divbase-migrate holds the lock; waiting",
+                    extra={"wait_ms": self.settings.wait_timeout_ms, **lock_wait_fields(holder, waiting_since)},
+                )
                 shown = pid
             self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
         if waiting_since is not None:
             log.info("got the migration lock", extra={LOG_EVENT: EVENT_LOCK_ACQUIRED, LOCK_WAIT_SINCE: waiting_since})
 
-    def _run_locked(self, lock_conn: Connection, step: str, release: Release,
-                    expect_digest: str | None = None) -> Outcome:
+    def _run_locked(
+        self, lock_conn: Connection, step: str, release: Release, expect_digest: str | None = None
+    ) -> Outcome:
         before = read_applied(lock_conn, self.manifest)
         todo = self._plan(step, release, before)
         if expect_digest is not None and todo:
@@ -314,8 +330,10 @@ class Runner:
         if todo:  # only a step that will apply something leaves a trace: a refused one changes nothing
             outcome.retries += self._refuse_drift(before)
             lock_conn.execute(text(LOG_TABLE_DDL))
-        log.info("starting", extra={"step": step, "release": release.version, "from": before.as_dict(),
-                                    "pending": list(todo)})
+        log.info(
+            "starting",
+            extra={"step": step, "release": release.version, "from": before.as_dict(), "pending": list(todo)},
+        )
         for revision in todo:
             outcome.retries += self._apply(revision, step, release)
             outcome.applied.append(revision)
@@ -330,7 +348,8 @@ class Runner:
             raise PlanMismatch(
                 f"the {step} of release {release.version} would run SQL {_short(actual)}, not the approved plan "
                 f"{_short(expected)}: the image or the database changed since the plan was reviewed. Nothing was "
-                f"applied; make a new plan and approve that one")
+                f"applied; make a new plan and approve that one"
+            )
         log.info("the SQL is the approved plan", extra={"digest": actual})
 
     def _plan(self, step: str, release: Release, applied: Applied) -> tuple[str, ...]:
@@ -341,8 +360,9 @@ class Runner:
             return pending(self.manifest.chains, EXPAND, applied.expand, release.expand)
         if step == CONTRACT:
             if not verdict.ok:
-                raise PreconditionFailed(f"contract of release {release.version} must follow its expand: "
-                                         f"{verdict.reason}")
+                raise PreconditionFailed(
+                    f"contract of release {release.version} must follow its expand: {verdict.reason}"
+                )
             return pending(self.manifest.chains, CONTRACT, applied.contract, release.contract)
         raise ValueError(f"unknown step {step!r}")
 
@@ -359,11 +379,11 @@ class Runner:
 
         def read(attempt: int, started: float) -> None:  # the catalog functions wait on locks of busy tables too
             with self.engine.connect() as read_conn:
-                actual.update(schema_snapshot.take(
-                    read_conn, exclude_tables=BOOKKEEPING_TABLES | set(baseline.ignore_tables)))
+                actual.update(
+                    schema_snapshot.take(read_conn, exclude_tables=BOOKKEEPING_TABLES | set(baseline.ignore_tables))
+                )
 
-        retries = self._retrying("reading the schema to compare with the baseline", read,
-                                 {"check": "baseline schema"})
+        retries = self._retrying("reading the schema to compare with the baseline", read, {"check": "baseline schema"})
         differences = schema_snapshot.diff(expected, actual)
         if differences:
             raise SchemaDrift(baseline.revision, differences)
@@ -373,11 +393,13 @@ class Runner:
     def _apply(self, revision: str, step: str, release: Release) -> int:
         """Apply one revision, retrying lock timeouts and deadlocks with capped exponential backoff; returns the
         retries used."""
+
         def upgrade(attempt: int, started: float) -> None:
             with self.engine.connect() as conn:
                 cfg = alembic_config(connection=conn, on_version_apply=self._recorder(step, release, attempt, started))
                 command.upgrade(cfg, revision)
                 conn.commit()
+
         return self._retrying(f"revision {revision}", upgrade, {"revision": revision})
 
     def _retrying(self, what: str, attempt_once: Callable[[int, float], None], context: dict[str, Any]) -> int:
@@ -390,8 +412,10 @@ class Runner:
             started = time.monotonic()
             try:
                 attempt_once(attempt, started)
-                log.info("applied" if "revision" in context else "done", extra={
-                    **context, "attempt": attempt, "duration_ms": int((time.monotonic() - started) * 1000)})
+                log.info(
+                    "applied" if "revision" in context else "done",
+                    extra={**context, "attempt": attempt, "duration_ms": int((time.monotonic() - started) * 1000)},
+                )
                 return attempt - 1
             except DBAPIError as exc:
                 error = classify(exc)
@@ -399,27 +423,46 @@ class Runner:
                     if isinstance(error, Deadlock):
                         error = Deadlock(f"{what}: deadlocked with another session, {attempt} attempts")
                     elif isinstance(error, LockTimeout):
-                        error = LockTimeout(f"{what}: a lock was not granted within "
-                                            f"{self.settings.lock_timeout_ms} ms, {attempt} attempts")
+                        error = LockTimeout(
+                            f"{what}: a lock was not granted within "
+                            f"{self.settings.lock_timeout_ms} ms, {attempt} attempts"
+                        )
                     else:
                         error.args = (f"{what}: {error.args[0]}",)
                     raise error from None
                 delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
                 delay *= random.uniform(0.5, 1.0)
-                log.warning("deadlock; rolled back, will retry" if isinstance(error, Deadlock)
-                            else "lock timeout; rolled back, will retry", extra={
-                    **context, "attempt": attempt, "retry_in_s": round(delay, 2),
-                    "lock_timeout_ms": self.settings.lock_timeout_ms})
+                log.warning(
+                    "deadlock; rolled back, will retry"
+                    if isinstance(error, Deadlock)
+                    else "lock timeout; rolled back, will retry",
+                    extra={
+                        **context,
+                        "attempt": attempt,
+                        "retry_in_s": round(delay, 2),
+                        "lock_timeout_ms": self.settings.lock_timeout_ms,
+                    },
+                )
                 self.sleep(delay)
 
     def _recorder(self, step_name: str, release: Release, attempt: int, started: float) -> Callable[..., None]:
         def record(*, ctx: MigrationContext, step: MigrationInfo, heads: Any, run_args: Any) -> None:
             revision = step.up_revision_id
-            ctx.connection.execute(text(
-                "INSERT INTO divbase_migration_log (revision, branch, release, step, attempts, duration_ms, runner) "
-                "VALUES (:rev, :branch, :release, :step, :attempts, :ms, :runner)"), {
-                "rev": revision, "branch": self.manifest.chains.branch_of(revision) or TRUNK,
-                "release": release.version, "step": step_name, "attempts": attempt,
-                "ms": int((time.monotonic() - started) * 1000), "runner": _runner_name()})
-        return record
+            ctx.connection.execute(
+                text(
+                    "INSERT INTO divbase_migration_log "
+                    "(revision, branch, release, step, attempts, duration_ms, runner) "
+                    "VALUES (:rev, :branch, :release, :step, :attempts, :ms, :runner)"
+                ),
+                {
+                    "rev": revision,
+                    "branch": self.manifest.chains.branch_of(revision) or TRUNK,
+                    "release": release.version,
+                    "step": step_name,
+                    "attempts": attempt,
+                    "ms": int((time.monotonic() - started) * 1000),
+                    "runner": _runner_name(),
+                },
+            )
 
+        return record

@@ -61,9 +61,11 @@ def take(connection: Connection, exclude_tables: Iterable[str] = (), schema: str
         return list(connection.execute(text(sql), {"schema": schema, **params}))
 
     tables = {name: _table(rows, oid) for oid, name in rows(_TABLES) if name not in excluded}
-    sequences = {name: {"type": type_, **({"owned_by": owner} if owner else {})}
-                 for name, type_, owner in rows(_SEQUENCES)
-                 if name not in FOREIGN_SEQUENCES and (owner or "").strip('"') not in excluded}
+    sequences = {
+        name: {"type": type_, **({"owned_by": owner} if owner else {})}
+        for name, type_, owner in rows(_SEQUENCES)
+        if name not in FOREIGN_SEQUENCES and (owner or "").strip('"') not in excluded
+    }
     return {
         "format": FORMAT,
         "enums": {name: list(labels) for name, labels in rows(_ENUMS)},
@@ -77,8 +79,10 @@ def _table(rows: Callable[..., list[Any]], oid: int) -> dict[str, Any]:
     """One table's columns, constraints, indexes and triggers. The rare keys (identity, generated, an invalid
     constraint or index) are written only when present: the snapshots on disk are compared key by key."""
     return {
-        "columns": {col: _column(type_, notnull, default, identity, generated)
-                    for col, type_, notnull, default, identity, generated in rows(_COLUMNS, oid=oid)},
+        "columns": {
+            col: _column(type_, notnull, default, identity, generated)
+            for col, type_, notnull, default, identity, generated in rows(_COLUMNS, oid=oid)
+        },
         "constraints": {con: _definition(definition, valid) for con, definition, valid in rows(_CONSTRAINTS, oid=oid)},
         "indexes": {idx: _definition(definition, valid) for idx, definition, valid in rows(_INDEXES, oid=oid)},
         "triggers": {trg: definition for trg, definition in rows(_TRIGGERS, oid=oid)},
@@ -86,9 +90,13 @@ def _table(rows: Callable[..., list[Any]], oid: int) -> dict[str, Any]:
 
 
 def _column(type_: str, notnull: bool, default: str | None, identity: str, generated: str) -> dict[str, Any]:
-    return {"type": type_, "nullable": not notnull, "default": default,
-            **({"identity": identity} if identity else {}),
-            **({"generated": generated} if generated else {})}
+    return {
+        "type": type_,
+        "nullable": not notnull,
+        "default": default,
+        **({"identity": identity} if identity else {}),
+        **({"generated": generated} if generated else {}),
+    }
 
 
 def _definition(definition: str, valid: bool) -> dict[str, Any]:
@@ -98,10 +106,20 @@ def _definition(definition: str, valid: bool) -> dict[str, Any]:
 def diff(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """Every difference, one line each, named by object ('table "user": column "email": type ...')."""
     out: list[str] = []
-    _diff_maps(out, "enum", expected.get("enums", {}), actual.get("enums", {}),
-               lambda where, e, a: out.append(f"{where}: labels {a}, expected {e}") if e != a else None)
-    _diff_maps(out, "table", expected.get("tables", {}), actual.get("tables", {}), lambda where, e, a: _diff_table(
-        out, where, e, a))
+    _diff_maps(
+        out,
+        "enum",
+        expected.get("enums", {}),
+        actual.get("enums", {}),
+        lambda where, e, a: out.append(f"{where}: labels {a}, expected {e}") if e != a else None,
+    )
+    _diff_maps(
+        out,
+        "table",
+        expected.get("tables", {}),
+        actual.get("tables", {}),
+        lambda where, e, a: _diff_table(out, where, e, a),
+    )
     _diff_maps(out, "sequence", expected.get("sequences", {}), actual.get("sequences", {}), _leaf(out))
     _diff_maps(out, "function", expected.get("functions", {}), actual.get("functions", {}), _leaf(out, "body"))
     return out
@@ -111,6 +129,7 @@ def _leaf(out: list[str], what: str = "definition") -> Any:
     def compare(where: str, expected: Any, actual: Any) -> None:
         if expected != actual:
             out.append(f"{where}: {what} {_show(actual)}, expected {_show(expected)}")
+
     return compare
 
 
@@ -119,6 +138,7 @@ def _diff_table(out: list[str], where: str, expected: dict[str, Any], actual: di
         for key in sorted(set(e) | set(a)):
             if e.get(key) != a.get(key):
                 out.append(f"{col_where}: {key} {_show(a.get(key))}, expected {_show(e.get(key))}")
+
     _diff_maps(out, f"{where}: column", expected["columns"], actual["columns"], column)
     for part in ("constraint", "index", "trigger"):
         key = {"index": "indexes"}.get(part, part + "s")

@@ -45,8 +45,11 @@ MAX_NAME = 63  # PostgreSQL's identifier length
 _DIALECT = postgresql.dialect()
 _QUOTE = _DIALECT.identifier_preparer.quote
 # Functions whose default a new column gets without a table rewrite (PostgreSQL 11+: non-volatile defaults).
-STABLE_DEFAULTS = re.compile(r"^(now\(\)|current_timestamp|current_date|localtimestamp|statement_timestamp\(\)|"
-                             r"transaction_timestamp\(\))$", re.I)
+STABLE_DEFAULTS = re.compile(
+    r"^(now\(\)|current_timestamp|current_date|localtimestamp|statement_timestamp\(\)|"
+    r"transaction_timestamp\(\))$",
+    re.I,
+)
 _LITERAL = re.compile(r"^\(?\s*('([^']|'')*'|-?\d+(\.\d+)?|true|false|null)\s*\)?(::[\w\s\".\[\]()]+)?$", re.I)
 ALLOW_INVALID_DROP = "# divbase-lint: allow drops only an INVALID leftover of a failed build (re-run safety)"
 
@@ -164,6 +167,7 @@ class Split:
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
 
+
 def name_for(*parts: str) -> str:
     """A PostgreSQL identifier from parts, cut to 63 characters."""
     return "_".join(parts)[:MAX_NAME]
@@ -227,9 +231,15 @@ def _plain_string(type_: sa.types.TypeEngine[Any]) -> bool:
 
 def _numeric_widens(old_t: sa.types.TypeEngine[Any], new_t: sa.types.TypeEngine[Any]) -> bool:
     """NUMERIC(p, s) to the same kind with the same scale and at least its precision (not a float)."""
-    return (isinstance(old_t, sa.Numeric) and isinstance(new_t, sa.Numeric) and not isinstance(old_t, sa.Float)
-            and type(old_t._type_affinity) is type(new_t._type_affinity) and old_t.scale == new_t.scale
-            and bool(old_t.precision) and (new_t.precision or 0) >= old_t.precision)
+    return (
+        isinstance(old_t, sa.Numeric)
+        and isinstance(new_t, sa.Numeric)
+        and not isinstance(old_t, sa.Float)
+        and type(old_t._type_affinity) is type(new_t._type_affinity)
+        and old_t.scale == new_t.scale
+        and bool(old_t.precision)
+        and (new_t.precision or 0) >= old_t.precision
+    )
 
 
 def ddl_type(type_: Any) -> str:
@@ -251,9 +261,16 @@ class _Renderer:
 
     def __init__(self) -> None:
         context = MigrationContext.configure(dialect=_DIALECT, opts={})
-        self.context = AutogenContext(context, opts={"sqlalchemy_module_prefix": "sa.", "alembic_module_prefix": "op.",
-                                                     "render_as_batch": False, "render_item": self._item,
-                                                     "user_module_prefix": None})
+        self.context = AutogenContext(
+            context,
+            opts={
+                "sqlalchemy_module_prefix": "sa.",
+                "alembic_module_prefix": "op.",
+                "render_as_batch": False,
+                "render_item": self._item,
+                "user_module_prefix": None,
+            },
+        )
         self.context.imports = set()
         self.created_enums: set[str] = set()  # created by an explicit, re-runnable step: columns must not again
 
@@ -273,8 +290,10 @@ class _Renderer:
         `divbase-migrate plan --sql` renders it offline too."""
         self.created_enums.add(str(type_.name))
         labels = ", ".join("'" + v.replace("'", "''") + "'" for v in type_.enums)
-        sql = (f"DO $$ BEGIN CREATE TYPE {q(str(type_.name))} AS ENUM ({labels}); "
-               f"EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        sql = (
+            f"DO $$ BEGIN CREATE TYPE {q(str(type_.name))} AS ENUM ({labels}); "
+            f"EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
         return f"op.execute({lit(sql)})"
 
     def __call__(self, op: ops.MigrateOperation) -> list[str]:
@@ -287,10 +306,13 @@ class _Renderer:
 
 # -- SQL pieces ------------------------------------------------------------------------------------------------------
 
+
 def guarded_constraint(name: str, table: str, ddl: str) -> str:
     """ADD CONSTRAINT only when it is not there yet: a retried revision finds it."""
-    return (f"DO $$ BEGIN\n    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}') THEN\n"
-            f"        ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} {ddl};\n    END IF;\nEND $$")
+    return (
+        f"DO $$ BEGIN\n    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{name}') THEN\n"
+        f"        ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} {ddl};\n    END IF;\nEND $$"
+    )
 
 
 def batched_update(table: str, assignment: str, where: str, pk: str | None) -> str:
@@ -298,27 +320,33 @@ def batched_update(table: str, assignment: str, where: str, pk: str | None) -> s
     of an integer primary key when there is one, else by ctid batches."""
     t = q(table)
     if pk is not None:
-        return (f"DO $$\nDECLARE\n    lo bigint;\n    hi bigint;\n    batch constant integer := {BATCH};\nBEGIN\n"
-                f"    SELECT min({q(pk)}), max({q(pk)}) INTO lo, hi FROM {t} WHERE {where};\n"
-                f"    WHILE lo IS NOT NULL AND lo <= hi LOOP\n"
-                f"        UPDATE {t} SET {assignment} WHERE {where} AND {q(pk)} >= lo AND {q(pk)} < lo + batch;\n"
-                f"        COMMIT;\n        lo := lo + batch;\n    END LOOP;\nEND $$")
-    return (f"DO $$\nDECLARE\n    n integer;\nBEGIN\n    LOOP\n"
-            f"        UPDATE {t} SET {assignment} WHERE ctid IN (SELECT ctid FROM {t} WHERE {where} LIMIT {BATCH});\n"
-            f"        GET DIAGNOSTICS n = ROW_COUNT;\n        COMMIT;\n        EXIT WHEN n = 0;\n    END LOOP;\nEND $$")
+        return (
+            f"DO $$\nDECLARE\n    lo bigint;\n    hi bigint;\n    batch constant integer := {BATCH};\nBEGIN\n"
+            f"    SELECT min({q(pk)}), max({q(pk)}) INTO lo, hi FROM {t} WHERE {where};\n"
+            f"    WHILE lo IS NOT NULL AND lo <= hi LOOP\n"
+            f"        UPDATE {t} SET {assignment} WHERE {where} AND {q(pk)} >= lo AND {q(pk)} < lo + batch;\n"
+            f"        COMMIT;\n        lo := lo + batch;\n    END LOOP;\nEND $$"
+        )
+    return (
+        f"DO $$\nDECLARE\n    n integer;\nBEGIN\n    LOOP\n"
+        f"        UPDATE {t} SET {assignment} WHERE ctid IN (SELECT ctid FROM {t} WHERE {where} LIMIT {BATCH});\n"
+        f"        GET DIAGNOSTICS n = ROW_COUNT;\n        COMMIT;\n        EXIT WHEN n = 0;\n    END LOOP;\nEND $$"
+    )
 
 
 def sync_function(name: str, old: str, new: str) -> str:
     """Release 2's trigger: whichever of the two columns a writer set is copied to the other."""
     o, n = q(old), q(new)
-    return (f"CREATE OR REPLACE FUNCTION {q(name)}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
-            f"    IF TG_OP = 'UPDATE' THEN\n"
-            f"        IF NEW.{n} IS DISTINCT FROM OLD.{n} AND NEW.{o} IS NOT DISTINCT FROM OLD.{o} THEN\n"
-            f"            NEW.{o} := NEW.{n};\n"
-            f"        ELSIF NEW.{o} IS DISTINCT FROM OLD.{o} AND NEW.{n} IS NOT DISTINCT FROM OLD.{n} THEN\n"
-            f"            NEW.{n} := NEW.{o};\n        END IF;\n    END IF;\n"
-            f"    NEW.{n} := COALESCE(NEW.{n}, NEW.{o});\n    NEW.{o} := COALESCE(NEW.{o}, NEW.{n});\n"
-            f"    RETURN NEW;\nEND $$")
+    return (
+        f"CREATE OR REPLACE FUNCTION {q(name)}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+        f"    IF TG_OP = 'UPDATE' THEN\n"
+        f"        IF NEW.{n} IS DISTINCT FROM OLD.{n} AND NEW.{o} IS NOT DISTINCT FROM OLD.{o} THEN\n"
+        f"            NEW.{o} := NEW.{n};\n"
+        f"        ELSIF NEW.{o} IS DISTINCT FROM OLD.{o} AND NEW.{n} IS NOT DISTINCT FROM OLD.{n} THEN\n"
+        f"            NEW.{n} := NEW.{o};\n        END IF;\n    END IF;\n"
+        f"    NEW.{n} := COALESCE(NEW.{n}, NEW.{o});\n    NEW.{o} := COALESCE(NEW.{o}, NEW.{n});\n"
+        f"    RETURN NEW;\nEND $$"
+    )
 
 
 def enum_swap(name: str, labels: Sequence[str], columns: Sequence[tuple[str, str]], refuse: Sequence[str]) -> str:
@@ -328,22 +356,26 @@ def enum_swap(name: str, labels: Sequence[str], columns: Sequence[tuple[str, str
     lines = ["DO $$ BEGIN"]
     for table, column in columns:
         for label in refuse:
-            lines.append(f"    IF EXISTS (SELECT 1 FROM {q(table)} WHERE {q(column)}::text = '{label}') THEN\n"
-                         f"        RAISE EXCEPTION '{table}.{column} still holds {label}: map those rows first';\n"
-                         f"    END IF;")
+            lines.append(
+                f"    IF EXISTS (SELECT 1 FROM {q(table)} WHERE {q(column)}::text = '{label}') THEN\n"
+                f"        RAISE EXCEPTION '{table}.{column} still holds {label}: map those rows first';\n"
+                f"    END IF;"
+            )
     for table, _ in columns:
         lines.append(f"    LOCK TABLE {q(table)} IN ACCESS EXCLUSIVE MODE;")
     lines.append(f"    ALTER TYPE {q(name)} RENAME TO {q(name + '_old')};")
     lines.append(f"    CREATE TYPE {q(name)} AS ENUM ({values});")
     for table, column in columns:
-        lines.append(f"    ALTER TABLE {q(table)} ALTER COLUMN {q(column)} TYPE {q(name)} "
-                     f"USING {q(column)}::text::{q(name)};")
+        lines.append(
+            f"    ALTER TABLE {q(table)} ALTER COLUMN {q(column)} TYPE {q(name)} USING {q(column)}::text::{q(name)};"
+        )
     lines.append(f"    DROP TYPE {q(name + '_old')};")
     lines.append("END $$")
     return "\n".join(lines)
 
 
 # -- the splitter ----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Table:
@@ -376,8 +408,13 @@ def _flatten(upgrade_ops: ops.UpgradeOps) -> tuple[list[ops.MigrateOperation], d
 
 def _alters(op: ops.AlterColumnOp) -> bool:
     """Alembic's "unchanged" values: None for nullable, type and name; False for server default and comment."""
-    return (op.modify_nullable is not None or op.modify_type is not None or op.modify_name is not None
-            or op.modify_server_default is not False or op.modify_comment is not False)
+    return (
+        op.modify_nullable is not None
+        or op.modify_type is not None
+        or op.modify_name is not None
+        or op.modify_server_default is not False
+        or op.modify_comment is not False
+    )
 
 
 def _int_pk(table: sa.Table | None) -> str | None:
@@ -393,7 +430,7 @@ def _neighbours(labels: Sequence[str], label: str, present: Sequence[str]) -> tu
     """The nearest labels before and after `label` in `labels` that the type has already (None: there is none)."""
     i = labels.index(label)
     after = next((x for x in reversed(labels[:i]) if x in present), None)
-    before = next((x for x in labels[i + 1:] if x in present), None)
+    before = next((x for x in labels[i + 1 :] if x in present), None)
     return after, before
 
 
@@ -412,8 +449,9 @@ class _Splitter:
     def place(self, kind: str, target: str, branch: str, note: str = "") -> None:
         self.placements.append(Placement(kind, target, branch, note))
 
-    def block(self, branch: str, phase: int, up: Iterable[str], down: Iterable[str] = (),
-              autocommit: bool = False) -> None:
+    def block(
+        self, branch: str, phase: int, up: Iterable[str], down: Iterable[str] = (), autocommit: bool = False
+    ) -> None:
         self.phases.setdefault((branch, phase), []).append(Block(list(up), list(down), autocommit))
 
     def todo(self, branch: str, kind: str, target: str, text: str) -> None:
@@ -429,8 +467,13 @@ class _Splitter:
     # -- per kind ----------------------------------------------------------------------------------------------------
     def create_table(self, op: ops.CreateTableOp, indexes: list[ops.CreateIndexOp]) -> None:
         op.if_not_exists = True
-        new_types = {c.type.name: c.type for c in op.columns if isinstance(c, sa.Column)
-                     for n in _enum_names(c.type) if n not in self.existing_enums}
+        new_types = {
+            c.type.name: c.type
+            for c in op.columns
+            if isinstance(c, sa.Column)
+            for n in _enum_names(c.type)
+            if n not in self.existing_enums
+        }
         new_enums = list(new_types)
         self.existing_enums.update(new_enums)
         up = [self.render.create_enum(t) for t in new_types.values()] + self.render(op)
@@ -466,28 +509,44 @@ class _Splitter:
                 pre.append(self.render.create_enum(column.type))
                 post_down.append(f"op.execute({lit(f'DROP TYPE IF EXISTS {q(name)}')})")
         if column.server_default is not None and not is_cheap_default(column.server_default):
-            self.todo(EXPAND, "add_column", target,
-                      f"{target}: server default {default_sql(column.server_default)} is volatile, adding the column "
-                      f"rewrites {table!r} under ACCESS EXCLUSIVE: add it without the default, then SET DEFAULT and "
-                      f"backfill in batches")
+            self.todo(
+                EXPAND,
+                "add_column",
+                target,
+                f"{target}: server default {default_sql(column.server_default)} is volatile, adding the column "
+                f"rewrites {table!r} under ACCESS EXCLUSIVE: add it without the default, then SET DEFAULT and "
+                f"backfill in batches",
+            )
             return
         op.if_not_exists = True
         if column.nullable or column.server_default is not None:
-            self.block(EXPAND, 30, pre + self.render(op),
-                       [f"op.drop_column({table!r}, {column.name!r}, if_exists=True)", *post_down])
+            self.block(
+                EXPAND,
+                30,
+                pre + self.render(op),
+                [f"op.drop_column({table!r}, {column.name!r}, if_exists=True)", *post_down],
+            )
             self.place("add_column", target, EXPAND)
             return
         # NOT NULL without a default: old code inserts rows without it, so it is nullable until the contract
         relaxed = column._copy()
         relaxed.nullable = True
         loose = ops.AddColumnOp(table, relaxed, if_not_exists=True)
-        self.block(EXPAND, 30, pre + self.render(loose),
-                   [f"op.drop_column({table!r}, {column.name!r}, if_exists=True)", *post_down])
+        self.block(
+            EXPAND,
+            30,
+            pre + self.render(loose),
+            [f"op.drop_column({table!r}, {column.name!r}, if_exists=True)", *post_down],
+        )
         self.place("add_column", target, EXPAND, "added nullable")
-        self.todo(CONTRACT, "set_not_null", target,
-                  f"{target} is NOT NULL in the models but has no server default: rows written by the previous "
-                  f"release have no value. Backfill them here, then make it NOT NULL with a CHECK ... NOT VALID, "
-                  f"VALIDATE CONSTRAINT, SET NOT NULL (see the example release 3's revisions)")
+        self.todo(
+            CONTRACT,
+            "set_not_null",
+            target,
+            f"{target} is NOT NULL in the models but has no server default: rows written by the previous "
+            f"release have no value. Backfill them here, then make it NOT NULL with a CHECK ... NOT VALID, "
+            f"VALIDATE CONSTRAINT, SET NOT NULL (see the example release 3's revisions)",
+        )
 
     def drop_column(self, table: str, op: ops.DropColumnOp) -> None:
         op.if_exists = True
@@ -504,8 +563,10 @@ class _Splitter:
         relaxed = column._copy()
         relaxed.nullable = True
         check = name_for("ck", table, column.name, "not_null")
-        name = self.contract.constant(f"readd_check_{table}_{column.name}", guarded_constraint(
-            check, table, f"CHECK ({q(column.name)} IS NOT NULL) NOT VALID"))
+        name = self.contract.constant(
+            f"readd_check_{table}_{column.name}",
+            guarded_constraint(check, table, f"CHECK ({q(column.name)} IS NOT NULL) NOT VALID"),
+        )
         return [*self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True)), f"op.execute({name})"]
 
     def create_index(self, op: ops.CreateIndexOp) -> None:
@@ -514,14 +575,23 @@ class _Splitter:
         op.if_not_exists = True
         op.kw["postgresql_concurrently"] = True
         branch = CONTRACT if op.unique else EXPAND
-        leftover = self.body(CONTRACT if op.unique else EXPAND).constant(f"drop_invalid_{index}", (
-            f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            f"WHERE c.relname = '{index}' AND NOT i.indisvalid) THEN EXECUTE 'DROP INDEX {q(index)}'; END IF; END $$"))
+        leftover = self.body(CONTRACT if op.unique else EXPAND).constant(
+            f"drop_invalid_{index}",
+            (
+                f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                f"WHERE c.relname = '{index}' AND NOT i.indisvalid) "
+                f"THEN EXECUTE 'DROP INDEX {q(index)}'; END IF; END $$"
+            ),
+        )
         drop_invalid = f"op.execute({leftover})  {ALLOW_INVALID_DROP}"
-        down = [f"op.drop_index({index!r}, table_name={op.table_name!r}, postgresql_concurrently=True, "
-                f"if_exists=True)"]
-        self.block(branch, 70 if branch == EXPAND else 15, [*drop_invalid.splitlines(), *self.render(op)], down,
-                   autocommit=True)
+        down = [f"op.drop_index({index!r}, table_name={op.table_name!r}, postgresql_concurrently=True, if_exists=True)"]
+        self.block(
+            branch,
+            70 if branch == EXPAND else 15,
+            [*drop_invalid.splitlines(), *self.render(op)],
+            down,
+            autocommit=True,
+        )
         self.place("create_index", index, branch, "unique: old code may still write duplicates" if op.unique else "")
 
     def drop_index(self, op: ops.DropIndexOp) -> None:
@@ -537,8 +607,11 @@ class _Splitter:
         name = op.constraint_name or name_for(op.source_table, *op.local_cols, "fkey")
         local = ", ".join(q(c) for c in op.local_cols)
         remote = ", ".join(q(c) for c in op.remote_cols)
-        actions = "".join(f" ON {sql} {op.kw[word]}" for word, sql in (("ondelete", "DELETE"), ("onupdate", "UPDATE"))
-                          if op.kw.get(word))
+        actions = "".join(
+            f" ON {sql} {op.kw[word]}"
+            for word, sql in (("ondelete", "DELETE"), ("onupdate", "UPDATE"))
+            if op.kw.get(word)
+        )
         ddl = f"FOREIGN KEY ({local}) REFERENCES {q(op.referent_table)} ({remote}){actions} NOT VALID"
         const = self.expand.constant(f"add_{name}", guarded_constraint(name, op.source_table, ddl))
         alter = f"ALTER TABLE {q(op.source_table)}"
@@ -555,8 +628,7 @@ class _Splitter:
             added = str(sa.schema.AddConstraint(op.reverse().to_constraint()).compile(dialect=_DIALECT))
             prefix = f"ALTER TABLE {q(table)} ADD CONSTRAINT {q(name)} "
             if added.startswith(prefix):
-                readd = self.contract.constant(f"readd_{name}", guarded_constraint(name, table,
-                                                                                   added[len(prefix):]))
+                readd = self.contract.constant(f"readd_{name}", guarded_constraint(name, table, added[len(prefix) :]))
                 drop = f"ALTER TABLE {q(table)} DROP CONSTRAINT IF EXISTS {q(name)}"
                 self.block(CONTRACT, 35, [f"op.execute({lit(drop)})"], [f"op.execute({readd})"])
                 self.place("drop_constraint", name, CONTRACT)
@@ -570,18 +642,26 @@ class _Splitter:
 
     def add_constraint(self, op: ops.AddConstraintOp) -> None:
         name = getattr(op, "constraint_name", None) or "?"
-        self.todo(CONTRACT, "add_constraint", name,
-                  f"new {type(op).__name__} {name} on {getattr(op, 'table_name', '?')}: build a unique index "
-                  f"CONCURRENTLY, then ALTER TABLE ... ADD CONSTRAINT ... USING INDEX (old code may still violate "
-                  f"it until the contract)")
+        self.todo(
+            CONTRACT,
+            "add_constraint",
+            name,
+            f"new {type(op).__name__} {name} on {getattr(op, 'table_name', '?')}: build a unique index "
+            f"CONCURRENTLY, then ALTER TABLE ... ADD CONSTRAINT ... USING INDEX (old code may still violate "
+            f"it until the contract)",
+        )
 
     def alter_column(self, table: str, op: ops.AlterColumnOp) -> None:
         """One column's changes, each placed on its own: type, server default, nullability, comment."""
         column = op.column_name
         target = f"{table}.{column}"
         if op.modify_name:
-            self.todo(EXPAND, "rename_column", target, f"{target} renamed to {op.modify_name}: declare it with "
-                                                       f"--rename {table}.{column}:{op.modify_name}")
+            self.todo(
+                EXPAND,
+                "rename_column",
+                target,
+                f"{target} renamed to {op.modify_name}: declare it with --rename {table}.{column}:{op.modify_name}",
+            )
             return
         existing_type = op.existing_type
         if op.modify_type is not None:
@@ -597,14 +677,24 @@ class _Splitter:
                 backfill = f"{q(column)} = DEFAULT"
             self.not_null(table, column, existing_type, backfill)
         if op.modify_comment is not False and op.modify_comment is not None:
-            self._alter(EXPAND, table, column, existing_type, f"comment={op.modify_comment!r}",
-                        f"comment={op.existing_comment!r}")
+            self._alter(
+                EXPAND,
+                table,
+                column,
+                existing_type,
+                f"comment={op.modify_comment!r}",
+                f"comment={op.existing_comment!r}",
+            )
             self.place("comment", target, EXPAND)
 
     def _alter(self, branch: str, table: str, column: str, type_: Any, up: str, down: str) -> None:
         """An op.alter_column pair (phase 25) that changes one keyword and its downgrade that changes it back."""
-        self.block(branch, 25, [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {up})"],
-                   [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {down})"])
+        self.block(
+            branch,
+            25,
+            [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {up})"],
+            [f"op.alter_column({table!r}, {column!r}, existing_type={self._type(type_)}, {down})"],
+        )
 
     def _alter_type(self, table: str, op: ops.AlterColumnOp) -> None:
         """Widened: expand; narrowed: contract; another type: a TODO (a rewrite old code may not survive)."""
@@ -612,17 +702,25 @@ class _Splitter:
         target = f"{table}.{column}"
         kind = type_change(existing_type, op.modify_type)
         if kind == "rewrite":
-            self.todo(EXPAND, "alter_type", target,
-                      f"{target}: {existing_type} -> {op.modify_type} rewrites {table!r} and old code may write "
-                      f"what the new type refuses: add a new column, keep it in sync with a trigger, backfill in "
-                      f"batches, switch the code, drop the old column in a contract (--rename shows the pattern)")
+            self.todo(
+                EXPAND,
+                "alter_type",
+                target,
+                f"{target}: {existing_type} -> {op.modify_type} rewrites {table!r} and old code may write "
+                f"what the new type refuses: add a new column, keep it in sync with a trigger, backfill in "
+                f"batches, switch the code, drop the old column in a contract (--rename shows the pattern)",
+            )
             return
         branch = EXPAND if kind == "widen" else CONTRACT
         allow = "  # divbase-lint: allow widening: no rewrite, old values all fit" if kind == "widen" else ""
-        up = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
-              f"type_={self._type(op.modify_type)}){allow}")
-        down = (f"op.alter_column({table!r}, {column!r}, existing_type={self._type(op.modify_type)}, "
-                f"type_={self._type(existing_type)})")
+        up = (
+            f"op.alter_column({table!r}, {column!r}, existing_type={self._type(existing_type)}, "
+            f"type_={self._type(op.modify_type)}){allow}"
+        )
+        down = (
+            f"op.alter_column({table!r}, {column!r}, existing_type={self._type(op.modify_type)}, "
+            f"type_={self._type(existing_type)})"
+        )
         self.block(branch, 25 if branch == EXPAND else 55, [up], [down])
         self.place("alter_type", target, branch, kind)
 
@@ -642,8 +740,12 @@ class _Splitter:
             self.place("set_default", target, EXPAND)
         elif op.existing_server_default is not None:
             old = default_sql(op.existing_server_default)
-            self.block(CONTRACT, 45, [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
-                       [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"])
+            self.block(
+                CONTRACT,
+                45,
+                [f"op.execute({lit(f'{alter} DROP DEFAULT')})"],
+                [f"op.execute({lit(f'{alter} SET DEFAULT {old}')})"],
+            )
             self.place("drop_default", target, CONTRACT)
 
     def not_null(self, table: str, column: str, type_: Any, backfill: str | None) -> None:
@@ -652,27 +754,39 @@ class _Splitter:
         check = name_for("ck", table, column, "not_null")
         up: list[str] = []
         if backfill is not None:
-            name = self.expand.constant(f"backfill_{table}_{column}", batched_update(
-                table, backfill, f"{q(column)} IS NULL", self.pk_of(table)))
+            name = self.expand.constant(
+                f"backfill_{table}_{column}", batched_update(table, backfill, f"{q(column)} IS NULL", self.pk_of(table))
+            )
             up.append(f"op.execute({name})  # batches, each committed")
-        add = self.expand.constant(f"add_{check}", guarded_constraint(
-            check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID"))
+        add = self.expand.constant(
+            f"add_{check}", guarded_constraint(check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID")
+        )
         up.append(f"op.execute({add})  # NOT VALID: no scan; new rows only")
         drop = f"ALTER TABLE {q(table)} DROP CONSTRAINT IF EXISTS {q(check)}"
         self.block(EXPAND, 50, up, [f"op.execute({lit(drop)})"], autocommit=True)
         self.place("not_null_check", target, EXPAND, "CHECK NOT VALID" + (", backfilled" if backfill else ""))
         t = self._type(type_)
-        readd = self.contract.constant(f"readd_{check}", guarded_constraint(
-            check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID"))
-        validate = self.contract.constant(f"validate_{check}", (
-            f"DO $$ BEGIN\n    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{check}') THEN\n"
-            f"        ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)};\n    END IF;\nEND $$"))
-        self.block(CONTRACT, 20, [
-            f"op.execute({validate})  # writes go on; a re-run finds the check gone",
-            f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=False)  # uses the valid check: "
-            f"no scan",
-            f"op.execute({lit(drop)})",
-        ], [f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=True)", f"op.execute({readd})"])
+        readd = self.contract.constant(
+            f"readd_{check}", guarded_constraint(check, table, f"CHECK ({q(column)} IS NOT NULL) NOT VALID")
+        )
+        validate = self.contract.constant(
+            f"validate_{check}",
+            (
+                f"DO $$ BEGIN\n    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = '{check}') THEN\n"
+                f"        ALTER TABLE {q(table)} VALIDATE CONSTRAINT {q(check)};\n    END IF;\nEND $$"
+            ),
+        )
+        self.block(
+            CONTRACT,
+            20,
+            [
+                f"op.execute({validate})  # writes go on; a re-run finds the check gone",
+                f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=False)  # uses the valid check: "
+                f"no scan",
+                f"op.execute({lit(drop)})",
+            ],
+            [f"op.alter_column({table!r}, {column!r}, existing_type={t}, nullable=True)", f"op.execute({readd})"],
+        )
         self.place("set_not_null", target, CONTRACT, "VALIDATE, SET NOT NULL")
 
     def rename(self, rename: Rename, add: ops.AddColumnOp, drop: ops.DropColumnOp) -> None:
@@ -681,33 +795,61 @@ class _Splitter:
         old_col, new_col = drop.to_column(), add.column
         old_type, new_type = ddl_type(old_col.type), ddl_type(new_col.type)
         if old_type != new_type:
-            self.todo(EXPAND, "rename_column", target, f"{target}: the type changes too ({old_type} -> {new_type}): "
-                                                       f"the sync trigger copies values as they are; write it by hand")
+            self.todo(
+                EXPAND,
+                "rename_column",
+                target,
+                f"{target}: the type changes too ({old_type} -> {new_type}): "
+                f"the sync trigger copies values as they are; write it by hand",
+            )
             return
         relaxed = new_col._copy()
         relaxed.nullable = True
         function = name_for("divbase", table, old, "sync")
         fn_sql = self.expand.constant(f"sync_{table}_{old}", sync_function(function, old, new))
-        trigger = (f"CREATE OR REPLACE TRIGGER {q(function)} BEFORE INSERT OR UPDATE ON {q(table)} "
-                   f"FOR EACH ROW EXECUTE FUNCTION {q(function)}()")
+        trigger = (
+            f"CREATE OR REPLACE TRIGGER {q(function)} BEFORE INSERT OR UPDATE ON {q(table)} "
+            f"FOR EACH ROW EXECUTE FUNCTION {q(function)}()"
+        )
         drop_trigger = f"DROP TRIGGER IF EXISTS {q(function)} ON {q(table)}"
         drop_function = f"DROP FUNCTION IF EXISTS {q(function)}()"
         # column, function and trigger commit together (metadata only), then the backfill batch by batch
-        self.block(EXPAND, 40, [*self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True)),
-                                f"op.execute({fn_sql})", f"op.execute({lit(trigger)})"],
-                   [f"op.execute({lit(drop_trigger)})", f"op.execute({lit(drop_function)})",
-                    f"op.drop_column({table!r}, {new!r}, if_exists=True)"])
-        backfill = self.expand.constant(f"backfill_{table}_{new}", batched_update(
-            table, f"{q(new)} = {q(old)}", f"{q(new)} IS NULL AND {q(old)} IS NOT NULL", self.pk_of(table)))
+        self.block(
+            EXPAND,
+            40,
+            [
+                *self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True)),
+                f"op.execute({fn_sql})",
+                f"op.execute({lit(trigger)})",
+            ],
+            [
+                f"op.execute({lit(drop_trigger)})",
+                f"op.execute({lit(drop_function)})",
+                f"op.drop_column({table!r}, {new!r}, if_exists=True)",
+            ],
+        )
+        backfill = self.expand.constant(
+            f"backfill_{table}_{new}",
+            batched_update(
+                table, f"{q(new)} = {q(old)}", f"{q(new)} IS NULL AND {q(old)} IS NOT NULL", self.pk_of(table)
+            ),
+        )
         self.block(EXPAND, 45, [f"op.execute({backfill})  # batches, each committed"], autocommit=True)
         self.place("rename_column", target, EXPAND, "new column, sync trigger, batched backfill")
         if not new_col.nullable and new_col.server_default is None:
             self.not_null(table, new, new_col.type, None)
         # contract: the trigger and the old column go (after the NOT NULL steps, phase 20)
         fn_copy = self.contract.constant(f"sync_{table}_{old}", sync_function(function, old, new))
-        self.block(CONTRACT, 50, [f"op.execute({lit(drop_trigger)})", f"op.execute({lit(drop_function)})",
-                                  f"op.drop_column({table!r}, {old!r}, if_exists=True)"],
-                   [*self._readd_renamed(table, old_col, new), f"op.execute({fn_copy})", f"op.execute({lit(trigger)})"])
+        self.block(
+            CONTRACT,
+            50,
+            [
+                f"op.execute({lit(drop_trigger)})",
+                f"op.execute({lit(drop_function)})",
+                f"op.drop_column({table!r}, {old!r}, if_exists=True)",
+            ],
+            [*self._readd_renamed(table, old_col, new), f"op.execute({fn_copy})", f"op.execute({lit(trigger)})"],
+        )
         self.place("drop_column", f"{table}.{old}", CONTRACT, "renamed away")
 
     def _readd_renamed(self, table: str, column: sa.Column[Any], new: str) -> list[str]:
@@ -716,8 +858,9 @@ class _Splitter:
         lines = self.render(ops.AddColumnOp(table, relaxed, if_not_exists=True))
         lines.append(f"op.execute({lit(f'UPDATE {q(table)} SET {q(column.name)} = {q(new)}')})")
         if not column.nullable:
-            lines.append(f"op.alter_column({table!r}, {column.name!r}, existing_type={self._type(column.type)}, "
-                         f"nullable=False)")
+            lines.append(
+                f"op.alter_column({table!r}, {column.name!r}, existing_type={self._type(column.type)}, nullable=False)"
+            )
         return lines
 
     def enum(self, change: EnumChange) -> None:
@@ -727,9 +870,13 @@ class _Splitter:
         if added:
             self._add_labels(change, added)
         if removed:
-            self.todo(CONTRACT, "drop_enum_value", f"{change.name}: {', '.join(removed)}",
-                      f"enum {change.name} loses {', '.join(removed)}: rows holding them need a mapping; then swap "
-                      f"the type (see the example release 4's contract, c0004_announcement_caution)")
+            self.todo(
+                CONTRACT,
+                "drop_enum_value",
+                f"{change.name}: {', '.join(removed)}",
+                f"enum {change.name} loses {', '.join(removed)}: rows holding them need a mapping; then swap "
+                f"the type (see the example release 4's contract, c0004_announcement_caution)",
+            )
 
     def _add_labels(self, change: EnumChange, added: list[str]) -> None:
         """ADD VALUE ... AFTER/BEFORE a label already there, outside a transaction; the downgrade swaps the type
@@ -743,10 +890,11 @@ class _Splitter:
             lines.append(f"op.execute({lit(sql)})")
             present.insert(present.index(after) + 1 if after else (present.index(before) if before else 0), label)
             self.place("add_enum_value", f"{change.name}.{label}", EXPAND)
-        swap = self.expand.constant(f"restore_{change.name}", enum_swap(
-            change.name, [x for x in present if x not in added], change.columns, added))
-        self.block(EXPAND, 10, lines, [f"op.execute({swap})  # refuses while a row holds a new label"],
-                   autocommit=True)
+        swap = self.expand.constant(
+            f"restore_{change.name}",
+            enum_swap(change.name, [x for x in present if x not in added], change.columns, added),
+        )
+        self.block(EXPAND, 10, lines, [f"op.execute({swap})  # refuses while a row holds a new label"], autocommit=True)
 
     def _type(self, type_: Any) -> str:
         from alembic.autogenerate.render import _repr_type
@@ -761,14 +909,21 @@ class _Splitter:
         created = {op.table_name for op in top if isinstance(op, ops.CreateTableOp)}
         dropped = {op.table_name for op in top if isinstance(op, ops.DropTableOp)}
         for change in enum_changes:  # a new table's columns are gone when the label's downgrade runs
-            self.enum(EnumChange(change.name, change.before, change.after,
-                                 tuple(c for c in change.columns if c[0] not in created)))
+            self.enum(
+                EnumChange(
+                    change.name, change.before, change.after, tuple(c for c in change.columns if c[0] not in created)
+                )
+            )
         for op in top:
             self._top_level(op, tables)
         if created and dropped:
-            self.todo(EXPAND, "rename_table", f"{sorted(dropped)} -> {sorted(created)}",
-                      f"tables {sorted(dropped)} dropped and {sorted(created)} created: if this is a rename, write "
-                      f"it by hand (a view or a sync trigger), the generator cannot prove one")
+            self.todo(
+                EXPAND,
+                "rename_table",
+                f"{sorted(dropped)} -> {sorted(created)}",
+                f"tables {sorted(dropped)} dropped and {sorted(created)} created: if this is a rename, write "
+                f"it by hand (a view or a sync trigger), the generator cannot prove one",
+            )
         for rename in renames:
             self._declared_rename(rename, tables)
         for table, entry in tables.items():
@@ -801,8 +956,10 @@ class _Splitter:
         add = entry.adds.pop(rename.new, None) if entry else None
         drop = entry.drops.pop(rename.old, None) if entry else None
         if add is None or drop is None:
-            raise SplitError(f"--rename {rename.table}.{rename.old}:{rename.new}: autogenerate does not report "
-                             f"{rename.old!r} dropped and {rename.new!r} added on {rename.table!r}")
+            raise SplitError(
+                f"--rename {rename.table}.{rename.old}:{rename.new}: autogenerate does not report "
+                f"{rename.old!r} dropped and {rename.new!r} added on {rename.table!r}"
+            )
         self.rename(rename, add, drop)
 
     def _possible_renames(self, table: str, entry: _Table) -> None:
@@ -812,11 +969,15 @@ class _Splitter:
         for dropped_col, dop in entry.drops.items():
             twins = [n for n, a in entry.adds.items() if ddl_type(a.column.type) == ddl_type(dop.to_column().type)]
             if twins:
-                self.todo(EXPAND, "rename_column", f"{table}.{dropped_col}",
-                          f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
-                          f"if that is a rename, run again with "
-                          + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins) +
-                          "; if not, delete this line (the drop stays in the contract)")
+                self.todo(
+                    EXPAND,
+                    "rename_column",
+                    f"{table}.{dropped_col}",
+                    f"{table}.{dropped_col} is dropped and {', '.join(twins)} added with the same type: "
+                    f"if that is a rename, run again with "
+                    + " or ".join(f"--rename {table}.{dropped_col}:{t}" for t in twins)
+                    + "; if not, delete this line (the drop stays in the contract)",
+                )
 
     def _table_ops(self, table: str, entry: _Table) -> None:
         """An existing table's changes: added columns, dropped columns, then the rest in autogenerate's order."""
@@ -842,8 +1003,9 @@ class _Splitter:
         elif isinstance(op, ops.AddConstraintOp):
             self.add_constraint(op)
         else:
-            self.todo(EXPAND, type(op).__name__, table, f"autogenerate reported {type(op).__name__} on "
-                                                        f"{table}: not placed")
+            self.todo(
+                EXPAND, type(op).__name__, table, f"autogenerate reported {type(op).__name__} on {table}: not placed"
+            )
 
     def _assemble(self) -> Split:
         """Each branch's body: its TODOs first, then its blocks by phase; the imports the rendered code needs."""
@@ -856,8 +1018,14 @@ class _Splitter:
             body.imports |= self.render.imports
         return Split(self.expand, self.contract, self.placements)
 
-def split(upgrade_ops: ops.UpgradeOps, renames: Sequence[Rename] = (), enum_changes: Sequence[EnumChange] = (),
-          existing_enums: Iterable[str] = (), metadata: sa.MetaData | None = None) -> Split:
+
+def split(
+    upgrade_ops: ops.UpgradeOps,
+    renames: Sequence[Rename] = (),
+    enum_changes: Sequence[EnumChange] = (),
+    existing_enums: Iterable[str] = (),
+    metadata: sa.MetaData | None = None,
+) -> Split:
     """Place autogenerate's operations (see the module's table). `existing_enums`: enum types the database has
     (a new column's type not among them is created first); `metadata`: the target models (batched backfills go by
     a table's integer primary key when it has one)."""
@@ -874,5 +1042,8 @@ def enum_changes(reflected: dict[str, Sequence[str]], metadata: sa.MetaData) -> 
             if isinstance(column.type, sa.Enum) and column.type.name:
                 wanted.setdefault(column.type.name, tuple(column.type.enums))
                 users.setdefault(column.type.name, []).append((table.name, column.name))
-    return [EnumChange(name, tuple(reflected[name]), labels, tuple(users[name]))
-            for name, labels in sorted(wanted.items()) if name in reflected and tuple(reflected[name]) != labels]
+    return [
+        EnumChange(name, tuple(reflected[name]), labels, tuple(users[name]))
+        for name, labels in sorted(wanted.items())
+        if name in reflected and tuple(reflected[name]) != labels
+    ]

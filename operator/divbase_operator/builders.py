@@ -51,19 +51,25 @@ def database_env(spec: DatabaseSpec) -> list[dict[str, Any]]:
             {"name": contract.ENV_DB_PARTS[part], "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": key}}}
             for part, key in sorted(ref.part_keys.items())
         ]
-    return [{"name": contract.ENV_DATABASE_URL,
-             "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}}}]
+    return [
+        {
+            "name": contract.ENV_DATABASE_URL,
+            "valueFrom": {"secretKeyRef": {"name": ref.secret_name, "key": ref.url_key or "url"}},
+        }
+    ]
 
 
-def migration_command(spec: DatabaseSpec, step: str, version: str,
-                      expect_digest: str | None = None) -> tuple[list[str], list[str]]:
+def migration_command(
+    spec: DatabaseSpec, step: str, version: str, expect_digest: str | None = None
+) -> tuple[list[str], list[str]]:
     """(command, args) of a migration container: the resource's command (default `divbase-migrate`) and fixed
     arguments, then the step's arguments as the runner contract defines them, so any runner honouring the contract
     can stand in. The plan (read-only, see `contract.step_args`) never gets the timeouts; a Manual contract gets
     the digest of the plan that was approved (`--expect-digest`), so it runs that SQL or nothing."""
     settings = spec.migration_job
-    step_args = contract.step_args(step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds,
-                                   expect_digest)
+    step_args = contract.step_args(
+        step, version, settings.lock_timeout_seconds, settings.statement_timeout_seconds, expect_digest
+    )
     return list(settings.command or contract.DEFAULT_COMMAND), [*settings.args, *step_args]
 
 
@@ -80,7 +86,8 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: Approve
         # the summary file only: FallbackToLogsOnError would copy the log's tail (whatever the image printed) into
         # status and Events when the runner died without a summary
         "terminationMessagePolicy": "File",
-        "resources": settings.resources or {
+        "resources": settings.resources
+        or {
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
@@ -113,25 +120,38 @@ def _job_pod_spec(spec: DatabaseSpec, step: str, version: str, approved: Approve
     return pod
 
 
-def job_digest(spec: DatabaseSpec, step: str, version: str, retry_token: str,
-               approved: ApprovedPlan | None = None, pod: dict[str, Any] | None = None) -> str:
+def job_digest(
+    spec: DatabaseSpec,
+    step: str,
+    version: str,
+    retry_token: str,
+    approved: ApprovedPlan | None = None,
+    pod: dict[str, Any] | None = None,
+) -> str:
     """Hash of everything that makes one migration attempt different from another (the approved plan included).
     `pod`: the step's pod spec when the caller built it already (it is the costly part)."""
     settings = spec.migration_job
     pod = pod if pod is not None else _job_pod_spec(spec, step, version, approved)
-    return names.short_hash({
-        "step": step, "version": version, "pod": pod,
-        "retry": retry_token, "limits": [settings.backoff_limit, settings.active_deadline_seconds],
-    })
+    return names.short_hash(
+        {
+            "step": step,
+            "version": version,
+            "pod": pod,
+            "retry": retry_token,
+            "limits": [settings.backoff_limit, settings.active_deadline_seconds],
+        }
+    )
 
 
-def migration_job_name(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
-                       approved: ApprovedPlan | None = None) -> str:
+def migration_job_name(
+    owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str, approved: ApprovedPlan | None = None
+) -> str:
     return JobTemplate.of(owner, spec, step, version, retry_token, approved).name
 
 
-def build_job(owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
-              approved: ApprovedPlan | None = None) -> dict[str, Any]:
+def build_job(
+    owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str, approved: ApprovedPlan | None = None
+) -> dict[str, Any]:
     """A migration Job: runs `divbase-migrate <step>` from the release's image, once, hardened. `approved`: the
     plan a Manual contract was approved against (its SQL's digest, and the image the plan pod ran)."""
     return JobTemplate.of(owner, spec, step, version, retry_token, approved).body()
@@ -151,8 +171,15 @@ class JobTemplate:
     name: str
 
     @classmethod
-    def of(cls, owner: Owner, spec: DatabaseSpec, step: str, version: str, retry_token: str,
-           approved: ApprovedPlan | None = None) -> JobTemplate:
+    def of(
+        cls,
+        owner: Owner,
+        spec: DatabaseSpec,
+        step: str,
+        version: str,
+        retry_token: str,
+        approved: ApprovedPlan | None = None,
+    ) -> JobTemplate:
         pod = _job_pod_spec(spec, step, version, approved)
         name = names.job_name(owner.name, step, job_digest(spec, step, version, retry_token, approved, pod))
         return cls(owner, spec, step, version, retry_token, pod, name)
@@ -163,12 +190,19 @@ class JobTemplate:
         job_spec: dict[str, Any] = {
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": settings.active_deadline_seconds,
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob",
-                 "onExitCodes": {"containerName": names.MIGRATION_CONTAINER, "operator": "In",
-                                 "values": list(NON_RETRYABLE_EXIT_CODES)}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]},
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": names.MIGRATION_CONTAINER,
+                            "operator": "In",
+                            "values": list(NON_RETRYABLE_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
             "template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": copy.deepcopy(self.pod),
@@ -217,8 +251,9 @@ def with_restricted_defaults(pod_spec: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-def build_deployment(owner: Owner, spec: DatabaseSpec, workload: Workload, version: str,
-                     restricted: bool = True) -> dict[str, Any]:
+def build_deployment(
+    owner: Owner, spec: DatabaseSpec, workload: Workload, version: str, restricted: bool = True
+) -> dict[str, Any]:
     """The workload's Deployment at `version`: containers and init containers without an image get the workload's
     image (or spec.image) at the release, so every DivBase container moves only when the rollout moves it (an init
     container that waits for the database or warms a cache runs the release it starts). `restricted`:
@@ -262,8 +297,9 @@ def plan_data_fingerprint(data: dict[str, Any]) -> str:
     return f"{names.short_hash(rest, 16)}/{contract.plan_digest(sql) if isinstance(sql, str) else 'none'}"
 
 
-def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql: str | None,
-                         revisions: list[str], lost: bool = False) -> dict[str, Any]:
+def build_plan_configmap(
+    owner: Owner, version: str, job: str, digest: str, sql: str | None, revisions: list[str], lost: bool = False
+) -> dict[str, Any]:
     """What a Manual contract would run, for the person approving it (owned by the resource, replaced per plan).
     Without the SQL (too large for a termination message, or `lost`: its plan pod is gone since) the ConfigMap says
     how to render it; the contract still runs only SQL of this digest (`--expect-digest`)."""
@@ -271,8 +307,10 @@ def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql:
     if sql is not None:
         note = sql
     elif lost:
-        note = (f"-- this ConfigMap was changed after the operator published it, and the plan's SQL is no longer at "
-                f"hand; its digest is {digest}.\n{render}")
+        note = (
+            f"-- this ConfigMap was changed after the operator published it, and the plan's SQL is no longer at "
+            f"hand; its digest is {digest}.\n{render}"
+        )
     else:
         note = f"-- the plan is larger than a termination message can carry; its digest is {digest}.\n{render}"
     return {
@@ -281,10 +319,17 @@ def build_plan_configmap(owner: Owner, version: str, job: str, digest: str, sql:
         "metadata": {
             "name": names.plan_configmap_name(owner.name),
             "namespace": owner.namespace,
-            "labels": names.child_labels(owner.name, **{names.LABEL_STEP: names.STEP_PLAN,
-                                                        names.LABEL_VERSION: version}),
+            "labels": names.child_labels(
+                owner.name, **{names.LABEL_STEP: names.STEP_PLAN, names.LABEL_VERSION: version}
+            ),
             "ownerReferences": [owner.reference()],
         },
-        "data": {names.PLAN_DATA_SQL: note, "version": version, "digest": digest, "job": job,
-                 "revisions": "\n".join(revisions), names.PLAN_DATA_TRUNCATED: "false" if sql is not None else "true"},
+        "data": {
+            names.PLAN_DATA_SQL: note,
+            "version": version,
+            "digest": digest,
+            "job": job,
+            "revisions": "\n".join(revisions),
+            names.PLAN_DATA_TRUNCATED: "false" if sql is not None else "true",
+        },
     }

@@ -61,25 +61,39 @@ class Readiness:
     @classmethod
     def is_ready(cls, message: str) -> Readiness:
         """Rolled out and serving: nothing left to do."""
-        return cls((True, names.REASON_RECONCILED, message), (False, names.REASON_UP_TO_DATE, ""),
-                   (False, names.REASON_PROGRESSING, ""))
+        return cls(
+            (True, names.REASON_RECONCILED, message),
+            (False, names.REASON_UP_TO_DATE, ""),
+            (False, names.REASON_PROGRESSING, ""),
+        )
 
     @classmethod
     def is_stalled(cls, reason: str, message: str, ready_message: str | None = None) -> Readiness:
         """Cannot progress until the spec, an annotation or another object changes."""
-        return cls((False, reason, message if ready_message is None else ready_message), (False, reason, "stalled"),
-                   (True, reason, message))
+        return cls(
+            (False, reason, message if ready_message is None else ready_message),
+            (False, reason, "stalled"),
+            (True, reason, message),
+        )
 
     @classmethod
-    def is_progressing(cls, reason: str, message: str, ready_message: str, reconciling: bool = True,
-                       stalled_reason: str = names.REASON_PROGRESSING) -> Readiness:
+    def is_progressing(
+        cls,
+        reason: str,
+        message: str,
+        ready_message: str,
+        reconciling: bool = True,
+        stalled_reason: str = names.REASON_PROGRESSING,
+    ) -> Readiness:
         """On its way (or, `reconciling` False, deliberately holding: paused): Ready says why it is not yet."""
         return cls((False, reason, ready_message), (reconciling, reason, message), (False, stalled_reason, ""))
 
     def apply(self, conditions: list[dict[str, Any]], generation: int, now: str) -> list[dict[str, Any]]:
         """`conditions` with Ready, Reconciling and Stalled set to this, in display order."""
-        for kind, (status, reason, message) in ((names.COND_READY, self.ready),
-                                                (names.COND_RECONCILING, self.reconciling),
-                                                (names.COND_STALLED, self.stalled)):
+        for kind, (status, reason, message) in (
+            (names.COND_READY, self.ready),
+            (names.COND_RECONCILING, self.reconciling),
+            (names.COND_STALLED, self.stalled),
+        ):
             conditions = set_condition(conditions, kind, status, reason, message, generation, now)
         return in_display_order(conditions)

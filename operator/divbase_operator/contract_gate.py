@@ -48,8 +48,11 @@ def contract_allowed(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: S
 def _approved(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRecord) -> bool:
     version = rollout.to_version
     plan = contract_plan(st, spec, rollout)
-    verdict = approval_verdict(st.obs.annotations.get(names.ANNOTATION_APPROVE_CONTRACT, ""), version,
-                               plan.digest) if plan else None
+    verdict = (
+        approval_verdict(st.obs.annotations.get(names.ANNOTATION_APPROVE_CONTRACT, ""), version, plan.digest)
+        if plan
+        else None
+    )
     if verdict is True:
         return True
     rec.state = StepState.WAITING
@@ -58,12 +61,16 @@ def _approved(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepReco
     st.phase = names.PHASE_AWAITING_CONTRACT
     exact = f"{names.ANNOTATION_APPROVE_CONTRACT}={version}@{digest_hex(plan.digest)[:12]}"
     if isinstance(verdict, str):
-        st.progress = (names.REASON_PLAN_CHANGED, f"{verdict}; review ConfigMap {plan.config_map} "
-                                                  f"and approve again with annotation {exact}")
+        st.progress = (
+            names.REASON_PLAN_CHANGED,
+            f"{verdict}; review ConfigMap {plan.config_map} and approve again with annotation {exact}",
+        )
         return False
-    st.progress = (names.REASON_AWAITING_APPROVAL,
-                   f"workloads run release {version}; review the contract's SQL in ConfigMap "
-                   f"{plan.config_map}, then approve with annotation {exact}")
+    st.progress = (
+        names.REASON_AWAITING_APPROVAL,
+        f"workloads run release {version}; review the contract's SQL in ConfigMap "
+        f"{plan.config_map}, then approve with annotation {exact}",
+    )
     return False
 
 
@@ -75,8 +82,10 @@ def _delay_over(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRe
     rec.state = StepState.WAITING
     st.phase = names.PHASE_AWAITING_CONTRACT
     st.requeue_after = remaining
-    st.progress = (names.REASON_CONTRACT_DELAYED,
-                   f"contract of release {rollout.to_version} starts in {int(remaining + 0.999)}s")
+    st.progress = (
+        names.REASON_CONTRACT_DELAYED,
+        f"contract of release {rollout.to_version} starts in {int(remaining + 0.999)}s",
+    )
     return False
 
 
@@ -132,9 +141,13 @@ def contract_plan(st: PlanState, spec: DatabaseSpec, rollout: Rollout) -> Contra
         st.outcome(names.STEP_PLAN, Result.RETRIED)
         return contract_plan(st, spec, rollout)  # a new retry token names a new plan Job
     if read.error is not None:
-        st.stall(names.REASON_JOB_FAILED, f"contract plan Job {name} failed: {truncate(read.error)}. Set "
-                 f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
-                 event_reason=names.EVENT_JOB_FAILED, failed=names.STEP_PLAN)
+        st.stall(
+            names.REASON_JOB_FAILED,
+            f"contract plan Job {name} failed: {truncate(read.error)}. Set "
+            f"annotation {names.ANNOTATION_RETRY} to a new value to retry",
+            event_reason=names.EVENT_JOB_FAILED,
+            failed=names.STEP_PLAN,
+        )
         return None
     return _publish(st, spec, version, job, read)
 
@@ -151,8 +164,10 @@ def _read_plan(st: PlanState, job: JobObs) -> _PlanRead:
     if job.state == JOB_SUCCEEDED and invalid:
         error = f"it succeeded but its plan is not valid: {'; '.join(invalid)}"
     elif job.state == JOB_SUCCEEDED:
-        error = ("it succeeded but left no plan in its termination message (does the image's "
-                 "divbase-migrate predate reviewed contracts?)")
+        error = (
+            "it succeeded but left no plan in its termination message (does the image's "
+            "divbase-migrate predate reviewed contracts?)"
+        )
     else:
         error = st.runner_error(job)[0] or job.message or "no message"
     return _PlanRead("", None, revisions, str(error))
@@ -166,16 +181,25 @@ def _publish(st: PlanState, spec: DatabaseSpec, version: str, job: JobObs, read:
         return None  # not published, not recorded: published once the name is free
     st.actions.append(ApplyConfigMap(configmap, force=name in st.configmaps))
     last_pod = st.last_pod(job.name)
-    plan = ContractPlan(version=version, job=job.name, digest=read.digest, revisions=read.revisions,
-                        config_map=name, published=plan_data_fingerprint(configmap["data"]),
-                        truncated=sql_left_out(configmap))
+    plan = ContractPlan(
+        version=version,
+        job=job.name,
+        digest=read.digest,
+        revisions=read.revisions,
+        config_map=name,
+        published=plan_data_fingerprint(configmap["data"]),
+        truncated=sql_left_out(configmap),
+    )
     # the contract runs the image that rendered the plan, not whatever the tag names by then
     plan.image = pinned_image(spec.migration_image(version), last_pod.image_id if last_pod else None) or None
     st.status.contract_plan = plan
-    st.event("Normal", names.EVENT_CONTRACT_PLANNED,
-             f"contract of release {version} planned ({len(read.revisions)} revision(s)); review ConfigMap "
-             f"{name}, then approve with annotation {names.ANNOTATION_APPROVE_CONTRACT}="
-             f"{version}@{digest_hex(read.digest)[:12]}")
+    st.event(
+        "Normal",
+        names.EVENT_CONTRACT_PLANNED,
+        f"contract of release {version} planned ({len(read.revisions)} revision(s)); review ConfigMap "
+        f"{name}, then approve with annotation {names.ANNOTATION_APPROVE_CONTRACT}="
+        f"{version}@{digest_hex(read.digest)[:12]}",
+    )
     return plan
 
 
@@ -197,15 +221,19 @@ def _keep_published(st: PlanState, plan: ContractPlan) -> None:
     summary = read_summary(last_pod.termination_message if last_pod else None)[0]
     sql, _ = read_plan(summary)
     lost = sql is None and summary.get(SUMMARY_DIGEST) != plan.digest
-    configmap = build_plan_configmap(st.owner, plan.version, plan.job, plan.digest, None if lost else sql,
-                                     list(plan.revisions or []), lost=lost)
+    configmap = build_plan_configmap(
+        st.owner, plan.version, plan.job, plan.digest, None if lost else sql, list(plan.revisions or []), lost=lost
+    )
     st.actions.append(ApplyConfigMap(configmap, force=seen is not None))
     plan.published = plan_data_fingerprint(configmap["data"])
     plan.truncated = sql_left_out(configmap)
     if seen is not None and seen.job == plan.job:  # not merely an older plan the watch has not updated yet
-        st.event("Warning", names.EVENT_PLAN_REPUBLISHED,
-                 f"ConfigMap {plan.config_map} was changed after the operator published it; published "
-                 f"the plan {digest_hex(plan.digest)[:12]} of release {plan.version} again")
+        st.event(
+            "Warning",
+            names.EVENT_PLAN_REPUBLISHED,
+            f"ConfigMap {plan.config_map} was changed after the operator published it; published "
+            f"the plan {digest_hex(plan.digest)[:12]} of release {plan.version} again",
+        )
 
 
 def sql_left_out(configmap: dict[str, Any]) -> bool:

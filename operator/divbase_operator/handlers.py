@@ -84,8 +84,14 @@ def _wake(kwargs: dict[str, Any], key: Key) -> None:
     global _event_context
     if _event_context is None:
         _event_context = contextvars.copy_context()
-    for index_name in ("databases_index", "jobs_index", "deployments_index", "pods_index", "configmaps_index",
-                       "replicasets_index"):
+    for index_name in (
+        "databases_index",
+        "jobs_index",
+        "deployments_index",
+        "pods_index",
+        "configmaps_index",
+        "replicasets_index",
+    ):
         if index_name in kwargs:
             _indexes[index_name] = kwargs[index_name]
     if _reconciler is not None:
@@ -151,8 +157,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             _event_context.run(reconciler.reconcile_all)
 
     api.lease_owner = pod_owner_references(OPTIONS.leader_election_namespace, os.environ)
-    _elector = LeaderElector(api, OPTIONS.leader_election_namespace, OPTIONS.lease_name,
-                             on_started_leading=started, on_stopped_leading=lambda: metrics.LEADER.set(0))
+    _elector = LeaderElector(
+        api,
+        OPTIONS.leader_election_namespace,
+        OPTIONS.lease_name,
+        on_started_leading=started,
+        on_stopped_leading=lambda: metrics.LEADER.set(0),
+    )
     metrics.LEADER.set(0)
     reconciler.may_act = _elector.is_leader
     _election = asyncio.create_task(_elector.run(), name="leader election")

@@ -24,10 +24,17 @@ from .spec import DatabaseSpec, version_key
 from .status import Attempt, Failure, LockWaitRecord, Rollout, SchemaState, StepRecord, StepState
 
 # Pod waiting reasons that mean a migration pod cannot start without someone fixing something.
-BLOCKED_REASONS = frozenset({
-    "CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ImageNotMapped",
-    "CreateContainerError", "CrashLoopBackOff",
-})
+BLOCKED_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ImageNotMapped",
+        "CreateContainerError",
+        "CrashLoopBackOff",
+    }
+)
 
 
 def sync_recorded_jobs(st: PlanState, spec: DatabaseSpec) -> None:
@@ -50,8 +57,11 @@ def job_step(st: PlanState, spec: DatabaseSpec, rollout: Rollout, step: str, rec
     st.phase = names.PHASE_EXPANDING if step == names.STEP_EXPAND else names.PHASE_CONTRACTING
     if rec.state == StepState.FAILED and not _rearm(st, rollout, step, rec):
         return False
-    if step == names.STEP_CONTRACT and not rollout.first_install \
-            and not contract_gate.contract_allowed(st, spec, rollout, rec):
+    if (
+        step == names.STEP_CONTRACT
+        and not rollout.first_install
+        and not contract_gate.contract_allowed(st, spec, rollout, rec)
+    ):
         return False
     version = rollout.to_version
     template: JobTemplate | None = None
@@ -82,8 +92,11 @@ def _rearm(st: PlanState, rollout: Rollout, step: str, rec: StepRecord) -> bool:
         st.phase = names.PHASE_FAILED
         failure = st.status.last_failure
         message = failure.message if failure is not None else (rec.message or "")
-        st.stall(names.REASON_JOB_FAILED, f"{step} for release {version} failed: {message}. Set annotation "
-                                          f"{names.ANNOTATION_RETRY} to a new value to retry")
+        st.stall(
+            names.REASON_JOB_FAILED,
+            f"{step} for release {version} failed: {message}. Set annotation "
+            f"{names.ANNOTATION_RETRY} to a new value to retry",
+        )
         return False
     st.event("Normal", names.EVENT_RETRY, f"retrying {step} for release {version}")
     st.outcome(step, Result.RETRIED)
@@ -107,8 +120,7 @@ def _start_job(st: PlanState, step: str, rec: StepRecord, name: str, template: J
     st.progress = (names.REASON_JOB_RUNNING, f"{step} Job {template.name} started")
 
 
-def _follow_job(st: PlanState, spec: DatabaseSpec, rollout: Rollout, step: str, rec: StepRecord,
-                job: JobObs) -> bool:
+def _follow_job(st: PlanState, spec: DatabaseSpec, rollout: Rollout, step: str, rec: StepRecord, job: JobObs) -> bool:
     """The step's Job exists: report it while it runs, record it once it ended."""
     version = rollout.to_version
     if rec.job is None:
@@ -123,8 +135,10 @@ def _follow_job(st: PlanState, spec: DatabaseSpec, rollout: Rollout, step: str, 
     if rec.state not in (StepState.SUCCEEDED, StepState.FAILED):
         if st.await_failed_pod(job):
             rec.state = StepState.RUNNING
-            st.progress = (names.REASON_JOB_RUNNING, f"{step} Job {job.name} failed; waiting for its pod's exit "
-                                                     f"status and message")
+            st.progress = (
+                names.REASON_JOB_RUNNING,
+                f"{step} Job {job.name} failed; waiting for its pod's exit status and message",
+            )
             return False
         record_job_result(st, rollout, step, rec, job)
     if rec.state == StepState.FAILED:  # just recorded: stalled, or retried at once for a token not used yet
@@ -190,13 +204,24 @@ def _record_failure(st: PlanState, version: str, step: str, rec: StepRecord, job
     error, exit_code = st.runner_error(job)
     error = error or job.message  # Kubernetes' own words only when no pod of the Job said anything
     attempts = max(job.failed, sum(1 for p in st.job_pods(job.name) if p.phase == POD_FAILED))
-    failure = Failure(step=step, version=version, job=job.name, reason=printable(job.reason, 64) or "Failed",
-                      exit_code=exit_code, message=truncate(error or "the Job failed without a message"),
-                      time=rec.finished_at, attempts=attempts or None)
+    failure = Failure(
+        step=step,
+        version=version,
+        job=job.name,
+        reason=printable(job.reason, 64) or "Failed",
+        exit_code=exit_code,
+        message=truncate(error or "the Job failed without a message"),
+        time=rec.finished_at,
+        attempts=attempts or None,
+    )
     rec.message = failure.message
     st.status.last_failure = failure
-    st.event("Warning", names.EVENT_JOB_FAILED, f"{step} Job {job.name} for release {version} failed "
-                                                f"({failure.reason}, exit code {exit_code}): {failure.message}")
+    st.event(
+        "Warning",
+        names.EVENT_JOB_FAILED,
+        f"{step} Job {job.name} for release {version} failed "
+        f"({failure.reason}, exit code {exit_code}): {failure.message}",
+    )
     st.outcome(step, Result.FAILED)
 
 
@@ -214,9 +239,12 @@ def _refresh_failure(st: PlanState, rec: StepRecord, job: JobObs | None) -> None
         return
     failure.message, failure.exit_code = error, last_pod.exit_code
     rec.message = failure.message
-    st.event("Warning", names.EVENT_JOB_FAILED,
-             f"{failure.step} Job {job.name} for release {failure.version} failed "
-             f"({failure.reason}, exit code {last_pod.exit_code}): {failure.message}")
+    st.event(
+        "Warning",
+        names.EVENT_JOB_FAILED,
+        f"{failure.step} Job {job.name} for release {failure.version} failed "
+        f"({failure.reason}, exit code {last_pod.exit_code}): {failure.message}",
+    )
 
 
 # -- attempts inside a Job: each failed pod, as it happens --------------------------------------------------------
@@ -224,25 +252,35 @@ def _backoff_limit(spec: DatabaseSpec, job: JobObs) -> int:
     return job.backoff_limit if job.backoff_limit is not None else spec.migration_job.backoff_limit
 
 
-def _record_attempts(st: PlanState, spec: DatabaseSpec, step: str, rec: StepRecord, job: JobObs,
-                     version: str) -> None:
+def _record_attempts(st: PlanState, spec: DatabaseSpec, step: str, rec: StepRecord, job: JobObs, version: str) -> None:
     """Each failed pod of a running Job is one failed attempt: recorded in the step (exit code, the runner's
     message) with a Warning Event, once per pod, while the Job controller starts the next one."""
     attempts = list(rec.attempts or [])
     seen = {a.pod for a in attempts}
-    failed = sorted((p for p in st.job_pods(job.name) if p.phase == POD_FAILED and p.name not in seen),
-                    key=lambda p: (p.finished_at or "", p.created_at or "", p.name))
+    failed = sorted(
+        (p for p in st.job_pods(job.name) if p.phase == POD_FAILED and p.name not in seen),
+        key=lambda p: (p.finished_at or "", p.created_at or "", p.name),
+    )
     limit = _backoff_limit(spec, job)
     for pod in failed:
         error = pod_error(pod) or "the pod failed without a message"
-        attempts.append(Attempt(pod=pod.name, exit_code=pod.exit_code, finished_at=pod.finished_at or st.ts,
-                                message=truncate(error, names.ATTEMPT_MESSAGE_LIMIT)))
-        st.event("Warning", names.EVENT_ATTEMPT_FAILED,
-                 f"{step} Job {job.name} for release {version}: attempt {len(attempts)} of {limit + 1} failed "
-                 f"(pod {pod.name}, exit code {pod.exit_code}): {error}; "
-                 f"{attempts_left(limit, max(job.failed, len(attempts)))}")
+        attempts.append(
+            Attempt(
+                pod=pod.name,
+                exit_code=pod.exit_code,
+                finished_at=pod.finished_at or st.ts,
+                message=truncate(error, names.ATTEMPT_MESSAGE_LIMIT),
+            )
+        )
+        st.event(
+            "Warning",
+            names.EVENT_ATTEMPT_FAILED,
+            f"{step} Job {job.name} for release {version}: attempt {len(attempts)} of {limit + 1} failed "
+            f"(pod {pod.name}, exit code {pod.exit_code}): {error}; "
+            f"{attempts_left(limit, max(job.failed, len(attempts)))}",
+        )
     if attempts:
-        rec.attempts = attempts[-(names.HISTORY_LIMIT + 1):]
+        rec.attempts = attempts[-(names.HISTORY_LIMIT + 1) :]
         rec.failed_attempts = max(job.failed, len(attempts))
 
 
@@ -258,8 +296,10 @@ def _attempt_progress(st: PlanState, spec: DatabaseSpec, step: str, rec: StepRec
         return f"{step} Job {job.name} is running{where}"
     limit = _backoff_limit(spec, job)
     last = rec.attempts[-1] if rec.attempts else Attempt(exit_code=None)
-    return (f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
-            f"(exit code {last.exit_code}): {last.message}; {attempts_left(limit, failed)}")
+    return (
+        f"{step} Job {job.name}: attempt {failed + 1} of {limit + 1} running{where}; attempt {failed} failed "
+        f"(exit code {last.exit_code}): {last.message}; {attempts_left(limit, failed)}"
+    )
 
 
 def _lock_wait(st: PlanState, step: str, rec: StepRecord, job: JobObs, version: str) -> str | None:
@@ -267,18 +307,28 @@ def _lock_wait(st: PlanState, step: str, rec: StepRecord, job: JobObs, version: 
     the pod's log tail for the runner contract's lock-wait line (log_pods) and tells us what it found. A wait
     is recorded in the step (`lockWait`), with one Normal Event per pod and holder; the progress message (None
     when no pod of the Job waits) names the holder and since when, never anything else of the log."""
-    running = sorted((p for p in st.job_pods(job.name) if p.phase == POD_RUNNING and not p.deleting),
-                     key=lambda p: (p.created_at or "", p.name))
+    running = sorted(
+        (p for p in st.job_pods(job.name) if p.phase == POD_RUNNING and not p.deleting),
+        key=lambda p: (p.created_at or "", p.name),
+    )
     st.log_pods.extend(p.name for p in running)
     found = [(p, st.obs.lock_waits[p.name]) for p in running if p.name in st.obs.lock_waits]
     if not found:
         rec.lock_wait = None
         return None
     pod, wait = found[-1]
-    record = LockWaitRecord(pod=pod.name, holder_pid=wait.holder_pid, holder_application=wait.holder_application,
-                            holder_since=wait.holder_since, since=wait.since)
-    text = f"is waiting for the migration lock held by {describe_lock_holder(wait)}" + \
-        (f" since {wait.since}" if wait.since else "") + f" (pod {pod.name})"
+    record = LockWaitRecord(
+        pod=pod.name,
+        holder_pid=wait.holder_pid,
+        holder_application=wait.holder_application,
+        holder_since=wait.holder_since,
+        since=wait.since,
+    )
+    text = (
+        f"is waiting for the migration lock held by {describe_lock_holder(wait)}"
+        + (f" since {wait.since}" if wait.since else "")
+        + f" (pod {pod.name})"
+    )
     previous = rec.lock_wait or LockWaitRecord()
     if (previous.pod, previous.holder_pid) != (pod.name, wait.holder_pid):
         st.event("Normal", names.EVENT_LOCK_WAIT, f"{step} Job {job.name} for release {version} {text}")
@@ -296,8 +346,10 @@ def _blocked_pod(st: PlanState, job_name: str) -> str | None:
 def describe_lock_holder(wait: LockWait) -> str:
     """`pid 4242 (application divbase-migrate, connected since T)`: the holder as the runner's log line names it
     (each part checked by contract.read_lock_wait), or `another session` when it could not say."""
-    details = [f"application {wait.holder_application}" if wait.holder_application else "",
-               f"connected since {wait.holder_since}" if wait.holder_since else ""]
+    details = [
+        f"application {wait.holder_application}" if wait.holder_application else "",
+        f"connected since {wait.holder_since}" if wait.holder_since else "",
+    ]
     shown = ", ".join(d for d in details if d)
     who = f"pid {wait.holder_pid}" if wait.holder_pid is not None else "another session"
     return f"{who} ({shown})" if shown else who

@@ -50,7 +50,8 @@ def load_config() -> None:
     configuration.connection_pool_maxsize = API_CONCURRENCY
     client.Configuration.set_default(configuration)
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="kube-api"))
+        concurrent.futures.ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="kube-api")
+    )
 
 
 class KubeApi:
@@ -58,18 +59,31 @@ class KubeApi:
     ServiceAccount token), TLS and the connection pool. The typed API classes are not used: they import ~300
     pydantic models, ~29 MiB resident for the dozen endpoints below, and build model objects nobody reads."""
 
-    def __init__(self, api_client: client.ApiClient | None = None,
-                 lease_owner: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, api_client: client.ApiClient | None = None, lease_owner: list[dict[str, Any]] | None = None
+    ) -> None:
         self._client = api_client or client.ApiClient()
         self.lease_owner = lease_owner  # ownerReferences every Lease write carries (leader.pod_owner_references)
 
-    def call(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
-             content_type: str = "application/json") -> dict[str, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         """One JSON request, synchronously: each async call below runs it in a worker thread, and the kubectl
         plugin (a command, no event loop) calls it directly. A non-2xx answer raises ApiException."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        request = self._client.param_serialize(method, path, query_params=list((query or {}).items()),
-                                               header_params=headers, body=body, auth_settings=["BearerToken"])
+        request = self._client.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         response = self._client.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
         data = response.read()
         if not 200 <= response.status <= 299:
@@ -78,8 +92,13 @@ class KubeApi:
 
     def _call_text(self, path: str, query: dict[str, str], limit: int) -> str:
         """A GET whose answer is text (a pod's log), at most `limit` bytes of it kept."""
-        request = self._client.param_serialize("GET", path, query_params=list(query.items()),
-                                               header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        request = self._client.param_serialize(
+            "GET",
+            path,
+            query_params=list(query.items()),
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+        )
         response = self._client.call_api(*request, _request_timeout=LOG_REQUEST_TIMEOUT)
         data = response.read()
         if not 200 <= response.status <= 299:
@@ -90,9 +109,13 @@ class KubeApi:
         """A watch's events ({type, object}), synchronously, until the apiserver ends it or `timeout` seconds pass:
         the kubectl plugin's `wait`. As kubernetes' Watch does, an ERROR event raises ApiException with its code
         (410: the version is too old) and a non-2xx answer raises ApiException."""
-        request = self._client.param_serialize("GET", path, query_params=[*query.items(), ("watch", "true")],
-                                               header_params={"Accept": "application/json"},
-                                               auth_settings=["BearerToken"])
+        request = self._client.param_serialize(
+            "GET",
+            path,
+            query_params=[*query.items(), ("watch", "true")],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
         response = self._client.call_api(*request, _request_timeout=timeout)
         try:
             if not 200 <= response.status <= 299:
@@ -110,8 +133,9 @@ class KubeApi:
                         continue
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
-                        raise ApiException(status=status.get("code"),
-                                           reason=f"{status.get('reason')}: {status.get('message')}")
+                        raise ApiException(
+                            status=status.get("code"), reason=f"{status.get('reason')}: {status.get('message')}"
+                        )
                     yield event
         finally:
             response.response.close()
@@ -121,11 +145,18 @@ class KubeApi:
         """The last `tail_lines` lines of a container's log, at most `limit_bytes` (the kubelet cuts it too). Only
         the runner contract's lock-wait line is taken from it (reconciler): nothing of it is stored or shown."""
         query = {"container": container, "tailLines": str(tail_lines), "limitBytes": str(limit_bytes)}
-        return await asyncio.to_thread(self._call_text, f"{PODS.format(namespace=namespace)}/{name}/log", query,
-                                       limit_bytes)
+        return await asyncio.to_thread(
+            self._call_text, f"{PODS.format(namespace=namespace)}/{name}/log", query, limit_bytes
+        )
 
-    async def _request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
-                       content_type: str = "application/json") -> dict[str, Any]:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
         return await asyncio.to_thread(self.call, method, path, query, body, content_type)
 
     async def create_job(self, body: dict[str, Any]) -> bool:
@@ -144,8 +175,13 @@ class KubeApi:
         else's is refused with 409 naming its managers and fields (ApiException), never taken over."""
         meta = body["metadata"]
         query = {"fieldManager": names.FIELD_MANAGER, **({"force": "true"} if force else {})}
-        await self._request("PATCH", f"{collection.format(namespace=meta['namespace'])}/{meta['name']}",
-                            query=query, body=body, content_type="application/apply-patch+yaml")
+        await self._request(
+            "PATCH",
+            f"{collection.format(namespace=meta['namespace'])}/{meta['name']}",
+            query=query,
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
 
     async def apply_deployment(self, body: dict[str, Any], force: bool = False) -> None:
         await self._apply(DEPLOYMENTS, body, force)
@@ -170,8 +206,12 @@ class KubeApi:
     async def delete(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
         """Deletes the object only while it is the one observed (a uid precondition: a namesake created since is
         not touched); gone already, or another object now, is not an error."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", **BACKGROUND,
-                **({"preconditions": {"uid": uid}} if uid else {})}
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            **BACKGROUND,
+            **({"preconditions": {"uid": uid}} if uid else {}),
+        }
         try:
             await self._request("DELETE", f"{COLLECTIONS[kind].format(namespace=namespace)}/{name}", body=body)
         except ApiException as exc:
@@ -181,8 +221,9 @@ class KubeApi:
     async def delete_deployment(self, namespace: str, name: str, uid: str | None = None) -> None:
         await self.delete("Deployment", namespace, name, uid)
 
-    async def delete_children(self, namespace: str, jobs: Iterable[tuple[str, str | None]],
-                              deployments: Iterable[tuple[str, str | None]]) -> None:
+    async def delete_children(
+        self, namespace: str, jobs: Iterable[tuple[str, str | None]], deployments: Iterable[tuple[str, str | None]]
+    ) -> None:
         """Jobs first (a running migration is stopped), then the workloads: each by name and uid, and only those
         the resource controls (a Job or Deployment of someone else carrying its labels stays; no delete by label).
         The database itself is never touched."""
@@ -191,8 +232,9 @@ class KubeApi:
         for name, uid in deployments:
             await self.delete("Deployment", namespace, name, uid)
 
-    async def _patch_database(self, namespace: str, name: str, body: dict[str, Any], subresource: str = "") -> \
-            dict[str, Any]:
+    async def _patch_database(
+        self, namespace: str, name: str, body: dict[str, Any], subresource: str = ""
+    ) -> dict[str, Any]:
         """JSON merge patch guarded by the resourceVersion in `body`: a write based on stale state is refused."""
         path = f"{DATABASES.format(namespace=namespace)}/{name}{subresource}"
         try:
@@ -202,13 +244,15 @@ class KubeApi:
                 raise Conflict(str(exc.reason)) from None
             raise
 
-    async def patch_status(self, namespace: str, name: str, resource_version: str,
-                           status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         return await self._patch_database(namespace, name, body, "/status")
 
-    async def patch_finalizers(self, namespace: str, name: str, resource_version: str,
-                               finalizers: list[str]) -> dict[str, Any]:
+    async def patch_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> dict[str, Any]:
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
         return await self._patch_database(namespace, name, body)
 
@@ -222,20 +266,32 @@ class KubeApi:
             raise
 
     async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace, **self._lease_owner()}, "spec": spec}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, **self._lease_owner()},
+            "spec": spec,
+        }
         return await self._write_lease("POST", LEASES.format(namespace=namespace), body)
 
     def _lease_owner(self) -> dict[str, Any]:
         return {"ownerReferences": self.lease_owner} if self.lease_owner else {}
 
-    async def replace_lease(self, namespace: str, name: str, resource_version: str,
-                            spec: dict[str, Any]) -> dict[str, Any]:
+    async def replace_lease(
+        self, namespace: str, name: str, resource_version: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
         """Guarded by resourceVersion: of two replicas taking over at once, exactly one write succeeds."""
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version,
-                             **self._lease_owner()},
-                "spec": spec}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "resourceVersion": resource_version,
+                **self._lease_owner(),
+            },
+            "spec": spec,
+        }
         return await self._write_lease("PUT", f"{LEASES.format(namespace=namespace)}/{name}", body)
 
     async def _write_lease(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:

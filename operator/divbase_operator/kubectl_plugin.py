@@ -147,8 +147,13 @@ def retry_pending(obj: dict[str, Any]) -> bool:
     meta, rollout = obj.get("metadata") or {}, _status(obj).rollout
     token = (meta.get("annotations") or {}).get(names.ANNOTATION_RETRY, "")
     reason = (_condition(obj, names.COND_STALLED) or {}).get("reason")
-    return bool(token and rollout is not None and not rollout.finished_at and token != rollout.retry_token
-                and reason in RETRYABLE_REASONS)
+    return bool(
+        token
+        and rollout is not None
+        and not rollout.finished_at
+        and token != rollout.retry_token
+        and reason in RETRYABLE_REASONS
+    )
 
 
 def next_command(obj: dict[str, Any]) -> str | None:
@@ -166,14 +171,20 @@ def _failure_lines(status: DatabaseStatus) -> list[str]:
     failure = status.last_failure
     if failure is None:
         return []
-    details = ", ".join(part for part in (
-        f"Job {failure.job}" if failure.job else "",
-        f"exit code {failure.exit_code}" if failure.exit_code is not None else "",
-        failure.reason or "",
-    ) if part)
-    return [f"Last failure: {failure.step or '?'} of release {failure.version or '?'}"
-            f"{f' ({details})' if details else ''} at {failure.time or '?'}",
-            f"  {_one_line(failure.message or '')}"]
+    details = ", ".join(
+        part
+        for part in (
+            f"Job {failure.job}" if failure.job else "",
+            f"exit code {failure.exit_code}" if failure.exit_code is not None else "",
+            failure.reason or "",
+        )
+        if part
+    )
+    return [
+        f"Last failure: {failure.step or '?'} of release {failure.version or '?'}"
+        f"{f' ({details})' if details else ''} at {failure.time or '?'}",
+        f"  {_one_line(failure.message or '')}",
+    ]
 
 
 def _rollout_progress(obj: dict[str, Any], now: datetime) -> str:
@@ -233,16 +244,24 @@ def _identity_lines(obj: dict[str, Any], status: DatabaseStatus) -> list[str]:
 
 def _rollout_lines(obj: dict[str, Any], rollout: Rollout, now: datetime) -> list[str]:
     """The rollout's versions, image, progress, and a table of its steps."""
-    lines = [f"Rollout:     {rollout_from(rollout)} -> {rollout.to_version}"
-             f"  image {rollout.image if rollout.image is not None else '-'}",
-             f"             started {rollout.started_at or '-'}, {_rollout_progress(obj, now)}"]
+    lines = [
+        f"Rollout:     {rollout_from(rollout)} -> {rollout.to_version}"
+        f"  image {rollout.image if rollout.image is not None else '-'}",
+        f"             started {rollout.started_at or '-'}, {_rollout_progress(obj, now)}",
+    ]
     rows = [("STEP", "PHASE", "DURATION", "JOB", "MESSAGE")]
     for step in STEP_ORDER:
         rec = rollout.steps.get(step)
         if rec is not None:
-            rows.append((step, rec.state if rec.state is not None else "-",
-                         format_duration(step_duration(rec, now)), rec.job or "-",
-                         _one_line(rec.message or _attempts_note(rec))))
+            rows.append(
+                (
+                    step,
+                    rec.state if rec.state is not None else "-",
+                    format_duration(step_duration(rec, now)),
+                    rec.job or "-",
+                    _one_line(rec.message or _attempts_note(rec)),
+                )
+            )
     return [*lines, "Steps:", *table(rows)]
 
 
@@ -258,8 +277,10 @@ def _condition_lines(obj: dict[str, Any]) -> list[str]:
     if not conditions:
         return []
     rows = [("TYPE", "STATUS", "REASON", "MESSAGE")]
-    rows += [(c.get("type", ""), c.get("status", ""), c.get("reason", ""), _one_line(c.get("message") or ""))
-             for c in conditions]
+    rows += [
+        (c.get("type", ""), c.get("status", ""), c.get("reason", ""), _one_line(c.get("message") or ""))
+        for c in conditions
+    ]
     return ["Conditions:", *table(rows)]
 
 
@@ -271,9 +292,11 @@ def _next_lines(obj: dict[str, Any], status: DatabaseStatus) -> list[str]:
         plan = status.contract_plan
         if plan is not None and plan.version == waiting:
             namespace = (obj.get("metadata") or {}).get("namespace", "?")
-            lines.append(f"Plan:        {plan.digest or None} ({len(plan.revisions or [])} revision(s)); the SQL: "
-                         f"kubectl get configmap {plan.config_map or None} -n {namespace} "
-                         f"-o jsonpath='{{.data.plan\\.sql}}'")
+            lines.append(
+                f"Plan:        {plan.digest or None} ({len(plan.revisions or [])} revision(s)); the SQL: "
+                f"kubectl get configmap {plan.config_map or None} -n {namespace} "
+                f"-o jsonpath='{{.data.plan\\.sql}}'"
+            )
         lines.append(f"Next:        {next_command(obj)}   (the contract of release {waiting} waits for approval)")
         return lines
     if is_stalled(obj):
@@ -290,8 +313,9 @@ def _attempts_note(rec: StepRecord) -> str:
     return f"{failed} failed attempt(s); last: exit code {last.exit_code}: {last.message}"
 
 
-def rollout_from(rollout: Rollout | HistoryEntry, empty: str = "(empty database)",
-                 found: str = "found in the database") -> str:
+def rollout_from(
+    rollout: Rollout | HistoryEntry, empty: str = "(empty database)", found: str = "found in the database"
+) -> str:
     """The release a rollout started from; a first install says what it found in the database, if anything."""
     if rollout.from_version:
         return str(rollout.from_version)
@@ -340,8 +364,11 @@ def _rollout_document(obj: dict[str, Any], rollout: Rollout, now: datetime) -> d
         "currentStep": rollout.current_step,
         "progress": _rollout_progress(obj, now),
         "seconds": step_duration(rollout, now),
-        "steps": [{"step": step, **rollout.steps[step].to_dict(), "seconds": step_duration(rollout.steps[step], now)}
-                  for step in STEP_ORDER if step in rollout.steps],
+        "steps": [
+            {"step": step, **rollout.steps[step].to_dict(), "seconds": step_duration(rollout.steps[step], now)}
+            for step in STEP_ORDER
+            if step in rollout.steps
+        ],
     }
 
 
@@ -357,9 +384,14 @@ def _unfinished(obj: dict[str, Any]) -> HistoryEntry | None:
         result = names.PHASE_PAUSED
     else:
         result = UNFINISHED
-    return HistoryEntry(from_version=rollout.from_version, found_version=rollout.found_version,
-                        to_version=rollout.to_version, result=result, started_at=rollout.started_at,
-                        steps={step: HistoryStep(rec.state, None) for step, rec in rollout.steps.items()})
+    return HistoryEntry(
+        from_version=rollout.from_version,
+        found_version=rollout.found_version,
+        to_version=rollout.to_version,
+        result=result,
+        started_at=rollout.started_at,
+        steps={step: HistoryStep(rec.state, None) for step, rec in rollout.steps.items()},
+    )
 
 
 def format_history(obj: dict[str, Any]) -> str:
@@ -375,8 +407,14 @@ def format_history(obj: dict[str, Any]) -> str:
 
 def _history_row(entry: HistoryEntry, now: datetime) -> tuple[str, ...]:
     duration = format_duration(step_duration(entry, now) if entry.finished_at else None)
-    return (rollout_from(entry, "(empty)", "found"), entry.to_version or "?", entry.result or "?",
-            entry.started_at or "-", duration, *(_history_cell(entry.steps.get(step)) for step in STEP_ORDER))
+    return (
+        rollout_from(entry, "(empty)", "found"),
+        entry.to_version or "?",
+        entry.result or "?",
+        entry.started_at or "-",
+        duration,
+        *(_history_cell(entry.steps.get(step)) for step in STEP_ORDER),
+    )
 
 
 def _history_cell(rec: HistoryStep | None) -> str:
@@ -412,8 +450,12 @@ def approval_patch(obj: dict[str, Any], version: str | None) -> tuple[dict[str, 
         digest = str(plan.digest).split(":", 1)[-1][:12]
         value = f"{version}@{digest}"
         message += f" (plan {digest}, ConfigMap {plan.config_map or None})"
-    body = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                         "annotations": {names.ANNOTATION_APPROVE_CONTRACT: value}}}
+    body = {
+        "metadata": {
+            "resourceVersion": meta.get("resourceVersion"),
+            "annotations": {names.ANNOTATION_APPROVE_CONTRACT: value},
+        }
+    }
     return body, message
 
 
@@ -422,8 +464,13 @@ def _pre_approvable(status: DatabaseStatus, version: str | None, where: str) -> 
     not started yet. Refused (PluginError) otherwise."""
     rollout = status.rollout
     contract = rollout.steps.get(names.STEP_CONTRACT) if rollout is not None else None
-    pending = rollout is not None and not rollout.finished_at and contract is not None \
-        and contract.state == StepState.PENDING and not contract.job
+    pending = (
+        rollout is not None
+        and not rollout.finished_at
+        and contract is not None
+        and contract.state == StepState.PENDING
+        and not contract.job
+    )
     if rollout is None or not (version and pending and same_release(version, rollout.to_version or "")):
         raise PluginError(f"nothing waits for contract approval on {where} (phase {status.phase or '-'})")
     return rollout.to_version
@@ -448,18 +495,24 @@ def check_published_plan(plan: dict[str, Any], configmap: dict[str, Any] | None)
     name, digest = plan.get("configMap") or "?", str(plan.get("digest"))
     short = digest[: len("sha256:") + 12]
     if configmap is None:
-        raise PluginError(f"ConfigMap {name} with the plan's SQL is missing: nothing was reviewed, so nothing is "
-                          f"approved (the operator publishes it again; retry in a moment)")
+        raise PluginError(
+            f"ConfigMap {name} with the plan's SQL is missing: nothing was reviewed, so nothing is "
+            f"approved (the operator publishes it again; retry in a moment)"
+        )
     data = configmap.get("data") or {}
     if plan.get("truncated") is True:
-        return (f"; its SQL was too large to publish, so it was not checked here: render it with divbase-migrate "
-                f"plan contract --release {plan.get('version')} --sql (the contract runs only SQL of digest {short})")
+        return (
+            f"; its SQL was too large to publish, so it was not checked here: render it with divbase-migrate "
+            f"plan contract --release {plan.get('version')} --sql (the contract runs only SQL of digest {short})"
+        )
     sql = data.get(names.PLAN_DATA_SQL)
     actual = plan_digest(sql) if isinstance(sql, str) else "none"
     if actual != digest:
-        raise PluginError(f"the SQL in ConfigMap {name} is not the plan {short} (its sha256 is "
-                          f"{actual[: len('sha256:') + 12]}): it was changed after the operator published it. Not "
-                          f"approved; the operator publishes the plan again, review it then")
+        raise PluginError(
+            f"the SQL in ConfigMap {name} is not the plan {short} (its sha256 is "
+            f"{actual[: len('sha256:') + 12]}): it was changed after the operator published it. Not "
+            f"approved; the operator publishes the plan again, review it then"
+        )
     return ""
 
 
@@ -472,8 +525,9 @@ def retry_patch(obj: dict[str, Any], token: str | None = None) -> tuple[dict[str
         phase = (obj.get("status") or {}).get("phase", "-")
         raise PluginError(f"nothing to retry on {where}: no step failed (phase {phase})")
     token = token or f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
-    body = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                         "annotations": {names.ANNOTATION_RETRY: token}}}
+    body = {
+        "metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": {names.ANNOTATION_RETRY: token}}
+    }
     failure = (obj.get("status") or {}).get("lastFailure") or {}
     step = failure.get("step", "the failed step")
     return body, f"retry requested for {step} on {where} ({names.ANNOTATION_RETRY}={token})"
@@ -516,8 +570,10 @@ def _true_now(obj: dict[str, Any], kind: str, generation: int) -> bool:
 def _stalled_report(obj: dict[str, Any], where: str) -> str:
     """Why the wait failed: the Stalled condition, the last failure, and what to run after fixing the cause."""
     stalled = _condition(obj, names.COND_STALLED) or {}
-    lines = [f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
-             *_failure_lines(_status(obj))]
+    lines = [
+        f"{where} failed ({stalled.get('reason') or 'Stalled'}): {_one_line(stalled.get('message') or '')}",
+        *_failure_lines(_status(obj)),
+    ]
     command = next_command(obj)
     if command:
         lines.append(f"Next: fix the cause, then: {command}")
@@ -551,8 +607,9 @@ def versions(client: Any, name: str, deadline: float, clock: Callable[[], float]
             yield obj
 
 
-def wait_for(client: Any, name: str, timeout: float, quiet: bool = False,
-             clock: Callable[[], float] = time.monotonic) -> int:
+def wait_for(
+    client: Any, name: str, timeout: float, quiet: bool = False, clock: Callable[[], float] = time.monotonic
+) -> int:
     """`kubectl divbase wait`: prints each change of phase or message, then the verdict; returns the exit code."""
     deadline = clock() + timeout
     last_line = None
@@ -573,13 +630,17 @@ def wait_for(client: Any, name: str, timeout: float, quiet: bool = False,
                 print(f"error: {verdict.message}", file=sys.stderr)
             return verdict.code
     last = progress_line(obj) if obj is not None else "-"
-    print(f"error: timed out after {format_duration(timeout)} waiting for divbasedatabase/{name} to be Ready "
-          f"(last seen: {last})", file=sys.stderr)
+    print(
+        f"error: timed out after {format_duration(timeout)} waiting for divbasedatabase/{name} to be Ready "
+        f"(last seen: {last})",
+        file=sys.stderr,
+    )
     return EXIT_TIMEOUT
 
 
-def watch_status(client: Any, name: str, output: str | None, clock: Callable[[], float] = time.monotonic,
-                 until: float = float("inf")) -> int:
+def watch_status(
+    client: Any, name: str, output: str | None, clock: Callable[[], float] = time.monotonic, until: float = float("inf")
+) -> int:
     """`status --watch`: the status again whenever it changes (not on every write: durations are left out of the
     comparison), until interrupted."""
     last = None
@@ -600,8 +661,7 @@ def watch_status(client: Any, name: str, output: str | None, clock: Callable[[],
     return EXIT_OK
 
 
-def render_status(obj: dict[str, Any], output: str | None, now: datetime | None = None,
-                  compact: bool = False) -> str:
+def render_status(obj: dict[str, Any], output: str | None, now: datetime | None = None, compact: bool = False) -> str:
     if output == "json":
         return json.dumps(status_document(obj, now), indent=None if compact else 2)
     if output == "yaml":
@@ -654,8 +714,13 @@ class Client:
         return self._call("get", name, lambda: self.api.call("GET", f"{self.databases}/{name}"))
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("patch", name, lambda: self.api.call("PATCH", f"{self.databases}/{name}", body=body,
-                                                               content_type="application/merge-patch+json"))
+        return self._call(
+            "patch",
+            name,
+            lambda: self.api.call(
+                "PATCH", f"{self.databases}/{name}", body=body, content_type="application/merge-patch+json"
+            ),
+        )
 
     def watch(self, name: str, resource_version: str | None, timeout: float) -> Iterator[dict[str, Any] | None]:
         """New versions of the resource after `resource_version` for up to `timeout` seconds; None when it is
@@ -665,8 +730,11 @@ class Client:
         from urllib3.exceptions import HTTPError
 
         seconds = max(1, int(timeout))
-        query = {"fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(seconds),
-                 **({"resourceVersion": resource_version} if resource_version else {})}
+        query = {
+            "fieldSelector": f"metadata.name={name}",
+            "timeoutSeconds": str(seconds),
+            **({"resourceVersion": resource_version} if resource_version else {}),
+        }
         try:
             for event in self.api.stream(self.databases, query, timeout=seconds + 10):
                 if event.get("type") == "DELETED":
@@ -690,8 +758,10 @@ class Client:
             if exc.status == 404:
                 return None
             if exc.status == 403:
-                raise PluginError(f"forbidden: you may not get configmap {name!r} in namespace {self.namespace!r}, "
-                                  f"which holds the SQL you are approving") from None
+                raise PluginError(
+                    f"forbidden: you may not get configmap {name!r} in namespace {self.namespace!r}, "
+                    f"which holds the SQL you are approving"
+                ) from None
             raise PluginError(f"get configmap {name!r} failed: {exc.status} {exc.reason}") from None
         return {"data": dict(found.get("data") or {})}
 
@@ -719,26 +789,42 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
         return p
 
-    parser = argparse.ArgumentParser(prog="kubectl divbase", parents=[common(True)],
-                                     description="Inspect and steer DivBaseDatabase rollouts (expand -> deploy -> "
-                                                 "contract) run by divbase-operator.")
+    parser = argparse.ArgumentParser(
+        prog="kubectl divbase",
+        parents=[common(True)],
+        description="Inspect and steer DivBaseDatabase rollouts (expand -> deploy -> "
+        "contract) run by divbase-operator.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = sub.add_parser("status", parents=[common(False)], help="where the rollout is, step by step")
     status.add_argument("name")
     status.add_argument("-o", "--output", choices=["json", "yaml"], help="print the status as JSON or YAML")
     status.add_argument("-w", "--watch", action="store_true", help="print it again whenever it changes")
-    wait = sub.add_parser("wait", parents=[common(False)],
-                          help="wait until Ready (exit 0); exit 3 at once when the rollout fails, 4 on timeout")
+    wait = sub.add_parser(
+        "wait",
+        parents=[common(False)],
+        help="wait until Ready (exit 0); exit 3 at once when the rollout fails, 4 on timeout",
+    )
     wait.add_argument("name")
-    wait.add_argument("--for", dest="condition", choices=["ready"], default="ready",
-                      help="what to wait for (default: ready: Ready at the current generation)")
-    wait.add_argument("--timeout", type=parse_timeout, default=parse_timeout("10m"),
-                      help="how long to wait, e.g. 90s, 10m, 1h (default 10m; 0: look once)")
+    wait.add_argument(
+        "--for",
+        dest="condition",
+        choices=["ready"],
+        default="ready",
+        help="what to wait for (default: ready: Ready at the current generation)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=parse_timeout,
+        default=parse_timeout("10m"),
+        help="how long to wait, e.g. 90s, 10m, 1h (default 10m; 0: look once)",
+    )
     wait.add_argument("-q", "--quiet", action="store_true", help="print only the outcome, not each change")
     history = sub.add_parser("history", parents=[common(False)], help="recent rollouts with step durations")
     history.add_argument("name")
-    approve = sub.add_parser("approve-contract", parents=[common(False)],
-                             help="let a Manual contract (destructive migrations) run")
+    approve = sub.add_parser(
+        "approve-contract", parents=[common(False)], help="let a Manual contract (destructive migrations) run"
+    )
     approve.add_argument("name")
     approve.add_argument("--version", help="the release to approve (default: the one waiting, status.targetVersion)")
     retry = sub.add_parser("retry", parents=[common(False)], help="retry the failed step")

@@ -37,8 +37,10 @@ class Timing:
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
-            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration, got "
-                             f"{self.retry_period} / {self.renew_deadline} / {self.lease_duration}")
+            raise ValueError(
+                "leader election needs retry_period < renew_deadline < lease_duration, got "
+                f"{self.retry_period} / {self.renew_deadline} / {self.lease_duration}"
+            )
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,24 @@ def lease_spec(record: LeaseRecord | None, me: str, now: datetime, timing: Timin
         acquired, transitions = record.acquire_time or stamp, record.transitions
     else:
         acquired, transitions = stamp, record.transitions + 1
-    return {"holderIdentity": me, "leaseDurationSeconds": int(timing.lease_duration), "acquireTime": acquired,
-            "renewTime": stamp, "leaseTransitions": transitions}
+    return {
+        "holderIdentity": me,
+        "leaseDurationSeconds": int(timing.lease_duration),
+        "acquireTime": acquired,
+        "renewTime": stamp,
+        "leaseTransitions": transitions,
+    }
 
 
 def released_spec(record: LeaseRecord) -> dict[str, Any]:
     """What a leader leaves behind when it stops: no holder, so the next replica need not wait out the lease."""
-    return {"holderIdentity": "", "leaseDurationSeconds": 1, "leaseTransitions": record.transitions,
-            "acquireTime": None, "renewTime": None}
+    return {
+        "holderIdentity": "",
+        "leaseDurationSeconds": 1,
+        "leaseTransitions": record.transitions,
+        "acquireTime": None,
+        "renewTime": None,
+    }
 
 
 def pod_owner_references(lease_namespace: str, environ: Mapping[str, str]) -> list[dict[str, Any]] | None:
@@ -114,8 +126,9 @@ class LeaseApi(Protocol):
 
     async def create_lease(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def replace_lease(self, namespace: str, name: str, resource_version: str,
-                            spec: dict[str, Any]) -> dict[str, Any]: ...
+    async def replace_lease(
+        self, namespace: str, name: str, resource_version: str, spec: dict[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 class LostRace(Exception):
@@ -125,11 +138,18 @@ class LostRace(Exception):
 class LeaderElector:
     """Holds or waits for the Lease; `is_leader()` is the gate every write of the operator passes."""
 
-    def __init__(self, api: LeaseApi, namespace: str, name: str, identity: str | None = None,
-                 timing: Timing = Timing(), on_started_leading: Callable[[], None] | None = None,
-                 on_stopped_leading: Callable[[], None] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        api: LeaseApi,
+        namespace: str,
+        name: str,
+        identity: str | None = None,
+        timing: Timing = Timing(),
+        on_started_leading: Callable[[], None] | None = None,
+        on_stopped_leading: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.api, self.namespace, self.name = api, namespace, name
         self.identity = identity or default_identity()
         self.timing = timing
@@ -184,8 +204,7 @@ class LeaderElector:
             if self.on_started_leading:
                 self.on_started_leading()
         else:
-            log.warning("leader election: %s stopped leading (Lease %s/%s)", self.identity, self.namespace,
-                        self.name)
+            log.warning("leader election: %s stopped leading (Lease %s/%s)", self.identity, self.namespace, self.name)
             if self.on_stopped_leading:
                 self.on_stopped_leading()
 
@@ -208,8 +227,7 @@ class LeaderElector:
                 return
             record = LeaseRecord.from_body(body)
             if record.holder == self.identity:
-                await self.api.replace_lease(self.namespace, self.name, record.resource_version,
-                                             released_spec(record))
+                await self.api.replace_lease(self.namespace, self.name, record.resource_version, released_spec(record))
                 log.info("leader election: %s released Lease %s/%s", self.identity, self.namespace, self.name)
         except Exception as exc:  # the others will take over when the lease expires
             log.warning("leader election: could not release the Lease: %s: %s", type(exc).__name__, exc)

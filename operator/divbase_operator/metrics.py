@@ -19,29 +19,65 @@ _awaiting: dict[tuple[str, str], float] = {}
 _phase: dict[tuple[str, str], str] = {}  # the one phase series exported per resource
 _STEP_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 
-ROLLOUTS_STARTED = Counter("divbase_rollouts_started_total", "Rollouts started (expand Job created or deploy "
-                           "begun for a new release).", ["namespace", "database"], registry=REGISTRY)
-ROLLOUTS_SUCCEEDED = Counter("divbase_rollouts_succeeded_total", "Rollouts that reached Ready.",
-                             ["namespace", "database"], registry=REGISTRY)
-ROLLOUTS_FAILED = Counter("divbase_rollouts_failed_total", "Rollout failures, by the step that failed.",
-                          ["namespace", "database", "step"], registry=REGISTRY)
-STEP_DURATION = Histogram("divbase_step_duration_seconds", "Seconds from a step's start to its end, for "
-                          "rollouts that succeeded.", ["step"], buckets=_STEP_BUCKETS, registry=REGISTRY)
-JOB_RETRIES = Counter("divbase_job_retries_total", "Failed steps retried through the retry annotation.",
-                      ["namespace", "database"], registry=REGISTRY)
-PHASE = Gauge("divbase_phase", "1, labelled with the resource's current phase (one series per resource: a series "
-              "per phase and resource would be 9x the cardinality and memory at scale).",
-              ["namespace", "database", "phase"], registry=REGISTRY)
-RECONCILE_ERRORS = Counter("divbase_reconcile_errors_total", "Reconciles that failed on an API error and were "
-                           "retried with backoff.", ["namespace", "database"], registry=REGISTRY)
-RECONCILE_SECONDS = Histogram("divbase_reconcile_duration_seconds", "Time to plan and act for one reconcile.",
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY)
-AWAITING_SINCE = Gauge("divbase_contract_awaiting_since_timestamp_seconds", "When the resource started waiting "
-                       "for a manual or delayed contract (0 when not waiting).", ["namespace", "database"],
-                       registry=REGISTRY)
+ROLLOUTS_STARTED = Counter(
+    "divbase_rollouts_started_total",
+    "Rollouts started (expand Job created or deploy begun for a new release).",
+    ["namespace", "database"],
+    registry=REGISTRY,
+)
+ROLLOUTS_SUCCEEDED = Counter(
+    "divbase_rollouts_succeeded_total", "Rollouts that reached Ready.", ["namespace", "database"], registry=REGISTRY
+)
+ROLLOUTS_FAILED = Counter(
+    "divbase_rollouts_failed_total",
+    "Rollout failures, by the step that failed.",
+    ["namespace", "database", "step"],
+    registry=REGISTRY,
+)
+STEP_DURATION = Histogram(
+    "divbase_step_duration_seconds",
+    "Seconds from a step's start to its end, for rollouts that succeeded.",
+    ["step"],
+    buckets=_STEP_BUCKETS,
+    registry=REGISTRY,
+)
+JOB_RETRIES = Counter(
+    "divbase_job_retries_total",
+    "Failed steps retried through the retry annotation.",
+    ["namespace", "database"],
+    registry=REGISTRY,
+)
+PHASE = Gauge(
+    "divbase_phase",
+    "1, labelled with the resource's current phase (one series per resource: a series "
+    "per phase and resource would be 9x the cardinality and memory at scale).",
+    ["namespace", "database", "phase"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "divbase_reconcile_errors_total",
+    "Reconciles that failed on an API error and were retried with backoff.",
+    ["namespace", "database"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "divbase_reconcile_duration_seconds",
+    "Time to plan and act for one reconcile.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+AWAITING_SINCE = Gauge(
+    "divbase_contract_awaiting_since_timestamp_seconds",
+    "When the resource started waiting for a manual or delayed contract (0 when not waiting).",
+    ["namespace", "database"],
+    registry=REGISTRY,
+)
 
-LEADER = Gauge("divbase_operator_leader", "1 while this replica is the one that acts (always 1 without leader "
-               "election).", registry=REGISTRY)
+LEADER = Gauge(
+    "divbase_operator_leader",
+    "1 while this replica is the one that acts (always 1 without leader election).",
+    registry=REGISTRY,
+)
 
 
 def record_decision(key: tuple[str, str], decision: Decision, seconds: float, now_ts: float) -> None:

@@ -208,10 +208,14 @@ def configmap_from_body(body: dict[str, Any]) -> ConfigMapObs:
     data = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
     job = data.get("job")
     labels = meta.get("labels") or {}
-    return ConfigMapObs(name=meta.get("name", ""), job=job if isinstance(job, str) and len(job) <= 63 else None,
-                        fingerprint=plan_data_fingerprint(data), owner_uid=controller_uid(meta, names.KIND),
-                        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")),
-                        truncated=data.get(names.PLAN_DATA_TRUNCATED) == "true")
+    return ConfigMapObs(
+        name=meta.get("name", ""),
+        job=job if isinstance(job, str) and len(job) <= 63 else None,
+        fingerprint=plan_data_fingerprint(data),
+        owner_uid=controller_uid(meta, names.KIND),
+        owner=_describe_owner(meta, labels.get(names.LABEL_DATABASE, "")),
+        truncated=data.get(names.PLAN_DATA_TRUNCATED) == "true",
+    )
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -278,11 +282,14 @@ class _MainContainer:
         state, last = cs.get("state") or {}, cs.get("lastState") or {}
         waiting = state.get("waiting") or {}
         terminated = state.get("terminated") or last.get("terminated") or {}
-        return cls(waiting_reason=waiting.get("reason"), waiting_message=waiting.get("message"),
-                   exit_code=_int_or_none(terminated.get("exitCode")) if terminated else None,
-                   termination=_tail(terminated.get("message")) if terminated else None,
-                   finished=terminated.get("finishedAt") if terminated else None,
-                   image_id=cs.get("imageID") if isinstance(cs.get("imageID"), str) else None)
+        return cls(
+            waiting_reason=waiting.get("reason"),
+            waiting_message=waiting.get("message"),
+            exit_code=_int_or_none(terminated.get("exitCode")) if terminated else None,
+            termination=_tail(terminated.get("message")) if terminated else None,
+            finished=terminated.get("finishedAt") if terminated else None,
+            image_id=cs.get("imageID") if isinstance(cs.get("imageID"), str) else None,
+        )
 
 
 def pod_from_body(body: dict[str, Any]) -> PodObs:
@@ -314,8 +321,12 @@ def pod_from_body(body: dict[str, Any]) -> PodObs:
 def replicaset_from_body(body: dict[str, Any]) -> ReplicaSetObs:
     meta = body.get("metadata") or {}
     deployment, deployment_uid = controller_ref(meta, "Deployment")
-    return ReplicaSetObs(name=meta.get("name", ""), uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
-                         deployment=deployment, deployment_uid=deployment_uid)
+    return ReplicaSetObs(
+        name=meta.get("name", ""),
+        uid=meta.get("uid") if isinstance(meta.get("uid"), str) else None,
+        deployment=deployment,
+        deployment_uid=deployment_uid,
+    )
 
 
 def controller_ref(meta: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
@@ -340,8 +351,11 @@ def _count(fields: dict[str, Any], key: str) -> int:
 
 def _deadline_exceeded(progressing: dict[str, Any] | None) -> bool:
     """The Deployment's Progressing condition says it exceeded its progressDeadlineSeconds."""
-    return bool(progressing and progressing.get("status") == "False"
-                and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE)
+    return bool(
+        progressing
+        and progressing.get("status") == "False"
+        and progressing.get("reason") == names.REASON_PROGRESS_DEADLINE
+    )
 
 
 def deployment_from_body(body: dict[str, Any]) -> DeploymentObs:

@@ -88,8 +88,12 @@ def job_counts(job: JobObs) -> bool:
     return not job.deleting or job.state != JOB_ACTIVE
 
 
-def owned_pods(pods: tuple[PodObs, ...], jobs: tuple[JobObs, ...], replicasets: tuple[ReplicaSetObs, ...] = (),
-               deployments: tuple[DeploymentObs, ...] = ()) -> tuple[PodObs, ...]:
+def owned_pods(
+    pods: tuple[PodObs, ...],
+    jobs: tuple[JobObs, ...],
+    replicasets: tuple[ReplicaSetObs, ...] = (),
+    deployments: tuple[DeploymentObs, ...] = (),
+) -> tuple[PodObs, ...]:
     """The pods the planner reads, by ownership (labels are anyone's to set): a migration pod only when its
     controller ownerReference is one of `jobs` (by uid), named after that Job; a workload pod only when its
     controller is a ReplicaSet whose controller is one of `deployments` (by uid), or a ReplicaSet found `orphaned`
@@ -120,8 +124,10 @@ def names_taken(obs: Observed) -> dict[tuple[str, str], ForeignChild]:
     for d in obs.deployments:
         if d.owner_uid != obs.uid:
             owner = d.controller or (f"another {names.KIND} (uid {d.owner_uid})" if d.owner_uid else None)
-            taken.setdefault(("Deployment", d.name), ForeignChild(
-                "Deployment", d.name, f"is controlled by {owner}" if owner else "has no owner"))
+            taken.setdefault(
+                ("Deployment", d.name),
+                ForeignChild("Deployment", d.name, f"is controlled by {owner}" if owner else "has no owner"),
+            )
     return taken
 
 
@@ -167,8 +173,7 @@ class PlanState:
     def outcome(self, step: str, result: Result) -> None:
         self.outcomes.append(Outcome(step, result))
 
-    def stall(self, reason: str, message: str, event_reason: str | None = None,
-              failed: str | None = None) -> None:
+    def stall(self, reason: str, message: str, event_reason: str | None = None, failed: str | None = None) -> None:
         """Stalled with `reason`; a Warning Event (`event_reason`) only when the message is new, and with it the
         outcome `failed` (the step that failed), so a repeated reconcile of the same failure counts it once."""
         previous = get_condition(self.status.conditions or [], names.COND_STALLED)
@@ -219,8 +224,9 @@ class PlanState:
         message. The pod's own update wakes the next reconcile; the grace only bounds a pod that never reports."""
         if job.state != JOB_FAILED:
             return False
-        unfinished = [p for p in self.job_pods(job.name) if not p.deleting and p.exit_code is None
-                      and p.phase in POD_UNFINISHED]
+        unfinished = [
+            p for p in self.job_pods(job.name) if not p.deleting and p.exit_code is None and p.phase in POD_UNFINISHED
+        ]
         if not unfinished:
             return False
         finished = parse_time(job.finished_at) or self.now

@@ -105,14 +105,22 @@ def plan_deletion(jobs: tuple[JobObs, ...], now: datetime) -> Deletion:
 
 def _wait_for(waiting: list[tuple[JobObs, datetime | None]], now: datetime) -> Deletion:
     """Wait for each running Job, woken at the latest when the grace after the first deadline ends."""
-    parts = [f"{job.step} Job {job.name} (release {job.version}"
-             + (f"; its activeDeadlineSeconds ends it by {iso(deadline)}" if deadline else "") + ")"
-             for job, deadline in waiting]
-    bounds = [(deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS) - now).total_seconds()
-              for _, deadline in waiting if deadline is not None]
-    return Deletion(tuple(job.name for job, _ in waiting),
-                    f"deleted: waiting for {', '.join(parts)} to finish before removing the Jobs and workloads",
-                    requeue_after=min(bounds) if bounds else None)
+    parts = [
+        f"{job.step} Job {job.name} (release {job.version}"
+        + (f"; its activeDeadlineSeconds ends it by {iso(deadline)}" if deadline else "")
+        + ")"
+        for job, deadline in waiting
+    ]
+    bounds = [
+        (deadline + timedelta(seconds=names.DELETION_JOB_GRACE_SECONDS) - now).total_seconds()
+        for _, deadline in waiting
+        if deadline is not None
+    ]
+    return Deletion(
+        tuple(job.name for job, _ in waiting),
+        f"deleted: waiting for {', '.join(parts)} to finish before removing the Jobs and workloads",
+        requeue_after=min(bounds) if bounds else None,
+    )
 
 
 def _deadline(job: JobObs) -> datetime | None:
@@ -123,8 +131,9 @@ def _deadline(job: JobObs) -> datetime | None:
     return start + timedelta(seconds=job.active_deadline_seconds)
 
 
-def workload_chain_lookup(pod: PodObs, replicasets: dict[str, ReplicaSetObs], ours: set[str],
-                          seen: set[str]) -> tuple[str, str, str] | None:
+def workload_chain_lookup(
+    pod: PodObs, replicasets: dict[str, ReplicaSetObs], ours: set[str], seen: set[str]
+) -> tuple[str, str, str] | None:
     """What the reconciler must read by name to place a workload pod the watches cannot: (kind, name, the uid it
     must have) of the pod's ReplicaSet when that is not among `replicasets` (by uid), or of the Deployment that
     ReplicaSet names when its uid is neither this resource's (`ours`) nor one the watch shows (`seen`); None when
@@ -142,8 +151,12 @@ def workload_chain_lookup(pod: PodObs, replicasets: dict[str, ReplicaSetObs], ou
 def conflict_lookups(decision: Decision, obs: Observed) -> list[tuple[str, str]]:
     """(kind, name) of each object `decision` would create that the watch does not show at all: the reconciler reads
     it by name before acting, since an object of that name outside the watch is someone else's (NameConflict)."""
-    seen = {("Job", j.name) for j in obs.jobs} | {("Deployment", d.name) for d in obs.deployments} \
-        | {("ConfigMap", c.name) for c in obs.configmaps} | {(c.kind, c.name) for c in obs.name_conflicts}
+    seen = (
+        {("Job", j.name) for j in obs.jobs}
+        | {("Deployment", d.name) for d in obs.deployments}
+        | {("ConfigMap", c.name) for c in obs.configmaps}
+        | {(c.kind, c.name) for c in obs.name_conflicts}
+    )
     wanted = []
     for action in decision.actions:
         if isinstance(action, CreateJob):
@@ -163,8 +176,9 @@ def terminating_status(status: dict[str, Any], message: str, generation: int, no
     new = copy.deepcopy(status)
     new["observedGeneration"] = generation  # setting deletionTimestamp bumps the generation: this one is seen
     new["phase"] = names.PHASE_TERMINATING
-    readiness = Readiness.is_progressing(names.REASON_TERMINATING, message, message,
-                                         stalled_reason=names.REASON_TERMINATING)
+    readiness = Readiness.is_progressing(
+        names.REASON_TERMINATING, message, message, stalled_reason=names.REASON_TERMINATING
+    )
     new["conditions"] = readiness.apply(new.get("conditions") or [], generation, iso(now))
     return new
 
@@ -225,11 +239,14 @@ class _Planner:
         which = "; ".join(f"Deployment {f.name} {f.owner}" for f in foreign)
         st.phase = names.PHASE_FAILED
         st.requeue_after = names.FOREIGN_RECHECK_SECONDS
-        st.stall(names.REASON_FOREIGN_DEPLOYMENT,
-                 f"{which}: not managed by this {names.KIND}, so no step runs. Hand it over: delete it "
-                 f"(kubectl -n {st.obs.namespace} delete deployment {foreign[0].name} --cascade=orphan keeps its "
-                 f"pods serving until the operator's own are ready; docs/operator.md, \"Adopting an existing "
-                 f"Deployment\")", event_reason=names.EVENT_FOREIGN_DEPLOYMENT)
+        st.stall(
+            names.REASON_FOREIGN_DEPLOYMENT,
+            f"{which}: not managed by this {names.KIND}, so no step runs. Hand it over: delete it "
+            f"(kubectl -n {st.obs.namespace} delete deployment {foreign[0].name} --cascade=orphan keeps its "
+            f"pods serving until the operator's own are ready; docs/operator.md, \"Adopting an existing "
+            f'Deployment")',
+            event_reason=names.EVENT_FOREIGN_DEPLOYMENT,
+        )
 
     # -- a new rollout ----------------------------------------------------------------------------------------
     def _new_rollout(self) -> Rollout | None:
@@ -238,9 +255,11 @@ class _Planner:
         running = st.active_job_other_than(None)
         if running is not None:
             st.phase = st.status.phase or names.PHASE_PENDING
-            st.progress = (names.REASON_WAITING_FOR_JOB,
-                           f"waiting for {running.step} Job {running.name} (release {running.version}) to "
-                           f"finish before rolling out release {spec.version}")
+            st.progress = (
+                names.REASON_WAITING_FOR_JOB,
+                f"waiting for {running.step} Job {running.name} (release {running.version}) to "
+                f"finish before rolling out release {spec.version}",
+            )
             st.status.active_job = running.name
             return None
         current = st.status.current_version or self._oldest_running_version()
@@ -258,11 +277,17 @@ class _Planner:
             return False
         st.phase = names.PHASE_FAILED
         newest = max((v for v in (current, contracted) if v), key=version_key)
-        before = f"the running release {current}, and the schema was contracted for release {contracted}" \
-            if current else f"release {contracted}, whose contract already ran on the schema"
-        st.stall(names.REASON_DOWNGRADE_REFUSED,
-                 f"spec.version {target} is older than {before}: it no longer serves {target}. Set "
-                 f"spec.version back to {newest} or newer.", event_reason=names.REASON_DOWNGRADE_REFUSED)
+        before = (
+            f"the running release {current}, and the schema was contracted for release {contracted}"
+            if current
+            else f"release {contracted}, whose contract already ran on the schema"
+        )
+        st.stall(
+            names.REASON_DOWNGRADE_REFUSED,
+            f"spec.version {target} is older than {before}: it no longer serves {target}. Set "
+            f"spec.version back to {newest} or newer.",
+            event_reason=names.REASON_DOWNGRADE_REFUSED,
+        )
         return True
 
     def _close_previous(self) -> None:
@@ -286,14 +311,25 @@ class _Planner:
             done = done_to and version_key(done_to) >= version_key(target)
             return StepRecord(StepState.SKIPPED if done else StepState.PENDING)
 
-        rollout = Rollout(from_version=current, to_version=target, image=self.spec.release_image, started_at=st.ts,
-                          retry_token=st.obs.annotations.get(names.ANNOTATION_RETRY, ""),
-                          steps={names.STEP_EXPAND: first(expanded), names.STEP_DEPLOY: StepRecord(),
-                                 names.STEP_CONTRACT: first(contracted)})
+        rollout = Rollout(
+            from_version=current,
+            to_version=target,
+            image=self.spec.release_image,
+            started_at=st.ts,
+            retry_token=st.obs.annotations.get(names.ANNOTATION_RETRY, ""),
+            steps={
+                names.STEP_EXPAND: first(expanded),
+                names.STEP_DEPLOY: StepRecord(),
+                names.STEP_CONTRACT: first(contracted),
+            },
+        )
         st.status.rollout = rollout
         st.status.last_failure = None
-        st.event("Normal", names.EVENT_ROLLOUT_STARTED,
-                 f"rolling out release {target} (from {current or 'an empty database'})")
+        st.event(
+            "Normal",
+            names.EVENT_ROLLOUT_STARTED,
+            f"rolling out release {target} (from {current or 'an empty database'})",
+        )
         st.outcome(ROLLOUT, Result.STARTED)
         return rollout
 
@@ -328,8 +364,9 @@ class _Planner:
         rollout.result = names.RESULT_SUCCEEDED
         st.status.current_version = rollout.to_version
         self._append_history(rollout)
-        origin = rollout.from_version or (f"{rollout.found_version}, found in the database"
-                                          if rollout.found_version else "empty")
+        origin = rollout.from_version or (
+            f"{rollout.found_version}, found in the database" if rollout.found_version else "empty"
+        )
         st.event("Normal", names.EVENT_ROLLOUT_SUCCEEDED, f"release {rollout.to_version} rolled out (from {origin})")
         st.outcome(ROLLOUT, Result.SUCCEEDED)
 
@@ -338,11 +375,15 @@ class _Planner:
             start, end = parse_time(rec.started_at), parse_time(rec.finished_at)
             return (end - start).total_seconds() if start and end else None
 
-        entry = HistoryEntry(from_version=rollout.from_version, found_version=rollout.found_version or None,
-                             to_version=rollout.to_version, result=rollout.result, started_at=rollout.started_at,
-                             finished_at=rollout.finished_at,
-                             steps={step: HistoryStep(rec.state, seconds(rec), rec.job or None)
-                                    for step, rec in rollout.steps.items()})
+        entry = HistoryEntry(
+            from_version=rollout.from_version,
+            found_version=rollout.found_version or None,
+            to_version=rollout.to_version,
+            result=rollout.result,
+            started_at=rollout.started_at,
+            finished_at=rollout.finished_at,
+            steps={step: HistoryStep(rec.state, seconds(rec), rec.job or None) for step, rec in rollout.steps.items()},
+        )
         self.st.status.history = [entry, *(self.st.status.history or [])][: names.HISTORY_LIMIT]
 
 
@@ -355,10 +396,14 @@ def step_order(rollout: Rollout) -> tuple[str, ...]:
 
 # -- the status it ends with ------------------------------------------------------------------------------------
 STEP_REASONS = {
-    StepState.SUCCEEDED: names.REASON_JOB_SUCCEEDED, StepState.SKIPPED: names.REASON_NOT_NEEDED,
-    StepState.RUNNING: names.REASON_JOB_RUNNING, StepState.FAILED: names.REASON_JOB_FAILED,
-    StepState.PENDING: names.REASON_NOT_STARTED, StepState.WAITING: names.REASON_AWAITING_APPROVAL,
-    StepState.ROLLING_BACK: names.REASON_ROLLING_BACK, StepState.ROLLED_BACK: names.REASON_ROLLED_BACK,
+    StepState.SUCCEEDED: names.REASON_JOB_SUCCEEDED,
+    StepState.SKIPPED: names.REASON_NOT_NEEDED,
+    StepState.RUNNING: names.REASON_JOB_RUNNING,
+    StepState.FAILED: names.REASON_JOB_FAILED,
+    StepState.PENDING: names.REASON_NOT_STARTED,
+    StepState.WAITING: names.REASON_AWAITING_APPROVAL,
+    StepState.ROLLING_BACK: names.REASON_ROLLING_BACK,
+    StepState.ROLLED_BACK: names.REASON_ROLLED_BACK,
 }
 DEPLOY_REASONS = {StepState.SUCCEEDED: names.REASON_ROLLOUT_COMPLETE, StepState.RUNNING: names.REASON_ROLLING_OUT}
 
@@ -367,8 +412,11 @@ def _finish(st: PlanState, spec: DatabaseSpec | None) -> Decision:
     """Phase, `rollout.currentStep` and conditions from what was decided; the Decision."""
     if st.conflicts and not st.stalled:
         st.phase = names.PHASE_FAILED
-        st.stall(names.REASON_NAME_CONFLICT, name_conflict_message(list(st.conflicts.values()), st.obs.namespace),
-                 event_reason=names.REASON_NAME_CONFLICT)
+        st.stall(
+            names.REASON_NAME_CONFLICT,
+            name_conflict_message(list(st.conflicts.values()), st.obs.namespace),
+            event_reason=names.REASON_NAME_CONFLICT,
+        )
         # an object outside the watch sends no event when it goes: look again
         st.requeue_within(names.FOREIGN_RECHECK_SECONDS)
     if st.stalled and st.phase != names.PHASE_PAUSED:
@@ -382,8 +430,13 @@ def _finish(st: PlanState, spec: DatabaseSpec | None) -> Decision:
         conditions = _step_conditions(st, conditions)
     readiness = _readiness(st, spec.version if spec else "?")
     st.status.conditions = readiness.apply(conditions, st.obs.generation, st.ts)
-    return Decision(status=st.status.to_dict(), actions=st.actions, requeue_after=st.requeue_after,
-                    log_pods=tuple(st.log_pods), outcomes=tuple(st.outcomes))
+    return Decision(
+        status=st.status.to_dict(),
+        actions=st.actions,
+        requeue_after=st.requeue_after,
+        log_pods=tuple(st.log_pods),
+        outcomes=tuple(st.outcomes),
+    )
 
 
 def _readiness(st: PlanState, version: str) -> Readiness:
@@ -395,8 +448,11 @@ def _readiness(st: PlanState, version: str) -> Readiness:
     if st.ready and not paused:
         return Readiness.is_ready(f"release {version} rolled out; every workload serves it")
     reason, message = st.progress
-    ready = (True, names.REASON_RECONCILED, f"release {version} rolled out; every workload serves it") if st.ready \
+    ready = (
+        (True, names.REASON_RECONCILED, f"release {version} rolled out; every workload serves it")
+        if st.ready
         else (False, reason, message or st.phase)
+    )
     return Readiness(ready, (not paused, reason, message), (False, names.REASON_PROGRESSING, ""))
 
 
@@ -413,14 +469,18 @@ def _step_conditions(st: PlanState, conditions: list[dict[str, Any]]) -> list[di
     gen, ts, rollout = st.obs.generation, st.ts, st.rollout
     for step, kind in names.STEP_CONDITION.items():
         if rollout is None:
-            conditions = set_condition(conditions, kind, False, names.REASON_NOT_STARTED, f"{step} has not started",
-                                       gen, ts)
+            conditions = set_condition(
+                conditions, kind, False, names.REASON_NOT_STARTED, f"{step} has not started", gen, ts
+            )
             continue
         rec = rollout.steps[step]
         state = rec.state
         reason = (DEPLOY_REASONS if step == names.STEP_DEPLOY else {}).get(state) or STEP_REASONS.get(state, state)
-        if step == names.STEP_CONTRACT and state == StepState.WAITING \
-                and st.progress[0] == names.REASON_CONTRACT_DELAYED:
+        if (
+            step == names.STEP_CONTRACT
+            and state == StepState.WAITING
+            and st.progress[0] == names.REASON_CONTRACT_DELAYED
+        ):
             reason = names.REASON_CONTRACT_DELAYED
         message = rec.message or f"{step} for release {rollout.to_version}: {state}"
         if state in (StepState.RUNNING, StepState.WAITING) and st.progress[1]:
@@ -439,38 +499,53 @@ def name_conflict_message(conflicts: list[ForeignChild], namespace: str) -> str:
         f"{which}: exists but is not controlled by this {names.KIND} (its controller ownerReference names another "
         f"object, or none), and the operator does not take it over, change or delete it; what needs the name waits. "
         f"Delete it if it is stale (kubectl -n {namespace} delete {first.kind.lower()} {first.name}), or rename "
-        f"this resource{workload}", names.MESSAGE_LIMIT)
+        f"this resource{workload}",
+        names.MESSAGE_LIMIT,
+    )
 
 
-def rejected(decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int,
-             now: datetime) -> Decision:
+def rejected(
+    decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int, now: datetime
+) -> Decision:
     """The apiserver refused an object built from the spec (HTTP 400/422): retrying cannot help, so say so.
 
     The remaining actions are dropped; status becomes Failed and Stalled with reason ApplyFailed and the
     apiserver's own message (it names the field). A Warning Event is emitted once per distinct message; the next
     spec change is tried afresh."""
-    return _refused(decision, previous, names.REASON_APPLY_FAILED, f"{what} was rejected by the API server: {message}",
-                    generation, now)
+    return _refused(
+        decision,
+        previous,
+        names.REASON_APPLY_FAILED,
+        f"{what} was rejected by the API server: {message}",
+        generation,
+        now,
+    )
 
 
-def apply_conflict(decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int,
-                   now: datetime) -> Decision:
+def apply_conflict(
+    decision: Decision, previous: dict[str, Any], what: str, message: str, generation: int, now: datetime
+) -> Decision:
     """A server-side apply without force was refused (HTTP 409) because another field manager owns fields of the
     object: the operator forces its apply only over objects it observed as this resource's, so this is an object it
     does not control (or one that was taken over between its read and its write). Stalled with reason ApplyConflict
     and the apiserver's words (they name the managers and the fields); nothing is retried until something changes."""
-    text = (f"{what} exists and other field managers own fields the operator would set; it does not force its "
-            f"apply over an object this resource does not control: {message}. Delete the object if it is stale, or "
-            f"rename this resource")
-    return _refused(decision, previous, names.REASON_APPLY_CONFLICT, printable(text, names.MESSAGE_LIMIT), generation,
-                    now)
+    text = (
+        f"{what} exists and other field managers own fields the operator would set; it does not force its "
+        f"apply over an object this resource does not control: {message}. Delete the object if it is stale, or "
+        f"rename this resource"
+    )
+    return _refused(
+        decision, previous, names.REASON_APPLY_CONFLICT, printable(text, names.MESSAGE_LIMIT), generation, now
+    )
 
 
-def _refused(decision: Decision, previous: dict[str, Any], reason: str, text: str, generation: int,
-             now: datetime) -> Decision:
+def _refused(
+    decision: Decision, previous: dict[str, Any], reason: str, text: str, generation: int, now: datetime
+) -> Decision:
     status = copy.deepcopy(decision.status)
-    status["conditions"] = Readiness.is_stalled(reason, text).apply(status.get("conditions") or [], generation,
-                                                                    iso(now))
+    status["conditions"] = Readiness.is_stalled(reason, text).apply(
+        status.get("conditions") or [], generation, iso(now)
+    )
     status["phase"] = names.PHASE_FAILED
     before = get_condition(previous.get("conditions") or [], names.COND_STALLED) or {}
     events: list[Action] = []

@@ -101,11 +101,16 @@ class Snapshot:
     def from_body(cls, body: Any) -> Snapshot:
         meta = body.get("metadata") or {}
         return cls(
-            namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
-            resource_version=meta.get("resourceVersion", ""), generation=int(meta.get("generation") or 0),
-            annotations=dict(meta.get("annotations") or {}), finalizers=list(meta.get("finalizers") or []),
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+            generation=int(meta.get("generation") or 0),
+            annotations=dict(meta.get("annotations") or {}),
+            finalizers=list(meta.get("finalizers") or []),
             deleting_since=meta.get("deletionTimestamp"),
-            spec=dict(body.get("spec") or {}), status=dict(body.get("status") or {}),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
         )
 
 
@@ -148,7 +153,8 @@ class Reconciler:
     on_forget: Callable[[Key], None] | None = None
     may_act: Callable[[], bool] = lambda: True
     post_event: Callable[[dict[str, Any], EmitEvent], None] = lambda ref, e: kopf.event(
-        ref, type=e.type, reason=e.reason, message=e.message)  # queued; Kopf posts it as divbase-operator
+        ref, type=e.type, reason=e.reason, message=e.message
+    )  # queued; Kopf posts it as divbase-operator
     policy: Policy = field(default_factory=Policy)  # what the operator's flags allow a resource
     lock_wait_probe_seconds: float = names.LOCK_WAIT_PROBE_SECONDS
     _states: dict[Key, _State] = field(default_factory=dict)
@@ -189,8 +195,14 @@ class Reconciler:
                     state.errors += 1
                     if self.on_error:
                         self.on_error(key)
-                    log.warning("reconcile of %s/%s failed (%s: %s); retrying in %.0fs",
-                                key[0], key[1], type(exc).__name__, exc, delay)
+                    log.warning(
+                        "reconcile of %s/%s failed (%s: %s); retrying in %.0fs",
+                        key[0],
+                        key[1],
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
                     self._schedule(key, delay)
                 if not state.dirty:
                     break
@@ -237,8 +249,9 @@ class Reconciler:
             return
         self._guard()
         if names.FINALIZER not in snap.finalizers:
-            updated = await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version,
-                                                      [*snap.finalizers, names.FINALIZER])
+            updated = await self.api.patch_finalizers(
+                snap.namespace, snap.name, snap.resource_version, [*snap.finalizers, names.FINALIZER]
+            )
             snap.finalizers.append(names.FINALIZER)
             snap.resource_version = updated["metadata"]["resourceVersion"]
         started = time.monotonic()
@@ -268,10 +281,17 @@ class Reconciler:
         deployments = tuple(self.sources.deployments(key))
         pods = tuple(self.sources.pods(key))
         return Observed(
-            name=snap.name, namespace=snap.namespace, uid=snap.uid, generation=snap.generation,
-            annotations=snap.annotations, spec=snap.spec, status=snap.status,
-            jobs=tuple(self.sources.jobs(key)), deployments=deployments,
-            pods=pods, configmaps=tuple(self.sources.configmaps(key)),
+            name=snap.name,
+            namespace=snap.namespace,
+            uid=snap.uid,
+            generation=snap.generation,
+            annotations=snap.annotations,
+            spec=snap.spec,
+            status=snap.status,
+            jobs=tuple(self.sources.jobs(key)),
+            deployments=deployments,
+            pods=pods,
+            configmaps=tuple(self.sources.configmaps(key)),
             foreign=await self._foreign(snap, deployments),
             lock_waits={pod: wait for pod, wait in state.lock_waits.items() if pod in state.log_pods},
             replicasets=await self._replicasets(snap, pods, tuple(self.sources.replicasets(key)), deployments),
@@ -280,19 +300,24 @@ class Reconciler:
     async def _carry_out(self, snap: Snapshot, decision: Decision) -> Decision:
         """The decision's actions in order. An object the apiserver refuses (invalid, or owned by other field
         managers) stops the rest: the decision becomes the refusal's (Stalled), whose Events are emitted."""
-        body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
-            "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
+        body_ref = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": snap.name, "namespace": snap.namespace, "uid": snap.uid},
+        }
         for action in decision.actions:
             self._guard()
             try:
                 await self._act(snap, body_ref, action)
             except ApiException as exc:
                 if exc.status == 409 and isinstance(action, ApplyDeployment | ApplyConfigMap):
-                    decision = apply_conflict(decision, snap.status, _describe(action), api_message(exc),
-                                              snap.generation, self.clock())
+                    decision = apply_conflict(
+                        decision, snap.status, _describe(action), api_message(exc), snap.generation, self.clock()
+                    )
                 elif exc.status in INVALID_INPUT:
-                    decision = rejected(decision, snap.status, _describe(action), api_message(exc), snap.generation,
-                                        self.clock())
+                    decision = rejected(
+                        decision, snap.status, _describe(action), api_message(exc), snap.generation, self.clock()
+                    )
                 else:
                     raise
                 for event in decision.actions:
@@ -313,8 +338,9 @@ class Reconciler:
                 state.probe = None
             return
         if state.probe is None:
-            state.probe = asyncio.get_running_loop().call_later(self.lock_wait_probe_seconds, self._start_probe, key,
-                                                                state)
+            state.probe = asyncio.get_running_loop().call_later(
+                self.lock_wait_probe_seconds, self._start_probe, key, state
+            )
 
     def _start_probe(self, key: Key, state: _State) -> None:
         state.probe = None
@@ -332,12 +358,15 @@ class Reconciler:
             try:
                 async with self._log_reads:  # the API calls' worker threads stay free for the reconciles
                     tail: str | None = await self.api.read_pod_log(
-                        key[0], pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES)
+                        key[0], pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES
+                    )
             except ApiException as exc:
                 if exc.status == 403:
                     self._logs_forbidden = True
-                    log.warning("reading pod logs (pods/log get) is forbidden: lock waits of migration Jobs are not "
-                                "shown (docs/install.md, RBAC)")
+                    log.warning(
+                        "reading pod logs (pods/log get) is forbidden: lock waits of migration Jobs are not "
+                        "shown (docs/install.md, RBAC)"
+                    )
                     return
                 if exc.status not in (400, 404):  # not started yet, or gone: no wait to show
                     log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, exc.status)
@@ -356,8 +385,9 @@ class Reconciler:
         if changed:
             self.trigger(key)
         if state.log_pods and state.probe is None and self._states.get(key) is state:
-            state.probe = asyncio.get_running_loop().call_later(self.lock_wait_probe_seconds, self._start_probe, key,
-                                                                state)
+            state.probe = asyncio.get_running_loop().call_later(
+                self.lock_wait_probe_seconds, self._start_probe, key, state
+            )
 
     async def _foreign(self, snap: Snapshot, deployments: tuple[DeploymentObs, ...]) -> tuple[ForeignDeployment, ...]:
         """Deployments of our workloads' names that the label-selected watch cannot show: read by name, only when
@@ -365,8 +395,11 @@ class Reconciler:
         workloads = snap.spec.get("workloads")
         if not isinstance(workloads, list):
             return ()
-        wanted = {names.deployment_name(snap.name, w["name"]) for w in workloads
-                  if isinstance(w, dict) and isinstance(w.get("name"), str) and w["name"]}
+        wanted = {
+            names.deployment_name(snap.name, w["name"])
+            for w in workloads
+            if isinstance(w, dict) and isinstance(w.get("name"), str) and w["name"]
+        }
         missing = sorted(wanted - {d.name for d in deployments})
         if not missing or not foreign_lookup_needed(snap.status, snap.spec.get("version")):
             return ()
@@ -378,8 +411,13 @@ class Reconciler:
                 found.append(verdict)
         return tuple(found)
 
-    async def _replicasets(self, snap: Snapshot, pods: tuple[PodObs, ...], watched: tuple[ReplicaSetObs, ...],
-                           deployments: tuple[DeploymentObs, ...]) -> tuple[ReplicaSetObs, ...]:
+    async def _replicasets(
+        self,
+        snap: Snapshot,
+        pods: tuple[PodObs, ...],
+        watched: tuple[ReplicaSetObs, ...],
+        deployments: tuple[DeploymentObs, ...],
+    ) -> tuple[ReplicaSetObs, ...]:
         """The workload pods' ReplicaSets: the watched ones, and, for a pod whose chain of controllers the watches
         cannot place (workload_chain_lookup), its ReplicaSet or that ReplicaSet's Deployment read by name (a GET
         each, none while every pod is a watched ReplicaSet's of this resource's Deployments)."""
@@ -400,8 +438,7 @@ class Reconciler:
                     known[str(rs.uid)] = dataclasses.replace(rs, orphaned=True)
         return tuple(known.values())
 
-    async def _name_conflicts(self, snap: Snapshot, decision: Decision, observed: Observed) -> \
-            tuple[ForeignChild, ...]:
+    async def _name_conflicts(self, snap: Snapshot, decision: Decision, observed: Observed) -> tuple[ForeignChild, ...]:
         """Objects `decision` would create that the label-selected watches do not show: read by name (a GET each,
         only when the planner is about to create one), and those this resource does not control returned."""
         found = []
@@ -438,8 +475,11 @@ class Reconciler:
         new_status = terminating_status(snap.status, deletion.message, snap.generation, self.clock())
         patch = status_patch(snap.status, new_status)
         if patch:
-            body_ref = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {
-                "name": snap.name, "namespace": snap.namespace, "uid": snap.uid}}
+            body_ref = {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "metadata": {"name": snap.name, "namespace": snap.namespace, "uid": snap.uid},
+            }
             self.post_event(body_ref, EmitEvent("Normal", names.EVENT_DELETING, deletion.message))
             updated = await self.api.patch_status(snap.namespace, snap.name, snap.resource_version, patch)
             fresh = Snapshot.from_body(updated)
@@ -456,8 +496,7 @@ class Reconciler:
             since = datetime.strptime(snap.deleting_since or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             if (self.clock() - since).total_seconds() < FINALIZER_GRACE_SECONDS:
                 raise
-            log.warning("cleanup of %s/%s kept failing (%s); releasing the finalizer", snap.namespace, snap.name,
-                        exc)
+            log.warning("cleanup of %s/%s kept failing (%s); releasing the finalizer", snap.namespace, snap.name, exc)
         remaining = [f for f in snap.finalizers if f != names.FINALIZER]
         self._guard()
         await self.api.patch_finalizers(snap.namespace, snap.name, snap.resource_version, remaining)

@@ -115,8 +115,9 @@ def version_key(version: str) -> Version:
         return _OLDEST
 
 
-def _int(raw: dict[str, Any], key: str, default: int | None, path: str, errors: list[SpecError],
-         minimum: int = 0) -> int | None:
+def _int(
+    raw: dict[str, Any], key: str, default: int | None, path: str, errors: list[SpecError], minimum: int = 0
+) -> int | None:
     value = raw.get(key, default)
     if value is None:
         return None
@@ -284,19 +285,31 @@ def _parse_workloads(raw: Any, errors: list[SpecError]) -> list[Workload]:
 # --- what a workload may not ask for, unless the operator allows it (Pod Security "baseline") -----------------------
 # Each set below is Kubernetes' own, from k8s.io/pod-security-admission/policy at the control plane's version
 # (v0.36.3, `latest`); tests/cluster/test_pod_security.py has that admission judge every refused template too.
-PRIVILEGED_HINT = ("refused: the operator creates this pod with its own rights (docs/security.md); start "
-                   "divbase-operator with --allow-privileged-workloads to allow it")
+PRIVILEGED_HINT = (
+    "refused: the operator creates this pod with its own rights (docs/security.md); start "
+    "divbase-operator with --allow-privileged-workloads to allow it"
+)
 ALLOWED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})  # what Pod Security "restricted" itself allows to add
 POD_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 _APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 ALLOWED_PROFILE_TYPES = ("RuntimeDefault", "Localhost")  # seccompProfile.type, appArmorProfile.type
 ALLOWED_SELINUX_TYPES = ("", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
-SAFE_SYSCTLS = frozenset({  # check_sysctls.go, sysctlsAllowedV1Dot32
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
-})
+SAFE_SYSCTLS = frozenset(
+    {  # check_sysctls.go, sysctlsAllowedV1Dot32
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+        "net.ipv4.tcp_rmem",
+        "net.ipv4.tcp_wmem",
+    }
+)
 HOST_HANDLERS = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle.postStart", "lifecycle.preStop")
 
 
@@ -321,14 +334,18 @@ def _security_context_errors(context: dict[str, Any], path: str, errors: list[Sp
             errors.append(SpecError(f"{path}.{profile}.type", f"{value.get('type')} is {PRIVILEGED_HINT}"))
     selinux = _dict(context.get("seLinuxOptions"))
     if selinux.get("type") is not None and selinux.get("type") not in ALLOWED_SELINUX_TYPES:
-        errors.append(SpecError(f"{path}.seLinuxOptions.type", f"{selinux['type']} is not one of the container "
-                                f"types ({', '.join(ALLOWED_SELINUX_TYPES[1:])}): {PRIVILEGED_HINT}"))
+        errors.append(
+            SpecError(
+                f"{path}.seLinuxOptions.type",
+                f"{selinux['type']} is not one of the container "
+                f"types ({', '.join(ALLOWED_SELINUX_TYPES[1:])}): {PRIVILEGED_HINT}",
+            )
+        )
     for key in ("user", "role"):
         if _set(selinux.get(key)):
             errors.append(SpecError(f"{path}.seLinuxOptions.{key}", f"a custom SELinux {key} is {PRIVILEGED_HINT}"))
     if _dict(context.get("windowsOptions")).get("hostProcess") is True:
-        errors.append(SpecError(f"{path}.windowsOptions.hostProcess", f"a Windows host process is "
-                                                                      f"{PRIVILEGED_HINT}"))
+        errors.append(SpecError(f"{path}.windowsOptions.hostProcess", f"a Windows host process is {PRIVILEGED_HINT}"))
 
 
 def _container_errors(container: dict[str, Any], where: str, errors: list[SpecError]) -> None:
@@ -337,11 +354,18 @@ def _container_errors(container: dict[str, Any], where: str, errors: list[SpecEr
         errors.append(SpecError(f"{where}.securityContext.privileged", f"true is {PRIVILEGED_HINT}"))
     added = [str(c) for c in _list(_dict(context.get("capabilities")).get("add"))]
     if set(added) - ALLOWED_CAPABILITIES:
-        errors.append(SpecError(f"{where}.securityContext.capabilities.add",
-                                f"adding {', '.join(sorted(set(added) - ALLOWED_CAPABILITIES))} is {PRIVILEGED_HINT}"))
+        errors.append(
+            SpecError(
+                f"{where}.securityContext.capabilities.add",
+                f"adding {', '.join(sorted(set(added) - ALLOWED_CAPABILITIES))} is {PRIVILEGED_HINT}",
+            )
+        )
     if context.get("procMount") not in (None, "Default"):
-        errors.append(SpecError(f"{where}.securityContext.procMount", f"{context['procMount']} (an unmasked /proc) "
-                                                                      f"is {PRIVILEGED_HINT}"))
+        errors.append(
+            SpecError(
+                f"{where}.securityContext.procMount", f"{context['procMount']} (an unmasked /proc) is {PRIVILEGED_HINT}"
+            )
+        )
     _security_context_errors(context, f"{where}.securityContext", errors)
     for n, port in enumerate(_list(container.get("ports"))):
         if _dict(port).get("hostPort"):
@@ -352,8 +376,11 @@ def _container_errors(container: dict[str, Any], where: str, errors: list[SpecEr
             node = _dict(node.get(part))
         for kind in ("httpGet", "tcpSocket"):
             if _set(_dict(node.get(kind)).get("host")):
-                errors.append(SpecError(f"{where}.{handler}.{kind}.host", f"a probe or hook aimed at another host "
-                                                                          f"is {PRIVILEGED_HINT}"))
+                errors.append(
+                    SpecError(
+                        f"{where}.{handler}.{kind}.host", f"a probe or hook aimed at another host is {PRIVILEGED_HINT}"
+                    )
+                )
 
 
 def _apparmor_annotation_allowed(value: Any) -> bool:
@@ -377,15 +404,20 @@ def privileged_errors(spec: DatabaseSpec) -> list[SpecError]:
                 errors.append(SpecError(f"{path}.{key}", f"shares a namespace of the node: {PRIVILEGED_HINT}"))
         for j, volume in enumerate(_list(pod.get("volumes"))):
             if "hostPath" in _dict(volume):
-                errors.append(SpecError(f"{path}.volumes[{j}].hostPath", f"mounts a path of the node: "
-                                                                         f"{PRIVILEGED_HINT}"))
+                errors.append(
+                    SpecError(f"{path}.volumes[{j}].hostPath", f"mounts a path of the node: {PRIVILEGED_HINT}")
+                )
         pod_context = _dict(pod.get("securityContext"))
         _security_context_errors(pod_context, f"{path}.securityContext", errors)
         for j, sysctl in enumerate(_list(pod_context.get("sysctls"))):
             name = _dict(sysctl).get("name")
             if not isinstance(name, str) or name not in SAFE_SYSCTLS:
-                errors.append(SpecError(f"{path}.securityContext.sysctls[{j}].name", f"{name} is not one of the "
-                                        f"namespaced, isolated sysctls: {PRIVILEGED_HINT}"))
+                errors.append(
+                    SpecError(
+                        f"{path}.securityContext.sysctls[{j}].name",
+                        f"{name} is not one of the namespaced, isolated sysctls: {PRIVILEGED_HINT}",
+                    )
+                )
         for key, value in _dict(_dict(pod_template.get("metadata")).get("annotations")).items():
             if str(key).startswith(_APPARMOR_ANNOTATION) and not _apparmor_annotation_allowed(value):
                 errors.append(SpecError(f"{base}.metadata.annotations[{key}]", f"{value} is {PRIVILEGED_HINT}"))

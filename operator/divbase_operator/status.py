@@ -85,8 +85,11 @@ class Record:
     def _plain(cls, data: dict[str, Any], **converted: Any) -> dict[str, Any]:
         """The constructor's arguments from `data`: every declared key (those in `converted` as given), the rest
         as `extra`; a key written as null stays null (`nulls`)."""
-        wires = {f.metadata["wire"]: f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                 if f.name not in _BOOKKEEPING}
+        wires = {
+            f.metadata["wire"]: f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.name not in _BOOKKEEPING
+        }
         kwargs: dict[str, Any] = {name: data.get(wire) for wire, name in wires.items() if wire in data}
         kwargs.update(converted)
         kwargs["extra"] = {k: v for k, v in data.items() if k not in wires}
@@ -146,10 +149,14 @@ class StepRecord(Record):
     def from_dict(cls, data: dict[str, Any]) -> StepRecord:
         attempts = data.get("attempts")
         lock_wait = data.get("lockWait")
-        return cls(**cls._plain(
-            data, state=_state(data.get("phase")),
-            attempts=[Attempt.from_dict(a) for a in attempts] if isinstance(attempts, list) else None,
-            lock_wait=LockWaitRecord.from_dict(lock_wait) if isinstance(lock_wait, dict) else None))
+        return cls(
+            **cls._plain(
+                data,
+                state=_state(data.get("phase")),
+                attempts=[Attempt.from_dict(a) for a in attempts] if isinstance(attempts, list) else None,
+                lock_wait=LockWaitRecord.from_dict(lock_wait) if isinstance(lock_wait, dict) else None,
+            )
+        )
 
     def reset(self) -> None:
         """Re-armed by a retry: a Pending step with nothing of the failed attempt left."""
@@ -183,8 +190,13 @@ class Rollout(Record):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rollout:
         steps = data.get("steps") or {}
-        return cls(**cls._plain(data, steps={step: StepRecord.from_dict(rec or {}) for step, rec in steps.items()},
-                                retry_token=data.get("retryToken", "")))
+        return cls(
+            **cls._plain(
+                data,
+                steps={step: StepRecord.from_dict(rec or {}) for step, rec in steps.items()},
+                retry_token=data.get("retryToken", ""),
+            )
+        )
 
     def step(self, step: str) -> StepRecord:
         return self.steps[step]
@@ -322,9 +334,16 @@ class DatabaseStatus(Record):
 
         history = data.get("history")
         conditions = data.get("conditions")
-        return cls(**cls._plain(
-            data, rollout=record("rollout", Rollout), last_failure=record("lastFailure", Failure),
-            schema=record("schema", SchemaState), contract_plan=record("contractPlan", ContractPlan),
-            history=[HistoryEntry.from_dict(h) if isinstance(h, dict) else h for h in history]
-            if isinstance(history, list) else history,
-            conditions=[dict(c) for c in conditions] if isinstance(conditions, list) else conditions))
+        return cls(
+            **cls._plain(
+                data,
+                rollout=record("rollout", Rollout),
+                last_failure=record("lastFailure", Failure),
+                schema=record("schema", SchemaState),
+                contract_plan=record("contractPlan", ContractPlan),
+                history=[HistoryEntry.from_dict(h) if isinstance(h, dict) else h for h in history]
+                if isinstance(history, list)
+                else history,
+                conditions=[dict(c) for c in conditions] if isinstance(conditions, list) else conditions,
+            )
+        )

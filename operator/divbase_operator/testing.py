@@ -49,10 +49,24 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         log.write(f"--- start #{self.starts} ---\n".encode())
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "divbase-operator"), "-n", self.namespace, "--log-format", "json",
-             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                str(VENV_BIN / "divbase-operator"),
+                "-n",
+                self.namespace,
+                "--log-format",
+                "json",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
@@ -117,8 +131,10 @@ class OutputLines:
                     return found
                 remaining = deadline - time.monotonic()
                 if self._ended or remaining <= 0:
-                    raise AssertionError(f"{'the output ended' if self._ended else f'{timeout:.0f}s passed'} "
-                                         f"without a line containing {text!r}: {self.lines}")
+                    raise AssertionError(
+                        f"{'the output ended' if self._ended else f'{timeout:.0f}s passed'} "
+                        f"without a line containing {text!r}: {self.lines}"
+                    )
                 self._changed.wait(remaining)
 
     def ended(self, timeout: float) -> list[str]:
@@ -138,9 +154,14 @@ def install_crd(api_client: client.ApiClient) -> None:
         if not all(e.status == 409 for e in exc.api_exceptions):
             raise
     ext = client.ApiextensionsV1Api(api_client)
-    wait_for("CRD established", lambda: any(c.type == "Established" and c.status == "True"
-                         for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions
-                         or []), 60)
+    wait_for(
+        "CRD established",
+        lambda: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(body["metadata"]["name"]).status.conditions or []
+        ),
+        60,
+    )
 
 
 @dataclass
@@ -169,16 +190,19 @@ class Kube:
         return self.api.call("GET", f"{self.databases}/{name}")
 
     def patch_db(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.api.call("PATCH", f"{self.databases}/{name}", body=patch,
-                             content_type="application/merge-patch+json")
+        return self.api.call(
+            "PATCH", f"{self.databases}/{name}", body=patch, content_type="application/merge-patch+json"
+        )
 
     def patch_db_seen(self, name: str, patch: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         """Patch the spec, then wait until the operator has reconciled that generation (status.observedGeneration):
         the positive signal a negative check waits for before asserting that nothing happened."""
         generation = self.patch_db(name, patch)["metadata"]["generation"]
-        return wait_for(f"{name} generation {generation} observed by the operator",
-                        lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0)
-                        >= generation and db, timeout)
+        return wait_for(
+            f"{name} generation {generation} observed by the operator",
+            lambda: (db := self.get_db(name)).get("status", {}).get("observedGeneration", 0) >= generation and db,
+            timeout,
+        )
 
     def decided_again(self, name: str, timeout: float = 60) -> dict[str, Any]:
         """The positive signal a negative check waits for after an annotation (approval, retry): annotations bump no
@@ -196,19 +220,28 @@ class Kube:
         status = self.get_db(name).get("status") or {}
         return get_condition(status.get("conditions") or [], kind)
 
-    def wait_condition(self, name: str, kind: str, status: str = "True", timeout: float = 120,
-                       reason: str | None = None) -> dict[str, Any]:
+    def wait_condition(
+        self, name: str, kind: str, status: str = "True", timeout: float = 120, reason: str | None = None
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             db = self.get_db(name)
             cond = get_condition((db.get("status") or {}).get("conditions") or [], kind)
-            ok = (cond and cond["status"] == status and (reason is None or cond.get("reason") == reason)
-                  and db["status"].get("observedGeneration") == db["metadata"]["generation"])
+            ok = (
+                cond
+                and cond["status"] == status
+                and (reason is None or cond.get("reason") == reason)
+                and db["status"].get("observedGeneration") == db["metadata"]["generation"]
+            )
             return db if ok else None
+
         return wait_for(f"{name} condition {kind}={status} reason={reason}", check, timeout)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-        return wait_for(f"{name} phase {phase}",
-                        lambda: (db := self.get_db(name)).get("status", {}).get("phase") == phase and db, timeout)
+        return wait_for(
+            f"{name} phase {phase}",
+            lambda: (db := self.get_db(name)).get("status", {}).get("phase") == phase and db,
+            timeout,
+        )
 
     # -- children ---------------------------------------------------------------------------------------------------
     def selector(self, name: str, **extra: str) -> str:
@@ -235,7 +268,8 @@ class Kube:
 
     def events(self, name: str) -> list[Any]:
         return self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={names.KIND}").items
+            self.namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={names.KIND}"
+        ).items
 
     def create_secret(self, name: str, data: dict[str, str]) -> None:
         body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
@@ -267,8 +301,11 @@ class Timeline:
 
     def start(self) -> Timeline:
         core, batch = client.CoreV1Api(self.api_client), client.BatchV1Api(self.api_client)
-        listers = {"Pod": core.list_namespaced_pod, "Job": batch.list_namespaced_job,
-                   "Deployment": client.AppsV1Api(self.api_client).list_namespaced_deployment}
+        listers = {
+            "Pod": core.list_namespaced_pod,
+            "Job": batch.list_namespaced_job,
+            "Deployment": client.AppsV1Api(self.api_client).list_namespaced_deployment,
+        }
         for kind in self.kinds:
             lister = listers[kind]
             thread = threading.Thread(target=self._watch, args=(kind, lister), daemon=True)
@@ -281,13 +318,22 @@ class Timeline:
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(lister, self.namespace, timeout_seconds=5,
-                                           resource_version=resource_version):
+                for event in stream.stream(
+                    lister, self.namespace, timeout_seconds=5, resource_version=resource_version
+                ):
                     obj = event["object"]
                     resource_version = obj.metadata.resource_version
                     status = obj.status.to_dict() if obj.status else {}
-                    self.entries.append((int(resource_version), event["type"], kind, obj.metadata.name,
-                                         dict(obj.metadata.labels or {}), status))
+                    self.entries.append(
+                        (
+                            int(resource_version),
+                            event["type"],
+                            kind,
+                            obj.metadata.name,
+                            dict(obj.metadata.labels or {}),
+                            status,
+                        )
+                    )
                     if self._stop.is_set():
                         break
             except ApiException as exc:
@@ -305,8 +351,11 @@ class Timeline:
 
     def times(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[int]:
         """When each matching event was written (its resourceVersion), oldest first; empty when none was seen."""
-        return sorted(t for t, e, k, n, labels, status in list(self.entries)
-                      if k == kind and e == event and where(n, labels, status))
+        return sorted(
+            t
+            for t, e, k, n, labels, status in list(self.entries)
+            if k == kind and e == event and where(n, labels, status)
+        )
 
     def first(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> int:
         """When the first matching event was seen. Never seen fails the test (AssertionError) instead of returning
@@ -326,17 +375,23 @@ class Timeline:
                     latest[n] = e
             standing = sorted(n for n, e in latest.items() if e != "DELETED")
             if standing:
-                raise AssertionError(f"the watch saw no DELETED event of {kind} {', '.join(standing)} (matching the "
-                                     f"lookup, seen before), so the last deletion is not known:\n{self.dump()}")
+                raise AssertionError(
+                    f"the watch saw no DELETED event of {kind} {', '.join(standing)} (matching the "
+                    f"lookup, seen before), so the last deletion is not known:\n{self.dump()}"
+                )
         return times[-1]
 
     def _seen(self, kind: str, event: str, where: Callable[[str, dict[str, str], dict[str, Any]], bool]) -> list[int]:
         times = self.times(kind, event, where)
         if not times:
-            raise AssertionError(f"the watch saw no {event} event of a {kind} matching the lookup "
-                                 f"({len(self.entries)} events seen):\n{self.dump()}")
+            raise AssertionError(
+                f"the watch saw no {event} event of a {kind} matching the lookup "
+                f"({len(self.entries)} events seen):\n{self.dump()}"
+            )
         return times
 
     def dump(self) -> str:
-        return "\n".join(json.dumps([rv, e, k, n, labels.get(names.LABEL_VERSION)])
-                         for rv, e, k, n, labels, _ in sorted(list(self.entries), key=lambda entry: entry[0]))
+        return "\n".join(
+            json.dumps([rv, e, k, n, labels.get(names.LABEL_VERSION)])
+            for rv, e, k, n, labels, _ in sorted(list(self.entries), key=lambda entry: entry[0])
+        )

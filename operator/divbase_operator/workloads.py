@@ -30,8 +30,10 @@ def apply_workloads(st: PlanState, spec: DatabaseSpec, version: str) -> None:
         if st.taken_name("Deployment", body["metadata"]["name"]):
             continue
         seen = observed.get(body["metadata"]["name"])
-        images = tuple(c.get("image", "") if isinstance(c, dict) else ""  # the apiserver refuses the rest
-                       for c in body["spec"]["template"]["spec"]["containers"])
+        images = tuple(
+            c.get("image", "") if isinstance(c, dict) else ""  # the apiserver refuses the rest
+            for c in body["spec"]["template"]["spec"]["containers"]
+        )
         desired_hash = body["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH]
         if seen is None or seen.spec_hash != desired_hash or seen.images != images or seen.version != version:
             st.actions.append(ApplyDeployment(body, force=seen is not None))
@@ -58,13 +60,18 @@ def _old_pods(st: PlanState, version: str) -> list[PodObs]:
 
 def _stuck(st: PlanState, spec: DatabaseSpec, version: str) -> list[DeploymentObs]:
     """The workloads at `version` whose Deployment exceeded its progress deadline (for the generation seen)."""
-    return [d for d in workloads_at(st, spec, version)
-            if d.progress_deadline_exceeded and d.observed_generation >= d.generation]
+    return [
+        d
+        for d in workloads_at(st, spec, version)
+        if d.progress_deadline_exceeded and d.observed_generation >= d.generation
+    ]
 
 
 def workload_progress(st: PlanState, spec: DatabaseSpec, version: str) -> str:
-    parts = [f"{d.workload} {d.updated_replicas}/{d.replicas} updated, {d.available_replicas} available"
-             for d in workloads_at(st, spec, version)]
+    parts = [
+        f"{d.workload} {d.updated_replicas}/{d.replicas} updated, {d.available_replicas} available"
+        for d in workloads_at(st, spec, version)
+    ]
     missing = len(spec.workloads) - len(parts)
     if missing:
         parts.append(f"{missing} workload(s) not yet at release {version}")
@@ -127,16 +134,25 @@ def deploy_step(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRe
     return True
 
 
-def _deploy_failed(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRecord,
-                   stuck: list[DeploymentObs]) -> bool:
+def _deploy_failed(
+    st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: StepRecord, stuck: list[DeploymentObs]
+) -> bool:
     """A Deployment exceeded its progress deadline: roll back when the spec asks for it and there is a release
     to go back to, else fail the step (Stalled until a retry)."""
     version, previous = rollout.to_version, rollout.from_version
-    message = (f"deploy of release {version} failed: Deployment(s) {', '.join(d.name for d in stuck)} "
-               f"exceeded their progress deadline")
-    st.status.last_failure = Failure(step=names.STEP_DEPLOY, version=version, job=None,
-                                     reason=names.REASON_PROGRESS_DEADLINE, exit_code=None, message=message,
-                                     time=st.ts)
+    message = (
+        f"deploy of release {version} failed: Deployment(s) {', '.join(d.name for d in stuck)} "
+        f"exceeded their progress deadline"
+    )
+    st.status.last_failure = Failure(
+        step=names.STEP_DEPLOY,
+        version=version,
+        job=None,
+        reason=names.REASON_PROGRESS_DEADLINE,
+        exit_code=None,
+        message=message,
+        time=st.ts,
+    )
     if spec.rollback_on_failure and previous:
         rec.state, rec.message = StepState.ROLLING_BACK, message
         st.event("Warning", names.EVENT_ROLLBACK, f"{message}; rolling back to release {previous}")
@@ -145,8 +161,9 @@ def _deploy_failed(st: PlanState, spec: DatabaseSpec, rollout: Rollout, rec: Ste
         return _rolling_back(st, spec, rec, previous)
     rec.state, rec.message, rec.finished_at = StepState.FAILED, message, st.ts
     st.phase = names.PHASE_FAILED
-    st.stall(names.REASON_PROGRESS_DEADLINE, message, event_reason=names.REASON_PROGRESS_DEADLINE,
-             failed=names.STEP_DEPLOY)
+    st.stall(
+        names.REASON_PROGRESS_DEADLINE, message, event_reason=names.REASON_PROGRESS_DEADLINE, failed=names.STEP_DEPLOY
+    )
     return False
 
 
@@ -154,17 +171,21 @@ def _rolling_back(st: PlanState, spec: DatabaseSpec, rec: StepRecord, previous: 
     apply_workloads(st, spec, previous)
     if not workloads_complete(st, spec, previous):
         st.phase = names.PHASE_ROLLING_BACK
-        st.progress = (names.REASON_ROLLING_BACK, f"rolling back to release {previous}: "
-                                                  f"{workload_progress(st, spec, previous)}")
+        st.progress = (
+            names.REASON_ROLLING_BACK,
+            f"rolling back to release {previous}: {workload_progress(st, spec, previous)}",
+        )
         return False
     if rec.state != StepState.ROLLED_BACK:
         rec.state, rec.finished_at = StepState.ROLLED_BACK, st.ts
     st.phase = names.PHASE_FAILED
     failure = st.status.last_failure.message if st.status.last_failure is not None else "deploy failed"
-    st.stall(names.REASON_ROLLED_BACK,
-             f"{failure}; workloads rolled back to release {previous}. Set annotation "
-             f"{names.ANNOTATION_RETRY} to a new value to retry, or change spec.version",
-             event_reason=names.REASON_ROLLED_BACK)
+    st.stall(
+        names.REASON_ROLLED_BACK,
+        f"{failure}; workloads rolled back to release {previous}. Set annotation "
+        f"{names.ANNOTATION_RETRY} to a new value to retry, or change spec.version",
+        event_reason=names.REASON_ROLLED_BACK,
+    )
     return False
 
 
@@ -175,12 +196,16 @@ def steady(st: PlanState, spec: DatabaseSpec, rollout: Rollout) -> None:
     stuck = _stuck(st, spec, version)
     if stuck:
         st.phase = names.PHASE_FAILED
-        st.stall(names.REASON_PROGRESS_DEADLINE,
-                 f"Deployment(s) {', '.join(d.name for d in stuck)} exceeded their progress deadline",
-                 event_reason=names.REASON_PROGRESS_DEADLINE, failed=names.STEP_DEPLOY)
+        st.stall(
+            names.REASON_PROGRESS_DEADLINE,
+            f"Deployment(s) {', '.join(d.name for d in stuck)} exceeded their progress deadline",
+            event_reason=names.REASON_PROGRESS_DEADLINE,
+            failed=names.STEP_DEPLOY,
+        )
         return
-    if any(isinstance(a, ApplyDeployment | DeleteDeployment) for a in st.actions) or \
-            not workloads_complete(st, spec, version):
+    if any(isinstance(a, ApplyDeployment | DeleteDeployment) for a in st.actions) or not workloads_complete(
+        st, spec, version
+    ):
         st.phase = names.PHASE_DEPLOYING
         st.progress = (names.REASON_ROLLING_OUT, workload_progress(st, spec, version))
         return
@@ -191,5 +216,9 @@ def steady(st: PlanState, spec: DatabaseSpec, rollout: Rollout) -> None:
 def converged(st: PlanState, spec: DatabaseSpec) -> bool:
     """The last rollout succeeded for spec.version and every workload serves it."""
     rollout = st.rollout
-    return bool(rollout and rollout.succeeded and rollout.to_version == spec.version
-                and workloads_complete(st, spec, spec.version))
+    return bool(
+        rollout
+        and rollout.succeeded
+        and rollout.to_version == spec.version
+        and workloads_complete(st, spec, spec.version)
+    )

@@ -48,8 +48,9 @@ class Cluster:
         self.core = client.CoreV1Api(api_client)
 
     def run(self, binary: str, *args: str, stdin: str | None = None) -> str:
-        proc = subprocess.run([binary, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True,
-                              timeout=120, input=stdin)
+        proc = subprocess.run(
+            [binary, "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True, timeout=120, input=stdin
+        )
         assert proc.returncode == 0, f"{binary} {' '.join(args)}:\n{proc.stderr}"
         return proc.stdout
 
@@ -58,8 +59,9 @@ class Cluster:
         return [d for d in yaml.safe_load_all(out) if d]
 
     def create(self, namespace: str, db: dict[str, Any], dry_run: bool = False) -> None:
-        self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, db,
-                                                    **({"dry_run": "All"} if dry_run else {}))
+        self.custom.create_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.PLURAL, db, **({"dry_run": "All"} if dry_run else {})
+        )
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
@@ -92,15 +94,17 @@ def kube(cluster: Any, api_client: Any) -> Cluster:
     kube = Cluster(cluster, api_client)
     path = OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml"
     kube.run(kube.kubectl_bin, "apply", "--server-side", "--force-conflicts", "-f", str(path))
-    kube.run(kube.kubectl_bin, "wait", "--for=condition=Established", f"crd/{names.PLURAL}.{names.GROUP}",
-             "--timeout=60s")
+    kube.run(
+        kube.kubectl_bin, "wait", "--for=condition=Established", f"crd/{names.PLURAL}.{names.GROUP}", "--timeout=60s"
+    )
     return kube
 
 
 def _namespace(kube: Cluster, prefix: str) -> Iterator[str]:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name,
-                                                                              labels={"divbase-test": "1"})))
+    kube.core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"divbase-test": "1"}))
+    )
     yield name
     kube.core.delete_namespace(name, propagation_policy="Background")
 
@@ -130,8 +134,15 @@ def policy(kube: Cluster, watched: str) -> Iterator[str]:
     stored["spec"]["workloads"][1]["template"]["template"]["spec"]["hostNetwork"] = True
     kube.create(watched, {**stored, "metadata": {**stored["metadata"], "finalizers": [names.FINALIZER]}})
 
-    docs = kube.template(OPERATOR_CHART, "divbase-system", "--set", f"watchNamespaces={{{watched}}}",
-                         "--show-only", POLICY_TEMPLATE, release=f"vap{uuid.uuid4().hex[:6]}")
+    docs = kube.template(
+        OPERATOR_CHART,
+        "divbase-system",
+        "--set",
+        f"watchNamespaces={{{watched}}}",
+        "--show-only",
+        POLICY_TEMPLATE,
+        release=f"vap{uuid.uuid4().hex[:6]}",
+    )
     assert sorted(d["kind"] for d in docs) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     manifest = yaml.safe_dump_all(docs)
     kube.run(kube.kubectl_bin, "apply", "-f", "-", stdin=manifest)

@@ -26,9 +26,21 @@ REPUSHED_COMMENT = "repushed"
 
 
 def plugin(cluster: Any, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig",
-                           str(cluster.kubeconfig), "-n", namespace, *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "divbase_operator.kubectl_plugin",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            namespace,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def project_copy(where: Path) -> Path:
@@ -44,8 +56,9 @@ def project_copy(where: Path) -> Path:
     body = revision.read_text()
     last = '    op.drop_column("user", "name")\n'
     assert last in body
-    revision.write_text(body.replace(last, last + f"    op.execute(\"COMMENT ON TABLE \\\"user\\\" IS "
-                                                  f"'{REPUSHED_COMMENT}'\")\n"))
+    revision.write_text(
+        body.replace(last, last + f'    op.execute("COMMENT ON TABLE \\"user\\" IS \'{REPUSHED_COMMENT}\'")\n')
+    )
     return where / "alembic.ini"
 
 
@@ -63,8 +76,7 @@ def ready_message(db: dict[str, Any]) -> str:
 
 
 def await_plan(kube: Kube) -> dict[str, Any]:
-    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
-                             timeout=180)
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL, timeout=180)
     return dict(db["status"]["contractPlan"])
 
 
@@ -77,8 +89,9 @@ def repush(image_map: Path, env: dict[str, str]) -> None:
 
 
 def contract_pod(kube: Kube) -> Any:
-    pods = kube.core.list_namespaced_pod(kube.namespace, label_selector=kube.selector(
-        DB, **{names.LABEL_STEP: "contract", names.LABEL_VERSION: "2"})).items
+    pods = kube.core.list_namespaced_pod(
+        kube.namespace, label_selector=kube.selector(DB, **{names.LABEL_STEP: "contract", names.LABEL_VERSION: "2"})
+    ).items
     assert len(pods) == 1, [p.metadata.name for p in pods]
     return pods[0]
 
@@ -86,15 +99,42 @@ def contract_pod(kube: Kube) -> Any:
 def forced_contract(kube: Kube, image: str, digest: str) -> int:
     """Someone runs the approved contract with the tag itself (not the pinned digest): the runner's exit code."""
     name = f"forced-{uuid.uuid4().hex[:6]}"
-    kube.batch.create_namespaced_job(kube.namespace, {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-            "name": "migrate", "image": image,
-            "command": ["divbase-migrate", "contract", "--release", "2", contract.ARG_EXPECT_DIGEST, digest],
-            "env": [{"name": contract.ENV_DATABASE_URL,
-                     "valueFrom": {"secretKeyRef": {"name": "divbase-db", "key": "url"}}}],
-        }]}}},
-    })
+    kube.batch.create_namespaced_job(
+        kube.namespace,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "migrate",
+                                "image": image,
+                                "command": [
+                                    "divbase-migrate",
+                                    "contract",
+                                    "--release",
+                                    "2",
+                                    contract.ARG_EXPECT_DIGEST,
+                                    digest,
+                                ],
+                                "env": [
+                                    {
+                                        "name": contract.ENV_DATABASE_URL,
+                                        "valueFrom": {"secretKeyRef": {"name": "divbase-db", "key": "url"}},
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                },
+            },
+        },
+    )
 
     def exit_code() -> int | None:
         for pod in kube.core.list_namespaced_pod(kube.namespace, label_selector=f"job-name={name}").items:
@@ -102,11 +142,11 @@ def forced_contract(kube: Kube, image: str, digest: str) -> int:
                 if status.state.terminated is not None:
                     return int(status.state.terminated.exit_code)
         return None
+
     return int(wait_for(f"Job {name} finished", lambda: (code := exit_code()) is not None and str(code), 120))
 
 
-def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, database_url: str,
-                                                        tmp_path: Path) -> None:
+def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, database_url: str, tmp_path: Path) -> None:
     """The plan pod's imageID is a content digest (the node agent reports `divbase@sha256:...`), so the plan pins
     the image; divbase:2 is then re-pushed with a contract that also comments table "user". The approved contract
     runs the pinned image and exactly the approved SQL; the re-pushed tag run against the approved digest is
@@ -133,8 +173,9 @@ def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, dat
             assert REPUSHED_COMMENT not in approved_sql
             repush(image_map, {"DIVBASE_MIGRATE_CONFIG": str(project_copy(tmp_path / "project"))})
             assert forced_contract(kube, "divbase:2", plan["digest"]) == contract.EXIT_PRECONDITION
-            assert user_comment(database_url) is None and migrate_check(database_url, "1").returncode == 0, \
+            assert user_comment(database_url) is None and migrate_check(database_url, "1").returncode == 0, (
                 "the re-pushed contract applied nothing"
+            )
             kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, f"2@{plan['digest'].split(':')[1][:12]}")
             kube.wait_condition(DB, names.COND_READY, timeout=180)
             pod = contract_pod(kube)
@@ -150,8 +191,9 @@ def test_repushed_tag_runs_the_approved_plan_by_digest(cluster_factory: Any, dat
         api_client.close()
 
 
-def test_patched_plan_configmap_is_republished_and_not_approvable(kube: Kube, operator: OperatorProcess,
-                                                                  db_secret: str, cluster: Any) -> None:
+def test_patched_plan_configmap_is_republished_and_not_approvable(
+    kube: Kube, operator: OperatorProcess, db_secret: str, cluster: Any
+) -> None:
     install(kube, contract={"policy": "Manual"})
     kube.patch_db(DB, {"spec": {"version": "2"}})
     plan = await_plan(kube)
@@ -168,11 +210,16 @@ def test_patched_plan_configmap_is_republished_and_not_approvable(kube: Kube, op
     assert names.ANNOTATION_APPROVE_CONTRACT not in annotations, "nothing was approved"
     # the operator publishes the plan it recorded again, and says so
     operator.start()
-    wait_for("the plan published again",
-             lambda: kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace).data["plan.sql"]
-             == original, 60)
-    wait_for("a PlanRepublished Warning event", lambda: [
-        e for e in kube.events(DB) if e.reason == names.EVENT_PLAN_REPUBLISHED and e.type == "Warning"], 30)
+    wait_for(
+        "the plan published again",
+        lambda: kube.core.read_namespaced_config_map(plan["configMap"], kube.namespace).data["plan.sql"] == original,
+        60,
+    )
+    wait_for(
+        "a PlanRepublished Warning event",
+        lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_PLAN_REPUBLISHED and e.type == "Warning"],
+        30,
+    )
     assert kube.get_db(DB)["status"]["contractPlan"]["digest"] == plan["digest"], "the plan itself did not change"
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     approved = plugin(cluster, kube.namespace, "approve-contract", DB)
@@ -182,8 +229,9 @@ def test_patched_plan_configmap_is_republished_and_not_approvable(kube: Kube, op
     assert migrate_check(db_secret, "2").returncode == 0
 
 
-def test_stale_approval_does_not_start_the_contract(kube: Kube, operator: OperatorProcess, db_secret: str,
-                                                    tmp_path: Path) -> None:
+def test_stale_approval_does_not_start_the_contract(
+    kube: Kube, operator: OperatorProcess, db_secret: str, tmp_path: Path
+) -> None:
     install(kube, contract={"policy": "Manual"})
     kube.patch_db(DB, {"spec": {"version": "2"}})
     first = await_plan(kube)
@@ -195,8 +243,7 @@ def test_stale_approval_does_not_start_the_contract(kube: Kube, operator: Operat
     ini = project_copy(tmp_path / "project")
     kube.patch_db_seen(DB, {"spec": {"migrationJob": {"args": ["--config", str(ini)]}}})
     kube.patch_db(DB, {"spec": {"paused": False}})
-    changed = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED,
-                                  timeout=180)
+    changed = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED, timeout=180)
     plan = changed["status"]["contractPlan"]
     new = plan["digest"].split(":")[1][:12]
     assert new != old and plan["job"] != first["job"]
@@ -213,4 +260,3 @@ def test_stale_approval_does_not_start_the_contract(kube: Kube, operator: Operat
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     assert len(kube.jobs_by_step(DB)[("contract", "2")]) == 1
     assert user_comment(db_secret) == REPUSHED_COMMENT, "the newly approved plan ran"
-

@@ -45,7 +45,9 @@ def _example(namespace: str, app_ns: str, url: str) -> list[dict[str, Any]]:
     charts (./operator, ./prod) instead of the charts themselves; sync policy and options as written."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("Application", OPERATOR_APP), ("Application", RELEASE_APP)]  # fmt: skip
+        ("Application", OPERATOR_APP),
+        ("Application", RELEASE_APP),
+    ]
     for doc, path, dest in zip(docs, ("operator", "prod"), (namespace, app_ns), strict=True):
         doc["metadata"]["namespace"] = namespace
         doc["spec"]["source"] = {"repoURL": url, "targetRevision": "main", "path": path}
@@ -88,8 +90,9 @@ def _wait(what: str, check: Any, describe: Any) -> Any:
     return result
 
 
-def _follow(argo: Argo, custom: client.CustomObjectsApi, app_ns: str, revision: str, version: str,
-            what: str) -> list[str]:  # fmt: skip
+def _follow(
+    argo: Argo, custom: client.CustomObjectsApi, app_ns: str, revision: str, version: str, what: str
+) -> list[str]:
     """Until the release's Application is Synced at `revision` and Healthy: when Argo CD says so, the
     DivBaseDatabase must already be Ready at `version` for its generation. Returns the distinct (app health,
     resource health: message) seen on the way."""
@@ -109,8 +112,9 @@ def _follow(argo: Argo, custom: client.CustomObjectsApi, app_ns: str, revision: 
             )
             return seen
         time.sleep(0.2)
-    raise AssertionError(f"{what}: {RELEASE_APP} not Synced and Healthy at {revision} in {ROLLOUT_TIMEOUT:.0f} s: "
-                         f"{seen}")  # fmt: skip
+    raise AssertionError(
+        f"{what}: {RELEASE_APP} not Synced and Healthy at {revision} in {ROLLOUT_TIMEOUT:.0f} s: {seen}"
+    )
 
 
 def test_argocd_syncs_the_operator_and_its_health_follows_the_rollout(
@@ -133,9 +137,11 @@ def test_argocd_syncs_the_operator_and_its_health_follows_the_rollout(
                 # 0. the operator first (in an app-of-apps its sync wave -10 orders it): its CRD must exist before the
                 # release's DivBaseDatabase can be applied
                 argo.create(operator_app)
-                _wait(f"{OPERATOR_APP} Synced and Healthy at {rev1}",
-                      lambda: argo.state(OPERATOR_APP)[:3] == ("Synced", rev1, "Healthy"),
-                      lambda: argo.get(OPERATOR_APP).get("status"))  # fmt: skip
+                _wait(
+                    f"{OPERATOR_APP} Synced and Healthy at {rev1}",
+                    lambda: argo.state(OPERATOR_APP)[:3] == ("Synced", rev1, "Healthy"),
+                    lambda: argo.get(OPERATOR_APP).get("status"),
+                )
 
                 # 1. first install from Git: Healthy only with the resource Ready at release 1
                 argo.create(release_app)

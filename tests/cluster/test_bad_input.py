@@ -34,15 +34,29 @@ def with_container(change: dict[str, Any]) -> dict[str, Any]:
 ADMISSION = {
     "version-not-a-release": (spec(version="two"), "spec.version"),
     "delayed-without-delay": (spec(contract={"policy": "Delayed"}), "delaySeconds is required when policy is Delayed"),
-    "delay-without-delayed": (spec(contract={"policy": "Auto", "delaySeconds": 60}),
-                              "delaySeconds only applies"),
+    "delay-without-delayed": (spec(contract={"policy": "Auto", "delaySeconds": 60}), "delaySeconds only applies"),
     "unknown-policy": (spec(contract={"policy": "Sometimes"}), "spec.contract.policy"),
-    "secret-key-and-keys": (spec(database={"secretRef": {"name": "db", "key": "url", "keys": {
-        "host": "h", "port": "p", "database": "d", "user": "u", "password": "pw"}}}),
-                            "set either key (a URL) or keys (its parts), not both"),
+    "secret-key-and-keys": (
+        spec(
+            database={
+                "secretRef": {
+                    "name": "db",
+                    "key": "url",
+                    "keys": {"host": "h", "port": "p", "database": "d", "user": "u", "password": "pw"},
+                }
+            }
+        ),
+        "set either key (a URL) or keys (its parts), not both",
+    ),
     "no-secret": (spec(database={}), "spec.database.secretRef"),
-    "workload-name": (spec(workloads=[{"name": "API", "template": {"template": {"spec": {"containers": [
-        {"name": "a", "command": ["x"]}]}}}}]), "spec.workloads[0].name"),
+    "workload-name": (
+        spec(
+            workloads=[
+                {"name": "API", "template": {"template": {"spec": {"containers": [{"name": "a", "command": ["x"]}]}}}}
+            ]
+        ),
+        "spec.workloads[0].name",
+    ),
     "workload-selector": (with_workload({"selector": {"matchLabels": {"a": "b"}}}), "the operator sets the selector"),
     "negative-replicas": (with_workload({"replicas": -1}), "spec.workloads[0].template.replicas"),
     "version-latest": (spec(version="latest"), "spec.version"),
@@ -57,9 +71,13 @@ def test_admission_rejects_with_a_message_naming_the_field(kube: Kube, case: str
     body, expected = ADMISSION[case]
     with pytest.raises(ApiException) as caught:
         kube.custom.create_namespaced_custom_object(
-            names.GROUP, names.VERSION, kube.namespace, names.PLURAL,
+            names.GROUP,
+            names.VERSION,
+            kube.namespace,
+            names.PLURAL,
             {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": case}, "spec": body},
-            field_validation="Strict")  # what kubectl apply does
+            field_validation="Strict",
+        )  # what kubectl apply does
     assert caught.value.status == 422, caught.value.body
     assert expected in json.loads(caught.value.body)["message"]
 
@@ -68,15 +86,25 @@ def test_admission_takes_divbase_versions_and_the_new_fields(kube: Kube) -> None
     """The CRD's version pattern as the apiserver evaluates it (Go's regexp, not Python's): DivBase's tags pass,
     and so do per-workload images and a migration runner's command and args (server-side dry run)."""
     for version in ("v0.1.0a9", "0.1.0a9", "0.1.0-a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1", "v10.0.0.dev3"):
-        body = spec(version=version, migrationJob={"image": "ghcr.io/scilifelabdatacentre/divbase-fastapi",
-                                                   "command": ["python", "-m", "divbase_migrations.cli"],
-                                                   "args": ["--manifest", "/etc/releases.toml"]})
+        body = spec(
+            version=version,
+            migrationJob={
+                "image": "ghcr.io/scilifelabdatacentre/divbase-fastapi",
+                "command": ["python", "-m", "divbase_migrations.cli"],
+                "args": ["--manifest", "/etc/releases.toml"],
+            },
+        )
         body["workloads"][0]["image"] = "ghcr.io/scilifelabdatacentre/divbase-worker"
         name = "v-" + version.replace(".", "-").lower()
         created = kube.custom.create_namespaced_custom_object(
-            names.GROUP, names.VERSION, kube.namespace, names.PLURAL,
+            names.GROUP,
+            names.VERSION,
+            kube.namespace,
+            names.PLURAL,
             {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": name}, "spec": body},
-            dry_run="All", field_validation="Strict")
+            dry_run="All",
+            field_validation="Strict",
+        )
         assert created["spec"]["version"] == version
         assert created["spec"]["workloads"][0]["image"] == "ghcr.io/scilifelabdatacentre/divbase-worker"
 
@@ -90,8 +118,7 @@ def _stalled(kube: Kube, name: str, reason: str, timeout: float = 120) -> str:
     return str(stalled["message"])
 
 
-def test_operator_reports_what_only_the_cluster_can_tell(kube: Kube, operator: OperatorProcess,
-                                                         db_secret: str) -> None:
+def test_operator_reports_what_only_the_cluster_can_tell(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
     # a workload the Deployment API refuses: Stalled/ApplyFailed with the apiserver's message, no retry loop
     kube.create_db("bad-port", with_container({"ports": [{"containerPort": 70000}]}))
     # a release the image does not know: the expand Job fails at once (exit 2, no retries)
@@ -105,8 +132,9 @@ def test_operator_reports_what_only_the_cluster_can_tell(kube: Kube, operator: O
     assert "containerPort: Invalid value: 70000" in message and "rejected by the API server" in message
     message = _stalled(kube, "unknown-release", names.REASON_JOB_FAILED, timeout=180)
     assert "release '9' is not in the manifest" in message
-    db = kube.wait_condition("missing-secret", names.COND_READY, status="False", reason=names.REASON_JOB_POD_BLOCKED,
-                             timeout=120)
+    db = kube.wait_condition(
+        "missing-secret", names.COND_READY, status="False", reason=names.REASON_JOB_POD_BLOCKED, timeout=120
+    )
     ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
     assert "no-such-secret" in ready["message"]
     errors = operator.logs().count('"levelname":"ERROR"') + operator.logs().count("Traceback")

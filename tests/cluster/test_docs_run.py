@@ -40,12 +40,12 @@ SCRIPT_TIMEOUT = 900  # s; the blocks' own waits are 5 m each, and each ends by 
 def _user_path() -> str:
     """PATH as a user's shell has it before the quick start: no venv, no cluster binaries."""
     venv_bin = str(Path(sys.executable).parent)
-    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if p and p != venv_bin and "/localcluster/" not in p)
+    return os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin and "/localcluster/" not in p
+    )
 
 
-def _run(tmp_path: Path, name: str, writes: list[str], extra_env: dict[str, str] | None = None) -> \
-        tuple[int, str, str]:
+def _run(tmp_path: Path, name: str, writes: list[str], extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """The scenario in a shell of its own process group (what it starts with `&` is stopped with it), then whatever
     its teardown left: the files it writes in the checkout, the cluster and PostgreSQL of its state directory."""
     state = tmp_path / "cluster"
@@ -54,8 +54,15 @@ def _run(tmp_path: Path, name: str, writes: list[str], extra_env: dict[str, str]
     script = "set -euo pipefail\n" + scenario(SCENARIOS[name], name)
     for written in writes:
         assert not (ROOT / written).exists(), f"the {name} scenario writes {written}: move yours away first"
-    shell = subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    shell = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = shell.communicate(timeout=SCRIPT_TIMEOUT)
     finally:
@@ -68,8 +75,9 @@ def _run(tmp_path: Path, name: str, writes: list[str], extra_env: dict[str, str]
             subprocess.run([LOCALCLUSTER, *args, "--state-dir", str(state)], capture_output=True, timeout=120)
     assert shell.returncode == 0, f"exit {shell.returncode}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
     # the teardown stopped everything the scenario started and removed what it wrote
-    status = subprocess.run([LOCALCLUSTER, "status", "--state-dir", str(state)], capture_output=True, text=True,
-                            timeout=60)
+    status = subprocess.run(
+        [LOCALCLUSTER, "status", "--state-dir", str(state)], capture_output=True, text=True, timeout=60
+    )
     assert not status.stdout.startswith("up"), status.stdout + status.stderr
     return shell.returncode, out, err
 
@@ -86,8 +94,11 @@ def test_the_local_quick_start_and_its_teardown_run_as_written(tmp_path: Path) -
     assert re.search(r'^\{.*"severity":', out, re.MULTILINE), out  # kubectl logs: the operator's JSON lines
     assert re.search(r"^1\s+2\s+Succeeded\s", out, re.MULTILINE), out  # history: 1 -> 2
     # install.md's Uninstalling, in its order: the release and its resource, the operator, the CRD
-    assert out.index('release "divbase" uninstalled') < out.index('release "divbase-operator" uninstalled') < \
-        out.index('customresourcedefinition.apiextensions.k8s.io "divbasedatabases.divbase.io" deleted'), out
+    assert (
+        out.index('release "divbase" uninstalled')
+        < out.index('release "divbase-operator" uninstalled')
+        < out.index('customresourcedefinition.apiextensions.k8s.io "divbasedatabases.divbase.io" deleted')
+    ), out
 
 
 def test_the_readmes_usage_and_its_teardown_run_as_written(tmp_path: Path) -> None:
@@ -104,8 +115,10 @@ def test_the_pod_network_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert re.search(r"network namespaces\s+none\s*$", out), out  # none of the cluster's is left
 
 
-@pytest.mark.skipif(bool(missing_requirements()), reason=f"the demo's load goes through a Service, which needs the "
-                    f"pod network: {'; '.join(missing_requirements())}")  # fmt: skip
+@pytest.mark.skipif(
+    bool(missing_requirements()),
+    reason=f"the demo's load goes through a Service, which needs the pod network: {'; '.join(missing_requirements())}",
+)
 def test_make_demo_runs_as_written(tmp_path: Path) -> None:
     # The demo and its PostgreSQL make their directories with tempfile: in a TMPDIR of the test's own, empty at the
     # end when the demo removed all it made (issue 13: it left operator.log behind). Not under tmp_path: as root the
@@ -118,6 +131,10 @@ def test_make_demo_runs_as_written(tmp_path: Path) -> None:
         assert not left, f"make demo left these in its TMPDIR: {left}"
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    assert re.search(r"^Failed requests: 0 with the operator \(\d+ if the API pods have no preStop sleep\), "
-                     r"[1-9]\d* stopping the world", out, re.MULTILINE), out
+    assert re.search(
+        r"^Failed requests: 0 with the operator \(\d+ if the API pods have no preStop sleep\), "
+        r"[1-9]\d* stopping the world",
+        out,
+        re.MULTILINE,
+    ), out
     assert "| operator (expand, deploy, contract) |" in out, out  # README's table has the demo's columns

@@ -65,18 +65,25 @@ def seed_users(database_url: str) -> None:
     try:
         with eng.begin() as conn:
             for email, name in USERS.items():
-                conn.execute(text(
-                    'INSERT INTO "user" (email, name, hashed_password, is_admin, is_active, is_deleted, '
-                    "email_verified, organisation, organisation_role) "
-                    "VALUES (:e, :n, '!', false, true, false, true, 'SciLifeLab', 'tester')"), {"e": email, "n": name})
+                conn.execute(
+                    text(
+                        'INSERT INTO "user" (email, name, hashed_password, is_admin, is_active, is_deleted, '
+                        "email_verified, organisation, organisation_role) "
+                        "VALUES (:e, :n, '!', false, true, false, true, 'SciLifeLab', 'tester')"
+                    ),
+                    {"e": email, "n": name},
+                )
     finally:
         eng.dispose()
 
 
 def blocked_runners(database_url: str) -> int:
     """divbase-migrate sessions of this database waiting for a lock: the expand step is mid-run."""
-    rows = query(database_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND application_name = 'divbase-migrate' AND wait_event_type = 'Lock'")
+    rows = query(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'divbase-migrate' AND wait_event_type = 'Lock'",
+    )
     return int(rows[0][0])
 
 
@@ -107,8 +114,13 @@ class TableLock:
 
 def migrate_check(database_url: str, version: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DIVBASE_DATABASE_URL": database_url, "DIVBASE_TERMINATION_LOG": os.devnull}
-    return subprocess.run([str(VENV_BIN / "divbase-migrate"), "check", "--release", version], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return subprocess.run(
+        [str(VENV_BIN / "divbase-migrate"), "check", "--release", version],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 # -- cluster helpers ---------------------------------------------------------------------------------------------
@@ -125,7 +137,6 @@ def install(kube: Kube, database_url: str, **extra: Any) -> None:
     kube.create_db(DB, body)
     kube.wait_condition(DB, names.COND_READY, timeout=240)
     seed_users(database_url)
-
 
 
 def expand_job(kube: Kube) -> str:
@@ -202,8 +213,11 @@ def test_job_deleted_while_running(kube: Kube, operator: OperatorProcess, db_sec
     try:
         uid = kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid
         kube.batch.delete_namespaced_job(job, kube.namespace, propagation_policy=propagation)
-        wait_for("the operator recreating the Job",
-                 lambda: kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid != uid, 120)
+        wait_for(
+            "the operator recreating the Job",
+            lambda: kube.batch.read_namespaced_job(job, kube.namespace).metadata.uid != uid,
+            120,
+        )
         wait_for("a pod of the new Job", lambda: [p for p in job_pods(kube, job) if controller_uid(p) != uid], 120)
     finally:
         lock.release()
@@ -217,8 +231,11 @@ def test_job_deleted_after_success_is_not_rerun(kube: Kube, operator: OperatorPr
     install(kube, db_secret)
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     job = expand_job(kube)
-    wait_for("the expand Job succeeded",
-             lambda: (kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded or 0) >= 1, 180)
+    wait_for(
+        "the expand Job succeeded",
+        lambda: (kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded or 0) >= 1,
+        180,
+    )
     kube.batch.delete_namespaced_job(job, kube.namespace, propagation_policy="Background")
     assert_converged(kube, db_secret)
     for name in [n for names_ in kube.jobs_by_step(DB).values() for n in names_]:
@@ -231,8 +248,9 @@ def test_job_deleted_after_success_is_not_rerun(kube: Kube, operator: OperatorPr
     assert_converged(kube, db_secret)
 
 
-def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, db_secret: str,
-                                        postgres_server: PostgresServer) -> None:
+def test_postgres_restart_during_expand(
+    kube: Kube, operator: OperatorProcess, db_secret: str, postgres_server: PostgresServer
+) -> None:
     """A restart cuts the runner's connections: it exits 3 (retryable), the Job's next pod applies the revision
     (one transaction, or re-runnable) once. Only this test restarts the shared server, and waits for it."""
     install(kube, db_secret, migrationJob=spec("1", backoffLimit=3)["migrationJob"])
@@ -246,8 +264,7 @@ def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, d
     def settled() -> dict[str, Any] | None:
         db = kube.get_db(DB)
         conds = {c["type"]: c for c in (db.get("status") or {}).get("conditions") or []}
-        done = conds.get(names.COND_READY, {}).get("status") == "True" and \
-            db["status"].get("currentVersion") == TARGET
+        done = conds.get(names.COND_READY, {}).get("status") == "True" and db["status"].get("currentVersion") == TARGET
         return db if done or conds.get(names.COND_STALLED, {}).get("status") == "True" else None
 
     db = wait_for("Ready at release 2 or Stalled", settled, 300)
@@ -260,8 +277,9 @@ def test_postgres_restart_during_expand(kube: Kube, operator: OperatorProcess, d
     assert any(p.status.phase == "Failed" for p in pods), [(p.metadata.name, p.status.phase) for p in pods]
 
 
-def test_secret_removed_and_restored_during_expand(kube: Kube, operator: OperatorProcess, db_secret: str,
-                                                   pod_database_url: str) -> None:
+def test_secret_removed_and_restored_during_expand(
+    kube: Kube, operator: OperatorProcess, db_secret: str, pod_database_url: str
+) -> None:
     """With the Secret gone the Job's next pod cannot start (JobPodBlocked, said in status); once it is back the
     pod starts and the rollout completes."""
     install(kube, db_secret)
@@ -270,8 +288,7 @@ def test_secret_removed_and_restored_during_expand(kube: Kube, operator: Operato
         kube.core.delete_namespaced_secret(SECRET, kube.namespace)
         first = [p.metadata.name for p in job_pods(kube, job)]
         kube.core.delete_namespaced_pod(first[0], kube.namespace)
-        db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_JOB_POD_BLOCKED,
-                                 timeout=120)
+        db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_JOB_POD_BLOCKED, timeout=120)
         ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
         assert SECRET in ready["message"], ready
         kube.create_secret(SECRET, {"url": pod_database_url})
@@ -283,8 +300,9 @@ def test_secret_removed_and_restored_during_expand(kube: Kube, operator: Operato
     assert step_job_counts(kube) == ONE_JOB_EACH
 
 
-def test_operator_killed_while_awaiting_contract_approval(kube: Kube, operator: OperatorProcess,
-                                                          db_secret: str) -> None:
+def test_operator_killed_while_awaiting_contract_approval(
+    kube: Kube, operator: OperatorProcess, db_secret: str
+) -> None:
     """Approval given while no operator runs: the restarted one sees it and runs the contract once."""
     install(kube, db_secret, contract={"policy": "Manual"})
     kube.patch_db(DB, {"spec": {"version": TARGET}})
@@ -302,8 +320,15 @@ def test_operator_killed_right_after_approval(kube: Kube, operator: OperatorProc
     kube.patch_db(DB, {"spec": {"version": TARGET}})
     kube.wait_phase(DB, names.PHASE_AWAITING_CONTRACT, timeout=240)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, TARGET)
-    wait_for("the approval seen", lambda: kube.get_db(DB)["status"].get("phase") != names.PHASE_AWAITING_CONTRACT
-             or kube.jobs_by_step(DB).get(("contract", TARGET)), 60, 0.05)
+    wait_for(
+        "the approval seen",
+        lambda: (
+            kube.get_db(DB)["status"].get("phase") != names.PHASE_AWAITING_CONTRACT
+            or kube.jobs_by_step(DB).get(("contract", TARGET))
+        ),
+        60,
+        0.05,
+    )
     operator.kill()
     operator.start()
     assert_converged(kube, db_secret)
@@ -322,9 +347,14 @@ def watch_reopens(log: str) -> set[str]:
     return set(re.findall(r"Watch-stream for (\S+) in '[^']*' is inactive, reconnecting", log))
 
 
-WATCHED = {f"{names.PLURAL}.{names.VERSION}.{names.GROUP}", "jobs.v1.batch", "deployments.v1.apps", "pods.v1",
-           "configmaps.v1",  # the contract plan it republishes when changed (docs/security.md)
-           "replicasets.v1.apps"}  # a workload pod counts only through its ReplicaSet's Deployment (ownership)
+WATCHED = {
+    f"{names.PLURAL}.{names.VERSION}.{names.GROUP}",
+    "jobs.v1.batch",
+    "deployments.v1.apps",
+    "pods.v1",
+    "configmaps.v1",  # the contract plan it republishes when changed (docs/security.md)
+    "replicasets.v1.apps",
+}  # a workload pod counts only through its ReplicaSet's Deployment (ownership)
 
 
 def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
@@ -349,11 +379,16 @@ def proxied_operator(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> It
     server = urlsplit(cluster.server)
 
     def start(watch_timeout: int) -> tuple[OperatorProcess, FreezableProxy]:
-        proxy = FreezableProxy((server.hostname or "127.0.0.1", server.port or 443),
-                               tls=apiserver_tls(cluster.state_dir / "pki")).start()
+        proxy = FreezableProxy(
+            (server.hostname or "127.0.0.1", server.port or 443), tls=apiserver_tls(cluster.state_dir / "pki")
+        ).start()
         kubeconfig = kubeconfig_via(cluster.kubeconfig, proxy.port, tmp_path / "operator-via-proxy.kubeconfig")
-        operator = OperatorProcess(str(kubeconfig), namespace, tmp_path / "operator.log",
-                                   extra_args=("--watch-timeout", str(watch_timeout), "--verbose"))
+        operator = OperatorProcess(
+            str(kubeconfig),
+            namespace,
+            tmp_path / "operator.log",
+            extra_args=("--watch-timeout", str(watch_timeout), "--verbose"),
+        )
         started.append((operator, proxy))
         operator.start()
         return operator, proxy
@@ -398,8 +433,7 @@ def test_silent_watch_is_reopened(kube: Kube, proxied_operator: ProxiedOperator,
     print(f"expand noticed {noticed:.1f} s after the freeze")
 
 
-def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: ProxiedOperator,
-                                                 db_secret: str) -> None:
+def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: ProxiedOperator, db_secret: str) -> None:
     """The control for the case above: with --watch-timeout 3600 nothing re-opens the silent watches soon. The
     expand Job succeeds unseen (the operator acts on watch events only): the expand is recorded only after the
     Job's and pods' watches were re-opened, by Kopf's own inactivity timeout (no event, not even a bookmark, for
@@ -410,8 +444,9 @@ def test_silent_watch_control_long_watch_timeout(kube: Kube, proxied_operator: P
     log_offset = len(operator.logs())
     frozen_at = silence_watches_mid_expand(kube, db_secret, proxy)
     job = expand_job(kube)
-    wait_for("the expand Job succeeded",
-             lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60)
+    wait_for(
+        "the expand Job succeeded", lambda: kube.batch.read_namespaced_job(job, kube.namespace).status.succeeded, 60
+    )
     # the streams that bring the Job's success had events just before the freeze: not re-opened yet when it
     # succeeded (the Deployments' stream, quiet since the install, may have been: it carries nothing new)
     at_success = operator.logs()[log_offset:]

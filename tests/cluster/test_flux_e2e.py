@@ -31,18 +31,44 @@ EXAMPLE = ROOT / "docs" / "examples" / "flux-kustomization.yaml"
 SOURCE_NAME, OPERATOR_KS, RELEASE_KS = "divbase-deploy", "divbase-operator", "divbase-prod"  # the example's names
 
 
-def _render(tools: Tools, namespace: str, app_ns: str, version: str, operator_release: str = FLUX_OPERATOR
-            ) -> dict[str, str]:  # fmt: skip
+def _render(
+    tools: Tools, namespace: str, app_ns: str, version: str, operator_release: str = FLUX_OPERATOR
+) -> dict[str, str]:
     """The repository's files, as the example describes them: the operator's chart rendered into ./operator, the
     release's into ./prod (Flux generates each directory's kustomization.yaml; Argo CD reads a directory as is)."""
-    operator = tools.run("helm", "template", operator_release, str(OPERATOR_CHART), "-n", namespace, "--include-crds",
-                         "--set", f"watchNamespaces={{{app_ns}}}",
-                         "--set", "image.repository=divbase-operator").stdout  # fmt: skip
-    release = tools.run("helm", "template", RELEASE, str(RELEASE_CHART), "-n", app_ns,
-                        "--set", "image.repository=divbase", "--set", "database.secretName=divbase-db",
-                        "--set", "extraEnv[0].name=PORT", "--set-string", "extraEnv[0].value=8000",
-                        "--set", "migrationJob.backoffLimit=0",
-                        "--set-string", f"version={version}").stdout  # fmt: skip
+    operator = tools.run(
+        "helm",
+        "template",
+        operator_release,
+        str(OPERATOR_CHART),
+        "-n",
+        namespace,
+        "--include-crds",
+        "--set",
+        f"watchNamespaces={{{app_ns}}}",
+        "--set",
+        "image.repository=divbase-operator",
+    ).stdout
+    release = tools.run(
+        "helm",
+        "template",
+        RELEASE,
+        str(RELEASE_CHART),
+        "-n",
+        app_ns,
+        "--set",
+        "image.repository=divbase",
+        "--set",
+        "database.secretName=divbase-db",
+        "--set",
+        "extraEnv[0].name=PORT",
+        "--set-string",
+        "extraEnv[0].value=8000",
+        "--set",
+        "migrationJob.backoffLimit=0",
+        "--set-string",
+        f"version={version}",
+    ).stdout
     return {"operator/operator.yaml": operator, "prod/divbase.yaml": release}
 
 
@@ -50,7 +76,10 @@ def _example(namespace: str, app_ns: str, url: str) -> list[dict[str, Any]]:
     """docs/examples/flux-kustomization.yaml as it is, but for the test's namespaces, repository and retry pace."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("GitRepository", SOURCE_NAME), ("Kustomization", OPERATOR_KS), ("Kustomization", RELEASE_KS)]  # fmt: skip
+        ("GitRepository", SOURCE_NAME),
+        ("Kustomization", OPERATOR_KS),
+        ("Kustomization", RELEASE_KS),
+    ]
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
         spec = doc["spec"]
@@ -93,8 +122,9 @@ class Flux:
         return _condition(ks, "Ready").get("status") == "True" and applied.endswith(revision)
 
 
-def _follow(flux: Flux, custom: client.CustomObjectsApi, app_ns: str, revision: str, version: str,
-            what: str) -> list[str]:  # fmt: skip
+def _follow(
+    flux: Flux, custom: client.CustomObjectsApi, app_ns: str, revision: str, version: str, what: str
+) -> list[str]:
     """Until the release's Kustomization is Ready at `revision`: when Flux says so, the DivBaseDatabase must already
     be Ready at `version` for its generation (Flux's health check, not its apply, made it Ready). Returns the
     Kustomization's distinct Ready statuses and messages on the way."""
@@ -121,8 +151,9 @@ def app_namespace(cluster: ClusterInfo, core: client.CoreV1Api, namespace: str, 
     these tests)."""
     app_ns = f"{namespace}-app"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
-                             string_data={"url": cluster.for_pods(database_url)})  # fmt: skip
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="divbase-db"), string_data={"url": cluster.for_pods(database_url)}
+    )
     core.create_namespaced_secret(app_ns, secret)
     return app_ns
 
@@ -174,7 +205,9 @@ def test_flux_delivers_the_operator_and_rolls_out_a_commit(
 
             deadline = time.monotonic() + ROLLOUT_TIMEOUT
             while (message := failed()) is None:
-                assert time.monotonic() < deadline, f"{RELEASE_KS} never failed at {rev3}: {flux.get(KUSTOMIZATION, RELEASE_KS).get('status')}"  # noqa: E501
+                assert time.monotonic() < deadline, (
+                    f"{RELEASE_KS} never failed at {rev3}: {flux.get(KUSTOMIZATION, RELEASE_KS).get('status')}"
+                )
                 time.sleep(0.2)
             print(f"{RELEASE_KS} at a failed release:", message)
             db = custom.get_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL, RELEASE)
@@ -196,8 +229,9 @@ def _remove(tools: Tools, custom: client.CustomObjectsApi, namespace: str, app_n
     while the operator runs, then the operator's objects but not the CRD the other tests share."""
     for name in (RELEASE_KS, OPERATOR_KS):
         try:
-            custom.patch_namespaced_custom_object(*KUSTOMIZATION[:2], namespace, KUSTOMIZATION[2], name,
-                                                  {"spec": {"prune": False, "suspend": True}})  # fmt: skip
+            custom.patch_namespaced_custom_object(
+                *KUSTOMIZATION[:2], namespace, KUSTOMIZATION[2], name, {"spec": {"prune": False, "suspend": True}}
+            )
             custom.delete_namespaced_custom_object(*KUSTOMIZATION[:2], namespace, KUSTOMIZATION[2], name)
         except client.ApiException as e:
             if e.status != 404:
@@ -205,14 +239,26 @@ def _remove(tools: Tools, custom: client.CustomObjectsApi, namespace: str, app_n
     remove_release_then_operator(tools, namespace, app_ns, FLUX_OPERATOR, tmp_path)
 
 
-def remove_release_then_operator(tools: Tools, namespace: str, app_ns: str, operator_release: str,
-                                 tmp_path: Path) -> None:  # fmt: skip
+def remove_release_then_operator(
+    tools: Tools, namespace: str, app_ns: str, operator_release: str, tmp_path: Path
+) -> None:
     """Once the GitOps tool lets go: the release while the operator runs (its finalizer needs it), then the
     operator's objects but not the CRD the other tests share, then the release's namespace."""
-    tools.run("kubectl", "-n", app_ns, "delete", "dbdb", "--all", "--wait=true", "--timeout=90s", check=False,
-              timeout=120)  # fmt: skip
+    tools.run(
+        "kubectl", "-n", app_ns, "delete", "dbdb", "--all", "--wait=true", "--timeout=90s", check=False, timeout=120
+    )
     manifest = tmp_path / "operator-to-delete.yaml"
-    manifest.write_text(tools.run("helm", "template", operator_release, str(OPERATOR_CHART), "-n", namespace,
-                                  "--set", f"watchNamespaces={{{app_ns}}}").stdout)  # fmt: skip
+    manifest.write_text(
+        tools.run(
+            "helm",
+            "template",
+            operator_release,
+            str(OPERATOR_CHART),
+            "-n",
+            namespace,
+            "--set",
+            f"watchNamespaces={{{app_ns}}}",
+        ).stdout
+    )
     tools.run("kubectl", "delete", "-f", str(manifest), "--ignore-not-found", "--wait=true", check=False, timeout=120)
     tools.run("kubectl", "delete", "namespace", app_ns, "--wait=false", check=False)

@@ -47,8 +47,9 @@ class Tools:
         self.kubeconfig = str(cluster.kubeconfig)
 
     def run(self, tool: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.bins[tool], "--kubeconfig", self.kubeconfig, *args], capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            [self.bins[tool], "--kubeconfig", self.kubeconfig, *args], capture_output=True, text=True, timeout=timeout
+        )
         if check:
             assert proc.returncode == 0, f"{tool} {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         return proc
@@ -56,8 +57,13 @@ class Tools:
 
 def migrate_check(database_url: str, release: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DIVBASE_DATABASE_URL": database_url, "DIVBASE_TERMINATION_LOG": os.devnull}
-    return subprocess.run([str(VENV_BIN / "divbase-migrate"), "check", "--release", release], capture_output=True,
-                          text=True, timeout=60, env=env)  # fmt: skip
+    return subprocess.run(
+        [str(VENV_BIN / "divbase-migrate"), "check", "--release", release],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def db_ready_at(custom: client.CustomObjectsApi, namespace: str, version: str) -> dict[str, Any] | None:
@@ -65,16 +71,21 @@ def db_ready_at(custom: client.CustomObjectsApi, namespace: str, version: str) -
     db = custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, RELEASE)
     status = db.get("status") or {}
     ready = next((c for c in status.get("conditions") or [] if c["type"] == names.COND_READY), {})
-    ok = (ready.get("status") == "True" and status.get("observedGeneration") == db["metadata"]["generation"]
-          and status.get("currentVersion") == version)  # fmt: skip
+    ok = (
+        ready.get("status") == "True"
+        and status.get("observedGeneration") == db["metadata"]["generation"]
+        and status.get("currentVersion") == version
+    )
     return db if ok else None
 
 
 def needs_pod_network(cluster: ClusterInfo) -> None:
     """The charts' servers listen on 0.0.0.0 as in any cluster: without a pod network they would collide."""
     if not cluster.node_netns:
-        pytest.skip(f"pods here share the host's loopback (no pod network: {missing_requirements()}), so the "
-                    f"chart's servers on 0.0.0.0 would collide")  # fmt: skip
+        pytest.skip(
+            f"pods here share the host's loopback (no pod network: {missing_requirements()}), so the "
+            f"chart's servers on 0.0.0.0 would collide"
+        )
 
 
 def test_helm_install_operator_pod_then_release_upgrade(
@@ -91,11 +102,32 @@ def test_helm_install_operator_pod_then_release_upgrade(
     # resources in its own: docs/security.md), the operator as a pod of the local node
     app_ns = f"{namespace}-app"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=app_ns)))
-    tools.run("helm", "install", OPERATOR, str(OPERATOR_CHART), "-n", namespace,
-              "--set", f"watchNamespaces={{{app_ns}}}", "--set", "image.repository=divbase-operator",
-              "--wait", "--timeout", "120s", timeout=150)  # fmt: skip
-    tools.run("kubectl", "-n", namespace, "wait", f"deployment/{OPERATOR}", "--for=condition=Available",
-              "--timeout=60s", timeout=90)  # fmt: skip
+    tools.run(
+        "helm",
+        "install",
+        OPERATOR,
+        str(OPERATOR_CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{app_ns}}}",
+        "--set",
+        "image.repository=divbase-operator",
+        "--wait",
+        "--timeout",
+        "120s",
+        timeout=150,
+    )
+    tools.run(
+        "kubectl",
+        "-n",
+        namespace,
+        "wait",
+        f"deployment/{OPERATOR}",
+        "--for=condition=Available",
+        "--timeout=60s",
+        timeout=90,
+    )
     timings["operator available"] = time.monotonic() - started
     [op_pod] = core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={OPERATOR}").items
     assert op_pod.spec.node_name == node_name
@@ -116,32 +148,46 @@ def test_helm_install_operator_pod_then_release_upgrade(
     try:
         # 2. the example release at version 1, the database Secret made out of band
         pod_url = cluster.for_pods(database_url)
-        core.create_namespaced_secret(app_ns, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"),
-                                                                 string_data={"url": pod_url}))  # fmt: skip
+        core.create_namespaced_secret(
+            app_ns, client.V1Secret(metadata=client.V1ObjectMeta(name="divbase-db"), string_data={"url": pod_url})
+        )
         values = tmp_path / "divbase-values.yaml"
-        values.write_text(yaml.safe_dump({
-            "image": {"repository": "divbase"},
-            "database": {"secretName": "divbase-db"},
-            "extraEnv": [{"name": "PORT", "value": str(API_PORT)}],  # the API stand-in on 0.0.0.0:PORT
-            "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 300},
-        }))  # fmt: skip
-        tools.run("helm", "install", RELEASE, str(RELEASE_CHART), "-n", app_ns, "-f", str(values),
-                  "--set", "version=1")  # fmt: skip
-        tools.run("kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
-                  timeout=260)  # fmt: skip
+        values.write_text(
+            yaml.safe_dump(
+                {
+                    "image": {"repository": "divbase"},
+                    "database": {"secretName": "divbase-db"},
+                    "extraEnv": [{"name": "PORT", "value": str(API_PORT)}],  # the API stand-in on 0.0.0.0:PORT
+                    "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 300},
+                }
+            )
+        )
+        tools.run("helm", "install", RELEASE, str(RELEASE_CHART), "-n", app_ns, "-f", str(values), "--set", "version=1")
+        tools.run(
+            "kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s", timeout=260
+        )
         wait_for("release 1 Ready", lambda: db_ready_at(custom, app_ns, "1"), 30)
         timings["release 1 ready"] = time.monotonic() - started
         assert migrate_check(database_url, "1").returncode == 0
 
         # 3. helm upgrade to version 2: expand -> deploy -> contract
-        tools.run("helm", "upgrade", RELEASE, str(RELEASE_CHART), "-n", app_ns, "--reuse-values",
-                  "--set", "version=2")  # fmt: skip
-        wait_for("the operator to see generation 2",
-                 lambda: (custom.get_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL,
-                                                              RELEASE).get("status") or {}).get("observedGeneration")
-                 == 2, 60)  # fmt: skip
-        tools.run("kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s",
-                  timeout=260)  # fmt: skip
+        tools.run("helm", "upgrade", RELEASE, str(RELEASE_CHART), "-n", app_ns, "--reuse-values", "--set", "version=2")
+        wait_for(
+            "the operator to see generation 2",
+            lambda: (
+                (
+                    custom.get_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL, RELEASE).get(
+                        "status"
+                    )
+                    or {}
+                ).get("observedGeneration")
+                == 2
+            ),
+            60,
+        )
+        tools.run(
+            "kubectl", "-n", app_ns, "wait", f"dbdb/{RELEASE}", "--for=condition=Ready", "--timeout=240s", timeout=260
+        )
         db = wait_for("release 2 Ready", lambda: db_ready_at(custom, app_ns, "2"), 30)
         timings["release 2 ready"] = time.monotonic() - started
 
@@ -157,16 +203,15 @@ def test_helm_install_operator_pod_then_release_upgrade(
         history = db["status"]["history"][0]
         assert (history["fromVersion"], history["toVersion"], history["result"]) == ("1", "2", "Succeeded")
 
-        deployments = apps.list_namespaced_deployment(
-            app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}"
-        ).items
+        deployments = apps.list_namespaced_deployment(app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
         assert {d.metadata.name for d in deployments} == {f"{RELEASE}-api", f"{RELEASE}-worker"}
         for d in deployments:
             assert [c.image for c in d.spec.template.spec.containers] == ["divbase:2"], d.metadata.name
             assert d.status.updated_replicas == d.status.available_replicas == d.spec.replicas, d.status
         pods = core.list_namespaced_pod(app_ns, label_selector=f"{names.LABEL_DATABASE}={RELEASE}").items
-        workload_pods = [p for p in pods if names.LABEL_WORKLOAD in p.metadata.labels
-                         and not p.metadata.deletion_timestamp]  # fmt: skip
+        workload_pods = [
+            p for p in pods if names.LABEL_WORKLOAD in p.metadata.labels and not p.metadata.deletion_timestamp
+        ]
         assert {p.metadata.labels[names.LABEL_VERSION] for p in workload_pods} == {"2"}
         api_pods = [p for p in workload_pods if p.metadata.name.startswith(f"{RELEASE}-api-")]
         assert api_pods
@@ -200,18 +245,26 @@ def test_helm_install_operator_pod_then_release_upgrade(
         assert lease.metadata.name == OPERATOR
         assert lease.spec.holder_identity.startswith(f"{op_pod.metadata.name}_"), lease.spec  # NOTES.txt's hint
         tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", timeout=90)
-        wait_for("the DivBaseDatabase deleted", lambda: not custom.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"], 60)  # fmt: skip
+        wait_for(
+            "the DivBaseDatabase deleted",
+            lambda: not custom.list_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"],
+            60,
+        )
         tools.run("helm", "uninstall", OPERATOR, "-n", namespace, "--wait", "--timeout", "60s", timeout=90)
         wait_for("the operator's Lease removed", lambda: not leases.list_namespaced_lease(namespace).items, 60)
     finally:
         # the operator must release its finalizer before it goes, or the namespace would hang in Terminating
-        tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", check=False,
-                  timeout=90)  # fmt: skip
+        tools.run("helm", "uninstall", RELEASE, "-n", app_ns, "--wait", "--timeout", "60s", check=False, timeout=90)
         try:
-            wait_for("the DivBaseDatabase deleted", lambda: not custom.list_namespaced_custom_object(
-                names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"], 60)  # fmt: skip
+            wait_for(
+                "the DivBaseDatabase deleted",
+                lambda: (
+                    not custom.list_namespaced_custom_object(names.GROUP, names.VERSION, app_ns, names.PLURAL)["items"]
+                ),
+                60,
+            )
         finally:
-            tools.run("helm", "uninstall", OPERATOR, "-n", namespace, "--wait", "--timeout", "60s", check=False,
-                      timeout=90)  # fmt: skip
+            tools.run(
+                "helm", "uninstall", OPERATOR, "-n", namespace, "--wait", "--timeout", "60s", check=False, timeout=90
+            )
             core.delete_namespace(app_ns)

@@ -38,15 +38,25 @@ class Tools:
         self.kubeconfig = str(cluster.kubeconfig)
 
     def helm(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.helm_bin, "--kubeconfig", self.kubeconfig, *args], capture_output=True,
-                              text=True, timeout=120, input=stdin)
+        proc = subprocess.run(
+            [self.helm_bin, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=stdin,
+        )
         if check:
             assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stderr}"
         return proc
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], capture_output=True,
-                              text=True, timeout=120, input=stdin)
+        proc = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=stdin,
+        )
         if check:
             assert proc.returncode == 0, f"kubectl {' '.join(args)}:\n{proc.stderr}"
         return proc
@@ -105,15 +115,20 @@ def test_helm_lint_strict(tools: Tools, chart: Path) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
 
 
-@pytest.mark.parametrize("values", [
-    [],
-    ["--set", "watchNamespaces={WATCHED}"],
-    ["--set", "replicas=2"],
-    ["--set", "leaderElection.enabled=false"],
-    ["--set", "metrics.enabled=false"],
-], ids=["cluster-wide", "namespaced", "two-replicas", "no-leader-election", "no-metrics"])
-def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, namespace: str, other_namespace: str,
-                                                    values: list[str]) -> None:
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "watchNamespaces={WATCHED}"],
+        ["--set", "replicas=2"],
+        ["--set", "leaderElection.enabled=false"],
+        ["--set", "metrics.enabled=false"],
+    ],
+    ids=["cluster-wide", "namespaced", "two-replicas", "no-leader-election", "no-metrics"],
+)
+def test_operator_chart_objects_pass_the_apiserver(
+    tools: Tools, crds: None, namespace: str, other_namespace: str, values: list[str]
+) -> None:
     values = [v.replace("WATCHED", other_namespace) for v in values]  # never its own: the chart refuses that
     release = f"op{uuid.uuid4().hex[:6]}"
     manifest = tools.template(OPERATOR_CHART, namespace, *values, release=release)
@@ -125,8 +140,14 @@ def test_operator_chart_objects_pass_the_apiserver(tools: Tools, crds: None, nam
 
 
 def test_operator_pod_meets_the_restricted_pod_security_standard(tools: Tools, crds: None, namespace: str) -> None:
-    tools.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-                  "pod-security.kubernetes.io/warn=restricted", "--overwrite")
+    tools.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+        "--overwrite",
+    )
     manifest = tools.template(OPERATOR_CHART, namespace, "--set", "watchNamespaces={team-a}")
     deployment = [d for d in _docs(manifest) if d["kind"] == "Deployment"]
     out = tools.server_dry_run(_dump(deployment))
@@ -138,15 +159,30 @@ def test_operator_pod_meets_the_restricted_pod_security_standard(tools: Tools, c
     assert "violate PodSecurity" in out.stderr
 
 
-@pytest.mark.parametrize("values", [
-    [],
-    ["--set", "version=2", "--set", "contract.policy=Manual"],
-    ["--set", "database.createSecret=true", "--set", "database.url=postgresql://demo@db/divbase",
-     "--set", "contract.policy=Delayed", "--set", "contract.delaySeconds=300", "--set", "worker.enabled=false"],
-    ["--set-string", "version=1.4.0-rc.1", "--set", "paused=true", "--set", "rollback.onDeployFailure=false"],
-], ids=["defaults", "manual", "demo-secret-delayed", "prerelease-paused"])
-def test_release_chart_objects_pass_the_crd_schema_and_cel_rules(tools: Tools, crds: None, namespace: str,
-                                                                  values: list[str]) -> None:
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "version=2", "--set", "contract.policy=Manual"],
+        [
+            "--set",
+            "database.createSecret=true",
+            "--set",
+            "database.url=postgresql://demo@db/divbase",
+            "--set",
+            "contract.policy=Delayed",
+            "--set",
+            "contract.delaySeconds=300",
+            "--set",
+            "worker.enabled=false",
+        ],
+        ["--set-string", "version=1.4.0-rc.1", "--set", "paused=true", "--set", "rollback.onDeployFailure=false"],
+    ],
+    ids=["defaults", "manual", "demo-secret-delayed", "prerelease-paused"],
+)
+def test_release_chart_objects_pass_the_crd_schema_and_cel_rules(
+    tools: Tools, crds: None, namespace: str, values: list[str]
+) -> None:
     manifest = tools.template(RELEASE_CHART, namespace, *values)
     assert any(d["kind"] == names.KIND for d in _docs(manifest))
     out = tools.server_dry_run(manifest)
@@ -162,32 +198,56 @@ def test_the_apiserver_check_is_live(tools: Tools, crds: None, namespace: str) -
     assert out.returncode != 0 and "delaySeconds only applies to policy Delayed" in out.stderr
 
 
-@pytest.mark.parametrize(("chart", "args", "message"), [
-    (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
-    (OPERATOR_CHART, ["--set", "image.tga=1"], "at '/image': additional properties 'tga' not allowed"),
-    (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
-    (RELEASE_CHART, ["--set", "migrationJob.backofLimit=1"],
-     "at '/migrationJob': additional properties 'backofLimit' not allowed"),
-])
-def test_typos_fail_with_the_value_named(tools: Tools, namespace: str, chart: Path, args: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("chart", "args", "message"),
+    [
+        (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
+        (OPERATOR_CHART, ["--set", "image.tga=1"], "at '/image': additional properties 'tga' not allowed"),
+        (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
+        (
+            RELEASE_CHART,
+            ["--set", "migrationJob.backofLimit=1"],
+            "at '/migrationJob': additional properties 'backofLimit' not allowed",
+        ),
+    ],
+)
+def test_typos_fail_with_the_value_named(
+    tools: Tools, namespace: str, chart: Path, args: list[str], message: str
+) -> None:
     out = tools.helm("template", "rel", str(chart), "-n", namespace, *args, check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
 # --- helm install -------------------------------------------------------------------------------------------------
-def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, other_namespace: str,
-                                    api_client: Any) -> None:
+def test_helm_install_and_uninstall(
+    tools: Tools, crds: None, namespace: str, other_namespace: str, api_client: Any
+) -> None:
     """A real `helm install` (CRD already present: Helm leaves it alone) in a namespace of its own, watching another.
     The pod is pinned to no node: a second operator must not run beside the cluster tests' own (and the image map
     has no operator image). Watching its own namespace is refused before anything is created."""
     release = "divbase-operator"
-    refused = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
-                         "--set", f"watchNamespaces={{{namespace}}}", check=False)
+    refused = tools.helm(
+        "install",
+        release,
+        str(OPERATOR_CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{namespace}}}",
+        check=False,
+    )
     assert refused.returncode != 0 and f"watchNamespaces lists {namespace}, the operator's own" in refused.stderr
-    install = tools.helm("install", release, str(OPERATOR_CHART), "-n", namespace,
-                         "--set", f"watchNamespaces={{{other_namespace}}}",
-                         "--set-string", "nodeSelector.divbase\\.io/never-schedule=true")
+    install = tools.helm(
+        "install",
+        release,
+        str(OPERATOR_CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"watchNamespaces={{{other_namespace}}}",
+        "--set-string",
+        "nodeSelector.divbase\\.io/never-schedule=true",
+    )
     assert "kubectl get dbdb -A" in install.stdout and "kubectl divbase wait <name>" in install.stdout
     assert f"watching namespaces: {other_namespace}." in install.stdout
     apps = client.AppsV1Api(api_client)
@@ -204,8 +264,9 @@ def test_helm_install_and_uninstall(tools: Tools, crds: None, namespace: str, ot
     assert ext.read_custom_resource_definition(f"{names.PLURAL}.{names.GROUP}")  # kept: it holds every dbdb
 
 
-def test_helm_install_of_a_release_creates_the_database(tools: Tools, crds: None, namespace: str,
-                                                        api_client: Any) -> None:
+def test_helm_install_of_a_release_creates_the_database(
+    tools: Tools, crds: None, namespace: str, api_client: Any
+) -> None:
     """`helm install` then `helm upgrade --set version=2`: the DivBaseDatabase's spec.version follows (a rollout
     starts when an operator runs; that end-to-end run is not part of this test)."""
     tools.helm("install", "divbase", str(RELEASE_CHART), "-n", namespace, "--set", "database.secretName=divbase-db")
@@ -221,31 +282,52 @@ def test_helm_install_of_a_release_creates_the_database(tools: Tools, crds: None
 # --- RBAC matrix --------------------------------------------------------------------------------------------------
 def _apply_rbac(tools: Tools, namespace: str, release: str, *values: str) -> str:
     """Install only the chart's ServiceAccount and RBAC; returns the ServiceAccount's user name."""
-    docs = [d for d in _docs(tools.template(OPERATOR_CHART, namespace, *values, release=release))
-            if d["kind"] in RBAC_KINDS]
+    docs = [
+        d for d in _docs(tools.template(OPERATOR_CHART, namespace, *values, release=release)) if d["kind"] in RBAC_KINDS
+    ]
     tools.kubectl("apply", "-f", "-", stdin=_dump(docs))
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
     return f"system:serviceaccount:{namespace}:{sa}"
 
 
 MUST = [
-    ("create", "jobs.batch", ""), ("delete", "jobs.batch", ""), ("watch", "jobs.batch", ""),
-    ("patch", "deployments.apps", ""), ("create", "deployments.apps", ""), ("list", "pods", ""),
-    ("patch", f"{names.PLURAL}.{names.GROUP}", "status"), ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("patch", f"{names.PLURAL}.{names.GROUP}", ""), ("create", "events", ""), ("create", "events.events.k8s.io", ""),
-    ("create", "configmaps", ""), ("patch", "configmaps", ""), ("watch", "configmaps", ""),
+    ("create", "jobs.batch", ""),
+    ("delete", "jobs.batch", ""),
+    ("watch", "jobs.batch", ""),
+    ("patch", "deployments.apps", ""),
+    ("create", "deployments.apps", ""),
+    ("list", "pods", ""),
+    ("patch", f"{names.PLURAL}.{names.GROUP}", "status"),
+    ("watch", f"{names.PLURAL}.{names.GROUP}", ""),
+    ("patch", f"{names.PLURAL}.{names.GROUP}", ""),
+    ("create", "events", ""),
+    ("create", "events.events.k8s.io", ""),
+    ("create", "configmaps", ""),
+    ("patch", "configmaps", ""),
+    ("watch", "configmaps", ""),
     ("get", "pods", "log"),  # the lock-wait line of a running migration pod's log tail
-    ("watch", "replicasets.apps", ""), ("get", "replicasets.apps", ""),
+    ("watch", "replicasets.apps", ""),
+    ("get", "replicasets.apps", ""),
 ]
 MUST_NOT = [
-    ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", "exec"),
-    ("create", "pods", ""), ("delete", "pods", ""), ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", f"{names.PLURAL}.{names.GROUP}", ""), ("create", f"{names.PLURAL}.{names.GROUP}", ""),
-    ("update", "deployments.apps", ""), ("deletecollection", "deployments.apps", ""), ("update", "configmaps", ""),
-    ("deletecollection", "jobs.batch", ""), ("delete", "replicasets.apps", ""), ("patch", "replicasets.apps", ""),
+    ("get", "secrets", ""),
+    ("list", "secrets", ""),
+    ("create", "pods", "exec"),
+    ("create", "pods", ""),
+    ("delete", "pods", ""),
+    ("delete", f"{names.PLURAL}.{names.GROUP}", ""),
+    ("update", f"{names.PLURAL}.{names.GROUP}", ""),
+    ("create", f"{names.PLURAL}.{names.GROUP}", ""),
+    ("update", "deployments.apps", ""),
+    ("deletecollection", "deployments.apps", ""),
+    ("update", "configmaps", ""),
+    ("deletecollection", "jobs.batch", ""),
+    ("delete", "replicasets.apps", ""),
+    ("patch", "replicasets.apps", ""),
     ("delete", "configmaps", ""),
     ("create", "serviceaccounts", ""),
-    ("create", "rolebindings.rbac.authorization.k8s.io", ""), ("delete", "leases.coordination.k8s.io", ""),
+    ("create", "rolebindings.rbac.authorization.k8s.io", ""),
+    ("delete", "leases.coordination.k8s.io", ""),
     ("list", "leases.coordination.k8s.io", ""),
 ]
 
@@ -265,11 +347,16 @@ def _user_roles(tools: Tools, namespace: str, elsewhere: str) -> None:
     admin and edit write them (as they write Deployments), view reads them, nobody writes their status."""
     resource = f"{names.PLURAL}.{names.GROUP}"
     for user, role in (("alice", "edit"), ("carol", "admin"), ("bob", "view")):
-        tools.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
-                      "-n", namespace)
+        tools.kubectl(
+            "create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}", "-n", namespace
+        )
     # the aggregation controller fills the default roles asynchronously
-    wait_for("the chart's roles aggregated into edit and view", lambda: tools.can_i(
-        "alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace), 60, interval=0.5)
+    wait_for(
+        "the chart's roles aggregated into edit and view",
+        lambda: tools.can_i("alice", "create", resource, namespace) and tools.can_i("bob", "get", resource, namespace),
+        60,
+        interval=0.5,
+    )
     for user in ("alice", "carol"):
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
             assert tools.can_i(user, verb, resource, namespace), f"{user} cannot {verb} {resource}"
@@ -303,8 +390,9 @@ def test_rbac_cluster_wide(tools: Tools, crds: None, namespace: str, other_names
             tools.kubectl("delete", "clusterrole", f"{release}-divbase-operator-{role}", "--ignore-not-found")
 
 
-def test_rbac_namespaced_stays_in_its_namespaces(tools: Tools, crds: None, namespace: str,
-                                                 other_namespace: str) -> None:
+def test_rbac_namespaced_stays_in_its_namespaces(
+    tools: Tools, crds: None, namespace: str, other_namespace: str
+) -> None:
     """The operator in `namespace` watching `other_namespace`: its rights there, only its Lease at home."""
     sa = _apply_rbac(tools, namespace, "nsop", "--set", f"watchNamespaces={{{other_namespace}}}")
     for verb, resource, sub in MUST:
@@ -313,8 +401,9 @@ def test_rbac_namespaced_stays_in_its_namespaces(tools: Tools, crds: None, names
         assert not tools.can_i(sa, verb, resource, other_namespace, sub), f"operator may {verb} {resource}/{sub}"
     _lease_rights(tools, sa, namespace, "nsop-divbase-operator", other_namespace)
     for verb, resource, sub in MUST:
-        assert not tools.can_i(sa, verb, resource, namespace, sub), \
+        assert not tools.can_i(sa, verb, resource, namespace, sub), (
             f"namespaced operator may {verb} {resource}/{sub} in its own namespace {namespace}"
+        )
     assert not tools.can_i(sa, "list", "jobs.batch", None)
 
 
@@ -323,28 +412,43 @@ def _token_kubeconfig(tools: Tools, cluster: Any, namespace: str, sa_user: str, 
     """A kubeconfig that authenticates as the operator's ServiceAccount (a TokenRequest token), as in its pod."""
     sa = sa_user.rsplit(":", 1)[1]
     token = tools.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
-                                                    "certificate-authority": str(cluster.ca_file)}}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator",
-                                                      "namespace": namespace}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "operator",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": cluster.server, "certificate-authority": str(cluster.ca_file)},
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": "local", "user": "operator", "namespace": namespace}}
+                ],
+            }
+        )
+    )
     path.chmod(0o600)
     return path
 
 
 # Kopf's optional observers list namespaces and CRDs cluster-wide; the chart grants neither (see docs/install.md).
 # Kopf retries, warns once and carries on; with `settings.scanning.disabled` it does not even try.
-KOPF_OPTIONAL = ("Not enough permissions to list namespaces", "Not enough permissions to watch for namespaces",
-                 "Not enough permissions to watch for resources", "GET https://{server}/api/v1/namespaces ->",
-                 "GET https://{server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions ->")
+KOPF_OPTIONAL = (
+    "Not enough permissions to list namespaces",
+    "Not enough permissions to watch for namespaces",
+    "Not enough permissions to watch for resources",
+    "GET https://{server}/api/v1/namespaces ->",
+    "GET https://{server}/apis/apiextensions.k8s.io/v1/customresourcedefinitions ->",
+)
 
 
-def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: None, cluster: Any, namespace: str,
-                                                          other_namespace: str, api_client: Any,
-                                                          tmp_path: Path) -> None:
+def test_the_operator_works_with_exactly_the_charts_rbac(
+    tools: Tools, crds: None, cluster: Any, namespace: str, other_namespace: str, api_client: Any, tmp_path: Path
+) -> None:
     """The real operator, authenticated as the chart's ServiceAccount (installed in a namespace of its own, watching
     `namespace`), takes a resource through its first step and its deletion (finalizer, Job cleanup) without a
     single forbidden call beyond Kopf's optional observers. The step's runner reports a lock wait in its log (a
@@ -362,22 +466,44 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
     operator.start()
     started = time.monotonic()
     try:
-        kube.create_db("db", {"version": "1", "image": "divbase", "database": {"secretRef": {"name": "divbase-db"}},
-                              "workloads": [{"name": "api", "template": {"replicas": 1, "template": {"spec": {
-                                  "containers": [{"name": "api", "command": ["sleep", "3600"]}]}}}}],
-                              "migrationJob": {"backoffLimit": 0, "command": ["sh", "-c", runner]}})
-        db = wait_for("the operator writes status",
-                      lambda: (lambda d: d if (d.get("status") or {}).get("phase") else None)(kube.get_db("db")), 90)
+        kube.create_db(
+            "db",
+            {
+                "version": "1",
+                "image": "divbase",
+                "database": {"secretRef": {"name": "divbase-db"}},
+                "workloads": [
+                    {
+                        "name": "api",
+                        "template": {
+                            "replicas": 1,
+                            "template": {"spec": {"containers": [{"name": "api", "command": ["sleep", "3600"]}]}},
+                        },
+                    }
+                ],
+                "migrationJob": {"backoffLimit": 0, "command": ["sh", "-c", runner]},
+            },
+        )
+        db = wait_for(
+            "the operator writes status",
+            lambda: (lambda d: d if (d.get("status") or {}).get("phase") else None)(kube.get_db("db")),
+            90,
+        )
         print(f"first status {time.monotonic() - started:.1f}s after the operator started")
         assert names.FINALIZER in db["metadata"]["finalizers"]  # patch on divbasedatabases
         assert db["status"]["phase"] == names.PHASE_EXPANDING
         wait_for("the expand Job", lambda: kube.jobs("db"), 30)  # create on jobs
-        wait_for("an Event from the operator",
-                 lambda: [e for e in kube.events("db") if e.reason == names.EVENT_JOB_CREATED], 30)  # create on events
-        waiting = kube.wait_condition("db", names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
-                                      timeout=60)  # get on pods/log
+        wait_for(
+            "an Event from the operator",
+            lambda: [e for e in kube.events("db") if e.reason == names.EVENT_JOB_CREATED],
+            30,
+        )  # create on events
+        waiting = kube.wait_condition(
+            "db", names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT, timeout=60
+        )  # get on pods/log
         assert "held by pid 4242 (application psql) since 2026-11-25T12:00:41Z" in next(
-            c["message"] for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY)
+            c["message"] for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY
+        )
         released.touch()
         kube.wait_condition("db", names.COND_STALLED, timeout=60)
         kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db")
@@ -390,13 +516,15 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
             return False
 
         wait_for("the finalizer released", gone, 60)  # delete owned jobs and deployments by name, finalizers
-        wait_for("the Jobs deleted",
-                 lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30)
+        wait_for("the Jobs deleted", lambda: not [j for j in kube.jobs("db") if not j.metadata.deletion_timestamp], 30)
     finally:
         operator.stop()
     optional = [text.format(server=cluster.server.removeprefix("https://")) for text in KOPF_OPTIONAL]
-    forbidden = [line for line in operator.logs().splitlines()
-                 if ("403" in line or "orbidden" in line) and not any(text in line for text in optional)]
+    forbidden = [
+        line
+        for line in operator.logs().splitlines()
+        if ("403" in line or "orbidden" in line) and not any(text in line for text in optional)
+    ]
     assert not forbidden, "\n".join(forbidden[:10])
     assert "Traceback" not in operator.logs()
 
@@ -405,28 +533,39 @@ def test_the_operator_works_with_exactly_the_charts_rbac(tools: Tools, crds: Non
 def _plugin(kubeconfig: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
     import sys
 
-    return subprocess.run([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig", str(kubeconfig),
-                           *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: Any, namespace: str,
-                                           api_client: Any, tmp_path: Path) -> None:
+def test_kubectl_plugin_on_a_real_resource(
+    tools: Tools, crds: None, cluster: Any, namespace: str, api_client: Any, tmp_path: Path
+) -> None:
     """Status written as the planner writes it (no operator runs here), then the plugin's reads and patches go
     through the real apiserver: merge patches with a resourceVersion precondition, 404 and 403 as one line."""
     from test_kstatus import PHASES
 
     world = PHASES["awaiting-manual"][0]()
     custom = client.CustomObjectsApi(api_client)
-    body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": "db"},
-            "spec": {**world.spec, "version": "1"}}
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "db"},
+        "spec": {**world.spec, "version": "1"},
+    }
     custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body)
     out = _plugin(cluster.kubeconfig, "status", "db", "-n", namespace)
     assert out.returncode == 0 and "no status yet" in out.stdout, out.stderr
     assert world.generation == 2
-    custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db",
-                                          {"spec": {"version": "2"}})
-    custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, namespace, names.PLURAL, "db",
-                                                 {"status": world.status})
+    custom.patch_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.PLURAL, "db", {"spec": {"version": "2"}}
+    )
+    custom.patch_namespaced_custom_object_status(
+        names.GROUP, names.VERSION, namespace, names.PLURAL, "db", {"status": world.status}
+    )
     out = _plugin(cluster.kubeconfig, "status", "db", "-n", namespace)
     assert out.returncode == 0, out.stderr
     assert "Phase:       AwaitingContract" in out.stdout and "approve-contract db" in out.stdout
@@ -436,8 +575,10 @@ def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: An
     out = _plugin(cluster.kubeconfig, "approve-contract", "db", "-n", namespace)  # no plan ConfigMap yet
     assert out.returncode == 1 and "with the plan's SQL is missing" in out.stderr, out.stderr
     plan = world.configmaps[world.status["contractPlan"]["configMap"]]  # as the operator publishes it
-    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, {
-        "metadata": {"name": plan["metadata"]["name"], "labels": plan["metadata"]["labels"]}, "data": plan["data"]})
+    client.CoreV1Api(api_client).create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": plan["metadata"]["name"], "labels": plan["metadata"]["labels"]}, "data": plan["data"]},
+    )
     out = _plugin(cluster.kubeconfig, "approve-contract", "db", "-n", namespace)
     assert out.returncode == 0 and "approved the contract of release 2" in out.stdout, out.stderr
     db = custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db")
@@ -447,12 +588,15 @@ def test_kubectl_plugin_on_a_real_resource(tools: Tools, crds: None, cluster: An
 
     out = _plugin(cluster.kubeconfig, "status", "nope", "-n", namespace)
     assert out.returncode == 1
-    assert out.stderr == f"error: divbasedatabase 'nope' in namespace '{namespace}' not found (is the name right, " \
-                         f"and the DivBaseDatabase CRD installed?)\n"
+    assert (
+        out.stderr == f"error: divbasedatabase 'nope' in namespace '{namespace}' not found (is the name right, "
+        f"and the DivBaseDatabase CRD installed?)\n"
+    )
     # a ServiceAccount without any RBAC: forbidden, one line naming resource and namespace
     tools.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
-    kubeconfig = _token_kubeconfig(tools, cluster, namespace, f"system:serviceaccount:{namespace}:nobody",
-                                   tmp_path / "nobody.kubeconfig")
+    kubeconfig = _token_kubeconfig(
+        tools, cluster, namespace, f"system:serviceaccount:{namespace}:nobody", tmp_path / "nobody.kubeconfig"
+    )
     out = _plugin(kubeconfig, "status", "db")  # namespace from the kubeconfig context
     assert out.returncode == 1
     assert out.stderr.startswith(f"error: forbidden: you may not get divbasedatabase 'db' in namespace '{namespace}'")

@@ -21,8 +21,21 @@ from planner_world import World, base_spec
 
 
 def _plugin(kubeconfig: Path, namespace: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig", str(kubeconfig),
-                             "-n", namespace, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "divbase_operator.kubectl_plugin",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-n",
+            namespace,
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class Resource:
@@ -33,21 +46,22 @@ class Resource:
         self.namespace, self.world = namespace, world
         self.written: dict[str, Any] = {}
         body = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"name": "db"}, "spec": world.spec}
-        created = self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL,
-                                                              body)
+        created = self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body)
         assert created["metadata"]["generation"] == world.generation == 1
 
     def set_spec(self, **changes: Any) -> None:
         self.world.set_spec(**changes)
-        updated = self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                             "db", {"spec": changes})
+        updated = self.custom.patch_namespaced_custom_object(
+            names.GROUP, names.VERSION, self.namespace, names.PLURAL, "db", {"spec": changes}
+        )
         assert updated["metadata"]["generation"] == self.world.generation
 
     def publish(self) -> None:
         """What the operator's status write would be after the world's last reconcile."""
         patch = status_patch(self.written, self.world.status)
-        self.custom.patch_namespaced_custom_object_status(names.GROUP, names.VERSION, self.namespace, names.PLURAL,
-                                                          "db", {"status": patch})
+        self.custom.patch_namespaced_custom_object_status(
+            names.GROUP, names.VERSION, self.namespace, names.PLURAL, "db", {"status": patch}
+        )
         self.written = dict(self.world.status)
 
     def step(self, action: Any = None) -> None:
@@ -68,8 +82,12 @@ def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_clien
     kubectl = str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl")
     world = World(spec=base_spec("1"))
     db = Resource(api_client, namespace, world)
-    for action in (None, lambda: world.finish_job("expand"), lambda: world.finish_job("contract"),
-                   world.complete_rollouts):
+    for action in (
+        None,
+        lambda: world.finish_job("expand"),
+        lambda: world.finish_job("contract"),
+        world.complete_rollouts,
+    ):
         db.step(action)
     assert world.status["phase"] == names.PHASE_READY
 
@@ -85,14 +103,22 @@ def test_kubectl_divbase_wait(crd: None, cluster: Any, namespace: str, api_clien
     progress.expect("Ready (not yet observed)", DELIVERED)  # the Ready of generation 1, not taken for generation 2
     db.step()
     progress.expect("Expanding", DELIVERED)  # still waiting: it saw the expand start
-    wide = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb", "db",
-                           "-o", "wide"], capture_output=True, text=True, timeout=30)
+    wide = subprocess.run(
+        [kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb", "db", "-o", "wide"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     header, row = wide.stdout.splitlines()
     assert header.split()[:5] == ["NAME", "VERSION", "CURRENT", "PHASE", "READY"], wide.stdout
     assert "STEP" in header and "ACTIVE JOB" in header and "MESSAGE" in header
     assert world.status["activeJob"] in row and " expand " in row and "expand Job" in row, wide.stdout
-    narrow = subprocess.run([kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb"],
-                            capture_output=True, text=True, timeout=30)
+    narrow = subprocess.run(
+        [kubectl, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "get", "dbdb"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "MESSAGE" not in narrow.stdout and "STEP" not in narrow.stdout, narrow.stdout
     db.step(lambda: world.finish_job("expand"))
     db.step(world.complete_rollouts)
@@ -127,8 +153,9 @@ def _read_lines(stream: Any, into: queue.Queue[str]) -> None:
         into.put(line)
 
 
-def test_status_watch_prints_one_json_document_per_change(crd: None, cluster: Any, namespace: str,
-                                                          api_client: Any) -> None:
+def test_status_watch_prints_one_json_document_per_change(
+    crd: None, cluster: Any, namespace: str, api_client: Any
+) -> None:
     """`status --watch -o json`: one JSON document a line, the resource as it is first, then one per change a person
     would see; a write that changes nothing shown (an annotation, a new resourceVersion) prints nothing."""
     world = World(spec=base_spec("1"))
@@ -141,15 +168,30 @@ def test_status_watch_prints_one_json_document_per_change(crd: None, cluster: An
     try:
         seen = [json.loads(lines.get(timeout=30))]
         assert seen[0]["name"] == "db" and seen[0]["phase"] is None  # no status yet
-        for action in (None, lambda: world.finish_job("expand"), lambda: world.finish_job("contract"),
-                       world.complete_rollouts):
+        for action in (
+            None,
+            lambda: world.finish_job("expand"),
+            lambda: world.finish_job("contract"),
+            world.complete_rollouts,
+        ):
             db.step(action)
             seen.append(json.loads(lines.get(timeout=30)))
             assert seen[-1] != seen[-2]
-        assert [d["phase"] for d in seen] == [None, names.PHASE_EXPANDING, names.PHASE_CONTRACTING,
-                                              names.PHASE_DEPLOYING, names.PHASE_READY]
-        db.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, "db",
-                                                 {"metadata": {"annotations": {"test/nudge": "1"}}})
+        assert [d["phase"] for d in seen] == [
+            None,
+            names.PHASE_EXPANDING,
+            names.PHASE_CONTRACTING,
+            names.PHASE_DEPLOYING,
+            names.PHASE_READY,
+        ]
+        db.custom.patch_namespaced_custom_object(
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.PLURAL,
+            "db",
+            {"metadata": {"annotations": {"test/nudge": "1"}}},
+        )
         db.set_spec(version="2")  # a change: the next line is this one, not a copy of the last
         after = json.loads(lines.get(timeout=30))
         assert (after["generation"], after["version"], after["ready"]) == (2, "2", False), after

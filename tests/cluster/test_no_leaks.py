@@ -28,8 +28,9 @@ from kubernetes import client
 from sqlalchemy.engine import make_url
 
 
-def test_a_rollout_leaks_no_password(kube: Kube, operator: OperatorProcess, db_secret: str, cluster: Any,
-                                     api_client: Any) -> None:
+def test_a_rollout_leaks_no_password(
+    kube: Kube, operator: OperatorProcess, db_secret: str, cluster: Any, api_client: Any
+) -> None:
     password = make_url(db_secret).password
     assert password and len(password) >= 16
     kube.create_db("divbase", database_spec("1", replicas=1))
@@ -38,12 +39,14 @@ def test_a_rollout_leaks_no_password(kube: Kube, operator: OperatorProcess, db_s
     kube.wait_condition("divbase", names.COND_READY, timeout=240)
 
     serialize = client.ApiClient().sanitize_for_serialization
-    traces: dict[str, str] = {"operator log": operator.logs(),
-                              "resource": json.dumps(kube.get_db("divbase")),
-                              "events": json.dumps(serialize(kube.core.list_namespaced_event(kube.namespace).items)),
-                              "jobs": json.dumps(serialize(kube.jobs("divbase"))),
-                              "deployments": json.dumps(serialize(kube.deployments("divbase"))),
-                              "node agent log": (Path(cluster.state_dir) / "logs" / "node-agent.log").read_text()}
+    traces: dict[str, str] = {
+        "operator log": operator.logs(),
+        "resource": json.dumps(kube.get_db("divbase")),
+        "events": json.dumps(serialize(kube.core.list_namespaced_event(kube.namespace).items)),
+        "jobs": json.dumps(serialize(kube.jobs("divbase"))),
+        "deployments": json.dumps(serialize(kube.deployments("divbase"))),
+        "node agent log": (Path(cluster.state_dir) / "logs" / "node-agent.log").read_text(),
+    }
     pod_dirs = sorted((Path(cluster.state_dir) / "node" / "pods").glob(f"{kube.namespace}_*"))
     for log in (p for d in pod_dirs for p in (d / "logs").rglob("*.log")):
         traces[str(log.relative_to(cluster.state_dir))] = log.read_text(errors="replace")
@@ -87,8 +90,14 @@ class Case:
 
 def _parts(m: str, real: Real, **changes: str) -> dict[str, str]:
     """Host and port where the server is; user, database and password named with the marker (they exist)."""
-    return {"host": real.host, "port": str(real.port), "database": f"{m}_db", "user": f"{m}_user",
-            "password": f"{m}-pw", **changes}
+    return {
+        "host": real.host,
+        "port": str(real.port),
+        "database": f"{m}_db",
+        "user": f"{m}_user",
+        "password": f"{m}-pw",
+        **changes,
+    }
 
 
 def _closed_port() -> str:
@@ -98,37 +107,105 @@ def _closed_port() -> str:
 
 
 LEAK_CASES = [
-    Case("port-not-a-number", lambda m, r: {"host": f"{m}-host", "port": m, "database": f"{m}_db",
-                                            "user": f"{m}_user", "password": f"{m}-pw"},
-         contract.EXIT_USAGE, "DIVBASE_DB_PORT: must be a port number"),
-    Case("host-does-not-resolve", lambda m, r: _parts(m, r, host=f"{m}-host.invalid"), contract.EXIT_UNAVAILABLE,
-         "the host name does not resolve"),
-    Case("nothing-listens-on-the-port", lambda m, r: _parts(m, r, port=_closed_port()), contract.EXIT_UNAVAILABLE,
-         "database unavailable: "),  # the pod network's gateway may answer for the port: no single wording
-    Case("wrong-password", lambda m, r: _parts(m, r, password=f"{m}-wrong"), contract.EXIT_UNAVAILABLE,
-         "password authentication failed"),
-    Case("no-such-user", lambda m, r: _parts(m, r, user=f"{m}_nobody"), contract.EXIT_UNAVAILABLE,
-         "database unavailable: "),
-    Case("no-such-database", lambda m, r: _parts(m, r, database=f"{m}_nodb"), contract.EXIT_UNAVAILABLE,
-         "the database named in the settings does not exist"),
-    Case("unknown-release", lambda m, r: _parts(m, r), contract.EXIT_USAGE, "release '9' is not in the manifest",
-         version="9"),
-    Case("unknown-revision", lambda m, r: _parts(m, r), contract.EXIT_USAGE, "not a revision of this image's",
-         database="CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
-                  "INSERT INTO alembic_version VALUES ('0123456789ab')"),
-    Case("migration-fails", lambda m, r: _parts(m, r), contract.EXIT_FAILED, "DuplicateTable",
-         database='CREATE TABLE "user" (id int)'),
-    Case("url-not-a-url", lambda m, r: {"url": m}, contract.EXIT_USAGE, "DIVBASE_DATABASE_URL: not a database URL",
-         url=True),
-    Case("url-of-another-scheme", lambda m, r: {"url": f"{m}://{m}-u:{m}-p@{m}-h/{m}-d"}, contract.EXIT_USAGE,
-         "the URL's scheme is not PostgreSQL", url=True),
-    Case("url-without-a-database", lambda m, r: {"url": f"postgresql://{m}-u:{m}-p@{m}-h"}, contract.EXIT_USAGE,
-         "the URL names no database", url=True),
-    Case("url-host-does-not-resolve", lambda m, r: {"url": f"postgresql://{m}_user:{m}-pw@{m}-h.invalid/{m}_db"},
-         contract.EXIT_UNAVAILABLE, "the host name does not resolve", url=True),
-    Case("url-wrong-password", lambda m, r: {
-        "url": f"postgresql://{m}_user:{m}-wrong@{r.host}:{r.port}/{m}_db"},
-         contract.EXIT_UNAVAILABLE, "password authentication failed", url=True),
+    Case(
+        "port-not-a-number",
+        lambda m, r: {
+            "host": f"{m}-host",
+            "port": m,
+            "database": f"{m}_db",
+            "user": f"{m}_user",
+            "password": f"{m}-pw",
+        },
+        contract.EXIT_USAGE,
+        "DIVBASE_DB_PORT: must be a port number",
+    ),
+    Case(
+        "host-does-not-resolve",
+        lambda m, r: _parts(m, r, host=f"{m}-host.invalid"),
+        contract.EXIT_UNAVAILABLE,
+        "the host name does not resolve",
+    ),
+    Case(
+        "nothing-listens-on-the-port",
+        lambda m, r: _parts(m, r, port=_closed_port()),
+        contract.EXIT_UNAVAILABLE,
+        "database unavailable: ",
+    ),  # the pod network's gateway may answer for the port: no single wording
+    Case(
+        "wrong-password",
+        lambda m, r: _parts(m, r, password=f"{m}-wrong"),
+        contract.EXIT_UNAVAILABLE,
+        "password authentication failed",
+    ),
+    Case(
+        "no-such-user",
+        lambda m, r: _parts(m, r, user=f"{m}_nobody"),
+        contract.EXIT_UNAVAILABLE,
+        "database unavailable: ",
+    ),
+    Case(
+        "no-such-database",
+        lambda m, r: _parts(m, r, database=f"{m}_nodb"),
+        contract.EXIT_UNAVAILABLE,
+        "the database named in the settings does not exist",
+    ),
+    Case(
+        "unknown-release",
+        lambda m, r: _parts(m, r),
+        contract.EXIT_USAGE,
+        "release '9' is not in the manifest",
+        version="9",
+    ),
+    Case(
+        "unknown-revision",
+        lambda m, r: _parts(m, r),
+        contract.EXIT_USAGE,
+        "not a revision of this image's",
+        database="CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+        "INSERT INTO alembic_version VALUES ('0123456789ab')",
+    ),
+    Case(
+        "migration-fails",
+        lambda m, r: _parts(m, r),
+        contract.EXIT_FAILED,
+        "DuplicateTable",
+        database='CREATE TABLE "user" (id int)',
+    ),
+    Case(
+        "url-not-a-url",
+        lambda m, r: {"url": m},
+        contract.EXIT_USAGE,
+        "DIVBASE_DATABASE_URL: not a database URL",
+        url=True,
+    ),
+    Case(
+        "url-of-another-scheme",
+        lambda m, r: {"url": f"{m}://{m}-u:{m}-p@{m}-h/{m}-d"},
+        contract.EXIT_USAGE,
+        "the URL's scheme is not PostgreSQL",
+        url=True,
+    ),
+    Case(
+        "url-without-a-database",
+        lambda m, r: {"url": f"postgresql://{m}-u:{m}-p@{m}-h"},
+        contract.EXIT_USAGE,
+        "the URL names no database",
+        url=True,
+    ),
+    Case(
+        "url-host-does-not-resolve",
+        lambda m, r: {"url": f"postgresql://{m}_user:{m}-pw@{m}-h.invalid/{m}_db"},
+        contract.EXIT_UNAVAILABLE,
+        "the host name does not resolve",
+        url=True,
+    ),
+    Case(
+        "url-wrong-password",
+        lambda m, r: {"url": f"postgresql://{m}_user:{m}-wrong@{r.host}:{r.port}/{m}_db"},
+        contract.EXIT_UNAVAILABLE,
+        "password authentication failed",
+        url=True,
+    ),
 ]
 
 
@@ -163,12 +240,14 @@ def _reached(kube: Kube) -> dict[str, dict[str, Any]] | None:
 
 
 @pytest.fixture(scope="module")
-def leak_run(api_client: Any, cluster: Any, crd: None, postgres_server: PostgresServer,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakRun]:
+def leak_run(
+    api_client: Any, cluster: Any, crd: None, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LeakRun]:
     core = client.CoreV1Api(api_client)
     namespace = f"t-leaks-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace,
-                                                                          labels={"divbase-test": "1"})))
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels={"divbase-test": "1"}))
+    )
     kube = Kube(api_client, namespace)
     pod_url = urllib.parse.urlsplit(cluster.for_pods(postgres_server.url().render_as_string(hide_password=False)))
     real = Real(str(pod_url.hostname), int(pod_url.port or 5432))
@@ -186,14 +265,24 @@ def leak_run(api_client: Any, cluster: Any, crd: None, postgres_server: Postgres
             kube.create_secret(case.name, data)
             ref: dict[str, Any] = {"name": case.name}
             ref.update({"key": "url"} if case.url else {"keys": {part: part for part in data}})
-            kube.create_db(case.name, {"version": case.version, "image": "divbase", "database": {"secretRef": ref},
-                                       "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 180}})
+            kube.create_db(
+                case.name,
+                {
+                    "version": case.version,
+                    "image": "divbase",
+                    "database": {"secretRef": ref},
+                    "migrationJob": {"backoffLimit": 0, "activeDeadlineSeconds": 180},
+                },
+            )
         operator.start()
         failures = wait_for("every case Stalled with its runner's exit code", lambda: _reached(kube), 300)
         serialize = client.ApiClient().sanitize_for_serialization
-        traces = {"metrics": operator.metrics(), "operator log": operator.logs(),
-                  "events": _text(serialize(core.list_namespaced_event(namespace).items)),
-                  "jobs": _text(serialize(kube.batch.list_namespaced_job(namespace).items))}
+        traces = {
+            "metrics": operator.metrics(),
+            "operator log": operator.logs(),
+            "events": _text(serialize(core.list_namespaced_event(namespace).items)),
+            "jobs": _text(serialize(kube.batch.list_namespaced_job(namespace).items)),
+        }
         for case in LEAK_CASES:
             traces[f"resource {case.name}"] = _text(kube.get_db(case.name))
         pods = core.list_namespaced_pod(namespace).items
@@ -227,4 +316,4 @@ def test_no_failure_path_leaks_a_setting(leak_run: LeakRun, case: Case) -> None:
 
 def _around(text: str, marker: str, width: int = 200) -> str:
     at = text.lower().index(marker)
-    return text[max(0, at - width): at + width]
+    return text[max(0, at - width) : at + width]

@@ -70,8 +70,10 @@ def assert_only_the_apiserver(cluster: ClusterInfo, port: int, request: str) -> 
     pki = cluster.state_dir / "pki"
 
     def send(ctx: ssl.SSLContext) -> str:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
             tls.sendall(request.encode())
             chunks = []
             while chunk := tls.recv(4096):  # the server answers HTTP/1.0: it closes after the body
@@ -200,8 +202,12 @@ def test_jobs_complete_and_fail_by_pod_failure_policy(api_client: Any, namespace
 
     def job(name: str, script: str, **spec: Any) -> dict:
         pod = pod_body(name, script)
-        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-                "spec": {"backoffLimit": 3, "template": {"spec": pod["spec"]}, **spec}}  # fmt: skip
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 3, "template": {"spec": pod["spec"]}, **spec},
+        }
 
     batch.create_namespaced_job(namespace, job("ok", "echo done"))
     rule = {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [2]}}
@@ -234,17 +240,23 @@ def _deployment(name: str, marker: str) -> dict:
                 "metadata": {"labels": {"app": name}},
                 "spec": {
                     "terminationGracePeriodSeconds": 5,
-                    "containers": [{
-                        "name": "web", "image": "python:3.11-slim", "command": ["sh", "-c", script],
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                                {"name": "MARKER", "value": marker}],
-                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
-                    }],
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "python:3.11-slim",
+                            "command": ["sh", "-c", script],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "env": [
+                                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                {"name": "MARKER", "value": marker},
+                            ],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                        }
+                    ],
                 },
             },
         },
-    }  # fmt: skip
+    }
 
 
 def _http_ok(cluster: ClusterInfo, ip: str) -> bool:
@@ -259,8 +271,12 @@ def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str, clust
     def rolled_out() -> bool:
         d = apps.read_namespaced_deployment_status("web", namespace)
         st = d.status
-        return (st.observed_generation == d.metadata.generation and st.updated_replicas == 2
-                and st.available_replicas == 2 and st.replicas == 2)  # fmt: skip
+        return (
+            st.observed_generation == d.metadata.generation
+            and st.updated_replicas == 2
+            and st.available_replicas == 2
+            and st.replicas == 2
+        )
 
     wait_for("Deployment available", rolled_out, 90)
     pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
@@ -273,11 +289,32 @@ def test_deployment_serves_http_and_rolls(api_client: Any, namespace: str, clust
     old_pids = [pid_of(p) for p in pods]
     assert all(process_alive(pid) for pid in old_pids)
 
-    apps.patch_namespaced_deployment("web", namespace, {"spec": {"template": {"spec": {"containers": [
-        {"name": "web", "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                                {"name": "MARKER", "value": "v2"}]}]}}}})  # fmt: skip
-    wait_for("rollout complete", lambda: rolled_out() and len(core.list_namespaced_pod(
-        namespace, label_selector="app=web").items) == 2, 120)  # fmt: skip
+    apps.patch_namespaced_deployment(
+        "web",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web",
+                                "env": [
+                                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                    {"name": "MARKER", "value": "v2"},
+                                ],
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
+    wait_for(
+        "rollout complete",
+        lambda: rolled_out() and len(core.list_namespaced_pod(namespace, label_selector="app=web").items) == 2,
+        120,
+    )
     new = core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert not {p.metadata.uid for p in new} & {p.metadata.uid for p in pods}
     for p in new:
@@ -290,8 +327,15 @@ def test_readiness_probe_failing_keeps_pod_unready(core: client.CoreV1Api, names
     core.create_namespaced_pod(namespace, pod_body("unready", "sleep 60", container={"readinessProbe": probe}))
     wait_phase(core, namespace, "unready", {"Running"})
     # the positive signal that the probe ran and failed, before asserting that the pod did not become Ready
-    wait_for("an Unhealthy event", lambda: [e for e in core.list_namespaced_event(
-        namespace, field_selector="involvedObject.name=unready").items if e.reason == "Unhealthy"], 30)
+    wait_for(
+        "an Unhealthy event",
+        lambda: [
+            e
+            for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=unready").items
+            if e.reason == "Unhealthy"
+        ],
+        30,
+    )
     pod = read_pod(core, namespace, "unready")
     assert pod.status.phase == "Running"
     assert condition(pod, "Ready").status == "False"
@@ -313,17 +357,23 @@ def test_restart_policy_always_backs_off(core: client.CoreV1Api, namespace: str)
     assert read_pod(core, namespace, "crash").status.phase == "Running"
 
 
-def test_kubectl_logs_through_the_apiserver(core: client.CoreV1Api, namespace: str, cluster: ClusterInfo,
-                                           node_name: str) -> None:
+def test_kubectl_logs_through_the_apiserver(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo, node_name: str
+) -> None:
     """`pods/log` goes apiserver -> the agent's log endpoint (TLS both ways): the current run, --tail, --previous,
     --limit-bytes, -f until the container exits; kubectl's own command; nobody but the apiserver is served."""
     import subprocess
 
     from divbase_localcluster import build
 
-    core.create_namespaced_pod(namespace, pod_body(
-        "talk", 'echo "run $(date +%s%N)"; for i in 1 2 3; do echo "line $i"; done; sleep 1; echo late; exit 1',
-        restart="Always"))
+    core.create_namespaced_pod(
+        namespace,
+        pod_body(
+            "talk",
+            'echo "run $(date +%s%N)"; for i in 1 2 3; do echo "line $i"; done; sleep 1; echo late; exit 1',
+            restart="Always",
+        ),
+    )
     one_run = re.compile(r"run \d+\nline 1\nline 2\nline 3\nlate\n")
 
     def restarted_twice() -> client.V1ContainerStatus | None:
@@ -338,8 +388,22 @@ def test_kubectl_logs_through_the_apiserver(core: client.CoreV1Api, namespace: s
     assert core.read_namespaced_pod_log("talk", namespace, previous=True, tail_lines=1) == "late\n"
     assert core.read_namespaced_pod_log("talk", namespace, previous=True, limit_bytes=4) == "run "
     kubectl = build.binaries().bin_dir / "kubectl"
-    out = subprocess.run([str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "logs", "talk",
-                          "--previous", "--tail=1"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            str(kubectl),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            namespace,
+            "logs",
+            "talk",
+            "--previous",
+            "--tail=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (out.returncode, out.stdout) == (0, "late\n"), out.stderr
     with pytest.raises(client.ApiException) as caught:
         core.read_namespaced_pod_log("talk", namespace, container="nope")
@@ -354,11 +418,18 @@ def test_deletion_sends_sigterm(core: client.CoreV1Api, namespace: str, cluster:
     """A TERM trap runs (and the pod goes early); a process ignoring TERM is KILLed after the grace period. Judged
     by the order of events, not the clock: the trap's pod (20 s grace) is gone while the stubborn process (10 s
     grace) still lives through its TERM, which it survives until the KILL."""
-    core.create_namespaced_pod(namespace, pod_body(
-        "trap", "trap 'echo got-term > trapped; exit 0' TERM; echo up > started; while true; do sleep 0.1; done",
-        terminationGracePeriodSeconds=20))  # fmt: skip
-    core.create_namespaced_pod(namespace, pod_body(
-        "stubborn", "trap '' TERM; while true; do sleep 0.1; done", terminationGracePeriodSeconds=10))  # fmt: skip
+    core.create_namespaced_pod(
+        namespace,
+        pod_body(
+            "trap",
+            "trap 'echo got-term > trapped; exit 0' TERM; echo up > started; while true; do sleep 0.1; done",
+            terminationGracePeriodSeconds=20,
+        ),
+    )
+    core.create_namespaced_pod(
+        namespace,
+        pod_body("stubborn", "trap '' TERM; while true; do sleep 0.1; done", terminationGracePeriodSeconds=10),
+    )
     trap = wait_phase(core, namespace, "trap", {"Running"})
     stubborn = wait_phase(core, namespace, "stubborn", {"Running"})
     trap_dir = pod_dir(cluster, trap)
@@ -398,16 +469,29 @@ def test_env_sources_and_missing_secret(core: client.CoreV1Api, namespace: str, 
         {"name": "COMBINED", "value": "$(MODE)-$(NAME)"},
         {"name": "OPTIONAL", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}}},
     ]
-    body = pod_body("env", script, labels={"tier": "db"}, volumes=[{"name": "scratch", "emptyDir": {}}],
-                    container={"env": env, "envFrom": [{"configMapRef": {"name": "cfg"}},
-                                                       {"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
-                               "terminationMessagePolicy": "FallbackToLogsOnError"})  # fmt: skip
+    body = pod_body(
+        "env",
+        script,
+        labels={"tier": "db"},
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+        container={
+            "env": env,
+            "envFrom": [{"configMapRef": {"name": "cfg"}}, {"prefix": "CFG_", "configMapRef": {"name": "cfg"}}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        },
+    )
     core.create_namespaced_pod(namespace, body)
     reason = waiting_for_reason(core, namespace, "env", "CreateContainerConfigError")
     assert reason == ("CreateContainerConfigError", 'secret "db" not found')
     core.create_namespaced_secret(namespace, {"metadata": {"name": "db"}, "stringData": {"other": "x"}})
-    wait_for("missing key reported", lambda: (waiting_reason(core, namespace, "env") or ("", ""))[1]
-             == f"couldn't find key password in Secret {namespace}/db", 30)  # fmt: skip
+    wait_for(
+        "missing key reported",
+        lambda: (
+            (waiting_reason(core, namespace, "env") or ("", ""))[1]
+            == f"couldn't find key password in Secret {namespace}/db"
+        ),
+        30,
+    )
     core.patch_namespaced_secret("db", namespace, {"stringData": {"password": SECRET_VALUE}})
     pod = wait_phase(core, namespace, "env", {"Succeeded", "Failed"}, 30)
     assert pod.status.phase == "Succeeded", pod.status.container_statuses[0].state.terminated.message
@@ -429,25 +513,41 @@ def test_unmapped_image_and_missing_command(core: client.CoreV1Api, namespace: s
 
 
 def test_unsupported_fields_reported_and_security_context_accepted(core: client.CoreV1Api, namespace: str) -> None:
-    odd = pod_body("odd", "true", volumes=[{"name": "host", "hostPath": {"path": "/tmp"}}],
-                   container={"ports": [{"containerPort": 80, "hostPort": 8080}]})  # fmt: skip
-    odd["spec"]["initContainers"] = [{"name": "sidecar", "image": "busybox", "command": ["sleep", "300"],
-                                      "restartPolicy": "Always"}]  # fmt: skip
+    odd = pod_body(
+        "odd",
+        "true",
+        volumes=[{"name": "host", "hostPath": {"path": "/tmp"}}],
+        container={"ports": [{"containerPort": 80, "hostPort": 8080}]},
+    )
+    odd["spec"]["initContainers"] = [
+        {"name": "sidecar", "image": "busybox", "command": ["sleep", "300"], "restartPolicy": "Always"}
+    ]
     core.create_namespaced_pod(namespace, odd)
-    hardened = pod_body("hardened", "true", securityContext={"runAsNonRoot": False,
-                                                             "seccompProfile": {"type": "RuntimeDefault"}},
-                        container={"resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "512Mi"}},
-                                   "securityContext": {"allowPrivilegeEscalation": False,
-                                                       "readOnlyRootFilesystem": True, "privileged": False,
-                                                       "capabilities": {"drop": ["ALL"]},
-                                                       "seccompProfile": {"type": "RuntimeDefault"}}})  # fmt: skip
+    hardened = pod_body(
+        "hardened",
+        "true",
+        securityContext={"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}},
+        container={
+            "resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "512Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        },
+    )
     core.create_namespaced_pod(namespace, hardened)
     pod = wait_phase(core, namespace, "odd", {"Succeeded", "Failed"})
     cond = condition(pod, "divbase.io/Unsupported")
     assert cond is not None and cond.status == "True"
-    for path in ("spec.volumes[0].hostPath", "spec.containers[0].ports[0].hostPort",
-                 "spec.initContainers[0].restartPolicy"):
-        assert path in cond.message  # fmt: skip
+    for path in (
+        "spec.volumes[0].hostPath",
+        "spec.containers[0].ports[0].hostPort",
+        "spec.initContainers[0].restartPolicy",
+    ):
+        assert path in cond.message
     assert pod.status.phase == "Succeeded"  # the pod runs without them
     pod = wait_phase(core, namespace, "hardened", {"Succeeded", "Failed"})
     assert pod.status.phase == "Succeeded"
@@ -467,12 +567,15 @@ def test_image_map_sets_release_from_tag(core: client.CoreV1Api, namespace: str)
 def test_liveness_probe_restarts_container(core: client.CoreV1Api, namespace: str) -> None:
     """A failing exec liveness probe gets the container SIGTERMed and restarted; readiness works over tcpSocket."""
     container = {
-        "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -f unhealthy"]}, "periodSeconds": 1,
-                          "failureThreshold": 2},
+        "livenessProbe": {
+            "exec": {"command": ["sh", "-c", "test ! -f unhealthy"]},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
         "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-    }  # fmt: skip
+    }
     # first run: unhealthy (liveness fails, restart); second run: healthy
-    script = 'if [ -f unhealthy ]; then rm unhealthy; else touch unhealthy; fi; '
+    script = "if [ -f unhealthy ]; then rm unhealthy; else touch unhealthy; fi; "
     script += 'exec python -m http.server --bind "$IP" 8080'
     body = pod_body("live", script, restart="Always", container=container)
     body["spec"]["containers"][0]["env"] = [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
@@ -551,8 +654,15 @@ def test_agent_sigkill_resumes_its_pods(cluster_factory: Callable[..., LocalClus
         gate = 'echo started; while [ ! -e "$HOME/go" ]; do sleep 0.1; done; echo finishing; exit '
         for name, code in (("job-ok", 0), ("job-bad", 3)):
             pod = pod_body(name, gate + str(code))
-            batch.create_namespaced_job("default", {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
-                "name": name}, "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}})  # fmt: skip
+            batch.create_namespaced_job(
+                "default",
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": name},
+                    "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}},
+                },
+            )
         core.create_namespaced_pod("default", pod_body("doomed", "sleep 300 & sleep 300; wait"))
 
         def ready_web() -> client.V1Pod | None:
@@ -561,9 +671,21 @@ def test_agent_sigkill_resumes_its_pods(cluster_factory: Callable[..., LocalClus
             return pods[0] if ready else None
 
         before = wait_for("web Ready", ready_web, 90)
-        jobs = {n: wait_for(f"{n} running", lambda n=n: next((p for p in core.list_namespaced_pod(
-            "default", label_selector=f"job-name={n}").items if p.status.phase == "Running"), None), 60)
-            for n in ("job-ok", "job-bad")}  # fmt: skip
+        jobs = {
+            n: wait_for(
+                f"{n} running",
+                lambda n=n: next(
+                    (
+                        p
+                        for p in core.list_namespaced_pod("default", label_selector=f"job-name={n}").items
+                        if p.status.phase == "Running"
+                    ),
+                    None,
+                ),
+                60,
+            )
+            for n in ("job-ok", "job-bad")
+        }
         doomed = wait_phase(core, "default", "doomed", {"Running"}, 60)
         web_pid, web_ip = pid_of(before), before.status.pod_ip
         assert _http_ok(info, web_ip)
@@ -609,8 +731,11 @@ def test_agent_sigkill_resumes_its_pods(cluster_factory: Callable[..., LocalClus
         assert probes
         # probes keep running under the new agent (periodSeconds 1; the test sends no request meanwhile): three more
         # answered, then it is still Ready, still without a restart
-        wait_for("three more readiness probes answered", lambda: core.read_namespaced_pod_log(
-            after.metadata.name, "default").count(answered) >= probes + 3, 30)
+        wait_for(
+            "three more readiness probes answered",
+            lambda: core.read_namespaced_pod_log(after.metadata.name, "default").count(answered) >= probes + 3,
+            30,
+        )
         again = read_pod(core, "default", after.metadata.name)
         assert condition(again, "Ready").status == "True" and again.status.container_statuses[0].restart_count == 0
 
@@ -645,32 +770,46 @@ except client.ApiException as e:
 """
 
 
-KUBERNETES_LINKS = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBERNETES_SERVICE_PORT_HTTPS",
-                    "KUBERNETES_PORT", "KUBERNETES_PORT_443_TCP", "KUBERNETES_PORT_443_TCP_PROTO",
-                    "KUBERNETES_PORT_443_TCP_PORT", "KUBERNETES_PORT_443_TCP_ADDR")  # fmt: skip
+KUBERNETES_LINKS = (
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "KUBERNETES_SERVICE_PORT_HTTPS",
+    "KUBERNETES_PORT",
+    "KUBERNETES_PORT_443_TCP",
+    "KUBERNETES_PORT_443_TCP_PROTO",
+    "KUBERNETES_PORT_443_TCP_PORT",
+    "KUBERNETES_PORT_443_TCP_ADDR",
+)
 
 
 def _rbac_reader(api_client: Any, namespace: str, sa: str) -> None:
     """`sa` may list pods in `namespace` (and nothing else)."""
     rbac = client.RbacAuthorizationV1Api(api_client)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "pod-reader"}, "rules": [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]})  # fmt: skip
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "pod-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
-    })  # fmt: skip
+    rbac.create_namespaced_role(
+        namespace,
+        {"metadata": {"name": "pod-reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "pod-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+        },
+    )
 
 
-def test_service_account_token_gives_api_access_under_rbac(core: client.CoreV1Api, api_client: Any, namespace: str,
-                                                           cluster: ClusterInfo) -> None:
+def test_service_account_token_gives_api_access_under_rbac(
+    core: client.CoreV1Api, api_client: Any, namespace: str, cluster: ClusterInfo
+) -> None:
     """A pod gets a TokenRequest token for its ServiceAccount, a kubeconfig and KUBERNETES_SERVICE_*: the kubernetes
     client falls back from in-cluster config to KUBECONFIG, and the real RBAC authorizer decides (200 vs 403).
     automountServiceAccountToken false - on the pod or on its ServiceAccount - gives no API access at all."""
     for sa, automount in (("reader", None), ("nobody", None), ("quiet", False)):
-        core.create_namespaced_service_account(namespace, {"metadata": {"name": sa},
-                                                           **({} if automount is None else
-                                                              {"automountServiceAccountToken": automount})})
+        core.create_namespaced_service_account(
+            namespace,
+            {"metadata": {"name": sa}, **({} if automount is None else {"automountServiceAccountToken": automount})},
+        )
     _rbac_reader(api_client, namespace, "reader")
     cases = {  # pod name -> (ServiceAccount, pod-level automount, expected termination message prefix)
         "reader": ("reader", None, "listed "),
@@ -680,21 +819,26 @@ def test_service_account_token_gives_api_access_under_rbac(core: client.CoreV1Ap
         "pod-says-yes": ("quiet", True, "status 403"),  # the pod's own value wins over its ServiceAccount's
     }
     for name, (sa, automount, _) in cases.items():
-        body = pod_body(name, "", image="python:3.11", serviceAccountName=sa,
-                        container={"command": ["python", "-c", API_PROBE]})
+        body = pod_body(
+            name, "", image="python:3.11", serviceAccountName=sa, container={"command": ["python", "-c", API_PROBE]}
+        )
         if automount is not None:
             body["spec"]["automountServiceAccountToken"] = automount
         core.create_namespaced_pod(namespace, body)
     for name, (_, _, expected) in cases.items():
         pod = wait_phase(core, namespace, name, {"Succeeded", "Failed"}, 60)
         term = pod.status.container_statuses[0].state.terminated
-        assert pod.status.phase == "Succeeded", (name, term.message, (pod_dir(cluster, pod) / "logs" / "main" /
-                                                                    "0.log").read_text()[-2000:])
+        assert pod.status.phase == "Succeeded", (
+            name,
+            term.message,
+            (pod_dir(cluster, pod) / "logs" / "main" / "0.log").read_text()[-2000:],
+        )
         assert term.message.startswith(expected), (name, term.message)
         sa_dir = pod_dir(cluster, pod) / "serviceaccount"
         if expected == "no-api-access":
-            assert term.message == "no-api-access " + ",".join(sorted(KUBERNETES_LINKS)), \
+            assert term.message == "no-api-access " + ",".join(sorted(KUBERNETES_LINKS)), (
                 "no KUBECONFIG; only the `kubernetes` Service's links, which the kubelet gives every pod"
+            )
             assert not sa_dir.exists()
         else:
             assert {p.name for p in sa_dir.iterdir()} == {"ca.crt", "namespace", "kubeconfig"}, "token removed"
@@ -706,9 +850,9 @@ def test_service_account_token_gives_api_access_under_rbac(core: client.CoreV1Ap
     assert "eyJ" not in agent_log, "no token in the agent's log"
 
 
-def test_service_account_token_is_bound_to_the_pod_and_refreshed(core: client.CoreV1Api, api_client: Any,
-                                                                 namespace: str, cluster: ClusterInfo,
-                                                                 tmp_path: Path) -> None:
+def test_service_account_token_is_bound_to_the_pod_and_refreshed(
+    core: client.CoreV1Api, api_client: Any, namespace: str, cluster: ClusterInfo, tmp_path: Path
+) -> None:
     """The agent's token logic with the node's own credentials: the Node authorizer lets it request a token for a
     pod bound to the node (not for another ServiceAccount); a refresh is due at 80 % of the lifetime and rewrites
     the token the kubeconfig points at; deleting the pod invalidates the token (it is bound to the pod)."""
@@ -743,8 +887,9 @@ def test_service_account_token_is_bound_to_the_pod_and_refreshed(core: client.Co
     assert token.token_file.read_text() != first and token.refresh_at > due
     assert list_pods() == 1  # the kubeconfig reads the new token
 
-    other = ServiceAccountToken(node_api, {**body, "spec": {**body["spec"], "serviceAccountName": "default"}},
-                                tmp_path / "other")
+    other = ServiceAccountToken(
+        node_api, {**body, "spec": {**body["spec"], "serviceAccountName": "default"}}, tmp_path / "other"
+    )
     with pytest.raises(ApiError) as refused:
         other.setup()  # a token for a ServiceAccount the pod does not run as
     assert refused.value.status in (400, 403), refused.value
@@ -762,20 +907,28 @@ def test_service_account_token_is_bound_to_the_pod_and_refreshed(core: client.Co
     wait_for("the bound token rejected", rejected, 30)
 
 
-def _kubectl(cluster: ClusterInfo, *args: str, stdin: str | None = None, websockets: bool = True,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _kubectl(
+    cluster: ClusterInfo, *args: str, stdin: str | None = None, websockets: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """The cluster's own kubectl as admin, with something on its stdin (ClusterInfo.kubectl gives it none);
     `websockets=False`: exec over SPDY from kubectl on, its fallback when WebSockets fail."""
     from divbase_localcluster import build
 
     kubectl = (cluster.bin_dir or build.binaries().bin_dir) / "kubectl"
     env = {**os.environ, "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "true" if websockets else "false"}
-    return subprocess.run([str(kubectl), f"--kubeconfig={cluster.kubeconfig}", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [str(kubectl), f"--kubeconfig={cluster.kubeconfig}", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, namespace: str,
-                                                     cluster: ClusterInfo) -> None:
+def test_kubectl_exec_runs_commands_in_the_container(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """`pods/exec`: kubectl (WebSocket) -> apiserver (SPDY/3.1) -> the agent's /exec, and kubectl's SPDY fallback
     proxied as it is. The command runs with the container's environment in its directory; stdout and stderr stay
     apart; its exit code is kubectl's; `-i` feeds stdin until it ends; a container that does not run is refused
@@ -790,8 +943,19 @@ def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, nam
         return pod if states and states["main"].running and states["done"].terminated else None
 
     pod = wait_for("main running, done terminated", main_runs_done_ended, 60)
-    out = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--",
-                   "sh", "-c", 'echo "$GREETING from $PWD"; echo oops >&2; exit 3')
+    out = _kubectl(
+        cluster,
+        "-n",
+        namespace,
+        "exec",
+        "shell",
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        'echo "$GREETING from $PWD"; echo oops >&2; exit 3',
+    )
     assert (out.returncode, out.stdout) == (3, f"hello from {pod_dir(cluster, pod)}\n"), out.stderr
     assert out.stderr == "oops\ncommand terminated with exit code 3\n"
     ok = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "main", "--", "echo", "hi")
@@ -801,8 +965,22 @@ def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, nam
     assert (echoed.returncode, echoed.stderr) == (0, "") and echoed.stdout == text
     counted = _kubectl(cluster, "-n", namespace, "exec", "-i", "shell", "-c", "main", "--", "wc", "-l", stdin="a\nb\n")
     assert counted.stdout.strip() == "2"  # stdin ended: wc saw EOF
-    spdy = _kubectl(cluster, "-n", namespace, "exec", "-i", "shell", "-c", "main", "--", "sh", "-c", "cat; exit 4",
-                    stdin="untranslated\n", websockets=False)  # the apiserver proxies kubectl's SPDY as it is
+    spdy = _kubectl(
+        cluster,
+        "-n",
+        namespace,
+        "exec",
+        "-i",
+        "shell",
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        "cat; exit 4",
+        stdin="untranslated\n",
+        websockets=False,
+    )  # the apiserver proxies kubectl's SPDY as it is
     assert (spdy.returncode, spdy.stdout, spdy.stderr) == (4, "untranslated\n", "command terminated with exit code 4\n")
     refused = _kubectl(cluster, "-n", namespace, "exec", "shell", "-c", "done", "--", "true")
     assert refused.returncode == 1 and 'container not found ("done")' in refused.stderr, refused.stderr
@@ -811,8 +989,9 @@ def test_kubectl_exec_runs_commands_in_the_container(core: client.CoreV1Api, nam
     assert 'exec: "no-such-command": executable file not found in $PATH' in missing.stderr, missing.stderr
 
 
-def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(core: client.CoreV1Api, namespace: str,
-                                                       cluster: ClusterInfo) -> None:
+def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """`-it`: the command gets a terminal of kubectl's size (the resize stream) as its controlling terminal. A
     kubectl killed mid-command takes the command (its whole process group) with it."""
     import fcntl
@@ -825,12 +1004,22 @@ def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(core: client.CoreV1Api, n
 
     core.create_namespaced_pod(namespace, pod_body("tty", "sleep 3600"))
     pod = wait_phase(core, namespace, "tty", {"Running"})
-    kubectl = [str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
-               "-n", namespace, "exec"]  # fmt: skip
+    kubectl = [
+        str((cluster.bin_dir or build.binaries().bin_dir) / "kubectl"),
+        f"--kubeconfig={cluster.kubeconfig}",
+        "-n",
+        namespace,
+        "exec",
+    ]
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 97, 0, 0))
-    proc = subprocess.Popen([*kubectl, "-it", "tty", "--", "sh", "-c", "stty size; tty -s && echo on-a-tty; exit 5"],
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*kubectl, "-it", "tty", "--", "sh", "-c", "stty size; tty -s && echo on-a-tty; exit 5"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     seen, deadline = b"", time.monotonic() + 30
     try:
@@ -848,8 +1037,11 @@ def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(core: client.CoreV1Api, n
     assert "33 97\non-a-tty\n" in text and "command terminated with exit code 5" in text, text
 
     pid_file = pod_dir(cluster, pod) / "exec.pid"
-    held = subprocess.Popen([*kubectl, "tty", "--", "sh", "-c", "echo $$ > exec.pid; sleep 300 & wait"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    held = subprocess.Popen(
+        [*kubectl, "tty", "--", "sh", "-c", "echo $$ > exec.pid; sleep 300 & wait"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         pid = wait_for("the command's pid", lambda: pid_file.is_file() and pid_file.read_text().strip(), 30)
         assert process_alive(int(pid))
@@ -860,11 +1052,12 @@ def test_kubectl_exec_with_a_tty_and_when_kubectl_goes(core: client.CoreV1Api, n
     assert pid_of(read_pod(core, namespace, "tty")) and read_pod(core, namespace, "tty").status.phase == "Running"
 
 
-def test_exec_endpoint_serves_only_the_apiserver(core: client.CoreV1Api, cluster: ClusterInfo,
-                                                 node_name: str) -> None:
+def test_exec_endpoint_serves_only_the_apiserver(core: client.CoreV1Api, cluster: ClusterInfo, node_name: str) -> None:
     """The agent's /exec answers the apiserver's kubelet client certificate only: the cluster's admin certificate
     gets a 403 before any upgrade, no certificate no TLS session."""
     port = core.read_node(node_name).status.daemon_endpoints.kubelet_endpoint.port
-    request = ("POST /exec/default/any/main?command=id&output=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
-               "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n")
+    request = (
+        "POST /exec/default/any/main?command=id&output=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+        "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
     assert_only_the_apiserver(cluster, port, request)

@@ -18,16 +18,22 @@ from divbase_testsupport import wait_for
 from kubernetes import client
 
 # SIGTERM trap: note the time and whether the preStop marker was already there, then exit
-TRAP = ("trap 'date +%s.%N > term_at; if [ -f marker ]; then echo yes > marker_seen; else echo no > marker_seen; fi;"
-        " exit 0' TERM; date +%s.%N > began; while true; do sleep 0.05; done")  # fmt: skip
+TRAP = (
+    "trap 'date +%s.%N > term_at; if [ -f marker ]; then echo yes > marker_seen; else echo no > marker_seen; fi;"
+    " exit 0' TERM; date +%s.%N > began; while true; do sleep 0.05; done"
+)
 
 
 def pod(name: str, script: str, *, grace: int = 10, lifecycle: dict | None = None, **container: Any) -> dict:
     c = {"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", script], **container}
     if lifecycle is not None:
         c["lifecycle"] = lifecycle
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": grace, "containers": [c]}}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": grace, "containers": [c]},
+    }
 
 
 @pytest.fixture
@@ -50,8 +56,11 @@ def pod_dir(cluster: ClusterInfo, p: client.V1Pod) -> Path:
 
 
 def wait_file(path: Path, timeout: float = 10) -> str:
-    return wait_for(f"{path.name} written", lambda: path.read_text().strip() if path.is_file() and
-                    path.read_text().strip() else None, timeout)  # fmt: skip
+    return wait_for(
+        f"{path.name} written",
+        lambda: path.read_text().strip() if path.is_file() and path.read_text().strip() else None,
+        timeout,
+    )
 
 
 def delete_and_wait_gone(core: client.CoreV1Api, ns: str, name: str, timeout: float = 30) -> float:
@@ -66,8 +75,9 @@ def events(core: client.CoreV1Api, ns: str, name: str) -> list[client.CoreV1Even
     return core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
 
 
-def test_prestop_exec_runs_before_sigterm_in_the_containers_environment(core: client.CoreV1Api, namespace: str,
-                                                                       cluster: ClusterInfo) -> None:
+def test_prestop_exec_runs_before_sigterm_in_the_containers_environment(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """The hook runs in the container's directory with its env (a pod env var, the image map's PATH), and only once it
     finished does the container get SIGTERM: its trap finds the marker the hook wrote."""
     hook = {"preStop": {"exec": {"command": ["sh", "-c", 'sleep 1; echo "$GREETING $(command -v python)" > marker']}}}
@@ -112,19 +122,34 @@ http.server.HTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
-def test_prestop_http_get_hits_the_containers_server(core: client.CoreV1Api, namespace: str,
-                                                     cluster: ClusterInfo) -> None:
+def test_prestop_http_get_hits_the_containers_server(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """httpGet: the pod IP by default, a named port, path and headers; the request arrives before SIGTERM."""
-    hook = {"preStop": {"httpGet": {"path": "/drain?now=1", "port": "web",
-                                    "httpHeaders": [{"name": "X-Hook", "value": "prestop"}]}}}
-    body = pod("http-hook", "", lifecycle=hook, image="python:3.11", ports=[{"name": "web", "containerPort": 8080}],
-               env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-               readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1})  # fmt: skip
+    hook = {
+        "preStop": {
+            "httpGet": {"path": "/drain?now=1", "port": "web", "httpHeaders": [{"name": "X-Hook", "value": "prestop"}]}
+        }
+    }
+    body = pod(
+        "http-hook",
+        "",
+        lifecycle=hook,
+        image="python:3.11",
+        ports=[{"name": "web", "containerPort": 8080}],
+        env=[{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    )
     body["spec"]["containers"][0]["command"] = ["python", "-c", HTTP_SERVER]
     core.create_namespaced_pod(namespace, body)
-    wait_for("http-hook ready", lambda: (core.read_namespaced_pod("http-hook", namespace).status.container_statuses
-                                         or [None])[0] and core.read_namespaced_pod(
-        "http-hook", namespace).status.container_statuses[0].ready, 60)  # fmt: skip
+    wait_for(
+        "http-hook ready",
+        lambda: (
+            (core.read_namespaced_pod("http-hook", namespace).status.container_statuses or [None])[0]
+            and core.read_namespaced_pod("http-hook", namespace).status.container_statuses[0].ready
+        ),
+        60,
+    )
     d = pod_dir(cluster, core.read_namespaced_pod("http-hook", namespace))
     delete_and_wait_gone(core, namespace, "http-hook")
     path, header, agent = (d / "hooked").read_text().strip().split(" ")
@@ -134,14 +159,17 @@ def test_prestop_http_get_hits_the_containers_server(core: client.CoreV1Api, nam
     assert not [e for e in events(core, namespace, "http-hook") if e.reason == "FailedPreStopHook"]
 
 
-def test_failing_prestop_hook_gives_an_event_and_the_pod_still_terminates(core: client.CoreV1Api, namespace: str,
-                                                                        cluster: ClusterInfo) -> None:
+def test_failing_prestop_hook_gives_an_event_and_the_pod_still_terminates(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """exec exiting non-zero and httpGet to a port nobody listens on: Warning FailedPreStopHook (no details, like
     the kubelet), then SIGTERM as usual."""
-    core.create_namespaced_pod(namespace, pod("bad-exec", TRAP,
-                                              lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "exit 3"]}}}))
-    core.create_namespaced_pod(namespace, pod("bad-http", TRAP,
-                                              lifecycle={"preStop": {"httpGet": {"path": "/", "port": 9}}}))
+    core.create_namespaced_pod(
+        namespace, pod("bad-exec", TRAP, lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "exit 3"]}}})
+    )
+    core.create_namespaced_pod(
+        namespace, pod("bad-http", TRAP, lifecycle={"preStop": {"httpGet": {"path": "/", "port": 9}}})
+    )
     dirs = {}
     for name in ("bad-exec", "bad-http"):
         p = running(core, namespace, name)
@@ -150,18 +178,23 @@ def test_failing_prestop_hook_gives_an_event_and_the_pod_still_terminates(core: 
     for name in ("bad-exec", "bad-http"):
         delete_and_wait_gone(core, namespace, name)
         assert (dirs[name] / "term_at").is_file(), "SIGTERM reached the container after the failed hook"
-        failed = wait_for(f"{name}: FailedPreStopHook", lambda n=name: [
-            e for e in events(core, namespace, n) if e.reason == "FailedPreStopHook"], 15)
+        failed = wait_for(
+            f"{name}: FailedPreStopHook",
+            lambda n=name: [e for e in events(core, namespace, n) if e.reason == "FailedPreStopHook"],
+            15,
+        )
         assert failed[0].type == "Warning" and failed[0].message == "PreStopHook failed"
         assert failed[0].involved_object.field_path == "spec.containers{main}"
 
 
-def test_prestop_past_the_grace_period_is_cut_sigkill_two_seconds_later(core: client.CoreV1Api, namespace: str,
-                                                                        cluster: ClusterInfo) -> None:
+def test_prestop_past_the_grace_period_is_cut_sigkill_two_seconds_later(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """A preStop hook longer than the grace period (3 s): SIGTERM at 3 s, SIGKILL at 3 + 2 s (kubelet's minimum
     window); the container ignores SIGTERM and writes a heartbeat until it dies."""
-    script = ("trap 'date +%s.%N >> term_at' TERM; date +%s.%N > began; "
-              "while true; do date +%s.%N > beat; sleep 0.05; done")  # fmt: skip
+    script = (
+        "trap 'date +%s.%N >> term_at' TERM; date +%s.%N > began; while true; do date +%s.%N > beat; sleep 0.05; done"
+    )
     hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 30"]}}}
     core.create_namespaced_pod(namespace, pod("slow-hook", script, grace=3, lifecycle=hook))
     p = running(core, namespace, "slow-hook")
@@ -178,34 +211,49 @@ def test_prestop_past_the_grace_period_is_cut_sigkill_two_seconds_later(core: cl
     assert float((d / "beat").read_text()) - deleted_at == killed_after, "the container is dead"
 
 
-def test_liveness_failure_runs_prestop_before_the_restart(core: client.CoreV1Api, namespace: str,
-                                                          cluster: ClusterInfo) -> None:
+def test_liveness_failure_runs_prestop_before_the_restart(
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """The kubelet runs preStop on a liveness kill too: the first run fails its probe, the hook appends to a file
     before SIGTERM, the container restarts."""
     script = "echo run >> runs; " + TRAP
-    body = pod("live-hook", script, lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "sleep 1; touch marker"]}}},
-               livenessProbe={"exec": {"command": ["sh", "-c", "test ! -f unhealthy"]}, "periodSeconds": 1,
-                              "failureThreshold": 1})  # fmt: skip
+    body = pod(
+        "live-hook",
+        script,
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "sleep 1; touch marker"]}}},
+        livenessProbe={
+            "exec": {"command": ["sh", "-c", "test ! -f unhealthy"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
     body["spec"]["restartPolicy"] = "Always"
     core.create_namespaced_pod(namespace, body)
     p = running(core, namespace, "live-hook")
     d = pod_dir(cluster, p)
     (d / "unhealthy").write_text("")
-    wait_for("restarted", lambda: core.read_namespaced_pod("live-hook", namespace).status.container_statuses[0]
-             .restart_count >= 1, 30)  # fmt: skip
+    wait_for(
+        "restarted",
+        lambda: core.read_namespaced_pod("live-hook", namespace).status.container_statuses[0].restart_count >= 1,
+        30,
+    )
     (d / "unhealthy").unlink()
     assert (d / "marker_seen").read_text().strip() == "yes"
     assert any(e.reason == "Killing" and "liveness" in e.message for e in events(core, namespace, "live-hook"))
 
 
 def test_post_start_runs_before_the_container_counts_as_running_and_its_failure_kills(
-        core: client.CoreV1Api, namespace: str, cluster: ClusterInfo) -> None:
+    core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
     """postStart: the container is reported running only once the hook returned (its marker exists by then); a
     failing postStart gives FailedPostStartHook and the container is killed (and restarted by restartPolicy)."""
     post = {"postStart": {"exec": {"command": ["sh", "-c", "sleep 2; touch poststarted"]}}}
     core.create_namespaced_pod(namespace, pod("post-ok", "sleep 300", lifecycle=post))
-    bad = pod("post-bad", "echo run >> runs; sleep 300",
-              lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 1"]}}})
+    bad = pod(
+        "post-bad",
+        "echo run >> runs; sleep 300",
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "exit 1"]}}},
+    )
     bad["spec"]["restartPolicy"] = "Always"
     core.create_namespaced_pod(namespace, bad)
 
@@ -217,10 +265,17 @@ def test_post_start_runs_before_the_container_counts_as_running_and_its_failure_
     p = wait_for("post-ok running", first_sign_of_running, 60, interval=0.05)
     assert (pod_dir(cluster, p) / "poststarted").exists(), "reported running before postStart returned"
     p = running(core, namespace, "post-ok")
-    failed = wait_for("FailedPostStartHook", lambda: [e for e in events(core, namespace, "post-bad")
-                                                      if e.reason == "FailedPostStartHook"], 30)  # fmt: skip
+    failed = wait_for(
+        "FailedPostStartHook",
+        lambda: [e for e in events(core, namespace, "post-bad") if e.reason == "FailedPostStartHook"],
+        30,
+    )
     assert failed[0].message == "PostStartHook failed"
-    wait_for("post-bad restarted", lambda: (core.read_namespaced_pod("post-bad", namespace).status
-                                            .container_statuses[0].restart_count >= 1), 30)  # fmt: skip
-    assert any(e.reason == "Killing" and "FailedPostStartHook" in e.message
-               for e in events(core, namespace, "post-bad"))  # fmt: skip
+    wait_for(
+        "post-bad restarted",
+        lambda: core.read_namespaced_pod("post-bad", namespace).status.container_statuses[0].restart_count >= 1,
+        30,
+    )
+    assert any(
+        e.reason == "Killing" and "FailedPostStartHook" in e.message for e in events(core, namespace, "post-bad")
+    )

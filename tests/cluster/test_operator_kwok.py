@@ -75,14 +75,21 @@ def test_install_then_upgrade_in_gated_order(kube: Kube, operator: OperatorProce
         timeline.stop()
 
     def job(step: str, complete: bool):
-        return lambda n, labels, status: (labels.get(names.LABEL_STEP) == step and labels.get(names.LABEL_VERSION)
-                                          == "2" and (not complete or any(c.get("type") == "Complete" and
-                                                                          c.get("status") == "True" for c in
-                                                                          status.get("conditions") or [])))
+        return lambda n, labels, status: (
+            labels.get(names.LABEL_STEP) == step
+            and labels.get(names.LABEL_VERSION) == "2"
+            and (
+                not complete
+                or any(
+                    c.get("type") == "Complete" and c.get("status") == "True" for c in status.get("conditions") or []
+                )
+            )
+        )
 
     def pod(version: str):
-        return lambda n, labels, s: bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) \
-            == version
+        return lambda n, labels, s: (
+            bool(labels.get(names.LABEL_WORKLOAD)) and labels.get(names.LABEL_VERSION) == version
+        )
 
     # each lookup fails the test when its event was never seen: no ordering below can hold on a missing event
     expand_done = timeline.first("Job", "MODIFIED", job("expand", True))
@@ -94,8 +101,11 @@ def test_install_then_upgrade_in_gated_order(kube: Kube, operator: OperatorProce
     assert steps(kube) == {("expand", "1"): 1, ("contract", "1"): 1, ("expand", "2"): 1, ("contract", "2"): 1}
     entry = db["status"]["history"][0]
     assert (entry["fromVersion"], entry["toVersion"], entry["result"]) == ("1", "2", "Succeeded")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(operator.metrics()) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for s in family.samples
+    }
     labels = (("database", DB), ("namespace", kube.namespace))
     assert samples[("divbase_rollouts_succeeded_total", labels)] == 2
     assert samples[("divbase_phase", (*labels, ("phase", "Ready")))] == 1
@@ -109,19 +119,20 @@ def test_manual_contract_without_a_reviewable_plan_stalls(kube: Kube, operator: 
     kube.patch_db(DB, {"spec": {"version": "2"}})
     db = kube.wait_condition(DB, names.COND_STALLED, reason=names.REASON_JOB_FAILED, timeout=120)
     stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
-    assert "contract plan Job" in stalled["message"] and "left no plan in its termination message" in \
-        stalled["message"]
+    assert "contract plan Job" in stalled["message"] and "left no plan in its termination message" in stalled["message"]
     assert db["status"]["currentVersion"] == "2"  # the new release serves; only the contract waits
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2")  # approving an unseen plan does nothing
     db = kube.decided_again(DB)
-    assert next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)["message"] == \
-        stalled["message"]
+    assert (
+        next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)["message"] == stalled["message"]
+    )
     assert ("contract", "2") not in steps(kube) and ("plan", "2") in steps(kube)
 
 
 @pytest.mark.parametrize("kill_after", ["expand Job created", "workloads moved"])
-def test_killed_operator_resumes_without_repeating_a_step(kube: Kube, operator: OperatorProcess,
-                                                          kill_after: str) -> None:
+def test_killed_operator_resumes_without_repeating_a_step(
+    kube: Kube, operator: OperatorProcess, kill_after: str
+) -> None:
     """SIGKILL right after the operator acted (waiting on objects that persist, not on a transient phase), then
     restart: the rollout completes and every step ran exactly once."""
     kube.create_db(DB, kwok_spec("1"))
@@ -130,8 +141,11 @@ def test_killed_operator_resumes_without_repeating_a_step(kube: Kube, operator: 
     if kill_after == "expand Job created":
         wait_for("expand Job of release 2", lambda: ("expand", "2") in steps(kube), 60)
     else:
-        wait_for("a Deployment at release 2",
-                 lambda: any(d.metadata.labels.get(names.LABEL_VERSION) == "2" for d in kube.deployments(DB)), 60)
+        wait_for(
+            "a Deployment at release 2",
+            lambda: any(d.metadata.labels.get(names.LABEL_VERSION) == "2" for d in kube.deployments(DB)),
+            60,
+        )
     operator.kill()
     operator.start()
     kube.wait_condition(DB, names.COND_READY, timeout=120)
@@ -152,27 +166,45 @@ def test_deleting_the_resource_removes_its_children(kube: Kube, operator: Operat
     kube.wait_condition(DB, names.COND_READY, timeout=120)
     assert kube.deployments(DB) and kube.jobs(DB)
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
-    wait_for("resource gone",
-             lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                                   names.PLURAL)["items"], 60)
+    wait_for(
+        "resource gone",
+        lambda: (
+            not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL)[
+                "items"
+            ]
+        ),
+        60,
+    )
     wait_for("children gone", lambda: not kube.deployments(DB) and not kube.jobs(DB), 60)
 
 
 def test_a_foreign_deployment_is_reported_before_anything_runs(kube: Kube, operator: OperatorProcess) -> None:
     """DivBase's own `divbase-api` Deployment (another chart's) is already there: no expand, no contract, a
     Stalled condition naming it; once its owner deletes it, the install goes ahead by itself."""
-    foreign = {"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": f"{DB}-api", "labels": {"app": "divbase-api"},
-                            "annotations": {"meta.helm.sh/release-name": "divbase"}},
-               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "divbase-api"}},
-                        "template": {"metadata": {"labels": {"app": "divbase-api"}}, "spec": {
-                            **KWOK_PLACEMENT, "containers": [{"name": "api", "image": "divbase:0"}]}}}}
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{DB}-api",
+            "labels": {"app": "divbase-api"},
+            "annotations": {"meta.helm.sh/release-name": "divbase"},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "divbase-api"}},
+            "template": {
+                "metadata": {"labels": {"app": "divbase-api"}},
+                "spec": {**KWOK_PLACEMENT, "containers": [{"name": "api", "image": "divbase:0"}]},
+            },
+        },
+    }
     kube.apps.create_namespaced_deployment(kube.namespace, foreign)
     kube.create_db(DB, kwok_spec("1"))
     db = kube.wait_condition(DB, names.COND_STALLED, reason=names.REASON_FOREIGN_DEPLOYMENT, timeout=60)
     stalled = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_STALLED)
-    assert stalled["message"].startswith(f"Deployment {DB}-api is managed by Helm release divbase: not managed by "
-                                         f"this DivBaseDatabase, so no step runs"), stalled["message"]
+    assert stalled["message"].startswith(
+        f"Deployment {DB}-api is managed by Helm release divbase: not managed by this DivBaseDatabase, so no step runs"
+    ), stalled["message"]
     assert db["status"]["phase"] == names.PHASE_FAILED and not kube.jobs(DB) and "rollout" not in db["status"]
     [event] = [e for e in kube.events(DB) if e.reason == names.EVENT_FOREIGN_DEPLOYMENT]
     assert event.type == "Warning" and event.source.component == names.EVENT_REPORTING_COMPONENT
@@ -196,8 +228,10 @@ def test_deleting_mid_expand_waits_for_the_running_job(kube: Kube, operator: Ope
     db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_TERMINATING, timeout=30)
     assert db["status"]["phase"] == names.PHASE_TERMINATING
     ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
-    assert f"waiting for expand Job {job.metadata.name} (release 1; its activeDeadlineSeconds ends it by" in \
-        ready["message"]
+    assert (
+        f"waiting for expand Job {job.metadata.name} (release 1; its activeDeadlineSeconds ends it by"
+        in ready["message"]
+    )
     assert [j.metadata.name for j in kube.jobs(DB) if not j.metadata.deletion_timestamp] == [job.metadata.name]
 
     def gone() -> bool:

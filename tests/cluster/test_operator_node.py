@@ -27,23 +27,42 @@ def api_workload(replicas: int = 1, deadline: int = 60, broken_release: str | No
     script = 'exec python -m http.server --bind "$POD_IP" 8080'
     if broken_release:
         script = f'if [ "$DIVBASE_RELEASE" = "{broken_release}" ]; then echo "release broken" >&2; exit 1; fi; {script}'
-    return {"name": "api", "template": {
-        "replicas": replicas,
-        "progressDeadlineSeconds": deadline,
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"spec": {"terminationGracePeriodSeconds": 5, "containers": [{
-            "name": "api",
-            "command": ["sh", "-c", script],
-            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
-        }]}},
-    }}
+    return {
+        "name": "api",
+        "template": {
+            "replicas": replicas,
+            "progressDeadlineSeconds": deadline,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "api",
+                            "command": ["sh", "-c", script],
+                            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+                        }
+                    ],
+                }
+            },
+        },
+    }
 
 
 def worker_workload() -> dict[str, Any]:
-    return {"name": "worker", "template": {"replicas": 1, "template": {"spec": {
-        "terminationGracePeriodSeconds": 2,
-        "containers": [{"name": "worker", "command": ["sh", "-c", "exec sleep 3600"]}]}}}}
+    return {
+        "name": "worker",
+        "template": {
+            "replicas": 1,
+            "template": {
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{"name": "worker", "command": ["sh", "-c", "exec sleep 3600"]}],
+                }
+            },
+        },
+    }
 
 
 def db_spec(version: str, **extra: Any) -> dict[str, Any]:
@@ -60,8 +79,9 @@ def db_spec(version: str, **extra: Any) -> dict[str, Any]:
 
 def _migrate(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DIVBASE_DATABASE_URL": database_url, "DIVBASE_TERMINATION_LOG": os.devnull}
-    return subprocess.run([str(VENV_BIN / "divbase-migrate"), *args], capture_output=True, text=True, timeout=60,
-                          env=env)
+    return subprocess.run(
+        [str(VENV_BIN / "divbase-migrate"), *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def migrate_status(database_url: str) -> dict[str, Any]:
@@ -81,9 +101,21 @@ def install(kube: Kube, version: str = "1", timeout: float = 180, **extra: Any) 
 
 def plugin(cluster: Any, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`kubectl divbase ...` as a user runs it; bounded, so a wait that does not end promptly fails the test."""
-    return subprocess.run([sys.executable, "-m", "divbase_operator.kubectl_plugin", "--kubeconfig",
-                           str(cluster.kubeconfig), "-n", namespace, *args], capture_output=True, text=True, timeout=60)
-
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "divbase_operator.kubectl_plugin",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            namespace,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_install_from_empty_database(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
@@ -99,17 +131,25 @@ def test_install_from_empty_database(kube: Kube, operator: OperatorProcess, db_s
     assert migrate_check(db_secret, "1").returncode == 0
     assert names.FINALIZER in db["metadata"]["finalizers"]
     reasons = {e.reason for e in kube.events(DB)}
-    assert {names.EVENT_ROLLOUT_STARTED, names.EVENT_JOB_CREATED, names.EVENT_JOB_SUCCEEDED,
-            names.EVENT_ROLLOUT_SUCCEEDED} <= reasons
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(operator.metrics()) for s in family.samples}
+    assert {
+        names.EVENT_ROLLOUT_STARTED,
+        names.EVENT_JOB_CREATED,
+        names.EVENT_JOB_SUCCEEDED,
+        names.EVENT_ROLLOUT_SUCCEEDED,
+    } <= reasons
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(operator.metrics())
+        for s in family.samples
+    }
     labels = (("database", DB), ("namespace", kube.namespace))
     assert samples[("divbase_rollouts_succeeded_total", labels)] == 1
     assert samples[("divbase_phase", (*labels, ("phase", "Ready")))] == 1
 
 
-def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: OperatorProcess, db_secret: str,
-                                                      api_client: Any) -> None:
+def test_upgrade_runs_expand_deploy_contract_in_order(
+    kube: Kube, operator: OperatorProcess, db_secret: str, api_client: Any
+) -> None:
     install(kube, workloads=[api_workload(replicas=2), worker_workload()])
     timeline = Timeline(api_client, kube.namespace).start()
     try:
@@ -123,8 +163,9 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
     contract = kube.batch.read_namespaced_job(jobs[("contract", "2")][0], kube.namespace)
 
     def is_workload_pod(version: str):
-        return lambda name, labels, status: labels.get(names.LABEL_WORKLOAD) and labels.get(
-            names.LABEL_VERSION) == version
+        return lambda name, labels, status: (
+            labels.get(names.LABEL_WORKLOAD) and labels.get(names.LABEL_VERSION) == version
+        )
 
     def job_done(job_name: str):
         return lambda name, labels, status: name == job_name and (status.get("succeeded") or 0) >= 1
@@ -147,9 +188,9 @@ def test_upgrade_runs_expand_deploy_contract_in_order(kube: Kube, operator: Oper
     assert migrate_check(db_secret, "1").returncode != 0, "release 2's contract removed what release 1 used"
 
 
-def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, operator: OperatorProcess,
-                                                                db_secret: str, pod_database_url: str,
-                                                                cluster: Any) -> None:
+def test_failing_expand_leaves_deployments_exactly_as_they_were(
+    kube: Kube, operator: OperatorProcess, db_secret: str, pod_database_url: str, cluster: Any
+) -> None:
     install(kube)
     before = {d.metadata.name: (d.metadata.resource_version, d.metadata.generation) for d in kube.deployments(DB)}
     unreachable = make_url(db_secret).set(port=free_port()).render_as_string(hide_password=False)
@@ -176,11 +217,14 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     # the plugin on the real failure: CI's wait fails at once with the runner's words, history and -o json say Failed
     waited = plugin(cluster, kube.namespace, "wait", DB, "--timeout", "10m")  # bounded by the 60 s of plugin()
     assert waited.returncode == 3, (waited.stdout, waited.stderr)
-    assert f"divbasedatabase/{DB} failed ({names.REASON_JOB_FAILED}): expand for release 2 failed: database " \
-           "unavailable: " in waited.stderr, waited.stderr
+    assert (
+        f"divbasedatabase/{DB} failed ({names.REASON_JOB_FAILED}): expand for release 2 failed: database "
+        "unavailable: " in waited.stderr
+    ), waited.stderr
     history = plugin(cluster, kube.namespace, "history", DB)
-    assert history.returncode == 0 and history.stdout.splitlines()[1].split()[:3] == ["1", "2", "Failed"], \
+    assert history.returncode == 0 and history.stdout.splitlines()[1].split()[:3] == ["1", "2", "Failed"], (
         history.stdout
+    )
     shown = plugin(cluster, kube.namespace, "status", DB, "-o", "json")
     assert shown.returncode == 0, shown.stderr
     document = json.loads(shown.stdout)
@@ -195,31 +239,37 @@ def test_failing_expand_leaves_deployments_exactly_as_they_were(kube: Kube, oper
     assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 2
 
 
-def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(kube: Kube, operator: OperatorProcess,
-                                                                 db_secret: str) -> None:
+def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(
+    kube: Kube, operator: OperatorProcess, db_secret: str
+) -> None:
     """Another session holds divbase-migrate's advisory lock (a manual run, an orphaned pod): the expand Job's
     runner waits, and the status and one Event name the holder (pid, application, since when), read from the
     runner's log line through the API; once the lock is released the rollout completes."""
     install(kube)
-    holder_engine = create_engine(db_secret, poolclass=NullPool,
-                                  connect_args={"application_name": "hand-run-migration"})
+    holder_engine = create_engine(
+        db_secret, poolclass=NullPool, connect_args={"application_name": "hand-run-migration"}
+    )
     with holder_engine.connect() as holder:
         holder = holder.execution_options(isolation_level="AUTOCOMMIT")
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
         pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
         try:
             kube.patch_db(DB, {"spec": {"version": "2"}})
-            db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT,
-                                     timeout=120)
+            db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_LOCK_WAIT, timeout=120)
             ready = next(c for c in db["status"]["conditions"] if c["type"] == names.COND_READY)
             job = db["status"]["activeJob"]
-            assert ready["message"].startswith(f"expand Job {job} is waiting for the migration lock held by pid "
-                                               f"{pid} (application hand-run-migration, connected since "), ready
+            assert ready["message"].startswith(
+                f"expand Job {job} is waiting for the migration lock held by pid "
+                f"{pid} (application hand-run-migration, connected since "
+            ), ready
             waiting = db["status"]["rollout"]["steps"]["expand"]["lockWait"]
             assert (waiting["holderPid"], waiting["holderApplication"]) == (pid, "hand-run-migration"), waiting
             assert waiting["since"] in ready["message"] and waiting["holderSince"] in ready["message"]
-            [event] = wait_for("a MigrationLockWait Event",
-                               lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT], 30)
+            [event] = wait_for(
+                "a MigrationLockWait Event",
+                lambda: [e for e in kube.events(DB) if e.reason == names.EVENT_LOCK_WAIT],
+                30,
+            )
             assert event.type == "Normal" and f"held by pid {pid} (application hand-run-migration" in event.message
         finally:
             holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
@@ -230,8 +280,9 @@ def test_a_lock_wait_shows_its_holder_then_the_rollout_completes(kube: Kube, ope
     assert len(kube.jobs_by_step(DB)[("expand", "2")]) == 1, "the Job waited; it did not fail and retry"
 
 
-def test_a_database_migrated_by_hand_is_labelled_with_the_release_found(kube: Kube, operator: OperatorProcess,
-                                                                        db_secret: str, cluster: Any) -> None:
+def test_a_database_migrated_by_hand_is_labelled_with_the_release_found(
+    kube: Kube, operator: OperatorProcess, db_secret: str, cluster: Any
+) -> None:
     """Adopting a database that divbase-migrate already took to release 1 (no resource, no workloads): the first
     rollout, to release 2, is labelled with the release its expand found there, not "(empty database)"."""
     for step in ("expand", "contract"):
@@ -239,8 +290,12 @@ def test_a_database_migrated_by_hand_is_labelled_with_the_release_found(kube: Ku
         assert done.returncode == 0, done.stderr
     db = install(kube, version="2")
     [entry] = db["status"]["history"]
-    assert (entry.get("fromVersion"), entry["foundVersion"], entry["toVersion"], entry["result"]) == \
-        (None, "1", "2", names.RESULT_SUCCEEDED), entry
+    assert (entry.get("fromVersion"), entry["foundVersion"], entry["toVersion"], entry["result"]) == (
+        None,
+        "1",
+        "2",
+        names.RESULT_SUCCEEDED,
+    ), entry
     assert entry["steps"]["deploy"]["phase"] == "Succeeded" and entry["steps"]["contract"]["phase"] == "Succeeded"
     history = plugin(cluster, kube.namespace, "history", DB)
     assert history.stdout.splitlines()[1].split()[:4] == ["1", "(found)", "2", "Succeeded"], history.stdout
@@ -256,8 +311,11 @@ def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_sec
     db = kube.wait_condition(DB, names.COND_STALLED, timeout=180, reason=names.REASON_ROLLED_BACK)
     assert db["status"]["lastFailure"]["step"] == "deploy"
     assert {d.spec.template.metadata.labels[names.LABEL_VERSION] for d in kube.deployments(DB)} == {"1"}
-    wait_for("only release 1 pods",
-             lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"}, 60)
+    wait_for(
+        "only release 1 pods",
+        lambda: {p.metadata.labels[names.LABEL_VERSION] for p in kube.workload_pods(DB)} == {"1"},
+        60,
+    )
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     assert migrate_check(db_secret, "1").returncode == 0, "the expanded schema still serves release 1"
 
@@ -265,8 +323,7 @@ def test_failing_deploy_rolls_back(kube: Kube, operator: OperatorProcess, db_sec
 def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProcess, db_secret: str) -> None:
     install(kube, contract={"policy": "Manual"})
     kube.patch_db(DB, {"spec": {"version": "2"}})
-    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL,
-                             timeout=180)
+    db = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_AWAITING_APPROVAL, timeout=180)
     assert db["status"]["phase"] == names.PHASE_AWAITING_CONTRACT
     assert db["status"]["currentVersion"] == "2"
     assert ("contract", "2") not in kube.jobs_by_step(DB)
@@ -279,13 +336,16 @@ def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProces
     assert ("plan", "2") in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "1")  # the wrong version approves nothing
     waiting = kube.decided_again(DB)
-    assert next(c for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY)["reason"] == \
-        names.REASON_AWAITING_APPROVAL
+    assert (
+        next(c for c in waiting["status"]["conditions"] if c["type"] == names.COND_READY)["reason"]
+        == names.REASON_AWAITING_APPROVAL
+    )
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, "2@0123456789ab")  # another plan: refused, said so
     refused = kube.wait_condition(DB, names.COND_READY, status="False", reason=names.REASON_PLAN_CHANGED, timeout=60)
     assert "the approval was for plan 0123456789ab" in next(
-        c["message"] for c in refused["status"]["conditions"] if c["type"] == names.COND_READY)
+        c["message"] for c in refused["status"]["conditions"] if c["type"] == names.COND_READY
+    )
     assert ("contract", "2") not in kube.jobs_by_step(DB)
     digest = plan["digest"].split(":")[1][:12]
     kube.annotate_db(DB, names.ANNOTATION_APPROVE_CONTRACT, f"2@{digest}")
@@ -294,8 +354,9 @@ def test_manual_contract_waits_for_approval(kube: Kube, operator: OperatorProces
 
 
 @pytest.mark.parametrize("kill_in", [names.PHASE_EXPANDING, names.PHASE_DEPLOYING, names.PHASE_CONTRACTING])
-def test_operator_killed_mid_step_converges_with_each_migration_once(kube: Kube, operator: OperatorProcess,
-                                                                    db_secret: str, kill_in: str) -> None:
+def test_operator_killed_mid_step_converges_with_each_migration_once(
+    kube: Kube, operator: OperatorProcess, db_secret: str, kill_in: str
+) -> None:
     install(kube)
     kube.patch_db(DB, {"spec": {"version": "2"}})
     kube.wait_phase(DB, kill_in, timeout=180)
@@ -303,8 +364,12 @@ def test_operator_killed_mid_step_converges_with_each_migration_once(kube: Kube,
     operator.start()
     kube.wait_condition(DB, names.COND_READY, timeout=240)
     jobs = kube.jobs_by_step(DB)
-    assert {k: len(v) for k, v in jobs.items()} == {("expand", "1"): 1, ("contract", "1"): 1,
-                                                   ("expand", "2"): 1, ("contract", "2"): 1}
+    assert {k: len(v) for k, v in jobs.items()} == {
+        ("expand", "1"): 1,
+        ("contract", "1"): 1,
+        ("expand", "2"): 1,
+        ("contract", "2"): 1,
+    }
     status = migrate_status(db_secret)
     assert migrate_check(db_secret, "2").returncode == 0, status
 
@@ -326,12 +391,19 @@ def test_missing_secret_is_a_clear_condition_not_a_crash(kube: Kube, operator: O
     assert operator.proc is not None and operator.proc.poll() is None, "the operator is still running"
 
 
-def test_deleting_the_resource_removes_children_not_the_database(kube: Kube, operator: OperatorProcess,
-                                                                 db_secret: str) -> None:
+def test_deleting_the_resource_removes_children_not_the_database(
+    kube: Kube, operator: OperatorProcess, db_secret: str
+) -> None:
     install(kube)
     kube.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL, DB)
-    wait_for("resource gone",
-             lambda: not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace,
-                                                                   names.PLURAL)["items"], 60)
+    wait_for(
+        "resource gone",
+        lambda: (
+            not kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, kube.namespace, names.PLURAL)[
+                "items"
+            ]
+        ),
+        60,
+    )
     wait_for("children gone", lambda: not kube.deployments(DB) and not kube.jobs(DB), 60)
     assert migrate_check(db_secret, "1").returncode == 0, "the database is untouched"

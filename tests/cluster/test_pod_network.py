@@ -22,8 +22,9 @@ from divbase_localcluster.testing import http_get_from_node
 from divbase_testsupport import wait_for
 from kubernetes import client
 
-pytestmark = pytest.mark.skipif(bool(netns.missing_requirements()),
-                                reason=f"no pod network here: {'; '.join(netns.missing_requirements())}")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    bool(netns.missing_requirements()), reason=f"no pod network here: {'; '.join(netns.missing_requirements())}"
+)
 
 # answers with the pod's name (HOSTNAME: pods have no UTS namespace of their own here) on 0.0.0.0:8080
 WEB = """
@@ -72,10 +73,12 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
 def python_pod(name: str, script: str, labels: dict[str, str] | None = None, **container: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "labels": labels or {"app": name}},
-        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 10,
-                 "containers": [{"name": "main", "image": "python:3.11", "command": ["python", "-c", script],
-                                 **container}]},
-    }  # fmt: skip
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 10,
+            "containers": [{"name": "main", "image": "python:3.11", "command": ["python", "-c", script], **container}],
+        },
+    }
 
 
 def web_pods(core: client.CoreV1Api, ns: str, count: int, **container: Any) -> list[client.V1Pod]:
@@ -83,9 +86,13 @@ def web_pods(core: client.CoreV1Api, ns: str, count: int, **container: Any) -> l
     probe = {"readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1}}
     for i in range(count):
         core.create_namespaced_pod(ns, python_pod(f"web-{i}", WEB, {"app": "web"}, **probe, **container))
-    core.create_namespaced_service(ns, {"metadata": {"name": "web"},
-                                        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80,
-                                                                                        "targetPort": 8080}]}})
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
 
     def ready() -> list[client.V1Pod] | None:
         pods = core.list_namespaced_pod(ns, label_selector="app=web").items
@@ -107,23 +114,35 @@ def cluster_ip(core: client.CoreV1Api, ns: str) -> str:
 
 
 def logs_when_done(core: client.CoreV1Api, ns: str, name: str) -> str:
-    pod = wait_for(f"pod {name} finished", lambda: (p := core.read_namespaced_pod(name, ns)).status.phase
-                   in ("Succeeded", "Failed") and p, 60)  # fmt: skip
+    pod = wait_for(
+        f"pod {name} finished",
+        lambda: (p := core.read_namespaced_pod(name, ns)).status.phase in ("Succeeded", "Failed") and p,
+        60,
+    )
     text = core.read_namespaced_pod_log(name, ns)
     assert pod.status.phase == "Succeeded", text
     return text
 
 
-def test_pods_get_own_addresses_and_services_route_to_them(net: tuple[LocalCluster, ClusterInfo],
-                                                           core: client.CoreV1Api, namespace: str) -> None:
+def test_pods_get_own_addresses_and_services_route_to_them(
+    net: tuple[LocalCluster, ClusterInfo], core: client.CoreV1Api, namespace: str
+) -> None:
     _, info = net
     layout = Layout.for_state_dir(info.state_dir)
     pods = web_pods(core, namespace, 2)
     ips = {p.status.pod_ip for p in pods}
     assert len(ips) == 2 and all(ip in layout.pod_hosts() for ip in ips), ips
     with info.api_client() as api:  # the real EndpointSlice controller accepts them (it refuses 127.x)
-        assert set(wait_for("both pods in the EndpointSlice",
-                            lambda: (e := slice_endpoints(api, namespace)) and len(e) == 2 and e, 30)) == ips
+        assert (
+            set(
+                wait_for(
+                    "both pods in the EndpointSlice",
+                    lambda: (e := slice_endpoints(api, namespace)) and len(e) == 2 and e,
+                    30,
+                )
+            )
+            == ips
+        )
     vip = cluster_ip(core, namespace)
     script = f"""
 import collections, json, urllib.request
@@ -136,8 +155,9 @@ print(json.dumps(seen))
     from_node = collections.Counter(http_get_from_node(info.node_netns or "", vip, 80)[1] for _ in range(40))
     assert set(from_node) == {"web-0", "web-1"}, from_node
     client_ip = core.read_namespaced_pod("client", namespace).status.pod_ip
-    wait_for("the finished pod's network namespace removed",
-             lambda: layout.pod_netns(client_ip) not in netns.names(), 15)
+    wait_for(
+        "the finished pod's network namespace removed", lambda: layout.pod_netns(client_ip) not in netns.names(), 15
+    )
 
 
 def test_kubernetes_service_from_a_pod(core: client.CoreV1Api, namespace: str) -> None:
@@ -156,8 +176,9 @@ print(client.VersionApi().get_code().git_version)
     assert lines == [KUBERNETES_SERVICE_IP, "443", f"https://{KUBERNETES_SERVICE_IP}:443", build.K8S_VERSION]
 
 
-def test_pods_reach_the_hosts_loopback_at_the_gateway(net: tuple[LocalCluster, ClusterInfo], core: client.CoreV1Api,
-                                                      namespace: str) -> None:  # fmt: skip
+def test_pods_reach_the_hosts_loopback_at_the_gateway(
+    net: tuple[LocalCluster, ClusterInfo], core: client.CoreV1Api, namespace: str
+) -> None:
     """A server on the host's 127.0.0.1 (PostgreSQL in the tests and the demo) is at <gateway>:<its port> for
     pods; 127.0.0.1 inside a pod is the pod's own."""
     _, info = net
@@ -190,8 +211,9 @@ except OSError as e:
     assert served == ["ok"]
 
 
-def test_a_deleted_pod_leaves_the_service_at_once(net: tuple[LocalCluster, ClusterInfo], core: client.CoreV1Api,
-                                                  namespace: str) -> None:  # fmt: skip
+def test_a_deleted_pod_leaves_the_service_at_once(
+    net: tuple[LocalCluster, ClusterInfo], core: client.CoreV1Api, namespace: str
+) -> None:
     """While a deleted pod runs its preStop hook and grace period, the EndpointSlice marks it not ready and
     terminating and kube-proxy stops sending it new connections: the real cause of dropped requests in a rolling
     update is this propagation, which the preStop sleep covers."""
@@ -201,9 +223,15 @@ def test_a_deleted_pod_leaves_the_service_at_once(net: tuple[LocalCluster, Clust
     deleted_at = time.monotonic()
     core.delete_namespaced_pod("web-0", namespace)
     with info.api_client() as api:
-        conds = wait_for("web-0 terminating in the EndpointSlice",
-                         lambda: (c := slice_endpoints(api, namespace).get(
-                             core.read_namespaced_pod("web-0", namespace).status.pod_ip)) and c.terminating and c, 5)
+        conds = wait_for(
+            "web-0 terminating in the EndpointSlice",
+            lambda: (
+                (c := slice_endpoints(api, namespace).get(core.read_namespaced_pod("web-0", namespace).status.pod_ip))
+                and c.terminating
+                and c
+            ),
+            5,
+        )
     assert conds.ready is False and conds.serving is True  # still serving in-flight work during preStop
     # kube-proxy's minSyncPeriod (1 s) bounds how long new connections may still reach it
     time.sleep(max(0.0, deleted_at + 2.5 - time.monotonic()))
@@ -215,9 +243,13 @@ def test_a_deleted_pod_leaves_the_service_at_once(net: tuple[LocalCluster, Clust
 def test_service_environment_variables(core: client.CoreV1Api, namespace: str) -> None:
     """A pod gets the kubelet's service links for a Service of its namespace that existed before it (the
     variables are fixed when the container is created; there is no DNS to find it otherwise)."""
-    core.create_namespaced_service(namespace, {"metadata": {"name": "web"},
-                                               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80,
-                                                                                               "targetPort": 8080}]}})
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
     vip = cluster_ip(core, namespace)
     script = 'import os; print(*(os.environ[k] for k in ("WEB_SERVICE_HOST", "WEB_SERVICE_PORT", "WEB_PORT")))'
     core.create_namespaced_pod(namespace, python_pod("env-client", script))
@@ -239,8 +271,11 @@ def test_down_removes_every_namespace_and_up_clears_a_crashs_leftovers(
         with info.api_client() as api:
             core = client.CoreV1Api(api)
             core.create_namespaced_pod("default", python_pod("sleeper", "import time; time.sleep(600)"))
-            pod = wait_for("sleeper running", lambda: (p := core.read_namespaced_pod("sleeper", "default"))
-                           .status.phase == "Running" and p, 30)  # fmt: skip
+            pod = wait_for(
+                "sleeper running",
+                lambda: (p := core.read_namespaced_pod("sleeper", "default")).status.phase == "Running" and p,
+                30,
+            )
         assert layout.pod_netns(pod.status.pod_ip) in netns.names()
     finally:
         lc.down()

@@ -26,8 +26,10 @@ from workload_templates import ALLOWED_CASES, COMBINED, REFUSED_CASES, plain_dat
 pytestmark = pytest.mark.cluster
 
 OWNER = Owner("db", "ns", "uid-1")
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 BASELINE = {"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
@@ -35,8 +37,9 @@ def _enforcing(api_client: Any, namespace: str, labels: dict[str, str]) -> str:
     core = client.CoreV1Api(api_client)
     core.patch_namespace(namespace, {"metadata": {"labels": labels}})
     # pods need the namespace's `default` ServiceAccount, made by a controller (404 until then)
-    wait_for("the namespace's default ServiceAccount", lambda: core.read_namespaced_service_account("default",
-                                                                                                   namespace), 60)
+    wait_for(
+        "the namespace's default ServiceAccount", lambda: core.read_namespaced_service_account("default", namespace), 60
+    )
     return namespace
 
 
@@ -62,13 +65,18 @@ def _verdict(api_client: Any, namespace: str, pod_spec: dict[str, Any]) -> str |
 
 
 def _spec(pod_security: dict[str, Any] | None = None, **extra: Any) -> DatabaseSpec:
-    pod: dict[str, Any] = {"containers": [{"name": "api", "command": ["divbase-api"],
-                                           "ports": [{"containerPort": 8000}]}]}
+    pod: dict[str, Any] = {
+        "containers": [{"name": "api", "command": ["divbase-api"], "ports": [{"containerPort": 8000}]}]
+    }
     if pod_security is not None:
         pod["securityContext"] = pod_security
-    raw = {"version": "v0.1.0a9", "image": "ghcr.io/scilifelabdatacentre/divbase-fastapi",
-           "database": {"secretRef": {"name": "divbase-db"}},
-           "workloads": [{"name": "api", "template": {"template": {"spec": pod}}}], **extra}
+    raw = {
+        "version": "v0.1.0a9",
+        "image": "ghcr.io/scilifelabdatacentre/divbase-fastapi",
+        "database": {"secretRef": {"name": "divbase-db"}},
+        "workloads": [{"name": "api", "template": {"template": {"spec": pod}}}],
+        **extra,
+    }
     spec, errors = parse_spec(raw)
     assert spec is not None and not errors, errors
     return spec
@@ -78,19 +86,23 @@ def _workload_pod(spec: DatabaseSpec, restricted: bool) -> dict[str, Any]:
     return build_deployment(OWNER, spec, spec.workloads[0], spec.version, restricted)["spec"]["template"]["spec"]
 
 
-def test_a_template_with_a_uid_meets_restricted_once_the_defaults_are_merged(api_client: Any,
-                                                                              restricted_namespace: str) -> None:
+def test_a_template_with_a_uid_meets_restricted_once_the_defaults_are_merged(
+    api_client: Any, restricted_namespace: str
+) -> None:
     spec = _spec({"runAsUser": 1000, "runAsGroup": 1000})  # DivBase's images: USER appuser, 1000:1000
     assert _verdict(api_client, restricted_namespace, _workload_pod(spec, restricted=True)) is None
     refused = _verdict(api_client, restricted_namespace, _workload_pod(spec, restricted=False))
     assert refused is not None
-    for missing in ("allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsNonRoot != true",
-                    "seccompProfile"):
+    for missing in (
+        "allowPrivilegeEscalation != false",
+        "unrestricted capabilities",
+        "runAsNonRoot != true",
+        "seccompProfile",
+    ):
         assert missing in refused, refused
 
 
-def test_without_a_uid_only_run_as_non_root_is_left_to_the_template(api_client: Any,
-                                                                     restricted_namespace: str) -> None:
+def test_without_a_uid_only_run_as_non_root_is_left_to_the_template(api_client: Any, restricted_namespace: str) -> None:
     refused = _verdict(api_client, restricted_namespace, _workload_pod(_spec(), restricted=True))
     assert refused is not None and "runAsNonRoot != true" in refused, refused
     for merged in ("allowPrivilegeEscalation", "capabilities", "seccompProfile"):
@@ -100,8 +112,9 @@ def test_without_a_uid_only_run_as_non_root_is_left_to_the_template(api_client: 
 
 
 @pytest.mark.parametrize("migration_job", [{}, {"runAsUser": 1000, "runAsGroup": 1000}], ids=["image-uid", "uid"])
-def test_migration_pods_meet_restricted(api_client: Any, restricted_namespace: str,
-                                        migration_job: dict[str, Any]) -> None:
+def test_migration_pods_meet_restricted(
+    api_client: Any, restricted_namespace: str, migration_job: dict[str, Any]
+) -> None:
     spec = _spec(migrationJob=migration_job)
     for step in ("expand", "plan", "contract"):
         pod = build_job(OWNER, spec, step, spec.version, "")["spec"]["template"]["spec"]
@@ -122,13 +135,24 @@ def _baseline_verdict(api_client: Any, namespace: str, db: dict[str, Any], reaso
     for kind in ("initContainers", "ephemeralContainers"):  # the operator fills in the image of `containers` only
         for container in template["spec"].get(kind) or []:
             container.setdefault("image", "divbase:1")
-    body = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"], "metadata": {
-        "generateName": "probe-", "annotations": (template.get("metadata") or {}).get("annotations") or {}}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": template["spec"],
+        "metadata": {
+            "generateName": "probe-",
+            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+        },
+    }
     # as sent, past the client's own models (they refuse some shapes before the apiserver could say anything)
-    request = api_client.param_serialize("POST", f"/api/v1/namespaces/{namespace}/pods",
-                                         query_params=[("dryRun", "All")], body=body, auth_settings=["BearerToken"],
-                                         header_params={"Accept": "application/json",
-                                                        "Content-Type": "application/json"})
+    request = api_client.param_serialize(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        query_params=[("dryRun", "All")],
+        body=body,
+        auth_settings=["BearerToken"],
+        header_params={"Accept": "application/json", "Content-Type": "application/json"},
+    )
     response = api_client.call_api(*request)
     message = json.loads(response.read()).get("message", "")
     if response.status == 201:
@@ -143,13 +167,29 @@ def _baseline_verdict(api_client: Any, namespace: str, db: dict[str, Any], reaso
 # The corpus's cases Pod Security cannot judge: pod validation refuses the pod first (a Windows host process needs
 # a Windows pod on the host's network; an unmasked /proc needs a user namespace; an ephemeral container cannot be
 # created with its pod; a profile needs its type, an AppArmor annotation a known kind of profile).
-NOT_A_POD = {"pod-host-process", "container-host-process", "proc-mount-unmasked", "ephemeral-container-host-port",
-             "container-seccomp-without-type", "apparmor-annotation-other-profile"}
+NOT_A_POD = {
+    "pod-host-process",
+    "container-host-process",
+    "proc-mount-unmasked",
+    "ephemeral-container-host-port",
+    "container-seccomp-without-type",
+    "apparmor-annotation-other-profile",
+}
 # ... and where the operator is stricter than baseline, which lets an unmasked /proc be in a user namespace
 STRICTER = {"proc-mount-unmasked-in-a-user-namespace"}
-BASELINE_REASONS = {"host namespaces", "hostPath volumes", "hostPort", "privileged", "non-default capabilities",
-                    "forbidden AppArmor profile", "forbidden AppArmor profiles", "seLinuxOptions", "seccompProfile",
-                    "forbidden sysctls", "probe or lifecycle host"}
+BASELINE_REASONS = {
+    "host namespaces",
+    "hostPath volumes",
+    "hostPort",
+    "privileged",
+    "non-default capabilities",
+    "forbidden AppArmor profile",
+    "forbidden AppArmor profiles",
+    "seLinuxOptions",
+    "seccompProfile",
+    "forbidden sysctls",
+    "probe or lifecycle host",
+}
 
 
 def test_the_operator_refuses_whatever_baseline_refuses(api_client: Any, baseline_namespace: str) -> None:
@@ -162,8 +202,7 @@ def test_the_operator_refuses_whatever_baseline_refuses(api_client: Any, baselin
         db = with_mutation(plain_database(baseline_namespace), mutation, case, workload=0)
         spec, _ = parse_spec(db["spec"])
         assert spec is not None
-        verdicts[case] = (_baseline_verdict(api_client, baseline_namespace, db, reasons),
-                          bool(privileged_errors(spec)))
+        verdicts[case] = (_baseline_verdict(api_client, baseline_namespace, db, reasons), bool(privileged_errors(spec)))
     assert [case for case, (baseline, operator) in verdicts.items() if baseline == REFUSED and not operator] == []
     assert {case for case, (baseline, _) in verdicts.items() if baseline == INVALID} == NOT_A_POD
     assert {case for case, (baseline, operator) in verdicts.items() if baseline == ADMITTED and operator} == STRICTER

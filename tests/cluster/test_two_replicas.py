@@ -21,8 +21,12 @@ RECONCILES = "divbase_reconcile_duration_seconds_count"  # observed once per rec
 
 
 def replica(cluster: Any, namespace: str, tmp_path: Path, name: str) -> OperatorProcess:
-    return OperatorProcess(str(cluster.kubeconfig), namespace, tmp_path / f"operator-{name}.log",
-                           extra_args=("--leader-election", "--leader-election-namespace", namespace))
+    return OperatorProcess(
+        str(cluster.kubeconfig),
+        namespace,
+        tmp_path / f"operator-{name}.log",
+        extra_args=("--leader-election", "--leader-election-namespace", namespace),
+    )
 
 
 @pytest.fixture
@@ -48,6 +52,7 @@ def the_leader(pair: tuple[OperatorProcess, ...], timeout: float = 60) -> Operat
     def one() -> OperatorProcess | None:
         views = [leads(proc) for proc in pair]
         return pair[views.index(True)] if views.count(True) == 1 and None not in views else None
+
     return wait_for("exactly one replica leading", one, timeout)
 
 
@@ -57,7 +62,8 @@ def lease_holder(api_client: Any, namespace: str) -> str:
 
 
 def test_two_replicas_one_acts_the_other_takes_over_and_each_step_runs_once(
-        replicas: tuple[OperatorProcess, OperatorProcess], kube: Kube, db_secret: str, api_client: Any) -> None:
+    replicas: tuple[OperatorProcess, OperatorProcess], kube: Kube, db_secret: str, api_client: Any
+) -> None:
     leader = the_leader(replicas)
     standby = next(proc for proc in replicas if proc is not leader)
     first_holder = lease_holder(api_client, kube.namespace)
@@ -87,5 +93,4 @@ def test_two_replicas_one_acts_the_other_takes_over_and_each_step_runs_once(
     kube.patch_db(DB, {"spec": {"version": "3"}})
     db = kube.wait_condition(DB, names.COND_READY, timeout=300)
     assert db["status"]["currentVersion"] == "3"
-    assert {k: n for k, n in step_job_counts(kube).items() if k[1] == "3"} == {("expand", "3"): 1,
-                                                                               ("contract", "3"): 1}
+    assert {k: n for k, n in step_job_counts(kube).items() if k[1] == "3"} == {("expand", "3"): 1, ("contract", "3"): 1}

@@ -25,8 +25,13 @@ DB = "divbase"
 
 
 def test_gated_rollout_serves_every_request_and_stop_the_world_does_not(
-        kube: Kube, operator: OperatorProcess, db_secret: str, api_client: Any, postgres_server: PostgresServer,
-        cluster: ClusterInfo) -> None:
+    kube: Kube,
+    operator: OperatorProcess,
+    db_secret: str,
+    api_client: Any,
+    postgres_server: PostgresServer,
+    cluster: ClusterInfo,
+) -> None:
     if not cluster.node_netns:
         pytest.skip(f"the load goes through a Service, which needs the pod network: {missing_requirements()}")
     netns = cluster.node_netns
@@ -45,13 +50,15 @@ def test_gated_rollout_serves_every_request_and_stop_the_world_does_not(
     assert all(steps[s]["seconds"] is not None for s in ("expand", "deploy", "contract"))
 
     # the same change, today's way and a Helm hook's way, each in another namespace and database, same load
-    baseline = _elsewhere(api_client, cluster, postgres_server, f"{kube.namespace}-stw", rollout.LEGACY,
-                          rollout.stop_the_world, lines)
+    baseline = _elsewhere(
+        api_client, cluster, postgres_server, f"{kube.namespace}-stw", rollout.LEGACY, rollout.stop_the_world, lines
+    )
     assert baseline["failed"] > 0 and baseline["unavailable_s"] > 1.0, baseline
     # no pod answered at all (a Service without endpoints: refused, or a pod gone before kube-proxy knew: no answer)
     assert not [r for r in baseline["failure_reasons"] if r.startswith("HTTP")], baseline
-    hook = _elsewhere(api_client, cluster, postgres_server, f"{kube.namespace}-hook", rollout.HOOK,
-                      rollout.helm_hook, lines)
+    hook = _elsewhere(
+        api_client, cluster, postgres_server, f"{kube.namespace}-hook", rollout.HOOK, rollout.helm_hook, lines
+    )
     # never without an endpoint (the rolling update keeps every replica ready), yet release 1's pods fail once the
     # hook's contract has removed what they read: what expand/deploy/contract exists to prevent
     assert hook["failure_reasons"].get("HTTP 500"), hook  # answers of pods, not a missing Service endpoint
@@ -59,8 +66,15 @@ def test_gated_rollout_serves_every_request_and_stop_the_world_does_not(
     print(json.dumps({"gated": gated, "stop_the_world": baseline, "helm_hook": hook}, indent=2))
 
 
-def _elsewhere(api_client: Any, cluster: ClusterInfo, postgres_server: PostgresServer, namespace: str,
-               deployment: str, change: Callable[..., dict[str, Any]], lines: list[str]) -> dict[str, Any]:
+def _elsewhere(
+    api_client: Any,
+    cluster: ClusterInfo,
+    postgres_server: PostgresServer,
+    namespace: str,
+    deployment: str,
+    change: Callable[..., dict[str, Any]],
+    lines: list[str],
+) -> dict[str, Any]:
     """Release 1 installed as `deployment` in its own namespace and database, then `change` to release 2."""
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))

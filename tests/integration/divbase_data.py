@@ -55,13 +55,19 @@ CREATE TABLE celery_groupmeta (id integer PRIMARY KEY DEFAULT nextval('taskset_i
 KEPT = {
     "project": "id, name, description, bucket_name, is_active, is_deleted, storage_quota_bytes, storage_used_bytes",
     "user": "id, email, hashed_password, is_admin, is_active, is_deleted, email_verified, organisation, "
-            "organisation_role, date_deleted",
-    "project_membership": "id, user_id, project_id, role", "revoked_token": "id, token_jti, token_type, user_id",
-    "vcf_metadata": "id, vcf_file_s3_key, variant_count, sample_count", "vcf_metadata_samples": "id, sample_name",
-    "vcf_metadata_scaffolds": "id, scaffold_name", "skipped_vcf_files": "id, vcf_file_s3_key, s3_version_id",
-    "task_history": "id, task_id, user_id, project_id", "task_started_at": "id, task_id, started_at",
-    "project_version": "id, name, files, user_id", "announcement": "id, heading, message, target",
-    "personal_access_token": "id, hashed_token, permissions", "queue_status": "id, is_closed, reason_for_users",
+    "organisation_role, date_deleted",
+    "project_membership": "id, user_id, project_id, role",
+    "revoked_token": "id, token_jti, token_type, user_id",
+    "vcf_metadata": "id, vcf_file_s3_key, variant_count, sample_count",
+    "vcf_metadata_samples": "id, sample_name",
+    "vcf_metadata_scaffolds": "id, scaffold_name",
+    "skipped_vcf_files": "id, vcf_file_s3_key, s3_version_id",
+    "task_history": "id, task_id, user_id, project_id",
+    "task_started_at": "id, task_id, started_at",
+    "project_version": "id, name, files, user_id",
+    "announcement": "id, heading, message, target",
+    "personal_access_token": "id, hashed_token, permissions",
+    "queue_status": "id, is_closed, reason_for_users",
     "celery_taskmeta": "id, task_id, status",
 }
 
@@ -78,11 +84,20 @@ def fingerprint(conn: Connection) -> dict[str, str]:
 def everything(conn: Connection) -> tuple[Any, ...]:
     """What 'nothing changed' means: the schema (bookkeeping tables included), alembic_version and every row."""
     schema = schema_snapshot.take(conn)
-    versions = (conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-                if "alembic_version" in schema["tables"] else None)
-    rows = {table: conn.execute(text(f'SELECT count(*), md5(string_agg(to_jsonb(t)::text, \',\' ORDER BY '
-                                     f'to_jsonb(t)::text)) FROM "{table}" t')).one()
-            for table in schema["tables"]}
+    versions = (
+        conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if "alembic_version" in schema["tables"]
+        else None
+    )
+    rows = {
+        table: conn.execute(
+            text(
+                f"SELECT count(*), md5(string_agg(to_jsonb(t)::text, ',' ORDER BY "
+                f'to_jsonb(t)::text)) FROM "{table}" t'
+            )
+        ).one()
+        for table in schema["tables"]
+    }
     return schema, sorted(versions) if versions is not None else None, rows
 
 

@@ -36,8 +36,13 @@ def migrate_env(url: str | None, **extra: str) -> dict[str, str]:
 
 
 def start(url: str | None, *args: str, term: Path, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([MIGRATE, *args, "--termination-log", str(term)], env=migrate_env(url, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [MIGRATE, *args, "--termination-log", str(term)],
+        env=migrate_env(url, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen[str], term: Path, timeout: float = 120) -> Result:

@@ -57,8 +57,13 @@ def project(root: Path, *, pair: bool, history: bool = True) -> Path:
 def alembic_upgrade(url: str, ini: Path, target: str) -> None:
     """Plain Alembic through the project's env.py, as DivBase's db-migrator runs it (`alembic upgrade head`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIVBASE_")}
-    done = subprocess.run([ALEMBIC, "-c", str(ini), "upgrade", target], env={**env, "SYNC_DATABASE_URL": url},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [ALEMBIC, "-c", str(ini), "upgrade", target],
+        env={**env, "SYNC_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -84,8 +89,9 @@ def compatible(url: str, ini: Path, release: str, monkeypatch: pytest.MonkeyPatc
         return f"refused: {exc}"
 
 
-def test_adopting_md_step_by_step(database_url: str, postgres_server: PostgresServer, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_adopting_md_step_by_step(
+    database_url: str, postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """§2 in the image of v0.1.0a9 (no pair yet), §3 once in production, then the first release with a pair."""
     today = project(tmp_path / "v0.1.0a9", pair=False)
     built_like_production(database_url, today)
@@ -93,8 +99,12 @@ def test_adopting_md_step_by_step(database_url: str, postgres_server: PostgresSe
     # §3.1: a backup
     dump = tmp_path / "divbase-before-operator.dump"
     libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    backup = subprocess.run([str(postgres_server.bindir / "pg_dump"), "--format=custom", f"--file={dump}",
-                             "--dbname", libpq_url], capture_output=True, text=True, timeout=120)
+    backup = subprocess.run(
+        [str(postgres_server.bindir / "pg_dump"), "--format=custom", f"--file={dump}", "--dbname", libpq_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert backup.returncode == 0 and dump.stat().st_size > 0, backup.stderr
     # §3.2: what the runner sees
     before = state(database_url)
@@ -123,7 +133,8 @@ def test_adopting_md_step_by_step(database_url: str, postgres_server: PostgresSe
     assert contract.code == 0 and contract.summary["applied"] == [PAIR["contract"]], contract.output
     assert contract.summary["to"] == PAIR
     assert compatible(database_url, nxt, "v0.1.0a9", monkeypatch).startswith(
-        "refused: contract revision c0001_project_contact removed what release 0.1.0a9 uses")
+        "refused: contract revision c0001_project_contact removed what release 0.1.0a9 uses"
+    )
     assert fingerprint_of(database_url) == rows
 
 
@@ -132,10 +143,14 @@ def fingerprint_of(url: str) -> dict[str, str]:
         return fingerprint(conn)
 
 
-@pytest.mark.parametrize(("pair", "history"), [(False, True), (True, True), (True, False)],
-                         ids=["trunk-only", "first-pair", "first-pair-no-history"])
-def test_every_command_recognises_a_database_at_the_baseline(database_url: str, tmp_path: Path, pair: bool,
-                                                             history: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("pair", "history"),
+    [(False, True), (True, True), (True, False)],
+    ids=["trunk-only", "first-pair", "first-pair-no-history"],
+)
+def test_every_command_recognises_a_database_at_the_baseline(
+    database_url: str, tmp_path: Path, pair: bool, history: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ini = project(tmp_path / "p", pair=pair, history=history)
     built_like_production(database_url, ini)
     latest = "v0.1.0a10" if pair else "v0.1.0a9"
@@ -158,34 +173,92 @@ def test_a_release_that_names_a_pair_not_written_yet_says_how_to_write_it(tmp_pa
     manifest.write_text(manifest.read_text() + (FIXTURE / "first_pair" / "releases.toml").read_text())
     result = run(None, "--config", str(ini), "releases", term=tmp_path / "r.json")
     assert result.code == 2, result.output
-    assert ("`expand` = 'e0001_project_contact' is not a revision of the expand branch (the project has no "
-            "expand/contract revisions yet: write the first pair with `divbase-migrate revision -m MESSAGE "
-            "--release 0.1.0a10`") in result.summary["error"]
+    assert (
+        "`expand` = 'e0001_project_contact' is not a revision of the expand branch (the project has no "
+        "expand/contract revisions yet: write the first pair with `divbase-migrate revision -m MESSAGE "
+        "--release 0.1.0a10`"
+    ) in result.summary["error"]
 
 
 OLDER = "upgrade it with the project's own migrations first: `alembic upgrade 9885301b9073`; nothing was changed"
 
 
-@pytest.mark.parametrize(("pair", "built", "stamped", "history", "code", "message"), [
-    (True, "427a022ebccf", None, True, 5, "the database is at revision 427a022ebccf (2026-04-17 "
-     "add_personal_access_token_table (releases v0.1.0a1 to v0.1.0a5)), older than the baseline 9885301b9073 this "
-     "image starts from: " + OLDER),
-    (False, "427a022ebccf", None, False, 5, "the database is at revision 427a022ebccf (Stand-in for DivBase's "
-     "427a022ebccf (releases v0.1.0a1 to v0.1.0a5 ran on it): the personal access tokens.), older than the "
-     "baseline 9885301b9073 this image starts from: " + OLDER),
-    (True, "c5a18386f0b6", None, False, 5, "the database is at revision c5a18386f0b6 (Stand-in for DivBase's first "
-     "revision"),
-    (False, "c5a18386f0b6", "755a240de0ab", True, 5, "at revision 755a240de0ab (2026-03-19 "
-     "add_queue_status_db_model), older than the baseline"),
-    (True, "c5a18386f0b6", "755a240de0ab", False, 2, "alembic_version holds '755a240de0ab': not a revision of "
-     "this image's migrations"),
-    (False, BASELINE, "0badc0ffee00", True, 2, "alembic_version holds '0badc0ffee00': not a revision of this "
-     "image's migrations"),
-], ids=["older-in-history", "older-in-the-script", "first-revision", "older-history-only",
-        "older-unlisted-is-unknown", "unknown"])
+@pytest.mark.parametrize(
+    ("pair", "built", "stamped", "history", "code", "message"),
+    [
+        (
+            True,
+            "427a022ebccf",
+            None,
+            True,
+            5,
+            "the database is at revision 427a022ebccf (2026-04-17 "
+            "add_personal_access_token_table (releases v0.1.0a1 to v0.1.0a5)), older than the baseline "
+            "9885301b9073 this image starts from: " + OLDER,
+        ),
+        (
+            False,
+            "427a022ebccf",
+            None,
+            False,
+            5,
+            "the database is at revision 427a022ebccf (Stand-in for DivBase's "
+            "427a022ebccf (releases v0.1.0a1 to v0.1.0a5 ran on it): the personal access tokens.), older than the "
+            "baseline 9885301b9073 this image starts from: " + OLDER,
+        ),
+        (
+            True,
+            "c5a18386f0b6",
+            None,
+            False,
+            5,
+            "the database is at revision c5a18386f0b6 (Stand-in for DivBase's first revision",
+        ),
+        (
+            False,
+            "c5a18386f0b6",
+            "755a240de0ab",
+            True,
+            5,
+            "at revision 755a240de0ab (2026-03-19 add_queue_status_db_model), older than the baseline",
+        ),
+        (
+            True,
+            "c5a18386f0b6",
+            "755a240de0ab",
+            False,
+            2,
+            "alembic_version holds '755a240de0ab': not a revision of this image's migrations",
+        ),
+        (
+            False,
+            BASELINE,
+            "0badc0ffee00",
+            True,
+            2,
+            "alembic_version holds '0badc0ffee00': not a revision of this image's migrations",
+        ),
+    ],
+    ids=[
+        "older-in-history",
+        "older-in-the-script",
+        "first-revision",
+        "older-history-only",
+        "older-unlisted-is-unknown",
+        "unknown",
+    ],
+)
 def test_a_database_at_an_older_or_unknown_revision_is_refused_unchanged(
-        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built: str, stamped: str | None,
-        history: bool, code: int, message: str, pair: bool) -> None:
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    built: str,
+    stamped: str | None,
+    history: bool,
+    code: int,
+    message: str,
+    pair: bool,
+) -> None:
     ini = project(tmp_path / "p", pair=pair, history=history)
     built_like_production(database_url, ini, built)
     if stamped:
@@ -193,8 +266,12 @@ def test_a_database_at_an_older_or_unknown_revision_is_refused_unchanged(
             conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": stamped})
     before = state(database_url)
     release = "v0.1.0a10" if pair else "v0.1.0a9"
-    for args in (("status",), ("check", "--release", release), ("expand", "--release", release),
-                 ("contract", "--release", release)):
+    for args in (
+        ("status",),
+        ("check", "--release", release),
+        ("expand", "--release", release),
+        ("contract", "--release", release),
+    ):
         result = migrate(database_url, ini, tmp_path, *args)
         assert result.code == code and message in result.summary["error"], (args, result.output)
         assert_unchanged(database_url, before)

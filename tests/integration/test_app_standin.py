@@ -53,8 +53,9 @@ def test_releases_share_data_across_an_expand(database_url: str, tmp_path: Path)
         pass
 
 
-def test_every_answer_names_its_release_even_an_error(database_url: str, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_answer_names_its_release_even_an_error(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Behind a Service, the header is how a client tells which release answered, failures included."""
     migrate(database_url, tmp_path, ("expand", "1"), ("contract", "1"))
     app = create_app(Settings("1", make_url(database_url), "127.0.0.1", 0))
@@ -74,8 +75,10 @@ def test_release_4_reads_warning_as_caution_and_release_3_ignores_caution(databa
         migrate(database_url, tmp_path, ("expand", "4"))
         with client(database_url, "4") as r4:
             assert r4.post("/announcements", json={"heading": "new", "message": "m"}).json()["level"] == "CAUTION"
-            assert r4.get("/announcements").json() == [{"heading": "new", "level": "CAUTION"},
-                                                       {"heading": "old", "level": "CAUTION"}]
+            assert r4.get("/announcements").json() == [
+                {"heading": "new", "level": "CAUTION"},
+                {"heading": "old", "level": "CAUTION"},
+            ]
         assert r3.get("/announcements").json() == [{"heading": "old", "level": "WARNING"}]
         assert r3.post("/announcements", json={"heading": "x" * 201}).status_code == 422  # the column's length
     migrate(database_url, tmp_path, ("contract", "4"))
@@ -109,8 +112,12 @@ def test_skipped_files_get_a_reason_across_release_3(database_url: str, tmp_path
         pass
     assert set(skip_reasons(database_url).values()) == {"unspecified", "no samples"}
     with engine(database_url).connect() as conn:
-        nullable = conn.execute(text("SELECT is_nullable FROM information_schema.columns "
-                                     "WHERE table_name = 'skipped_vcf_files' AND column_name = 'skip_reason'"))
+        nullable = conn.execute(
+            text(
+                "SELECT is_nullable FROM information_schema.columns "
+                "WHERE table_name = 'skipped_vcf_files' AND column_name = 'skip_reason'"
+            )
+        )
         assert nullable.scalar_one() == "NO"
 
 
@@ -152,8 +159,12 @@ def test_a_claim_that_loses_the_race_takes_the_next_task(database_url: str, tmp_
     worker = threading.Thread(target=lambda: got.append(_claim(db)))
     worker.start()
     try:
-        wait_for("the worker waiting for the rival's claim of the same task", lambda: _waiting_on_a_lock(db) == 1, 30,
-                 interval=0.05)
+        wait_for(
+            "the worker waiting for the rival's claim of the same task",
+            lambda: _waiting_on_a_lock(db) == 1,
+            30,
+            interval=0.05,
+        )
     finally:
         rival.commit()
         rival.close()
@@ -163,8 +174,14 @@ def test_a_claim_that_loses_the_race_takes_the_next_task(database_url: str, tmp_
 
 def _waiting_on_a_lock(db: Engine) -> int:
     with db.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                     "AND wait_event_type = 'Lock'")).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -177,10 +194,16 @@ def _get(url: str) -> tuple[int, str]:
 
 def _api(database_url: str, release: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIVBASE_")}
-    env.update(DIVBASE_DATABASE_URL=database_url, DIVBASE_RELEASE=release, POD_IP="127.0.0.1", PORT=str(port),
-               DIVBASE_DRAIN_SECONDS="5")
-    return subprocess.Popen([str(Path(sys.executable).parent / "divbase-api")], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    env.update(
+        DIVBASE_DATABASE_URL=database_url,
+        DIVBASE_RELEASE=release,
+        POD_IP="127.0.0.1",
+        PORT=str(port),
+        DIVBASE_DRAIN_SECONDS="5",
+    )
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "divbase-api")], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def test_api_refuses_to_start_on_an_incompatible_schema(database_url: str, tmp_path: Path) -> None:
@@ -197,8 +220,10 @@ def test_the_stand_in_refuses_a_release_it_does_not_serve(database_url: str, tmp
         Settings("0.1.0a9", make_url(database_url), "127.0.0.1", 0)
     proc = _api(database_url, "5", free_port(), tmp_path / "api.log")
     assert proc.wait(timeout=60) != 0
-    assert "DIVBASE_RELEASE='5': this stand-in serves the example releases 1, 2, 3, 4 only" in \
-        (tmp_path / "api.log").read_text()
+    assert (
+        "DIVBASE_RELEASE='5': this stand-in serves the example releases 1, 2, 3, 4 only"
+        in (tmp_path / "api.log").read_text()
+    )
 
 
 def test_api_drains_on_sigterm(database_url: str, tmp_path: Path) -> None:

@@ -28,8 +28,15 @@ def test_the_approved_plan_runs(database_url: str, tmp_path: Path) -> None:
     assert result.code == contract.EXIT_OK, result.output
     assert result.summary["applied"] == ["c0002_user_display_name"]
     assert "the SQL is the approved plan" in result.stderr
-    again = run(database_url, "contract", "--release", "2", contract.ARG_EXPECT_DIGEST, "sha256:" + "0" * 64,
-                term=tmp_path / "again")
+    again = run(
+        database_url,
+        "contract",
+        "--release",
+        "2",
+        contract.ARG_EXPECT_DIGEST,
+        "sha256:" + "0" * 64,
+        term=tmp_path / "again",
+    )
     assert again.code == contract.EXIT_OK and again.summary["outcome"] == "noop", "nothing left to run: no check"
 
 
@@ -43,9 +50,11 @@ def test_another_digest_is_refused_and_nothing_is_applied(database_url: str, tmp
     result = run(database_url, "contract", "--release", "2", contract.ARG_EXPECT_DIGEST, other, term=tmp_path / "c")
     assert result.code == contract.EXIT_PRECONDITION, result.output
     error = result.summary["error"]
-    assert error == (f"the contract of release 2 would run SQL {digest[:19]}, not the approved plan {other[:19]}: "
-                     "the image or the database changed since the plan was reviewed. Nothing was applied; make a new "
-                     "plan and approve that one")
+    assert error == (
+        f"the contract of release 2 would run SQL {digest[:19]}, not the approved plan {other[:19]}: "
+        "the image or the database changed since the plan was reviewed. Nothing was applied; make a new "
+        "plan and approve that one"
+    )
     assert_unchanged(database_url, before)
 
 
@@ -76,18 +85,43 @@ def test_an_image_repushed_with_other_sql_is_refused(database_url: str, tmp_path
     revision = second / "versions" / "2026-02-01_widget_title_contract.py"
     revision.write_text(revision.read_text().replace("DROP COLUMN label", "DROP COLUMN title"))
     for release in ("v1.0.0", "v1.1.0"):
-        done = run(database_url, "--config", str(first / "alembic.ini"), "expand", "--release", release,
-                   term=tmp_path / f"e{release}")
+        done = run(
+            database_url,
+            "--config",
+            str(first / "alembic.ini"),
+            "expand",
+            "--release",
+            release,
+            term=tmp_path / f"e{release}",
+        )
         assert done.code == 0, done.output
     approved = plan(database_url, "v1.1.0", tmp_path / "p", "--config", str(first / "alembic.ini"))
     before = state(database_url)
-    result = run(database_url, "--config", str(second / "alembic.ini"), "contract", "--release", "v1.1.0",
-                 contract.ARG_EXPECT_DIGEST, approved, term=tmp_path / "c")
+    result = run(
+        database_url,
+        "--config",
+        str(second / "alembic.ini"),
+        "contract",
+        "--release",
+        "v1.1.0",
+        contract.ARG_EXPECT_DIGEST,
+        approved,
+        term=tmp_path / "c",
+    )
     assert result.code == contract.EXIT_PRECONDITION, result.output
     assert "not the approved plan" in result.summary["error"]
     assert_unchanged(database_url, before)
-    ok = run(database_url, "--config", str(first / "alembic.ini"), "contract", "--release", "v1.1.0",
-             contract.ARG_EXPECT_DIGEST, approved, term=tmp_path / "ok")
+    ok = run(
+        database_url,
+        "--config",
+        str(first / "alembic.ini"),
+        "contract",
+        "--release",
+        "v1.1.0",
+        contract.ARG_EXPECT_DIGEST,
+        approved,
+        term=tmp_path / "ok",
+    )
     assert ok.code == 0 and ok.summary["applied"] == ["d4"], ok.output
 
 

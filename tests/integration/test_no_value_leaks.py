@@ -23,43 +23,68 @@ ROLE, PASSWORD, DATABASE = f"{MARK}_user", f"{MARK}-pw", f"{MARK}_db"
 @pytest.fixture(scope="module")
 def marked(postgres_server: PostgresServer) -> Iterator[dict[str, str]]:
     """A role and a database whose names are the marker: the success and precondition paths connect with them."""
-    postgres_server.psql(f"DROP DATABASE IF EXISTS \"{DATABASE}\" WITH (FORCE)")
-    postgres_server.psql(f"DROP ROLE IF EXISTS \"{ROLE}\"")
+    postgres_server.psql(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    postgres_server.psql(f'DROP ROLE IF EXISTS "{ROLE}"')
     postgres_server.psql(f"CREATE ROLE \"{ROLE}\" LOGIN PASSWORD '{PASSWORD}'")
-    postgres_server.psql(f"CREATE DATABASE \"{DATABASE}\" OWNER \"{ROLE}\"")
+    postgres_server.psql(f'CREATE DATABASE "{DATABASE}" OWNER "{ROLE}"')
     try:
-        yield {"DIVBASE_DB_HOST": "127.0.0.1", "DIVBASE_DB_PORT": str(postgres_server.port),
-               "DIVBASE_DB_NAME": DATABASE, "DIVBASE_DB_USER": ROLE, "DIVBASE_DB_PASSWORD": PASSWORD}
+        yield {
+            "DIVBASE_DB_HOST": "127.0.0.1",
+            "DIVBASE_DB_PORT": str(postgres_server.port),
+            "DIVBASE_DB_NAME": DATABASE,
+            "DIVBASE_DB_USER": ROLE,
+            "DIVBASE_DB_PASSWORD": PASSWORD,
+        }
     finally:
-        postgres_server.psql(f"DROP DATABASE IF EXISTS \"{DATABASE}\" WITH (FORCE)")
-        postgres_server.psql(f"DROP ROLE IF EXISTS \"{ROLE}\"")
+        postgres_server.psql(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        postgres_server.psql(f'DROP ROLE IF EXISTS "{ROLE}"')
 
 
 def _markers_only() -> dict[str, str]:
-    return {"DIVBASE_DB_HOST": f"{MARK}-host", "DIVBASE_DB_PORT": MARK, "DIVBASE_DB_NAME": DATABASE,
-            "DIVBASE_DB_USER": ROLE, "DIVBASE_DB_PASSWORD": PASSWORD}
+    return {
+        "DIVBASE_DB_HOST": f"{MARK}-host",
+        "DIVBASE_DB_PORT": MARK,
+        "DIVBASE_DB_NAME": DATABASE,
+        "DIVBASE_DB_USER": ROLE,
+        "DIVBASE_DB_PASSWORD": PASSWORD,
+    }
 
 
 # (name, environment from the real settings, exit code of `expand --release 1`)
 SCENARIOS = [
     ("every variable a marker (the port is not a number)", lambda real: _markers_only(), contract.EXIT_USAGE),
-    ("host does not resolve", lambda real: {**real, "DIVBASE_DB_HOST": f"{MARK}-host.invalid"},
-     contract.EXIT_UNAVAILABLE),
+    (
+        "host does not resolve",
+        lambda real: {**real, "DIVBASE_DB_HOST": f"{MARK}-host.invalid"},
+        contract.EXIT_UNAVAILABLE,
+    ),
     ("connection refused", lambda real: {**real, "DIVBASE_DB_PORT": str(free_port())}, contract.EXIT_UNAVAILABLE),
     ("wrong password", lambda real: {**real, "DIVBASE_DB_PASSWORD": f"{MARK}-wrong"}, contract.EXIT_UNAVAILABLE),
     ("no such user", lambda real: {**real, "DIVBASE_DB_USER": f"{MARK}_nobody"}, contract.EXIT_UNAVAILABLE),
     ("no such database", lambda real: {**real, "DIVBASE_DB_NAME": f"{MARK}_nodb"}, contract.EXIT_UNAVAILABLE),
     ("URL is not a URL", lambda real: {"DIVBASE_DATABASE_URL": MARK}, contract.EXIT_USAGE),
-    ("URL of another scheme", lambda real: {"DIVBASE_DATABASE_URL": f"{MARK}://{MARK}:{MARK}@{MARK}/{MARK}"},
-     contract.EXIT_USAGE),
-    ("URL without a database", lambda real: {"DIVBASE_DATABASE_URL": f"postgresql://{MARK}:{MARK}@{MARK}"},
-     contract.EXIT_USAGE),
-    ("URL host does not resolve", lambda real: {
-        "DIVBASE_DATABASE_URL": f"postgresql://{ROLE}:{PASSWORD}@{MARK}.invalid:5432/{DATABASE}"},
-     contract.EXIT_UNAVAILABLE),
-    ("URL with a wrong password", lambda real: {
-        "DIVBASE_DATABASE_URL": f"postgresql://{ROLE}:{MARK}-wrong@127.0.0.1:{real['DIVBASE_DB_PORT']}/{DATABASE}"},
-     contract.EXIT_UNAVAILABLE),
+    (
+        "URL of another scheme",
+        lambda real: {"DIVBASE_DATABASE_URL": f"{MARK}://{MARK}:{MARK}@{MARK}/{MARK}"},
+        contract.EXIT_USAGE,
+    ),
+    (
+        "URL without a database",
+        lambda real: {"DIVBASE_DATABASE_URL": f"postgresql://{MARK}:{MARK}@{MARK}"},
+        contract.EXIT_USAGE,
+    ),
+    (
+        "URL host does not resolve",
+        lambda real: {"DIVBASE_DATABASE_URL": f"postgresql://{ROLE}:{PASSWORD}@{MARK}.invalid:5432/{DATABASE}"},
+        contract.EXIT_UNAVAILABLE,
+    ),
+    (
+        "URL with a wrong password",
+        lambda real: {
+            "DIVBASE_DATABASE_URL": f"postgresql://{ROLE}:{MARK}-wrong@127.0.0.1:{real['DIVBASE_DB_PORT']}/{DATABASE}"
+        },
+        contract.EXIT_UNAVAILABLE,
+    ),
 ]
 COMMANDS = [("expand", "--release", "1"), ("check", "--release", "1"), ("plan", "contract", "--release", "2", "--sql")]
 
@@ -99,10 +124,19 @@ def test_success_and_precondition_paths_never_name_the_settings(marked: dict[str
     refused = run(None, "contract", "--release", "2", term=tmp_path / "c", **marked)
     assert refused.code == contract.EXIT_PRECONDITION, refused.output
     _assert_no_marker(refused.output, "a refused contract")
-    for i, args in enumerate([("expand", "--release", "1"), ("status",), ("check", "--release", "1"),
-                              ("plan", "contract", "--release", "1", "--sql"), ("contract", "--release", "1")]):
+    for i, args in enumerate(
+        [
+            ("expand", "--release", "1"),
+            ("status",),
+            ("check", "--release", "1"),
+            ("plan", "contract", "--release", "1", "--sql"),
+            ("contract", "--release", "1"),
+        ]
+    ):
         result = run(None, *args, term=tmp_path / f"ok{i}", **marked)
         assert result.code == contract.EXIT_OK, result.output
         _assert_no_marker(result.output, f"divbase-migrate {' '.join(args)}")
-    assert '"settings":["DIVBASE_DB_HOST","DIVBASE_DB_NAME","DIVBASE_DB_PASSWORD","DIVBASE_DB_PORT",' \
-           '"DIVBASE_DB_USER"]' in result.stderr, "the log says which variables were read, not their values"
+    assert (
+        '"settings":["DIVBASE_DB_HOST","DIVBASE_DB_NAME","DIVBASE_DB_PASSWORD","DIVBASE_DB_PORT",'
+        '"DIVBASE_DB_USER"]' in result.stderr
+    ), "the log says which variables were read, not their values"

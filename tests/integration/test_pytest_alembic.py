@@ -27,8 +27,7 @@ from sqlalchemy import Engine, create_engine, pool
 # TYPE ... ADD VALUE revisions), which cannot leave a transaction Alembic did not begin (AssertionError in
 # MigrationContext.autocommit_block at e0002). test_every_downgrade_leaves_no_trace below checks the same, object by
 # object with our snapshot, committing each step as the runner does.
-__all__ = ["test_model_definitions_match_ddl", "test_single_head_revision", "test_up_down_consistency",
-           "test_upgrade"]
+__all__ = ["test_model_definitions_match_ddl", "test_single_head_revision", "test_up_down_consistency", "test_upgrade"]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ assert MANIFEST.baseline is not None and MANIFEST.baseline.schema is not None
 SNAPSHOT = schema_snapshot.load(MANIFEST.baseline.schema)
 EXAMPLES = ("1", "2", "3", "4")
 
+
 def _snapshot(conn: Connection) -> dict[str, Any]:
     return schema_snapshot.take(conn, exclude_tables=FOREIGN_TABLES)
 
@@ -80,29 +81,43 @@ def test_a_production_database_is_adopted_as_it_is_and_keeps_every_row(database_
                 assert fingerprint(conn) == before, f"rows changed by {step} {version}"
     with db.connect() as conn:
         assert conn.execute(text('SELECT display_name FROM "user" ORDER BY id')).scalars().all() == [
-            "Ada Admin", "Bo Researcher", "Gone User"]
+            "Ada Admin",
+            "Bo Researcher",
+            "Gone User",
+        ]
         assert conn.execute(text("SELECT skip_reason FROM skipped_vcf_files ORDER BY id")).scalars().all() == [
-            "not bgzipped", "unspecified"]
+            "not bgzipped",
+            "unspecified",
+        ]
         assert conn.execute(text("SELECT level::text FROM announcement ORDER BY id")).scalars().all() == [
-            "CAUTION", "SUCCESS", "DANGER"]
+            "CAUTION",
+            "SUCCESS",
+            "DANGER",
+        ]
 
 
 DRIFTS = {
-    "a hand-made index": ("CREATE INDEX ix_user_organisation ON \"user\" (organisation)",
-                          'table "user": index "ix_user_organisation": unexpected'),
-    "a widened column": ('ALTER TABLE "user" ALTER COLUMN email TYPE varchar(100)',
-                         'table "user": column "email": type \'character varying(100)\', expected '
-                         '\'character varying(50)\''),
-    "a missing enum label": ("ALTER TYPE announcementlevel RENAME VALUE 'DANGER' TO 'CRITICAL'",
-                             'enum "announcementlevel": labels'),
-    "a dropped column": ("ALTER TABLE project DROP COLUMN storage_used_bytes",
-                         'table "project": column "storage_used_bytes": missing'),
+    "a hand-made index": (
+        'CREATE INDEX ix_user_organisation ON "user" (organisation)',
+        'table "user": index "ix_user_organisation": unexpected',
+    ),
+    "a widened column": (
+        'ALTER TABLE "user" ALTER COLUMN email TYPE varchar(100)',
+        "table \"user\": column \"email\": type 'character varying(100)', expected 'character varying(50)'",
+    ),
+    "a missing enum label": (
+        "ALTER TYPE announcementlevel RENAME VALUE 'DANGER' TO 'CRITICAL'",
+        'enum "announcementlevel": labels',
+    ),
+    "a dropped column": (
+        "ALTER TABLE project DROP COLUMN storage_used_bytes",
+        'table "project": column "storage_used_bytes": missing',
+    ),
 }
 
 
 @pytest.mark.parametrize("drift", sorted(DRIFTS))
-def test_a_drifted_database_at_the_baseline_is_refused_unchanged(database_url: str, tmp_path: Path,
-                                                                 drift: str) -> None:
+def test_a_drifted_database_at_the_baseline_is_refused_unchanged(database_url: str, tmp_path: Path, drift: str) -> None:
     production_like(database_url, tmp_path)
     sql, expected = DRIFTS[drift]
     db = engine(database_url)
@@ -116,16 +131,24 @@ def test_a_drifted_database_at_the_baseline_is_refused_unchanged(database_url: s
     assert_unchanged(database_url, before)
 
 
-@pytest.mark.parametrize(("head", "code", "message"), [
-    ("427a022ebccf", 5, "at revision 427a022ebccf (2026-04-17 add_personal_access_token_table (releases v0.1.0a1 "
-                        "to v0.1.0a5)), older than the baseline 9885301b9073 this image starts from: upgrade it "
-                        "with DivBase's own"),
-    ("c5a18386f0b6", 5, "2025-12-04 initial_migration"),
-    ("0badc0ffee00", 2, "alembic_version holds '0badc0ffee00': not a revision of this image's migrations"),
-])
+@pytest.mark.parametrize(
+    ("head", "code", "message"),
+    [
+        (
+            "427a022ebccf",
+            5,
+            "at revision 427a022ebccf (2026-04-17 add_personal_access_token_table (releases v0.1.0a1 "
+            "to v0.1.0a5)), older than the baseline 9885301b9073 this image starts from: upgrade it "
+            "with DivBase's own",
+        ),
+        ("c5a18386f0b6", 5, "2025-12-04 initial_migration"),
+        ("0badc0ffee00", 2, "alembic_version holds '0badc0ffee00': not a revision of this image's migrations"),
+    ],
+)
 @pytest.mark.parametrize("command", ["expand", "contract", "status", "check"])
-def test_older_and_unknown_revisions_are_refused_unchanged(database_url: str, tmp_path: Path, head: str,
-                                                           code: int, message: str, command: str) -> None:
+def test_older_and_unknown_revisions_are_refused_unchanged(
+    database_url: str, tmp_path: Path, head: str, code: int, message: str, command: str
+) -> None:
     production_like(database_url, tmp_path)
     db = engine(database_url)
     with db.begin() as conn:

@@ -96,8 +96,12 @@ def log_rows(url: str) -> list[tuple[str, str, str, int]]:
     with engine(url).connect() as conn:
         if not inspect(conn).has_table("divbase_migration_log"):
             return []
-        return [tuple(r) for r in conn.execute(text(
-            "SELECT revision, release, step, attempts FROM divbase_migration_log ORDER BY id"))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT revision, release, step, attempts FROM divbase_migration_log ORDER BY id")
+            )
+        ]
 
 
 def test_expand_then_contract_apply_each_release_once_and_free_the_lock(database_url: str) -> None:
@@ -119,8 +123,9 @@ def test_expand_then_contract_apply_each_release_once_and_free_the_lock(database
     assert lock_is_free(database_url)
 
 
-def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(database_url: str, holder: Connection,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_a_runner_waits_for_the_migration_lock_with_doubling_polls(
+    database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     release = lambda: holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})  # noqa: E731
     waits = Waits({6: release})
@@ -139,13 +144,16 @@ WAITING, ACQUIRED = "another divbase-migrate holds the lock; waiting", "got the 
 
 def lock_log(caplog: pytest.LogCaptureFixture) -> list[tuple[str, int | None, str]]:
     """The runner's lock-wait lines (the contract's `lock_wait` / `lock_acquired`): message, holder pid, since."""
-    return [(r.getMessage(), (getattr(r, "holder", None) or {}).get("pid"), getattr(r, "waiting_since", None))
-            for r in caplog.records if r.getMessage() in (WAITING, ACQUIRED)]
+    return [
+        (r.getMessage(), (getattr(r, "holder", None) or {}).get("pid"), getattr(r, "waiting_since", None))
+        for r in caplog.records
+        if r.getMessage() in (WAITING, ACQUIRED)
+    ]
 
 
 def test_a_lock_wait_is_logged_once_per_holder_and_ended_by_lock_acquired(
-        database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the operator reads of a waiting runner's log: one line per holder (the next holder again, with the same
     `since`), `since` in UTC whatever the machine's zone, and `lock_acquired` only after a wait."""
     monkeypatch.setenv("TZ", "America/New_York")
@@ -168,8 +176,11 @@ def test_a_lock_wait_is_logged_once_per_holder_and_ended_by_lock_acquired(
                 make_runner(database_url, waits=waits).run("expand", "2")
             said = lock_log(caplog)
             since = said[0][2]
-            assert said == [(WAITING, backend_pid(holder), since), (WAITING, backend_pid(second), since),
-                            (ACQUIRED, None, since)]
+            assert said == [
+                (WAITING, backend_pid(holder), since),
+                (WAITING, backend_pid(second), since),
+                (ACQUIRED, None, since),
+            ]
             when = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             assert started <= when <= datetime.now(UTC)
     finally:
@@ -179,8 +190,8 @@ def test_a_lock_wait_is_logged_once_per_holder_and_ended_by_lock_acquired(
 
 
 def test_a_lock_wait_whose_holder_is_not_known_yet_is_logged_then_named(
-        database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The holder can let go between the runner's try and its look at pg_locks (the next one not in yet): the wait
     is logged at once without a holder, and again when one is seen."""
     looked: list[int] = []
@@ -196,8 +207,11 @@ def test_a_lock_wait_whose_holder_is_not_known_yet_is_logged_then_named(
     with caplog.at_level(logging.INFO, logger="divbase_migrations.runner"):
         make_runner(database_url, waits=Waits({3: release})).run("expand", "2")
     said = lock_log(caplog)
-    assert [(message, pid) for message, pid, _ in said] == [(WAITING, None), (WAITING, backend_pid(holder)),
-                                                            (ACQUIRED, None)]
+    assert [(message, pid) for message, pid, _ in said] == [
+        (WAITING, None),
+        (WAITING, backend_pid(holder)),
+        (ACQUIRED, None),
+    ]
     assert lock_is_free(database_url)
 
 
@@ -205,16 +219,18 @@ def test_a_runner_gives_up_on_the_migration_lock_at_its_bound(database_url: str,
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
     waits = Waits()
     settings = Settings(wait_timeout_ms=0)
-    with pytest.raises(LockTimeout, match="another divbase-migrate held the migration lock for more than 0 ms "
-                                          f"\\(pid {backend_pid(holder)}, "):  # and who: its holder's pid first
+    with pytest.raises(
+        LockTimeout,
+        match=f"another divbase-migrate held the migration lock for more than 0 ms \\(pid {backend_pid(holder)}, ",
+    ):  # and who: its holder's pid first
         make_runner(database_url, settings, waits).run("expand", "1")
     assert waits.delays == []
     assert log_rows(database_url) == []
 
 
-def test_a_blocked_revision_is_retried_with_capped_backoff(database_url: str, holder: Connection,
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_blocked_revision_is_retried_with_capped_backoff(
+    database_url: str, holder: Connection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     make_runner(database_url).run("expand", "2")  # past the baseline: the revision itself meets the lock
     monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the jitter's upper bound
     holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
@@ -229,8 +245,9 @@ def test_a_blocked_revision_is_retried_with_capped_backoff(database_url: str, ho
     assert lock_is_free(database_url)
 
 
-def test_a_blocked_revision_fails_after_its_retries_and_applies_nothing(database_url: str, holder: Connection,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_blocked_revision_fails_after_its_retries_and_applies_nothing(
+    database_url: str, holder: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_runner(database_url).run("expand", "2")
     monkeypatch.setattr(random, "uniform", lambda low, high: low)  # the jitter's lower bound
     holder.execute(text('LOCK TABLE "skipped_vcf_files" IN ACCESS EXCLUSIVE MODE'))
@@ -260,9 +277,11 @@ class DeadlockOnce:
 
     def _close_the_cycle(self) -> None:
         with engine(self.url).connect() as watcher:
+
             def queued() -> int:
-                waiting = watcher.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted "
-                                               "AND relation = 'alembic_version'::regclass")).scalar_one()
+                waiting = watcher.execute(
+                    text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'alembic_version'::regclass")
+                ).scalar_one()
                 watcher.rollback()
                 return int(waiting)
 
@@ -276,8 +295,9 @@ class DeadlockOnce:
         self.holder.rollback()
 
 
-def test_a_revision_chosen_as_a_deadlock_victim_is_retried(database_url: str, holder: Connection,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_revision_chosen_as_a_deadlock_victim_is_retried(
+    database_url: str, holder: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
     make_runner(database_url).run("expand", "3")
     make_runner(database_url).run("contract", "2")  # release 3's contract is then c0003_skip_reason alone
     other = DeadlockOnce(database_url, holder)
@@ -383,8 +403,9 @@ def test_a_failing_revision_is_not_retried(database_url: str) -> None:
     waits = Waits()
     with pytest.raises(MigrationFailed) as failure:
         make_runner(database_url, FAST, waits).run("expand", "3")
-    assert str(failure.value).startswith(f'revision {REVISION_3}: UndefinedTable: relation "skipped_vcf_files" '
-                                         f"does not exist")
+    assert str(failure.value).startswith(
+        f'revision {REVISION_3}: UndefinedTable: relation "skipped_vcf_files" does not exist'
+    )
     assert waits.delays == []
     assert lock_is_free(database_url)
 
@@ -412,8 +433,9 @@ def test_a_drifted_database_at_the_baseline_is_refused_in_process(database_url: 
     assert lock_is_free(database_url)
 
 
-def test_lock_waits_of_the_baseline_check_count_as_retries(database_url: str, holder: Connection,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_waits_of_the_baseline_check_count_as_retries(
+    database_url: str, holder: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_runner(database_url).run("expand", "1")  # at the baseline: the next expand compares the schema first
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
     holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))  # the catalog read waits on it
@@ -426,13 +448,18 @@ def test_the_runner_reads_the_database_with_its_own_manifest(database_url: str) 
     """A database at an older revision of the trunk is named with the history of the manifest the runner holds."""
     assert MANIFEST.baseline is not None
     older = next(iter(MANIFEST.baseline.history))
-    manifest = dataclasses.replace(MANIFEST, baseline=dataclasses.replace(
-        MANIFEST.baseline, history={older: "an older trunk revision"}, upgrade_hint="finish that history first"))
+    manifest = dataclasses.replace(
+        MANIFEST,
+        baseline=dataclasses.replace(
+            MANIFEST.baseline, history={older: "an older trunk revision"}, upgrade_hint="finish that history first"
+        ),
+    )
     with engine(database_url).begin() as conn:
         conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
         conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": older})
-    with pytest.raises(BehindBaseline, match=f"at revision {older} \\(an older trunk revision\\).*finish that "
-                                             f"history first"):
+    with pytest.raises(
+        BehindBaseline, match=f"at revision {older} \\(an older trunk revision\\).*finish that history first"
+    ):
         Runner(make_url(database_url), manifest, FAST, sleep=Waits()).run("expand", "1")
 
 
@@ -461,7 +488,8 @@ def test_another_digest_is_refused_before_anything_is_applied(database_url: str)
     assert str(refused.value) == (
         f"the contract of release 2 would run SQL {digest[:19]}, not the approved plan {OTHER_DIGEST[:19]}: the "
         "image or the database changed since the plan was reviewed. Nothing was applied; make a new plan and approve "
-        "that one")
+        "that one"
+    )
     assert refused.value.exit_code == runner.EXIT_PRECONDITION
     assert applied_now(database_url) == before and log_rows(database_url) == rows
     assert lock_is_free(database_url)
@@ -479,8 +507,10 @@ def test_a_plan_made_before_the_database_moved_is_refused(database_url: str) -> 
     assert applied_now(database_url) == before
     fresh = approved_digest(database_url, "contract", "3")
     assert fresh != stale
-    assert make_runner(database_url).run("contract", "3", expect_digest=fresh).after.contract \
+    assert (
+        make_runner(database_url).run("contract", "3", expect_digest=fresh).after.contract
         == MANIFEST.release("3").contract
+    )
 
 
 def test_a_digest_is_checked_only_when_the_step_would_apply_something(database_url: str) -> None:

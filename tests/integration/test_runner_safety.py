@@ -23,7 +23,6 @@ from sqlalchemy.engine import make_url
 MANIFEST = revisions.load()
 
 
-
 def heads(url: str) -> list[str]:
     with engine(url).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
@@ -34,9 +33,14 @@ def heads(url: str) -> list[str]:
 def waiting_runners(url: str) -> int:
     """Runners that have connected and found the migration lock taken (they poll for it, and read who holds it)."""
     with engine(url).connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
-            "AND (query LIKE '%pg_try_advisory_lock%' OR query LIKE '%FROM pg_locks%')")).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(DISTINCT pid) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+                    "AND (query LIKE '%pg_try_advisory_lock%' OR query LIKE '%FROM pg_locks%')"
+                )
+            ).scalar_one()
+        )
 
 
 def test_two_concurrent_expands_apply_once(database_url: str, tmp_path: Path) -> None:
@@ -89,8 +93,11 @@ def test_a_lock_wait_names_the_holder(database_url: str, tmp_path: Path) -> None
     assert "holds the lock; waiting" in result.output and '"someone-else"' in result.output
     # the wait is the contract's structured line: what the operator reads of a waiting pod's log
     wait = contract.read_lock_wait(result.output)
-    assert wait is not None and (wait.holder_pid, wait.holder_application, wait.holder_since) == \
-        (pid, "someone-else", held["since"])
+    assert wait is not None and (wait.holder_pid, wait.holder_application, wait.holder_since) == (
+        pid,
+        "someone-else",
+        held["since"],
+    )
     assert wait.since and datetime.strptime(wait.since, "%Y-%m-%dT%H:%M:%SZ")
     assert json.loads(run(database_url, "status", term=tmp_path / "s2").stdout)["lock_holder"] is None
 
@@ -115,31 +122,47 @@ def test_a_runner_that_got_the_lock_after_waiting_says_so(database_url: str, tmp
 def blocked_runners(url: str) -> int:
     """Runners waiting for a heavyweight lock right now."""
     with engine(url).connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
-            "AND wait_event_type = 'Lock'")).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
 
 
 def blocked_waits(url: str) -> set[tuple[int, datetime]]:
     """(backend, statement start) of each runner statement waiting for a heavyweight lock: a new pair for the same
     lock means the runner timed out and tried again."""
     with engine(url).connect() as conn:
-        return {(int(pid), started) for pid, started in conn.execute(text(
-            "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
-            "AND wait_event_type = 'Lock'"))}
+        return {
+            (int(pid), started)
+            for pid, started in conn.execute(
+                text(
+                    "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = 'divbase-migrate' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        }
 
 
 def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_path: Path) -> None:
     assert run(database_url, "expand", "--release", "1", term=tmp_path / "a").code == 0
     holder = engine(database_url).connect()
     holder.execute(text('LOCK TABLE "user" IN ACCESS EXCLUSIVE MODE'))
-    proc = start(database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10",
-                 term=tmp_path / "b")
+    proc = start(
+        database_url, "expand", "--release", "2", "--lock-timeout", "200ms", "--lock-retries", "10", term=tmp_path / "b"
+    )
     try:
         wait_for("the runner queued behind our lock", lambda: bool(blocked_waits(database_url)), 30, interval=0.05)
         first = blocked_waits(database_url)
-        wait_for("the runner timed out and waiting again", lambda: bool(blocked_waits(database_url) - first), 30,
-                 interval=0.05)
+        wait_for(
+            "the runner timed out and waiting again",
+            lambda: bool(blocked_waits(database_url) - first),
+            30,
+            interval=0.05,
+        )
     finally:
         holder.rollback()
         holder.close()
@@ -149,21 +172,35 @@ def test_a_blocked_revision_is_retried_and_then_succeeds(database_url: str, tmp_
     assert "lock timeout; rolled back, will retry" in result.stderr
 
 
-@pytest.mark.parametrize(("start_at", "locked", "blocked"), [
-    # past the baseline: the revision itself waits for the lock
-    ("2", "skipped_vcf_files", "revision e0003_skip_reason"),
-    # at the baseline: the adoption check reads the catalog first, which waits on the same lock
-    ("1", "user", "reading the schema to compare with the baseline"),
-])
-def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp_path: Path, start_at: str,
-                                                          locked: str, blocked: str) -> None:
+@pytest.mark.parametrize(
+    ("start_at", "locked", "blocked"),
+    [
+        # past the baseline: the revision itself waits for the lock
+        ("2", "skipped_vcf_files", "revision e0003_skip_reason"),
+        # at the baseline: the adoption check reads the catalog first, which waits on the same lock
+        ("1", "user", "reading the schema to compare with the baseline"),
+    ],
+)
+def test_a_blocked_revision_fails_cleanly_after_its_bound(
+    database_url: str, tmp_path: Path, start_at: str, locked: str, blocked: str
+) -> None:
     assert run(database_url, "expand", "--release", start_at, term=tmp_path / "a").code == 0
     before = heads(database_url)
     holder = engine(database_url).connect()
     holder.execute(text(f'LOCK TABLE "{locked}" IN ACCESS EXCLUSIVE MODE'))  # held until the runner gives up
     try:
-        result = run(database_url, "expand", "--release", str(int(start_at) + 1), "--lock-timeout", "100ms",
-                     "--lock-retries", "2", term=tmp_path / "b", timeout=60)
+        result = run(
+            database_url,
+            "expand",
+            "--release",
+            str(int(start_at) + 1),
+            "--lock-timeout",
+            "100ms",
+            "--lock-retries",
+            "2",
+            term=tmp_path / "b",
+            timeout=60,
+        )
     finally:
         holder.rollback()
         holder.close()
@@ -172,8 +209,9 @@ def test_a_blocked_revision_fails_cleanly_after_its_bound(database_url: str, tmp
     assert heads(database_url) == before  # nothing half-applied
     with engine(database_url).connect() as conn:
         assert "display_name" not in {c["name"] for c in inspect(conn).get_columns("user")} or start_at == "2"
-        assert not any(c["name"] == "skip_reason" and c["default"] for c in inspect(conn).get_columns(
-            "skipped_vcf_files"))
+        assert not any(
+            c["name"] == "skip_reason" and c["default"] for c in inspect(conn).get_columns("skipped_vcf_files")
+        )
 
 
 def test_statement_timeout_is_enforced(database_url: str, tmp_path: Path) -> None:
@@ -240,8 +278,9 @@ def test_unreachable_database(tmp_path: Path) -> None:
     assert "pw-unreachable" not in result.output
 
 
-def test_wrong_password_and_no_password_leaks(postgres_server: PostgresServer, database_url: str,
-                                              tmp_path: Path) -> None:
+def test_wrong_password_and_no_password_leaks(
+    postgres_server: PostgresServer, database_url: str, tmp_path: Path
+) -> None:
     wrong = make_url(database_url).set(password="Wr0ng-Passw0rd-xyz").render_as_string(hide_password=False)
     result = run(wrong, "expand", "--release", "1", term=tmp_path / "t")
     assert result.code == cli.EXIT_UNAVAILABLE
@@ -249,18 +288,37 @@ def test_wrong_password_and_no_password_leaks(postgres_server: PostgresServer, d
     assert "Wr0ng-Passw0rd-xyz" not in result.output
     assert heads(database_url) == []
     # and a successful run, status, check and plan never print the real one either
-    outputs = [run(database_url, *args, term=tmp_path / f"r{i}").output for i, args in enumerate(
-        [("expand", "--release", "4"), ("contract", "--release", "4"), ("status",), ("check", "--release", "4"),
-         ("plan", "expand", "--release", "4", "--sql")])]
+    outputs = [
+        run(database_url, *args, term=tmp_path / f"r{i}").output
+        for i, args in enumerate(
+            [
+                ("expand", "--release", "4"),
+                ("contract", "--release", "4"),
+                ("status",),
+                ("check", "--release", "4"),
+                ("plan", "expand", "--release", "4", "--sql"),
+            ]
+        )
+    ]
     assert all(postgres_server.password not in out for out in outputs)
     assert '"settings":["DIVBASE_DATABASE_URL"]' in outputs[0]  # which variable was read, never its value
 
 
 def test_parts_from_the_environment(postgres_server: PostgresServer, database_url: str, tmp_path: Path) -> None:
     url = make_url(database_url)
-    result = run(None, "expand", "--release", "1", term=tmp_path / "t", DIVBASE_DB_HOST=str(url.host),
-                 DIVBASE_DB_PORT=str(url.port), DIVBASE_DB_NAME=str(url.database), DIVBASE_DB_USER=str(url.username),
-                 DIVBASE_DB_PASSWORD=str(url.password), DIVBASE_RELEASE="1")
+    result = run(
+        None,
+        "expand",
+        "--release",
+        "1",
+        term=tmp_path / "t",
+        DIVBASE_DB_HOST=str(url.host),
+        DIVBASE_DB_PORT=str(url.port),
+        DIVBASE_DB_NAME=str(url.database),
+        DIVBASE_DB_USER=str(url.username),
+        DIVBASE_DB_PASSWORD=str(url.password),
+        DIVBASE_RELEASE="1",
+    )
     assert result.code == 0, result.output
     assert postgres_server.password not in result.output
 

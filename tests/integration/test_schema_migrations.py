@@ -27,7 +27,6 @@ BROKEN_BY_NEXT_CONTRACT = {"1": 'column "name"', "3": "invalid input value for e
 EXAMPLES = ("1", "2", "3", "4")
 
 
-
 def step(url: str, name: str, version: str, tmp_path: Path) -> dict[str, Any]:
     result = run(url, name, "--release", version, term=tmp_path / f"{name}-{version}.json")
     assert result.code == 0, result.output
@@ -50,6 +49,7 @@ def test_models_match_the_migrated_schema(database_url: str, tmp_path: Path) -> 
     latest = MANIFEST.latest().version
     step(database_url, "expand", latest, tmp_path)
     step(database_url, "contract", latest, tmp_path)
+
     def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
         return table not in FOREIGN_TABLES
@@ -57,8 +57,9 @@ def test_models_match_the_migrated_schema(database_url: str, tmp_path: Path) -> 
     with engine(database_url).connect() as conn:
         for table in ("celery_taskmeta", "celery_groupmeta"):  # Celery's, in the same database, not ours
             conn.execute(text(f"CREATE TABLE {table} (id serial primary key, task_id text)"))
-        ctx = MigrationContext.configure(conn, opts={"include_object": include, "compare_type": True,
-                                                     "compare_server_default": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"include_object": include, "compare_type": True, "compare_server_default": True}
+        )
         diff = compare_metadata(ctx, head_metadata())
     assert diff == [], diff
 
@@ -66,8 +67,12 @@ def test_models_match_the_migrated_schema(database_url: str, tmp_path: Path) -> 
 def test_index_is_built_concurrently_and_valid(database_url: str, tmp_path: Path) -> None:
     step(database_url, "expand", "3", tmp_path)
     with engine(database_url).connect() as conn:
-        valid = conn.execute(text("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                                  "WHERE c.relname = 'ix_task_history_user_id_created_at'")).scalar_one()
+        valid = conn.execute(
+            text(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = 'ix_task_history_user_id_created_at'"
+            )
+        ).scalar_one()
     assert valid is True
 
 
@@ -112,9 +117,15 @@ def test_contract_backfills_and_tightens(database_url: str, tmp_path: Path) -> N
         assert conn.execute(text("SELECT skip_reason FROM skipped_vcf_files")).scalar_one() == "unspecified"
         assert conn.execute(text('SELECT display_name FROM "user"')).scalar_one() == "Ada r1"
         assert [r[0] for r in conn.execute(text("SELECT level::text FROM announcement"))] == ["CAUTION"]
-        labels = [r[0] for r in conn.execute(text(
-            "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
-            "WHERE t.typname = 'announcementlevel' ORDER BY enumsortorder"))]
+        labels = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+                    "WHERE t.typname = 'announcementlevel' ORDER BY enumsortorder"
+                )
+            )
+        ]
         assert labels == ["INFO", "SUCCESS", "CAUTION", "DANGER"]
         columns = {c["name"]: c for c in inspect(conn).get_columns("user")}
         assert "name" not in columns and columns["display_name"]["nullable"] is False

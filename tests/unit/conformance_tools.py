@@ -32,8 +32,14 @@ def binary(name: str) -> Path:
 
 
 def _run(name: str, requests: list[Any]) -> list[dict[str, Any]]:
-    proc = subprocess.run([str(binary(name))], input="".join(json.dumps(r) + "\n" for r in requests),
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [str(binary(name))],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}: {proc.stderr[-2000:]}"
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(out) == len(requests), (proc.stdout, proc.stderr[-2000:])

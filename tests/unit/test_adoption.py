@@ -23,10 +23,13 @@ from test_kstatus import PHASES, as_object
 UID = "uid-1"
 
 
-def deployment(name: str = "db-api", labels: dict[str, str] | None = None, owner: dict[str, Any] | None = None,
-               annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": "prod", "labels": labels or {},
-                            "annotations": annotations or {}}
+def deployment(
+    name: str = "db-api",
+    labels: dict[str, str] | None = None,
+    owner: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "prod", "labels": labels or {}, "annotations": annotations or {}}
     if owner:
         meta["ownerReferences"] = [{"controller": True, **owner}]
     return {"metadata": meta, "spec": {"replicas": 1, "template": {"spec": {"containers": []}}}, "status": {}}
@@ -46,18 +49,30 @@ def reconcile_with(world: World, foreign: tuple[ForeignDeployment, ...]) -> Deci
 OURS = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_DATABASE: "db"}
 
 
-@pytest.mark.parametrize(("body", "owner"), [
-    (deployment(owner={"kind": names.KIND, "name": "db", "uid": UID}), None),
-    (deployment(labels=OURS), "carries divbase-operator's labels but no controller ownerReference"),  # not a hand-over
-    (deployment(), "has no owner"),
-    (deployment(labels={names.LABEL_MANAGED_BY: "Helm"}, annotations={"meta.helm.sh/release-name": "divbase"}),
-     "is managed by Helm release divbase"),
-    (deployment(labels={names.LABEL_MANAGED_BY: "argocd"}), "is managed by argocd"),
-    (deployment(labels=OURS, owner={"kind": names.KIND, "name": "db", "uid": "old"}),
-     "is controlled by DivBaseDatabase db (an earlier resource of this name, uid old)"),
-    (deployment(labels=OURS, owner={"kind": names.KIND, "name": "other", "uid": "x"}),
-     "is controlled by DivBaseDatabase other"),
-])
+@pytest.mark.parametrize(
+    ("body", "owner"),
+    [
+        (deployment(owner={"kind": names.KIND, "name": "db", "uid": UID}), None),
+        (
+            deployment(labels=OURS),
+            "carries divbase-operator's labels but no controller ownerReference",
+        ),  # not a hand-over
+        (deployment(), "has no owner"),
+        (
+            deployment(labels={names.LABEL_MANAGED_BY: "Helm"}, annotations={"meta.helm.sh/release-name": "divbase"}),
+            "is managed by Helm release divbase",
+        ),
+        (deployment(labels={names.LABEL_MANAGED_BY: "argocd"}), "is managed by argocd"),
+        (
+            deployment(labels=OURS, owner={"kind": names.KIND, "name": "db", "uid": "old"}),
+            "is controlled by DivBaseDatabase db (an earlier resource of this name, uid old)",
+        ),
+        (
+            deployment(labels=OURS, owner={"kind": names.KIND, "name": "other", "uid": "x"}),
+            "is controlled by DivBaseDatabase other",
+        ),
+    ],
+)
 def test_who_owns_a_deployment(body: dict[str, Any], owner: str | None) -> None:
     verdict = foreign_deployment(body, "db", UID)
     assert (verdict.owner if verdict else None) == owner
@@ -71,10 +86,12 @@ def test_a_foreign_deployment_stops_a_first_install_before_anything_runs() -> No
     assert world.status["phase"] == names.PHASE_FAILED
     stalled = world.condition(names.COND_STALLED)
     assert (stalled["status"], stalled["reason"]) == ("True", names.REASON_FOREIGN_DEPLOYMENT)
-    assert stalled["message"].startswith("Deployment db-api is managed by Helm release divbase: not managed by this "
-                                         "DivBaseDatabase, so no step runs. Hand it over: delete it (kubectl -n prod "
-                                         "delete deployment db-api --cascade=orphan keeps its pods serving until the "
-                                         "operator's own are ready")
+    assert stalled["message"].startswith(
+        "Deployment db-api is managed by Helm release divbase: not managed by this "
+        "DivBaseDatabase, so no step runs. Hand it over: delete it (kubectl -n prod "
+        "delete deployment db-api --cascade=orphan keeps its pods serving until the "
+        "operator's own are ready"
+    )
     [event] = [a for a in decision.actions if isinstance(a, EmitEvent)]
     assert (event.type, event.reason) == ("Warning", names.EVENT_FOREIGN_DEPLOYMENT)
     assert decision.requeue_after == names.FOREIGN_RECHECK_SECONDS, "its removal sends no event: look again"
@@ -85,23 +102,29 @@ def test_a_foreign_deployment_stops_a_first_install_before_anything_runs() -> No
     assert verdict is not None and verdict.code == plugin.EXIT_FAILED and "ForeignDeployment" in verdict.message
 
     started = world.reconcile()  # deleted by its owner: the install starts
-    assert [a.body["metadata"]["labels"][names.LABEL_STEP] for a in started.actions if isinstance(a, CreateJob)] \
-        == ["expand"]
+    assert [a.body["metadata"]["labels"][names.LABEL_STEP] for a in started.actions if isinstance(a, CreateJob)] == [
+        "expand"
+    ]
     assert world.condition(names.COND_STALLED)["status"] == "False"
 
 
 def test_a_deployment_controlled_by_someone_else_in_the_watch_stops_the_rollout_too() -> None:
     world = PHASES["ready"][0]()
     name = "db-api"
-    body = deployment(name, labels={**OURS, names.LABEL_WORKLOAD: "api", names.LABEL_VERSION: "1"},
-                      owner={"kind": names.KIND, "name": "db", "uid": "old"})
+    body = deployment(
+        name,
+        labels={**OURS, names.LABEL_WORKLOAD: "api", names.LABEL_VERSION: "1"},
+        owner={"kind": names.KIND, "name": "db", "uid": "old"},
+    )
     world.deployments[name] = deployment_from_body(body)
     world.set_spec(version="2")
     decision = world.reconcile()
     assert not [a for a in decision.actions if isinstance(a, CreateJob | ApplyDeployment)]
     assert world.condition(names.COND_STALLED)["reason"] == names.REASON_FOREIGN_DEPLOYMENT
-    assert "is controlled by DivBaseDatabase db (an earlier resource of this name, uid old)" in \
-        world.condition(names.COND_STALLED)["message"]
+    assert (
+        "is controlled by DivBaseDatabase db (an earlier resource of this name, uid old)"
+        in world.condition(names.COND_STALLED)["message"]
+    )
 
 
 def test_a_running_job_is_not_stopped_by_a_foreign_deployment() -> None:
@@ -133,8 +156,12 @@ def test_when_deployments_are_looked_up() -> None:
 def test_the_first_rollout_on_a_migrated_database_is_labelled_with_what_it_found() -> None:
     world = World(spec=base_spec("4", contract={"policy": "Manual"}))
     world.reconcile()
-    world.finish_job("expand", message=json.dumps({"command": "expand", "outcome": "applied", "found": "3",
-                                                   "to": {"expand": "e0005", "contract": "c0003"}}))
+    world.finish_job(
+        "expand",
+        message=json.dumps(
+            {"command": "expand", "outcome": "applied", "found": "3", "to": {"expand": "e0005", "contract": "c0003"}}
+        ),
+    )
     decision = world.reconcile()
     rollout = world.status["rollout"]
     assert rollout["fromVersion"] is None and rollout["foundVersion"] == "3"
@@ -156,8 +183,12 @@ def test_the_first_rollout_on_a_migrated_database_is_labelled_with_what_it_found
     entry = world.status["history"][0]
     assert (entry["fromVersion"], entry["foundVersion"], entry["toVersion"]) == (None, "3", "4")
     assert plugin.format_history(as_object(world)).splitlines()[1].split()[:4] == ["3", "(found)", "4", "Succeeded"]
-    succeeded = [a for d in world.log for a in d.actions if isinstance(a, EmitEvent)
-                 and a.reason == names.EVENT_ROLLOUT_SUCCEEDED]
+    succeeded = [
+        a
+        for d in world.log
+        for a in d.actions
+        if isinstance(a, EmitEvent) and a.reason == names.EVENT_ROLLOUT_SUCCEEDED
+    ]
     assert succeeded[-1].message == "release 4 rolled out (from 3, found in the database)"
 
 
@@ -166,8 +197,9 @@ def test_an_empty_database_is_still_a_first_install() -> None:
     world.reconcile()
     world.finish_job("expand", message=json.dumps({"outcome": "applied", "found": None}))
     decision = world.reconcile()
-    assert [a.body["metadata"]["labels"][names.LABEL_STEP] for a in decision.actions if isinstance(a, CreateJob)] \
-        == ["contract"]
+    assert [a.body["metadata"]["labels"][names.LABEL_STEP] for a in decision.actions if isinstance(a, CreateJob)] == [
+        "contract"
+    ]
     assert "foundVersion" not in world.status["rollout"]
     assert "(empty database) -> 1" in plugin.format_status(as_object(world))
 
@@ -185,19 +217,33 @@ class LookupApi:
         async def write(*args: Any, **kwargs: Any) -> Any:
             self.writes.append((name, args))
             return {"metadata": {"resourceVersion": str(len(self.writes) + 1)}}
+
         return write
 
 
 def test_the_reconciler_reads_missing_deployments_by_name_before_a_rollout() -> None:
-    snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": UID, "resourceVersion": "1",
-                                            "generation": 1, "finalizers": [names.FINALIZER]},
-                               "spec": base_spec("4"), "status": {}})
+    snap = Snapshot.from_body(
+        {
+            "metadata": {
+                "namespace": "prod",
+                "name": "db",
+                "uid": UID,
+                "resourceVersion": "1",
+                "generation": 1,
+                "finalizers": [names.FINALIZER],
+            },
+            "spec": base_spec("4"),
+            "status": {},
+        }
+    )
     api = LookupApi({"db-api": deployment(annotations={"meta.helm.sh/release-name": "divbase"})})
-    sources = Sources(databases=lambda key: snap, jobs=lambda key: (), deployments=lambda key: (),
-                      pods=lambda key: ())
+    sources = Sources(databases=lambda key: snap, jobs=lambda key: (), deployments=lambda key: (), pods=lambda key: ())
     events: list[EmitEvent] = []
-    reconciler = Reconciler(api=api, sources=sources,  # type: ignore[arg-type]
-                            post_event=lambda ref, event: events.append(event))
+    reconciler = Reconciler(
+        api=api,
+        sources=sources,  # type: ignore[arg-type]
+        post_event=lambda ref, event: events.append(event),
+    )
     asyncio.run(reconciler.reconcile_once(("prod", "db")))
     assert [e.reason for e in events] == [names.EVENT_FOREIGN_DEPLOYMENT]
     assert sorted(api.gets) == ["db-api", "db-worker"]

@@ -26,8 +26,16 @@ def test_contract_args_carry_the_digest_and_the_runner_parses_them() -> None:
     assert cli.parser().parse_args(["contract", "--release", "2"]).expect_digest is None
 
 
-@pytest.mark.parametrize(("step", "digest"), [("expand", DIGEST), ("plan", DIGEST), ("contract", "sha256:abc"),
-                                              ("contract", DIGEST.upper()), ("contract", "md5:" + "0" * 64)])
+@pytest.mark.parametrize(
+    ("step", "digest"),
+    [
+        ("expand", DIGEST),
+        ("plan", DIGEST),
+        ("contract", "sha256:abc"),
+        ("contract", DIGEST.upper()),
+        ("contract", "md5:" + "0" * 64),
+    ],
+)
 def test_a_digest_only_binds_a_contract_and_only_a_sha256(step: str, digest: str) -> None:
     with pytest.raises(ValueError):
         contract.step_args(step, "2", expect_digest=digest)
@@ -81,8 +89,12 @@ def test_a_contract_refused_for_another_plan_is_planned_and_approved_again() -> 
     old = world.status["contractPlan"]["digest"]
     world.annotations[names.ANNOTATION_APPROVE_CONTRACT] = f"2@{old.split(':')[1][:12]}"
     _contract_args(world)
-    world.finish_job("contract", ok=False, exit_code=contract.EXIT_PRECONDITION,
-                     message='{"error":"the contract of release 2 would run SQL sha256:1, not the approved plan"}')
+    world.finish_job(
+        "contract",
+        ok=False,
+        exit_code=contract.EXIT_PRECONDITION,
+        message='{"error":"the contract of release 2 would run SQL sha256:1, not the approved plan"}',
+    )
     world.reconcile()
     assert world.condition(names.COND_STALLED)["status"] == "True"
     assert "not the approved plan" in world.status["lastFailure"]["message"]
@@ -134,8 +146,11 @@ def _awaiting() -> tuple[World, dict[str, Any], dict[str, Any]]:
     _upgrade_to_contract(world)
     world.reconcile()
     world.reconcile()
-    obj = {"metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"}, "spec": world.spec,
-           "status": world.status}
+    obj = {
+        "metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"},
+        "spec": world.spec,
+        "status": world.status,
+    }
     [configmap] = world.configmaps.values()
     return world, obj, configmap
 
@@ -145,13 +160,16 @@ def test_the_plugin_approves_the_published_plan(capsys: pytest.CaptureFixture[st
     client = PlanClient(obj, configmap)
     assert plugin.run(["approve-contract", "db"], client=client) == 0
     digest = obj["status"]["contractPlan"]["digest"]
-    assert client.patches[0]["metadata"]["annotations"][names.ANNOTATION_APPROVE_CONTRACT] == \
-        f"2@{digest.split(':')[1][:12]}"
+    assert (
+        client.patches[0]["metadata"]["annotations"][names.ANNOTATION_APPROVE_CONTRACT]
+        == f"2@{digest.split(':')[1][:12]}"
+    )
 
 
 @pytest.mark.parametrize("tamper", ["sql", "missing", "no-sql", "says-truncated", "sql-and-says-truncated"])
-def test_the_plugin_refuses_a_plan_configmap_changed_after_publishing(tamper: str,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_plugin_refuses_a_plan_configmap_changed_after_publishing(
+    tamper: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, obj, configmap = _awaiting()
     changed = copy.deepcopy(configmap)
     if tamper == "sql":
@@ -182,8 +200,11 @@ def test_a_plan_too_large_to_publish_is_approved_by_digest_with_a_note(capsys: p
     [configmap] = world.configmaps.values()
     assert configmap["data"][names.PLAN_DATA_TRUNCATED] == "true"
     assert world.status["contractPlan"]["truncated"] is True, "status says so: the plugin believes only status"
-    obj = {"metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"}, "spec": world.spec,
-           "status": world.status}
+    obj = {
+        "metadata": {"name": "db", "namespace": "prod", "resourceVersion": "7"},
+        "spec": world.spec,
+        "status": world.status,
+    }
     assert plugin.run(["approve-contract", "db"], client=PlanClient(obj, configmap)) == 0
     assert "too large to publish, so it was not checked here" in capsys.readouterr().out
 
@@ -249,8 +270,10 @@ def test_without_the_plan_pod_the_republished_configmap_names_the_digest_and_the
     digest = world.status["contractPlan"]["digest"]
     assert data[names.PLAN_DATA_TRUNCATED] == "true" and data["digest"] == digest
     assert world.status["contractPlan"]["truncated"] is True
-    assert digest in data[names.PLAN_DATA_SQL] and "divbase-migrate plan contract --release 2 --sql" in \
-        data[names.PLAN_DATA_SQL]
+    assert (
+        digest in data[names.PLAN_DATA_SQL]
+        and "divbase-migrate plan contract --release 2 --sql" in data[names.PLAN_DATA_SQL]
+    )
     assert not _republished(world.reconcile())
     # the plugin approves it by digest, saying it could not check the SQL
     client = PlanClient({**obj, "status": world.status}, apply.body)
@@ -261,14 +284,20 @@ def test_without_the_plan_pod_the_republished_configmap_names_the_digest_and_the
 HEX = "4f" * 32
 
 
-@pytest.mark.parametrize(("image_id", "expected"), [
-    (f"docker-pullable://registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
-    (f"registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
-    (f"mirror.internal/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),  # same manifest, our name
-    (f"sha256:{HEX}", "registry.example/divbase:2"),  # an image ID names no manifest: the tag, and the runner's check
-    ("local://registry.example/divbase", "registry.example/divbase:2"),
-    (None, "registry.example/divbase:2"),
-])
+@pytest.mark.parametrize(
+    ("image_id", "expected"),
+    [
+        (f"docker-pullable://registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
+        (f"registry.example/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),
+        (f"mirror.internal/divbase@sha256:{HEX}", f"registry.example/divbase@sha256:{HEX}"),  # same manifest, our name
+        (
+            f"sha256:{HEX}",
+            "registry.example/divbase:2",
+        ),  # an image ID names no manifest: the tag, and the runner's check
+        ("local://registry.example/divbase", "registry.example/divbase:2"),
+        (None, "registry.example/divbase:2"),
+    ],
+)
 def test_a_manual_contract_runs_the_plan_pods_image_by_digest(image_id: str | None, expected: str) -> None:
     world = World(spec=base_spec("1", contract={"policy": "Manual"}))
     world.install("1")
@@ -288,8 +317,15 @@ def test_a_manual_contract_runs_the_plan_pods_image_by_digest(image_id: str | No
 def test_the_pod_observation_keeps_the_image_id() -> None:
     from divbase_operator.observed import pod_from_body
 
-    pod = pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [
-        {"imageID": f"ghcr.io/x@sha256:{HEX}", "state": {"terminated": {"exitCode": 0}}}]}})
+    pod = pod_from_body(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "containerStatuses": [{"imageID": f"ghcr.io/x@sha256:{HEX}", "state": {"terminated": {"exitCode": 0}}}]
+            },
+        }
+    )
     assert pod.image_id == f"ghcr.io/x@sha256:{HEX}"
-    assert pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"imageID": 7}]}}).image_id \
-        is None
+    assert (
+        pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"imageID": 7}]}}).image_id is None
+    )

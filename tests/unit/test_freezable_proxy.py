@@ -92,8 +92,10 @@ def test_tls_proxy_freezes_watches_only(tmp_path: Path) -> None:
     upstream_tls.verify_mode = ssl.CERT_REQUIRED  # the proxy must present the admin certificate
     client_tls = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
     with echo_server(upstream_tls) as upstream, FreezableProxy(upstream, tls=apiserver_tls(tmp_path)) as proxy:
-        conns = [client_tls.wrap_socket(socket.create_connection(("127.0.0.1", proxy.port)),
-                                        server_hostname="127.0.0.1") for _ in range(2)]
+        conns = [
+            client_tls.wrap_socket(socket.create_connection(("127.0.0.1", proxy.port)), server_hostname="127.0.0.1")
+            for _ in range(2)
+        ]
         watch, get = conns
         watch_request = b"GET /api/v1/namespaces/x/pods?watch=true&timeoutSeconds=10 HTTP/1.1\r\nHost: x\r\n\r\n"
         get_request = b"GET /api/v1/namespaces/x/pods HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -10,8 +10,9 @@ from divbase_localcluster.gitserver import GitServer
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-c", "protocol.version=2", *args], capture_output=True, text=True, timeout=60,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        ["git", "-c", "protocol.version=2", *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_a_commit_is_served_over_smart_http_and_pushes_are_refused(tmp_path: Path) -> None:

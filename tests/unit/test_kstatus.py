@@ -27,10 +27,18 @@ __all__ = ["CURRENT", "FAILED", "IN_PROGRESS", "PHASES", "TERMINATING", "as_obje
 
 
 def as_object(world: World, name: str = "db") -> dict[str, Any]:
-    return {"apiVersion": names.API_VERSION, "kind": names.KIND,
-            "metadata": {"name": name, "namespace": "prod", "generation": world.generation,
-                         "annotations": dict(world.annotations)},
-            "spec": world.spec, "status": world.status}
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {
+            "name": name,
+            "namespace": "prod",
+            "generation": world.generation,
+            "annotations": dict(world.annotations),
+        },
+        "spec": world.spec,
+        "status": world.status,
+    }
 
 
 def _ready(version: str = "1", **spec: Any) -> World:
@@ -116,10 +124,16 @@ PHASES: dict[str, tuple[Callable[[], World], str, str]] = {
     "expanding": (lambda: _upgrade_until("expanding"), names.PHASE_EXPANDING, IN_PROGRESS),
     "deploying": (lambda: _upgrade_until("deploying"), names.PHASE_DEPLOYING, IN_PROGRESS),
     "contracting": (lambda: _upgrade_until("contracting"), names.PHASE_CONTRACTING, IN_PROGRESS),
-    "awaiting-manual": (lambda: _upgrade_until("awaiting", contract={"policy": "Manual"}),
-                        names.PHASE_AWAITING_CONTRACT, IN_PROGRESS),
-    "awaiting-delay": (lambda: _upgrade_until("awaiting", contract={"policy": "Delayed", "delaySeconds": 600}),
-                       names.PHASE_AWAITING_CONTRACT, IN_PROGRESS),
+    "awaiting-manual": (
+        lambda: _upgrade_until("awaiting", contract={"policy": "Manual"}),
+        names.PHASE_AWAITING_CONTRACT,
+        IN_PROGRESS,
+    ),
+    "awaiting-delay": (
+        lambda: _upgrade_until("awaiting", contract={"policy": "Delayed", "delaySeconds": 600}),
+        names.PHASE_AWAITING_CONTRACT,
+        IN_PROGRESS,
+    ),
     "rolling-back": (_rolling_back, names.PHASE_ROLLING_BACK, IN_PROGRESS),
     "expand-failed": (_expand_failed, names.PHASE_FAILED, FAILED),
     "rolled-back": (_rolled_back, names.PHASE_FAILED, FAILED),
@@ -186,7 +200,9 @@ def test_generation_not_yet_observed_is_in_progress_even_if_ready() -> None:
     world = _ready()
     world.set_spec(version="2")  # the apiserver bumped generation; the operator has not reconciled yet
     assert kstatus(as_object(world)) == (
-        IN_PROGRESS, f"{names.KIND} generation is 2, but latest observed generation is 1")
+        IN_PROGRESS,
+        f"{names.KIND} generation is 2, but latest observed generation is 1",
+    )
 
 
 def test_stale_stalled_condition_does_not_fail_a_new_generation() -> None:
@@ -206,20 +222,29 @@ def test_kstatus_falls_back_to_ready() -> None:
     claimed it never reads Ready; kstatus' own code shows otherwise)."""
 
     def obj(*conditions: tuple[str, str]) -> dict[str, Any]:
-        return {"apiVersion": names.API_VERSION, "kind": names.KIND, "metadata": {"generation": 1},
-                "status": {"observedGeneration": 1,
-                           "conditions": [{"type": t, "status": s, "reason": "R", "message": f"{t} is {s}"}
-                                          for t, s in conditions]}}  # fmt: skip
+        return {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [
+                    {"type": t, "status": s, "reason": "R", "message": f"{t} is {s}"} for t, s in conditions
+                ],
+            },
+        }
 
-    assert kstatus_many([
-        obj(("Ready", "False")),
-        obj(("Ready", "Unknown")),
-        obj(("Ready", "True")),
-        obj(),
-        obj(("Reconciling", "False"), ("Stalled", "False"), ("Ready", "False")),
-        obj(("Ready", "True"), ("Reconciling", "True")),
-        obj(("Ready", "True"), ("Stalled", "True"), ("Reconciling", "True")),
-    ]) == [
+    assert kstatus_many(
+        [
+            obj(("Ready", "False")),
+            obj(("Ready", "Unknown")),
+            obj(("Ready", "True")),
+            obj(),
+            obj(("Reconciling", "False"), ("Stalled", "False"), ("Ready", "False")),
+            obj(("Ready", "True"), ("Reconciling", "True")),
+            obj(("Ready", "True"), ("Stalled", "True"), ("Reconciling", "True")),
+        ]
+    ) == [
         (IN_PROGRESS, "Ready is False"),
         (IN_PROGRESS, "Ready is Unknown"),
         (CURRENT, "Resource is Ready"),
@@ -235,8 +260,13 @@ def test_every_step_of_an_upgrade_is_in_progress_until_ready() -> None:
     world = _ready()
     world.set_spec(version="2")
     phases, objects = [], []
-    for act in (lambda: None, lambda: world.finish_job("expand"), world.start_rollouts, world.complete_rollouts,
-                lambda: world.finish_job("contract")):
+    for act in (
+        lambda: None,
+        lambda: world.finish_job("expand"),
+        world.start_rollouts,
+        world.complete_rollouts,
+        lambda: world.finish_job("contract"),
+    ):
         act()
         world.reconcile()
         phases.append(world.status["phase"])
@@ -261,8 +291,9 @@ def _flux_release_kustomization() -> dict[str, Any]:
     import yaml
 
     path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "flux-kustomization.yaml"
-    return next(d for d in yaml.safe_load_all(path.read_text())
-                if d["kind"] == "Kustomization" and "healthChecks" in d["spec"])  # fmt: skip
+    return next(
+        d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Kustomization" and "healthChecks" in d["spec"]
+    )
 
 
 def _flux_exprs() -> list[dict[str, str]]:

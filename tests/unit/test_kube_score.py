@@ -32,9 +32,14 @@ def kube_score() -> Path:
 def score(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """kube-score's JSON report (one entry per object) of `objects`, with the answered checks ignored."""
     ignored = [arg for check in ANSWERED if check != "container-cpu-limit" for arg in ("--ignore-test", check)]
-    proc = subprocess.run([str(kube_score()), "score", "-o", "json", "--ignore-container-cpu-limit", *ignored, "-"],
-                          input=yaml.safe_dump_all(objects), capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        [str(kube_score()), "score", "-o", "json", "--ignore-container-cpu-limit", *ignored, "-"],
+        input=yaml.safe_dump_all(objects),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode in (0, 1), proc.stderr  # 1: it found something (asserted on below)
     return json.loads(proc.stdout)
 
@@ -65,7 +70,8 @@ def test_the_operator_chart_single_replica_is_the_only_warning() -> None:
     docs = render(OPERATOR_CHART)
     assert isinstance(docs, list)
     assert [f.split(":")[0] for f in findings(score(docs))] == [
-        "Deployment/apps/v1/ops/rel-divbase-operator deployment-replicas"]  # fmt: skip
+        "Deployment/apps/v1/ops/rel-divbase-operator deployment-replicas"
+    ]
 
 
 def test_the_example_release_and_what_the_operator_builds_of_it_score_clean() -> None:

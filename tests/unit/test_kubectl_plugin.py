@@ -26,8 +26,13 @@ def obj_for(case: str) -> dict[str, Any]:
 
 
 class FakeClient:
-    def __init__(self, obj: dict[str, Any] | None = None, get_error: int | None = None,
-                 patch_error: int | None = None, namespace: str = "prod") -> None:
+    def __init__(
+        self,
+        obj: dict[str, Any] | None = None,
+        get_error: int | None = None,
+        patch_error: int | None = None,
+        namespace: str = "prod",
+    ) -> None:
         self.obj, self.get_error, self.patch_error, self.namespace = obj, get_error, patch_error, namespace
         self.patches: list[dict[str, Any]] = []
 
@@ -49,13 +54,20 @@ class FakeClient:
     def get_configmap(self, name: str) -> dict[str, Any] | None:
         """The plan ConfigMap as the operator published it (the planner world's SQL)."""
         plan = ((self.obj or {}).get("status") or {}).get("contractPlan") or {}
-        return {"data": {names.PLAN_DATA_SQL: World.plan_sql, "digest": plan.get("digest"),
-                         names.PLAN_DATA_TRUNCATED: "false"}}
+        return {
+            "data": {
+                names.PLAN_DATA_SQL: World.plan_sql,
+                "digest": plan.get("digest"),
+                names.PLAN_DATA_TRUNCATED: "false",
+            }
+        }
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0, "0s"), (59.6, "1m00s"), (61, "1m01s"),
-                                               (3600, "1h00m"), (3 * 86400 + 7200, "3d2h"), (-5, "0s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0, "0s"), (59.6, "1m00s"), (61, "1m01s"), (3600, "1h00m"), (3 * 86400 + 7200, "3d2h"), (-5, "0s")],
+)
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert plugin.format_duration(seconds) == text
 
@@ -104,8 +116,12 @@ def test_history_lists_rollouts_newest_first_with_step_durations() -> None:
     obj = obj_for("ready")
     world = PHASES["ready"][0]()
     world.set_spec(version="2")
-    for act in (lambda: None, lambda: world.finish_job("expand"), world.complete_rollouts,
-                lambda: world.finish_job("contract")):
+    for act in (
+        lambda: None,
+        lambda: world.finish_job("expand"),
+        world.complete_rollouts,
+        lambda: world.finish_job("contract"),
+    ):
         act()
         world.reconcile()
     obj = as_object(world)
@@ -118,7 +134,8 @@ def test_history_lists_rollouts_newest_first_with_step_durations() -> None:
 
 def test_history_when_empty() -> None:
     assert "No rollouts recorded for prod/db" in plugin.format_history(
-        {"metadata": {"name": "db", "namespace": "prod"}, "status": {}})
+        {"metadata": {"name": "db", "namespace": "prod"}, "status": {}}
+    )
 
 
 # --- approve-contract -----------------------------------------------------------------------------------------------
@@ -126,8 +143,9 @@ def test_approve_defaults_to_the_waiting_version() -> None:
     obj = obj_for("awaiting-manual")
     body, message = plugin.approval_patch(obj, None)
     digest = obj["status"]["contractPlan"]["digest"].split(":")[1][:12]
-    assert body == {"metadata": {"resourceVersion": "42",
-                                 "annotations": {names.ANNOTATION_APPROVE_CONTRACT: f"2@{digest}"}}}
+    assert body == {
+        "metadata": {"resourceVersion": "42", "annotations": {names.ANNOTATION_APPROVE_CONTRACT: f"2@{digest}"}}
+    }
     assert "approved the contract of release 2" in message and digest in message
 
 
@@ -146,8 +164,9 @@ def test_approve_refuses_another_version() -> None:
 
 @pytest.mark.parametrize("case", ["ready", "awaiting-delay", "expand-failed", "contracting"])
 def test_approve_refuses_when_nothing_waits(case: str) -> None:
-    with pytest.raises(plugin.PluginError, match="nothing waits for contract approval on divbasedatabase 'db' in "
-                                                 "namespace 'prod'"):
+    with pytest.raises(
+        plugin.PluginError, match="nothing waits for contract approval on divbasedatabase 'db' in namespace 'prod'"
+    ):
         plugin.approval_patch(obj_for(case), None)
 
 
@@ -218,12 +237,16 @@ def test_run_refusal_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> N
     assert fake.patches == []
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (404, "error: divbasedatabase 'db' in namespace 'prod' not found"),
-    (403, "error: forbidden: you may not get divbasedatabase 'db' in namespace 'prod'"),
-])
-def test_run_api_errors_name_resource_and_namespace(status: int, expected: str,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (404, "error: divbasedatabase 'db' in namespace 'prod' not found"),
+        (403, "error: forbidden: you may not get divbasedatabase 'db' in namespace 'prod'"),
+    ],
+)
+def test_run_api_errors_name_resource_and_namespace(
+    status: int, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert plugin.run(["status", "db"], client=FakeClient(get_error=status)) == 1
     err = capsys.readouterr().err
     assert err.startswith(expected) and err.count("\n") == 1

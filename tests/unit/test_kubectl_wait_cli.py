@@ -33,8 +33,9 @@ class ReplayClient:
     """`get` returns the first object; `watch` replays the rest, one list per watch request (a request that gets
     nothing lets its whole timeout pass on the fake clock)."""
 
-    def __init__(self, first: dict[str, Any] | None, *watches: list[dict[str, Any] | None],
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self, first: dict[str, Any] | None, *watches: list[dict[str, Any] | None], clock: Clock | None = None
+    ) -> None:
         self.first = first
         self.watches = list(watches)
         self.clock = clock or Clock()
@@ -76,8 +77,12 @@ def upgrade_snapshots(fail_expand: bool = False) -> tuple[dict[str, Any], list[d
     world.reconcile()
     seen.append(snapshot(world, "3"))  # expanding
     if fail_expand:
-        world.finish_job("expand", ok=False, exit_code=3,
-                         message='{"outcome":"failed","error":"database unavailable: password authentication failed"}')
+        world.finish_job(
+            "expand",
+            ok=False,
+            exit_code=3,
+            message='{"outcome":"failed","error":"database unavailable: password authentication failed"}',
+        )
         world.reconcile()
         seen.append(snapshot(world, "4"))
         return first, seen
@@ -190,8 +195,10 @@ def test_wait_on_a_deleted_or_missing_resource_is_an_error(capsys: pytest.Captur
     assert verdict is not None and verdict.code == plugin.EXIT_ERROR
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("10m", 600), ("90s", 90), ("1h30m", 5400), ("45", 45),
-                                               ("0", 0), ("1.5s", 1.5), ("500ms", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10m", 600), ("90s", 90), ("1h30m", 5400), ("45", 45), ("0", 0), ("1.5s", 1.5), ("500ms", 0.5)],
+)
 def test_parse_timeout(text: str, seconds: float) -> None:
     assert plugin.parse_timeout(text) == seconds
 
@@ -251,8 +258,11 @@ def test_history_lists_the_failed_rollout_first_and_keeps_it_as_failed_when_supe
     world.reconcile()
     assert world.status["history"][0]["result"] == names.RESULT_FAILED
     lines = plugin.format_history(as_object(world)).splitlines()
-    assert [line.split()[:3] for line in lines[1:4]] == [["1", "3", "Running"], ["1", "2", "Failed"],
-                                                          ["(empty)", "1", "Succeeded"]]
+    assert [line.split()[:3] for line in lines[1:4]] == [
+        ["1", "3", "Running"],
+        ["1", "2", "Failed"],
+        ["(empty)", "1", "Succeeded"],
+    ]
 
 
 def test_a_running_rollout_replaced_by_a_new_version_is_superseded() -> None:

@@ -65,8 +65,9 @@ class LeaseStore:
             raise LostRace("exists")
         return self._store(spec)
 
-    async def replace_lease(self, namespace: str, name: str, resource_version: str,
-                            spec: dict[str, Any]) -> dict[str, Any]:
+    async def replace_lease(
+        self, namespace: str, name: str, resource_version: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
         self._check()
         if self.body is None or self.body["metadata"]["resourceVersion"] != resource_version:
             raise LostRace("conflict")
@@ -74,24 +75,29 @@ class LeaseStore:
 
 
 def elector(store: LeaseStore, clock: Clock, identity: str, **callbacks: Any) -> LeaderElector:
-    return LeaderElector(store, "ops", names.LEASE_NAME, identity, TIMING, monotonic=clock.monotonic,
-                         wall_clock=clock.wall, **callbacks)
+    return LeaderElector(
+        store, "ops", names.LEASE_NAME, identity, TIMING, monotonic=clock.monotonic, wall_clock=clock.wall, **callbacks
+    )
 
 
 def record(holder: str, duration: float = 15, transitions: int = 0) -> LeaseRecord:
-    return LeaseRecord(holder=holder, lease_duration=duration, transitions=transitions, acquire_time="t0",
-                       resource_version="7")
+    return LeaseRecord(
+        holder=holder, lease_duration=duration, transitions=transitions, acquire_time="t0", resource_version="7"
+    )
 
 
 # -- pure rules --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("lease", "unchanged_for", "expected"), [
-    (None, 0, True),                    # no Lease yet
-    (record(""), 0, True),              # released
-    (record("me"), 0, True),            # ours: renew
-    (record("other"), 14.9, False),     # held, still within its duration
-    (record("other"), 15, True),        # its holder stopped renewing
-    (record("other", duration=60), 30, False),  # the holder's own declared duration counts, not ours
-])
+@pytest.mark.parametrize(
+    ("lease", "unchanged_for", "expected"),
+    [
+        (None, 0, True),  # no Lease yet
+        (record(""), 0, True),  # released
+        (record("me"), 0, True),  # ours: renew
+        (record("other"), 14.9, False),  # held, still within its duration
+        (record("other"), 15, True),  # its holder stopped renewing
+        (record("other", duration=60), 30, False),  # the holder's own declared duration counts, not ours
+    ],
+)
 def test_may_take(lease: LeaseRecord | None, unchanged_for: float, expected: bool) -> None:
     assert may_take(lease, "me", unchanged_for) is expected
 
@@ -183,17 +189,28 @@ class RecordingApi:
             if self.on_write:
                 self.on_write()
             return {"metadata": {"resourceVersion": "2"}}
+
         return write
 
 
 def snapshot(key: tuple[str, str]) -> Snapshot:
-    return Snapshot.from_body({"metadata": {"namespace": key[0], "name": key[1], "uid": "u", "resourceVersion": "1",
-                                            "generation": 1}, "spec": {"version": "1"}, "status": {}})
+    return Snapshot.from_body(
+        {
+            "metadata": {"namespace": key[0], "name": key[1], "uid": "u", "resourceVersion": "1", "generation": 1},
+            "spec": {"version": "1"},
+            "status": {},
+        }
+    )
 
 
 def reconciler_with(api: RecordingApi, leading: list[bool], read: list[tuple[str, str]]) -> Reconciler:
-    sources = Sources(databases=lambda key: read.append(key) or snapshot(key), jobs=lambda key: (),
-                      deployments=lambda key: (), pods=lambda key: (), keys=lambda: [("ns", "a"), ("ns", "b")])
+    sources = Sources(
+        databases=lambda key: read.append(key) or snapshot(key),
+        jobs=lambda key: (),
+        deployments=lambda key: (),
+        pods=lambda key: (),
+        keys=lambda: [("ns", "a"), ("ns", "b")],
+    )
     return Reconciler(api=api, sources=sources, may_act=lambda: leading[0])  # type: ignore[arg-type]
 
 
@@ -237,8 +254,9 @@ async def test_a_new_leader_reconciles_every_known_resource() -> None:
 
 
 # -- the command line --------------------------------------------------------------------------------------------
-def test_leader_election_needs_to_know_where_the_lease_lives(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+def test_leader_election_needs_to_know_where_the_lease_lives(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     from divbase_operator import main
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)

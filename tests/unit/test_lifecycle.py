@@ -20,17 +20,32 @@ from test_kstatus import PHASES, TERMINATING, as_object, kstatus
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
-def job(name: str = "db-expand-1", state: str = JOB_ACTIVE, started: str | None = "2026-11-25T11:58:00Z",
-        deadline: int | None = 900, deleting: bool = False) -> JobObs:
-    return JobObs(name=name, step="expand", version="2", state=state, created_at="2026-11-25T11:57:59Z",
-                  started_at=started, active_deadline_seconds=deadline, deleting=deleting)
+def job(
+    name: str = "db-expand-1",
+    state: str = JOB_ACTIVE,
+    started: str | None = "2026-11-25T11:58:00Z",
+    deadline: int | None = 900,
+    deleting: bool = False,
+) -> JobObs:
+    return JobObs(
+        name=name,
+        step="expand",
+        version="2",
+        state=state,
+        created_at="2026-11-25T11:57:59Z",
+        started_at=started,
+        active_deadline_seconds=deadline,
+        deleting=deleting,
+    )
 
 
 def test_a_running_job_is_waited_for_until_its_deadline() -> None:
     deletion = plan_deletion((job(),), NOW)
     assert deletion.waiting_for == ("db-expand-1",)
-    assert deletion.message == ("deleted: waiting for expand Job db-expand-1 (release 2; its activeDeadlineSeconds "
-                                "ends it by 2026-11-25T12:13:00Z) to finish before removing the Jobs and workloads")
+    assert deletion.message == (
+        "deleted: waiting for expand Job db-expand-1 (release 2; its activeDeadlineSeconds "
+        "ends it by 2026-11-25T12:13:00Z) to finish before removing the Jobs and workloads"
+    )
     # its completion wakes the operator; the timer only bounds a Job controller that never ends it
     assert deletion.requeue_after == 13 * 60 + names.DELETION_JOB_GRACE_SECONDS
 
@@ -54,8 +69,13 @@ def test_a_job_without_a_deadline_is_waited_for_without_a_timer() -> None:
 
 
 def test_job_deadline_and_start_come_from_the_job() -> None:
-    observed = job_from_body({"metadata": {"name": "j"}, "spec": {"activeDeadlineSeconds": 60},
-                              "status": {"startTime": "2026-11-25T11:59:30Z", "active": 1}})
+    observed = job_from_body(
+        {
+            "metadata": {"name": "j"},
+            "spec": {"activeDeadlineSeconds": 60},
+            "status": {"startTime": "2026-11-25T11:59:30Z", "active": 1},
+        }
+    )
     assert (observed.active_deadline_seconds, observed.started_at) == (60, "2026-11-25T11:59:30Z")
 
 
@@ -84,38 +104,69 @@ class FinalizerApi:
         async def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args))
             self.version += 1
-            body = {"metadata": {"namespace": "prod", "name": "db", "uid": "u", "resourceVersion": str(self.version),
-                                 "generation": 2, "finalizers": [names.FINALIZER],
-                                 "deletionTimestamp": "2026-11-25T12:00:00Z"}}
+            body = {
+                "metadata": {
+                    "namespace": "prod",
+                    "name": "db",
+                    "uid": "u",
+                    "resourceVersion": str(self.version),
+                    "generation": 2,
+                    "finalizers": [names.FINALIZER],
+                    "deletionTimestamp": "2026-11-25T12:00:00Z",
+                }
+            }
             if name == "patch_status":
                 body["status"] = args[3]
             return body
+
         return call
 
 
 def test_deleting_mid_expand_waits_for_the_job_then_removes_children() -> None:
     world = PHASES["expanding"][0]()
     status = dict(world.status)
-    running = dataclasses.replace(world.active_job("expand"), started_at="2026-11-25T12:00:00Z",
-                                  active_deadline_seconds=900, owner_uid="u")  # the resource below is uid u
+    running = dataclasses.replace(
+        world.active_job("expand"), started_at="2026-11-25T12:00:00Z", active_deadline_seconds=900, owner_uid="u"
+    )  # the resource below is uid u
     jobs = [running]
-    snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": "u", "resourceVersion": "1",
-                                            "generation": 2, "finalizers": [names.FINALIZER],
-                                            "deletionTimestamp": "2026-11-25T12:00:00Z"},
-                               "spec": world.spec, "status": status})
+    snap = Snapshot.from_body(
+        {
+            "metadata": {
+                "namespace": "prod",
+                "name": "db",
+                "uid": "u",
+                "resourceVersion": "1",
+                "generation": 2,
+                "finalizers": [names.FINALIZER],
+                "deletionTimestamp": "2026-11-25T12:00:00Z",
+            },
+            "spec": world.spec,
+            "status": status,
+        }
+    )
     api = FinalizerApi()
     events: list[EmitEvent] = []
-    reconciler = Reconciler(api=api, sources=Sources(databases=lambda key: snap, jobs=lambda key: list(jobs),  # type: ignore[arg-type]
-                                                     deployments=lambda key: (), pods=lambda key: ()),
-                            clock=lambda: NOW + timedelta(seconds=30), post_event=lambda ref, e: events.append(e))
+    reconciler = Reconciler(
+        api=api,
+        sources=Sources(
+            databases=lambda key: snap,
+            jobs=lambda key: list(jobs),  # type: ignore[arg-type]
+            deployments=lambda key: (),
+            pods=lambda key: (),
+        ),
+        clock=lambda: NOW + timedelta(seconds=30),
+        post_event=lambda ref, e: events.append(e),
+    )
 
     async def scenario() -> None:
         await reconciler.reconcile_once(("prod", "db"))
         assert [name for name, _ in api.calls] == ["patch_status"], "no Job or Deployment deleted, finalizer kept"
         patched = api.calls[0][1][3]
         assert patched["phase"] == names.PHASE_TERMINATING
-        assert f"waiting for expand Job {running.name} (release 2; its activeDeadlineSeconds ends it by " \
+        assert (
+            f"waiting for expand Job {running.name} (release 2; its activeDeadlineSeconds ends it by "
             "2026-11-25T12:15:00Z) to finish" in events[0].message
+        )
         assert events[0].reason == names.EVENT_DELETING
         jobs[0] = dataclasses.replace(running, state=JOB_SUCCEEDED)  # its completion wakes the operator
         await reconciler.reconcile_once(("prod", "db"))
@@ -132,8 +183,9 @@ def test_deleting_mid_expand_waits_for_the_job_then_removes_children() -> None:
 # --- the Lease does not outlive the operator ------------------------------------------------------------------------
 def test_the_lease_is_owned_by_the_pod_that_writes_it() -> None:
     env = {"POD_NAME": "divbase-operator-7d9c-x2x", "POD_UID": "pod-uid", "POD_NAMESPACE": "ops"}
-    assert pod_owner_references("ops", env) == [{"apiVersion": "v1", "kind": "Pod",
-                                                 "name": "divbase-operator-7d9c-x2x", "uid": "pod-uid"}]
+    assert pod_owner_references("ops", env) == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "divbase-operator-7d9c-x2x", "uid": "pod-uid"}
+    ]
     assert pod_owner_references("elsewhere", env) is None, "an owner in another namespace would delete it at once"
     assert pod_owner_references("ops", {"POD_NAMESPACE": "ops"}) is None, "not in a pod"
 

@@ -70,8 +70,11 @@ def test_divbase_s_older_revisions_are_named_with_what_to_run_first() -> None:
     baseline = MANIFEST.baseline
     assert baseline is not None and baseline.schema is not None and baseline.schema.is_file()
     assert len(baseline.history) == 10  # DivBase's eleven revisions, the last being the baseline itself
-    with pytest.raises(BehindBaseline, match=r"427a022ebccf .*older than the baseline 9885301b9073.*alembic upgrade "
-                                             r"9885301b9073") as caught:
+    with pytest.raises(
+        BehindBaseline,
+        match=r"427a022ebccf .*older than the baseline 9885301b9073.*alembic upgrade "
+        r"9885301b9073",
+    ) as caught:
         revisions.applied_from_heads(["427a022ebccf"], CHAINS, baseline=baseline)
     assert caught.value.exit_code == 5
 
@@ -80,7 +83,7 @@ def test_divbase_s_older_revisions_are_named_with_what_to_run_first() -> None:
 def test_a_release_runs_on_its_own_schema_and_on_the_next_expand(version: str) -> None:
     release = MANIFEST.release(version)
     assert compatibility(MANIFEST, release, Applied(release.expand, release.contract)).ok
-    following = MANIFEST.releases[MANIFEST.versions.index(version) + 1:]
+    following = MANIFEST.releases[MANIFEST.versions.index(version) + 1 :]
     if following:
         nxt = following[0]
         assert compatibility(MANIFEST, release, Applied(nxt.expand, release.contract)).ok
@@ -124,7 +127,8 @@ def test_heads_absorbed_by_dependencies_are_resolved() -> None:
     applied = revisions.applied_from_heads([CHAINS.contract[-1]], CHAINS)
     assert applied == Applied(CHAINS.expand[-1], CHAINS.contract[-1])
     assert revisions.applied_from_heads([CHAINS.expand[2], CHAINS.contract[0]], CHAINS) == Applied(
-        CHAINS.expand[2], CHAINS.contract[0])
+        CHAINS.expand[2], CHAINS.contract[0]
+    )
     with pytest.raises(UnknownRevision, match="'zz_bogus': not a revision of this image's migrations") as caught:
         revisions.applied_from_heads(["zz_bogus"], CHAINS)
     assert caught.value.exit_code == 2
@@ -139,26 +143,50 @@ def test_unknown_release_names_the_known_ones() -> None:
         MANIFEST.release("9")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("[[release]\nversion = ", "not valid TOML"),
-    ("title = 'no releases'", r"at least one \[\[release\]\]"),
-    ("[[release]]\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'", "`version` must be"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0404_missing'\ncontract = 'c0002_user_display_name'",
-     "release '1': `expand` = 'e0404_missing' is not a revision of the expand branch"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'", "release '1': `contract` must name a revision"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0003_skip_reason'\ncontract = 'c0002_user_display_name'\n"
-     "[[release]]\nversion = '2'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
-     "release '2': `expand` = 'e0002_user_display_name' is older than the previous release's"),
-    ("[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
-     "[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
-     "release '1': listed twice"),
-    ("[[release]]\nversion = '0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
-     "[[release]]\nversion = 'v0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
-     "release 'v0.1.0a9': listed twice"),
-    ("[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'\n"
-     "[[release]]\nversion = '0.1.0a9'\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
-     "release '0.1.0a9': listed after '0.1.0a10', an older release comes first"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[[release]\nversion = ", "not valid TOML"),
+        ("title = 'no releases'", r"at least one \[\[release\]\]"),
+        ("[[release]]\nexpand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'", "`version` must be"),
+        (
+            "[[release]]\nversion = '1'\nexpand = 'e0404_missing'\ncontract = 'c0002_user_display_name'",
+            "release '1': `expand` = 'e0404_missing' is not a revision of the expand branch",
+        ),
+        (
+            "[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'",
+            "release '1': `contract` must name a revision",
+        ),
+        (
+            "[[release]]\nversion = '1'\nexpand = 'e0003_skip_reason'\n"
+            "contract = 'c0002_user_display_name'\n"
+            "[[release]]\nversion = '2'\n"
+            "expand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+            "release '2': `expand` = 'e0002_user_display_name' is older than the previous release's",
+        ),
+        (
+            "[[release]]\nversion = '1'\nexpand = 'e0002_user_display_name'\n"
+            "contract = 'c0002_user_display_name'\n"
+            "[[release]]\nversion = '1'\n"
+            "expand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+            "release '1': listed twice",
+        ),
+        (
+            "[[release]]\nversion = '0.1.0a9'\nexpand = 'e0002_user_display_name'\n"
+            "contract = 'c0002_user_display_name'\n"
+            "[[release]]\nversion = 'v0.1.0a9'\n"
+            "expand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+            "release 'v0.1.0a9': listed twice",
+        ),
+        (
+            "[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\n"
+            "contract = 'c0002_user_display_name'\n"
+            "[[release]]\nversion = '0.1.0a9'\n"
+            "expand = 'e0002_user_display_name'\ncontract = 'c0002_user_display_name'",
+            "release '0.1.0a9': listed after '0.1.0a10', an older release comes first",
+        ),
+    ],
+)
 def test_corrupt_manifests_are_rejected_by_entry_and_field(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "releases.toml"
     path.write_text(content)
@@ -169,15 +197,23 @@ def test_corrupt_manifests_are_rejected_by_entry_and_field(tmp_path: Path, conte
 def _divbase_manifest(tmp_path: Path) -> Manifest:
     """Two releases named the way DivBase tags them (without the `v` in the manifest)."""
     path = tmp_path / "releases.toml"
-    path.write_text("[[release]]\nversion = '0.1.0a9'\nexpand = '9885301b9073'\ncontract = '9885301b9073'\n"
-                    "[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\n"
-                    "contract = '9885301b9073'\n")
+    path.write_text(
+        "[[release]]\nversion = '0.1.0a9'\nexpand = '9885301b9073'\ncontract = '9885301b9073'\n"
+        "[[release]]\nversion = '0.1.0a10'\nexpand = 'e0002_user_display_name'\n"
+        "contract = '9885301b9073'\n"
+    )
     return load_manifest(CHAINS, path)
 
 
-@pytest.mark.parametrize(("asked", "found"), [
-    ("v0.1.0a9", "0.1.0a9"), ("0.1.0a9", "0.1.0a9"), ("0.1.0-a9", "0.1.0a9"), ("v0.1.0a10", "0.1.0a10"),
-])
+@pytest.mark.parametrize(
+    ("asked", "found"),
+    [
+        ("v0.1.0a9", "0.1.0a9"),
+        ("0.1.0a9", "0.1.0a9"),
+        ("0.1.0-a9", "0.1.0a9"),
+        ("v0.1.0a10", "0.1.0a10"),
+    ],
+)
 def test_a_release_is_found_by_its_tag(tmp_path: Path, asked: str, found: str) -> None:
     assert _divbase_manifest(tmp_path).release(asked).version == found
 
@@ -198,19 +234,22 @@ def test_every_verdict_says_why_in_so_many_words() -> None:
     assert ok.reason == f"release 2 can run: expand at {r2.expand}, contract at {r2.contract}"
     newer = compatibility(MANIFEST, r4, Applied("e0099_future", r4.contract))
     assert newer.ok is True
-    assert newer.reason.endswith(f"contract at {r4.contract} (plus expand revisions of a newer release, which only "
-                                 f"add)")
+    assert newer.reason.endswith(
+        f"contract at {r4.contract} (plus expand revisions of a newer release, which only add)"
+    )
     empty = compatibility(MANIFEST, MANIFEST.release("1"), Applied(None, None))
     assert empty.ok is False and empty.missing == (BASELINE,)
     assert "the database is at nothing (run `divbase-migrate expand --release 1`)" in empty.reason
     unknown = compatibility(MANIFEST, r4, Applied("e0099_future", "c0099_future"))
     assert unknown.ok is False and unknown.missing == ()
-    assert unknown.reason == ("contract revision c0099_future (from a newer release) may have removed what "
-                              "release 4 uses")
+    assert unknown.reason == (
+        "contract revision c0099_future (from a newer release) may have removed what release 4 uses"
+    )
     past = compatibility(MANIFEST, r2, Applied(r4.expand, r4.contract))
     assert past.ok is False and past.missing == ()
-    assert past.reason.startswith(f"contract revision {r4.contract} removed what release 2 uses (it tolerates up to "
-                                  f"{r2.contract})")
+    assert past.reason.startswith(
+        f"contract revision {r4.contract} removed what release 2 uses (it tolerates up to {r2.contract})"
+    )
 
 
 def test_a_contract_revision_of_a_newer_release_is_placed_beyond_the_chain() -> None:
@@ -223,10 +262,12 @@ def test_a_contract_revision_of_a_newer_release_is_placed_beyond_the_chain() -> 
 
 def test_versions_that_are_not_pep_440_are_listed_in_any_order(tmp_path: Path) -> None:
     path = tmp_path / "releases.toml"
-    path.write_text("[[release]]\nversion = 'latest-stable'\nexpand = 'e0002_user_display_name'\n"
-                    "contract = 'c0002_user_display_name'\n"
-                    "[[release]]\nversion = 'green'\nexpand = 'e0002_user_display_name'\n"
-                    "contract = 'c0002_user_display_name'\n")
+    path.write_text(
+        "[[release]]\nversion = 'latest-stable'\nexpand = 'e0002_user_display_name'\n"
+        "contract = 'c0002_user_display_name'\n"
+        "[[release]]\nversion = 'green'\nexpand = 'e0002_user_display_name'\n"
+        "contract = 'c0002_user_display_name'\n"
+    )
     assert load_manifest(CHAINS, path).versions == ("latest-stable", "green")
 
 

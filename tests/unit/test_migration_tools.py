@@ -55,8 +55,12 @@ def test_lint_accepts_additive_expand_and_removals_in_contract() -> None:
 
 
 def test_lint_command_exit_code_names_file_and_op() -> None:
-    proc = subprocess.run([str(VENV_BIN / "divbase-migrate"), "lint", str(FIXTURES / "bad_revisions")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(VENV_BIN / "divbase-migrate"), "lint", str(FIXTURES / "bad_revisions")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == cli.EXIT_LINT
     assert "2026-09-01_drop_column.py:12: op.drop_column" in proc.stdout
 
@@ -82,13 +86,21 @@ def test_plan_is_offline_and_shows_the_contract_sql() -> None:
 
 
 def test_url_from_parts_and_errors_name_the_variable() -> None:
-    url = database_url_from_env({"DIVBASE_DB_HOST": "db", "DIVBASE_DB_PORT": "5433", "DIVBASE_DB_NAME": "divbase",
-                                 "DIVBASE_DB_USER": "app", "DIVBASE_DB_PASSWORD": "s3cr3t-pw"})
+    url = database_url_from_env(
+        {
+            "DIVBASE_DB_HOST": "db",
+            "DIVBASE_DB_PORT": "5433",
+            "DIVBASE_DB_NAME": "divbase",
+            "DIVBASE_DB_USER": "app",
+            "DIVBASE_DB_PASSWORD": "s3cr3t-pw",
+        }
+    )
     assert url is not None and url.drivername == "postgresql+psycopg" and url.port == 5433
     assert mask_url(url) == "postgresql+psycopg://app:***@db:5433/divbase"
     with pytest.raises(ConfigError, match="DIVBASE_DB_PORT: must be a port number"):
-        database_url_from_env({"DIVBASE_DB_HOST": "db", "DIVBASE_DB_NAME": "d", "DIVBASE_DB_USER": "u",
-                               "DIVBASE_DB_PORT": "x"})
+        database_url_from_env(
+            {"DIVBASE_DB_HOST": "db", "DIVBASE_DB_NAME": "d", "DIVBASE_DB_USER": "u", "DIVBASE_DB_PORT": "x"}
+        )
     with pytest.raises(ConfigError, match="DIVBASE_DB_NAME not set"):
         database_url_from_env({"DIVBASE_DB_HOST": "db", "DIVBASE_DB_USER": "u"})
     with pytest.raises(ConfigError, match="no database configured"):
@@ -113,8 +125,15 @@ def test_redactor_masks_known_secrets_and_dsn_passwords() -> None:
 
 def test_json_log_lines_are_masked() -> None:
     formatter = JsonFormatter(Redactor(["hunter2-secret"]))
-    record = logging.makeLogRecord({"msg": "connect %s", "args": ("hunter2-secret",), "levelname": "ERROR",
-                                    "name": "t", "url": "postgresql://u:hunter2-secret@h/d"})
+    record = logging.makeLogRecord(
+        {
+            "msg": "connect %s",
+            "args": ("hunter2-secret",),
+            "levelname": "ERROR",
+            "name": "t",
+            "url": "postgresql://u:hunter2-secret@h/d",
+        }
+    )
     line = formatter.format(record)
     assert "hunter2-secret" not in line
     assert json.loads(line)["msg"] == "connect ***"
@@ -128,8 +147,13 @@ def test_durations(text: str, ms: int) -> None:
 def test_unknown_release_is_a_usage_error_before_connecting(tmp_path: Path) -> None:
     term = tmp_path / "term"
     env = {"PATH": "/usr/bin:/bin", "DIVBASE_DATABASE_URL": "postgresql://u:pw-not-used@127.0.0.1:1/d"}
-    proc = subprocess.run([str(VENV_BIN / "divbase-migrate"), "expand", "--release", "99", "--termination-log",
-                           str(term)], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [str(VENV_BIN / "divbase-migrate"), "expand", "--release", "99", "--termination-log", str(term)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == cli.EXIT_USAGE
     summary = json.loads(term.read_text())
     assert summary["outcome"] == "failed" and "release '99' is not in the manifest" in summary["error"]

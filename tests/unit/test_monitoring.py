@@ -31,8 +31,9 @@ def used(expressions: list[str]) -> set[str]:
 def test_alert_rules_are_well_formed_and_use_exported_metrics() -> None:
     rules = [r for g in yaml.safe_load((MONITORING / "alerts.yaml").read_text())["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {"DivBaseRolloutStalled", "DivBaseContractWaitingTooLong"}
-    assert all(r["expr"] and r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"]
-               for r in rules)
+    assert all(
+        r["expr"] and r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"] for r in rules
+    )
     names = used([r["expr"] for r in rules])
     assert names and names <= exported(), names - exported()
 
@@ -57,8 +58,13 @@ def test_one_phase_series_per_resource_and_none_after_deletion() -> None:
     key = ("ns", "phase-series")
 
     def series() -> dict[str, float]:
-        return {s.labels["phase"]: s.value for family in REGISTRY.collect() if family.name == "divbase_phase"
-                for s in family.samples if (s.labels["namespace"], s.labels["database"]) == key}
+        return {
+            s.labels["phase"]: s.value
+            for family in REGISTRY.collect()
+            if family.name == "divbase_phase"
+            for s in family.samples
+            if (s.labels["namespace"], s.labels["database"]) == key
+        }
 
     for phase in (names.PHASE_EXPANDING, names.PHASE_DEPLOYING, names.PHASE_READY):
         metrics.record_decision(key, Decision(status={"phase": phase}, actions=[]), 0.01, 0.0)
@@ -68,9 +74,13 @@ def test_one_phase_series_per_resource_and_none_after_deletion() -> None:
 
 
 def _failed_steps(key: tuple[str, str]) -> dict[str, float]:
-    return {s.labels["step"]: s.value for family in REGISTRY.collect() if family.name == "divbase_rollouts_failed"
-            for s in family.samples if s.name.endswith("_total")
-            and (s.labels["namespace"], s.labels["database"]) == key}
+    return {
+        s.labels["step"]: s.value
+        for family in REGISTRY.collect()
+        if family.name == "divbase_rollouts_failed"
+        for s in family.samples
+        if s.name.endswith("_total") and (s.labels["namespace"], s.labels["database"]) == key
+    }
 
 
 def test_a_failed_contract_plan_job_counts_as_a_plan_failure_not_a_contract_failure() -> None:
@@ -102,9 +112,14 @@ def test_rollouts_and_failed_steps_are_counted_from_the_decisions_outcomes() -> 
     from planner_world import World, base_spec
 
     def value(name: str, key: tuple[str, str], **labels: str) -> float:
-        return sum(s.value for family in REGISTRY.collect() for s in family.samples if s.name == name
-                   and (s.labels.get("namespace"), s.labels.get("database")) == key
-                   and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for family in REGISTRY.collect()
+            for s in family.samples
+            if s.name == name
+            and (s.labels.get("namespace"), s.labels.get("database")) == key
+            and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     key = ("ns", "outcomes")
     world = World(spec=base_spec("1"))

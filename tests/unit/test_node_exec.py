@@ -25,22 +25,27 @@ from divbase_testsupport import wait_for
 
 
 def test_the_apiservers_request_is_read_with_the_kubelets_names() -> None:
-    req = parse_exec("/exec/team-a/api-7d9f/api?command=sh&command=-c&command=echo+a%3B+exit+3&error=1&input=1"
-                     "&output=1")
-    assert req == ExecRequest("team-a", "api-7d9f", "api", ("sh", "-c", "echo a; exit 3"), stdin=True, stdout=True,
-                              stderr=True)
+    req = parse_exec(
+        "/exec/team-a/api-7d9f/api?command=sh&command=-c&command=echo+a%3B+exit+3&error=1&input=1&output=1"
+    )
+    assert req == ExecRequest(
+        "team-a", "api-7d9f", "api", ("sh", "-c", "echo a; exit 3"), stdin=True, stdout=True, stderr=True
+    )
     assert req.streams() == {"error", "stdin", "stdout", "stderr"}
     with_uid = parse_exec("/exec/ns/p/0b9c-uid/c?command=ls&output=1&error=1&tty=1")
     assert (with_uid.container, with_uid.stderr, with_uid.tty) == ("c", False, True)  # no stderr with a TTY
     assert with_uid.streams() == {"error", "stdout", "resize"}
 
 
-@pytest.mark.parametrize(("target", "status", "words"), [
-    ("/exec/ns/p/c?command=ls", 400, "you must specify at least 1 of stdin, stdout, stderr"),
-    ("/exec/ns/p/c?output=1", 400, "you must specify at least one command"),
-    ("/exec/ns/p?command=ls&output=1", 400, "expected /exec/<namespace>/<pod>/<container>"),
-    ("/exec/ns/..%2F..%2Fetc/c?command=ls&output=1", 400, "pod: not a valid name"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "status", "words"),
+    [
+        ("/exec/ns/p/c?command=ls", 400, "you must specify at least 1 of stdin, stdout, stderr"),
+        ("/exec/ns/p/c?output=1", 400, "you must specify at least one command"),
+        ("/exec/ns/p?command=ls&output=1", 400, "expected /exec/<namespace>/<pod>/<container>"),
+        ("/exec/ns/..%2F..%2Fetc/c?command=ls&output=1", 400, "pod: not a valid name"),
+    ],
+)
 def test_requests_the_kubelet_refuses(target: str, status: int, words: str) -> None:
     with pytest.raises(ExecRequestError) as caught:
         parse_exec(target)
@@ -97,9 +102,14 @@ class ScriptedClient:
 
 
 def _target(cwd: Path, tracked: set[int], alive: threading.Event | None = None) -> ExecTarget:
-    return ExecTarget(env={"PATH": os.environ["PATH"], "GREETING": "hello"}, cwd=cwd,
-                      popen_kwargs=lambda: contextlib.nullcontext({}),
-                      alive=lambda: alive is None or alive.is_set(), track=tracked.add, untrack=tracked.discard)
+    return ExecTarget(
+        env={"PATH": os.environ["PATH"], "GREETING": "hello"},
+        cwd=cwd,
+        popen_kwargs=lambda: contextlib.nullcontext({}),
+        alive=lambda: alive is None or alive.is_set(),
+        track=tracked.add,
+        untrack=tracked.discard,
+    )
 
 
 def _live_members(pgid: int) -> list[int]:
@@ -120,10 +130,18 @@ def _open(client: spdy.FrameWriter, *kinds: str) -> bytes:
 def test_a_session_runs_the_command_as_the_container(tmp_path: Path) -> None:
     """Its environment and directory, stdin until FIN, stdout and stderr apart and ended, the exit code last."""
     w = spdy.FrameWriter()
-    client = ScriptedClient(_open(w, "error", "stdin", "stdout", "stderr") + w.data(3, b"from stdin\n")
-                            + w.data(3, fin=True))
-    req = ExecRequest("ns", "p", "c", ("sh", "-c", 'cat; echo "$GREETING from $PWD"; echo oops >&2; exit 3'),
-                      stdin=True, stdout=True, stderr=True)
+    client = ScriptedClient(
+        _open(w, "error", "stdin", "stdout", "stderr") + w.data(3, b"from stdin\n") + w.data(3, fin=True)
+    )
+    req = ExecRequest(
+        "ns",
+        "p",
+        "c",
+        ("sh", "-c", 'cat; echo "$GREETING from $PWD"; echo oops >&2; exit 3'),
+        stdin=True,
+        stdout=True,
+        stderr=True,
+    )
     tracked: set[int] = set()
     ExecSession(client, req, _target(tmp_path, tracked), threading.Event()).run()  # type: ignore[arg-type]
     assert [f.stream_id for f in client.frames if f.kind == spdy.SYN_REPLY] == [1, 3, 5, 7]
@@ -141,11 +159,23 @@ def test_the_command_dies_with_the_session(tmp_path: Path) -> None:
     client = ScriptedClient(_open(w, "error", "stdout"))
     req = ExecRequest("ns", "p", "c", ("sh", "-c", "echo $$ > pid; sleep 60 & wait"), stdout=True)
     tracked: set[int] = set()
-    session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, tracked),  # type: ignore[arg-type]
-                                                  threading.Event()).run)
+    session = threading.Thread(
+        target=ExecSession(
+            client,
+            req,
+            _target(tmp_path, tracked),  # type: ignore[arg-type]
+            threading.Event(),
+        ).run
+    )
     session.start()
-    pid = int(wait_for("the command's pid", lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text()
-                       .strip(), 10, interval=0.05))
+    pid = int(
+        wait_for(
+            "the command's pid",
+            lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text().strip(),
+            10,
+            interval=0.05,
+        )
+    )
     client.close()  # the apiserver hung up
     session.join(timeout=10)
     assert not session.is_alive()
@@ -160,8 +190,14 @@ def test_a_stopped_container_ends_its_commands(tmp_path: Path) -> None:
     alive.set()
     req = ExecRequest("ns", "p", "c", ("sleep", "60"), stdout=True)
     tracked: set[int] = set()
-    session = threading.Thread(target=ExecSession(client, req, _target(tmp_path, tracked, alive),  # type: ignore[arg-type]
-                                                  threading.Event()).run)
+    session = threading.Thread(
+        target=ExecSession(
+            client,
+            req,
+            _target(tmp_path, tracked, alive),  # type: ignore[arg-type]
+            threading.Event(),
+        ).run
+    )
     session.start()
     # the command runs (its process group handed to the agent): then the container stops
     wait_for("the command started", lambda: tracked, 10, interval=0.02)
@@ -173,8 +209,9 @@ def test_a_stopped_container_ends_its_commands(tmp_path: Path) -> None:
 def test_a_tty_gets_the_clients_size(tmp_path: Path) -> None:
     w = spdy.FrameWriter()
     client = ScriptedClient(_open(w, "error", "stdout", "resize") + w.data(5, b'{"Width":91,"Height":27}\n'))
-    req = ExecRequest("ns", "p", "c", ("sh", "-c", "sleep 0.2; stty size; test -t 0 && echo tty"), stdout=True,
-                      tty=True)
+    req = ExecRequest(
+        "ns", "p", "c", ("sh", "-c", "sleep 0.2; stty size; test -t 0 && echo tty"), stdout=True, tty=True
+    )
     ExecSession(client, req, _target(tmp_path, set()), threading.Event()).run()  # type: ignore[arg-type]
     assert client.output(3).replace(b"\r\n", b"\n") == b"27 91\ntty\n"
     assert json.loads(client.output(1))["status"] == "Success"

@@ -9,16 +9,20 @@ import pytest
 from divbase_localcluster.node import hooks, podspec
 
 
-@pytest.mark.parametrize(("grace", "elapsed", "window"), [
-    (30, None, 30),      # no preStop: the whole grace period between SIGTERM and SIGKILL
-    (1, None, 2),        # never less than 2 s (kubelet's minimumGracePeriodInSeconds)
-    (10, 3.9, 7),        # preStop took 3.9 s: whole seconds are subtracted (int64 truncation), 7 s left
-    (10, 4.0, 6),
-    (5, 5.0, 2),         # preStop took the whole grace period: 2 s more
-    (5, 9.0, 2),
-])  # fmt: skip
-def test_stop_window_is_the_rest_of_the_grace_period_at_least_two_seconds(grace: float, elapsed: float | None,
-                                                                          window: float) -> None:
+@pytest.mark.parametrize(
+    ("grace", "elapsed", "window"),
+    [
+        (30, None, 30),  # no preStop: the whole grace period between SIGTERM and SIGKILL
+        (1, None, 2),  # never less than 2 s (kubelet's minimumGracePeriodInSeconds)
+        (10, 3.9, 7),  # preStop took 3.9 s: whole seconds are subtracted (int64 truncation), 7 s left
+        (10, 4.0, 6),
+        (5, 5.0, 2),  # preStop took the whole grace period: 2 s more
+        (5, 9.0, 2),
+    ],
+)
+def test_stop_window_is_the_rest_of_the_grace_period_at_least_two_seconds(
+    grace: float, elapsed: float | None, window: float
+) -> None:
     assert hooks.stop_window(grace, elapsed) == window
 
 
@@ -34,8 +38,14 @@ def test_handler_and_unsupported_parts() -> None:
 
 def test_pod_condition_reports_only_what_is_not_run() -> None:
     supported = {"preStop": {"httpGet": {"port": 80}}, "postStart": {"exec": {"command": ["true"]}}}
-    pod = {"spec": {"containers": [{"name": "a", "lifecycle": supported},
-                                   {"name": "b", "lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}}]}}
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "a", "lifecycle": supported},
+                {"name": "b", "lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}},
+            ]
+        }
+    }
     assert podspec.unsupported_fields(pod) == ["spec.containers[1].lifecycle.preStop.tcpSocket"]
 
 
@@ -44,8 +54,18 @@ def test_http_request_defaults_like_the_kubelet() -> None:
     req = hooks.http_request({"port": "http", "path": "drain"}, container, "127.1.0.9", "1.36")
     assert (req.scheme, req.host, req.port, req.path) == ("http", "127.1.0.9", 8080, "/drain")
     assert req.headers == {"User-Agent": "kube-lifecycle/1.36", "Accept": "*/*"}
-    req = hooks.http_request({"port": 9443, "scheme": "HTTPS", "host": "10.0.0.1", "path": "/x",
-                              "httpHeaders": [{"name": "user-agent", "value": "me"}]}, container, "127.1.0.9", "1.36")
+    req = hooks.http_request(
+        {
+            "port": 9443,
+            "scheme": "HTTPS",
+            "host": "10.0.0.1",
+            "path": "/x",
+            "httpHeaders": [{"name": "user-agent", "value": "me"}],
+        },
+        container,
+        "127.1.0.9",
+        "1.36",
+    )
     assert (req.scheme, req.host, req.port) == ("https", "10.0.0.1", 9443)
     assert req.headers == {"user-agent": "me", "Accept": "*/*"}
     with pytest.raises(OSError, match="couldn't find port: metrics"):

@@ -12,13 +12,16 @@ from divbase_localcluster.node.images import Resolved
 IMAGE = Resolved(entry="py", path="/venv/bin", env={"A": "image"}, entrypoint=["python", "-m"], cmd=["app"])
 
 
-@pytest.mark.parametrize(("spec", "argv"), [
-    ({}, ["python", "-m", "app"]),                                   # the image's entrypoint and cmd
-    ({"args": ["other", "$(X)"]}, ["python", "-m", "other", "x"]),   # args replace cmd, $(VAR) expanded
-    ({"command": ["sh", "-c"], "args": ["echo $$(X)"]}, ["sh", "-c", "echo $(X)"]),  # command replaces both
-    ({"command": ["app", "--termination-log", "/dev/termination-log"]}, ["app", "--termination-log", "/p/term"]),
-    ({"command": ["app", "/t"], "terminationMessagePath": "/t"}, ["app", "/p/term"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("spec", "argv"),
+    [
+        ({}, ["python", "-m", "app"]),  # the image's entrypoint and cmd
+        ({"args": ["other", "$(X)"]}, ["python", "-m", "other", "x"]),  # args replace cmd, $(VAR) expanded
+        ({"command": ["sh", "-c"], "args": ["echo $$(X)"]}, ["sh", "-c", "echo $(X)"]),  # command replaces both
+        ({"command": ["app", "--termination-log", "/dev/termination-log"]}, ["app", "--termination-log", "/p/term"]),
+        ({"command": ["app", "/t"], "terminationMessagePath": "/t"}, ["app", "/p/term"]),
+    ],
+)
 def test_command_line(spec: dict, argv: list[str]) -> None:
     assert launch.command_line(spec, IMAGE, {"X": "x"}, Path("/p/term")) == argv
 
@@ -56,9 +59,16 @@ def test_volumes_written_and_missing_sources(tmp_path: Path) -> None:
     vols = [
         {"name": "scratch", "emptyDir": {}},
         {"name": "sec", "secret": {"secretName": "s"}},
-        {"name": "proj", "projected": {"sources": [{"configMap": {"name": "c", "items": [{"key": "b", "path": "d/b"}]}},
-                                                   {"secret": {"name": "gone", "optional": True}}]}},
-    ]  # fmt: skip
+        {
+            "name": "proj",
+            "projected": {
+                "sources": [
+                    {"configMap": {"name": "c", "items": [{"key": "b", "path": "d/b"}]}},
+                    {"secret": {"name": "gone", "optional": True}},
+                ]
+            },
+        },
+    ]
     assert volumes.materialize(vols, tmp_path, lookup) == ""
     assert (tmp_path / "scratch").is_dir()
     assert (tmp_path / "sec" / "k").read_text() == "secret"

@@ -10,31 +10,45 @@ from divbase_localcluster.node.logserver import LogRequest, LogRequestError, cho
 
 def test_the_apiservers_request_is_read_as_kubectl_sent_it() -> None:
     req = parse_request("/containerLogs/team-a/api-7d9f/api?follow=true&previous=false&tailLines=20&limitBytes=500")
-    assert req == LogRequest("team-a", "api-7d9f", "api", follow=True, previous=False, tail_lines=20,
-                             limit_bytes=500)
+    assert req == LogRequest("team-a", "api-7d9f", "api", follow=True, previous=False, tail_lines=20, limit_bytes=500)
     assert parse_request("/containerLogs/ns/p/c") == LogRequest("ns", "p", "c")
 
 
-@pytest.mark.parametrize(("target", "status", "words"), [
-    ("/attach/ns/p/c?output=1", 404, "attach: the local node serves only containerLogs and exec (no attach or port"),
-    ("/containerLogs/ns/p", 400, "/containerLogs/<namespace>/<pod>/<container>"),
-    ("/containerLogs/ns/p/c?tailLines=ten", 400, "tailLines: must be an integer, got 'ten'"),
-    ("/containerLogs/ns/p/c?limitBytes=-1", 400, "limitBytes: must not be negative"),
-    ("/containerLogs/ns/p/c?timestamps=true", 400, "--timestamps is not supported"),
-    ("/containerLogs/ns/p/c?sinceSeconds=60", 400, "--since is not supported"),
-    ("/containerLogs/ns/..%2F..%2Fetc/c", 400, "pod: not a valid name: '../../etc'"),
-    ("/containerLogs/ns/p/..", 400, "container: not a valid name"),
-    ("/containerLogs/NS/p/c", 400, "namespace: not a valid name"),
-])
+@pytest.mark.parametrize(
+    ("target", "status", "words"),
+    [
+        (
+            "/attach/ns/p/c?output=1",
+            404,
+            "attach: the local node serves only containerLogs and exec (no attach or port",
+        ),
+        ("/containerLogs/ns/p", 400, "/containerLogs/<namespace>/<pod>/<container>"),
+        ("/containerLogs/ns/p/c?tailLines=ten", 400, "tailLines: must be an integer, got 'ten'"),
+        ("/containerLogs/ns/p/c?limitBytes=-1", 400, "limitBytes: must not be negative"),
+        ("/containerLogs/ns/p/c?timestamps=true", 400, "--timestamps is not supported"),
+        ("/containerLogs/ns/p/c?sinceSeconds=60", 400, "--since is not supported"),
+        ("/containerLogs/ns/..%2F..%2Fetc/c", 400, "pod: not a valid name: '../../etc'"),
+        ("/containerLogs/ns/p/..", 400, "container: not a valid name"),
+        ("/containerLogs/NS/p/c", 400, "namespace: not a valid name"),
+    ],
+)
 def test_what_the_local_node_cannot_serve_is_said(target: str, status: int, words: str) -> None:
     with pytest.raises(LogRequestError) as caught:
         parse_request(target)
     assert caught.value.status == status and words in str(caught.value)
 
 
-@pytest.mark.parametrize(("lines", "expected"), [
-    (None, b"a\nb\nc\n"), (0, b""), (1, b"c\n"), (2, b"b\nc\n"), (3, b"a\nb\nc\n"), (10, b"a\nb\nc\n"),
-])
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (None, b"a\nb\nc\n"),
+        (0, b""),
+        (1, b"c\n"),
+        (2, b"b\nc\n"),
+        (3, b"a\nb\nc\n"),
+        (10, b"a\nb\nc\n"),
+    ],
+)
 def test_tail_counts_lines_as_the_kubelet(lines: int | None, expected: bytes) -> None:
     assert tail(b"a\nb\nc\n", lines) == expected
 

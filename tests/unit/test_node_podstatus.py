@@ -15,8 +15,18 @@ RUNNING = cast(ShimProcess, object())  # a container runs while it has a shim; i
 
 
 def running(name: str, ready: bool = True, poststart: bool = False, **kw: Any) -> Container:
-    c = Container({"name": name, "image": "busybox"}, False, proc=RUNNING, pid=42, running_since=NOW,
-                  ever_started=True, ready=ready, started=True, image_id="busybox@sha256:ab", **kw)  # fmt: skip
+    c = Container(
+        {"name": name, "image": "busybox"},
+        False,
+        proc=RUNNING,
+        pid=42,
+        running_since=NOW,
+        ever_started=True,
+        ready=ready,
+        started=True,
+        image_id="busybox@sha256:ab",
+        **kw,
+    )
     if poststart:
         c.poststart = HookRun("PostStart")
     return c
@@ -32,19 +42,22 @@ def exited(name: str, code: int, init: bool = False, final: bool = True) -> Cont
     return c
 
 
-@pytest.mark.parametrize(("init", "containers", "policy", "phase"), [
-    ([], [running("a")], "Always", "Running"),
-    ([], [running("a", poststart=True)], "Always", "Pending"),  # not running until postStart returned
-    ([], [Container({"name": "a"}, False)], "Always", "Pending"),
-    ([exited("i", 1, init=True)], [Container({"name": "a"}, False)], "Never", "Failed"),
-    ([exited("i", 0, init=True)], [Container({"name": "a"}, False)], "Never", "Pending"),
-    ([Container({"name": "i"}, True)], [running("a")], "Always", "Pending"),  # init not done
-    ([], [exited("a", 0), exited("b", 0)], "Never", "Succeeded"),
-    ([], [exited("a", 0), exited("b", 1)], "Never", "Failed"),
-    ([], [exited("a", 0), exited("b", 1)], "OnFailure", "Running"),
-    ([], [exited("a", 0)], "Always", "Running"),
-    ([], [exited("a", 1, final=False)], "Always", "Running"),  # in back-off: stopped, not waiting
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("init", "containers", "policy", "phase"),
+    [
+        ([], [running("a")], "Always", "Running"),
+        ([], [running("a", poststart=True)], "Always", "Pending"),  # not running until postStart returned
+        ([], [Container({"name": "a"}, False)], "Always", "Pending"),
+        ([exited("i", 1, init=True)], [Container({"name": "a"}, False)], "Never", "Failed"),
+        ([exited("i", 0, init=True)], [Container({"name": "a"}, False)], "Never", "Pending"),
+        ([Container({"name": "i"}, True)], [running("a")], "Always", "Pending"),  # init not done
+        ([], [exited("a", 0), exited("b", 0)], "Never", "Succeeded"),
+        ([], [exited("a", 0), exited("b", 1)], "Never", "Failed"),
+        ([], [exited("a", 0), exited("b", 1)], "OnFailure", "Running"),
+        ([], [exited("a", 0)], "Always", "Running"),
+        ([], [exited("a", 1, final=False)], "Always", "Running"),  # in back-off: stopped, not waiting
+    ],
+)
 def test_phase_is_the_kubelets(init: list[Container], containers: list[Container], policy: str, phase: str) -> None:
     assert podstatus.phase(init, containers, policy) == phase
 
@@ -69,8 +82,7 @@ def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_ready_conditions_and_their_transition_times() -> None:
     a, b = running("a"), running("b", ready=False)
-    facts = podstatus.PodFacts(phase="Running", ip="10.0.0.5", start_time=NOW, init_containers=[],
-                               containers=[a, b])  # fmt: skip
+    facts = podstatus.PodFacts(phase="Running", ip="10.0.0.5", start_time=NOW, init_containers=[], containers=[a, b])
     status, transitions = podstatus.render(facts, {}, NOW)
     c = conds(status)
     assert c["Ready"]["status"] == "False" and c["Ready"]["reason"] == "ContainersNotReady"
@@ -87,9 +99,15 @@ def test_ready_conditions_and_their_transition_times() -> None:
 
 
 def test_completed_pod_with_unsupported_fields_and_a_reason() -> None:
-    facts = podstatus.PodFacts(phase="Failed", ip="", start_time="", init_containers=[Container({"name": "i"}, True)],
-                               containers=[exited("a", 1)], pod_reason=("DeadlineExceeded", "too long"),
-                               unsupported=["spec.hostNetwork"])  # fmt: skip
+    facts = podstatus.PodFacts(
+        phase="Failed",
+        ip="",
+        start_time="",
+        init_containers=[Container({"name": "i"}, True)],
+        containers=[exited("a", 1)],
+        pod_reason=("DeadlineExceeded", "too long"),
+        unsupported=["spec.hostNetwork"],
+    )
     status, _ = podstatus.render(facts, {}, NOW)
     c = conds(status)
     assert c["Ready"]["reason"] == "PodCompleted" and "message" not in c["Ready"]

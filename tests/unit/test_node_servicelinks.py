@@ -50,8 +50,14 @@ def test_a_dashed_name_with_one_unnamed_port() -> None:
 
 
 def test_named_ports_a_udp_port_and_the_first_port_as_the_default() -> None:
-    svc = service("dns-cache", "app", "10.96.0.10", {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-                  {"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "metrics", "port": 9153})  # fmt: skip
+    svc = service(
+        "dns-cache",
+        "app",
+        "10.96.0.10",
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "metrics", "port": 9153},
+    )
     assert servicelinks.service_vars(svc) == {
         "DNS_CACHE_SERVICE_HOST": "10.96.0.10",
         "DNS_CACHE_SERVICE_PORT": "53",
@@ -75,20 +81,29 @@ def test_named_ports_a_udp_port_and_the_first_port_as_the_default() -> None:
 
 
 def test_headless_and_external_name_services_give_nothing() -> None:
-    services = [service("headless", "app", "None", {"port": 80}), service("external", "app", "", {"port": 80}),
-                service("unset", "app", None, {"port": 80}), MASTER]  # fmt: skip
+    services = [
+        service("headless", "app", "None", {"port": 80}),
+        service("external", "app", "", {"port": 80}),
+        service("unset", "app", None, {"port": 80}),
+        MASTER,
+    ]
     assert servicelinks.service_env(services, "app", True) == KUBERNETES_VARS
 
 
 def test_own_namespace_and_the_kubernetes_service_only() -> None:
-    services = [MASTER, service("web", "app", "10.96.0.20", {"port": 80}),
-                service("other", "elsewhere", "10.96.0.30", {"port": 80}),
-                service("notmaster", "default", "10.96.0.40", {"port": 80})]  # fmt: skip
+    services = [
+        MASTER,
+        service("web", "app", "10.96.0.20", {"port": 80}),
+        service("other", "elsewhere", "10.96.0.30", {"port": 80}),
+        service("notmaster", "default", "10.96.0.40", {"port": 80}),
+    ]
     env = servicelinks.service_env(services, "app", True)
     assert {k for k in env if k.endswith("_SERVICE_HOST")} == {"KUBERNETES_SERVICE_HOST", "WEB_SERVICE_HOST"}
     in_default = servicelinks.service_env(services, "default", True)
-    assert {k for k in in_default if k.endswith("_SERVICE_HOST")} == {"KUBERNETES_SERVICE_HOST",
-                                                                      "NOTMASTER_SERVICE_HOST"}  # fmt: skip
+    assert {k for k in in_default if k.endswith("_SERVICE_HOST")} == {
+        "KUBERNETES_SERVICE_HOST",
+        "NOTMASTER_SERVICE_HOST",
+    }
 
 
 def test_enable_service_links_false_keeps_only_the_kubernetes_service() -> None:
@@ -119,9 +134,11 @@ def test_the_pods_env_and_env_from_win_and_may_refer_to_links() -> None:
     container = {
         "name": "main",
         "envFrom": [{"configMapRef": {"name": "cm"}}],
-        "env": [{"name": "WEB_SERVICE_PORT", "value": "8080"},
-                {"name": "URL", "value": "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)"}],
-    }  # fmt: skip
+        "env": [
+            {"name": "WEB_SERVICE_PORT", "value": "8080"},
+            {"name": "URL", "value": "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)"},
+        ],
+    }
     configmaps = {"cm": {"WEB_PORT": "from-configmap"}}
     env = podspec.container_env(pod(), container, lambda kind, name: configmaps.get(name), base=links)
     assert env["WEB_SERVICE_HOST"] == "10.96.0.20"
@@ -136,6 +153,10 @@ def test_without_a_pod_network_kubernetes_service_host_is_the_loopback_apiserver
     account = {"KUBECONFIG": "/pods/p/serviceaccount/kubeconfig", **servicelinks.apiserver_vars("https://10.96.0.1")}
     assert servicelinks.base_env(links, account, None) == {**KUBERNETES_VARS, "KUBECONFIG": account["KUBECONFIG"]}
     loopback = servicelinks.base_env(links, {}, "https://127.0.0.1:6443")  # no token: automount false
-    assert loopback == {**KUBERNETES_VARS, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-                        "KUBERNETES_SERVICE_PORT": "6443", "KUBERNETES_SERVICE_PORT_HTTPS": "6443"}  # fmt: skip
+    assert loopback == {
+        **KUBERNETES_VARS,
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "6443",
+        "KUBERNETES_SERVICE_PORT_HTTPS": "6443",
+    }
     assert servicelinks.base_env({}, {}, "https://127.0.0.1:6443") == {}  # no links (the list failed): none

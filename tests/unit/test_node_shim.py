@@ -15,8 +15,9 @@ from divbase_testsupport import wait_for
 def _run(tmp_path: Path, argv: list[str]) -> tuple[ShimProcess, Path]:
     log = tmp_path / "log"
     with log.open("ab") as out:
-        proc = ShimProcess.start(argv, tmp_path / "c.exit", cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT)  # fmt: skip
+        proc = ShimProcess.start(
+            argv, tmp_path / "c.exit", cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     return proc, log
 
 
@@ -53,10 +54,20 @@ def test_sigterm_to_the_group_reaches_the_command_and_the_shim_records_it(tmp_pa
     writes 143 and kills the leftovers of the group."""
     script = "grep -E '^Sig(Ign|Blk)' /proc/self/status; sleep 300 & echo $! > bg; sleep 300"
     proc, log = _run(tmp_path, ["sh", "-c", script])
-    background = int(wait_for("the background sleep's pid", lambda: (tmp_path / "bg").exists()
-                              and (tmp_path / "bg").read_text().strip(), 10, interval=0.02))
-    wait_for("both sleeps running (the shell waits on the second)",
-             lambda: sorted(_commands(proc.pid)).count("sleep") >= 2, 10, interval=0.02)
+    background = int(
+        wait_for(
+            "the background sleep's pid",
+            lambda: (tmp_path / "bg").exists() and (tmp_path / "bg").read_text().strip(),
+            10,
+            interval=0.02,
+        )
+    )
+    wait_for(
+        "both sleeps running (the shell waits on the second)",
+        lambda: sorted(_commands(proc.pid)).count("sleep") >= 2,
+        10,
+        interval=0.02,
+    )
     os.killpg(proc.pid, signal.SIGTERM)
     _wait_exited(proc)
     ended = proc.finish()
@@ -95,12 +106,27 @@ def test_adopted_shim_is_watched_through_proc(tmp_path: Path) -> None:
 
 def test_pod_state_round_trip(tmp_path: Path) -> None:
     state = podstate.PodState(
-        uid="u1", ip="10.244.0.5", netns="dbn1-p4", start_time="2026-01-01T00:00:00Z", phase="Running",
-        pod_reason=None, transitions={"Ready": ("True", "2026-01-01T00:00:01Z")}, has_token=True,
-        containers=[podstate.ContainerState(name="main", pid=42, ticks=1234, restart_count=2, ready=True,
-                                            waiting=("CrashLoopBackOff", "back-off"), env={"A": "b"},
-                                            last_terminated={"exitCode": 1, "reason": "Error"})],
-    )  # fmt: skip
+        uid="u1",
+        ip="10.244.0.5",
+        netns="dbn1-p4",
+        start_time="2026-01-01T00:00:00Z",
+        phase="Running",
+        pod_reason=None,
+        transitions={"Ready": ("True", "2026-01-01T00:00:01Z")},
+        has_token=True,
+        containers=[
+            podstate.ContainerState(
+                name="main",
+                pid=42,
+                ticks=1234,
+                restart_count=2,
+                ready=True,
+                waiting=("CrashLoopBackOff", "back-off"),
+                env={"A": "b"},
+                last_terminated={"exitCode": 1, "reason": "Error"},
+            )
+        ],
+    )
     podstate.save(tmp_path, state.to_json())
     assert (tmp_path / podstate.FILE).stat().st_mode & 0o777 == 0o600
     loaded = podstate.load(tmp_path)

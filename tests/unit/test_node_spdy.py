@@ -20,8 +20,12 @@ APISERVER_SESSION = bytes.fromhex(
 def test_frames_the_apiserver_sent_are_read() -> None:
     frames = spdy.FrameReader().feed(APISERVER_SESSION)
     opened = [(f.stream_id, f.headers) for f in frames if f.kind == spdy.SYN_STREAM]
-    assert opened == [(1, {"streamtype": ["error"]}), (3, {"streamtype": ["stdin"]}),
-                      (5, {"streamtype": ["stdout"]}), (7, {"streamtype": ["stderr"]})]
+    assert opened == [
+        (1, {"streamtype": ["error"]}),
+        (3, {"streamtype": ["stdin"]}),
+        (5, {"streamtype": ["stdout"]}),
+        (7, {"streamtype": ["stderr"]}),
+    ]
     data = [(f.stream_id, f.data, f.fin) for f in frames if f.kind == spdy.DATA]
     assert data == [(3, b"hi\n", False), (3, b"", True)]
     assert [(f.stream_id, f.value) for f in frames if f.kind == spdy.RST_STREAM] == [(1, 5), (5, 5), (7, 5)]
@@ -29,19 +33,32 @@ def test_frames_the_apiserver_sent_are_read() -> None:
 
 def test_frames_may_arrive_in_any_pieces() -> None:
     reader = spdy.FrameReader()
-    frames = [f for i in range(len(APISERVER_SESSION)) for f in reader.feed(APISERVER_SESSION[i:i + 1])]
+    frames = [f for i in range(len(APISERVER_SESSION)) for f in reader.feed(APISERVER_SESSION[i : i + 1])]
     assert frames == spdy.FrameReader().feed(APISERVER_SESSION)
 
 
 def test_what_the_server_writes_reads_back() -> None:
     """Several header blocks share one compression context each way, as in a session."""
     writer, reader = spdy.FrameWriter(), spdy.FrameReader()
-    wire = (writer.syn_reply(1) + writer.syn_reply(3, {"X-Thing": ["a", "b"]}, fin=True) + writer.data(3, b"out")
-            + writer.data(3, fin=True) + writer.rst_stream(5, spdy.CANCEL) + writer.ping(7) + writer.goaway(7))
+    wire = (
+        writer.syn_reply(1)
+        + writer.syn_reply(3, {"X-Thing": ["a", "b"]}, fin=True)
+        + writer.data(3, b"out")
+        + writer.data(3, fin=True)
+        + writer.rst_stream(5, spdy.CANCEL)
+        + writer.ping(7)
+        + writer.goaway(7)
+    )
     frames = reader.feed(wire)
     assert [(f.kind, f.stream_id) for f in frames] == [
-        (spdy.SYN_REPLY, 1), (spdy.SYN_REPLY, 3), (spdy.DATA, 3), (spdy.DATA, 3), (spdy.RST_STREAM, 5),
-        (spdy.PING, 0), (spdy.GOAWAY, 7)]
+        (spdy.SYN_REPLY, 1),
+        (spdy.SYN_REPLY, 3),
+        (spdy.DATA, 3),
+        (spdy.DATA, 3),
+        (spdy.RST_STREAM, 5),
+        (spdy.PING, 0),
+        (spdy.GOAWAY, 7),
+    ]
     assert frames[1].headers == {"x-thing": ["a", "b"]} and frames[1].fin
     assert (frames[2].data, frames[2].fin, frames[3].fin) == (b"out", False, True)
     assert (frames[4].value, frames[5].value, frames[6].value) == (spdy.CANCEL, 7, spdy.GOAWAY_OK)

@@ -68,8 +68,9 @@ def test_migration_job_is_hardened_and_reads_the_secret_by_reference():
 
 
 def test_database_parts_become_separate_secret_refs():
-    spec = spec_of(database={"secretRef": {"name": "pg", "keys": {"host": "h", "database": "d", "user": "u",
-                                                                   "password": "p"}}})
+    spec = spec_of(
+        database={"secretRef": {"name": "pg", "keys": {"host": "h", "database": "d", "user": "u", "password": "p"}}}
+    )
     env = build_job(OWNER, spec, "expand", "2", "")["spec"]["template"]["spec"]["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in env if "valueFrom" in e}
     assert refs == {"DIVBASE_DB_HOST": "h", "DIVBASE_DB_NAME": "d", "DIVBASE_DB_USER": "u", "DIVBASE_DB_PASSWORD": "p"}
@@ -109,13 +110,21 @@ def test_each_workload_may_have_its_own_image_tagged_with_the_version_as_written
     worker["image"] = f"{DIVBASE}-worker"
     pinned["image"] = "registry.example/exporter@sha256:0123"
     pinned["template"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1.30"})
-    spec, errors = parse_spec({**base_spec("v0.1.0a9"), "image": f"{DIVBASE}-fastapi",
-                               "workloads": [api, worker, pinned]})
+    spec, errors = parse_spec(
+        {**base_spec("v0.1.0a9"), "image": f"{DIVBASE}-fastapi", "workloads": [api, worker, pinned]}
+    )
     assert errors == [] and spec is not None
-    images = {w.name: [c["image"] for c in build_deployment(OWNER, spec, w, "v0.1.0a9")["spec"]["template"]["spec"][
-        "containers"]] for w in spec.workloads}
-    assert images == {"api": [f"{DIVBASE}-fastapi:v0.1.0a9"], "worker": [f"{DIVBASE}-worker:v0.1.0a9"],
-                      "metrics": ["registry.example/exporter@sha256:0123", "envoy:1.30"]}
+    images = {
+        w.name: [
+            c["image"] for c in build_deployment(OWNER, spec, w, "v0.1.0a9")["spec"]["template"]["spec"]["containers"]
+        ]
+        for w in spec.workloads
+    }
+    assert images == {
+        "api": [f"{DIVBASE}-fastapi:v0.1.0a9"],
+        "worker": [f"{DIVBASE}-worker:v0.1.0a9"],
+        "metrics": ["registry.example/exporter@sha256:0123", "envoy:1.30"],
+    }
     [container] = build_job(OWNER, spec, "expand", "v0.1.0a9", "")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{DIVBASE}-fastapi:v0.1.0a9"
 
@@ -124,8 +133,10 @@ def test_init_containers_without_an_image_run_the_release_too():
     """A worker that waits for its broker in an init container of DivBase's image moves with the release; one with
     its own image keeps it."""
     template = workload("worker")["template"]
-    template["template"]["spec"]["initContainers"] = [{"name": "wait-for-broker", "command": ["divbase-wait"]},
-                                                      {"name": "fetch", "image": "busybox:1.36"}]
+    template["template"]["spec"]["initContainers"] = [
+        {"name": "wait-for-broker", "command": ["divbase-wait"]},
+        {"name": "fetch", "image": "busybox:1.36"},
+    ]
     spec = spec_of(workloads=[{"name": "worker", "image": f"{DIVBASE}-worker", "template": template}])
     for version in ("v0.1.0a9", "v0.1.0a10"):
         pod = build_deployment(OWNER, spec, spec.workloads[0], version)["spec"]["template"]["spec"]
@@ -141,8 +152,7 @@ def test_migration_jobs_may_have_their_own_image():
         assert container["image"] == "registry.example/divbase-migrations:2"
     deployment = build_deployment(OWNER, spec, spec.workloads[0], "2")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/divbase:2"
-    assert migration_job_name(OWNER, spec, "expand", "2", "") != migration_job_name(OWNER, spec_of(), "expand", "2",
-                                                                                     "")
+    assert migration_job_name(OWNER, spec, "expand", "2", "") != migration_job_name(OWNER, spec_of(), "expand", "2", "")
 
 
 def test_a_workload_image_change_is_a_new_deployment_revision():
@@ -153,12 +163,15 @@ def test_a_workload_image_change_is_a_new_deployment_revision():
     assert before["metadata"]["annotations"] != after["metadata"]["annotations"]
 
 
-@pytest.mark.parametrize(("image", "version", "expected"), [
-    ("registry.example/divbase", "2", "registry.example/divbase:2"),
-    ("localhost:5000/divbase", "2", "localhost:5000/divbase:2"),
-    ("registry.example/divbase:pinned", "2", "registry.example/divbase:pinned"),
-    ("registry.example/divbase@sha256:abc", "2", "registry.example/divbase@sha256:abc"),
-])
+@pytest.mark.parametrize(
+    ("image", "version", "expected"),
+    [
+        ("registry.example/divbase", "2", "registry.example/divbase:2"),
+        ("localhost:5000/divbase", "2", "localhost:5000/divbase:2"),
+        ("registry.example/divbase:pinned", "2", "registry.example/divbase:pinned"),
+        ("registry.example/divbase@sha256:abc", "2", "registry.example/divbase@sha256:abc"),
+    ],
+)
 def test_release_image(image, version, expected):
     assert release_image(image, version) == expected
 
@@ -181,7 +194,8 @@ def test_a_recorded_version_that_does_not_parse_sorts_first_instead_of_failing()
 
 def _crd_version_schema():
     return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
-        "version"]
+        "version"
+    ]
 
 
 @pytest.mark.parametrize("version", ["v0.1.0a9", "0.1.0a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1"])
@@ -192,13 +206,16 @@ def test_divbase_versions_are_accepted_by_the_spec_and_the_crd(version):
     assert re.search(schema["pattern"], version) and len(version) <= schema["maxLength"]
 
 
-@pytest.mark.parametrize(("version", "why"), [
-    ("latest", "'latest' is not a PEP 440 version"),
-    ("1.2.3.x", "'1.2.3.x' is not a PEP 440 version"),
-    ("", "is empty"),
-    ("1.0+build", "local label"),
-    (2, "not a string"),
-])
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("latest", "'latest' is not a PEP 440 version"),
+        ("1.2.3.x", "'1.2.3.x' is not a PEP 440 version"),
+        ("", "is empty"),
+        ("1.0+build", "local label"),
+        (2, "not a string"),
+    ],
+)
 def test_other_versions_are_refused_naming_spec_version(version, why):
     spec, errors = parse_spec(base_spec(version))
     assert spec is None
@@ -210,25 +227,38 @@ def test_other_versions_are_refused_naming_spec_version(version, why):
         assert not re.search(_crd_version_schema()["pattern"], version)
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"version": "two"}, "spec.version"),
-    ({"image": ""}, "spec.image"),
-    ({"database": {}}, "spec.database.secretRef"),
-    ({"database": {"secretRef": {"name": "x", "key": "url", "keys": {"host": "h", "database": "d", "user": "u"}}}},
-     "spec.database.secretRef"),
-    ({"workloads": [workload("api"), workload("api")]}, "spec.workloads[1].name"),
-    ({"workloads": [{"name": "API", "template": {"template": {"spec": {"containers": [{}]}}}}]},
-     "spec.workloads[0].name"),
-    ({"workloads": [{"name": "api", "template": {"template": {"spec": {"containers": []}}}}]},
-     "spec.workloads[0].template.template.spec.containers"),
-    ({"contract": {"policy": "Delayed"}}, "spec.contract.delaySeconds"),
-    ({"contract": {"policy": "Auto", "delaySeconds": 5}}, "spec.contract.delaySeconds"),
-    ({"migrationJob": {"backoffLimit": -1}}, "spec.migrationJob.backoffLimit"),
-    ({"migrationJob": {"image": "a b"}}, "spec.migrationJob.image"),
-    ({"migrationJob": {"image": ""}}, "spec.migrationJob.image"),
-    ({"workloads": [workload("api"), {**workload("worker"), "image": ""}]}, "spec.workloads[1].image"),
-    ({"workloads": [{**workload("api"), "image": 7}]}, "spec.workloads[0].image"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"version": "two"}, "spec.version"),
+        ({"image": ""}, "spec.image"),
+        ({"database": {}}, "spec.database.secretRef"),
+        (
+            {
+                "database": {
+                    "secretRef": {"name": "x", "key": "url", "keys": {"host": "h", "database": "d", "user": "u"}}
+                }
+            },
+            "spec.database.secretRef",
+        ),
+        ({"workloads": [workload("api"), workload("api")]}, "spec.workloads[1].name"),
+        (
+            {"workloads": [{"name": "API", "template": {"template": {"spec": {"containers": [{}]}}}}]},
+            "spec.workloads[0].name",
+        ),
+        (
+            {"workloads": [{"name": "api", "template": {"template": {"spec": {"containers": []}}}}]},
+            "spec.workloads[0].template.template.spec.containers",
+        ),
+        ({"contract": {"policy": "Delayed"}}, "spec.contract.delaySeconds"),
+        ({"contract": {"policy": "Auto", "delaySeconds": 5}}, "spec.contract.delaySeconds"),
+        ({"migrationJob": {"backoffLimit": -1}}, "spec.migrationJob.backoffLimit"),
+        ({"migrationJob": {"image": "a b"}}, "spec.migrationJob.image"),
+        ({"migrationJob": {"image": ""}}, "spec.migrationJob.image"),
+        ({"workloads": [workload("api"), {**workload("worker"), "image": ""}]}, "spec.workloads[1].image"),
+        ({"workloads": [{**workload("api"), "image": 7}]}, "spec.workloads[0].image"),
+    ],
+)
 def test_bad_spec_names_the_field(patch, field):
     spec, errors = parse_spec({**base_spec("2"), **patch})
     assert spec is None
@@ -236,21 +266,51 @@ def test_bad_spec_names_the_field(patch, field):
 
 
 def test_observations_from_raw_objects():
-    job = job_from_body({"metadata": {"name": "j", "labels": {names.LABEL_STEP: "expand", names.LABEL_VERSION: "2"}},
-                         "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
-                                                    "message": "too slow", "lastTransitionTime": "t"}]}})
+    job = job_from_body(
+        {
+            "metadata": {"name": "j", "labels": {names.LABEL_STEP: "expand", names.LABEL_VERSION: "2"}},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "too slow",
+                        "lastTransitionTime": "t",
+                    }
+                ]
+            },
+        }
+    )
     assert (job.state, job.reason, job.finished_at) == ("Failed", "DeadlineExceeded", "t")
-    pod = pod_from_body({"metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "j"}},
-                         "status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {
-                             "exitCode": 4, "message": '{"error":"locked"}', "finishedAt": "t"}}}]}})
+    pod = pod_from_body(
+        {
+            "metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "j"}},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"state": {"terminated": {"exitCode": 4, "message": '{"error":"locked"}', "finishedAt": "t"}}}
+                ],
+            },
+        }
+    )
     assert (pod.job_name, pod.exit_code, parse_summary(pod.termination_message)) == ("j", 4, {"error": "locked"})
-    dep = deployment_from_body({"metadata": {"name": "d", "generation": 3, "labels": {names.LABEL_WORKLOAD: "api"}},
-                                "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "x:2"}]}}},
-                                "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
-                                           "availableReplicas": 2}})
+    dep = deployment_from_body(
+        {
+            "metadata": {"name": "d", "generation": 3, "labels": {names.LABEL_WORKLOAD: "api"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "x:2"}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2},
+        }
+    )
     assert dep.rollout_complete and dep.images == ("x:2",)
-    stuck = deployment_from_body({"metadata": {"name": "d"}, "status": {"conditions": [
-        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}})
+    stuck = deployment_from_body(
+        {
+            "metadata": {"name": "d"},
+            "status": {
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+            },
+        }
+    )
     assert stuck.progress_deadline_exceeded
     assert parse_summary("not json") == {}
 
@@ -275,8 +335,9 @@ def test_a_rejected_object_stalls_with_the_apiservers_message_and_one_event() ->
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     message = 'Deployment.apps "db-api" is invalid: spec.replicas: Invalid value: -1: must be >= 0'
-    first = rejected(Decision(status={"phase": "Deploying", "conditions": []}, actions=[]), {}, "Deployment db-api",
-                     message, 3, now)
+    first = rejected(
+        Decision(status={"phase": "Deploying", "conditions": []}, actions=[]), {}, "Deployment db-api", message, 3, now
+    )
     conds = {c["type"]: c for c in first.status["conditions"]}
     assert first.status["phase"] == names.PHASE_FAILED
     assert conds[names.COND_STALLED]["status"] == "True" and conds[names.COND_READY]["status"] == "False"
@@ -284,16 +345,19 @@ def test_a_rejected_object_stalls_with_the_apiservers_message_and_one_event() ->
     assert "spec.replicas" in conds[names.COND_STALLED]["message"]
     assert conds[names.COND_STALLED]["observedGeneration"] == 3
     assert [a.reason for a in first.actions if isinstance(a, EmitEvent)] == [names.REASON_APPLY_FAILED]
-    again = rejected(Decision(status={"conditions": []}, actions=[]), first.status, "Deployment db-api", message, 3,
-                     now)
+    again = rejected(
+        Decision(status={"conditions": []}, actions=[]), first.status, "Deployment db-api", message, 3, now
+    )
     assert again.actions == []  # the same refusal is not announced twice
 
 
 def test_a_timeline_lookup_of_an_event_never_seen_fails_instead_of_returning_infinity():
     timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
-    timeline.entries += [(30, "DELETED", "Pod", "api-1", {names.LABEL_VERSION: "1"}, {}),
-                         (20, "DELETED", "Pod", "api-0", {names.LABEL_VERSION: "1"}, {}),
-                         (40, "ADDED", "Job", "db-contract-x", {}, {})]
+    timeline.entries += [
+        (30, "DELETED", "Pod", "api-1", {names.LABEL_VERSION: "1"}, {}),
+        (20, "DELETED", "Pod", "api-0", {names.LABEL_VERSION: "1"}, {}),
+        (40, "ADDED", "Job", "db-contract-x", {}, {}),
+    ]
     old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
     assert (timeline.first("Pod", "DELETED", old_pod), timeline.last("Pod", "DELETED", old_pod)) == (20, 30)
     assert timeline.times("Pod", "ADDED", old_pod) == []
@@ -309,9 +373,13 @@ def test_the_last_deletion_is_known_only_once_every_pod_it_is_about_was_seen_del
     timeline = Timeline(api_client=None, namespace="ns")  # type: ignore[arg-type]  # no watch is started
     old_pod = lambda n, labels, s: labels.get(names.LABEL_VERSION) == "1"  # noqa: E731
     v1 = {names.LABEL_VERSION: "1"}
-    timeline.entries += [(10, "ADDED", "Pod", "api-0", v1, {}), (10, "ADDED", "Pod", "api-1", v1, {}),
-                         (15, "ADDED", "Pod", "api-2", {names.LABEL_VERSION: "2"}, {}),
-                         (20, "MODIFIED", "Pod", "api-0", v1, {}), (30, "DELETED", "Pod", "api-0", v1, {})]
+    timeline.entries += [
+        (10, "ADDED", "Pod", "api-0", v1, {}),
+        (10, "ADDED", "Pod", "api-1", v1, {}),
+        (15, "ADDED", "Pod", "api-2", {names.LABEL_VERSION: "2"}, {}),
+        (20, "MODIFIED", "Pod", "api-0", v1, {}),
+        (30, "DELETED", "Pod", "api-0", v1, {}),
+    ]
     with pytest.raises(AssertionError, match="the watch saw no DELETED event of Pod api-1 "):
         timeline.last("Pod", "DELETED", old_pod)
     assert timeline.last("Pod", "MODIFIED", old_pod) == 20  # other events: the last one seen
@@ -331,23 +399,39 @@ def test_workload_templates_get_the_restricted_defaults_where_they_set_nothing()
     spec = spec_of()
     pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))
     assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}  # no UID: no runAsNonRoot
-    assert pod["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False,
-                                                       "capabilities": {"drop": ["ALL"]}}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert spec.workloads[0].template["template"]["spec"].get("securityContext") is None, "the spec is not changed"
 
 
 def test_what_a_template_sets_is_kept_and_a_uid_brings_run_as_non_root():
     api = workload("api")
-    api["template"]["template"]["spec"]["securityContext"] = {"runAsUser": 1000, "seccompProfile": {
-        "type": "Localhost", "localhostProfile": "divbase.json"}}
-    api["template"]["template"]["spec"]["initContainers"] = [{"name": "wait", "securityContext": {
-        "allowPrivilegeEscalation": True, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]}}}]
+    api["template"]["template"]["spec"]["securityContext"] = {
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "divbase.json"},
+    }
+    api["template"]["template"]["spec"]["initContainers"] = [
+        {
+            "name": "wait",
+            "securityContext": {
+                "allowPrivilegeEscalation": True,
+                "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]},
+            },
+        }
+    ]
     spec = spec_of(workloads=[api])
     pod = _pod(build_deployment(OWNER, spec, spec.workloads[0], "2"))
-    assert pod["securityContext"] == {"runAsUser": 1000, "runAsNonRoot": True, "seccompProfile": {
-        "type": "Localhost", "localhostProfile": "divbase.json"}}
+    assert pod["securityContext"] == {
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "divbase.json"},
+    }
     assert pod["initContainers"][0]["securityContext"] == {
-        "allowPrivilegeEscalation": True, "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]}}
+        "allowPrivilegeEscalation": True,
+        "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["NET_RAW"]},
+    }
     root = workload("api")
     root["template"]["template"]["spec"]["securityContext"] = {"runAsUser": 0}
     spec = spec_of(workloads=[root])
@@ -384,8 +468,12 @@ def test_migration_pods_run_as_the_uid_given_and_keep_their_name_without_one():
     assert security == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     divbase = spec_of(migrationJob={"runAsUser": 1000, "runAsGroup": 1000})
     security = build_job(OWNER, divbase, "expand", "2", "")["spec"]["template"]["spec"]["securityContext"]
-    assert security == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": 1000,
-                        "runAsGroup": 1000}
+    assert security == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+    }
     assert migration_job_name(OWNER, divbase, "expand", "2", "") != migration_job_name(OWNER, plain, "expand", "2", "")
 
 

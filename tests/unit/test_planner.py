@@ -82,8 +82,11 @@ def test_upgrade_expand_then_deploy_then_contract_in_order():
     assert "activeJob" not in world.status, "a finished Job is no longer reported as active"
     moved = actions_of(decision, ApplyDeployment)
     assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in moved} == {"2"}
-    assert all(c["image"] == "registry.example/divbase:2"
-               for a in moved for c in a.body["spec"]["template"]["spec"]["containers"])
+    assert all(
+        c["image"] == "registry.example/divbase:2"
+        for a in moved
+        for c in a.body["spec"]["template"]["spec"]["containers"]
+    )
     assert world.status["schema"]["revisions"] == {"expand": "e4"}
     assert not actions_of(decision, CreateJob)
 
@@ -112,8 +115,9 @@ def test_failed_expand_stalls_and_leaves_workloads_untouched():
     before = dict(world.deployments)
     world.set_spec(version="2")
     world.reconcile()
-    world.finish_job("expand", ok=False, exit_code=4,
-                     message='{"outcome":"failed","error":"lock_timeout: table user is locked"}')
+    world.finish_job(
+        "expand", ok=False, exit_code=4, message='{"outcome":"failed","error":"lock_timeout: table user is locked"}'
+    )
     decision = world.reconcile()
     assert world.deployments == before
     assert not actions_of(decision, ApplyDeployment)
@@ -320,8 +324,11 @@ def test_respelling_the_running_release_moves_the_images_without_migrations():
     world.set_spec(version="v0.1.0a9")
     decision = world.reconcile()
     assert not actions_of(decision, CreateJob)
-    images = {c["image"] for a in actions_of(decision, ApplyDeployment)
-              for c in a.body["spec"]["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for a in actions_of(decision, ApplyDeployment)
+        for c in a.body["spec"]["template"]["spec"]["containers"]
+    }
     assert images == {"registry.example/divbase:v0.1.0a9"}
     world.complete_rollouts()
     world.reconcile()
@@ -338,8 +345,9 @@ def test_a_worker_with_its_own_image_moves_with_the_release_after_expand():
     assert world.deployments["db-worker"].images == ("registry.example/divbase-worker:1",)
     world.finish_job("expand")
     applied = {a.body["metadata"]["name"]: a.body for a in actions_of(world.reconcile(), ApplyDeployment)}
-    images = {name: [c["image"] for c in body["spec"]["template"]["spec"]["containers"]]
-              for name, body in applied.items()}
+    images = {
+        name: [c["image"] for c in body["spec"]["template"]["spec"]["containers"]] for name, body in applied.items()
+    }
     assert images == {"db-api": ["registry.example/divbase:2"], "db-worker": ["registry.example/divbase-worker:2"]}
 
 
@@ -384,9 +392,19 @@ def test_blocked_job_pod_is_reported():
     world.reconcile()
     job = world.active_job("expand")
     from divbase_operator.observed import PodObs
-    world.pods.append(PodObs(name=f"{job.name}-abc", job_name=job.name, workload=None, version="1", owner_uid=job.uid,
-                             phase="Pending", waiting_reason="CreateContainerConfigError",
-                             waiting_message='secret "divbase-db" not found'))
+
+    world.pods.append(
+        PodObs(
+            name=f"{job.name}-abc",
+            job_name=job.name,
+            workload=None,
+            version="1",
+            owner_uid=job.uid,
+            phase="Pending",
+            waiting_reason="CreateContainerConfigError",
+            waiting_message='secret "divbase-db" not found',
+        )
+    )
     world.reconcile()
     cond = world.condition(names.COND_READY)
     assert cond["reason"] == names.REASON_JOB_POD_BLOCKED and 'secret "divbase-db" not found' in cond["message"]
@@ -426,11 +444,18 @@ def _awaiting_manual() -> World:
     return world
 
 
-@pytest.mark.parametrize(("approval", "verdict"), [
-    ("v0.1.0a9", True), ("0.1.0a9", True), ("0.1.0-a9", True), ("0.1.0a10", None), ("latest", None),
-    ("0.1.0a9@abcdef12", True), ("v0.1.0a9@00000000", "the approval was for plan 00000000, but the contract's plan "
-                                                      "is now abcdef123456"),
-])
+@pytest.mark.parametrize(
+    ("approval", "verdict"),
+    [
+        ("v0.1.0a9", True),
+        ("0.1.0a9", True),
+        ("0.1.0-a9", True),
+        ("0.1.0a10", None),
+        ("latest", None),
+        ("0.1.0a9@abcdef12", True),
+        ("v0.1.0a9@00000000", "the approval was for plan 00000000, but the contract's plan is now abcdef123456"),
+    ],
+)
 def test_an_approval_names_the_release_in_any_spelling(approval, verdict):
     from divbase_operator.planner import approval_verdict
 
@@ -494,24 +519,42 @@ RUNNER_ERROR = "release '9' is not in the manifest (known: 1, 2, 3, 4)"
 SUMMARY = json.dumps({"command": "expand", "release": "9", "outcome": "failed", "error": RUNNER_ERROR, "exit_code": 2})
 
 
-def _fail_by_policy(world: World, pod_phase: str = "Failed", exit_code: int | None = 2,
-                    message: str | None = SUMMARY, pod: bool = True) -> None:
+def _fail_by_policy(
+    world: World, pod_phase: str = "Failed", exit_code: int | None = 2, message: str | None = SUMMARY, pod: bool = True
+) -> None:
     """The expand Job failed through its podFailurePolicy; its pod as the operator sees it (maybe not yet)."""
     job = world.active_job("expand")
     ts = world.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    world.jobs[job.name] = dataclasses.replace(job, state=JOB_FAILED, finished_at=ts, reason="PodFailurePolicy",
-                                               message=FAIL_JOB_TEXT)
+    world.jobs[job.name] = dataclasses.replace(
+        job, state=JOB_FAILED, finished_at=ts, reason="PodFailurePolicy", message=FAIL_JOB_TEXT
+    )
     if pod:
-        world.pods.append(PodObs(name=f"{job.name}-x", job_name=job.name, workload=None, version=job.version,
-                                 owner_uid=job.uid, phase=pod_phase, exit_code=exit_code, termination_message=message,
-                                 finished_at=ts if exit_code is not None else None))
+        world.pods.append(
+            PodObs(
+                name=f"{job.name}-x",
+                job_name=job.name,
+                workload=None,
+                version=job.version,
+                owner_uid=job.uid,
+                phase=pod_phase,
+                exit_code=exit_code,
+                termination_message=message,
+                finished_at=ts if exit_code is not None else None,
+            )
+        )
 
 
 def _pod_reports(world: World, message: str | None = SUMMARY, exit_code: int = 2) -> None:
     [pod] = [p for p in world.pods if p.job_name and p.exit_code is None]
-    world.pods = [p for p in world.pods if p is not pod] + [dataclasses.replace(
-        pod, phase="Failed", exit_code=exit_code, termination_message=message,
-        finished_at=world.now.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+    world.pods = [p for p in world.pods if p is not pod] + [
+        dataclasses.replace(
+            pod,
+            phase="Failed",
+            exit_code=exit_code,
+            termination_message=message,
+            finished_at=world.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    ]
 
 
 def _failed_world() -> World:
@@ -661,7 +704,6 @@ def test_a_failed_job_deleted_by_ttl_is_not_rerun_without_a_new_retry_token():
     assert again.body["metadata"]["name"] != retry.body["metadata"]["name"]
 
 
-
 @pytest.mark.parametrize("ok", [True, False], ids=["succeeded", "failed"])
 def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: bool):
     """With a short ttlSecondsAfterFinished the first sight of a finished Job can carry its deletionTimestamp: its
@@ -669,15 +711,17 @@ def test_a_job_seen_only_while_ttl_deletes_it_is_recorded_not_created_again(ok: 
     world = ready_world("1")
     world.set_spec(version="2")
     world.reconcile()
-    job = world.finish_job("expand", ok=ok, exit_code=4,
-                           message='{"outcome":"failed","error":"lock_timeout: table user is locked"}')
+    job = world.finish_job(
+        "expand", ok=ok, exit_code=4, message='{"outcome":"failed","error":"lock_timeout: table user is locked"}'
+    )
     world.ttl_expire()
     decision = world.reconcile()
     assert not actions_of(decision, CreateJob)
     assert world.status["rollout"]["steps"]["expand"]["phase"] == ("Succeeded" if ok else "Failed")
     if ok:
-        assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} \
-            == {"2"}
+        assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} == {
+            "2"
+        }
     else:
         assert world.status["lastFailure"]["job"] == job.name
         assert world.status["lastFailure"]["message"] == "lock_timeout: table user is locked"
@@ -745,7 +789,9 @@ def test_a_retry_annotation_set_while_the_job_runs_retries_as_soon_as_it_fails()
     assert retry.body["metadata"]["name"] != failed.name
     assert retry.body["metadata"]["annotations"][names.ANNOTATION_RETRY_TOKEN] == "early"
     assert [e.reason for e in events(decision) if e.reason in (names.EVENT_JOB_FAILED, names.EVENT_RETRY)] == [
-        names.EVENT_JOB_FAILED, names.EVENT_RETRY]
+        names.EVENT_JOB_FAILED,
+        names.EVENT_RETRY,
+    ]
     assert world.condition(names.COND_STALLED)["status"] == "False"
     assert world.status["rollout"]["steps"]["expand"]["phase"] == "Running"
     world.finish_job("expand", ok=False, exit_code=1)
@@ -845,8 +891,7 @@ def test_the_recorded_current_release_is_the_origin_even_with_no_workload_in_sig
     world.finish_job("expand")
     decision = world.reconcile()
     assert not actions_of(decision, CreateJob), "contract before the deploy"
-    assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} \
-        == {"2"}
+    assert {a.body["metadata"]["labels"][names.LABEL_VERSION] for a in actions_of(decision, ApplyDeployment)} == {"2"}
 
 
 def test_a_deployment_deleted_while_expand_runs_comes_back_at_the_running_release():
@@ -917,8 +962,7 @@ def test_a_manual_contract_waits_in_its_own_step_and_names_the_plan_to_approve()
     assert world.status["rollout"]["steps"]["contract"]["phase"] == "Waiting"
     assert world.condition(names.COND_SCHEMA_CONTRACTED)["reason"] == names.REASON_AWAITING_APPROVAL
     digest = world.status["contractPlan"]["digest"].split(":")[1]
-    assert world.condition(names.COND_READY)["message"].endswith(
-        f"{names.ANNOTATION_APPROVE_CONTRACT}=2@{digest[:12]}")
+    assert world.condition(names.COND_READY)["message"].endswith(f"{names.ANNOTATION_APPROVE_CONTRACT}=2@{digest[:12]}")
 
 
 @pytest.mark.parametrize(("after", "starts"), [(59.5, False), (60, True)])
@@ -941,8 +985,9 @@ def test_removing_a_stuck_workload_from_the_spec_lets_the_deploy_go_on():
     world.finish_job("expand")
     world.reconcile()
     worker = world.deployments["db-worker"]
-    world.deployments["db-worker"] = dataclasses.replace(worker, observed_generation=worker.generation,
-                                                         progress_deadline_exceeded=True)
+    world.deployments["db-worker"] = dataclasses.replace(
+        worker, observed_generation=worker.generation, progress_deadline_exceeded=True
+    )
     world.set_spec(workloads=[workload("api")])
     decision = world.reconcile()
     assert [a.name for a in actions_of(decision, DeleteDeployment)] == ["db-worker"]

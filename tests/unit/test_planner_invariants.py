@@ -27,8 +27,14 @@ LADDERS = {
 }
 STATUS_SCHEMA = status_schema()
 STATUS_FIELDS = set(STATUS_SCHEMA["properties"])  # the apiserver prunes any other top-level status field
-JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "integer": int,
-                                                  "number": (int, float), "boolean": bool}
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+}
 
 
 def schema_problems(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
@@ -51,19 +57,26 @@ def schema_problems(value: Any, schema: dict[str, Any], path: str = "status") ->
     elif kind == "object" and "properties" in schema:
         for key, item in value.items():
             declared = schema["properties"].get(key)
-            problems += schema_problems(item, declared, f"{path}.{key}") if declared else [f"{path}.{key} is not "
-                                                                                           f"declared (pruned)"]
+            problems += (
+                schema_problems(item, declared, f"{path}.{key}")
+                if declared
+                else [f"{path}.{key} is not declared (pruned)"]
+            )
     elif kind == "object" and "additionalProperties" in schema:
         for key, item in value.items():
             problems += schema_problems(item, schema["additionalProperties"], f"{path}.{key}")
     return problems
+
+
 POLICIES = [{"policy": "Auto"}, {"policy": "Manual"}, {"policy": "Delayed", "delaySeconds": 30}]
 
 
 def _succeeded_expand_at_least(world: World, version: str) -> bool:
     """An expand Job for `version` or a later release succeeded, even if its TTL has deleted it since."""
-    return any(j.step == "expand" and j.state == JOB_SUCCEEDED and version_key(j.version) >= version_key(version)
-               for j in world.finished.values())
+    return any(
+        j.step == "expand" and j.state == JOB_SUCCEEDED and version_key(j.version) >= version_key(version)
+        for j in world.finished.values()
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +91,13 @@ class Before:
 
     @classmethod
     def of(cls, world: World) -> Before:
-        return cls(dict(world.jobs), list(world.pods), copy.deepcopy(world.status), dict(world.annotations),
-                   bool(world.spec.get("paused")))
+        return cls(
+            dict(world.jobs),
+            list(world.pods),
+            copy.deepcopy(world.status),
+            dict(world.annotations),
+            bool(world.spec.get("paused")),
+        )
 
 
 def _check(world: World, decision: Decision, before: Before) -> None:
@@ -99,8 +117,9 @@ def _check(world: World, decision: Decision, before: Before) -> None:
         others = [j for j in before.jobs.values() if j.state == JOB_ACTIVE and not j.deleting and j.name != name]
         assert not others, f"created {name} while {others} runs"
         there = before.jobs.get(name)
-        assert there is None or (there.deleting and there.state == JOB_ACTIVE), \
+        assert there is None or (there.deleting and there.state == JOB_ACTIVE), (
             f"created {name} again while it is there ({there})"
+        )
     # a step that failed runs again only for a retry token not used before; a finished step never does
     old = before.status.get("rollout")
     if old and (status.get("rollout") or {}).get("startedAt") == old.get("startedAt"):
@@ -150,8 +169,12 @@ def _finish_some_job(world: World, rng: random.Random) -> None:
     else:
         done = world.finish_job(job.step, ok=ok, exit_code=rng.choice([1, 3, 4]), message="boom", name=job.name)
     if rng.random() < 0.3:  # the Job's condition seen before its pod's terminated status (separate watches)
-        world.pods = [dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None,
-                                          finished_at=None) if p.job_name == done.name else p for p in world.pods]
+        world.pods = [
+            dataclasses.replace(p, phase="Running", exit_code=None, termination_message=None, finished_at=None)
+            if p.job_name == done.name
+            else p
+            for p in world.pods
+        ]
 
 
 def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
@@ -162,9 +185,12 @@ def _random_event(world: World, rng: random.Random, ladder: list[str]) -> None:
     elif active and roll < 0.3:
         _finish_some_job(world, rng)
     elif roll < 0.33:  # lagging pod statuses arrive
-        world.pods = [dataclasses.replace(p, phase="Failed", exit_code=1, termination_message="boom")
-                      if p.job_name and p.exit_code is None and world.jobs[p.job_name].state == JOB_FAILED else p
-                      for p in world.pods]
+        world.pods = [
+            dataclasses.replace(p, phase="Failed", exit_code=1, termination_message="boom")
+            if p.job_name and p.exit_code is None and world.jobs[p.job_name].state == JOB_FAILED
+            else p
+            for p in world.pods
+        ]
     elif roll < 0.45:  # half the time the old pods are still terminating behind complete Deployments
         world.complete_rollouts(terminating=rng.random() < 0.5)
     elif roll < 0.48:

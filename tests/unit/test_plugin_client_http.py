@@ -30,8 +30,11 @@ class Stub(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length)) if length else None
         self.seen.append((self.command, path, query, (self.headers.get("Content-Type"), body)))
         status, payload = self.answers.get((self.command, path), (404, {"kind": "Status", "code": 404}))
-        data = b"".join(json.dumps(e).encode() + b"\n" for e in payload) if isinstance(payload, list) \
+        data = (
+            b"".join(json.dumps(e).encode() + b"\n" for e in payload)
+            if isinstance(payload, list)
             else json.dumps(payload).encode()
+        )
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -50,11 +53,18 @@ def client(tmp_path: Path) -> Iterator[Client]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Stub.answers, Stub.seen = {}, []
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "stub",
-        "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "stub", "user": {"token": "t"}}],
-        "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": "team"}}]}))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "stub",
+                "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+                "users": [{"name": "stub", "user": {"token": "t"}}],
+                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": "team"}}],
+            }
+        )
+    )
     try:
         yield Client(None, None, str(kubeconfig))
     finally:
@@ -72,8 +82,15 @@ def test_get_and_patch_the_resource(client: Client) -> None:
     assert Stub.seen[-1][3] == ("application/merge-patch+json", patch)
 
 
-@pytest.mark.parametrize(("status", "words"), [(404, "not found"), (403, "forbidden: you may not get"),
-                                               (409, "changed while this command ran"), (500, "failed: 500")])
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        (404, "not found"),
+        (403, "forbidden: you may not get"),
+        (409, "changed while this command ran"),
+        (500, "failed: 500"),
+    ],
+)
 def test_api_errors_are_one_line(client: Client, status: int, words: str) -> None:
     Stub.answers = {("GET", f"{DB}/db"): (status, {"kind": "Status", "code": status})}
     with pytest.raises(PluginError, match=words):
@@ -82,12 +99,25 @@ def test_api_errors_are_one_line(client: Client, status: int, words: str) -> Non
 
 def test_watch_yields_versions_then_none_when_deleted(client: Client) -> None:
     one, two = ({"metadata": {"name": "db", "resourceVersion": v}} for v in ("8", "9"))
-    Stub.answers = {("GET", DB): (200, [{"type": "ADDED", "object": one}, {"type": "BOOKMARK", "object": {}},
-                                        {"type": "MODIFIED", "object": two}, {"type": "DELETED", "object": two}])}
+    Stub.answers = {
+        ("GET", DB): (
+            200,
+            [
+                {"type": "ADDED", "object": one},
+                {"type": "BOOKMARK", "object": {}},
+                {"type": "MODIFIED", "object": two},
+                {"type": "DELETED", "object": two},
+            ],
+        )
+    }
     assert list(client.watch("db", "7", timeout=5)) == [one, two, None]
     _, _, query, _ = Stub.seen[-1]
-    assert sorted(query.split("&")) == ["fieldSelector=metadata.name%3Ddb", "resourceVersion=7", "timeoutSeconds=5",
-                                        "watch=true"]
+    assert sorted(query.split("&")) == [
+        "fieldSelector=metadata.name%3Ddb",
+        "resourceVersion=7",
+        "timeoutSeconds=5",
+        "watch=true",
+    ]
 
 
 def test_watch_ends_quietly_when_the_version_is_too_old_and_fails_on_other_errors(client: Client) -> None:

@@ -47,8 +47,13 @@ def test_hostports_rules_skip_the_apiserver_and_the_forwarder(tmp_path: Path) ->
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nft (Debian package nftables) is not installed")
 def test_hostports_rules_are_valid_nftables() -> None:
     """nft itself parses and checks the ruleset (`-c`: nothing is applied)."""
-    done = subprocess.run(["nft", "-c", "-f", "-"], input=hostports_ruleset(Layout("x"), 6443), text=True,
-                          capture_output=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["nft", "-c", "-f", "-"],
+        input=hostports_ruleset(Layout("x"), 6443),
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -57,7 +62,11 @@ def test_kube_proxy_leaves_machine_wide_settings_alone(tmp_path: Path) -> None:
     assert cfg["mode"] == "nftables" and cfg["clusterCIDR"] == "10.244.0.0/16"
     assert cfg["conntrack"]["maxPerCore"] == 0 and cfg["conntrack"]["min"] == 0  # nf_conntrack_max is not per netns
     assert kubeproxy.argv(Path("/b/kube-proxy"), Layout("x"), tmp_path / "c.yaml")[:4] == [
-        "ip", "netns", "exec", "dbnx-node"]  # fmt: skip
+        "ip",
+        "netns",
+        "exec",
+        "dbnx-node",
+    ]
 
 
 def test_missing_requirements_name_each_capability_and_tool() -> None:
@@ -68,7 +77,8 @@ def test_missing_requirements_name_each_capability_and_tool() -> None:
     assert [m.split(" (")[0] for m in missing] == ["capability CAP_NET_ADMIN", "capability CAP_SYS_ADMIN", "`nft`"]
     net_admin_only = f"CapEff:\t{1 << netns.CAP_NET_ADMIN:016x}\n"
     assert netns.missing_requirements(net_admin_only, which=lambda t: "/x") == [
-        "capability CAP_SYS_ADMIN (named network namespaces (`ip netns add`))"]  # fmt: skip
+        "capability CAP_SYS_ADMIN (named network namespaces (`ip netns add`))"
+    ]
 
 
 def test_up_makes_a_pod_network_only_with_the_node_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,14 +93,28 @@ def test_up_makes_a_pod_network_only_with_the_node_agent(tmp_path: Path, monkeyp
     assert lc._pod_network_wanted(None, node=True) is False  # auto: falls back, saying why on stderr
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable", "postgresql://u:p%40ss@10.244.0.1:5432/db?sslmode=disable"),
-    ("postgresql+psycopg://u@localhost:1/db", "postgresql+psycopg://u@10.244.0.1:1/db"),
-    ("postgresql://u:p@db.example.org:5432/db", "postgresql://u:p@db.example.org:5432/db"),  # not on this machine
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable",
+            "postgresql://u:p%40ss@10.244.0.1:5432/db?sslmode=disable",
+        ),
+        ("postgresql+psycopg://u@localhost:1/db", "postgresql+psycopg://u@10.244.0.1:1/db"),
+        ("postgresql://u:p@db.example.org:5432/db", "postgresql://u:p@db.example.org:5432/db"),  # not on this machine
+    ],
+)
 def test_urls_for_pods_dial_the_gateway(tmp_path: Path, url: str, expected: str) -> None:
-    info = ClusterInfo(tmp_path, tmp_path / "kc", "https://127.0.0.1:1", tmp_path / "ca", tmp_path, {},
-                       pod_network=True, host_address="10.244.0.1")  # fmt: skip
+    info = ClusterInfo(
+        tmp_path,
+        tmp_path / "kc",
+        "https://127.0.0.1:1",
+        tmp_path / "ca",
+        tmp_path,
+        {},
+        pod_network=True,
+        host_address="10.244.0.1",
+    )
     assert info.for_pods(url) == expected
     loopback = ClusterInfo(tmp_path, tmp_path / "kc", "https://127.0.0.1:1", tmp_path / "ca", tmp_path, {})
     assert loopback.for_pods(url) == url

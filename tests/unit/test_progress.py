@@ -24,8 +24,14 @@ from kubernetes.client.exceptions import ApiException
 from planner_world import World, base_spec
 from test_kstatus import as_object
 
-PASSWORD_ERROR = json.dumps({"command": "expand", "outcome": "failed", "exit_code": 3,
-                             "error": "database unavailable: password authentication failed for user \"divbase\""})
+PASSWORD_ERROR = json.dumps(
+    {
+        "command": "expand",
+        "outcome": "failed",
+        "exit_code": 3,
+        "error": 'database unavailable: password authentication failed for user "divbase"',
+    }
+)
 
 
 def expanding(**spec: object) -> tuple[World, JobObs]:
@@ -34,23 +40,51 @@ def expanding(**spec: object) -> tuple[World, JobObs]:
     world.set_spec(version="2")
     world.reconcile()
     job = world.active_job("expand")
-    world.pods.append(PodObs(name=f"{job.name}-a", job_name=job.name, workload=None, version="2", phase="Running",
-                             created_at="2026-11-25T12:00:40Z", owner_uid=job.uid))
+    world.pods.append(
+        PodObs(
+            name=f"{job.name}-a",
+            job_name=job.name,
+            workload=None,
+            version="2",
+            phase="Running",
+            created_at="2026-11-25T12:00:40Z",
+            owner_uid=job.uid,
+        )
+    )
     return world, job
 
 
-def fail_attempt(world: World, job: JobObs, suffix: str, exit_code: int = 3, message: str = PASSWORD_ERROR,
-                 next_pod: str | None = None) -> None:
+def fail_attempt(
+    world: World,
+    job: JobObs,
+    suffix: str,
+    exit_code: int = 3,
+    message: str = PASSWORD_ERROR,
+    next_pod: str | None = None,
+) -> None:
     """The Job controller saw pod `<job>-<suffix>` fail and (unless it was the last) started another."""
     name = f"{job.name}-{suffix}"
     ts = world.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    world.pods = [dataclasses.replace(p, phase="Failed", exit_code=exit_code, termination_message=message,
-                                      finished_at=ts) if p.name == name else p for p in world.pods]
+    world.pods = [
+        dataclasses.replace(p, phase="Failed", exit_code=exit_code, termination_message=message, finished_at=ts)
+        if p.name == name
+        else p
+        for p in world.pods
+    ]
     current = world.jobs[job.name]
     world.jobs[job.name] = dataclasses.replace(current, failed=current.failed + 1, backoff_limit=2)
     if next_pod:
-        world.pods.append(PodObs(name=f"{job.name}-{next_pod}", job_name=job.name, workload=None, version="2",
-                                 phase="Pending", created_at=ts, owner_uid=job.uid))
+        world.pods.append(
+            PodObs(
+                name=f"{job.name}-{next_pod}",
+                job_name=job.name,
+                workload=None,
+                version="2",
+                phase="Pending",
+                created_at=ts,
+                owner_uid=job.uid,
+            )
+        )
 
 
 def events(world: World, reason: str) -> list[EmitEvent]:
@@ -63,20 +97,28 @@ def test_each_failed_attempt_is_an_event_and_in_the_status_once() -> None:
     world.reconcile()
     [event] = events(world, names.EVENT_ATTEMPT_FAILED)
     assert event.type == "Warning"
-    assert event.message == (f"expand Job {job.name} for release 2: attempt 1 of 3 failed (pod {job.name}-a, exit "
-                             f"code 3): database unavailable: password authentication failed for user \"divbase\"; "
-                             f"2 attempts left")
+    assert event.message == (
+        f"expand Job {job.name} for release 2: attempt 1 of 3 failed (pod {job.name}-a, exit "
+        f'code 3): database unavailable: password authentication failed for user "divbase"; '
+        f"2 attempts left"
+    )
     ready = world.condition(names.COND_READY)
     assert ready["reason"] == names.REASON_JOB_RUNNING
-    assert ready["message"].startswith(f"expand Job {job.name}: attempt 2 of 3 running (pod {job.name}-b pending "
-                                       f"since ")
+    assert ready["message"].startswith(
+        f"expand Job {job.name}: attempt 2 of 3 running (pod {job.name}-b pending since "
+    )
     assert "attempt 1 failed (exit code 3): database unavailable: password authentication failed" in ready["message"]
     assert ready["message"].endswith("2 attempts left")
     record = world.status["rollout"]["steps"]["expand"]
     assert record["failedAttempts"] == 1
-    assert record["attempts"] == [{"pod": f"{job.name}-a", "exitCode": 3, "finishedAt": "2026-11-25T12:00:25Z",
-                                   "message": "database unavailable: password authentication failed for user "
-                                              "\"divbase\""}]
+    assert record["attempts"] == [
+        {
+            "pod": f"{job.name}-a",
+            "exitCode": 3,
+            "finishedAt": "2026-11-25T12:00:25Z",
+            "message": 'database unavailable: password authentication failed for user "divbase"',
+        }
+    ]
 
     text = plugin.format_status(as_object(world), now=world.now)
     expand_row = next(line for line in text.splitlines() if line.startswith("  expand "))
@@ -90,8 +132,14 @@ def test_each_failed_attempt_is_an_event_and_in_the_status_once() -> None:
     assert world.condition(names.COND_READY)["message"] == ready["message"]
     assert world.status["rollout"] == before["rollout"]
 
-    fail_attempt(world, job, "b", exit_code=4, message='{"error": "another divbase-migrate held the migration lock '
-                                                        'for more than 600000 ms"}', next_pod="c")
+    fail_attempt(
+        world,
+        job,
+        "b",
+        exit_code=4,
+        message='{"error": "another divbase-migrate held the migration lock for more than 600000 ms"}',
+        next_pod="c",
+    )
     world.reconcile()
     [event] = events(world, names.EVENT_ATTEMPT_FAILED)
     assert "attempt 2 of 3 failed" in event.message and "exit code 4" in event.message
@@ -101,8 +149,12 @@ def test_each_failed_attempt_is_an_event_and_in_the_status_once() -> None:
 
     # the last attempt fails: the Job fails, lastFailure quotes the runner and counts the attempts
     fail_attempt(world, job, "c")
-    world.jobs[job.name] = dataclasses.replace(world.jobs[job.name], state="Failed", reason="BackoffLimitExceeded",
-                                               finished_at=world.now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    world.jobs[job.name] = dataclasses.replace(
+        world.jobs[job.name],
+        state="Failed",
+        reason="BackoffLimitExceeded",
+        finished_at=world.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
     world.reconcile()
     failure = world.status["lastFailure"]
     assert failure["attempts"] == 3 and failure["exitCode"] == 3
@@ -116,9 +168,15 @@ def test_a_restarted_operator_does_not_repeat_attempt_events() -> None:
     fail_attempt(world, job, "a", next_pod="b")
     world.reconcile()
     assert len(events(world, names.EVENT_ATTEMPT_FAILED)) == 1
-    restarted = World(spec=world.spec, status=copy.deepcopy(world.status), generation=world.generation,
-                      jobs=dict(world.jobs), pods=list(world.pods), deployments=dict(world.deployments),
-                      now=world.now)
+    restarted = World(
+        spec=world.spec,
+        status=copy.deepcopy(world.status),
+        generation=world.generation,
+        jobs=dict(world.jobs),
+        pods=list(world.pods),
+        deployments=dict(world.deployments),
+        now=world.now,
+    )
     restarted.reconcile()
     assert events(restarted, names.EVENT_ATTEMPT_FAILED) == []
 
@@ -149,8 +207,9 @@ def test_attempts_follow_the_jobs_own_backoff_limit() -> None:
 def test_a_running_job_without_failures_names_its_pod() -> None:
     world, job = expanding()
     world.reconcile()
-    assert world.condition(names.COND_READY)["message"] == (f"expand Job {job.name} is running (pod {job.name}-a "
-                                                            f"running since 2026-11-25T12:00:40Z)")
+    assert world.condition(names.COND_READY)["message"] == (
+        f"expand Job {job.name} is running (pod {job.name}-a running since 2026-11-25T12:00:40Z)"
+    )
 
 
 @pytest.mark.parametrize("instance", ["divbase-operator-7d9c-x2x", None])
@@ -180,17 +239,25 @@ def test_a_lock_wait_is_shown_with_its_holder_and_one_event() -> None:
     world.lock_waits = {pod: HOLDER}
     world.reconcile()
     [event] = events(world, names.EVENT_LOCK_WAIT)
-    waiting = (f"is waiting for the migration lock held by pid 4242 (application divbase-migrate, connected since "
-               f"2026-11-25T12:00:03Z) since 2026-11-25T12:00:41Z (pod {pod})")
+    waiting = (
+        f"is waiting for the migration lock held by pid 4242 (application divbase-migrate, connected since "
+        f"2026-11-25T12:00:03Z) since 2026-11-25T12:00:41Z (pod {pod})"
+    )
     assert event.type == "Normal" and event.message == f"expand Job {job.name} for release 2 {waiting}"
     for kind in (names.COND_READY, names.COND_RECONCILING):
         condition = world.condition(kind)
-        assert (condition["reason"], condition["message"]) == (names.REASON_LOCK_WAIT, f"expand Job {job.name} "
-                                                                                        f"{waiting}"), kind
+        assert (condition["reason"], condition["message"]) == (
+            names.REASON_LOCK_WAIT,
+            f"expand Job {job.name} {waiting}",
+        ), kind
     assert world.condition(names.COND_SCHEMA_EXPANDED)["message"] == f"expand Job {job.name} {waiting}"
     assert world.status["rollout"]["steps"]["expand"]["lockWait"] == {
-        "pod": pod, "holderPid": 4242, "holderApplication": "divbase-migrate", "holderSince": "2026-11-25T12:00:03Z",
-        "since": "2026-11-25T12:00:41Z"}
+        "pod": pod,
+        "holderPid": 4242,
+        "holderApplication": "divbase-migrate",
+        "holderSince": "2026-11-25T12:00:03Z",
+        "since": "2026-11-25T12:00:41Z",
+    }
     text = plugin.format_status(as_object(world), now=world.now)
     assert "waiting for the migration lock held by pid 4242" in text, text
 
@@ -230,7 +297,8 @@ def test_a_wait_whose_holder_could_not_be_read_says_so() -> None:
     world.reconcile()
     assert world.condition(names.COND_READY)["message"] == (
         f"expand Job {job.name} is waiting for the migration lock held by another session since "
-        f"2026-11-25T12:00:41Z (pod {job.name}-a)")
+        f"2026-11-25T12:00:41Z (pod {job.name}-a)"
+    )
 
 
 class _LogApi:
@@ -255,9 +323,18 @@ class _LogApi:
         self.status = _merged(self.status, patch)
         if any(c.get("reason") == names.REASON_LOCK_WAIT for c in self.status.get("conditions") or []):
             self.patched.set()
-        return {"metadata": {"namespace": namespace, "name": name, "uid": "uid-1", "resourceVersion": str(int(rv) + 1),
-                             "generation": 1, "finalizers": [names.FINALIZER]}, "spec": self.spec,
-                "status": copy.deepcopy(self.status)}
+        return {
+            "metadata": {
+                "namespace": namespace,
+                "name": name,
+                "uid": "uid-1",
+                "resourceVersion": str(int(rv) + 1),
+                "generation": 1,
+                "finalizers": [names.FINALIZER],
+            },
+            "spec": self.spec,
+            "status": copy.deepcopy(self.status),
+        }
 
 
 def _merged(old: dict, patch: dict) -> dict:
@@ -274,21 +351,48 @@ def _merged(old: dict, patch: dict) -> dict:
 
 
 def _reconciler(world: World, api: _LogApi, posted: list[EmitEvent]) -> Reconciler:
-    snap = Snapshot.from_body({"metadata": {"namespace": "prod", "name": "db", "uid": "uid-1", "resourceVersion": "1",
-                                            "generation": world.generation, "finalizers": [names.FINALIZER]},
-                               "spec": world.spec, "status": world.status})
-    sources = Sources(databases=lambda key: snap, jobs=lambda key: tuple(world.jobs.values()),
-                      deployments=lambda key: tuple(world.deployments.values()), pods=lambda key: tuple(world.pods))
-    return Reconciler(api=api, sources=sources, post_event=lambda ref, e: posted.append(e),  # type: ignore[arg-type]
-                      clock=lambda: world.now, lock_wait_probe_seconds=0.01)
+    snap = Snapshot.from_body(
+        {
+            "metadata": {
+                "namespace": "prod",
+                "name": "db",
+                "uid": "uid-1",
+                "resourceVersion": "1",
+                "generation": world.generation,
+                "finalizers": [names.FINALIZER],
+            },
+            "spec": world.spec,
+            "status": world.status,
+        }
+    )
+    sources = Sources(
+        databases=lambda key: snap,
+        jobs=lambda key: tuple(world.jobs.values()),
+        deployments=lambda key: tuple(world.deployments.values()),
+        pods=lambda key: tuple(world.pods),
+    )
+    return Reconciler(
+        api=api,
+        sources=sources,
+        post_event=lambda ref, e: posted.append(e),  # type: ignore[arg-type]
+        clock=lambda: world.now,
+        lock_wait_probe_seconds=0.01,
+    )
 
 
 async def test_the_reconciler_reads_a_running_pods_log_tail_and_shows_the_wait() -> None:
     world, job = expanding()
     pod = f"{job.name}-a"
-    line = json.dumps({"msg": "another divbase-migrate holds the lock; waiting", "password": "s3cret",
-                       **lock_wait_fields({"pid": 4242, "application_name": "psql", "client": "10.0.0.9",
-                                           "since": "2026-11-25T12:00:03Z"}, "2026-11-25T12:00:41Z")})
+    line = json.dumps(
+        {
+            "msg": "another divbase-migrate holds the lock; waiting",
+            "password": "s3cret",
+            **lock_wait_fields(
+                {"pid": 4242, "application_name": "psql", "client": "10.0.0.9", "since": "2026-11-25T12:00:03Z"},
+                "2026-11-25T12:00:41Z",
+            ),
+        }
+    )
     api = _LogApi(world, {pod: f"starting\n{line}\n"})
     posted: list[EmitEvent] = []
     reconciler = _reconciler(world, api, posted)
@@ -337,5 +441,10 @@ async def test_a_log_tail_is_asked_for_bounded() -> None:
     api = KubeApi(api_client=object())  # type: ignore[arg-type]
     api._call_text = call_text  # type: ignore[method-assign]
     assert await api.read_pod_log("prod", "db-expand-1-x", "migrate", 10, 32768) == "tail"
-    assert asked == [("/api/v1/namespaces/prod/pods/db-expand-1-x/log",
-                      {"container": "migrate", "tailLines": "10", "limitBytes": "32768"}, 32768)]
+    assert asked == [
+        (
+            "/api/v1/namespaces/prod/pods/db-expand-1-x/log",
+            {"container": "migrate", "tailLines": "10", "limitBytes": "32768"},
+            32768,
+        )
+    ]

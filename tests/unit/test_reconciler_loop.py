@@ -24,8 +24,16 @@ from planner_world import T0, base_spec
 
 KEY: Key = ("prod", "db")
 DATABASE = "DivBaseDatabase"
-WRITES = {"create_job", "apply_deployment", "apply_configmap", "delete", "patch_status", "patch_finalizers",
-          "create_lease", "replace_lease"}
+WRITES = {
+    "create_job",
+    "apply_deployment",
+    "apply_configmap",
+    "delete",
+    "patch_status",
+    "patch_finalizers",
+    "create_lease",
+    "replace_lease",
+}
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -138,15 +146,17 @@ class FakeKubeApi:
     async def delete_deployment(self, namespace: str, name: str, uid: str | None = None) -> None:
         await self.delete("Deployment", namespace, name, uid)
 
-    async def delete_children(self, namespace: str, jobs: Iterable[tuple[str, str | None]],
-                              deployments: Iterable[tuple[str, str | None]]) -> None:
+    async def delete_children(
+        self, namespace: str, jobs: Iterable[tuple[str, str | None]], deployments: Iterable[tuple[str, str | None]]
+    ) -> None:
         for name, uid in jobs:
             await self.delete("Job", namespace, name, uid)
         for name, uid in deployments:
             await self.delete("Deployment", namespace, name, uid)
 
-    async def _patch_database(self, method: str, namespace: str, name: str, resource_version: str,
-                              patch: dict[str, Any]) -> dict[str, Any]:
+    async def _patch_database(
+        self, method: str, namespace: str, name: str, resource_version: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
         await self._enter(method)
         self.before_write()
         current = self.objects.get((DATABASE, namespace, name))
@@ -157,18 +167,21 @@ class FakeKubeApi:
         self.after_write()
         return updated
 
-    async def patch_status(self, namespace: str, name: str, resource_version: str,
-                           status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, resource_version: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         if self.hold is not None:
             self.waiting = True
             await self.hold.wait()
             self.waiting = False
         return await self._patch_database("patch_status", namespace, name, resource_version, {"status": status})
 
-    async def patch_finalizers(self, namespace: str, name: str, resource_version: str,
-                               finalizers: list[str]) -> dict[str, Any]:
-        return await self._patch_database("patch_finalizers", namespace, name, resource_version,
-                                          {"metadata": {"finalizers": finalizers}})
+    async def patch_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> dict[str, Any]:
+        return await self._patch_database(
+            "patch_finalizers", namespace, name, resource_version, {"metadata": {"finalizers": finalizers}}
+        )
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get("Lease", namespace, name)
@@ -179,8 +192,9 @@ class FakeKubeApi:
             raise LostRace("exists")
         return self.store("Lease", {"metadata": {"namespace": namespace, "name": name}, "spec": spec})
 
-    async def replace_lease(self, namespace: str, name: str, resource_version: str,
-                            spec: dict[str, Any]) -> dict[str, Any]:
+    async def replace_lease(
+        self, namespace: str, name: str, resource_version: str, spec: dict[str, Any]
+    ) -> dict[str, Any]:
         await self._enter("replace_lease")
         current = self.objects.get(("Lease", namespace, name))
         if current is None or current["metadata"]["resourceVersion"] != resource_version:
@@ -193,15 +207,28 @@ class FakeKubeApi:
             self.reads += 1
             body = self.watch.get(key)
             return Snapshot.from_body(copy.deepcopy(body)) if body else None
-        return Sources(databases=databases, jobs=lambda key: (), deployments=lambda key: (), pods=lambda key: (),
-                       keys=lambda: list(self.watch))
+
+        return Sources(
+            databases=databases,
+            jobs=lambda key: (),
+            deployments=lambda key: (),
+            pods=lambda key: (),
+            keys=lambda: list(self.watch),
+        )
 
 
 def world(**spec: Any) -> FakeKubeApi:
     api = FakeKubeApi()
-    api.store(DATABASE, {"apiVersion": names.API_VERSION, "kind": names.KIND,
-                         "metadata": {"namespace": KEY[0], "name": KEY[1], "uid": "u", "generation": 1},
-                         "spec": base_spec("1", **spec), "status": {}})
+    api.store(
+        DATABASE,
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"namespace": KEY[0], "name": KEY[1], "uid": "u", "generation": 1},
+            "spec": base_spec("1", **spec),
+            "status": {},
+        },
+    )
     return api
 
 
@@ -214,15 +241,21 @@ class Run:
         self.decisions: list[Decision] = []
         self.errors: list[Key] = []
         self.delays: list[float] = []
-        self.reconciler = Reconciler(api=api, sources=api.sources(), clock=lambda: T0,  # type: ignore[arg-type]
-                                     on_decision=lambda key, decision, seconds: self.decisions.append(decision),
-                                     on_error=self.errors.append, may_act=lambda: self.leading[0],
-                                     post_event=lambda ref, event: None)
+        self.reconciler = Reconciler(
+            api=api,
+            sources=api.sources(),
+            clock=lambda: T0,  # type: ignore[arg-type]
+            on_decision=lambda key, decision, seconds: self.decisions.append(decision),
+            on_error=self.errors.append,
+            may_act=lambda: self.leading[0],
+            post_event=lambda ref, event: None,
+        )
         schedule = self.reconciler._schedule
 
         def spy(key: Key, delay: float) -> None:
             self.delays.append(delay)
             schedule(key, delay)
+
         self.reconciler._schedule = spy  # type: ignore[method-assign]
 
     def idle(self) -> bool:
@@ -238,9 +271,11 @@ class Run:
 
 async def until(what: str, check: Callable[[], object], timeout: float = 5) -> None:
     """The event loop's own bounded wait (the shared wait_for blocks, and would block the reconciler with it)."""
+
     async def poll() -> None:
         while not check():
             await asyncio.sleep(0.005)
+
     try:
         await asyncio.wait_for(poll(), timeout)
     except TimeoutError:
@@ -254,8 +289,11 @@ async def settle() -> None:
 
 
 def test_the_fake_implements_every_method_of_kube_api() -> None:
-    wanted = {name: inspect.signature(f) for name, f in vars(KubeApi).items()
-              if inspect.iscoroutinefunction(f) and not name.startswith("_")}
+    wanted = {
+        name: inspect.signature(f)
+        for name, f in vars(KubeApi).items()
+        if inspect.iscoroutinefunction(f) and not name.startswith("_")
+    }
     assert wanted, "KubeApi's calls"
     for name, signature in wanted.items():
         assert inspect.signature(getattr(FakeKubeApi, name)).parameters.keys() == signature.parameters.keys(), name
@@ -314,13 +352,15 @@ async def test_a_conflict_is_no_error_and_no_backoff() -> None:
     api = world()
     run = Run(api)
     await run.reconciler.reconcile_once(KEY)  # the finalizer, the expand Job, the first status
-    decided_on = api.edit({"spec": {"workloads": api.database()["spec"]["workloads"][:1]},
-                           "metadata": {"generation": 2}})["metadata"]["resourceVersion"]
+    decided_on = api.edit(
+        {"spec": {"workloads": api.database()["spec"]["workloads"][:1]}, "metadata": {"generation": 2}}
+    )["metadata"]["resourceVersion"]
     api.watch_lags = True  # the watch shows generation 2, not the annotation written while we reconcile
 
     def another_client() -> None:
         if not api.refused:
             api.edit({"metadata": {"annotations": {"team": "payments"}}})
+
     api.before_write = another_client
     run.reconciler.trigger(KEY)
     await until("the refused status write", lambda: api.refused and run.idle())

@@ -12,30 +12,48 @@ from packaging.version import InvalidVersion, Version
 ORDERED = ["0.1.0a9", "0.1.0a10", "0.1.0b1", "0.1.0rc1", "0.1.0", "1", "2", "10"]
 
 
-@pytest.mark.parametrize("text", ["v0.1.0a9", "0.1.0a9", "1.2.3", "2", "1.4.0rc1", "1.0.0.post1", "1.0.dev3",
-                                  "0.1.0-a9", "0.1.0.rc1", "1.0.0-post2", "v10.20.30b4.post5.dev6",
-                                  "1.4.0-rc.1", "2.0.0-b-1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "v0.1.0a9",
+        "0.1.0a9",
+        "1.2.3",
+        "2",
+        "1.4.0rc1",
+        "1.0.0.post1",
+        "1.0.dev3",
+        "0.1.0-a9",
+        "0.1.0.rc1",
+        "1.0.0-post2",
+        "v10.20.30b4.post5.dev6",
+        "1.4.0-rc.1",
+        "2.0.0-b-1",
+    ],
+)
 def test_accepted(text: str) -> None:
     assert rv.check(text) == Version(text)
     assert rv.is_valid(text)
     assert re.fullmatch(rv.PATTERN, text)
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("latest", "'latest' is not a PEP 440 version"),
-    ("1.2.3.x", "'1.2.3.x' is not a PEP 440 version"),
-    ("", "is empty"),
-    ("   ", "is empty"),
-    (" 1.2", "whitespace"),
-    ("1.0+build.7", "local label"),
-    ("1!2.0", "epoch"),
-    ("1.0RC1", "write it e.g. as '1.0rc1'"),
-    ("V0.1.0A9", "write it e.g. as 'v0.1.0a9'"),
-    ("1.0a", "write it e.g. as '1.0a0'"),
-    ("1" + ".0" * 20, "longer than 40"),
-    (2, "got int 2, not a string"),
-    (None, "not a string"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("latest", "'latest' is not a PEP 440 version"),
+        ("1.2.3.x", "'1.2.3.x' is not a PEP 440 version"),
+        ("", "is empty"),
+        ("   ", "is empty"),
+        (" 1.2", "whitespace"),
+        ("1.0+build.7", "local label"),
+        ("1!2.0", "epoch"),
+        ("1.0RC1", "write it e.g. as '1.0rc1'"),
+        ("V0.1.0A9", "write it e.g. as 'v0.1.0a9'"),
+        ("1.0a", "write it e.g. as '1.0a0'"),
+        ("1" + ".0" * 20, "longer than 40"),
+        (2, "got int 2, not a string"),
+        (None, "not a string"),
+    ],
+)
 def test_refused_with_what_is_wrong(text: object, says: str) -> None:
     with pytest.raises(rv.InvalidRelease, match=re.escape(says)):
         rv.check(text)
@@ -63,17 +81,20 @@ def test_pep_440_order() -> None:
     assert rv.sort_key("1.0.0.post1") > rv.sort_key("1.0.0") > rv.sort_key("1.0.0.dev1")
 
 
-@pytest.mark.parametrize(("a", "b", "same"), [
-    ("v0.1.0a9", "0.1.0a9", True),
-    ("0.1.0-a9", "0.1.0a9", True),
-    ("0.1.0.a9", "v0.1.0a9", True),
-    ("2", "2.0.0", True),
-    ("1.4.0rc1", "1.4.0c1", True),
-    ("0.1.0a9", "0.1.0a10", False),
-    ("0.1.0a9", "0.1.0", False),
-    ("not-a-version", "not-a-version", True),
-    ("not-a-version", "v1", False),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("v0.1.0a9", "0.1.0a9", True),
+        ("0.1.0-a9", "0.1.0a9", True),
+        ("0.1.0.a9", "v0.1.0a9", True),
+        ("2", "2.0.0", True),
+        ("1.4.0rc1", "1.4.0c1", True),
+        ("0.1.0a9", "0.1.0a10", False),
+        ("0.1.0a9", "0.1.0", False),
+        ("not-a-version", "not-a-version", True),
+        ("not-a-version", "v1", False),
+    ],
+)
 def test_same_release(a: str, b: str, same: bool) -> None:
     assert rv.same_release(a, b) is same
     assert rv.same_release(b, a) is same

@@ -30,10 +30,21 @@ from divbase_migrations.splitter import (
 
 def metadata() -> sa.MetaData:
     md = sa.MetaData()
-    sa.Table("user", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(100)),
-             sa.Column("email", sa.String(200), nullable=False), sa.Column("bio", sa.String(100)))
-    sa.Table("note", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("user_id", sa.Integer),
-             sa.Column("level", sa.Enum("INFO", "WARN", name="notelevel")))
+    sa.Table(
+        "user",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(100)),
+        sa.Column("email", sa.String(200), nullable=False),
+        sa.Column("bio", sa.String(100)),
+    )
+    sa.Table(
+        "note",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.Integer),
+        sa.Column("level", sa.Enum("INFO", "WARN", name="notelevel")),
+    )
     return md
 
 
@@ -70,8 +81,12 @@ def compiles(result: Split) -> None:
 
 def test_new_table_goes_to_expand_with_its_indexes_and_new_enum_types() -> None:
     md = sa.MetaData()
-    table = sa.Table("widget", md, sa.Column("id", sa.Integer, primary_key=True),
-                     sa.Column("kind", sa.Enum("A", "B", name="widgetkind")))
+    table = sa.Table(
+        "widget",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("kind", sa.Enum("A", "B", name="widgetkind")),
+    )
     index = sa.Index("ix_widget_kind", table.c.kind)
     result = run(ops.CreateTableOp.from_table(table), modify("widget", ops.CreateIndexOp.from_index(index)))
     assert where(result) == {("create_table", "widget", EXPAND)}
@@ -83,9 +98,14 @@ def test_new_table_goes_to_expand_with_its_indexes_and_new_enum_types() -> None:
 
 
 def test_nullable_column_and_constant_default_go_to_expand() -> None:
-    result = run(modify("user", add("user", sa.Column("nick", sa.String(50))),
-                        add("user", sa.Column("karma", sa.Integer, nullable=False, server_default="0")),
-                        add("user", sa.Column("seen", sa.DateTime, nullable=False, server_default=sa.func.now()))))
+    result = run(
+        modify(
+            "user",
+            add("user", sa.Column("nick", sa.String(50))),
+            add("user", sa.Column("karma", sa.Integer, nullable=False, server_default="0")),
+            add("user", sa.Column("seen", sa.DateTime, nullable=False, server_default=sa.func.now())),
+        )
+    )
     assert where(result) == {("add_column", f"user.{c}", EXPAND) for c in ("nick", "karma", "seen")}
     assert "drop_column('user', 'nick'" in result.expand.downgrade_code()
     assert result.contract.empty
@@ -93,8 +113,12 @@ def test_nullable_column_and_constant_default_go_to_expand() -> None:
 
 
 def test_volatile_default_is_a_todo() -> None:
-    result = run(modify("user", add("user", sa.Column("token", sa.String(36), nullable=False,
-                                                      server_default=sa.text("gen_random_uuid()")))))
+    result = run(
+        modify(
+            "user",
+            add("user", sa.Column("token", sa.String(36), nullable=False, server_default=sa.text("gen_random_uuid()"))),
+        )
+    )
     assert where(result) == {("add_column", "user.token", "todo")}
     assert TODO_MARKER in result.expand.upgrade_code()
 
@@ -146,23 +170,27 @@ def test_enum_changes_are_read_from_the_models() -> None:
     md = metadata()
     md.tables["note"].c.level.type = sa.Enum("INFO", "NOTICE", "WARN", name="notelevel")
     assert enum_changes({"notelevel": ["INFO", "WARN"], "other": ["X"]}, md) == [
-        EnumChange("notelevel", ("INFO", "WARN"), ("INFO", "NOTICE", "WARN"), (("note", "level"),))]
+        EnumChange("notelevel", ("INFO", "WARN"), ("INFO", "NOTICE", "WARN"), (("note", "level"),))
+    ]
 
 
 def test_new_foreign_key_is_not_valid_in_expand_and_validated_in_contract() -> None:
     fk = ops.CreateForeignKeyOp(None, "note", "user", ["user_id"], ["id"], ondelete="CASCADE")
     result = run(modify("note", fk))
-    assert where(result) == {("create_foreign_key", "note_user_id_fkey", EXPAND),
-                             ("validate_foreign_key", "note_user_id_fkey", CONTRACT)}
+    assert where(result) == {
+        ("create_foreign_key", "note_user_id_fkey", EXPAND),
+        ("validate_foreign_key", "note_user_id_fkey", CONTRACT),
+    }
     sql = next(iter(result.expand.constants.values()))
-    assert "FOREIGN KEY (user_id) REFERENCES \"user\" (id) ON DELETE CASCADE NOT VALID" in sql
+    assert 'FOREIGN KEY (user_id) REFERENCES "user" (id) ON DELETE CASCADE NOT VALID' in sql
     assert "VALIDATE CONSTRAINT note_user_id_fkey" in result.contract.upgrade_code()
     compiles(result)
 
 
 def test_not_null_is_a_not_valid_check_then_validate_and_set_not_null() -> None:
-    alter = ops.AlterColumnOp("user", "bio", existing_type=sa.String(100), existing_nullable=True,
-                              modify_nullable=False)
+    alter = ops.AlterColumnOp(
+        "user", "bio", existing_type=sa.String(100), existing_nullable=True, modify_nullable=False
+    )
     result = run(modify("user", alter))
     assert where(result) == {("not_null_check", "user.bio", EXPAND), ("set_not_null", "user.bio", CONTRACT)}
     assert "CHECK (bio IS NOT NULL) NOT VALID" in "".join(result.expand.constants.values())
@@ -174,8 +202,14 @@ def test_not_null_is_a_not_valid_check_then_validate_and_set_not_null() -> None:
 
 
 def test_not_null_with_a_new_default_sets_it_alone_then_backfills_in_batches() -> None:
-    alter = ops.AlterColumnOp("user", "bio", existing_type=sa.String(100), existing_nullable=True,
-                              modify_nullable=False, modify_server_default=sa.text("'none'"))
+    alter = ops.AlterColumnOp(
+        "user",
+        "bio",
+        existing_type=sa.String(100),
+        existing_nullable=True,
+        modify_nullable=False,
+        modify_server_default=sa.text("'none'"),
+    )
     result = run(modify("user", alter))
     assert ("set_default", "user.bio", EXPAND) in where(result)
     up = result.expand.upgrade_code()
@@ -189,10 +223,15 @@ def test_dropped_column_table_and_index_go_to_contract_with_downgrades() -> None
     user = MD.tables["user"]
     index = sa.Index("ix_user_name", user.c.name)
     gone = sa.Table("old", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
-    result = run(modify("user", drop("user", sa.Column("bio", sa.String(100))), ops.DropIndexOp.from_index(index)),
-                 ops.DropTableOp.from_table(gone))
-    assert where(result) == {("drop_column", "user.bio", CONTRACT), ("drop_index", "ix_user_name", CONTRACT),
-                             ("drop_table", "old", CONTRACT)}
+    result = run(
+        modify("user", drop("user", sa.Column("bio", sa.String(100))), ops.DropIndexOp.from_index(index)),
+        ops.DropTableOp.from_table(gone),
+    )
+    assert where(result) == {
+        ("drop_column", "user.bio", CONTRACT),
+        ("drop_index", "ix_user_name", CONTRACT),
+        ("drop_table", "old", CONTRACT),
+    }
     assert result.expand.empty
     down = result.contract.downgrade_code()
     assert "add_column('user'" in down and "create_index('ix_user_name'" in down and "create_table('old'" in down
@@ -203,15 +242,21 @@ def test_dropped_foreign_key_and_unique_constraint_go_to_contract_re_runnable() 
     """DROP CONSTRAINT IF EXISTS (a retried contract finds it gone); the downgrade adds each back unless present."""
     md = sa.MetaData()
     sa.Table("user", md, sa.Column("id", sa.Integer, primary_key=True))
-    note = sa.Table("note", md, sa.Column("id", sa.Integer, primary_key=True),
-                    sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE",
-                                                                   name="note_user_id_fkey")),
-                    sa.Column("slug", sa.String(20)), sa.UniqueConstraint("slug", name="uq_note_slug"))
+    note = sa.Table(
+        "note",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("user.id", ondelete="CASCADE", name="note_user_id_fkey")),
+        sa.Column("slug", sa.String(20)),
+        sa.UniqueConstraint("slug", name="uq_note_slug"),
+    )
     fk = next(iter(note.foreign_key_constraints))
     unique = next(c for c in note.constraints if isinstance(c, sa.UniqueConstraint))
     result = run(modify("note", ops.DropConstraintOp.from_constraint(fk), ops.DropConstraintOp.from_constraint(unique)))
-    assert where(result) == {("drop_constraint", "note_user_id_fkey", CONTRACT),
-                             ("drop_constraint", "uq_note_slug", CONTRACT)}
+    assert where(result) == {
+        ("drop_constraint", "note_user_id_fkey", CONTRACT),
+        ("drop_constraint", "uq_note_slug", CONTRACT),
+    }
     assert result.expand.empty
     up, down = result.contract.upgrade_code(), result.contract.downgrade_code()
     assert "DROP CONSTRAINT IF EXISTS note_user_id_fkey" in up and "DROP CONSTRAINT IF EXISTS uq_note_slug" in up
@@ -242,21 +287,29 @@ def test_type_widening_is_expand_narrowing_contract_rewrite_todo() -> None:
 
 def test_relaxing_not_null_and_dropping_a_default() -> None:
     relax = ops.AlterColumnOp("user", "email", existing_type=sa.String(200), modify_nullable=True)
-    undefault = ops.AlterColumnOp("user", "bio", existing_type=sa.String(100), existing_server_default=sa.text("'x'"),
-                                  modify_server_default=None)
+    undefault = ops.AlterColumnOp(
+        "user", "bio", existing_type=sa.String(100), existing_server_default=sa.text("'x'"), modify_server_default=None
+    )
     result = run(modify("user", relax, undefault))
     assert where(result) == {("drop_not_null", "user.email", EXPAND), ("drop_default", "user.bio", CONTRACT)}
     compiles(result)
 
 
 def test_declared_rename_is_trigger_and_backfill_then_drop() -> None:
-    result = run(modify("user", add("user", sa.Column("display_name", sa.String(100), nullable=False)),
-                        drop("user", sa.Column("name", sa.String(100), nullable=False))),
-                 renames=[Rename.parse("user.name:display_name")])
-    assert where(result) == {("rename_column", "user.name->display_name", EXPAND),
-                             ("not_null_check", "user.display_name", EXPAND),
-                             ("set_not_null", "user.display_name", CONTRACT),
-                             ("drop_column", "user.name", CONTRACT)}
+    result = run(
+        modify(
+            "user",
+            add("user", sa.Column("display_name", sa.String(100), nullable=False)),
+            drop("user", sa.Column("name", sa.String(100), nullable=False)),
+        ),
+        renames=[Rename.parse("user.name:display_name")],
+    )
+    assert where(result) == {
+        ("rename_column", "user.name->display_name", EXPAND),
+        ("not_null_check", "user.display_name", EXPAND),
+        ("set_not_null", "user.display_name", CONTRACT),
+        ("drop_column", "user.name", CONTRACT),
+    }
     sql = "".join(result.expand.constants.values())
     assert "NEW.display_name := COALESCE(NEW.display_name, NEW.name)" in sql and "COMMIT" in sql
     assert "CREATE OR REPLACE TRIGGER divbase_user_name_sync" in result.expand.upgrade_code()
@@ -267,12 +320,19 @@ def test_declared_rename_is_trigger_and_backfill_then_drop() -> None:
 
 
 def test_undeclared_rename_is_a_todo_and_a_declared_one_must_exist() -> None:
-    result = run(modify("user", add("user", sa.Column("title", sa.String(100))),
-                        drop("user", sa.Column("name", sa.String(100)))))
+    result = run(
+        modify("user", add("user", sa.Column("title", sa.String(100))), drop("user", sa.Column("name", sa.String(100))))
+    )
     assert ("rename_column", "user.name", "todo") in where(result)
     assert "--rename user.name:title" in result.expand.upgrade_code()
-    both = run(modify("user", add("user", sa.Column("title", sa.String(100))),
-                      add("user", sa.Column("alias", sa.String(100))), drop("user", sa.Column("name", sa.String(100)))))
+    both = run(
+        modify(
+            "user",
+            add("user", sa.Column("title", sa.String(100))),
+            add("user", sa.Column("alias", sa.String(100))),
+            drop("user", sa.Column("name", sa.String(100))),
+        )
+    )
     assert "--rename user.name:title or --rename user.name:alias" in both.expand.upgrade_code()
     with pytest.raises(SplitError, match="does not report"):
         run(renames=[Rename("user", "a", "b")])
@@ -300,8 +360,14 @@ def test_ids_slugs_and_manifest_edit() -> None:
 
 def test_rendered_revisions_parse_and_lint_judges_them(tmp_path: Path) -> None:
     index = sa.Index("ix_user_bio", MD.tables["user"].c.bio)
-    good = run(modify("user", add("user", sa.Column("nick", sa.String(50))), ops.CreateIndexOp.from_index(index),
-                      drop("user", sa.Column("name", sa.String(100)))))
+    good = run(
+        modify(
+            "user",
+            add("user", sa.Column("nick", sa.String(50))),
+            ops.CreateIndexOp.from_index(index),
+            drop("user", sa.Column("name", sa.String(100))),
+        )
+    )
     chains = Chains(("b", "e0005_y"), ("b", "c0004_z"), "b")
     now = datetime(2026, 12, 1, tzinfo=UTC)
     expand = render_revision(good, EXPAND, "e0006_w", "e0005_y", chains, "w", "5", now, None)
@@ -315,8 +381,19 @@ def test_rendered_revisions_parse_and_lint_judges_them(tmp_path: Path) -> None:
     (tmp_path / "todo.py").write_text(render_revision(bad, EXPAND, "e0006_w", "e0005_y", chains, "w", "5", now, None))
     findings = lint_file(tmp_path / "todo.py", EXPAND)
     assert findings and all(f.op == TODO_MARKER for f in findings)
-    (tmp_path / "todo_c.py").write_text(render_revision(run(enum_changes=[EnumChange("notelevel", ("A", "B"), ("A",))]),
-                                                        CONTRACT, "c0005_w", "c0004_z", chains, "w", "5", now, "e"))
+    (tmp_path / "todo_c.py").write_text(
+        render_revision(
+            run(enum_changes=[EnumChange("notelevel", ("A", "B"), ("A",))]),
+            CONTRACT,
+            "c0005_w",
+            "c0004_z",
+            chains,
+            "w",
+            "5",
+            now,
+            "e",
+        )
+    )
     assert [f.op for f in lint_file(tmp_path / "todo_c.py", CONTRACT)][:1] == [TODO_MARKER]
 
 
@@ -325,8 +402,15 @@ def test_revision_help_documents_every_flag() -> None:
 
     sub = next(a for a in parser()._actions if a.dest == "command").choices["revision"]
     flags = [a for a in sub._actions if a.option_strings and a.dest != "help"]
-    assert {f.option_strings[0] for f in flags} == {"--config", "--manifest", "--termination-log", "-m", "--release",
-                                                    "--rename", "--models"}
+    assert {f.option_strings[0] for f in flags} == {
+        "--config",
+        "--manifest",
+        "--termination-log",
+        "-m",
+        "--release",
+        "--rename",
+        "--models",
+    }
     assert all(f.help for f in flags), [f.option_strings for f in flags if not f.help]
     shown = sub.format_help()
     assert all(f.option_strings[0] in shown for f in flags)
@@ -334,8 +418,9 @@ def test_revision_help_documents_every_flag() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "migrations.md").read_text()
     assert all(flag in docs for flag in ("--release", "--rename", "--models", "-m ", "--config", "--manifest"))
     # the global options work after the subcommand too, the later one winning
-    after = parser().parse_args(["--config", "a.ini", "revision", "--config", "b.ini", "--manifest", "m.toml",
-                                 "-m", "x"])
+    after = parser().parse_args(
+        ["--config", "a.ini", "revision", "--config", "b.ini", "--manifest", "m.toml", "-m", "x"]
+    )
     assert (after.config, after.manifest) == (Path("b.ini"), Path("m.toml"))
     before = parser().parse_args(["--config", "a.ini", "revision", "-m", "x"])
     assert (before.config, before.manifest, before.termination_log) == (Path("a.ini"), None, None)

@@ -55,21 +55,30 @@ def test_every_summary_key_is_documented_with_its_type() -> None:
     summary = table("The summary")
     plan = table("What a plan returns")
     documented = set().union(*(names(row[0]) for row in summary + plan))
-    constants = {value for name, value in vars(contract).items() if name.startswith("SUMMARY_")
-                 and name != "SUMMARY_KEYS" and isinstance(value, str)}
+    constants = {
+        value
+        for name, value in vars(contract).items()
+        if name.startswith("SUMMARY_") and name != "SUMMARY_KEYS" and isinstance(value, str)
+    }
     assert documented == set(contract.SUMMARY_KEYS) == constants
-    kinds = {"string": contract._STRING_KEYS, "int": contract._INT_KEYS, "list": contract._LIST_KEYS,
-             "object": contract._REVISION_MAP_KEYS}
+    kinds = {
+        "string": contract._STRING_KEYS,
+        "int": contract._INT_KEYS,
+        "list": contract._LIST_KEYS,
+        "object": contract._REVISION_MAP_KEYS,
+    }
     for row in summary:
         for key in names(row[0]):
             if row[1] in kinds:
                 assert key in kinds[row[1]], f"`{key}` is documented as {row[1]}"
 
 
-@pytest.mark.parametrize("command", [None, "expand", "contract", "status", "check", "plan", "lint", "releases",
-                                     "revision"])
-def test_every_help_lists_the_exit_codes_and_the_environment(command: str | None,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [None, "expand", "contract", "status", "check", "plan", "lint", "releases", "revision"]
+)
+def test_every_help_lists_the_exit_codes_and_the_environment(
+    command: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         cli.parser().parse_args([command, "--help"] if command else ["--help"])
     shown = capsys.readouterr().out

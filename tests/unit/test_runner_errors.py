@@ -26,35 +26,85 @@ def with_sqlstate(base: type[psycopg.Error], sqlstate: str | None) -> type[psyco
     return type(f"{base.__name__}_{sqlstate}", (base,), {"sqlstate": sqlstate})
 
 
-@pytest.mark.parametrize(("error", "kind", "code", "message"), [
-    (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), LockTimeout, EXIT_TIMEOUT,
-     "a lock was not granted within lock_timeout"),
-    (psycopg.errors.DeadlockDetected("deadlock detected\nDETAIL:  Process 7 waits for ShareLock on transaction 9; "
-                                     'blocked by process 8.\nProcess 8: INSERT INTO "user" ...'), Deadlock,
-     EXIT_TIMEOUT, "deadlocked with another session and was rolled back"),
-    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), StatementTimeout, EXIT_TIMEOUT,
-     "a statement ran longer than statement_timeout and was cancelled"),
-    (psycopg.OperationalError("connection refused\n\tIs the server running?"), DatabaseUnavailable, EXIT_UNAVAILABLE,
-     "database unavailable: the server refused the connection (is it running, is the port right?)"),
-    (psycopg.errors.ConnectionFailure("server closed the connection"), DatabaseUnavailable, EXIT_UNAVAILABLE,
-     "database unavailable: the server closed the connection"),
-    (psycopg.errors.InvalidPassword("password authentication failed"), DatabaseUnavailable, EXIT_UNAVAILABLE,
-     "database unavailable: the server refused the credentials (password authentication failed)"),
-    (with_sqlstate(psycopg.OperationalError, "3D000")('database "x" does not exist'), DatabaseUnavailable,
-     EXIT_UNAVAILABLE, "database unavailable: the database named in the settings does not exist"),
-    (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), DatabaseUnavailable,
-     EXIT_UNAVAILABLE, "database unavailable: the server terminated the connection"),
-    (psycopg.OperationalError(""), DatabaseUnavailable, EXIT_UNAVAILABLE,
-     "database unavailable: could not connect or the connection failed (OperationalError, SQLSTATE none)"),
-    (psycopg.errors.TooManyConnections("sorry, too many clients already"), MigrationFailed, EXIT_FAILED,
-     "TooManyConnections: sorry, too many clients already"),
-    (psycopg.errors.DuplicateColumn('column "x" already exists\nLINE 1: ...'), MigrationFailed, EXIT_FAILED,
-     'DuplicateColumn: column "x" already exists'),
-    (psycopg.errors.DuplicateColumn(""), MigrationFailed, EXIT_FAILED, "DuplicateColumn: DuplicateColumn"),
-], ids=lambda v: getattr(v, "sqlstate", None) or (v.__name__ if isinstance(v, type) else None))
-def test_each_database_error_gets_the_exit_code_that_says_whether_to_retry(error: psycopg.Error,
-                                                                           kind: type[StepError], code: int,
-                                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("error", "kind", "code", "message"),
+    [
+        (
+            psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"),
+            LockTimeout,
+            EXIT_TIMEOUT,
+            "a lock was not granted within lock_timeout",
+        ),
+        (
+            psycopg.errors.DeadlockDetected(
+                "deadlock detected\nDETAIL:  Process 7 waits for ShareLock on transaction 9; "
+                'blocked by process 8.\nProcess 8: INSERT INTO "user" ...'
+            ),
+            Deadlock,
+            EXIT_TIMEOUT,
+            "deadlocked with another session and was rolled back",
+        ),
+        (
+            psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+            StatementTimeout,
+            EXIT_TIMEOUT,
+            "a statement ran longer than statement_timeout and was cancelled",
+        ),
+        (
+            psycopg.OperationalError("connection refused\n\tIs the server running?"),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: the server refused the connection (is it running, is the port right?)",
+        ),
+        (
+            psycopg.errors.ConnectionFailure("server closed the connection"),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: the server closed the connection",
+        ),
+        (
+            psycopg.errors.InvalidPassword("password authentication failed"),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: the server refused the credentials (password authentication failed)",
+        ),
+        (
+            with_sqlstate(psycopg.OperationalError, "3D000")('database "x" does not exist'),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: the database named in the settings does not exist",
+        ),
+        (
+            psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: the server terminated the connection",
+        ),
+        (
+            psycopg.OperationalError(""),
+            DatabaseUnavailable,
+            EXIT_UNAVAILABLE,
+            "database unavailable: could not connect or the connection failed (OperationalError, SQLSTATE none)",
+        ),
+        (
+            psycopg.errors.TooManyConnections("sorry, too many clients already"),
+            MigrationFailed,
+            EXIT_FAILED,
+            "TooManyConnections: sorry, too many clients already",
+        ),
+        (
+            psycopg.errors.DuplicateColumn('column "x" already exists\nLINE 1: ...'),
+            MigrationFailed,
+            EXIT_FAILED,
+            'DuplicateColumn: column "x" already exists',
+        ),
+        (psycopg.errors.DuplicateColumn(""), MigrationFailed, EXIT_FAILED, "DuplicateColumn: DuplicateColumn"),
+    ],
+    ids=lambda v: getattr(v, "sqlstate", None) or (v.__name__ if isinstance(v, type) else None),
+)
+def test_each_database_error_gets_the_exit_code_that_says_whether_to_retry(
+    error: psycopg.Error, kind: type[StepError], code: int, message: str
+) -> None:
     for raised in (error, SqlAlchemyOperationalError("SELECT 1", {}, error)):  # as psycopg or SQLAlchemy raise it
         step_error = classify(raised)
         assert type(step_error) is kind and step_error.exit_code == code

@@ -40,16 +40,35 @@ def test_every_status_the_planner_writes_survives_a_round_trip_unchanged() -> No
 
 def test_fields_it_does_not_know_and_explicit_nulls_are_kept() -> None:
     """An older or newer operator's field survives, and a null stays a null (it is not dropped)."""
-    status = {"phase": "Ready", "kopf": {"progress": {}}, "currentVersion": None,
-              "rollout": {"fromVersion": None, "toVersion": "2", "image": "i:2", "startedAt": "T", "retryToken": "",
-                          "steps": {"expand": {"phase": "Succeeded", "future": 1}}, "finishedAt": None, "new": [1]}}
+    status = {
+        "phase": "Ready",
+        "kopf": {"progress": {}},
+        "currentVersion": None,
+        "rollout": {
+            "fromVersion": None,
+            "toVersion": "2",
+            "image": "i:2",
+            "startedAt": "T",
+            "retryToken": "",
+            "steps": {"expand": {"phase": "Succeeded", "future": 1}},
+            "finishedAt": None,
+            "new": [1],
+        },
+    }
     assert DatabaseStatus.from_dict(status).to_dict() == status
 
 
 def test_a_step_record_reads_phase_as_its_state_and_a_retry_resets_it() -> None:
-    rollout = Rollout.from_dict({"fromVersion": "1", "toVersion": "2", "image": "i", "startedAt": "T",
-                                 "retryToken": "", "steps": {"expand": {"phase": "Failed", "job": "j",
-                                                                        "message": "boom"}}})
+    rollout = Rollout.from_dict(
+        {
+            "fromVersion": "1",
+            "toVersion": "2",
+            "image": "i",
+            "startedAt": "T",
+            "retryToken": "",
+            "steps": {"expand": {"phase": "Failed", "job": "j", "message": "boom"}},
+        }
+    )
     rec = rollout.step("expand")
     assert rec.state == StepState.FAILED and rec.job == "j"
     rec.reset()

@@ -118,11 +118,17 @@ def test_read_summary_never_raises_and_keeps_only_typed_keys(message: str, measu
     assert contract.parse_summary(message) == summary
 
 
-@pytest.mark.parametrize(("message", "key"), [
-    ('{"error": 1}', "error"), ('{"revisions": 5}', "revisions"), ('{"to": 5}', "to"),
-    ('{"exit_code": true}', "exit_code"), ('{"digest": "md5:00"}', "digest"), ('{"sql_truncated": "yes"}',
-                                                                               "sql_truncated"),
-])
+@pytest.mark.parametrize(
+    ("message", "key"),
+    [
+        ('{"error": 1}', "error"),
+        ('{"revisions": 5}', "revisions"),
+        ('{"to": 5}', "to"),
+        ('{"exit_code": true}', "exit_code"),
+        ('{"digest": "md5:00"}', "digest"),
+        ('{"sql_truncated": "yes"}', "sql_truncated"),
+    ],
+)
 def test_a_key_of_the_wrong_type_is_named_never_quoted(message: str, key: str) -> None:
     summary, problems = contract.read_summary(message)
     assert key not in summary and key in problems
@@ -151,14 +157,29 @@ def test_printable_strips_controls_format_and_surrogates() -> None:
 
 
 def test_the_pod_observation_keeps_only_the_tail_and_an_integer_exit_code() -> None:
-    pod = pod_from_body({"metadata": {"name": "p"}, "status": {"phase": "Failed", "containerStatuses": [{"state": {
-        "terminated": {"exitCode": "2", "message": "x" * 1_000_000 + '\n{"error":"tail"}'}}}]}})
+    pod = pod_from_body(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"state": {"terminated": {"exitCode": "2", "message": "x" * 1_000_000 + '\n{"error":"tail"}'}}}
+                ],
+            },
+        }
+    )
     assert pod.exit_code is None
     assert pod.termination_message is not None
     assert len(pod.termination_message) == contract.MAX_SUMMARY_CHARS
     assert contract.parse_summary(pod.termination_message) == {"error": "tail"}
-    odd = pod_from_body({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {
-        "terminated": {"exitCode": 1, "message": {"not": "a string"}}}}]}})
+    odd = pod_from_body(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": {"not": "a string"}}}}]
+            },
+        }
+    )
     assert odd.termination_message is None and odd.exit_code == 1
 
 
@@ -277,17 +298,23 @@ def test_control_characters_never_reach_status_or_events() -> None:
 ANY_CHAR = st.characters(exclude_categories=())  # every code point, lone surrogates included
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(ANY_CHAR, max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(contract.SUMMARY_KEYS) | st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(contract.SUMMARY_KEYS) | st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
-summaries = st.dictionaries(st.sampled_from(contract.SUMMARY_KEYS) | st.text(max_size=8), json_values,
-                            max_size=8).map(lambda d: json.dumps(d))
+summaries = st.dictionaries(st.sampled_from(contract.SUMMARY_KEYS) | st.text(max_size=8), json_values, max_size=8).map(
+    lambda d: json.dumps(d)
+)
 plans = st.builds(
-    lambda sql, extra, forge: json.dumps({**contract.plan_payload(sql), **extra,
-                                          **({"digest": contract.plan_digest(sql + "x")} if forge else {})}),
+    lambda sql, extra, forge: json.dumps(
+        {**contract.plan_payload(sql), **extra, **({"digest": contract.plan_digest(sql + "x")} if forge else {})}
+    ),
     st.text(ANY_CHAR.filter(lambda c: not 0xD800 <= ord(c) <= 0xDFFF), max_size=200),
-    st.dictionaries(st.sampled_from(contract.SUMMARY_KEYS), json_values, max_size=2), st.booleans())
+    st.dictionaries(st.sampled_from(contract.SUMMARY_KEYS), json_values, max_size=2),
+    st.booleans(),
+)
 messages = st.one_of(
     st.text(ANY_CHAR, max_size=300),
     summaries,

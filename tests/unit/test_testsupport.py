@@ -20,6 +20,7 @@ class Forbidden(Exception):
 def raising(exc: Exception) -> Callable[[], object]:
     def read() -> object:
         raise exc
+
     return read
 
 

@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(tls) and not all(tls):
         parser.error("--tls-cert-file, --tls-private-key-file and --client-ca-file go together")
     network = Layout(args.pod_network_id) if args.pod_network_id else None
-    agent = NodeAgent(api, args.node_name, state_dir, images, args.pod_cidr,
-                      log_tls=tls if all(tls) else None, network=network)
+    agent = NodeAgent(
+        api, args.node_name, state_dir, images, args.pod_cidr, log_tls=tls if all(tls) else None, network=network
+    )
     return agent.run()
 
 

@@ -123,9 +123,16 @@ def _memory_kib() -> int:
 class NodeAgent:
     """Owns the Node object, the pod watch and one PodWorker per pod bound to the node."""
 
-    def __init__(self, api: Api, node_name: str, state_dir: Path, images: ImageResolver,
-                 pod_cidr: str = DEFAULT_POD_CIDR, log_tls: tuple[Path, Path, Path] | None = None,
-                 network: Layout | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        api: Api,
+        node_name: str,
+        state_dir: Path,
+        images: ImageResolver,
+        pod_cidr: str = DEFAULT_POD_CIDR,
+        log_tls: tuple[Path, Path, Path] | None = None,
+        network: Layout | None = None,
+    ) -> None:
         self.api = api
         self.node_name = node_name
         self.state_dir = state_dir
@@ -133,8 +140,11 @@ class NodeAgent:
         # with a pod network each pod gets a namespace and an address of the cluster's pod CIDR (podnet.node)
         self.network = network
         self.node_sockets = Sockets(network.node_netns) if network else None
-        self.ips = (IPAllocator(network.pod_hosts(), state_dir / "pod-ips") if network
-                    else IPAllocator(loopback_hosts(pod_cidr)))  # fmt: skip
+        self.ips = (
+            IPAllocator(network.pod_hosts(), state_dir / "pod-ips")
+            if network
+            else IPAllocator(loopback_hosts(pod_cidr))
+        )
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self.finished: dict[str, float] = {}  # uid -> when its worker ended: later events about it are stale
@@ -147,11 +157,27 @@ class NodeAgent:
         self.log_server: LogServer | None = None
         if log_tls is not None:  # before registering: the Node advertises its port
             cert, key, ca = log_tls
-            self.log_server = LogServer(state_dir / "pods", cert, key, ca, self.container_running, self.stopping,
-                                        exec_handler=ExecServer(self.exec_target, self.stopping).serve)
-        self.host = PodHost(api=api, pods_dir=state_dir / "pods", images=images, ips=self.ips, network=network,
-                            pod_api_server=self.pod_api_server, events=self.event, connect=self.connect,
-                            processes=self.processes, stopping=self.stopping)  # fmt: skip
+            self.log_server = LogServer(
+                state_dir / "pods",
+                cert,
+                key,
+                ca,
+                self.container_running,
+                self.stopping,
+                exec_handler=ExecServer(self.exec_target, self.stopping).serve,
+            )
+        self.host = PodHost(
+            api=api,
+            pods_dir=state_dir / "pods",
+            images=images,
+            ips=self.ips,
+            network=network,
+            pod_api_server=self.pod_api_server,
+            events=self.event,
+            connect=self.connect,
+            processes=self.processes,
+            stopping=self.stopping,
+        )
 
     def connect(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
         """A TCP connection as the kubelet makes it for probes and httpGet hooks: from the node, so to a pod IP
@@ -199,8 +225,12 @@ class NodeAgent:
         the size of the filesystem the pods' directories are on as ephemeral-storage (a pod requesting some would
         otherwise never be scheduled here)."""
         fs = os.statvfs(self.state_dir)
-        return {"cpu": str(os.cpu_count() or 1), "memory": f"{_memory_kib()}Ki",
-                "ephemeral-storage": f"{fs.f_blocks * fs.f_frsize // 1024}Ki", "pods": "110"}
+        return {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{_memory_kib()}Ki",
+            "ephemeral-storage": f"{fs.f_blocks * fs.f_frsize // 1024}Ki",
+            "pods": "110",
+        }
 
     def node_body(self) -> dict[str, Any]:
         resources = self.resources()
@@ -209,23 +239,33 @@ class NodeAgent:
             "kind": "Node",
             "metadata": {
                 "name": self.node_name,
-                "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
-                           "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
-                                                                                             platform.machine()),
-                           "type": "local"},
+                "labels": {
+                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                        platform.machine(), platform.machine()
+                    ),
+                    "type": "local",
+                },
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             },
             "spec": {},
             "status": {"capacity": resources, "allocatable": resources},
-        }  # fmt: skip
+        }
 
     def node_status(self) -> dict[str, Any]:
         now = now_rfc3339()
         resources = self.resources()
 
         def cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
-            return {"type": ctype, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": now, "lastTransitionTime": self.ready_since}  # fmt: skip
+            return {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": self.ready_since,
+            }
 
         return {
             "capacity": resources,
@@ -236,18 +276,25 @@ class NodeAgent:
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure (not measured)"),
                 cond("Ready", "True", "KubeletReady", "divbase node agent is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": self.node_name}],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.node_name},
+            ],
             # where the apiserver proxies `kubectl logs` to (0: no log endpoint, the apiserver then fails to dial)
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_server.port if self.log_server else 0}},
             "nodeInfo": {
-                "machineID": "", "systemUUID": "", "bootID": "",
-                "kernelVersion": platform.release(), "osImage": "divbase local node",
-                "containerRuntimeVersion": "local://processes", "kubeletVersion": build.K8S_VERSION,
-                "kubeProxyVersion": "", "operatingSystem": "linux",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+                "kernelVersion": platform.release(),
+                "osImage": "divbase local node",
+                "containerRuntimeVersion": "local://processes",
+                "kubeletVersion": build.K8S_VERSION,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
                 "architecture": self.node_body()["metadata"]["labels"]["kubernetes.io/arch"],
             },
-        }  # fmt: skip
+        }
 
     def register(self) -> None:
         """Create the Node (or take over an existing one of the same name), then report it Ready."""
@@ -258,8 +305,9 @@ class NodeAgent:
             if e.status != 409:
                 raise
             labels = self.node_body()["metadata"]["labels"]
-            node = self.api.retrying("PATCH", f"/api/v1/nodes/{self.node_name}", {"metadata": {"labels": labels}},
-                                     content_type=STRATEGIC)  # fmt: skip
+            node = self.api.retrying(
+                "PATCH", f"/api/v1/nodes/{self.node_name}", {"metadata": {"labels": labels}}, content_type=STRATEGIC
+            )
             log.info("node %s existed; updated its labels", self.node_name)
         self.node_uid = node["metadata"]["uid"]
         self.post_node_status()
@@ -274,26 +322,38 @@ class NodeAgent:
                 "message": "divbase node agent stopped",
                 "lastTransitionTime": now_rfc3339(),
             }
-        self.api.retrying("PATCH", f"/api/v1/nodes/{self.node_name}/status", {"status": status},
-                          content_type=STRATEGIC, attempts=3)  # fmt: skip
+        self.api.retrying(
+            "PATCH", f"/api/v1/nodes/{self.node_name}/status", {"status": status}, content_type=STRATEGIC, attempts=3
+        )
 
     def renew_lease(self) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
         renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            self.api.request("PATCH", path, {"spec": {"renewTime": renew, "holderIdentity": self.node_name,
-                                                      "leaseDurationSeconds": LEASE_SECONDS}},
-                             content_type="application/merge-patch+json")  # fmt: skip
+            self.api.request(
+                "PATCH",
+                path,
+                {"spec": {"renewTime": renew, "holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS}},
+                content_type="application/merge-patch+json",
+            )
         except ApiError as e:
             if e.status != 404:
                 raise
             owner = [{"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": self.node_uid}]
-            self.api.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.node_name, "namespace": "kube-node-lease", "ownerReferences": owner},
-                "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_SECONDS,
-                         "renewTime": renew},
-            })  # fmt: skip
+            self.api.request(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.node_name, "namespace": "kube-node-lease", "ownerReferences": owner},
+                    "spec": {
+                        "holderIdentity": self.node_name,
+                        "leaseDurationSeconds": LEASE_SECONDS,
+                        "renewTime": renew,
+                    },
+                },
+            )
 
     def heartbeat_loop(self) -> None:
         next_status = time.monotonic() + NODE_STATUS_EVERY
@@ -320,18 +380,30 @@ class NodeAgent:
             self.recent_events = {k: t for k, t in self.recent_events.items() if mono - t < EVENT_REPEAT}
         self.recent_events[key] = mono
         now = now_rfc3339()
-        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
-                    "uid": meta["uid"]}  # fmt: skip
+        involved = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
         if c is not None:
             involved["fieldPath"] = f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}"
         body = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
-            "involvedObject": involved, "reason": reason, "message": message[:1024], "type": etype,
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": etype,
             "source": {"component": "kubelet", "host": self.node_name},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "reportingComponent": "kubelet", "reportingInstance": self.node_name,
-        }  # fmt: skip
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.node_name,
+        }
         with contextlib.suppress(queue.Full):
             self.events.put_nowait(body)
 
@@ -342,8 +414,7 @@ class NodeAgent:
             except queue.Empty:
                 continue
             try:
-                self.api.request("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body,
-                                 timeout=5)  # fmt: skip
+                self.api.request("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body, timeout=5)
             except ApiError as e:
                 if e.status not in (403, 404):  # a namespace being deleted refuses new events
                     log.debug("event not posted: %s", e)
@@ -379,8 +450,12 @@ class NodeAgent:
                 except NetworkError as e:
                     log.warning("pod dir %s: removing its network namespace: %s", d.name, e)
             podstate.remove(d)
-            log.info("pod dir %s: pod deleted while the agent was down; killed %s, network namespace %s",
-                     d.name, ", ".join(killed) or "nothing", record.netns or "none")  # fmt: skip
+            log.info(
+                "pod dir %s: pod deleted while the agent was down; killed %s, network namespace %s",
+                d.name,
+                ", ".join(killed) or "nothing",
+                record.netns or "none",
+            )
 
     def watch_loop(self) -> None:
         """List, then watch; on any error or expiry (410) list again, with bounded back-off."""
@@ -422,8 +497,9 @@ class NodeAgent:
     def _watch_pods(self, rv: str) -> str:
         """One watch request from `rv` until the server ends it (or the agent stops); returns the last
         resourceVersion seen. An ERROR event raises (410: the caller lists again)."""
-        for ev in self.api.watch("/api/v1/pods", {**self._pods_query(), "resourceVersion": rv},
-                                 timeout_seconds=WATCH_TIMEOUT):  # fmt: skip
+        for ev in self.api.watch(
+            "/api/v1/pods", {**self._pods_query(), "resourceVersion": rv}, timeout_seconds=WATCH_TIMEOUT
+        ):
             if self.stopping.is_set():
                 break
             obj = ev.get("object") or {}
@@ -451,8 +527,10 @@ class NodeAgent:
             except ApiError as e:
                 log.warning("registering node %s failed (retrying): %s", self.node_name, e)
                 self.stopping.wait(1.0)
-        threads = [threading.Thread(target=t, name=t.__name__, daemon=True)
-                   for t in (self.heartbeat_loop, self.watch_loop, self.events_loop)]  # fmt: skip
+        threads = [
+            threading.Thread(target=t, name=t.__name__, daemon=True)
+            for t in (self.heartbeat_loop, self.watch_loop, self.events_loop)
+        ]
         for t in threads:
             t.start()
         if self.log_server is not None:

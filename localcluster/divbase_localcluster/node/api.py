@@ -64,17 +64,29 @@ class Api:
         cert = _materialize(user, "client-certificate-data", "client-certificate", cred_dir / "client.crt")
         key = _materialize(user, "client-key-data", "client-key", cred_dir / "client.key")
         self.pool = urllib3.PoolManager(
-            num_pools=4, maxsize=16, cert_reqs="CERT_REQUIRED", ca_certs=ca, cert_file=cert, key_file=key,
+            num_pools=4,
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=ca,
+            cert_file=cert,
+            key_file=key,
             retries=False,
-        )  # fmt: skip
+        )
 
     @classmethod
     def with_certificate(cls, server: str, ca: Path, cert: Path, key: Path) -> Api:
         """The same client from certificate files, no kubeconfig: LocalCluster's own calls as cluster admin."""
         api = cls.__new__(cls)
         api.server, api.ca_file = server.rstrip("/"), str(ca)
-        api.pool = urllib3.PoolManager(num_pools=4, maxsize=16, cert_reqs="CERT_REQUIRED", ca_certs=str(ca),
-                                       cert_file=str(cert), key_file=str(key), retries=False)
+        api.pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(ca),
+            cert_file=str(cert),
+            key_file=str(key),
+            retries=False,
+        )
         return api
 
     def request(

@@ -116,8 +116,14 @@ def parse_exec(target: str) -> ExecRequest:
         return query.get(name, [""])[-1] == "1"
 
     tty = flag("tty")
-    req = ExecRequest(*names, command=tuple(query.get("command", [])), stdin=flag("input"), stdout=flag("output"),
-                      stderr=flag("error") and not tty, tty=tty)  # the kubelet drops stderr with a TTY
+    req = ExecRequest(
+        *names,
+        command=tuple(query.get("command", [])),
+        stdin=flag("input"),
+        stdout=flag("output"),
+        stderr=flag("error") and not tty,
+        tty=tty,
+    )  # the kubelet drops stderr with a TTY
     if not (req.stdin or req.stdout or req.stderr):
         raise ExecRequestError(400, "you must specify at least 1 of stdin, stdout, stderr")
     if not req.command:
@@ -131,8 +137,11 @@ def negotiate(offered: list[str]) -> str:
     if not versions:
         raise ExecRequestError(400, "unable to upgrade: header X-Stream-Protocol-Version does not exist in request")
     if PROTOCOL not in versions:
-        raise ExecRequestError(403, f"unable to upgrade: unable to negotiate protocol: client supports {versions}, "
-                                    f"server accepts [{PROTOCOL}]", {"X-Accepted-Stream-Protocol-Versions": PROTOCOL})
+        raise ExecRequestError(
+            403,
+            f"unable to upgrade: unable to negotiate protocol: client supports {versions}, server accepts [{PROTOCOL}]",
+            {"X-Accepted-Stream-Protocol-Versions": PROTOCOL},
+        )
     return PROTOCOL
 
 
@@ -151,14 +160,23 @@ def exit_status(returncode: int) -> dict[str, Any]:
     code = returncode if returncode >= 0 else 128 - returncode
     if code == 0:
         return {"metadata": {}, "status": "Success"}
-    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-            "message": f"command terminated with non-zero exit code: exit status {code}",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}  # fmt: skip
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "message": f"command terminated with non-zero exit code: exit status {code}",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }
 
 
 def internal_error(message: str) -> dict[str, Any]:
-    return {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
-            "message": f"Internal error occurred: {message}"}  # fmt: skip
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "InternalError",
+        "code": 500,
+        "message": f"Internal error occurred: {message}",
+    }
 
 
 class TLSChannel:
@@ -196,7 +214,7 @@ class TLSChannel:
                 if left <= 0:
                     raise TimeoutError(f"the client took nothing for {SEND_TIMEOUT:.0f} s")  # taken for gone
                 try:
-                    view = view[self.sock.send(view):]
+                    view = view[self.sock.send(view) :]
                 except ssl.SSLWantWriteError:
                     select.select([], [self.sock], [], min(left, POLL))
                 except ssl.SSLWantReadError:
@@ -339,8 +357,11 @@ class ExecSession:
         deadline = time.monotonic() + STREAM_CREATION_TIMEOUT
         while not self.ready.wait(POLL):
             if self.gone.is_set() or time.monotonic() > deadline:
-                log.warning("exec: the client did not open its streams (%s of %s)", sorted(self.streams),
-                            sorted(self.req.streams()))  # fmt: skip
+                log.warning(
+                    "exec: the client did not open its streams (%s of %s)",
+                    sorted(self.streams),
+                    sorted(self.req.streams()),
+                )
                 self.close()
                 return
         try:
@@ -349,8 +370,13 @@ class ExecSession:
             what = f'exec: "{self.req.command[0]}": {e.strerror or e}'
             if isinstance(e, FileNotFoundError) and "/" not in self.req.command[0]:
                 what = f'exec: "{self.req.command[0]}": executable file not found in $PATH'
-            log.info("exec in %s/%s/%s: cannot start: %s", self.req.namespace, self.req.pod, self.req.container,
-                     e.strerror or e)  # fmt: skip
+            log.info(
+                "exec in %s/%s/%s: cannot start: %s",
+                self.req.namespace,
+                self.req.pod,
+                self.req.container,
+                e.strerror or e,
+            )
             self.finish(internal_error(f"error executing command in container: {what}"))
             return
         self.target.track(proc.pid)
@@ -369,8 +395,14 @@ class ExecSession:
         with self.target.popen_kwargs() as extra:
             if not req.tty:
                 pipe = {True: subprocess.PIPE, False: subprocess.DEVNULL}
-                return subprocess.Popen(list(req.command), stdin=pipe[req.stdin], stdout=pipe[req.stdout],
-                                        stderr=pipe[req.stderr], **common, **extra)  # fmt: skip
+                return subprocess.Popen(
+                    list(req.command),
+                    stdin=pipe[req.stdin],
+                    stdout=pipe[req.stdout],
+                    stderr=pipe[req.stderr],
+                    **common,
+                    **extra,
+                )
             master, slave = pty.openpty()
             if self.size:
                 _set_size(master, self.size)
@@ -382,8 +414,9 @@ class ExecSession:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # after setsid: the terminal becomes the session's
 
             try:
-                proc = subprocess.Popen(list(req.command), stdin=slave, stdout=slave, stderr=slave,
-                                        preexec_fn=preexec, **common, **extra)  # fmt: skip
+                proc = subprocess.Popen(
+                    list(req.command), stdin=slave, stdout=slave, stderr=slave, preexec_fn=preexec, **common, **extra
+                )
             except OSError:
                 os.close(master)
                 raise
@@ -407,8 +440,7 @@ class ExecSession:
                 continue
             killed = self._kill_reason()
             if killed:
-                log.info("exec in %s/%s/%s: killed: %s", self.req.namespace, self.req.pod, self.req.container,
-                         killed)  # fmt: skip
+                log.info("exec in %s/%s/%s: killed: %s", self.req.namespace, self.req.pod, self.req.container, killed)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
         if not self.gone.is_set():
@@ -422,8 +454,11 @@ class ExecSession:
             if self.req.stdin:
                 self._thread(self.feed, self.master, False)
             return pumps
-        pumps = [self._thread(self.pump, pipe.fileno(), kind)
-                 for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)) if pipe is not None]  # fmt: skip
+        pumps = [
+            self._thread(self.pump, pipe.fileno(), kind)
+            for kind, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            if pipe is not None
+        ]
         if proc.stdin is not None:
             self._thread(self.feed, proc.stdin.fileno(), True)
         return pumps
@@ -468,7 +503,7 @@ class ExecSession:
                 break
             while item and not broken:
                 try:
-                    item = item[os.write(fd, item):]
+                    item = item[os.write(fd, item) :]
                 except OSError:
                     broken = True
         if close_at_end:
@@ -519,8 +554,10 @@ class ExecServer:
             send_text(handler, e.status, str(e), e.headers)
             return
         handler.close_connection = True
-        handler.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-                            b"X-Stream-Protocol-Version: " + protocol.encode() + b"\r\n\r\n")
+        handler.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+            b"X-Stream-Protocol-Version: " + protocol.encode() + b"\r\n\r\n"
+        )
         handler.wfile.flush()
         handler.log_request(101)
         log.info("exec in %s/%s/%s (stdin %s, tty %s)", req.namespace, req.pod, req.container, req.stdin, req.tty)

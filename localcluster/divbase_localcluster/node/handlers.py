@@ -31,8 +31,9 @@ class InPod:
     processes: ProcessGroups
 
 
-def probe(pod: InPod, spec: dict[str, Any], container: dict[str, Any],
-          exec_env: Callable[[], dict[str, str]]) -> tuple[bool, str]:  # fmt: skip
+def probe(
+    pod: InPod, spec: dict[str, Any], container: dict[str, Any], exec_env: Callable[[], dict[str, str]]
+) -> tuple[bool, str]:
     """Run one probe: (passed, detail for the Unhealthy event). `exec_env` is called only for an exec probe (it
     may raise ConfigError: a Secret gone since the start fails the probe)."""
     timeout = float(spec.get("timeoutSeconds") or 1)
@@ -48,16 +49,24 @@ def probe(pod: InPod, spec: dict[str, Any], container: dict[str, Any],
         if "exec" in spec:
             env = exec_env()
             with pod.popen_kwargs() as in_netns:
-                r = subprocess.run(spec["exec"].get("command") or [], cwd=pod.cwd, env=env, capture_output=True,
-                                   timeout=timeout, check=False, **in_netns)  # fmt: skip
+                r = subprocess.run(
+                    spec["exec"].get("command") or [],
+                    cwd=pod.cwd,
+                    env=env,
+                    capture_output=True,
+                    timeout=timeout,
+                    check=False,
+                    **in_netns,
+                )
             return r.returncode == 0, f"exit code {r.returncode}"
     except (OSError, subprocess.SubprocessError, podspec.ConfigError, http.client.HTTPException) as e:
         return False, f"{type(e).__name__}: {e}"
     return True, "probe type not supported"
 
 
-def start_hook(pod: InPod, kind: str, h: dict[str, Any], container: dict[str, Any], env: dict[str, str],
-               timeout: float | None) -> hooks.HookRun:  # fmt: skip
+def start_hook(
+    pod: InPod, kind: str, h: dict[str, Any], container: dict[str, Any], env: dict[str, str], timeout: float | None
+) -> hooks.HookRun:
     """Run a lifecycle handler on its own thread: exec in the container's environment and directory (its own
     process group, killed with the container), httpGet to the pod IP, or sleep."""
     env = dict(env)
@@ -77,8 +86,16 @@ def start_hook(pod: InPod, kind: str, h: dict[str, Any], container: dict[str, An
 
 def _exec(pod: InPod, r: hooks.HookRun, argv: list[str], env: dict[str, str]) -> None:
     with pod.popen_kwargs() as in_netns:
-        r.proc = subprocess.Popen(argv, cwd=pod.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True, **in_netns)  # fmt: skip
+        r.proc = subprocess.Popen(
+            argv,
+            cwd=pod.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **in_netns,
+        )
     pod.processes.register(r.proc.pid)
     if r.cancel.is_set():  # the container ended while this was starting
         r.kill()

@@ -86,8 +86,9 @@ class HttpRequest:
     headers: dict[str, str]
 
 
-def http_request(http_get: dict[str, Any], container: dict[str, Any], pod_ip: str, version: str,
-                 user_agent: str = USER_AGENT) -> HttpRequest:  # fmt: skip
+def http_request(
+    http_get: dict[str, Any], container: dict[str, Any], pod_ip: str, version: str, user_agent: str = USER_AGENT
+) -> HttpRequest:
     """The request an httpGet handler (or, with PROBE_USER_AGENT, probe) makes: host defaults to the pod IP,
     scheme HTTP, path as given (a leading slash added), httpHeaders as given (a `Host` header sets the host sent),
     the kubelet's User-Agent and `Accept: */*` unless given."""

@@ -24,8 +24,9 @@ from .images import ImageResolver
 class EventSink(Protocol):
     """Queues a core/v1 Event about a pod (optionally one of its containers); never blocks."""
 
-    def __call__(self, pod: dict[str, Any], etype: str, reason: str, message: str,
-                 c: Container | None = None) -> None: ...  # fmt: skip
+    def __call__(
+        self, pod: dict[str, Any], etype: str, reason: str, message: str, c: Container | None = None
+    ) -> None: ...
 
 
 class AddressAllocator(Protocol):

@@ -91,8 +91,14 @@ def _entry(item: dict[str, Any], where: str) -> Entry:
             _check_template(v, f"{where}.{key}")
     for k, v in env.items():
         _check_template(v, f"{where}.env.{k}")
-    return Entry(name=str(item.get("name") or match[0]), match=tuple(match), path=tuple(texts["path"]), env=env,
-                 entrypoint=tuple(texts["entrypoint"]), cmd=tuple(texts["cmd"]))  # fmt: skip
+    return Entry(
+        name=str(item.get("name") or match[0]),
+        match=tuple(match),
+        path=tuple(texts["path"]),
+        env=env,
+        entrypoint=tuple(texts["entrypoint"]),
+        cmd=tuple(texts["cmd"]),
+    )
 
 
 class ImageMap:
@@ -113,8 +119,13 @@ class ImageMap:
 
     def resolve(self, image: str) -> Resolved | None:
         ref = ImageRef.parse(image)
-        values = {"venv_bin": self.venv_bin, "tag": ref.tag, "digest": ref.digest, "repository": ref.repository,
-                  "image": ref.image}  # fmt: skip
+        values = {
+            "venv_bin": self.venv_bin,
+            "tag": ref.tag,
+            "digest": ref.digest,
+            "repository": ref.repository,
+            "image": ref.image,
+        }
         for e in self.entries:
             if any(fnmatch.fnmatchcase(ref.repository, m) for m in e.match):
                 return Resolved(
@@ -131,9 +142,15 @@ class ImageMap:
 def content_of(ref: ImageRef, resolved: Resolved) -> dict[str, object]:
     """What a reference resolves to, as the agent runs it: the map entry after placeholder expansion, with the tag.
     Its digest is the image ID: another map entry for the same tag (a "re-push") has another digest."""
-    return {"repository": ref.repository, "tag": ref.tag, "entry": resolved.entry, "path": resolved.path,
-            "env": dict(sorted(resolved.env.items())), "entrypoint": list(resolved.entrypoint),
-            "cmd": list(resolved.cmd)}  # fmt: skip
+    return {
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "entry": resolved.entry,
+        "path": resolved.path,
+        "env": dict(sorted(resolved.env.items())),
+        "entrypoint": list(resolved.entrypoint),
+        "cmd": list(resolved.cmd),
+    }
 
 
 def content_digest(content: dict[str, object]) -> str:
@@ -145,10 +162,13 @@ def content_digest(content: dict[str, object]) -> str:
 def resolved_of(content: dict[str, object]) -> Resolved:
     """The Resolved a recorded `content_of` stands for."""
     env, entrypoint, cmd = content.get("env"), content.get("entrypoint"), content.get("cmd")
-    return Resolved(entry=str(content.get("entry")), path=str(content.get("path")),
-                    env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
-                    entrypoint=[str(a) for a in entrypoint] if isinstance(entrypoint, list) else [],
-                    cmd=[str(a) for a in cmd] if isinstance(cmd, list) else [])  # fmt: skip
+    return Resolved(
+        entry=str(content.get("entry")),
+        path=str(content.get("path")),
+        env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        entrypoint=[str(a) for a in entrypoint] if isinstance(entrypoint, list) else [],
+        cmd=[str(a) for a in cmd] if isinstance(cmd, list) else [],
+    )
 
 
 @dataclass(frozen=True)
@@ -221,16 +241,26 @@ class ImageResolver:
         if ref.digest:
             content = self.lookup(ref.digest)
             if content is None or content.get("repository") != ref.repository:
-                return Pulled(None, reason="ErrImagePull", message=(
-                    f'failed to pull image "{image}": {ref.digest} is not a digest this node reported for '
-                    f"{ref.repository} (the node agent resolves a digest only to content it ran and recorded "
-                    f"under {self.store}; see docs/localcluster.md)"))
+                return Pulled(
+                    None,
+                    reason="ErrImagePull",
+                    message=(
+                        f'failed to pull image "{image}": {ref.digest} is not a digest this node reported for '
+                        f"{ref.repository} (the node agent resolves a digest only to content it ran and recorded "
+                        f"under {self.store}; see docs/localcluster.md)"
+                    ),
+                )
             resolved = resolved_of(content)
             return Pulled(resolved, image_id=f"{ref.repository}@{ref.digest}")
         images = self.current()
         resolved = images.resolve(image)
         if resolved is None:
-            return Pulled(None, reason="ImageNotMapped", message=(
-                f'image "{image}" matches no entry of the node agent\'s image map {self.map_path} '
-                f"(see docs/localcluster.md)"))
+            return Pulled(
+                None,
+                reason="ImageNotMapped",
+                message=(
+                    f'image "{image}" matches no entry of the node agent\'s image map {self.map_path} '
+                    f"(see docs/localcluster.md)"
+                ),
+            )
         return Pulled(resolved, image_id=f"{ref.repository}@{self.record(content_of(ref, resolved))}")

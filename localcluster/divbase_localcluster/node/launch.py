@@ -30,8 +30,9 @@ def command_line(spec: dict[str, Any], resolved: Resolved, env: dict[str, str], 
     return [str(term_file) if a == term_path else a for a in argv]  # `--termination-log /dev/termination-log`
 
 
-def process_env(resolved: Resolved, env: dict[str, str], pod_dir: Path, hostname: str,
-                term_file: Path) -> dict[str, str]:  # fmt: skip
+def process_env(
+    resolved: Resolved, env: dict[str, str], pod_dir: Path, hostname: str, term_file: Path
+) -> dict[str, str]:
     """The process environment: the image map entry's PATH and env, then the container's own variables."""
     return {
         "PATH": resolved.path,

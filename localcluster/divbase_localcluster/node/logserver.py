@@ -76,8 +76,9 @@ def parse_request(target: str) -> LogRequest:
     parts = [unquote(p) for p in url.path.strip("/").split("/")]
     if parts[:1] != ["containerLogs"]:
         what = parts[0] if parts and parts[0] else "/"
-        raise LogRequestError(404, f"{what}: the local node serves only containerLogs and exec (no attach or "
-                                   f"port-forward)")
+        raise LogRequestError(
+            404, f"{what}: the local node serves only containerLogs and exec (no attach or port-forward)"
+        )
     if len(parts) != 4 or not all(parts[1:]):
         raise LogRequestError(400, "expected /containerLogs/<namespace>/<pod>/<container>")
     for what, value in zip(("namespace", "pod", "container"), parts[1:], strict=True):
@@ -86,13 +87,19 @@ def parse_request(target: str) -> LogRequest:
     query = parse_qs(url.query)
     for param, flag in UNSUPPORTED_PARAMS.items():
         if param in query:
-            raise LogRequestError(400, f"{flag} is not supported on the local node: its log files hold no per-line "
-                                       f"times")
+            raise LogRequestError(
+                400, f"{flag} is not supported on the local node: its log files hold no per-line times"
+            )
     truthy = ("true", "1")
-    return LogRequest(parts[1], parts[2], parts[3],
-                      follow=query.get("follow", [""])[-1] in truthy,
-                      previous=query.get("previous", [""])[-1] in truthy,
-                      tail_lines=_int_param(query, "tailLines"), limit_bytes=_int_param(query, "limitBytes"))
+    return LogRequest(
+        parts[1],
+        parts[2],
+        parts[3],
+        follow=query.get("follow", [""])[-1] in truthy,
+        previous=query.get("previous", [""])[-1] in truthy,
+        tail_lines=_int_param(query, "tailLines"),
+        limit_bytes=_int_param(query, "limitBytes"),
+    )
 
 
 def container_logs(pods_dir: Path, req: LogRequest) -> list[Path]:
@@ -104,8 +111,9 @@ def container_logs(pods_dir: Path, req: LogRequest) -> list[Path]:
     directory = pod_dirs[-1] / "logs" / req.container
     files = [p for p in directory.glob("*.log") if p.stem.isdigit()]
     if not files:
-        raise LogRequestError(400, f'container "{req.container}" in pod "{req.pod}" is waiting to start or does '
-                                   f'not exist')
+        raise LogRequestError(
+            400, f'container "{req.container}" in pod "{req.pod}" is waiting to start or does not exist'
+        )
     return sorted(files, key=lambda p: int(p.stem))
 
 
@@ -129,11 +137,12 @@ def tail(data: bytes, lines: int | None) -> bytes:
         cut = body.rfind(b"\n", 0, cut)
         if cut < 0:
             return data
-    return data[cut + 1:]
+    return data[cut + 1 :]
 
 
-def send_text(handler: BaseHTTPRequestHandler, status: int, message: str,
-              headers: dict[str, str] | None = None) -> None:
+def send_text(
+    handler: BaseHTTPRequestHandler, status: int, message: str, headers: dict[str, str] | None = None
+) -> None:
     """An answer as the kubelet gives it before any stream: a status and a text the apiserver passes on."""
     body = message.encode()
     handler.send_response(status)
@@ -149,10 +158,17 @@ class LogServer:
     """HTTPS server of the container logs; `is_running(ns, pod, container)` says whether a followed log may grow;
     `exec_handler` serves `/exec/...` (execserver.ExecServer.serve)."""
 
-    def __init__(self, pods_dir: Path, cert: Path, key: Path, client_ca: Path,
-                 is_running: Callable[[str, str, str], bool], stopping: threading.Event,
-                 host: str = "127.0.0.1",
-                 exec_handler: Callable[[BaseHTTPRequestHandler], None] | None = None) -> None:
+    def __init__(
+        self,
+        pods_dir: Path,
+        cert: Path,
+        key: Path,
+        client_ca: Path,
+        is_running: Callable[[str, str, str], bool],
+        stopping: threading.Event,
+        host: str = "127.0.0.1",
+        exec_handler: Callable[[BaseHTTPRequestHandler], None] | None = None,
+    ) -> None:
         self.pods_dir = pods_dir
         self.is_running = is_running
         self.stopping = stopping
@@ -200,8 +216,11 @@ class LogServer:
                     write(chunk)
                     continue
                 # nothing new: the log grows only while this container runs (a restart writes the next file)
-                if self.stopping.is_set() or not self.is_running(req.namespace, req.pod, req.container) \
-                        or path != container_logs(self.pods_dir, req)[-1]:
+                if (
+                    self.stopping.is_set()
+                    or not self.is_running(req.namespace, req.pod, req.container)
+                    or path != container_logs(self.pods_dir, req)[-1]
+                ):
                     if f.seek(0, 2) <= offset:
                         return
                     continue

@@ -46,8 +46,10 @@ class PodInputs:
             token.setup()
         except (ApiError, OSError) as e:
             detail = e.message if isinstance(e, ApiError) else str(e)
-            volume = next((v["name"] for v in spec.get("volumes") or []
-                           if v["name"].startswith("kube-api-access-")), "kube-api-access")  # fmt: skip
+            volume = next(
+                (v["name"] for v in spec.get("volumes") or [] if v["name"].startswith("kube-api-access-")),
+                "kube-api-access",
+            )
             msg = f'MountVolume.SetUp failed for volume "{volume}" : failed to fetch token: {detail}'
             log.warning("pod %s: %s", self.key, msg)
             return msg
@@ -95,13 +97,17 @@ class PodInputs:
             for path, query in servicelinks.requests(self.ns, enabled):
                 services += self.api.request("GET", path, query=query).get("items") or []
         except ApiError as e:
-            log.warning("pod %s: cannot list Services for its environment variables (%s); starting without them",
-                        self.key, e.message[:300])  # fmt: skip
+            log.warning(
+                "pod %s: cannot list Services for its environment variables (%s); starting without them",
+                self.key,
+                e.message[:300],
+            )
             return {}
         return servicelinks.service_env(services, self.ns, enabled)
 
-    def container_env(self, pod: dict[str, Any], ip: str, container: dict[str, Any],
-                      links: dict[str, str]) -> dict[str, str]:  # fmt: skip
+    def container_env(
+        self, pod: dict[str, Any], ip: str, container: dict[str, Any], links: dict[str, str]
+    ) -> dict[str, str]:
         """The container's variables (podspec.container_env) on top of the service links and ServiceAccount
         variables; without a pod network KUBERNETES_SERVICE_* name the apiserver's loopback address (see
         servicelinks.base_env). Raises ConfigError for a missing reference."""
@@ -117,6 +123,11 @@ class PodInputs:
 def with_ips(pod: dict[str, Any], ip: str) -> dict[str, Any]:
     """The pod as the downward API sees it: with the IPs this agent assigned (maybe not yet in the API)."""
     pod = dict(pod)
-    pod["status"] = {**pod.get("status", {}), "podIP": ip, "podIPs": [{"ip": ip}],
-                     "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}]}  # fmt: skip
+    pod["status"] = {
+        **pod.get("status", {}),
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "hostIP": "127.0.0.1",
+        "hostIPs": [{"ip": "127.0.0.1"}],
+    }
     return pod

@@ -17,11 +17,32 @@ SUPPORTED_VOLUMES = {"emptyDir", "secret", "configMap", "projected", "downwardAP
 NOOP_VOLUME_KEYS = {"name"}
 # container fields that mean nothing for a local process and are accepted silently
 IGNORED_CONTAINER_FIELDS = {
-    "name", "image", "command", "args", "env", "envFrom", "resources", "resizePolicy", "securityContext",
-    "imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy", "readinessProbe", "livenessProbe",
-    "startupProbe", "ports", "volumeMounts", "stdin", "stdinOnce", "tty", "restartPolicy", "workingDir",
-    "lifecycle", "volumeDevices", "restartPolicyRules",
-}  # fmt: skip
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "resources",
+    "resizePolicy",
+    "securityContext",
+    "imagePullPolicy",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "readinessProbe",
+    "livenessProbe",
+    "startupProbe",
+    "ports",
+    "volumeMounts",
+    "stdin",
+    "stdinOnce",
+    "tty",
+    "restartPolicy",
+    "workingDir",
+    "lifecycle",
+    "volumeDevices",
+    "restartPolicyRules",
+}
 _LABEL_PATH = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
 
 
@@ -180,13 +201,19 @@ def _container_fields(pod: dict[str, Any], c: dict[str, Any], at: str, init: boo
 
 
 def _unsupported_probes(c: dict[str, Any]) -> list[str]:
-    return [f"{probe}.grpc" for probe in ("readinessProbe", "livenessProbe", "startupProbe")
-            if "grpc" in (c.get(probe) or {})]  # fmt: skip
+    return [
+        f"{probe}.grpc"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe")
+        if "grpc" in (c.get(probe) or {})
+    ]
 
 
 def _unsupported_env(pod: dict[str, Any], env: list[dict[str, Any]]) -> list[str]:
-    return [f"env[{j}].valueFrom.{k}" for j, var in enumerate(env)
-            for k in _unsupported_value_from(pod, var.get("valueFrom") or {})]  # fmt: skip
+    return [
+        f"env[{j}].valueFrom.{k}"
+        for j, var in enumerate(env)
+        for k in _unsupported_value_from(pod, var.get("valueFrom") or {})
+    ]
 
 
 def _unsupported_value_from(pod: dict[str, Any], vf: dict[str, Any]) -> list[str]:

@@ -101,15 +101,20 @@ def phase(init_containers: Sequence[Container], containers: Sequence[Container],
     return "Failed" if policy == "Never" else "Running"
 
 
-def condition(transitions: Transitions, now: str, ctype: str, status: bool, reason: str = "",
-              message: str = "") -> dict[str, Any]:  # fmt: skip
+def condition(
+    transitions: Transitions, now: str, ctype: str, status: bool, reason: str = "", message: str = ""
+) -> dict[str, Any]:
     """One pod condition; records a transition in `transitions` when its status changed."""
     value = "True" if status else "False"
     prev = transitions.get(ctype)
     if prev is None or prev[0] != value:
         transitions[ctype] = (value, now)
-    cond: dict[str, Any] = {"type": ctype, "status": value, "lastProbeTime": None,
-                            "lastTransitionTime": transitions[ctype][1]}  # fmt: skip
+    cond: dict[str, Any] = {
+        "type": ctype,
+        "status": value,
+        "lastProbeTime": None,
+        "lastTransitionTime": transitions[ctype][1],
+    }
     if reason:
         cond["reason"] = reason
     if message:
@@ -133,14 +138,28 @@ def conditions(facts: PodFacts, transitions: Transitions, now: str) -> list[dict
     ready, reason, message = _ready(facts)
     conds = [
         condition(transitions, now, "PodReadyToStartContainers", bool(facts.ip) and not facts.done),
-        condition(transitions, now, "Initialized", initialized, "" if initialized else "ContainersNotInitialized",
-                  f"containers with incomplete status: [{' '.join(incomplete)}]" if incomplete else ""),
+        condition(
+            transitions,
+            now,
+            "Initialized",
+            initialized,
+            "" if initialized else "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(incomplete)}]" if incomplete else "",
+        ),
         condition(transitions, now, "ContainersReady", ready, reason, message),
         condition(transitions, now, "Ready", ready, reason, message),
-    ]  # fmt: skip
+    ]
     if facts.unsupported:
-        conds.append(condition(transitions, now, UNSUPPORTED, True, "UnsupportedFields",
-                               "not supported by the local node agent (ignored): " + ", ".join(facts.unsupported)))
+        conds.append(
+            condition(
+                transitions,
+                now,
+                UNSUPPORTED,
+                True,
+                "UnsupportedFields",
+                "not supported by the local node agent (ignored): " + ", ".join(facts.unsupported),
+            )
+        )
     return conds
 
 

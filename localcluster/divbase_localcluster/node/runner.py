@@ -95,8 +95,10 @@ class ContainerRunner:
         term_file = self.p.dir / "termination" / c.name
         argv = launch.command_line(c.spec, resolved, env, term_file)
         if not argv:
-            msg = (f"no command specified: container {c.name!r} has no `command` and image map entry "
-                   f"{resolved.entry!r} defines no entrypoint/cmd for {image}")  # fmt: skip
+            msg = (
+                f"no command specified: container {c.name!r} has no `command` and image map entry "
+                f"{resolved.entry!r} defines no entrypoint/cmd for {image}"
+            )
             self._wait(c, "CreateContainerError", msg, 3600, f"Error: {msg}")
             return
         child_env = launch.process_env(resolved, env, self.p.dir, self.p.name, term_file)
@@ -106,8 +108,14 @@ class ContainerRunner:
         log_path = self._spawn(c, argv, child_env)
         if log_path is not None:
             c.image_id, c.resolved, c.links = pulled.image_id, resolved, links  # imageID: `repository@sha256:...`
-            log.info("pod %s: container %s started (pid %d, image map entry %s, log %s)",
-                     self.p.key, c.name, c.pid, resolved.entry, log_path)  # fmt: skip
+            log.info(
+                "pod %s: container %s started (pid %d, image map entry %s, log %s)",
+                self.p.key,
+                c.name,
+                c.pid,
+                resolved.entry,
+                log_path,
+            )
             self._started(c)
 
     def _spawn(self, c: Container, argv: list[str], child_env: dict[str, str]) -> Path | None:
@@ -119,15 +127,30 @@ class ContainerRunner:
         started_at = now_rfc3339()
         try:
             with log_path.open("ab") as out, self.p.in_pod_netns() as in_netns:
-                proc = ShimProcess.start(argv, self.exit_file(c), cwd=self.p.dir, env=child_env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         **in_netns)  # fmt: skip
+                proc = ShimProcess.start(
+                    argv,
+                    self.exit_file(c),
+                    cwd=self.p.dir,
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    **in_netns,
+                )
         except OSError as e:
             msg = f'failed to start container process: exec: "{argv[0]}": {e.strerror or e}'
             log.warning("pod %s: container %s: %s", self.p.key, c.name, msg)
             self.p.event("Warning", "Failed", f"Error: {msg}", c)
-            self.exited(c, {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": started_at,
-                            "finishedAt": now_rfc3339()})  # fmt: skip
+            self.exited(
+                c,
+                {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": msg,
+                    "startedAt": started_at,
+                    "finishedAt": now_rfc3339(),
+                },
+            )
             return None
         c.proc, c.pid, c.proc_env = proc, proc.pid, child_env
         self.p.host.processes.register(proc.pid)
@@ -169,8 +192,11 @@ class ContainerRunner:
             "containerID": f"local://{c.pid}",
         }
         message = ended.error or launch.termination_message(
-            self.p.dir / "termination" / c.name, self.p.dir / "logs" / c.name / f"{c.restart_count}.log", exit_code,
-            c.spec.get("terminationMessagePolicy"))  # fmt: skip
+            self.p.dir / "termination" / c.name,
+            self.p.dir / "logs" / c.name / f"{c.restart_count}.log",
+            exit_code,
+            c.spec.get("terminationMessagePolicy"),
+        )
         if message:
             term["message"] = message
         restart = (exit_code != 0 and policy in ("Always", "OnFailure")) or (policy == "Always" and not c.init)
@@ -195,8 +221,10 @@ class ContainerRunner:
         c.last_terminated = term
         c.backoff = BACKOFF_START if not c.backoff else min(BACKOFF_MAX, c.backoff * 2)
         c.next_start = time.monotonic() + c.backoff
-        msg = (f"back-off {c.backoff:.0f}s restarting failed container={c.name} "
-               f"pod={self.p.name}_{self.p.ns}({self.p.uid})")  # fmt: skip
+        msg = (
+            f"back-off {c.backoff:.0f}s restarting failed container={c.name} "
+            f"pod={self.p.name}_{self.p.ns}({self.p.uid})"
+        )
         c.waiting = ("CrashLoopBackOff", msg)
         self.p.event("Warning", "BackOff", "Back-off restarting failed container", c)
 

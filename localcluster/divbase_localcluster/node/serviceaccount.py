@@ -101,27 +101,34 @@ class ServiceAccountToken:
         _write(self.dir / "namespace", self.ns, 0o644)
         self.refresh()
         doc = {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": "local", "cluster": {"server": self.server,
-                                                       "certificate-authority": str(self.dir / "ca.crt")}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.dir / "ca.crt")}}
+            ],
             "users": [{"name": self.sa, "user": {"tokenFile": str(self.token_file)}}],
-            "contexts": [{"name": "in-cluster", "context": {"cluster": "local", "user": self.sa,
-                                                            "namespace": self.ns}}],
+            "contexts": [
+                {"name": "in-cluster", "context": {"cluster": "local", "user": self.sa, "namespace": self.ns}}
+            ],
             "current-context": "in-cluster",
-        }  # fmt: skip
+        }
         _write(self.kubeconfig, yaml.safe_dump(doc, sort_keys=False), 0o600)
 
     def refresh(self) -> None:
         """A new token bound to the pod (it dies with the pod); the next refresh is due at 80 % of its lifetime."""
         body = {
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-            "spec": {"expirationSeconds": self.expiration,
-                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.pod_name,
-                                        "uid": self.pod_uid}},
-        }  # fmt: skip
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": self.expiration,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.pod_name, "uid": self.pod_uid},
+            },
+        }
         issued = time.monotonic()
-        answer = self.api.retrying("POST", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{self.sa}/token", body,
-                                   attempts=3)  # fmt: skip
+        answer = self.api.retrying(
+            "POST", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{self.sa}/token", body, attempts=3
+        )
         _write(self.token_file, answer["status"]["token"], 0o600)
         self.refresh_at = issued + REFRESH_FRACTION * self.expiration
 
@@ -143,8 +150,13 @@ class ServiceAccountToken:
             self.refresh()
             log.info("pod %s/%s: refreshed its ServiceAccount token", self.ns, self.pod_name)
         except ApiError as e:
-            log.warning("pod %s/%s: token refresh failed (retrying in %.0fs): %s", self.ns, self.pod_name,
-                        RETRY_SECONDS, e.message[:300])  # fmt: skip
+            log.warning(
+                "pod %s/%s: token refresh failed (retrying in %.0fs): %s",
+                self.ns,
+                self.pod_name,
+                RETRY_SECONDS,
+                e.message[:300],
+            )
             self.refresh_at = now + RETRY_SECONDS
 
     def remove(self) -> None:

@@ -92,8 +92,11 @@ def apiserver_vars(server: str) -> dict[str, str]:
     """KUBERNETES_SERVICE_HOST/PORT/PORT_HTTPS for an apiserver URL: what in-cluster clients dial."""
     url = urllib.parse.urlsplit(server)
     port = str(url.port or 443)
-    return {SERVICE_HOST: url.hostname or "127.0.0.1", "KUBERNETES_SERVICE_PORT": port,
-            "KUBERNETES_SERVICE_PORT_HTTPS": port}  # fmt: skip
+    return {
+        SERVICE_HOST: url.hostname or "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port,
+    }
 
 
 def base_env(links: dict[str, str], account: dict[str, str], apiserver: str | None) -> dict[str, str]:

@@ -77,8 +77,9 @@ def run(exit_file: str, argv: list[str]) -> int:
     pid, error = _spawn(argv)
     if error:
         msg = f'failed to start container process: exec: "{argv[0]}": {error}'
-        write_exit(exit_file, {"exitCode": START_ERROR_CODE, "signal": None, "finishedAt": _rfc3339(time.time()),
-                               "error": msg})  # fmt: skip
+        write_exit(
+            exit_file, {"exitCode": START_ERROR_CODE, "signal": None, "finishedAt": _rfc3339(time.time()), "error": msg}
+        )
         return START_ERROR_CODE
     _, status = os.waitpid(pid, 0)  # PEP 475: retried after a caught signal
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None

@@ -92,7 +92,7 @@ def decode_headers(block: bytes) -> dict[str, list[str]]:
         if pos + n > len(block):
             raise ProtocolError("truncated header block")
         pos += n
-        return block[pos - n:pos]
+        return block[pos - n : pos]
 
     pos = 0
     (count,) = struct.unpack(">I", take(4))
@@ -118,8 +118,8 @@ class FrameReader:
             length = int.from_bytes(self._buf[5:8], "big")
             if len(self._buf) < 8 + length:
                 break
-            head, payload = bytes(self._buf[:8]), bytes(self._buf[8:8 + length])
-            del self._buf[:8 + length]
+            head, payload = bytes(self._buf[:8]), bytes(self._buf[8 : 8 + length])
+            del self._buf[: 8 + length]
             frames.append(self._frame(head, payload))
         return frames
 
@@ -143,7 +143,7 @@ class FrameReader:
         def u32(offset: int) -> int:
             if len(payload) < offset + 4:
                 raise ProtocolError(f"control frame {kind}: {len(payload)} bytes is too short")
-            return int(struct.unpack(">I", payload[offset:offset + 4])[0])
+            return int(struct.unpack(">I", payload[offset : offset + 4])[0])
 
         if kind == SYN_STREAM:
             u32(6)  # stream id, associated stream id, priority and slot
@@ -179,8 +179,9 @@ class FrameWriter:
         return self._control(SYN_STREAM, FLAG_FIN if fin else 0, body)
 
     def syn_reply(self, stream_id: int, headers: dict[str, list[str]] | None = None, fin: bool = False) -> bytes:
-        return self._control(SYN_REPLY, FLAG_FIN if fin else 0,
-                             struct.pack(">I", stream_id) + self._compress(headers or {}))
+        return self._control(
+            SYN_REPLY, FLAG_FIN if fin else 0, struct.pack(">I", stream_id) + self._compress(headers or {})
+        )
 
     @staticmethod
     def data(stream_id: int, payload: bytes = b"", fin: bool = False) -> bytes:

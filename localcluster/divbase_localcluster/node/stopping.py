@@ -29,8 +29,9 @@ def send(c: Container, sig: signal.Signals) -> None:
 class Stopper:
     """The stop sequence of one pod's containers; state lives on each `Container` (stop_started, kill_deadline...)."""
 
-    def __init__(self, key: str, event: Event, in_pod: Callable[[], handlers.InPod],
-                 pod_grace: Callable[[], float]) -> None:  # fmt: skip
+    def __init__(
+        self, key: str, event: Event, in_pod: Callable[[], handlers.InPod], pod_grace: Callable[[], float]
+    ) -> None:
         self.key = key  # namespace/name, for the log
         self.event = event
         self.in_pod = in_pod  # the pod as hooks see it (its IP may change before the first start)

@@ -42,8 +42,13 @@ TERMINAL = ("Succeeded", "Failed")
 class PodWorker:
     """Drives one pod from binding to deletion; `update(pod)` / `vanish()` come from the agent's watch thread."""
 
-    def __init__(self, host: PodHost, pod: dict[str, Any], adopt: bool = False,
-                 on_done: Callable[[PodWorker], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: PodHost,
+        pod: dict[str, Any],
+        adopt: bool = False,
+        on_done: Callable[[PodWorker], None] | None = None,
+    ) -> None:
         self.host = host
         self.api = host.api
         self.on_done = on_done
@@ -170,21 +175,45 @@ class PodWorker:
         self.phase = "Failed"
         self.pod_reason = ("NodeAgentRestarted", "the node agent restarted and has no state of this pod to resume")
         for c in self.all_containers():
-            c.terminated = {"exitCode": 137, "reason": "NodeAgentRestarted", "startedAt": None,
-                            "finishedAt": now_rfc3339()}  # fmt: skip
+            c.terminated = {
+                "exitCode": 137,
+                "reason": "NodeAgentRestarted",
+                "startedAt": None,
+                "finishedAt": now_rfc3339(),
+            }
 
     # -- state.json: carrying on after the agent was SIGKILLed (node/podstate.py) -------------------------------
     def _snapshot(self) -> podstate.PodState:
         return podstate.PodState(
-            uid=self.uid, ip=self.ip, netns=self.netns, start_time=self.start_time, phase=self.phase,
-            pod_reason=self.pod_reason, transitions=dict(self.transitions), has_token=self.inputs.token is not None,
-            containers=[podstate.ContainerState(
-                name=c.name, pid=c.proc.pid if c.proc else 0, ticks=c.proc.ticks if c.proc else 0,
-                restart_count=c.restart_count, running_since=c.running_since, ever_started=c.ever_started,
-                waiting=c.waiting, terminated=c.terminated, last_terminated=c.last_terminated, ready=c.ready,
-                started=c.started, backoff=c.backoff, image_id=c.image_id, env=c.proc_env, links=c.links,
-            ) for c in self.all_containers()],
-        )  # fmt: skip
+            uid=self.uid,
+            ip=self.ip,
+            netns=self.netns,
+            start_time=self.start_time,
+            phase=self.phase,
+            pod_reason=self.pod_reason,
+            transitions=dict(self.transitions),
+            has_token=self.inputs.token is not None,
+            containers=[
+                podstate.ContainerState(
+                    name=c.name,
+                    pid=c.proc.pid if c.proc else 0,
+                    ticks=c.proc.ticks if c.proc else 0,
+                    restart_count=c.restart_count,
+                    running_since=c.running_since,
+                    ever_started=c.ever_started,
+                    waiting=c.waiting,
+                    terminated=c.terminated,
+                    last_terminated=c.last_terminated,
+                    ready=c.ready,
+                    started=c.started,
+                    backoff=c.backoff,
+                    image_id=c.image_id,
+                    env=c.proc_env,
+                    links=c.links,
+                )
+                for c in self.all_containers()
+            ],
+        )
 
     def _save_state(self) -> None:
         """Write state.json when it changed (only for a pod this agent runs; before that there is nothing)."""
@@ -211,10 +240,16 @@ class PodWorker:
         self.terminal = self.phase in TERMINAL
         saved = {s.name: s for s in record.containers}
         now, wall = time.monotonic(), time.time()
-        live = sum(self._resume_container(c, saved[c.name], now, wall) for c in self.all_containers()
-                   if c.name in saved)  # fmt: skip
-        log.info("pod %s: resumed after an agent restart (pod IP %s, %d of %d containers still running)",
-                 self.key, self.ip, live, len(record.containers))  # fmt: skip
+        live = sum(
+            self._resume_container(c, saved[c.name], now, wall) for c in self.all_containers() if c.name in saved
+        )
+        log.info(
+            "pod %s: resumed after an agent restart (pod IP %s, %d of %d containers still running)",
+            self.key,
+            self.ip,
+            live,
+            len(record.containers),
+        )
 
     def _resume_container(self, c: Container, st: podstate.ContainerState, now: float, wall: float) -> bool:
         """One container from state.json; True when its shim still runs."""
@@ -298,9 +333,14 @@ class PodWorker:
         proc = c.proc if c is not None else None
         if c is None or proc is None:
             return None
-        return ExecTarget(env=dict(c.proc_env), cwd=self.dir, popen_kwargs=self.in_pod_netns,
-                          alive=lambda: c.proc is proc, track=self.host.processes.register,
-                          untrack=self.host.processes.unregister)  # fmt: skip
+        return ExecTarget(
+            env=dict(c.proc_env),
+            cwd=self.dir,
+            popen_kwargs=self.in_pod_netns,
+            alive=lambda: c.proc is proc,
+            track=self.host.processes.register,
+            untrack=self.host.processes.unregister,
+        )
 
     def container_running(self, name: str) -> bool:
         """Whether the container's process runs now (a followed log may still grow)."""
@@ -322,8 +362,10 @@ class PodWorker:
         deadline = self.pod.get("spec", {}).get("activeDeadlineSeconds")
         if deadline is not None and self._age() > float(deadline):
             self._kill_all(self.grace())
-            self.pod_reason = ("DeadlineExceeded", f"Pod was active on the node longer than the specified "
-                                                  f"deadline of {deadline} seconds")  # fmt: skip
+            self.pod_reason = (
+                "DeadlineExceeded",
+                f"Pod was active on the node longer than the specified deadline of {deadline} seconds",
+            )
             self.phase = "Failed"
             self._go_terminal()
             return
@@ -342,8 +384,10 @@ class PodWorker:
 
     def _prerequisites(self, now: float) -> bool:
         """The pod sandbox, API access and volumes, each retried (not before its retry time) until it is there."""
-        if self.host.network is not None and self.netns is None and (
-            now < self.net_retry_at or not self._make_sandbox()
+        if (
+            self.host.network is not None
+            and self.netns is None
+            and (now < self.net_retry_at or not self._make_sandbox())
         ):
             return False
         if not self.sa_ready:
@@ -439,8 +483,9 @@ class PodWorker:
                     c.terminated = c.last_terminated or {
                         "exitCode": 137 if c.ever_started else 0,
                         "reason": "ContainerStatusUnknown" if c.ever_started else "PodDeleted",
-                        "startedAt": c.running_since or None, "finishedAt": now_rfc3339(),
-                    }  # fmt: skip
+                        "startedAt": c.running_since or None,
+                        "finishedAt": now_rfc3339(),
+                    }
             all_ok = all(c.succeeded for c in self.containers) and bool(self.containers)
             self.phase = "Succeeded" if all_ok else "Failed"
             self.terminal = True
@@ -448,10 +493,15 @@ class PodWorker:
             self._sync_status()
         try:
             self.api.retrying(
-                "DELETE", f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
-                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                 "preconditions": {"uid": self.uid}},
-            )  # fmt: skip
+                "DELETE",
+                f"/api/v1/namespaces/{self.ns}/pods/{self.name}",
+                {
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": self.uid},
+                },
+            )
             log.info("pod %s: deleted", self.key)
         except ApiError as e:
             if e.status not in (404, 409):
@@ -466,9 +516,15 @@ class PodWorker:
 
     # -- status (rendered by podstatus.py) --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        facts = podstatus.PodFacts(phase=self.phase, ip=self.ip, start_time=self.start_time,
-                                   init_containers=self.init_containers, containers=self.containers,
-                                   pod_reason=self.pod_reason, unsupported=self.unsupported)  # fmt: skip
+        facts = podstatus.PodFacts(
+            phase=self.phase,
+            ip=self.ip,
+            start_time=self.start_time,
+            init_containers=self.init_containers,
+            containers=self.containers,
+            pod_reason=self.pod_reason,
+            unsupported=self.unsupported,
+        )
         status, self.transitions = podstatus.render(facts, self.transitions, now_rfc3339())
         return status
 
@@ -479,8 +535,13 @@ class PodWorker:
         if status == self.last_sent:
             return
         try:
-            self.api.retrying("PATCH", f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status",
-                              {"status": status}, content_type=STRATEGIC, attempts=3)  # fmt: skip
+            self.api.retrying(
+                "PATCH",
+                f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status",
+                {"status": status},
+                content_type=STRATEGIC,
+                attempts=3,
+            )
         except ApiError as e:
             if e.status == 404:
                 self._vanished = True

@@ -19,8 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     fwd.add_argument("--state-dir", type=Path, required=True, help="the cluster's state directory (names its netns)")
     fwd.add_argument("--api-port", type=int, required=True, help="the apiserver's port on 127.0.0.1")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     forwarder = Forwarder(Layout.for_state_dir(args.state_dir), args.api_port)
     signal.signal(signal.SIGTERM, lambda *_: forwarder.stop())
     forwarder.serve()

@@ -39,8 +39,7 @@ class Forwarder:
             (sockets.listen((self.layout.gateway, FORWARD_PORT)), original_port),
         ]
         sockets.close()
-        log.info("forwarding %s:{%d, *} in %s to 127.0.0.1", self.layout.gateway, self.api_port,
-                 self.layout.node_netns)  # fmt: skip
+        log.info("forwarding %s:{%d, *} in %s to 127.0.0.1", self.layout.gateway, self.api_port, self.layout.node_netns)
         threads = [threading.Thread(target=self._accept, args=lst, daemon=True) for lst in listeners]
         for t in threads:
             t.start()

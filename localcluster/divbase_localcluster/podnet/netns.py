@@ -22,8 +22,7 @@ class NetworkError(RuntimeError):
     """A namespace or link operation failed; the message carries the command and its stderr."""
 
 
-def missing_requirements(status: str | None = None,
-                         which: Callable[[str], str | None] = shutil.which) -> list[str]:  # fmt: skip
+def missing_requirements(status: str | None = None, which: Callable[[str], str | None] = shutil.which) -> list[str]:
     """Why a pod network cannot be made here (empty when it can): capabilities and tools, each said plainly.
     `status` is /proc/self/status (read when not given)."""
     missing = []
@@ -32,8 +31,10 @@ def missing_requirements(status: str | None = None,
         eff = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
     except (OSError, StopIteration, ValueError):
         eff = 0
-    for cap, bit, use in (("CAP_NET_ADMIN", CAP_NET_ADMIN, "veth pairs, addresses, routes, nftables"),
-                          ("CAP_SYS_ADMIN", CAP_SYS_ADMIN, "named network namespaces (`ip netns add`)")):  # fmt: skip
+    for cap, bit, use in (
+        ("CAP_NET_ADMIN", CAP_NET_ADMIN, "veth pairs, addresses, routes, nftables"),
+        ("CAP_SYS_ADMIN", CAP_SYS_ADMIN, "named network namespaces (`ip netns add`)"),
+    ):
         if not eff & (1 << bit):
             missing.append(f"capability {cap} ({use})")
     for tool, package in (("ip", "iproute2"), ("nft", "nftables")):

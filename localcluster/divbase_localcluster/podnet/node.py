@@ -29,11 +29,14 @@ def create_node(layout: Layout, api_port: int) -> None:
     before the rewrite), and the host-port redirect."""
     name = layout.node_netns
     netns.add(name)
-    netns.ip_batch([
-        "link set lo up",
-        f"address add {layout.gateway}/32 dev lo",
-        f"route add {SERVICE_CIDR} dev lo",
-    ], netns=name)  # fmt: skip
+    netns.ip_batch(
+        [
+            "link set lo up",
+            f"address add {layout.gateway}/32 dev lo",
+            f"route add {SERVICE_CIDR} dev lo",
+        ],
+        netns=name,
+    )
     netns.run(["ip", "netns", "exec", name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
     netns.run(["ip", "netns", "exec", name, "nft", "-f", "-"], stdin=hostports_ruleset(layout, api_port))
 
@@ -45,15 +48,19 @@ def attach_pod(layout: Layout, ip: str) -> str:
     netns.delete(pod_ns)
     netns.add(pod_ns)
     try:
-        netns.ip("link", "add", veth, "netns", layout.node_netns, "type", "veth", "peer", "name", "eth0",
-                 "netns", pod_ns)  # fmt: skip
-        netns.ip_batch([
-            "link set lo up",
-            f"address add {ip}/32 dev eth0",
-            "link set eth0 up",
-            f"route add {layout.gateway} dev eth0 scope link",
-            f"route add default via {layout.gateway} dev eth0",
-        ], netns=pod_ns)  # fmt: skip
+        netns.ip(
+            "link", "add", veth, "netns", layout.node_netns, "type", "veth", "peer", "name", "eth0", "netns", pod_ns
+        )
+        netns.ip_batch(
+            [
+                "link set lo up",
+                f"address add {ip}/32 dev eth0",
+                "link set eth0 up",
+                f"route add {layout.gateway} dev eth0 scope link",
+                f"route add default via {layout.gateway} dev eth0",
+            ],
+            netns=pod_ns,
+        )
         netns.ip_batch([f"link set {veth} up", f"route replace {ip}/32 dev {veth}"], netns=layout.node_netns)
     except netns.NetworkError:
         netns.delete(pod_ns)

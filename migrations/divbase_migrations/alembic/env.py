@@ -61,8 +61,9 @@ def run_online() -> None:
         return
     # An Engine (pytest-alembic's `alembic_engine`), anything engine-like (pytest-alembic's experimental tests hand
     # a wrapper whose connect() yields their open connection), or nothing (plain `alembic`): connect through it.
-    connectable = given if given is not None else create_engine(database_url_from_env(required=True),
-                                                                poolclass=pool.NullPool)
+    connectable = (
+        given if given is not None else create_engine(database_url_from_env(required=True), poolclass=pool.NullPool)
+    )
     with connectable.connect() as conn:
         outer = conn.in_transaction()  # a caller's transaction (a test's savepoint) is the caller's to end
         run_with(conn)

@@ -31,9 +31,15 @@ class PostgresError(RuntimeError):
 
 def find_bindir() -> Path:
     configured = os.environ.get("PG_BINDIR")
-    candidates = [Path(configured)] if configured else sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True)
+    candidates = (
+        [Path(configured)]
+        if configured
+        else sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
+    )
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
@@ -48,8 +54,9 @@ def reachable_bindir(bindir: Path, demote: Callable[[], None]) -> Path:
     the runs of one checkout share it; it is made under another name and renamed, so two runs starting together
     both find a whole copy."""
     try:
-        subprocess.run([str(bindir / "initdb"), "--version"], capture_output=True, preexec_fn=demote, timeout=60,
-                       check=True)
+        subprocess.run(
+            [str(bindir / "initdb"), "--version"], capture_output=True, preexec_fn=demote, timeout=60, check=True
+        )
         return bindir
     except PermissionError:
         pass
@@ -114,8 +121,21 @@ class PostgresServer:
         if self._uid is not None:
             os.chown(pwfile, self._uid, -1)
         pwfile.chmod(0o600)
-        self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--pwfile", str(pwfile), "-E", "UTF8",
-                  "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--pwfile",
+            str(pwfile),
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+        )
         pwfile.unlink()
         conf = {
             "listen_addresses": "'127.0.0.1'",
@@ -146,19 +166,43 @@ class PostgresServer:
     def __enter__(self) -> PostgresServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- databases -------------------------------------------------------------------------------------------------
     def url(self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> URL:
-        return URL.create("postgresql+psycopg", username=user, password=password or self.password,
-                          host="127.0.0.1", port=self.port, database=database)
+        return URL.create(
+            "postgresql+psycopg",
+            username=user,
+            password=password or self.password,
+            host="127.0.0.1",
+            port=self.port,
+            database=database,
+        )
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the private unix socket (no password needed there)."""
-        out = self._run("psql", "-h", str(self.base_dir), "-p", str(self.port), "-U", SUPERUSER, "-d", database,
-                        "-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-c", sql)
+        out = self._run(
+            "psql",
+            "-h",
+            str(self.base_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-c",
+            sql,
+        )
         return out.strip()
 
     def create_database(self, name: str) -> URL:
@@ -169,10 +213,17 @@ class PostgresServer:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def _run(self, tool: str, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([str(self.bindir / tool), *args], capture_output=True, text=True, cwd=self.base_dir,
-                              preexec_fn=self._demote, timeout=120)
+        proc = subprocess.run(
+            [str(self.bindir / tool), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.base_dir,
+            preexec_fn=self._demote,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise PostgresError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}\n"
-                                f"{log}")
+            raise PostgresError(
+                f"{tool} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}\n{log}"
+            )
         return proc.stdout

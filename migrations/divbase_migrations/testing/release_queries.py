@@ -20,32 +20,53 @@ def _uid() -> str:
 
 def _project(conn: Connection) -> int:
     key = _uid()
-    return int(conn.execute(text(
-        "INSERT INTO project (name, bucket_name, is_active, is_deleted, storage_quota_bytes, storage_used_bytes) "
-        "VALUES (:n, :b, true, false, 10737418240, 0) RETURNING id"), {"n": f"p-{key}", "b": f"b-{key}"}).scalar_one())
+    return int(
+        conn.execute(
+            text(
+                "INSERT INTO project (name, bucket_name, is_active, is_deleted, storage_quota_bytes, "
+                "storage_used_bytes) VALUES (:n, :b, true, false, 10737418240, 0) RETURNING id"
+            ),
+            {"n": f"p-{key}", "b": f"b-{key}"},
+        ).scalar_one()
+    )
 
 
 def _user(conn: Connection, column: str, release: str, name: str) -> int:
     """A user the way DivBase's code creates one (every NOT NULL column of the real table given)."""
-    return int(conn.execute(text(
-        f'INSERT INTO "user" (email, {column}, hashed_password, is_admin, is_active, is_deleted, email_verified, '
-        "organisation, organisation_role) VALUES (:e, :n, 'x', false, true, false, true, 'SciLifeLab', 'tester') "
-        "RETURNING id"), {"e": f"{_uid()}@r{release}.example", "n": name}).scalar_one())
+    return int(
+        conn.execute(
+            text(
+                f'INSERT INTO "user" (email, {column}, hashed_password, is_admin, is_active, is_deleted, '
+                "email_verified, organisation, organisation_role) "
+                "VALUES (:e, :n, 'x', false, true, false, true, 'SciLifeLab', 'tester') "
+                "RETURNING id"
+            ),
+            {"e": f"{_uid()}@r{release}.example", "n": name},
+        ).scalar_one()
+    )
 
 
 def _skip(conn: Connection, project_id: int, reason: str | None) -> None:
     params = {"p": project_id, "k": f"{_uid()}.vcf.gz", "r": reason}
     if reason is None:  # releases before 3 may give no reason: the column is left out
-        conn.execute(text("INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id) "
-                          "VALUES (:k, :p, 'v1')"), params)
+        conn.execute(
+            text("INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id) VALUES (:k, :p, 'v1')"),
+            params,
+        )
     else:
-        conn.execute(text("INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id, skip_reason) "
-                          "VALUES (:k, :p, 'v1', :r)"), params)
+        conn.execute(
+            text(
+                "INSERT INTO skipped_vcf_files (vcf_file_s3_key, project_id, s3_version_id, skip_reason) "
+                "VALUES (:k, :p, 'v1', :r)"
+            ),
+            params,
+        )
 
 
 def _announce(conn: Connection, level: str) -> list[str]:
-    conn.execute(text("INSERT INTO announcement (heading, message, level, target) VALUES ('h', 'm', :l, 'BOTH')"),
-                 {"l": level})
+    conn.execute(
+        text("INSERT INTO announcement (heading, message, level, target) VALUES ('h', 'm', :l, 'BOTH')"), {"l": level}
+    )
     return [str(r[0]) for r in conn.execute(text("SELECT DISTINCT level FROM announcement"))]
 
 
@@ -54,18 +75,22 @@ def release_1(conn: Connection) -> dict[str, Any]:
     user_id = _user(conn, "name", "1", "Ada r1")
     names = [r[0] for r in conn.execute(text('SELECT name FROM "user" ORDER BY id'))]
     project_id = _project(conn)
-    conn.execute(text("INSERT INTO project_membership (project_id, user_id, role) VALUES (:p, :u, 'MANAGE')"),
-                 {"p": project_id, "u": user_id})
+    conn.execute(
+        text("INSERT INTO project_membership (project_id, user_id, role) VALUES (:p, :u, 'MANAGE')"),
+        {"p": project_id, "u": user_id},
+    )
     _skip(conn, project_id, None)
-    conn.execute(text("INSERT INTO task_history (task_id, user_id, project_id) VALUES (:t, :u, :p)"),
-                 {"t": _uid(), "u": user_id, "p": project_id})
+    conn.execute(
+        text("INSERT INTO task_history (task_id, user_id, project_id) VALUES (:t, :u, :p)"),
+        {"t": _uid(), "u": user_id, "p": project_id},
+    )
     levels = _announce(conn, "WARNING")
     return {"user_id": user_id, "names": names, "levels": levels}
 
 
 def _users_by_display_name(conn: Connection, release: str) -> dict[str, Any]:
     user_id = _user(conn, "display_name", release, f"Grace r{release}")
-    conn.execute(text('UPDATE "user" SET display_name = display_name || \'!\' WHERE id = :u'), {"u": user_id})
+    conn.execute(text("UPDATE \"user\" SET display_name = display_name || '!' WHERE id = :u"), {"u": user_id})
     names = [r[0] for r in conn.execute(text('SELECT display_name FROM "user" ORDER BY id'))]
     return {"user_id": user_id, "names": names}
 
@@ -74,9 +99,10 @@ def _skips_with_reason_and_tasks(conn: Connection, user_id: int) -> dict[str, An
     project_id = _project(conn)
     _skip(conn, project_id, "no samples")
     reasons = [r[0] for r in conn.execute(text("SELECT skip_reason FROM skipped_vcf_files ORDER BY id"))]
-    recent = conn.execute(text(
-        "SELECT count(*) FROM task_history WHERE user_id = :u AND created_at > now() - interval '1 day'"),
-        {"u": user_id}).scalar_one()
+    recent = conn.execute(
+        text("SELECT count(*) FROM task_history WHERE user_id = :u AND created_at > now() - interval '1 day'"),
+        {"u": user_id},
+    ).scalar_one()
     return {"skip_reasons": reasons, "recent_tasks": recent}
 
 
@@ -99,13 +125,23 @@ def release_4(conn: Connection) -> dict[str, Any]:
     out.update(_skips_with_reason_and_tasks(conn, out["user_id"]))
     _announce(conn, "CAUTION")
     # release 4 reads WARNING (written by release 3 pods until the contract rewrites it) as CAUTION
-    out["levels"] = sorted({("CAUTION" if str(r[0]) == "WARNING" else str(r[0])) for r in conn.execute(
-        text("SELECT level FROM announcement"))})
+    out["levels"] = sorted(
+        {
+            ("CAUTION" if str(r[0]) == "WARNING" else str(r[0]))
+            for r in conn.execute(text("SELECT level FROM announcement"))
+        }
+    )
     return out
 
 
 # DivBase's own releases at the baseline talk to the schema as example release 1 does.
 QUERIES: dict[str, Callable[[Connection], dict[str, Any]]] = {
-    "0.1.0a6": release_1, "0.1.0a7": release_1, "0.1.0a8": release_1, "0.1.0a9": release_1,
-    "1": release_1, "2": release_2, "3": release_3, "4": release_4,
+    "0.1.0a6": release_1,
+    "0.1.0a7": release_1,
+    "0.1.0a8": release_1,
+    "0.1.0a9": release_1,
+    "1": release_1,
+    "2": release_2,
+    "3": release_3,
+    "4": release_4,
 }
