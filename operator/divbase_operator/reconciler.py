@@ -143,6 +143,10 @@ class _State:
     lock_waits: dict[str, LockWait] = field(default_factory=dict)  # pod -> the wait its log tail last showed
 
 
+class _LogsForbidden(Exception):
+    """RBAC does not grant pods/log: the probe stops (lock waits are not shown)."""
+
+
 @dataclass
 class Reconciler:
     api: KubeApi
@@ -352,42 +356,57 @@ class Reconciler:
         if not state.log_pods or not self.may_act() or self._states.get(key) is not state:
             return
         changed = False
-        if self._log_reads is None:
-            self._log_reads = asyncio.Semaphore(LOG_READ_CONCURRENCY)
         for pod in state.log_pods:
             try:
-                async with self._log_reads:  # the API calls' worker threads stay free for the reconciles
-                    tail: str | None = await self.api.read_pod_log(
-                        key[0], pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES
-                    )
-            except ApiException as exc:
-                if exc.status == 403:
-                    self._logs_forbidden = True
-                    log.warning(
-                        "reading pod logs (pods/log get) is forbidden: lock waits of migration Jobs are not "
-                        "shown (docs/install.md, RBAC)"
-                    )
-                    return
-                if exc.status not in (400, 404):  # not started yet, or gone: no wait to show
-                    log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, exc.status)
-                    continue
-                tail = None
-            except Exception as exc:  # a timeout or a dropped connection: look again at the next probe
-                log.debug("log tail of pod %s/%s not read (%s)", key[0], pod, type(exc).__name__)
-                continue
-            wait = read_lock_wait(tail)
-            if state.lock_waits.get(pod) != wait:
+                read, tail = await self._read_tail(key[0], pod)
+            except _LogsForbidden:
+                return
+            if read and self._remember_wait(state, pod, read_lock_wait(tail)):
                 changed = True
-                if wait is None:
-                    state.lock_waits.pop(pod, None)
-                else:
-                    state.lock_waits[pod] = wait
         if changed:
             self.trigger(key)
         if state.log_pods and state.probe is None and self._states.get(key) is state:
             state.probe = asyncio.get_running_loop().call_later(
                 self.lock_wait_probe_seconds, self._start_probe, key, state
             )
+
+    async def _read_tail(self, namespace: str, pod: str) -> tuple[bool, str | None]:
+        """(read, tail) of a migration pod's log; not read when a look again at the next probe may do better.
+        Raises _LogsForbidden (after saying so once) when RBAC does not grant pods/log."""
+        if self._log_reads is None:  # made on the running loop
+            self._log_reads = asyncio.Semaphore(LOG_READ_CONCURRENCY)
+        try:
+            async with self._log_reads:  # the API calls' worker threads stay free for the reconciles
+                tail: str | None = await self.api.read_pod_log(
+                    namespace, pod, names.MIGRATION_CONTAINER, names.LOCK_WAIT_LOG_LINES, names.LOCK_WAIT_LOG_BYTES
+                )
+            return True, tail
+        except ApiException as exc:
+            if exc.status == 403:
+                self._logs_forbidden = True
+                log.warning(
+                    "reading pod logs (pods/log get) is forbidden: lock waits of migration Jobs are not "
+                    "shown (docs/install.md, RBAC)"
+                )
+                raise _LogsForbidden from None
+            if exc.status not in (400, 404):  # not started yet, or gone: no wait to show
+                log.debug("log tail of pod %s/%s not read (%s)", namespace, pod, exc.status)
+                return False, None
+            return True, None
+        except Exception as exc:  # a timeout or a dropped connection: look again at the next probe
+            log.debug("log tail of pod %s/%s not read (%s)", namespace, pod, type(exc).__name__)
+            return False, None
+
+    @staticmethod
+    def _remember_wait(state: _State, pod: str, wait: LockWait | None) -> bool:
+        """Keep what the pod's tail shows of a lock wait; whether that changed."""
+        if state.lock_waits.get(pod) == wait:
+            return False
+        if wait is None:
+            state.lock_waits.pop(pod, None)
+        else:
+            state.lock_waits[pod] = wait
+        return True
 
     async def _foreign(self, snap: Snapshot, deployments: tuple[DeploymentObs, ...]) -> tuple[ForeignDeployment, ...]:
         """Deployments of our workloads' names that the label-selected watch cannot show: read by name, only when
